@@ -1,0 +1,19 @@
+//! troika: a three-controller storage array in one process.
+//!
+//! Layers, top to bottom (see each module's doc for what it promises): `target` (wire
+//! protocols) → `controller` (ownership and routing) → `cache` (DRAM write-back cache,
+//! vault, destage) → `meta` (pools, volumes, the redirect-on-write map, the journal) →
+//! `layout` (stripes with P+Q parity on the NL-SAS drives, segment cleaning) → `io`
+//! (io_uring, aligned buffers, devices) → `hw` (the hardware model). `mgmt` is the
+//! control plane beside them; `node` wires them together.
+
+pub mod cache;
+pub mod controller;
+pub mod hw;
+pub mod io;
+pub mod layout;
+pub mod meta;
+pub mod mgmt;
+pub mod node;
+pub mod target;
+pub mod types;

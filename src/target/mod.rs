@@ -1,0 +1,74 @@
+//! Target ports: the wire protocols hosts speak (NBD now, iSCSI later).
+//!
+//! A front end promises to turn every well-formed request into calls on a [`BlockTarget`],
+//! to answer malformed input with the protocol's own error, and to confine a broken stream
+//! to its own connection. It assumes the layer below ([`ExportProvider`], implemented by the
+//! controllers) is safe to call from many connection threads at once and that every call
+//! returns once the operation has the durability its flags ask for.
+
+pub mod nbd;
+
+use std::sync::Arc;
+
+use crate::types::IoError;
+
+/// One extent of a block-status answer: `length` bytes with the given allocation state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extent {
+    pub length: u64,
+    /// No storage is allocated for this range (a read returns zeroes).
+    pub hole: bool,
+    /// A read of this range returns zeroes.
+    pub zero: bool,
+}
+
+/// What a front end may list and open.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExportInfo {
+    pub name: String,
+    pub size: u64,
+    pub read_only: bool,
+}
+
+/// The set of datasets hosts may reach, resolved by name at connection time.
+pub trait ExportProvider: Send + Sync {
+    /// Every export, in a stable order (for NBD_OPT_LIST).
+    fn list_exports(&self) -> Vec<ExportInfo>;
+    /// Opens a handle on the named dataset; `None` when there is no such export.
+    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>>;
+}
+
+/// A handle on one dataset, as the controllers serve it. Offsets and lengths are in
+/// bytes; the caller has already checked them against `size()` but implementations check
+/// again (a resize may race). All methods block the calling thread until done.
+pub trait BlockTarget: Send + Sync {
+    /// Name of the dataset (for messages).
+    fn name(&self) -> &str;
+    /// Current size in bytes (may change with a resize).
+    fn size(&self) -> u64;
+    /// True when writes must be refused with [`IoError::ReadOnly`].
+    fn read_only(&self) -> bool;
+    /// Reads `buf.len()` bytes at `offset`. Unwritten ranges read as zeroes.
+    fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError>;
+    /// Writes `data` at `offset`; with `fua` the call returns only once the data is durable.
+    fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoError>;
+    /// Returns once every write acknowledged before this call (on any connection) is durable.
+    fn flush(&self) -> Result<(), IoError>;
+    /// Releases the range; later reads return zeroes.
+    fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoError>;
+    /// Makes the range read as zeroes. `no_hole`: keep it allocated. `fast_only`: fail with
+    /// [`IoError::NotFast`] instead of doing slow work.
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+        fast_only: bool,
+        fua: bool,
+    ) -> Result<(), IoError>;
+    /// Hint: bring the range into cache.
+    fn prefetch(&self, offset: u64, len: u64) -> Result<(), IoError>;
+    /// Describes allocation of `[offset, offset+len)` by appending extents to `out`, which
+    /// cover the range from `offset` contiguously (they may stop early, never go past it).
+    fn block_status(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), IoError>;
+}

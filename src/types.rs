@@ -1,0 +1,131 @@
+//! Plain types shared by every layer: identifiers, sizes and the error a data-path
+//! request can end with. Nothing here does I/O or holds state.
+
+use std::fmt;
+
+/// Size of a logical block: the unit of the redirect-on-write map, of checksums and of
+/// cache validity. Requests of any byte alignment are accepted above this layer and turned
+/// into whole-block operations (read-modify-write) by the cache.
+pub const BLOCK_SIZE: usize = 4096;
+/// log2 of [`BLOCK_SIZE`].
+pub const BLOCK_SHIFT: u32 = 12;
+/// Size of a cache section: the unit of ownership, mirroring and DRAM cache residency.
+pub const SECTION_SIZE: usize = 64 * 1024;
+/// Blocks per section.
+pub const BLOCKS_PER_SECTION: usize = SECTION_SIZE / BLOCK_SIZE;
+
+/// Identifies a pool for its whole life; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolId(pub u32);
+
+/// Identifies a volume (a dataset) for its whole life; never reused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct VolumeId(pub u32);
+
+/// A logical block address inside a volume, in units of [`BLOCK_SIZE`].
+pub type Lba = u64;
+
+/// A section index inside a volume, in units of [`SECTION_SIZE`].
+pub type SectionIndex = u64;
+
+impl fmt::Display for PoolId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for VolumeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// How a data-path request failed. Each front end maps these to its wire errors once
+/// (NBD errno, SCSI sense); the message is for the log and the operator.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum IoError {
+    /// The byte range lies (partly) outside the dataset.
+    #[error("range {offset}+{len} is outside the volume of {size} bytes")]
+    OutOfRange { offset: u64, len: u64, size: u64 },
+    /// The pool has no physical space left for new blocks of this volume.
+    #[error("pool {pool} is out of physical space; free space or grow the pool")]
+    NoSpace { pool: String },
+    /// The dataset is write-protected (read-only export, snapshot, locked pool).
+    #[error("volume {volume} is write-protected")]
+    ReadOnly { volume: String },
+    /// A media error that could not be repaired from parity.
+    #[error("unrecoverable media error on volume {volume}: {detail}")]
+    Media { volume: String, detail: String },
+    /// The volume was deleted while the request was in flight.
+    #[error("volume {volume} no longer exists")]
+    VolumeGone { volume: String },
+    /// The node is shutting down and takes no new work.
+    #[error("the node is shutting down")]
+    ShuttingDown,
+    /// The request cannot be done fast, and the caller asked for fast or nothing.
+    #[error("operation cannot be done fast")]
+    NotFast,
+}
+
+/// Parses a human size: `4096`, `512K`, `512M`, `10G`, `1T` (binary multiples; an optional
+/// trailing `B` or `iB` is accepted). Returns `None` for anything else or on overflow.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let upper = text.to_ascii_uppercase();
+    let trimmed = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, shift) = match trimmed.chars().last()? {
+        'K' => (&trimmed[..trimmed.len() - 1], 10),
+        'M' => (&trimmed[..trimmed.len() - 1], 20),
+        'G' => (&trimmed[..trimmed.len() - 1], 30),
+        'T' => (&trimmed[..trimmed.len() - 1], 40),
+        'P' => (&trimmed[..trimmed.len() - 1], 50),
+        c if c.is_ascii_digit() => (trimmed, 0),
+        _ => return None,
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let value: u64 = digits.parse().ok()?;
+    value.checked_mul(1u64 << shift)
+}
+
+/// Formats a byte count with the largest binary unit that keeps it exact to one decimal.
+pub fn format_size(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse_with_binary_units() {
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("10G"), Some(10 << 30));
+        assert_eq!(parse_size("1T"), Some(1 << 40));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("1gb"), Some(1 << 30));
+    }
+
+    #[test]
+    fn bad_sizes_are_refused() {
+        for bad in ["", "G", "-1G", "1.5G", "10X", "99999999999999999999", "16777216T"] {
+            assert_eq!(parse_size(bad), None, "{bad:?}");
+        }
+    }
+}
