@@ -1,1 +1,81 @@
-fn main() {}
+//! The `troika` binary: `troika serve` runs the node; every other command is a client of
+//! the running node's management socket.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use troika::hw::HwModel;
+use troika::mgmt::{self, CliCommand};
+use troika::node::{Node, NodeOptions};
+
+/// troika: a three-controller storage array in one process.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// The node's data directory (backing files, sockets, metadata).
+    #[arg(long, global = true, default_value = "./troika-data")]
+    data: PathBuf,
+    /// The management socket (default: DATA/troika.sock).
+    #[arg(long, global = true)]
+    socket: Option<PathBuf>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node in the foreground until SIGINT or SIGTERM.
+    Serve {
+        /// Hardware model (default: the embedded hw/dev.toml).
+        #[arg(long)]
+        hw: Option<PathBuf>,
+        /// NBD TCP address; `none` to serve only on DATA/nbd.sock.
+        #[arg(long, default_value = "127.0.0.1:10809")]
+        nbd_listen: String,
+    },
+    #[command(flatten)]
+    Manage(CliCommand),
+}
+
+fn serve(data: PathBuf, hw: Option<PathBuf>, nbd_listen: &str) -> anyhow::Result<()> {
+    let model = match hw {
+        Some(path) => HwModel::load(&path).map_err(|err| anyhow::anyhow!("{err}"))?,
+        None => HwModel::embedded_default(),
+    };
+    let nbd_tcp = if nbd_listen == "none" {
+        None
+    } else {
+        Some(
+            nbd_listen
+                .parse::<SocketAddr>()
+                .map_err(|err| anyhow::anyhow!("--nbd-listen {nbd_listen:?} is not an address like 127.0.0.1:10809: {err}"))?,
+        )
+    };
+    let node = Node::start(model, &NodeOptions { data_dir: data, nbd_tcp })?;
+    eprintln!("troika: serving; management on the data directory's troika.sock, NBD on nbd.sock{}",
+        nbd_tcp.map(|a| format!(" and {a}")).unwrap_or_default());
+    node.run_until_signal()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { hw, nbd_listen } => match serve(cli.data, hw, &nbd_listen) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("troika: error: {err:#}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Manage(command) => {
+            let socket = cli.socket.unwrap_or_else(|| cli.data.join("troika.sock"));
+            let code = mgmt::run(command, &socket, cli.json);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}

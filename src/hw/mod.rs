@@ -1,1 +1,403 @@
-//! (being written)
+//! The hardware model: what one troika node is made of.
+//!
+//! A model names the number of controllers, the DRAM cache each one has, the SSD devices
+//! (write vault and read cache), the NL-SAS drives that hold the striped data, the stripe
+//! geometry, and optionally a latency model per device for simulated (hardware-in-the-loop)
+//! rigs. It is read from a TOML file (`hw/*.toml`); `hw/dev.toml` is compiled in as the
+//! default.
+//!
+//! What this module promises: a [`HwModel`] that exists has passed every check below, so the
+//! layers above may rely on them without re-checking. A bad file is refused as a whole with
+//! an [`HwError`] naming the file, the field and the reason, e.g.
+//! `hw/ci.toml: field `stripe.data`: must be between 2 and 30 (got 1)`.
+//!
+//! Checks: unknown fields are refused; `controllers` is 1..=8; `dram_per_controller` is at
+//! least 16M and a multiple of 64K; `stripe.parity` is 2 (P+Q); `stripe.data` is 2..=30;
+//! `stripe.unit` is a power of two between 16K and 1M; `stripe.rows_per_segment` is at least
+//! 1; there is at least one `[[ssd]]` and exactly `data + parity` `[[nlsas]]` drives; every
+//! device has a non-empty name (unique across the node) and a path; a size, when given, is a
+//! multiple of the stripe unit and at least 64 units (NL-SAS) or 64M (SSD); latency numbers
+//! are within physical reason (rpm 3600..=20000, times at most 100 ms).
+//!
+//! Sizes are written as integers (bytes) or strings with binary units (`"64K"`, `"1G"`).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::types::parse_size;
+
+#[cfg(test)]
+mod tests;
+
+/// The embedded default model.
+const DEV_TOML: &str = include_str!("../../hw/dev.toml");
+
+/// Largest time a latency model may name, in microseconds (100 ms).
+const MAX_LATENCY_US: u64 = 100_000;
+/// Smallest SSD a model may name.
+const MIN_SSD_SIZE: u64 = 64 << 20;
+/// Smallest NL-SAS drive a model may name, in stripe units.
+const MIN_NLSAS_UNITS: u64 = 64;
+
+/// One node's inventory, validated.
+#[derive(Clone, Debug)]
+pub struct HwModel {
+    /// The model's name, for logs and the system API.
+    pub name: String,
+    /// Number of controllers (each with its own DRAM cache and reactor).
+    pub controllers: usize,
+    /// DRAM cache per controller, in bytes.
+    pub dram_per_controller: u64,
+    /// SSD devices: write vault and read-cache tier.
+    pub ssds: Vec<DeviceSpec>,
+    /// NL-SAS drives: one per stripe column (`stripe.data + stripe.parity` of them).
+    pub nlsas: Vec<DeviceSpec>,
+    /// How data is striped across the NL-SAS drives.
+    pub stripe: StripeGeometry,
+}
+
+/// One device of the model.
+#[derive(Clone, Debug)]
+pub struct DeviceSpec {
+    /// Unique name within the node (`ssd0`, `nlsas3`).
+    pub name: String,
+    /// Where the device is: an absolute path (a block device or a file) or a path relative to
+    /// the node's data directory (see [`HwModel::resolve_path`]).
+    pub path: PathBuf,
+    /// Size in bytes to create a backing file with; `None` uses the existing device's size.
+    pub size: Option<u64>,
+    /// Simulated latency, for hardware-in-the-loop rigs; `None` for real speed.
+    pub latency: Option<LatencyModel>,
+}
+
+/// Stripe geometry on the NL-SAS drives.
+#[derive(Clone, Debug)]
+pub struct StripeGeometry {
+    /// Data columns per stripe.
+    pub data: usize,
+    /// Parity columns per stripe (always 2: P and Q).
+    pub parity: usize,
+    /// Bytes per column per stripe row.
+    pub unit: u64,
+    /// Stripe rows per segment (the unit of allocation and cleaning).
+    pub rows_per_segment: u64,
+}
+
+/// A simulated device's service time.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum LatencyModel {
+    /// A rotating drive: full-stroke seek time and spindle speed.
+    Hdd { seek_us: u64, rpm: u64 },
+    /// A flash device: per-operation read and program times.
+    Ssd { read_us: u64, write_us: u64 },
+}
+
+/// Why a hardware model was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HwError {
+    /// The file could not be read.
+    #[error("cannot read hardware model {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or does not have the model's shape.
+    #[error("{file}: {message}")]
+    Syntax { file: String, message: String },
+    /// A field has a value the node cannot run with.
+    #[error("{file}: field `{field}`: {reason}")]
+    Invalid {
+        file: String,
+        field: String,
+        reason: String,
+    },
+}
+
+impl HwModel {
+    /// Parses and validates a model; `source` names the file in error messages.
+    pub fn from_toml(text: &str, source: &str) -> Result<HwModel, HwError> {
+        let raw: RawModel = toml::from_str(text).map_err(|e| HwError::Syntax {
+            file: source.to_string(),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        raw.validate().map_err(|e| HwError::Invalid {
+            file: source.to_string(),
+            field: e.field,
+            reason: e.reason,
+        })
+    }
+
+    /// Reads, parses and validates the model at `path`.
+    pub fn load(path: &Path) -> Result<HwModel, HwError> {
+        let text = std::fs::read_to_string(path).map_err(|source| HwError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        HwModel::from_toml(&text, &path.display().to_string())
+    }
+
+    /// The compiled-in default model (`hw/dev.toml`).
+    pub fn embedded_default() -> HwModel {
+        match HwModel::from_toml(DEV_TOML, "hw/dev.toml") {
+            Ok(model) => model,
+            // A unit test parses the embedded file, so this is a build defect, not input.
+            Err(e) => panic!("the embedded hw/dev.toml is invalid: {e}"),
+        }
+    }
+
+    /// Where `spec`'s device is: relative paths are under `data_dir`, absolute ones as given.
+    pub fn resolve_path(&self, spec: &DeviceSpec, data_dir: &Path) -> PathBuf {
+        if spec.path.is_absolute() {
+            spec.path.clone()
+        } else {
+            data_dir.join(&spec.path)
+        }
+    }
+}
+
+/// A size as written in the file: bytes, or a string with a binary unit.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+enum RawSize {
+    Bytes(u64),
+    Text(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawModel {
+    name: String,
+    controllers: i64,
+    dram_per_controller: RawSize,
+    stripe: RawStripe,
+    #[serde(default)]
+    ssd: Vec<RawDevice>,
+    #[serde(default)]
+    nlsas: Vec<RawDevice>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStripe {
+    data: i64,
+    parity: i64,
+    unit: RawSize,
+    rows_per_segment: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevice {
+    name: String,
+    path: Option<String>,
+    size: Option<RawSize>,
+    latency: Option<RawLatency>,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+enum RawLatency {
+    Hdd { seek_us: i64, rpm: i64 },
+    Ssd { read_us: i64, write_us: i64 },
+}
+
+/// A validation failure before the file name is attached.
+struct FieldError {
+    field: String,
+    reason: String,
+}
+
+impl FieldError {
+    fn new(field: impl fmt::Display, reason: impl fmt::Display) -> FieldError {
+        FieldError {
+            field: field.to_string(),
+            reason: reason.to_string(),
+        }
+    }
+}
+
+fn size_field(field: &str, raw: &RawSize) -> Result<u64, FieldError> {
+    match raw {
+        RawSize::Bytes(bytes) => Ok(*bytes),
+        RawSize::Text(text) => parse_size(text).ok_or_else(|| {
+            FieldError::new(
+                field,
+                format!("not a size (got {text:?}; write e.g. 65536, \"64K\", \"256M\", \"1G\")"),
+            )
+        }),
+    }
+}
+
+fn int_in_range(field: &str, value: i64, low: i64, high: i64) -> Result<i64, FieldError> {
+    if (low..=high).contains(&value) {
+        Ok(value)
+    } else {
+        Err(FieldError::new(
+            field,
+            format!("must be between {low} and {high} (got {value})"),
+        ))
+    }
+}
+
+fn latency_us(field: &str, value: i64) -> Result<u64, FieldError> {
+    int_in_range(field, value, 0, MAX_LATENCY_US as i64).map(|v| v as u64)
+}
+
+impl RawModel {
+    fn validate(self) -> Result<HwModel, FieldError> {
+        if self.name.trim().is_empty() {
+            return Err(FieldError::new("name", "must not be empty"));
+        }
+        let controllers = int_in_range("controllers", self.controllers, 1, 8)? as usize;
+        let dram = size_field("dram_per_controller", &self.dram_per_controller)?;
+        if dram < 16 << 20 || !dram.is_multiple_of(64 << 10) {
+            return Err(FieldError::new(
+                "dram_per_controller",
+                format!("must be at least 16M and a multiple of 64K (got {dram} bytes)"),
+            ));
+        }
+        let stripe = self.stripe.validate()?;
+        if self.ssd.is_empty() {
+            return Err(FieldError::new(
+                "ssd",
+                "at least one [[ssd]] device is needed (the write vault)",
+            ));
+        }
+        let columns = stripe.data + stripe.parity;
+        if self.nlsas.len() != columns {
+            return Err(FieldError::new(
+                "nlsas",
+                format!(
+                    "need exactly stripe.data + stripe.parity = {columns} [[nlsas]] drives (got {})",
+                    self.nlsas.len()
+                ),
+            ));
+        }
+        let ssds = validate_devices("ssd", self.ssd, |size| {
+            check_device_size(size, stripe.unit, MIN_SSD_SIZE, "64M")
+        })?;
+        let min_nlsas = stripe.unit * MIN_NLSAS_UNITS;
+        let nlsas = validate_devices("nlsas", self.nlsas, |size| {
+            check_device_size(size, stripe.unit, min_nlsas, "64 stripe units")
+        })?;
+        let mut names: Vec<(&str, String)> = Vec::new();
+        for (section, devices) in [("ssd", &ssds), ("nlsas", &nlsas)] {
+            for (index, device) in devices.iter().enumerate() {
+                let field = format!("{section}[{index}].name");
+                if let Some((_, first)) = names.iter().find(|(n, _)| *n == device.name) {
+                    return Err(FieldError::new(
+                        field,
+                        format!("duplicate device name {:?} (also {first})", device.name),
+                    ));
+                }
+                names.push((&device.name, field));
+            }
+        }
+        Ok(HwModel {
+            name: self.name,
+            controllers,
+            dram_per_controller: dram,
+            ssds,
+            nlsas,
+            stripe,
+        })
+    }
+}
+
+impl RawStripe {
+    fn validate(self) -> Result<StripeGeometry, FieldError> {
+        if self.parity != 2 {
+            return Err(FieldError::new(
+                "stripe.parity",
+                format!("must be 2 (P and Q) (got {})", self.parity),
+            ));
+        }
+        let data = int_in_range("stripe.data", self.data, 2, 30)? as usize;
+        let unit = size_field("stripe.unit", &self.unit)?;
+        if !unit.is_power_of_two() || !(16 << 10..=1 << 20).contains(&unit) {
+            return Err(FieldError::new(
+                "stripe.unit",
+                format!("must be a power of two between 16K and 1M (got {unit} bytes)"),
+            ));
+        }
+        if self.rows_per_segment < 1 {
+            return Err(FieldError::new(
+                "stripe.rows_per_segment",
+                format!("must be at least 1 (got {})", self.rows_per_segment),
+            ));
+        }
+        Ok(StripeGeometry {
+            data,
+            parity: 2,
+            unit,
+            rows_per_segment: self.rows_per_segment as u64,
+        })
+    }
+}
+
+fn check_device_size(size: u64, unit: u64, min: u64, min_text: &str) -> Result<(), String> {
+    if !size.is_multiple_of(unit) {
+        Err(format!(
+            "must be a multiple of the stripe unit {unit} (got {size} bytes)"
+        ))
+    } else if size < min {
+        Err(format!("must be at least {min_text} (got {size} bytes)"))
+    } else {
+        Ok(())
+    }
+}
+
+fn validate_devices(
+    section: &str,
+    raw: Vec<RawDevice>,
+    check_size: impl Fn(u64) -> Result<(), String>,
+) -> Result<Vec<DeviceSpec>, FieldError> {
+    let mut devices = Vec::with_capacity(raw.len());
+    for (index, device) in raw.into_iter().enumerate() {
+        let field = |name: &str| format!("{section}[{index}].{name}");
+        if device.name.trim().is_empty() {
+            return Err(FieldError::new(field("name"), "must not be empty"));
+        }
+        let path = match device.path {
+            Some(path) if !path.trim().is_empty() => PathBuf::from(path),
+            _ => {
+                return Err(FieldError::new(
+                    field("path"),
+                    format!(
+                        "device {:?} needs a path (a file under the data directory or a block device)",
+                        device.name
+                    ),
+                ));
+            }
+        };
+        let size = match &device.size {
+            Some(raw) => {
+                let size = size_field(&field("size"), raw)?;
+                check_size(size).map_err(|reason| FieldError::new(field("size"), reason))?;
+                Some(size)
+            }
+            None => None,
+        };
+        let latency = match device.latency {
+            None => None,
+            Some(RawLatency::Hdd { seek_us, rpm }) => Some(LatencyModel::Hdd {
+                seek_us: latency_us(&field("latency.seek_us"), seek_us)?,
+                rpm: int_in_range(&field("latency.rpm"), rpm, 3600, 20_000)? as u64,
+            }),
+            Some(RawLatency::Ssd { read_us, write_us }) => Some(LatencyModel::Ssd {
+                read_us: latency_us(&field("latency.read_us"), read_us)?,
+                write_us: latency_us(&field("latency.write_us"), write_us)?,
+            }),
+        };
+        devices.push(DeviceSpec {
+            name: device.name,
+            path,
+            size,
+            latency,
+        });
+    }
+    Ok(devices)
+}

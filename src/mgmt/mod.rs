@@ -5,9 +5,23 @@
 //! extend it rather than replace it. It assumes a [`Management`] implementation (the node)
 //! that is safe to call from several request threads; every call is a control-plane
 //! operation, never on the data path.
+//!
+//! Pieces: [`http`] frames requests and responses under size limits, [`rest`] routes them
+//! to the [`Management`] calls and builds the envelopes, [`server`] owns the socket and the
+//! connection threads, [`client`] and [`cli`] are the other end.
 
 pub mod api;
+pub mod cli;
+pub mod client;
+pub mod http;
+pub mod rest;
+pub mod server;
+#[cfg(test)]
+mod tests;
 
 pub use api::{
     Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
 };
+pub use cli::{CliCommand, PoolCommand, SystemCommand, VolCommand, run};
+pub use client::{Client, ClientError};
+pub use server::spawn_server;

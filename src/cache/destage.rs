@@ -1,0 +1,422 @@
+//! The destage thread: gathers dirty blocks (and blocks the cleaner relocates) into whole
+//! rows, computes P and Q, writes and syncs the rows, commits the map entries through the
+//! journal, and then marks the cache blocks clean. It also cleans segments when free space
+//! runs low and writes checkpoints when the journal fills.
+//!
+//! Crash safety, step by step: rows are written to space no committed map entry refers to
+//! (a crash leaves unreferenced garbage); the map commit is journaled only after the rows
+//! are synced (a replayed entry always points at durable data); blocks are marked clean
+//! only after the commit is durable (until then a flush still vaults them).
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Cache;
+use crate::io::{AlignedBuf, IoRing};
+use crate::layout::summary::{SlotIdentity, decode_summary, encode_summary};
+use crate::layout::{Array, ParityCodec, block_checksum};
+use crate::meta::MapEntry;
+use crate::meta::records;
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, VolumeId};
+
+const ROWS_PER_BATCH: usize = 8;
+
+/// Where a block in a destage batch came from.
+#[derive(Clone, Copy)]
+enum Source {
+    /// A dirty cache block of this generation.
+    Cache { shard: usize, slot: u32, key: (u32, u64), block: usize },
+    /// A live block the cleaner moves out of `old`.
+    Relocation { old: u64 },
+}
+
+#[derive(Clone, Copy)]
+struct BatchBlock {
+    source: Source,
+    volume: u32,
+    lba: u64,
+    generation: u64,
+    checksum: u64,
+}
+
+/// Buffers of the destage thread, allocated once.
+struct Batch {
+    rows: Vec<AlignedBuf>,
+    blocks: Vec<BatchBlock>,
+    identities: Vec<SlotIdentity>,
+    committed: Vec<(BatchBlock, u64)>,
+    map_records: Vec<(u64, MapEntry)>,
+    ring: IoRing,
+    codec: ParityCodec,
+}
+
+impl Cache {
+    pub(super) fn destage_loop(&self) {
+        let array = self.meta.array();
+        let geometry = *array.geometry();
+        let mut batch = Batch {
+            rows: (0..ROWS_PER_BATCH).map(|_| AlignedBuf::new(array.row_buffer_len())).collect(),
+            blocks: Vec::with_capacity(ROWS_PER_BATCH * geometry.data_slots_per_row() as usize),
+            identities: Vec::with_capacity(geometry.slots_per_row() as usize),
+            committed: Vec::new(),
+            map_records: Vec::new(),
+            ring: IoRing::new(256).expect("io_uring was probed at start"),
+            codec: ParityCodec::new(geometry.data, geometry.unit as usize).expect("geometry was validated"),
+        };
+        let clean_below = (geometry.segments() / 32).max(3);
+        loop {
+            if self.meta.has_failed() {
+                return;
+            }
+            let shutdown = self.shutdown.load(Ordering::Acquire);
+            let dirty = self.dirty_blocks.load(Ordering::Acquire);
+            let journal = self.meta.journal();
+            let journal_pressure = journal.used() > journal.region_len() / 2;
+            let drain = self.drain_requested.load(Ordering::Acquire) || journal_pressure;
+            if self.meta.state().alloc.free_segments() < clean_below {
+                if let Err(err) = self.clean_one_segment(&mut batch) {
+                    eprintln!("troika: segment cleaning failed: {err}");
+                    self.meta.fail();
+                    return;
+                }
+            }
+            if dirty > 0 && (drain || dirty >= self.destage_start || shutdown) {
+                if let Err(err) = self.destage_batch(&mut batch) {
+                    eprintln!("troika: destage failed, stopping writes so the node recovers from media on restart: {err}");
+                    self.meta.fail();
+                    self.signals.space.notify_all();
+                    return;
+                }
+                self.signals.space.notify_all();
+                continue;
+            }
+            if journal_pressure || (dirty == 0 && journal.used() > journal.region_len() / 4) {
+                if let Err(err) = self.checkpoint() {
+                    eprintln!("troika: checkpoint failed: {err}");
+                    self.meta.fail();
+                    return;
+                }
+                continue;
+            }
+            if shutdown {
+                return;
+            }
+            let mut guard = self.signals.lock.lock();
+            let timed_out = self.signals.destage.wait_for(&mut guard, Duration::from_millis(500)).timed_out();
+            drop(guard);
+            if timed_out && self.dirty_blocks.load(Ordering::Acquire) > 0 {
+                // Idle: write out what is dirty so the vault stays small.
+                let _ = self.destage_batch(&mut batch).map_err(|err| {
+                    eprintln!("troika: destage failed: {err}");
+                    self.meta.fail();
+                });
+            }
+        }
+    }
+
+    /// Gathers up to a batch of dirty blocks and writes them out.
+    fn destage_batch(&self, batch: &mut Batch) -> Result<(), String> {
+        let geometry = *self.meta.array().geometry();
+        let capacity = ROWS_PER_BATCH * geometry.data_slots_per_row() as usize;
+        batch.blocks.clear();
+        for index in 0..self.shards.len() {
+            if batch.blocks.len() >= capacity {
+                break;
+            }
+            let mut shard = self.shards[index].inner.lock();
+            while batch.blocks.len() < capacity {
+                let Some(slot) = shard.dirty_queue.pop_front() else { break };
+                let entry = &mut shard.slots[slot as usize];
+                if !entry.queued {
+                    continue;
+                }
+                entry.queued = false;
+                let Some(key) = entry.key else { continue };
+                let dirty = entry.dirty;
+                let mut taken = 0u16;
+                for block in 0..BLOCKS_PER_SECTION {
+                    if dirty & (1 << block) == 0 {
+                        continue;
+                    }
+                    if batch.blocks.len() >= capacity {
+                        break;
+                    }
+                    taken |= 1 << block;
+                    let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
+                    let generation = shard.slots[slot as usize].generation[block];
+                    let row = batch.blocks.len() / geometry.data_slots_per_row() as usize;
+                    let within = batch.blocks.len() % geometry.data_slots_per_row() as usize;
+                    let (device, offset) = geometry.locate(geometry.phys(0, within as u64));
+                    let at = device * geometry.unit as usize + offset as usize;
+                    let bytes = shard.block(slot, block);
+                    batch.rows[row][at..at + BLOCK_SIZE].copy_from_slice(bytes);
+                    let checksum = block_checksum(VolumeId(key.0), lba, bytes);
+                    batch.blocks.push(BatchBlock {
+                        source: Source::Cache { shard: index, slot, key, block },
+                        volume: key.0,
+                        lba,
+                        generation,
+                        checksum,
+                    });
+                }
+                if taken != dirty {
+                    // Not all of it fit: keep it at the front for the next batch.
+                    shard.slots[slot as usize].queued = true;
+                    shard.dirty_queue.push_front(slot);
+                }
+            }
+        }
+        if batch.blocks.is_empty() {
+            return Ok(());
+        }
+        self.write_and_commit(batch)
+    }
+
+    /// Writes the gathered blocks as rows and commits them. Blocks in `batch.rows` are at
+    /// their slot positions already.
+    fn write_and_commit(&self, batch: &mut Batch) -> Result<(), String> {
+        let array: &Array = self.meta.array();
+        let geometry = *array.geometry();
+        let per_row = geometry.data_slots_per_row() as usize;
+        let row_count = batch.blocks.len().div_ceil(per_row);
+        let mut rows = Vec::with_capacity(row_count);
+        for _ in 0..row_count {
+            let row = self.allocate_row(batch)?;
+            rows.push(row);
+        }
+        for (index, &row) in rows.iter().enumerate() {
+            let blocks = &batch.blocks[index * per_row..((index + 1) * per_row).min(batch.blocks.len())];
+            batch.identities.clear();
+            batch.identities.extend(blocks.iter().map(|b| SlotIdentity {
+                volume: b.volume,
+                lba: b.lba,
+                generation: b.generation,
+                checksum: b.checksum,
+            }));
+            // Unused slots of a partial row are zero.
+            let buffer = &mut batch.rows[index];
+            for slot in blocks.len()..per_row {
+                let (device, offset) = geometry.locate(geometry.phys(0, slot as u64));
+                let at = device * geometry.unit as usize + offset as usize;
+                buffer[at..at + BLOCK_SIZE].fill(0);
+            }
+            let (device, offset) = geometry.locate(geometry.phys(0, geometry.summary_slot()));
+            let at = device * geometry.unit as usize + offset as usize;
+            encode_summary(row, &batch.identities, &mut buffer[at..at + BLOCK_SIZE]);
+            array.compute_parity(&mut batch.codec, buffer).map_err(|err| err.to_string())?;
+        }
+        let writes: Vec<(u64, &[u8])> = rows.iter().enumerate().map(|(i, &row)| (row, &batch.rows[i][..])).collect();
+        array.write_rows(&mut batch.ring, &writes).map_err(|err| err.to_string())?;
+        self.meta.counters.media_rows_written.fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.meta.counters.media_blocks_written.fetch_add(batch.blocks.len() as u64, Ordering::Relaxed);
+        self.commit(batch, &rows)
+    }
+
+    fn allocate_row(&self, batch: &mut Batch) -> Result<u64, String> {
+        for _ in 0..3 {
+            let row = {
+                let mut state = self.meta.state_mut();
+                let durable = self.meta.journal().durable_ticket();
+                state.alloc.release_durable(durable);
+                state.alloc.allocate_row()
+            };
+            if let Some(row) = row {
+                return Ok(row);
+            }
+            // Out of free segments: make releases durable, then clean.
+            self.meta.journal().commit_all().map_err(|err| err.to_string())?;
+            let _ = batch;
+        }
+        Err("the array has no free segment left even after cleaning; pools promise more than the array holds".into())
+    }
+
+    /// Commits the map entries of a written batch, then marks cache blocks clean.
+    fn commit(&self, batch: &mut Batch, rows: &[u64]) -> Result<(), String> {
+        let geometry = *self.meta.array().geometry();
+        let per_row = geometry.data_slots_per_row() as usize;
+        batch.committed.clear();
+        let mut orphaned = 0u64;
+        let ticket = {
+            let mut state = self.meta.state_mut();
+            let mut released = Vec::new();
+            for (index, block) in batch.blocks.iter().enumerate() {
+                let phys = geometry.phys(rows[index / per_row], (index % per_row) as u64);
+                let current = state.maps.get(&block.volume).and_then(|map| map.get(block.lba));
+                let accept = match block.source {
+                    Source::Cache { shard, slot, key, block: bit_index } => {
+                        let mut shard = self.shards[shard].inner.lock();
+                        let entry = &mut shard.slots[slot as usize];
+                        let bit = 1u16 << bit_index;
+                        let still = entry.key == Some(key) && entry.dirty & bit != 0 && entry.generation[bit_index] == block.generation;
+                        if still && !state.maps.contains_key(&block.volume) {
+                            // The volume was deleted while this write was in flight.
+                            entry.dirty &= !bit;
+                            entry.unvaulted &= !bit;
+                            entry.reserved &= !bit;
+                            entry.valid &= !bit;
+                            orphaned += 1;
+                            false
+                        } else if still {
+                            let is_new = current.is_none();
+                            let reserved = entry.reserved & bit != 0;
+                            entry.reserved &= !bit;
+                            if let Some(handle) = state.volumes.get(&block.volume) {
+                                match (reserved, is_new) {
+                                    (true, false) => handle.pool.release(1),
+                                    (false, true) => handle.pool.add(1),
+                                    _ => {}
+                                }
+                            }
+                            true
+                        } else {
+                            false
+                        }
+                    }
+                    Source::Relocation { old } => current.is_some_and(|entry| entry.phys == old),
+                };
+                if !accept {
+                    continue;
+                }
+                let entry = MapEntry { phys, checksum: block.checksum, generation: block.generation };
+                let map = state.maps.get_mut(&block.volume).expect("checked above");
+                if let Some(old) = map.set(block.lba, entry) {
+                    released.push(old.phys);
+                }
+                state.alloc.add_live(phys);
+                batch.committed.push((*block, phys));
+            }
+            batch.map_records.clear();
+            let journal = self.meta.journal();
+            let mut ticket = journal.last_ticket();
+            let mut start = 0;
+            while start < batch.committed.len() {
+                let volume = batch.committed[start].0.volume;
+                let mut end = start;
+                while end < batch.committed.len() && batch.committed[end].0.volume == volume {
+                    end += 1;
+                }
+                batch.map_records.clear();
+                batch.map_records.extend(batch.committed[start..end].iter().map(|(b, phys)| {
+                    (b.lba, MapEntry { phys: *phys, checksum: b.checksum, generation: b.generation })
+                }));
+                let records_ref = &batch.map_records;
+                ticket = journal.append(records::MAP_SET, |out| records::encode_map_set(volume, records_ref, out)).0;
+                start = end;
+            }
+            for phys in released {
+                state.alloc.remove_live(phys, ticket);
+            }
+            ticket
+        };
+        self.meta.journal().commit(ticket).map_err(|err| err.to_string())?;
+        let mut cleaned = 0u64;
+        let mut relocated = 0u64;
+        for (block, _) in &batch.committed {
+            match block.source {
+                Source::Cache { shard, slot, key, block: bit_index } => {
+                    let mut shard = self.shards[shard].inner.lock();
+                    let entry = &mut shard.slots[slot as usize];
+                    let bit = 1u16 << bit_index;
+                    if entry.key == Some(key) && entry.dirty & bit != 0 && entry.generation[bit_index] == block.generation {
+                        entry.dirty &= !bit;
+                        entry.unvaulted &= !bit;
+                        cleaned += 1;
+                        if entry.dirty == 0 {
+                            entry.vault_lsn = u64::MAX;
+                        }
+                    }
+                    shard.queue_dirty(slot);
+                }
+                Source::Relocation { .. } => relocated += 1,
+            }
+        }
+        // Superseded cache blocks stay dirty: make sure their slots are queued.
+        for block in &batch.blocks {
+            if let Source::Cache { shard, slot, .. } = block.source {
+                self.shards[shard].inner.lock().queue_dirty(slot);
+            }
+        }
+        if cleaned + orphaned > 0 {
+            self.dirty_blocks.fetch_sub(cleaned + orphaned, Ordering::AcqRel);
+        }
+        self.counters.blocks_destaged.fetch_add(cleaned, Ordering::Relaxed);
+        self.counters.blocks_relocated.fetch_add(relocated, Ordering::Relaxed);
+        let durable = self.meta.journal().durable_ticket();
+        self.meta.state_mut().alloc.release_durable(durable);
+        Ok(())
+    }
+
+    /// Moves the live blocks of the emptiest segment elsewhere so it can be reused.
+    fn clean_one_segment(&self, batch: &mut Batch) -> Result<(), String> {
+        let geometry = *self.meta.array().geometry();
+        let Some(victim) = self.meta.state().alloc.pick_victim() else { return Ok(()) };
+        let per_row = geometry.data_slots_per_row() as usize;
+        let capacity = ROWS_PER_BATCH * per_row;
+        let mut summary = AlignedBuf::new(BLOCK_SIZE);
+        let mut identities = Vec::new();
+        let mut block_buf = AlignedBuf::new(BLOCK_SIZE);
+        batch.blocks.clear();
+        for row in victim * geometry.rows_per_segment..(victim + 1) * geometry.rows_per_segment {
+            let array = self.meta.array();
+            let valid = array.read_summary(&mut batch.ring, row, &mut summary).is_ok()
+                && decode_summary(row, &summary, &mut identities).is_some();
+            let live: Vec<(u64, u32, u64, MapEntry)> = {
+                let state = self.meta.state();
+                if valid {
+                    identities
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(slot, id)| {
+                            let phys = geometry.phys(row, slot as u64);
+                            let entry = state.maps.get(&id.volume)?.get(id.lba)?;
+                            (entry.phys == phys).then_some((phys, id.volume, id.lba, entry))
+                        })
+                        .collect()
+                } else {
+                    // The summary is unreadable: find the row's live blocks from the maps.
+                    state
+                        .maps
+                        .iter()
+                        .flat_map(|(volume, map)| map.iter().map(move |(lba, entry)| (*volume, lba, entry)))
+                        .filter(|(_, _, entry)| geometry.row_of(entry.phys) == row)
+                        .map(|(volume, lba, entry)| (entry.phys, volume, lba, entry))
+                        .collect()
+                }
+            };
+            for (phys, volume, lba, entry) in live {
+                let handle = self.meta.state().volumes.get(&volume).cloned();
+                let Some(handle) = handle else { continue };
+                match self.meta.read_block(&mut batch.ring, &handle, lba, &mut block_buf) {
+                    Ok(_) => {}
+                    Err(err) => {
+                        eprintln!("troika: cleaner cannot move block {lba} of volume {volume}: {err}");
+                        continue;
+                    }
+                }
+                let index = batch.blocks.len();
+                let (device, offset) = geometry.locate(geometry.phys(0, (index % per_row) as u64));
+                let at = device * geometry.unit as usize + offset as usize;
+                batch.rows[index / per_row][at..at + BLOCK_SIZE].copy_from_slice(&block_buf);
+                batch.blocks.push(BatchBlock {
+                    source: Source::Relocation { old: phys },
+                    volume,
+                    lba,
+                    generation: entry.generation,
+                    checksum: entry.checksum,
+                });
+                if batch.blocks.len() == capacity {
+                    self.write_and_commit(batch)?;
+                    batch.blocks.clear();
+                }
+            }
+        }
+        if !batch.blocks.is_empty() {
+            self.write_and_commit(batch)?;
+            batch.blocks.clear();
+        }
+        self.meta.journal().commit_all().map_err(|err| err.to_string())?;
+        let durable = self.meta.journal().durable_ticket();
+        self.meta.state_mut().alloc.release_durable(durable);
+        Ok(())
+    }
+}

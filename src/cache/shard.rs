@@ -1,0 +1,187 @@
+//! One shard of the DRAM cache: a fixed set of 64 KiB section slots with their block
+//! states, an index from (volume, section) to slot, clock eviction of clean slots, and the
+//! queues of slots holding dirty or not-yet-vaulted blocks.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use hashbrown::HashMap;
+
+use crate::io::AlignedBuf;
+use crate::meta::PoolUsage;
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE, SectionIndex};
+
+/// Identifies a section of a volume.
+pub type SectionKey = (u32, SectionIndex);
+
+/// Per-section state. Bit `b` of each mask is block `b` of the section.
+pub struct Slot {
+    pub key: Option<SectionKey>,
+    /// Blocks whose bytes in the slot are current.
+    pub valid: u16,
+    /// Blocks written since their last destage commit.
+    pub dirty: u16,
+    /// Dirty blocks whose current generation is not in the vault yet.
+    pub unvaulted: u16,
+    /// Dirty blocks that hold a block of new space in their pool.
+    pub reserved: u16,
+    /// Generation of each block's current bytes.
+    pub generation: [u64; BLOCKS_PER_SECTION],
+    /// Oldest journal LSN holding a vault copy of a dirty block here (`u64::MAX`: none).
+    pub vault_lsn: u64,
+    pub queued: bool,
+    pub in_unvaulted: bool,
+    pub referenced: bool,
+    pub pool: Option<Arc<PoolUsage>>,
+}
+
+impl Slot {
+    fn empty() -> Slot {
+        Slot {
+            key: None,
+            valid: 0,
+            dirty: 0,
+            unvaulted: 0,
+            reserved: 0,
+            generation: [0; BLOCKS_PER_SECTION],
+            vault_lsn: u64::MAX,
+            queued: false,
+            in_unvaulted: false,
+            referenced: false,
+            pool: None,
+        }
+    }
+}
+
+/// See the module doc.
+pub struct ShardInner {
+    pub index: HashMap<SectionKey, u32>,
+    pub slots: Vec<Slot>,
+    data: AlignedBuf,
+    free: Vec<u32>,
+    clock: usize,
+    pub dirty_queue: VecDeque<u32>,
+    pub unvaulted: Vec<u32>,
+}
+
+impl ShardInner {
+    pub fn new(slots: usize) -> ShardInner {
+        ShardInner {
+            index: HashMap::with_capacity(slots),
+            slots: (0..slots).map(|_| Slot::empty()).collect(),
+            data: AlignedBuf::new(slots * SECTION_SIZE),
+            free: (0..slots as u32).rev().collect(),
+            clock: 0,
+            dirty_queue: VecDeque::with_capacity(slots),
+            unvaulted: Vec::with_capacity(slots),
+        }
+    }
+
+    pub fn find(&mut self, key: SectionKey) -> Option<u32> {
+        let slot = *self.index.get(&key)?;
+        self.slots[slot as usize].referenced = true;
+        Some(slot)
+    }
+
+    /// The slot of `key`, taking a free or clean one when the section is not cached.
+    /// `None` when every slot holds dirty data.
+    pub fn find_or_insert(&mut self, key: SectionKey) -> Option<u32> {
+        if let Some(slot) = self.find(key) {
+            return Some(slot);
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => self.evict()?,
+        };
+        let entry = &mut self.slots[slot as usize];
+        *entry = Slot::empty();
+        entry.key = Some(key);
+        entry.referenced = true;
+        self.index.insert(key, slot);
+        Some(slot)
+    }
+
+    /// Clock sweep for a slot with no dirty block; drops it from the index.
+    fn evict(&mut self) -> Option<u32> {
+        let count = self.slots.len();
+        for _ in 0..2 * count {
+            let slot = self.clock;
+            self.clock = (self.clock + 1) % count;
+            let entry = &mut self.slots[slot];
+            if entry.dirty != 0 {
+                continue;
+            }
+            if entry.referenced {
+                entry.referenced = false;
+                continue;
+            }
+            if let Some(key) = entry.key.take() {
+                self.index.remove(&key);
+            }
+            return Some(slot as u32);
+        }
+        None
+    }
+
+    /// Forgets a slot with no dirty block.
+    pub fn release(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot as usize];
+        debug_assert_eq!(entry.dirty, 0);
+        if let Some(key) = entry.key.take() {
+            self.index.remove(&key);
+        }
+        *entry = Slot::empty();
+        self.free.push(slot);
+    }
+
+    pub fn block(&self, slot: u32, block: usize) -> &[u8] {
+        let at = slot as usize * SECTION_SIZE + block * BLOCK_SIZE;
+        &self.data[at..at + BLOCK_SIZE]
+    }
+
+    pub fn block_mut(&mut self, slot: u32, block: usize) -> &mut [u8] {
+        let at = slot as usize * SECTION_SIZE + block * BLOCK_SIZE;
+        &mut self.data[at..at + BLOCK_SIZE]
+    }
+
+    /// Queues a slot for destage if it is not queued already.
+    pub fn queue_dirty(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot as usize];
+        if entry.dirty != 0 && !entry.queued {
+            entry.queued = true;
+            self.dirty_queue.push_back(slot);
+        }
+    }
+
+    /// Lists a slot for the next vault flush if it is not listed already.
+    pub fn queue_unvaulted(&mut self, slot: u32) {
+        let entry = &mut self.slots[slot as usize];
+        if entry.unvaulted != 0 && !entry.in_unvaulted {
+            entry.in_unvaulted = true;
+            self.unvaulted.push(slot);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dirty_slots_are_never_evicted() {
+        let mut shard = ShardInner::new(4);
+        for section in 0..4 {
+            let slot = shard.find_or_insert((1, section)).unwrap();
+            shard.slots[slot as usize].dirty = 1;
+        }
+        assert!(shard.find_or_insert((1, 99)).is_none());
+        let victim = shard.index[&(1, 2)];
+        shard.slots[victim as usize].dirty = 0;
+        let slot = shard.find_or_insert((1, 99)).unwrap();
+        assert_eq!(slot, victim);
+        assert!(!shard.index.contains_key(&(1, 2)));
+        for section in [0, 1, 3] {
+            assert!(shard.index.contains_key(&(1, section)));
+        }
+    }
+}

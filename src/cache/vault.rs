@@ -1,0 +1,178 @@
+//! The vault flush: copies every dirty block whose current generation is not yet in the
+//! vault into VAULT records of the journal, syncs the journal, and only then marks those
+//! generations vaulted. Also checkpoints (under the same lock, so no vault record can slip
+//! between the computed replay floor and the checkpoint) and re-installs recovered blocks.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Cache;
+use crate::meta::RecoveredBlock;
+use crate::meta::records::{self, VAULT_BLOCKS_PER_RECORD};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
+
+/// One block copied into a vault record: where it came from and which generation.
+#[derive(Clone, Copy)]
+struct Vaulted {
+    shard: usize,
+    slot: u32,
+    key: (u32, u64),
+    block: usize,
+    generation: u64,
+}
+
+/// Buffers reused by every flush.
+#[derive(Default)]
+pub struct FlushState {
+    headers: Vec<(u32, u64, u64)>,
+    data: Vec<u8>,
+    vaulted: Vec<Vaulted>,
+    pending: Vec<Vaulted>,
+}
+
+impl Cache {
+    /// Returns once every write acknowledged before the call is durable.
+    pub fn flush(&self) -> Result<(), IoError> {
+        self.counters.flushes.fetch_add(1, Ordering::Relaxed);
+        self.wait_for_journal_room()?;
+        let mut state = self.flush_lock.lock();
+        let state = &mut *state;
+        state.vaulted.clear();
+        for (index, shard) in self.shards.iter().enumerate() {
+            let mut shard = shard.inner.lock();
+            let slots = std::mem::take(&mut shard.unvaulted);
+            for slot in &slots {
+                let entry = &mut shard.slots[*slot as usize];
+                if !entry.in_unvaulted {
+                    continue;
+                }
+                entry.in_unvaulted = false;
+                let Some(key) = entry.key else { continue };
+                let pending = entry.unvaulted & entry.dirty;
+                for block in 0..BLOCKS_PER_SECTION {
+                    if pending & (1 << block) != 0 {
+                        let generation = shard.slots[*slot as usize].generation[block];
+                        state.vaulted.push(Vaulted { shard: index, slot: *slot, key, block, generation });
+                    }
+                }
+            }
+            let mut slots = slots;
+            slots.clear();
+            if shard.unvaulted.is_empty() {
+                shard.unvaulted = slots;
+            }
+            // Copy the data while the shard is locked.
+            let start = state.pending.len();
+            state.pending.extend(state.vaulted.iter().filter(|v| v.shard == index).copied());
+            for vaulted in &state.pending[start..] {
+                let lba = vaulted.key.1 * BLOCKS_PER_SECTION as u64 + vaulted.block as u64;
+                state.headers.push((vaulted.key.0, lba, vaulted.generation));
+                state.data.extend_from_slice(shard.block(vaulted.slot, vaulted.block));
+            }
+        }
+        let journal = self.meta.journal();
+        let mut floor = u64::MAX;
+        for (headers, data) in state.headers.chunks(VAULT_BLOCKS_PER_RECORD).zip(state.data.chunks(VAULT_BLOCKS_PER_RECORD * BLOCK_SIZE)) {
+            let (_, lsn) = journal.append(records::VAULT, |out| {
+                records::encode_vault_header(headers, out);
+                out.extend_from_slice(data);
+            });
+            floor = floor.min(lsn);
+        }
+        let result = journal.commit_all();
+        let count = state.pending.len() as u64;
+        if result.is_ok() {
+            for vaulted in &state.pending {
+                let mut shard = self.shards[vaulted.shard].inner.lock();
+                let entry = &mut shard.slots[vaulted.slot as usize];
+                let bit = 1u16 << vaulted.block;
+                if entry.key == Some(vaulted.key) && entry.dirty & bit != 0 && entry.generation[vaulted.block] == vaulted.generation {
+                    entry.unvaulted &= !bit;
+                    entry.vault_lsn = entry.vault_lsn.min(floor);
+                }
+            }
+            self.counters.blocks_vaulted.fetch_add(count, Ordering::Relaxed);
+        } else {
+            self.meta.fail();
+        }
+        state.headers.clear();
+        state.data.clear();
+        state.pending.clear();
+        result.map_err(|err| IoError::Media { volume: String::new(), detail: err.to_string() })
+    }
+
+    /// Waits while the journal is too full to take the vault copy of the dirty data.
+    fn wait_for_journal_room(&self) -> Result<(), IoError> {
+        let journal = self.meta.journal();
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let need = self.dirty_blocks.load(Ordering::Acquire) * (BLOCK_SIZE as u64 + 32);
+            if journal.used() + need <= journal.region_len() / 10 * 8 {
+                return Ok(());
+            }
+            if self.meta.has_failed() || Instant::now() > deadline {
+                return Err(IoError::Media {
+                    volume: String::new(),
+                    detail: "the vault journal stayed full; check the SSD and NL-SAS devices".into(),
+                });
+            }
+            self.drain_requested.store(true, Ordering::Release);
+            self.kick_destage();
+            let mut guard = self.signals.lock.lock();
+            self.signals.space.wait_for(&mut guard, Duration::from_millis(10));
+        }
+    }
+
+    /// Writes a checkpoint and lets the journal reuse the space before it.
+    pub fn checkpoint(&self) -> Result<(), crate::meta::MetaError> {
+        let _flush = self.flush_lock.lock();
+        self.meta.checkpoint(|| self.vault_floor())
+    }
+
+    /// The oldest journal position holding a vault copy still needed.
+    fn vault_floor(&self) -> u64 {
+        let mut floor = u64::MAX;
+        for shard in self.shards.iter() {
+            let shard = shard.inner.lock();
+            for entry in &shard.slots {
+                if entry.dirty != 0 {
+                    floor = floor.min(entry.vault_lsn);
+                }
+            }
+        }
+        floor
+    }
+
+    /// Puts blocks recovered from the vault back into cache as dirty, vaulted data.
+    pub(super) fn install_recovered(&self, blocks: Vec<RecoveredBlock>) {
+        let state = self.meta.state();
+        let mut installed = 0;
+        for block in blocks {
+            let Some(volume) = state.volumes.get(&block.volume) else { continue };
+            let section = block.lba / BLOCKS_PER_SECTION as u64;
+            let index = (block.lba % BLOCKS_PER_SECTION as u64) as usize;
+            let key = (block.volume, section);
+            let mapped = state.maps.get(&block.volume).is_some_and(|map| map.get(block.lba).is_some());
+            let mut shard = self.shard(key).inner.lock();
+            let Some(slot) = shard.find_or_insert(key) else {
+                eprintln!("troika: the cache is too small to hold the data recovered from the vault; start with the hardware model this node was created with");
+                std::process::exit(1);
+            };
+            shard.block_mut(slot, index).copy_from_slice(&block.data);
+            let entry = &mut shard.slots[slot as usize];
+            let bit = 1u16 << index;
+            entry.valid |= bit;
+            entry.dirty |= bit;
+            entry.generation[index] = block.generation;
+            entry.vault_lsn = entry.vault_lsn.min(block.lsn);
+            if !mapped {
+                entry.reserved |= bit;
+                volume.pool.add(1);
+                entry.pool = Some(volume.pool.clone());
+            }
+            shard.queue_dirty(slot);
+            installed += 1;
+        }
+        self.dirty_blocks.fetch_add(installed, Ordering::AcqRel);
+    }
+}

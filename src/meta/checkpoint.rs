@@ -1,0 +1,298 @@
+//! Superblocks and checkpoints on the SSD vault device.
+//!
+//! ## Layout of the vault device
+//!
+//! ```text
+//! [0, 4K)        superblock slot 0
+//! [4K, 8K)       superblock slot 1
+//! [8K, 8K+C)     checkpoint slot 0
+//! [8K+C, 8K+2C)  checkpoint slot 1
+//! [8K+2C, end)   journal region (see `journal`)
+//! ```
+//!
+//! A superblock names the node, the array geometry it was formatted with, the layout above,
+//! the checkpoint slot in use with its length and checksum, the LSN the checkpoint reflects
+//! and the LSN replay must start from. Both slots are ping-ponged: a new checkpoint goes to
+//! the slot not in use and is synced, then a superblock with a higher sequence number goes
+//! to the superblock slot not in use and is synced. A crash at any point leaves the older
+//! pair intact, and start-up takes the valid superblock with the highest sequence number.
+//!
+//! Checkpoint body: `magic u64 | lsn u64 | generation u64 | catalog_len u64 | entries u64 |
+//! pad to 64`, then the catalog as JSON, then per map entry `volume u32 | lba u64 | phys u64
+//! | checksum u64 | generation u64` (36 bytes).
+
+use std::io;
+
+use xxhash_rust::xxh3::xxh3_64;
+
+use super::catalog::Catalog;
+use super::map::MapEntry;
+use crate::io::{AlignedBuf, Device, IoRing};
+use crate::layout::Geometry;
+use crate::types::Lba;
+
+const SUPER_MAGIC: u64 = 0x5452_4f49_4b41_5342; // "TROIKASB"
+const CHECKPOINT_MAGIC: u64 = 0x5452_4f49_4b41_4350; // "TROIKACP"
+const FORMAT_VERSION: u64 = 1;
+const PAGE: u64 = 4096;
+const ENTRY_LEN: usize = 36;
+/// Room kept for the catalog in a checkpoint slot.
+const CATALOG_RESERVE: u64 = 8 << 20;
+
+/// Where things are on the vault device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SsdLayout {
+    pub checkpoint_slot_len: u64,
+    pub log_start: u64,
+    pub log_len: u64,
+}
+
+impl SsdLayout {
+    /// Lays out a vault device of `ssd_size` bytes for an array of `data_blocks` blocks.
+    pub fn plan(ssd_size: u64, data_blocks: u64) -> Result<SsdLayout, String> {
+        let slot = (CATALOG_RESERVE + data_blocks * ENTRY_LEN as u64 + PAGE).div_ceil(1 << 20) * (1 << 20);
+        let log_start = 2 * PAGE + 2 * slot;
+        let log_len = ssd_size.saturating_sub(log_start) / PAGE * PAGE;
+        if log_len < 32 << 20 {
+            return Err(format!(
+                "the vault SSD of {ssd_size} bytes is too small: checkpoints need 2 x {slot} bytes and the journal at least 32 MiB; give it at least {} bytes",
+                log_start + (32 << 20)
+            ));
+        }
+        Ok(SsdLayout {
+            checkpoint_slot_len: slot,
+            log_start,
+            log_len,
+        })
+    }
+
+    fn checkpoint_offset(&self, slot: u32) -> u64 {
+        2 * PAGE + u64::from(slot) * self.checkpoint_slot_len
+    }
+}
+
+/// The contents of a superblock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Superblock {
+    pub sequence: u64,
+    pub serial: u64,
+    pub data_devices: u64,
+    pub unit: u64,
+    pub rows_per_segment: u64,
+    pub rows: u64,
+    pub layout: SsdLayout,
+    pub checkpoint_slot: u32,
+    pub checkpoint_len: u64,
+    pub checkpoint_sum: u64,
+    /// The journal LSN the checkpoint reflects.
+    pub checkpoint_lsn: u64,
+    /// Replay starts here (at or before `checkpoint_lsn`: vault records of data still dirty).
+    pub replay_from: u64,
+}
+
+impl Superblock {
+    /// The geometry this node was formatted with.
+    pub fn matches(&self, geometry: &Geometry) -> bool {
+        self.data_devices == geometry.data as u64
+            && self.unit == geometry.unit
+            && self.rows_per_segment == geometry.rows_per_segment
+            && self.rows == geometry.rows
+    }
+
+    fn encode(&self, page: &mut [u8]) {
+        page.fill(0);
+        let fields = [
+            SUPER_MAGIC,
+            FORMAT_VERSION,
+            self.sequence,
+            self.serial,
+            self.data_devices,
+            self.unit,
+            self.rows_per_segment,
+            self.rows,
+            self.layout.checkpoint_slot_len,
+            self.layout.log_start,
+            self.layout.log_len,
+            u64::from(self.checkpoint_slot),
+            self.checkpoint_len,
+            self.checkpoint_sum,
+            self.checkpoint_lsn,
+            self.replay_from,
+        ];
+        for (index, value) in fields.iter().enumerate() {
+            page[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+        }
+        let sum = xxh3_64(&page[..PAGE as usize - 8]);
+        page[PAGE as usize - 8..].copy_from_slice(&sum.to_le_bytes());
+    }
+
+    fn decode(page: &[u8]) -> Option<Superblock> {
+        let field = |index: usize| u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"));
+        let sum = u64::from_le_bytes(page[PAGE as usize - 8..].try_into().expect("8 bytes"));
+        if field(0) != SUPER_MAGIC || field(1) != FORMAT_VERSION || sum != xxh3_64(&page[..PAGE as usize - 8]) {
+            return None;
+        }
+        Some(Superblock {
+            sequence: field(2),
+            serial: field(3),
+            data_devices: field(4),
+            unit: field(5),
+            rows_per_segment: field(6),
+            rows: field(7),
+            layout: SsdLayout {
+                checkpoint_slot_len: field(8),
+                log_start: field(9),
+                log_len: field(10),
+            },
+            checkpoint_slot: u32::try_from(field(11)).ok().filter(|slot| *slot < 2)?,
+            checkpoint_len: field(12),
+            checkpoint_sum: field(13),
+            checkpoint_lsn: field(14),
+            replay_from: field(15),
+        })
+    }
+}
+
+/// What the vault device's superblock slots hold.
+pub enum SuperblockState {
+    /// Neither slot has ever been written: a new node.
+    Blank,
+    /// The newest valid superblock.
+    Found(Superblock),
+    /// Something is there but no slot is valid.
+    Unreadable,
+}
+
+/// Reads both superblock slots.
+pub fn read_superblock(ring: &mut IoRing, ssd: &Device) -> io::Result<SuperblockState> {
+    let mut page = AlignedBuf::new(2 * PAGE as usize);
+    ring.read_at(ssd, 0, &mut page)?;
+    let slots = [Superblock::decode(&page[..PAGE as usize]), Superblock::decode(&page[PAGE as usize..])];
+    if let Some(best) = slots.iter().flatten().max_by_key(|sb| sb.sequence) {
+        return Ok(SuperblockState::Found(*best));
+    }
+    if page.iter().all(|&byte| byte == 0) {
+        Ok(SuperblockState::Blank)
+    } else {
+        Ok(SuperblockState::Unreadable)
+    }
+}
+
+/// Writes `superblock` to the slot its sequence number selects and syncs.
+pub fn write_superblock(ring: &mut IoRing, ssd: &Device, superblock: &Superblock) -> io::Result<()> {
+    let mut page = AlignedBuf::new(PAGE as usize);
+    superblock.encode(&mut page);
+    ring.write_at(ssd, (superblock.sequence % 2) * PAGE, &page)?;
+    ring.sync(ssd)
+}
+
+/// A serialized checkpoint ready to be written.
+pub struct CheckpointImage {
+    pub buffer: AlignedBuf,
+    pub len: u64,
+    pub sum: u64,
+}
+
+/// Serializes the catalog and every map entry.
+pub fn build_checkpoint<'a>(
+    lsn: u64,
+    generation: u64,
+    catalog: &Catalog,
+    entries: impl Iterator<Item = (u32, Lba, MapEntry)> + 'a,
+    entry_count: u64,
+    slot_len: u64,
+) -> io::Result<CheckpointImage> {
+    let catalog_json = serde_json::to_vec(catalog).map_err(io::Error::other)?;
+    let len = 64 + catalog_json.len() as u64 + entry_count * ENTRY_LEN as u64;
+    if len > slot_len {
+        return Err(io::Error::other(format!(
+            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes"
+        )));
+    }
+    let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
+    let header = [CHECKPOINT_MAGIC, lsn, generation, catalog_json.len() as u64, entry_count];
+    for (index, value) in header.iter().enumerate() {
+        buffer[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    let mut at = 64;
+    buffer[at..at + catalog_json.len()].copy_from_slice(&catalog_json);
+    at += catalog_json.len();
+    let mut written = 0;
+    for (volume, lba, entry) in entries {
+        if written == entry_count {
+            return Err(io::Error::other("map changed while the checkpoint was built"));
+        }
+        buffer[at..at + 4].copy_from_slice(&volume.to_le_bytes());
+        buffer[at + 4..at + 12].copy_from_slice(&lba.to_le_bytes());
+        buffer[at + 12..at + 20].copy_from_slice(&entry.phys.to_le_bytes());
+        buffer[at + 20..at + 28].copy_from_slice(&entry.checksum.to_le_bytes());
+        buffer[at + 28..at + 36].copy_from_slice(&entry.generation.to_le_bytes());
+        at += ENTRY_LEN;
+        written += 1;
+    }
+    let sum = xxh3_64(&buffer[..len as usize]);
+    Ok(CheckpointImage { buffer, len, sum })
+}
+
+/// Writes a checkpoint image into `slot` and syncs.
+pub fn write_checkpoint(ring: &mut IoRing, ssd: &Device, layout: &SsdLayout, slot: u32, image: &CheckpointImage) -> io::Result<()> {
+    ring.write_at(ssd, layout.checkpoint_offset(slot), &image.buffer)?;
+    ring.sync(ssd)
+}
+
+/// A checkpoint read back.
+pub struct LoadedCheckpoint {
+    pub lsn: u64,
+    pub generation: u64,
+    pub catalog: Catalog,
+    pub entries: Vec<(u32, Lba, MapEntry)>,
+}
+
+/// Reads and verifies the checkpoint a superblock names.
+pub fn read_checkpoint(ring: &mut IoRing, ssd: &Device, superblock: &Superblock) -> io::Result<LoadedCheckpoint> {
+    let len = superblock.checkpoint_len;
+    if len < 64 || len > superblock.layout.checkpoint_slot_len {
+        return Err(io::Error::other(format!("superblock names a checkpoint of impossible length {len}")));
+    }
+    let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
+    ring.read_at(ssd, superblock.layout.checkpoint_offset(superblock.checkpoint_slot), &mut buffer)?;
+    let body = &buffer[..len as usize];
+    if xxh3_64(body) != superblock.checkpoint_sum {
+        return Err(io::Error::other(format!(
+            "checkpoint in slot {} fails its checksum",
+            superblock.checkpoint_slot
+        )));
+    }
+    let field = |index: usize| u64::from_le_bytes(body[index * 8..index * 8 + 8].try_into().expect("8 bytes"));
+    if field(0) != CHECKPOINT_MAGIC {
+        return Err(io::Error::other("checkpoint has a bad magic number"));
+    }
+    let catalog_len = field(3) as usize;
+    let count = field(4) as usize;
+    if 64 + catalog_len + count * ENTRY_LEN != body.len() {
+        return Err(io::Error::other("checkpoint lengths do not add up"));
+    }
+    let catalog: Catalog = serde_json::from_slice(&body[64..64 + catalog_len]).map_err(io::Error::other)?;
+    let mut entries = Vec::with_capacity(count);
+    let mut at = 64 + catalog_len;
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    for _ in 0..count {
+        let volume = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        entries.push((
+            volume,
+            u64_at(at + 4),
+            MapEntry {
+                phys: u64_at(at + 12),
+                checksum: u64_at(at + 20),
+                generation: u64_at(at + 28),
+            },
+        ));
+        at += ENTRY_LEN;
+    }
+    Ok(LoadedCheckpoint {
+        lsn: field(1),
+        generation: field(2),
+        catalog,
+        entries,
+    })
+}

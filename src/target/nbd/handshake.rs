@@ -1,0 +1,354 @@
+//! The fixed-newstyle handshake: greeting, client flags, then option haggling until the
+//! client enters transmission (`GO`, `EXPORT_NAME`), aborts, or breaks the protocol.
+//!
+//! ```text
+//!  greeting ──client flags ok──▶ haggling ──GO ack / EXPORT_NAME──▶ transmission
+//!      │                          │  ▲  │
+//!      └─unknown flags─▶ closed ◀─┘  └──┘ other options (INFO, LIST, STRUCTURED_REPLY,
+//!                       (ABORT, bad magic,   META_CONTEXT, unsupported, errors)
+//!                        EOF, huge option, unknown EXPORT_NAME, deadline, shutdown)
+//! ```
+//!
+//! State carried across options: whether structured replies were negotiated and which
+//! export the last `SET_META_CONTEXT` named (and whether it selected `base:allocation`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use super::NbdConfig;
+use super::proto::{self, InfoWanted, OptionRequest};
+use super::stream::{FrameReader, Stream, write_all};
+use crate::target::{BlockTarget, ExportProvider};
+
+/// Largest option payload we parse; bigger ones get `NBD_REP_ERR_TOO_BIG`.
+const MAX_OPTION_LEN: u32 = 64 * 1024;
+/// Largest option payload we read and drop to stay in sync; bigger ones close the
+/// connection (nothing legitimate is that large).
+const MAX_DISCARD_LEN: u32 = 1024 * 1024;
+/// A client gets this long to finish the handshake.
+const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// What transmission needs from the handshake.
+pub(super) struct Session {
+    pub target: Arc<dyn BlockTarget>,
+    pub structured: bool,
+    pub base_allocation: bool,
+    pub block_size_negotiated: bool,
+}
+
+/// How a handshake ended.
+pub(super) enum Outcome {
+    Transmission(Session),
+    /// The connection ends: the client aborted, left, or broke the protocol.
+    Closed,
+}
+
+/// State of option haggling.
+struct Haggle<'a> {
+    stream: &'a Stream,
+    provider: &'a dyn ExportProvider,
+    config: &'a NbdConfig,
+    shutdown: &'a AtomicBool,
+    no_zeroes: bool,
+    structured: bool,
+    /// Export named by the last `SET_META_CONTEXT`, and whether it selected our context.
+    meta: Option<(String, bool)>,
+}
+
+/// Runs the handshake on a freshly accepted connection.
+pub(super) fn negotiate(
+    stream: &Stream,
+    reader: &mut FrameReader<'_>,
+    provider: &dyn ExportProvider,
+    config: &NbdConfig,
+    shutdown: &AtomicBool,
+) -> Outcome {
+    reader.set_deadline(Some(Instant::now() + HANDSHAKE_DEADLINE));
+    let outcome = run(stream, reader, provider, config, shutdown);
+    reader.set_deadline(None);
+    outcome
+}
+
+fn run(
+    stream: &Stream,
+    reader: &mut FrameReader<'_>,
+    provider: &dyn ExportProvider,
+    config: &NbdConfig,
+    shutdown: &AtomicBool,
+) -> Outcome {
+    let mut greeting = [0u8; 18];
+    greeting[0..8].copy_from_slice(&proto::NBD_MAGIC.to_be_bytes());
+    greeting[8..16].copy_from_slice(&proto::IHAVEOPT.to_be_bytes());
+    greeting[16..18]
+        .copy_from_slice(&(proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES).to_be_bytes());
+    if write_all(stream, &[&greeting], shutdown).is_err() {
+        return Outcome::Closed;
+    }
+    let mut client_flags = [0u8; 4];
+    if reader.read_exact(&mut client_flags).is_err() {
+        return Outcome::Closed;
+    }
+    let client_flags = u32::from_be_bytes(client_flags);
+    if client_flags & !proto::CLIENT_FLAGS_KNOWN != 0 {
+        return Outcome::Closed;
+    }
+    let mut haggle = Haggle {
+        stream,
+        provider,
+        config,
+        shutdown,
+        no_zeroes: client_flags & proto::CLIENT_FLAG_NO_ZEROES != 0,
+        structured: false,
+        meta: None,
+    };
+    let mut data = Vec::new();
+    loop {
+        let mut header = [0u8; proto::OPTION_HEADER_LEN];
+        if reader.read_exact(&mut header).is_err() {
+            return Outcome::Closed;
+        }
+        let Some(header) = proto::parse_option_header(&header) else {
+            return Outcome::Closed;
+        };
+        if header.length > MAX_OPTION_LEN {
+            if header.length > MAX_DISCARD_LEN
+                || header.option == proto::OPT_EXPORT_NAME
+                || reader.discard(u64::from(header.length)).is_err()
+            {
+                return Outcome::Closed;
+            }
+            if haggle
+                .reply(header.option, proto::REP_ERR_TOO_BIG, b"option too large")
+                .is_err()
+            {
+                return Outcome::Closed;
+            }
+            continue;
+        }
+        data.clear();
+        data.resize(header.length as usize, 0);
+        if reader.read_exact(&mut data).is_err() {
+            return Outcome::Closed;
+        }
+        match haggle.option(header.option, &data) {
+            Ok(Step::Continue) => {}
+            Ok(Step::Done(outcome)) => return outcome,
+            Err(_) => return Outcome::Closed,
+        }
+    }
+}
+
+enum Step {
+    Continue,
+    Done(Outcome),
+}
+
+impl Haggle<'_> {
+    fn option(&mut self, option: u32, data: &[u8]) -> std::io::Result<Step> {
+        let request = match proto::parse_option(option, data) {
+            Ok(request) => request,
+            Err(_) if option == proto::OPT_EXPORT_NAME => {
+                return Ok(Step::Done(Outcome::Closed));
+            }
+            Err(err) => {
+                if option == proto::OPT_SET_META_CONTEXT {
+                    self.meta = None;
+                }
+                self.reply(option, proto::REP_ERR_INVALID, err.0.as_bytes())?;
+                return Ok(Step::Continue);
+            }
+        };
+        if self.shutdown.load(Ordering::Acquire) {
+            if !matches!(request, OptionRequest::Abort) {
+                self.reply(option, proto::REP_ERR_SHUTDOWN, b"server shutting down")?;
+            }
+            return Ok(Step::Done(Outcome::Closed));
+        }
+        match request {
+            OptionRequest::ExportName(name) => return Ok(Step::Done(self.export_name(name)?)),
+            OptionRequest::Abort => {
+                // The client may close without waiting for this ACK.
+                let _ = self.reply(option, proto::REP_ACK, &[]);
+                return Ok(Step::Done(Outcome::Closed));
+            }
+            OptionRequest::List => self.list(option)?,
+            OptionRequest::Info { export, wanted } => {
+                self.info(option, export, wanted)?;
+            }
+            OptionRequest::Go { export, wanted } => {
+                if let Some(session) = self.info(option, export, wanted)? {
+                    return Ok(Step::Done(Outcome::Transmission(session)));
+                }
+            }
+            OptionRequest::StructuredReply => {
+                self.structured = true;
+                self.reply(option, proto::REP_ACK, &[])?;
+            }
+            OptionRequest::ListMetaContext(query) => {
+                self.meta_context(option, query.export, query.base_allocation, 0)?;
+            }
+            OptionRequest::SetMetaContext(query) => {
+                self.meta = None;
+                if !self.structured {
+                    self.reply(
+                        option,
+                        proto::REP_ERR_INVALID,
+                        b"negotiate structured replies first",
+                    )?;
+                } else if self.meta_context(
+                    option,
+                    query.export,
+                    query.base_allocation,
+                    proto::BASE_ALLOCATION_ID,
+                )? {
+                    self.meta = Some((query.export.to_owned(), query.base_allocation));
+                }
+            }
+            OptionRequest::Unsupported(_) => {
+                self.reply(option, proto::REP_ERR_UNSUP, b"option not supported")?;
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Sends one option reply.
+    fn reply(&self, option: u32, kind: u32, data: &[u8]) -> std::io::Result<()> {
+        let mut header = [0u8; 20];
+        header[0..8].copy_from_slice(&proto::OPTION_REPLY_MAGIC.to_be_bytes());
+        header[8..12].copy_from_slice(&option.to_be_bytes());
+        header[12..16].copy_from_slice(&kind.to_be_bytes());
+        // Every reply we build is far below 4 GiB (names are capped at 4096 bytes).
+        let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+        header[16..20].copy_from_slice(&len.to_be_bytes());
+        write_all(self.stream, &[&header, data], self.shutdown)
+    }
+
+    /// Finds an export: the empty name means the only export, when there is exactly one.
+    fn resolve(&self, name: &str) -> Option<(String, Arc<dyn BlockTarget>)> {
+        if name.is_empty() {
+            let exports = self.provider.list_exports();
+            let [only] = exports.as_slice() else {
+                return None;
+            };
+            let target = self.provider.open_export(&only.name)?;
+            return Some((only.name.clone(), target));
+        }
+        let target = self.provider.open_export(name)?;
+        Some((name.to_owned(), target))
+    }
+
+    fn list(&self, option: u32) -> std::io::Result<()> {
+        for export in self.provider.list_exports() {
+            let name = export.name.as_bytes();
+            if name.len() > proto::MAX_STRING {
+                continue;
+            }
+            let mut data = Vec::with_capacity(4 + name.len());
+            data.extend_from_slice(&(name.len() as u32).to_be_bytes());
+            data.extend_from_slice(name);
+            self.reply(option, proto::REP_SERVER, &data)?;
+        }
+        self.reply(option, proto::REP_ACK, &[])
+    }
+
+    /// Answers INFO or GO; returns the session when a GO succeeded.
+    fn info(
+        &self,
+        option: u32,
+        export: &str,
+        wanted: InfoWanted,
+    ) -> std::io::Result<Option<Session>> {
+        let Some((canonical, target)) = self.resolve(export) else {
+            self.reply(option, proto::REP_ERR_UNKNOWN, b"no such export")?;
+            return Ok(None);
+        };
+        let mut info = [0u8; 14];
+        info[0..2].copy_from_slice(&proto::INFO_EXPORT.to_be_bytes());
+        info[2..10].copy_from_slice(&target.size().to_be_bytes());
+        let flags = proto::transmission_flags(target.read_only(), self.structured);
+        info[10..12].copy_from_slice(&flags.to_be_bytes());
+        self.reply(option, proto::REP_INFO, &info[..12])?;
+
+        info[0..2].copy_from_slice(&proto::INFO_BLOCK_SIZE.to_be_bytes());
+        info[2..6].copy_from_slice(&self.config.min_block.to_be_bytes());
+        info[6..10].copy_from_slice(&self.config.preferred_block.to_be_bytes());
+        info[10..14].copy_from_slice(&self.config.max_payload.to_be_bytes());
+        self.reply(option, proto::REP_INFO, &info)?;
+
+        if wanted.name {
+            self.reply_info_string(option, proto::INFO_NAME, &canonical)?;
+        }
+        if wanted.description {
+            let description = format!("troika volume {canonical}");
+            self.reply_info_string(option, proto::INFO_DESCRIPTION, &description)?;
+        }
+        self.reply(option, proto::REP_ACK, &[])?;
+        if option != proto::OPT_GO {
+            return Ok(None);
+        }
+        Ok(Some(Session {
+            target,
+            structured: self.structured,
+            base_allocation: self.meta_selected(export),
+            block_size_negotiated: wanted.block_size,
+        }))
+    }
+
+    fn reply_info_string(&self, option: u32, kind: u16, text: &str) -> std::io::Result<()> {
+        let text = &text.as_bytes()[..text.len().min(proto::MAX_STRING)];
+        let mut data = Vec::with_capacity(2 + text.len());
+        data.extend_from_slice(&kind.to_be_bytes());
+        data.extend_from_slice(text);
+        self.reply(option, proto::REP_INFO, &data)
+    }
+
+    /// Whether `base:allocation` was selected for the export now being entered (a
+    /// selection made for another export does not carry over).
+    fn meta_selected(&self, export: &str) -> bool {
+        self.meta
+            .as_ref()
+            .is_some_and(|(name, selected)| *selected && name == export)
+    }
+
+    /// Answers LIST_META_CONTEXT or SET_META_CONTEXT; returns whether it succeeded.
+    fn meta_context(
+        &self,
+        option: u32,
+        export: &str,
+        base_allocation: bool,
+        context_id: u32,
+    ) -> std::io::Result<bool> {
+        if self.resolve(export).is_none() {
+            self.reply(option, proto::REP_ERR_UNKNOWN, b"no such export")?;
+            return Ok(false);
+        }
+        if base_allocation {
+            let mut data = Vec::with_capacity(4 + proto::BASE_ALLOCATION.len());
+            data.extend_from_slice(&context_id.to_be_bytes());
+            data.extend_from_slice(proto::BASE_ALLOCATION.as_bytes());
+            self.reply(option, proto::REP_META_CONTEXT, &data)?;
+        }
+        self.reply(option, proto::REP_ACK, &[])?;
+        Ok(true)
+    }
+
+    /// The legacy way into transmission: no error reply is possible, so failure closes.
+    fn export_name(&self, name: &str) -> std::io::Result<Outcome> {
+        let Some((_, target)) = self.resolve(name) else {
+            return Ok(Outcome::Closed);
+        };
+        let mut reply = [0u8; 10 + 124];
+        reply[0..8].copy_from_slice(&target.size().to_be_bytes());
+        let flags = proto::transmission_flags(target.read_only(), self.structured);
+        reply[8..10].copy_from_slice(&flags.to_be_bytes());
+        let len = if self.no_zeroes { 10 } else { reply.len() };
+        write_all(self.stream, &[&reply[..len]], self.shutdown)?;
+        Ok(Outcome::Transmission(Session {
+            target,
+            structured: self.structured,
+            base_allocation: self.meta_selected(name),
+            block_size_negotiated: false,
+        }))
+    }
+}

@@ -1,0 +1,143 @@
+//! The accept loop: one thread per listener, one thread (plus workers) per connection.
+//!
+//! The listener is non-blocking and polled with a short timeout, so shutdown is noticed
+//! within [`ACCEPT_POLL_MS`]. On shutdown the loop stops accepting and joins every
+//! connection thread; those notice the flag themselves (see `stream`), finish what they
+//! hold and close.
+
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use super::handshake::{self, Outcome};
+use super::stream::{FrameReader, Stream};
+use super::transmission::Connection;
+use super::{NbdConfig, NbdListener};
+use crate::target::ExportProvider;
+
+/// How long one wait for a new connection lasts before rechecking shutdown.
+const ACCEPT_POLL_MS: i32 = 50;
+/// Connections served at once; more are closed on accept (each costs several threads).
+const MAX_CONNECTIONS: usize = 1024;
+
+pub(super) fn spawn(
+    listener: NbdListener,
+    provider: Arc<dyn ExportProvider>,
+    config: NbdConfig,
+    shutdown: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("nbd-accept".to_owned())
+        .spawn(move || accept_loop(listener, provider, Arc::new(config), shutdown))
+        .expect("cannot start the NBD accept thread")
+}
+
+impl NbdListener {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            NbdListener::Tcp(l) => l.as_raw_fd(),
+            NbdListener::Unix(l) => l.as_raw_fd(),
+        }
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            NbdListener::Tcp(l) => l.set_nonblocking(true),
+            NbdListener::Unix(l) => l.set_nonblocking(true),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            NbdListener::Tcp(l) => l.accept().map(|(s, _)| Stream::Tcp(s)),
+            NbdListener::Unix(l) => l.accept().map(|(s, _)| Stream::Unix(s)),
+        }
+    }
+}
+
+/// Waits until `fd` is readable or the timeout passes.
+fn wait_readable(fd: RawFd, timeout_ms: i32) {
+    let mut pollfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    // SAFETY: `pollfd` is a valid, initialised pollfd that lives across the call, and the
+    // count passed is 1; poll only writes its `revents` field.
+    unsafe {
+        libc::poll(&mut pollfd, 1, timeout_ms);
+    }
+}
+
+fn accept_loop(
+    listener: NbdListener,
+    provider: Arc<dyn ExportProvider>,
+    config: Arc<NbdConfig>,
+    shutdown: Arc<AtomicBool>,
+) {
+    if let Err(err) = listener.set_nonblocking() {
+        eprintln!("nbd: cannot make the listener non-blocking: {err}");
+        return;
+    }
+    let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    while !shutdown.load(Ordering::Acquire) {
+        let stream = match listener.accept() {
+            Ok(stream) => stream,
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                wait_readable(listener.raw_fd(), ACCEPT_POLL_MS);
+                continue;
+            }
+            Err(_) => {
+                // Out of descriptors or a similar transient failure: back off.
+                std::thread::sleep(Duration::from_millis(ACCEPT_POLL_MS as u64));
+                continue;
+            }
+        };
+        connections.retain(|handle| !handle.is_finished());
+        if connections.len() >= MAX_CONNECTIONS {
+            stream.shutdown();
+            continue;
+        }
+        let provider = Arc::clone(&provider);
+        let config = Arc::clone(&config);
+        let shutdown = Arc::clone(&shutdown);
+        let spawned = std::thread::Builder::new()
+            .name("nbd-conn".to_owned())
+            .spawn(move || serve_connection(stream, &*provider, &config, &shutdown));
+        if let Ok(handle) = spawned {
+            connections.push(handle);
+        }
+    }
+    for handle in connections {
+        // A panicking connection thread has already closed its socket; nothing to add.
+        let _ = handle.join();
+    }
+}
+
+fn serve_connection(
+    stream: Stream,
+    provider: &dyn ExportProvider,
+    config: &NbdConfig,
+    shutdown: &AtomicBool,
+) {
+    if stream.configure().is_err() {
+        return;
+    }
+    let stop = AtomicBool::new(false);
+    let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
+    match handshake::negotiate(&stream, &mut reader, provider, config, shutdown) {
+        // Failed handshakes are not logged: a port scanner would flood the log.
+        Outcome::Closed => {}
+        Outcome::Transmission(session) => {
+            let export = session.target.name().to_owned();
+            let connection = Connection::new(&stream, session, reader, config, shutdown, &stop);
+            connection.serve(config.workers_per_connection);
+            eprintln!("nbd: {} closed its session on {export}", stream.peer());
+        }
+    }
+    stream.shutdown();
+}
