@@ -9,7 +9,7 @@
 //! only after the commit is durable (until then a flush still vaults them).
 
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::Cache;
 use crate::io::{AlignedBuf, IoRing};
@@ -64,6 +64,9 @@ impl Cache {
             codec: ParityCodec::new(geometry.data, geometry.unit as usize).expect("geometry was validated"),
         };
         let clean_below = (geometry.segments() / 32).max(3);
+        // Dirty data older than this is written out even when the cache is not under
+        // pressure, so the vault and the recovery time stay small.
+        let mut last_batch = Instant::now();
         loop {
             if self.meta.has_failed() {
                 return;
@@ -72,7 +75,9 @@ impl Cache {
             let dirty = self.dirty_blocks.load(Ordering::Acquire);
             let journal = self.meta.journal();
             let journal_pressure = journal.used() > journal.region_len() / 2;
-            let drain = self.drain_requested.load(Ordering::Acquire) || journal_pressure;
+            let pressure = self.slot_pressure.swap(false, Ordering::AcqRel);
+            let idle_due = last_batch.elapsed() > Duration::from_millis(500);
+            let drain = self.drain_requested.load(Ordering::Acquire) || journal_pressure || pressure || idle_due;
             if self.meta.state().alloc.free_segments() < clean_below {
                 if let Err(err) = self.clean_one_segment(&mut batch) {
                     eprintln!("troika: segment cleaning failed: {err}");
@@ -87,6 +92,7 @@ impl Cache {
                     self.signals.space.notify_all();
                     return;
                 }
+                last_batch = Instant::now();
                 self.signals.space.notify_all();
                 continue;
             }
@@ -102,15 +108,7 @@ impl Cache {
                 return;
             }
             let mut guard = self.signals.lock.lock();
-            let timed_out = self.signals.destage.wait_for(&mut guard, Duration::from_millis(500)).timed_out();
-            drop(guard);
-            if timed_out && self.dirty_blocks.load(Ordering::Acquire) > 0 {
-                // Idle: write out what is dirty so the vault stays small.
-                let _ = self.destage_batch(&mut batch).map_err(|err| {
-                    eprintln!("troika: destage failed: {err}");
-                    self.meta.fail();
-                });
-            }
+            self.signals.destage.wait_for(&mut guard, Duration::from_millis(200));
         }
     }
 
@@ -179,11 +177,7 @@ impl Cache {
         let geometry = *array.geometry();
         let per_row = geometry.data_slots_per_row() as usize;
         let row_count = batch.blocks.len().div_ceil(per_row);
-        let mut rows = Vec::with_capacity(row_count);
-        for _ in 0..row_count {
-            let row = self.allocate_row(batch)?;
-            rows.push(row);
-        }
+        let rows = self.allocate_rows(row_count)?;
         for (index, &row) in rows.iter().enumerate() {
             let blocks = &batch.blocks[index * per_row..((index + 1) * per_row).min(batch.blocks.len())];
             batch.identities.clear();
@@ -212,20 +206,20 @@ impl Cache {
         self.commit(batch, &rows)
     }
 
-    fn allocate_row(&self, batch: &mut Batch) -> Result<u64, String> {
-        for _ in 0..3 {
-            let row = {
-                let mut state = self.meta.state_mut();
-                let durable = self.meta.journal().durable_ticket();
-                state.alloc.release_durable(durable);
-                state.alloc.allocate_row()
-            };
-            if let Some(row) = row {
-                return Ok(row);
+    /// Takes `count` rows for one batch. Empty segments are released only here, before
+    /// any row of the batch is taken, so a segment opened and closed within this batch
+    /// cannot be handed out twice.
+    fn allocate_rows(&self, count: usize) -> Result<Vec<u64>, String> {
+        for attempt in 0..2 {
+            if attempt > 0 {
+                self.meta.journal().commit_all().map_err(|err| err.to_string())?;
             }
-            // Out of free segments: make releases durable, then clean.
-            self.meta.journal().commit_all().map_err(|err| err.to_string())?;
-            let _ = batch;
+            let mut state = self.meta.state_mut();
+            state.alloc.release_durable(self.meta.journal().durable_ticket());
+            let available = state.alloc.free_segments() * state.alloc.geometry().rows_per_segment;
+            if available + state.alloc.rows_left_in_open() >= count as u64 {
+                return Ok((0..count).map(|_| state.alloc.allocate_row().expect("rows were counted")).collect());
+            }
         }
         Err("the array has no free segment left even after cleaning; pools promise more than the array holds".into())
     }

@@ -70,6 +70,8 @@ pub struct Cache {
     flush_lock: Mutex<vault::FlushState>,
     signals: Signals,
     drain_requested: AtomicBool,
+    /// A writer found no slot it could take: destage now, whatever the dirty level.
+    slot_pressure: AtomicBool,
     shutdown: AtomicBool,
     destager: Mutex<Option<JoinHandle<()>>>,
     pub counters: CacheCounters,
@@ -108,6 +110,7 @@ impl Cache {
                 space: Condvar::new(),
             },
             drain_requested: AtomicBool::new(false),
+            slot_pressure: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             destager: Mutex::new(None),
             counters: CacheCounters::default(),
@@ -204,9 +207,16 @@ impl Cache {
             let mut shard = self.shard(key).inner.lock();
             let Some(slot) = shard.find_or_insert(key) else {
                 drop(shard);
-                if Instant::now() > deadline || self.shutdown.load(Ordering::Acquire) {
+                if self.shutdown.load(Ordering::Acquire) {
                     return Err(IoError::ShuttingDown);
                 }
+                if Instant::now() > deadline || self.meta.has_failed() {
+                    return Err(IoError::Media {
+                        volume: volume.name.clone(),
+                        detail: "no cache slot came free for 120 s; destage is stuck, check the NL-SAS devices".into(),
+                    });
+                }
+                self.slot_pressure.store(true, Ordering::Release);
                 self.kick_destage();
                 let mut guard = self.signals.lock.lock();
                 self.signals.space.wait_for(&mut guard, Duration::from_millis(10));

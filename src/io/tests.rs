@@ -394,3 +394,14 @@ fn pool_stays_bounded_under_contention() {
     }
     assert_eq!(pool.available(), 3);
 }
+
+#[test]
+fn thread_safety_is_as_documented() {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<AlignedBuf>();
+    send_sync::<BufferPool>();
+    send_sync::<PooledBuf>();
+    send_sync::<Device>();
+    send::<IoRing>();
+}

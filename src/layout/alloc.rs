@@ -119,6 +119,11 @@ impl SegmentAllocator {
         }
     }
 
+    /// Rows still free in the open segment.
+    pub fn rows_left_in_open(&self) -> u64 {
+        self.open.map_or(0, |(_, next)| self.geometry.rows_per_segment - next)
+    }
+
     /// Segments ready for writing (the rest of the open one not counted).
     pub fn free_segments(&self) -> u64 {
         self.free.len() as u64

@@ -84,7 +84,9 @@ pub struct Request {
 impl Request {
     /// The target without its query string.
     pub fn path(&self) -> &str {
-        self.target.split_once('?').map_or(&self.target, |(path, _)| path)
+        self.target
+            .split_once('?')
+            .map_or(&self.target, |(path, _)| path)
     }
 
     /// The raw query string (after `?`), empty when there is none.
@@ -132,9 +134,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     let mut expect_continue = false;
     for field in parsed.headers.iter() {
         let value = std::str::from_utf8(field.value)
-            .map_err(|_| {
-                HttpError::Malformed(format!("header field {} is not UTF-8", field.name))
-            })?
+            .map_err(|_| HttpError::Malformed(format!("header field {} is not UTF-8", field.name)))?
             .trim();
         if field.name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(value)?;

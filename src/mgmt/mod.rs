@@ -19,9 +19,7 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 
-pub use api::{
-    Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
-};
+pub use api::{Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo};
 pub use cli::{CliCommand, PoolCommand, SystemCommand, VolCommand, run};
 pub use client::{Client, ClientError};
 pub use server::spawn_server;

@@ -248,7 +248,10 @@ fn resize_volume(
     let update: VolumeUpdate = parse_body(body)?;
     let current = api.volume(id)?;
     if update.size < current.size {
-        require_approval(query, "shrinking a volume (it discards the data past the new end)")?;
+        require_approval(
+            query,
+            "shrinking a volume (it discards the data past the new end)",
+        )?;
     }
     api.resize_volume(id, update.size)
 }
@@ -404,7 +407,10 @@ impl Filter {
                     .strip_prefix('[')
                     .and_then(|rest| rest.strip_suffix(']'))
                     .unwrap_or(operand);
-                inner.split(',').map(|item| item.trim().to_owned()).collect()
+                inner
+                    .split(',')
+                    .map(|item| item.trim().to_owned())
+                    .collect()
             }
             _ => vec![operand.to_owned()],
         };
@@ -446,7 +452,8 @@ impl Filter {
                 found == (self.op == FilterOp::In)
             }
             FilterOp::Between => {
-                compare(first)? != Ordering::Less && compare(&self.operands[1])? != Ordering::Greater
+                compare(first)? != Ordering::Less
+                    && compare(&self.operands[1])? != Ordering::Greater
             }
             FilterOp::Like => {
                 let Value::String(text) = value else {
@@ -534,13 +541,17 @@ impl ListQuery {
         for (key, value) in query {
             match key.as_str() {
                 "page" => {
-                    view.page = value.parse().ok().filter(|&page| page >= 1).ok_or_else(|| {
-                        MgmtError::new(
-                            "INVALID_PAGE",
-                            400,
-                            format!("page {value:?} is not a page number (1, 2, ...)"),
-                        )
-                    })?;
+                    view.page = value
+                        .parse()
+                        .ok()
+                        .filter(|&page| page >= 1)
+                        .ok_or_else(|| {
+                            MgmtError::new(
+                                "INVALID_PAGE",
+                                400,
+                                format!("page {value:?} is not a page number (1, 2, ...)"),
+                            )
+                        })?;
                 }
                 "page_size" => {
                     view.page_size = value
@@ -551,7 +562,9 @@ impl ListQuery {
                             MgmtError::new(
                                 "INVALID_PAGE_SIZE",
                                 400,
-                                format!("page_size {value:?} must be between 1 and {MAX_PAGE_SIZE}"),
+                                format!(
+                                    "page_size {value:?} must be between 1 and {MAX_PAGE_SIZE}"
+                                ),
                             )
                         })?;
                 }

@@ -58,7 +58,10 @@ fn accept_loop(listener: UnixListener, api: Arc<dyn Management>, shutdown: Arc<A
             Ok((stream, _)) => {
                 connections.retain(|connection| !connection.is_finished());
                 if connections.len() >= MAX_CONNECTIONS {
-                    refuse(stream, "too many management connections are open; retry shortly");
+                    refuse(
+                        stream,
+                        "too many management connections are open; retry shortly",
+                    );
                     continue;
                 }
                 let api = Arc::clone(&api);

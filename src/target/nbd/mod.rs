@@ -72,11 +72,8 @@ impl NbdConfig {
             .preferred_block
             .clamp(min_block.max(512), 2 * 1024 * 1024)
             .next_power_of_two();
-        let max_payload = self
-            .max_payload
-            .clamp(preferred_block, 256 * 1024 * 1024)
-            / min_block
-            * min_block;
+        let max_payload =
+            self.max_payload.clamp(preferred_block, 256 * 1024 * 1024) / min_block * min_block;
         NbdConfig {
             workers_per_connection: self.workers_per_connection.clamp(1, 64),
             max_payload,

@@ -140,8 +140,14 @@ pub enum OptionRequest<'a> {
     ExportName(&'a str),
     Abort,
     List,
-    Info { export: &'a str, wanted: InfoWanted },
-    Go { export: &'a str, wanted: InfoWanted },
+    Info {
+        export: &'a str,
+        wanted: InfoWanted,
+    },
+    Go {
+        export: &'a str,
+        wanted: InfoWanted,
+    },
     StructuredReply,
     ListMetaContext(MetaContextQuery<'a>),
     SetMetaContext(MetaContextQuery<'a>),
@@ -208,15 +214,22 @@ fn no_data(data: &[u8]) -> Result<(), OptionError> {
 
 fn parse_info_request(data: &[u8]) -> Result<(&str, InfoWanted), OptionError> {
     let mut cursor = Cursor::new(data);
-    let name_len = cursor.u32().ok_or(OptionError("truncated export name length"))?;
+    let name_len = cursor
+        .u32()
+        .ok_or(OptionError("truncated export name length"))?;
     let name = cursor
         .bytes(name_len as usize)
         .ok_or(OptionError("export name runs past the option"))?;
     let name = wire_str(name)?;
-    let count = cursor.u16().ok_or(OptionError("truncated information request count"))?;
+    let count = cursor
+        .u16()
+        .ok_or(OptionError("truncated information request count"))?;
     let mut wanted = InfoWanted::default();
     for _ in 0..count {
-        match cursor.u16().ok_or(OptionError("truncated information request list"))? {
+        match cursor
+            .u16()
+            .ok_or(OptionError("truncated information request list"))?
+        {
             INFO_NAME => wanted.name = true,
             INFO_DESCRIPTION => wanted.description = true,
             INFO_BLOCK_SIZE => wanted.block_size = true,
@@ -238,7 +251,9 @@ enum MetaMode {
 
 fn parse_meta_context(data: &[u8], mode: MetaMode) -> Result<MetaContextQuery<'_>, OptionError> {
     let mut cursor = Cursor::new(data);
-    let name_len = cursor.u32().ok_or(OptionError("truncated export name length"))?;
+    let name_len = cursor
+        .u32()
+        .ok_or(OptionError("truncated export name length"))?;
     let export = cursor
         .bytes(name_len as usize)
         .ok_or(OptionError("export name runs past the option"))?;
@@ -253,7 +268,9 @@ fn parse_meta_context(data: &[u8], mode: MetaMode) -> Result<MetaContextQuery<'_
             .ok_or(OptionError("query runs past the option"))?;
         let query = wire_str(query)?;
         if !query.contains(':') {
-            return Err(OptionError("a query must start with a namespace and a colon"));
+            return Err(OptionError(
+                "a query must start with a namespace and a colon",
+            ));
         }
         match query {
             BASE_ALLOCATION => base_allocation = true,
@@ -324,10 +341,7 @@ impl Command {
 
     /// True for commands that change the export's contents.
     pub fn writes(self) -> bool {
-        matches!(
-            self,
-            Command::Write | Command::Trim | Command::WriteZeroes
-        )
+        matches!(self, Command::Write | Command::Trim | Command::WriteZeroes)
     }
 }
 
@@ -355,7 +369,11 @@ pub enum RequestError {
     /// A command this server does not know. `payload` is true when the flags say a payload
     /// of `length` bytes follows, which we cannot safely skip: close the connection.
     /// Otherwise the request is answered with `EINVAL`.
-    UnknownCommand { cookie: u64, kind: u16, payload: bool },
+    UnknownCommand {
+        cookie: u64,
+        kind: u16,
+        payload: bool,
+    },
 }
 
 /// Parses a request header.
@@ -445,8 +463,11 @@ pub fn validate_request(request: &Request, negotiated: &Negotiated) -> Result<()
     }
     if negotiated.block_size_negotiated && negotiated.min_block > 1 {
         let min = u64::from(negotiated.min_block);
-        if request.offset % min != 0 || u64::from(request.length) % min != 0 {
-            return reject(Errno::EINVAL, "request not aligned to the minimum block size");
+        if !request.offset.is_multiple_of(min) || !u64::from(request.length).is_multiple_of(min) {
+            return reject(
+                Errno::EINVAL,
+                "request not aligned to the minimum block size",
+            );
         }
     }
     let in_range = request

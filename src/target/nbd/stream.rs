@@ -196,7 +196,10 @@ impl<'a> FrameReader<'a> {
 pub(super) fn write_all(stream: &Stream, bufs: &[&[u8]], stop: &AtomicBool) -> io::Result<()> {
     let mut slices: [IoSlice<'_>; 3] = [IoSlice::new(&[]), IoSlice::new(&[]), IoSlice::new(&[])];
     if bufs.len() > slices.len() {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many reply pieces"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many reply pieces",
+        ));
     }
     for (slice, buf) in slices.iter_mut().zip(bufs) {
         *slice = IoSlice::new(buf);

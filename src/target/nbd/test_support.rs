@@ -62,13 +62,14 @@ impl MemTarget {
         if offset.checked_add(len).is_none_or(|end| end > size) {
             return Err(IoError::OutOfRange { offset, len, size });
         }
-        if let Some(bad) = self.bad_offset {
-            if bad >= offset && bad < offset + len.max(1) {
-                return Err(IoError::Media {
-                    volume: self.name.clone(),
-                    detail: "test media error".to_owned(),
-                });
-            }
+        if self
+            .bad_offset
+            .is_some_and(|bad| bad >= offset && bad < offset + len.max(1))
+        {
+            return Err(IoError::Media {
+                volume: self.name.clone(),
+                detail: "test media error".to_owned(),
+            });
         }
         if write && self.read_only {
             return Err(IoError::ReadOnly {
@@ -245,7 +246,12 @@ impl TestServer {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("nbd.sock");
         let listener = UnixListener::bind(&path).expect("bind");
-        Self::start(NbdListener::Unix(listener), Address::Unix(path), Some(dir), exports)
+        Self::start(
+            NbdListener::Unix(listener),
+            Address::Unix(path),
+            Some(dir),
+            exports,
+        )
     }
 
     fn start(
@@ -402,7 +408,10 @@ impl Client {
             );
             let (_, kind, data) = client.read_option_reply();
             assert_eq!(kind, REP_META_CONTEXT);
-            assert_eq!(u32::from_be_bytes(data[0..4].try_into().unwrap()), BASE_ALLOCATION_ID);
+            assert_eq!(
+                u32::from_be_bytes(data[0..4].try_into().unwrap()),
+                BASE_ALLOCATION_ID
+            );
             assert_eq!(client.read_option_reply().1, REP_ACK);
         }
         let infos: &[u16] = if setup.block_size {
@@ -567,7 +576,14 @@ impl Client {
     }
 
     /// Sends one request and waits for its reply.
-    pub fn call(&mut self, flags: u16, command: u16, offset: u64, len: u32, payload: &[u8]) -> Reply {
+    pub fn call(
+        &mut self,
+        flags: u16,
+        command: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> Reply {
         self.send_with(flags, command, 7, offset, len, payload);
         let reply = self.reply();
         assert_eq!(reply.cookie, 7);

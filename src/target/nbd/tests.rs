@@ -30,7 +30,9 @@ fn disk(name: &str) -> Arc<MemTarget> {
 }
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -38,8 +40,14 @@ fn go_with_structured_replies_and_meta_context() {
     let server = TestServer::tcp(vec![disk("vol1")]);
     let mut client = Client::start(&server.address, CLIENT_FLAGS_KNOWN);
     client.send_option(OPT_STRUCTURED_REPLY, &[]);
-    assert_eq!(client.read_option_reply(), (OPT_STRUCTURED_REPLY, REP_ACK, vec![]));
-    client.send_option(OPT_SET_META_CONTEXT, &meta_payload("vol1", &[BASE_ALLOCATION]));
+    assert_eq!(
+        client.read_option_reply(),
+        (OPT_STRUCTURED_REPLY, REP_ACK, vec![])
+    );
+    client.send_option(
+        OPT_SET_META_CONTEXT,
+        &meta_payload("vol1", &[BASE_ALLOCATION]),
+    );
     let (option, kind, data) = client.read_option_reply();
     assert_eq!((option, kind), (OPT_SET_META_CONTEXT, REP_META_CONTEXT));
     assert_eq!(&data[0..4], &BASE_ALLOCATION_ID.to_be_bytes());
@@ -79,7 +87,11 @@ fn go_with_structured_replies_and_meta_context() {
     assert_eq!(status.context_id, BASE_ALLOCATION_ID);
     assert_eq!(
         status.status,
-        vec![(4096, STATE_HOLE | STATE_ZERO), (8192, 0), (4096, STATE_HOLE | STATE_ZERO)]
+        vec![
+            (4096, STATE_HOLE | STATE_ZERO),
+            (8192, 0),
+            (4096, STATE_HOLE | STATE_ZERO)
+        ]
     );
     client.send(0, DISC, 1, 0, 0);
     assert!(client.drains_to_eof());
@@ -100,22 +112,34 @@ fn list_and_info() {
     client.send_option(OPT_LIST, b"junk");
     assert_eq!(client.read_option_reply().1, REP_ERR_INVALID);
 
-    client.send_option(OPT_INFO, &info_payload("b", &[INFO_NAME, INFO_DESCRIPTION, 77]));
+    client.send_option(
+        OPT_INFO,
+        &info_payload("b", &[INFO_NAME, INFO_DESCRIPTION, 77]),
+    );
     let replies = client.read_info_replies();
     assert_eq!(replies.last().unwrap().0, REP_ACK);
     let kinds: Vec<u16> = replies[..replies.len() - 1]
         .iter()
         .map(|(_, d)| u16::from_be_bytes([d[0], d[1]]))
         .collect();
-    assert_eq!(kinds, vec![INFO_EXPORT, INFO_BLOCK_SIZE, INFO_NAME, INFO_DESCRIPTION]);
+    assert_eq!(
+        kinds,
+        vec![INFO_EXPORT, INFO_BLOCK_SIZE, INFO_NAME, INFO_DESCRIPTION]
+    );
     assert_eq!(client.size, SIZE);
 
     // Unknown export; the empty name is ambiguous with two exports.
     for name in ["nope", ""] {
         client.send_option(OPT_INFO, &info_payload(name, &[]));
-        assert_eq!(client.read_info_replies(), vec![(REP_ERR_UNKNOWN, b"no such export".to_vec())]);
+        assert_eq!(
+            client.read_info_replies(),
+            vec![(REP_ERR_UNKNOWN, b"no such export".to_vec())]
+        );
         client.send_option(OPT_GO, &info_payload(name, &[]));
-        assert_eq!(client.read_info_replies().last().unwrap().0, REP_ERR_UNKNOWN);
+        assert_eq!(
+            client.read_info_replies().last().unwrap().0,
+            REP_ERR_UNKNOWN
+        );
     }
     // Still haggling: GO on a real export works.
     client.send_option(OPT_GO, &info_payload("a", &[]));
@@ -166,7 +190,10 @@ fn option_haggling_errors_and_unsupported_options() {
     // Malformed payloads.
     client.send_option(OPT_GO, &[0, 0, 0, 9, b'v']);
     assert_eq!(client.read_option_reply().1, REP_ERR_INVALID);
-    client.send_option(OPT_LIST_META_CONTEXT, &[0, 0, 0, 1, b'v', 0, 0, 0, 1, 0, 0, 0, 100]);
+    client.send_option(
+        OPT_LIST_META_CONTEXT,
+        &[0, 0, 0, 1, b'v', 0, 0, 0, 1, 0, 0, 0, 100],
+    );
     assert_eq!(client.read_option_reply().1, REP_ERR_INVALID);
     client.send_option(OPT_STRUCTURED_REPLY, b"x");
     assert_eq!(client.read_option_reply().1, REP_ERR_INVALID);
@@ -227,7 +254,10 @@ fn round_trips(server: &TestServer, target: &MemTarget) {
     assert_eq!((read.error, read.chunk_type), (0, REPLY_TYPE_OFFSET_DATA));
     assert_eq!(read.data, data);
     let empty = client.call(0, READ, 4096, 0, &[]);
-    assert_eq!((empty.error, empty.chunk_type, empty.data.len()), (0, REPLY_TYPE_NONE, 0));
+    assert_eq!(
+        (empty.error, empty.chunk_type, empty.data.len()),
+        (0, REPLY_TYPE_NONE, 0)
+    );
 
     let flushes = target.flushes.load(Ordering::SeqCst);
     assert_eq!(client.call(0, FLUSH, 0, 0, &[]).error, 0);
@@ -237,10 +267,26 @@ fn round_trips(server: &TestServer, target: &MemTarget) {
 
     // TRIM makes a hole; WRITE_ZEROES with NO_HOLE keeps the blocks allocated.
     assert_eq!(client.call(0, TRIM, 0, 8192, &[]).error, 0);
-    assert_eq!(client.call(CMD_FLAG_NO_HOLE, WRITE_ZEROES, 8192, 8192, &[]).error, 0);
+    assert_eq!(
+        client
+            .call(CMD_FLAG_NO_HOLE, WRITE_ZEROES, 8192, 8192, &[])
+            .error,
+        0
+    );
     assert_eq!(client.call(0, WRITE_ZEROES, 16384, 4096, &[]).error, 0);
-    assert_eq!(client.call(CMD_FLAG_FAST_ZERO, WRITE_ZEROES, 20480, 4096, &[]).error, 0);
-    let slow = client.call(CMD_FLAG_FAST_ZERO | CMD_FLAG_NO_HOLE, WRITE_ZEROES, 0, 4096, &[]);
+    assert_eq!(
+        client
+            .call(CMD_FLAG_FAST_ZERO, WRITE_ZEROES, 20480, 4096, &[])
+            .error,
+        0
+    );
+    let slow = client.call(
+        CMD_FLAG_FAST_ZERO | CMD_FLAG_NO_HOLE,
+        WRITE_ZEROES,
+        0,
+        4096,
+        &[],
+    );
     assert_eq!(slow.error, 95);
     let read = client.call(0, READ, 0, 32768, &[]);
     assert_eq!(&read.data[..24576], &vec![0u8; 24576][..]);
@@ -317,7 +363,10 @@ fn pipelined_requests_are_all_answered_once_out_of_order() {
     sorted.sort_unstable();
     assert_eq!(sorted, (0..32).collect::<Vec<_>>());
     for cookie in 1..16u64 {
-        assert_eq!(target.contents(cookie * 4096, 4096), pattern(4096, cookie as u8));
+        assert_eq!(
+            target.contents(cookie * 4096, 4096),
+            pattern(4096, cookie as u8)
+        );
     }
 }
 
@@ -350,14 +399,20 @@ fn invalid_requests_get_the_exact_errno() {
     ];
     for &(flags, command, offset, len, errno) in cases {
         let reply = client.call(flags, command, offset, len, &[]);
-        assert_eq!(reply.error, errno, "flags {flags:#x} cmd {command} {offset}+{len}");
+        assert_eq!(
+            reply.error, errno,
+            "flags {flags:#x} cmd {command} {offset}+{len}"
+        );
         if errno != 0 {
             assert!(reply.structured && !reply.message.is_empty());
         }
     }
     // Misaligned or past-the-end writes: the payload is consumed, the stream stays in sync.
     assert_eq!(client.call(0, WRITE, 100, 512, &[1; 512]).error, 22);
-    assert_eq!(client.call(0, WRITE, SIZE - 512, 1024, &[1; 1024]).error, 28);
+    assert_eq!(
+        client.call(0, WRITE, SIZE - 512, 1024, &[1; 1024]).error,
+        28
+    );
     let big = vec![7u8; TEST_MAX_PAYLOAD as usize + 4096];
     assert_eq!(client.call(0, WRITE, 0, big.len() as u32, &big).error, 22);
     client.verified_write_read(0, &pattern(4096, 8));
@@ -409,8 +464,14 @@ fn export_errors_map_to_errno() {
     assert_eq!(nbd_errno(&ro, Command::Write), Errno::EPERM);
     let gone = IoError::VolumeGone { volume: "v".into() };
     assert_eq!(nbd_errno(&gone, Command::Read), Errno::ESHUTDOWN);
-    assert_eq!(nbd_errno(&IoError::ShuttingDown, Command::Flush), Errno::ESHUTDOWN);
-    assert_eq!(nbd_errno(&IoError::NotFast, Command::WriteZeroes), Errno::ENOTSUP);
+    assert_eq!(
+        nbd_errno(&IoError::ShuttingDown, Command::Flush),
+        Errno::ESHUTDOWN
+    );
+    assert_eq!(
+        nbd_errno(&IoError::NotFast, Command::WriteZeroes),
+        Errno::ENOTSUP
+    );
 }
 
 #[test]
@@ -435,7 +496,11 @@ fn shutdown_closes_connections_and_stops_the_server() {
     idle.verified_write_read(0, &pattern(512, 11));
     let started = Instant::now();
     server.stop();
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(idle.is_closed_by_server());
     assert!(haggling.is_closed_by_server());
 }
@@ -466,13 +531,25 @@ fn hostile_session(rng: &mut SeededRng, address: &Address) {
         return;
     }
     client.read_vec(18);
-    let flags = if kind == 1 { rng.next() as u32 } else { CLIENT_FLAGS_KNOWN };
+    let flags = if kind == 1 {
+        rng.next() as u32
+    } else {
+        CLIENT_FLAGS_KNOWN
+    };
     client.write_lossy(&flags.to_be_bytes());
     if kind <= 4 {
         // Option haggling abuse.
         for _ in 0..rng.below(4) + 1 {
-            let magic = if rng.below(8) == 0 { rng.next() } else { IHAVEOPT };
-            let option = if rng.below(2) == 0 { rng.below(14) as u32 } else { rng.next() as u32 };
+            let magic = if rng.below(8) == 0 {
+                rng.next()
+            } else {
+                IHAVEOPT
+            };
+            let option = if rng.below(2) == 0 {
+                rng.below(14) as u32
+            } else {
+                rng.next() as u32
+            };
             let payload = match rng.below(4) {
                 0 => rng.bytes_below(64),
                 1 => info_payload("h", &[rng.below(5) as u16, rng.next() as u16]),
@@ -524,7 +601,11 @@ fn hostile_session(rng: &mut SeededRng, address: &Address) {
         if rng.below(10) == 0 {
             header[0] ^= 0xff;
         }
-        let cut = if rng.below(8) == 0 { rng.below(28) as usize } else { 28 };
+        let cut = if rng.below(8) == 0 {
+            rng.below(28) as usize
+        } else {
+            28
+        };
         client.write_lossy(&header[..cut]);
         if header[7] == WRITE as u8 && rng.below(3) == 0 {
             let payload = rng.bytes_below(9000);

@@ -44,7 +44,10 @@ pub(super) struct Connection<'a> {
 /// What the reader hands a worker.
 enum Next {
     Execute(Request),
-    Reject { cookie: u64, rejection: Rejection },
+    Reject {
+        cookie: u64,
+        rejection: Rejection,
+    },
     /// Stop reading: DISC, end of stream, or a stream we cannot trust.
     End,
 }
@@ -219,10 +222,10 @@ impl<'a> Connection<'a> {
                     buffers.payload.resize(len, 0);
                 }
                 let data = &mut buffers.payload[..len];
-                if len > 0 {
-                    if let Err(err) = target.read(offset, data) {
-                        return failed(&err, request.command);
-                    }
+                if len > 0
+                    && let Err(err) = target.read(offset, data)
+                {
+                    return failed(&err, request.command);
                 }
                 return Outcome::Data {
                     offset,
