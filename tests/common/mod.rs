@@ -1,0 +1,186 @@
+//! Test harness: starts the real `troika` binary on a temporary data directory with the
+//! small CI hardware model, and talks to it the way operators and hosts do.
+#![allow(dead_code)]
+
+pub mod nbd_client;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The binary under test.
+pub fn troika_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_troika")
+}
+
+/// The CI hardware model.
+pub fn ci_model() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("hw/ci.toml")
+}
+
+/// True when an external tool is on PATH; tests that need it print why they skip.
+pub fn have(tool: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A running node.
+pub struct TestNode {
+    pub dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl TestNode {
+    /// Starts a node on a fresh data directory and waits until it serves.
+    pub fn start() -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("serve.log");
+        let mut node = TestNode { dir, child: None, log };
+        node.spawn();
+        node
+    }
+
+    pub fn data(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn nbd_socket(&self) -> PathBuf {
+        self.data().join("nbd.sock")
+    }
+
+    pub fn mgmt_socket(&self) -> PathBuf {
+        self.data().join("troika.sock")
+    }
+
+    /// The NBD URI of an export on the unix socket (for libnbd tools and fio).
+    pub fn uri(&self, export: &str) -> String {
+        format!("nbd+unix:///{export}?socket={}", self.nbd_socket().display())
+    }
+
+    fn spawn(&mut self) {
+        let _ = std::fs::remove_file(self.mgmt_socket());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(troika_bin())
+            .args(["serve", "--hw"])
+            .arg(ci_model())
+            .arg("--data")
+            .arg(self.data())
+            .args(["--nbd-listen", "none"])
+            .stdout(Stdio::from(log.try_clone().expect("log")))
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("start troika serve");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if UnixStream::connect(self.mgmt_socket()).is_ok() && UnixStream::connect(self.nbd_socket()).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("troika serve exited with {status}:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("troika serve did not come up in 60 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// kill -9: the process dies with whatever it had in memory.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: sending a signal to our own child process by pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+            let status = child.wait().expect("wait for troika");
+            assert!(status.success(), "troika did not stop cleanly ({status}):\n{}", self.log_text());
+        }
+    }
+
+    /// Starts the node again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Runs a CLI command against this node.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(troika_bin())
+            .arg("--data")
+            .arg(self.data())
+            .args(args)
+            .output()
+            .expect("run troika CLI")
+    }
+
+    /// Runs a CLI command that must succeed; returns its stdout.
+    pub fn cli_ok(&self, args: &[&str]) -> String {
+        let out = self.cli(args);
+        assert!(
+            out.status.success(),
+            "troika {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates pool `pool` of `pool_size` and volume `volume` of `volume_size` in it.
+    pub fn pool_and_volume(&self, pool: &str, pool_size: &str, volume: &str, volume_size: &str) {
+        self.cli_ok(&["pool", "create", pool, "--size", pool_size]);
+        self.cli_ok(&["vol", "create", volume, "--pool", pool, "--size", volume_size]);
+    }
+
+    /// GET on the management socket; returns status and body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut stream = UnixStream::connect(self.mgmt_socket()).expect("connect to management socket");
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: troika\r\nConnection: close\r\n\r\n").expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+        (status, body)
+    }
+
+    /// The node's Prometheus counters without labels.
+    pub fn metrics(&self) -> HashMap<String, u64> {
+        let (status, body) = self.http_get("/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body.lines()
+            .filter(|line| !line.starts_with('#'))
+            .filter_map(|line| {
+                let (name, value) = line.split_once(' ')?;
+                Some((name.to_string(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
