@@ -38,7 +38,9 @@ fn bench_checksum(c: &mut Criterion) {
 }
 
 fn bench_parity(c: &mut Criterion) {
-    let units: Vec<Vec<u8>> = (0..DATA_UNITS).map(|i| pattern(UNIT, i as u64 + 7)).collect();
+    let units: Vec<Vec<u8>> = (0..DATA_UNITS)
+        .map(|i| pattern(UNIT, i as u64 + 7))
+        .collect();
     let refs: Vec<&[u8]> = units.iter().map(Vec::as_slice).collect();
     let mut p = vec![0u8; UNIT];
     let mut q = vec![0u8; UNIT];

@@ -57,7 +57,10 @@ fn bench_get(c: &mut Criterion) {
     for lba in (0..ENTRIES * 2).step_by(2) {
         sparse.set(lba, entry(lba, 1));
     }
-    let holes: Vec<u64> = lbas(3, 0).into_iter().map(|lba| (lba * 2 + 1) % (ENTRIES * 2)).collect();
+    let holes: Vec<u64> = lbas(3, 0)
+        .into_iter()
+        .map(|lba| (lba * 2 + 1) % (ENTRIES * 2))
+        .collect();
 
     let mut group = c.benchmark_group("map/get");
     group.throughput(Throughput::Elements(BATCH));
@@ -176,7 +179,12 @@ fn bench_remove_range(c: &mut Criterion) {
     group.bench_function("trim_unmapped_256_of_1M", |b| {
         b.iter(|| {
             let mut removed = 0u64;
-            map.remove_range(black_box(ENTRIES * 8), ENTRIES * 8 + 256, u64::MAX, |_, _| removed += 1);
+            map.remove_range(
+                black_box(ENTRIES * 8),
+                ENTRIES * 8 + 256,
+                u64::MAX,
+                |_, _| removed += 1,
+            );
             removed
         })
     });

@@ -50,15 +50,23 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, nbd_listen: &str) -> anyhow::Result
     let nbd_tcp = if nbd_listen == "none" {
         None
     } else {
-        Some(
-            nbd_listen
-                .parse::<SocketAddr>()
-                .map_err(|err| anyhow::anyhow!("--nbd-listen {nbd_listen:?} is not an address like 127.0.0.1:10809: {err}"))?,
-        )
+        Some(nbd_listen.parse::<SocketAddr>().map_err(|err| {
+            anyhow::anyhow!(
+                "--nbd-listen {nbd_listen:?} is not an address like 127.0.0.1:10809: {err}"
+            )
+        })?)
     };
-    let node = Node::start(model, &NodeOptions { data_dir: data, nbd_tcp })?;
-    eprintln!("troika: serving; management on the data directory's troika.sock, NBD on nbd.sock{}",
-        nbd_tcp.map(|a| format!(" and {a}")).unwrap_or_default());
+    let node = Node::start(
+        model,
+        &NodeOptions {
+            data_dir: data,
+            nbd_tcp,
+        },
+    )?;
+    eprintln!(
+        "troika: serving; management on the data directory's troika.sock, NBD on nbd.sock{}",
+        nbd_tcp.map(|a| format!(" and {a}")).unwrap_or_default()
+    );
     node.run_until_signal()
 }
 

@@ -21,7 +21,9 @@ use crate::hw::HwModel;
 use crate::io::{self, Device};
 use crate::layout::Array;
 use crate::meta::{MetaError, MetaStore, PoolRecord, VolumeRecord};
-use crate::mgmt::{self, Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo};
+use crate::mgmt::{
+    self, Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
+};
 use crate::target::nbd::{self, NbdConfig, NbdListener};
 use crate::types::BLOCK_SIZE;
 
@@ -45,13 +47,18 @@ impl Node {
     /// Opens and recovers the node and starts serving.
     pub fn start(hw: HwModel, options: &NodeOptions) -> anyhow::Result<Node> {
         let data_dir = &options.data_dir;
-        std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
         let lock = lock_data_dir(data_dir)?;
         io::probe().map_err(anyhow::Error::msg)?;
 
         let ssd_spec = &hw.ssds[0];
-        let ssd = Device::open(&hw.resolve_path(ssd_spec, data_dir), ssd_spec.size, ssd_spec.latency)
-            .with_context(|| format!("cannot open the vault SSD {:?}", ssd_spec.name))?;
+        let ssd = Device::open(
+            &hw.resolve_path(ssd_spec, data_dir),
+            ssd_spec.size,
+            ssd_spec.latency,
+        )
+        .with_context(|| format!("cannot open the vault SSD {:?}", ssd_spec.name))?;
         let mut drives = Vec::new();
         for spec in &hw.nlsas {
             drives.push(
@@ -59,16 +66,26 @@ impl Node {
                     .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
             );
         }
-        let array = Array::new(drives, hw.stripe.data, hw.stripe.unit, hw.stripe.rows_per_segment);
+        let array = Array::new(
+            drives,
+            hw.stripe.data,
+            hw.stripe.unit,
+            hw.stripe.rows_per_segment,
+        );
         if array.geometry().segments() < 16 {
             bail!(
                 "the NL-SAS devices hold only {} segments; give them more space or fewer rows_per_segment (at least 16 segments)",
                 array.geometry().segments()
             );
         }
-        let (meta, recovered, report) = MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
+        let (meta, recovered, report) =
+            MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
-            eprintln!("troika: formatted a new node (serial {}) in {}", meta.serial(), data_dir.display());
+            eprintln!(
+                "troika: formatted a new node (serial {}) in {}",
+                meta.serial(),
+                data_dir.display()
+            );
         } else {
             eprintln!(
                 "troika: recovered from media in {} ms: replayed {} journal batches ({} records), {} flushed blocks returned to cache",
@@ -88,37 +105,66 @@ impl Node {
 
         let nbd_socket = data_dir.join("nbd.sock");
         let _ = std::fs::remove_file(&nbd_socket);
-        let unix = UnixListener::bind(&nbd_socket).with_context(|| format!("cannot listen on {}", nbd_socket.display()))?;
+        let unix = UnixListener::bind(&nbd_socket)
+            .with_context(|| format!("cannot listen on {}", nbd_socket.display()))?;
         sockets.push(nbd_socket);
-        threads.push(nbd::spawn_server(NbdListener::Unix(unix), controllers.clone(), NbdConfig::default(), shutdown.clone()));
+        threads.push(nbd::spawn_server(
+            NbdListener::Unix(unix),
+            controllers.clone(),
+            NbdConfig::default(),
+            shutdown.clone(),
+        ));
         if let Some(address) = options.nbd_tcp {
-            let tcp = TcpListener::bind(address).with_context(|| format!("cannot listen for NBD on {address}; is another server using the port?"))?;
-            threads.push(nbd::spawn_server(NbdListener::Tcp(tcp), controllers.clone(), NbdConfig::default(), shutdown.clone()));
+            let tcp = TcpListener::bind(address).with_context(|| {
+                format!("cannot listen for NBD on {address}; is another server using the port?")
+            })?;
+            threads.push(nbd::spawn_server(
+                NbdListener::Tcp(tcp),
+                controllers.clone(),
+                NbdConfig::default(),
+                shutdown.clone(),
+            ));
         }
 
         let mgmt_socket = data_dir.join("troika.sock");
         let _ = std::fs::remove_file(&mgmt_socket);
-        let listener = UnixListener::bind(&mgmt_socket).with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
+        let listener = UnixListener::bind(&mgmt_socket)
+            .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
         sockets.push(mgmt_socket);
-        let api = Arc::new(NodeApi { hw, meta, cache: cache.clone() });
+        let api = Arc::new(NodeApi {
+            hw,
+            meta,
+            cache: cache.clone(),
+        });
         threads.push(mgmt::server::spawn_server(listener, api, shutdown.clone()));
-        Ok(Node { cache, shutdown, threads, sockets, _lock: lock })
+        Ok(Node {
+            cache,
+            shutdown,
+            threads,
+            sockets,
+            _lock: lock,
+        })
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down cleanly.
     pub fn run_until_signal(self) -> anyhow::Result<()> {
         let signalled = Arc::new(AtomicBool::new(false));
         for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, signalled.clone()).context("cannot install signal handlers")?;
+            signal_hook::flag::register(signal, signalled.clone())
+                .context("cannot install signal handlers")?;
         }
         while !signalled.load(Ordering::Acquire) {
             if self.cache.meta().has_failed() {
-                eprintln!("troika: a durability error stopped the node; restart it to recover from media");
+                eprintln!(
+                    "troika: a durability error stopped the node; restart it to recover from media"
+                );
                 std::process::exit(2);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("troika: shutting down: closing ports, destaging cached data, writing a checkpoint");
+        eprintln!(
+            "troika: shutting down: closing ports, destaging cached data, writing a checkpoint"
+        );
         self.stop()
     }
 
@@ -128,8 +174,12 @@ impl Node {
         for thread in self.threads {
             let _ = thread.join();
         }
-        self.cache.flush().map_err(|err| anyhow::anyhow!("final flush failed: {err}"))?;
-        self.cache.shutdown().map_err(|err| anyhow::anyhow!("shutdown failed: {err}"))?;
+        self.cache
+            .flush()
+            .map_err(|err| anyhow::anyhow!("final flush failed: {err}"))?;
+        self.cache
+            .shutdown()
+            .map_err(|err| anyhow::anyhow!("shutdown failed: {err}"))?;
         for socket in &self.sockets {
             let _ = std::fs::remove_file(socket);
         }
@@ -182,17 +232,31 @@ fn mgmt_error(err: MetaError) -> MgmtError {
         ),
         MetaError::Capacity(message) => MgmtError::new("POOL_CAPACITY_EXCEEDED", 409, message),
         MetaError::Invalid(message) => MgmtError::bad_request(message),
-        other @ (MetaError::Journal(_) | MetaError::Media(_)) => MgmtError::new("INTERNAL_ERROR", 500, other.to_string()),
+        other @ (MetaError::Journal(_) | MetaError::Media(_)) => {
+            MgmtError::new("INTERNAL_ERROR", 500, other.to_string())
+        }
     }
 }
 
 impl NodeApi {
     fn pool_info(&self, pool: &PoolRecord) -> PoolInfo {
         let state = self.meta.state();
-        let used = state.pools.get(&pool.id).map_or(0, |usage| usage.used_bytes());
-        let volumes: Vec<&VolumeRecord> = state.catalog.volumes.values().filter(|v| v.pool_id == pool.id).collect();
+        let used = state
+            .pools
+            .get(&pool.id)
+            .map_or(0, |usage| usage.used_bytes());
+        let volumes: Vec<&VolumeRecord> = state
+            .catalog
+            .volumes
+            .values()
+            .filter(|v| v.pool_id == pool.id)
+            .collect();
         let virtual_used: u64 = volumes.iter().map(|v| v.size).sum();
-        let state_name = if used >= pool.physical_capacity { "LOCKED" } else { "NORMAL" };
+        let state_name = if used >= pool.physical_capacity {
+            "LOCKED"
+        } else {
+            "NORMAL"
+        };
         PoolInfo {
             id: pool.id,
             name: pool.name.clone(),
@@ -211,7 +275,12 @@ impl NodeApi {
     fn volume_info(&self, volume: &VolumeRecord) -> VolumeInfo {
         let state = self.meta.state();
         let mapped = state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64;
-        let pool_name = state.catalog.pools.get(&volume.pool_id).map(|p| p.name.clone()).unwrap_or_default();
+        let pool_name = state
+            .catalog
+            .pools
+            .get(&volume.pool_id)
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
         VolumeInfo {
             id: volume.id,
             name: volume.name.clone(),
@@ -223,23 +292,46 @@ impl NodeApi {
             write_protected: false,
             used: mapped,
             allocated: mapped,
-            serial: format!("6{:015x}{:016x}", self.meta.serial() & 0xFFF_FFFF_FFFF_FFFF, volume.id),
+            serial: format!(
+                "6{:015x}{:016x}",
+                self.meta.serial() & 0xFFF_FFFF_FFFF_FFFF,
+                volume.id
+            ),
             created_at: volume.created_at,
         }
     }
 
     fn find_pool(&self, id: u32) -> Result<PoolRecord, MgmtError> {
-        self.meta.state().catalog.pools.get(&id).cloned().ok_or_else(|| MgmtError::pool_not_found(id))
+        self.meta
+            .state()
+            .catalog
+            .pools
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MgmtError::pool_not_found(id))
     }
 
     fn find_volume(&self, id: u32) -> Result<VolumeRecord, MgmtError> {
-        self.meta.state().catalog.volumes.get(&id).cloned().ok_or_else(|| MgmtError::volume_not_found(id))
+        self.meta
+            .state()
+            .catalog
+            .volumes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MgmtError::volume_not_found(id))
     }
 }
 
 impl Management for NodeApi {
     fn system(&self) -> SystemInfo {
-        let promised = self.meta.state().catalog.pools.values().map(|p| p.physical_capacity).sum();
+        let promised = self
+            .meta
+            .state()
+            .catalog
+            .pools
+            .values()
+            .map(|p| p.physical_capacity)
+            .sum();
         SystemInfo {
             name: self.hw.name.clone(),
             serial: self.meta.serial(),
@@ -250,19 +342,27 @@ impl Management for NodeApi {
                 self.hw.stripe.data,
                 self.hw.nlsas.len()
             ),
-            state: if self.meta.has_failed() { "FAILED".into() } else { "ACTIVE".into() },
+            state: if self.meta.has_failed() {
+                "FAILED".into()
+            } else {
+                "ACTIVE".into()
+            },
             physical_capacity: self.meta.usable_blocks() * BLOCK_SIZE as u64,
             allocated_physical_capacity: promised,
         }
     }
 
     fn create_pool(&self, request: PoolCreate) -> Result<PoolInfo, MgmtError> {
-        let virtual_capacity = request.virtual_capacity.unwrap_or(request.physical_capacity);
+        let virtual_capacity = request
+            .virtual_capacity
+            .unwrap_or(request.physical_capacity);
         let pool = self
             .meta
             .create_pool(&request.name, request.physical_capacity, virtual_capacity)
             .map_err(|err| match err {
-                MetaError::Capacity(message) => MgmtError::new("SYSTEM_CAPACITY_EXCEEDED", 409, message),
+                MetaError::Capacity(message) => {
+                    MgmtError::new("SYSTEM_CAPACITY_EXCEEDED", 409, message)
+                }
                 other => mgmt_error(other),
             })?;
         Ok(self.pool_info(&pool))
@@ -284,7 +384,12 @@ impl Management for NodeApi {
     }
 
     fn create_volume(&self, request: VolumeCreate) -> Result<VolumeInfo, MgmtError> {
-        match request.provtype.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        match request
+            .provtype
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("THIN") => {}
             Some(other) => {
                 return Err(MgmtError::bad_request(format!(
@@ -300,8 +405,18 @@ impl Management for NodeApi {
     }
 
     fn volumes(&self) -> Vec<VolumeInfo> {
-        let volumes: Vec<VolumeRecord> = self.meta.state().catalog.volumes.values().cloned().collect();
-        volumes.iter().map(|volume| self.volume_info(volume)).collect()
+        let volumes: Vec<VolumeRecord> = self
+            .meta
+            .state()
+            .catalog
+            .volumes
+            .values()
+            .cloned()
+            .collect();
+        volumes
+            .iter()
+            .map(|volume| self.volume_info(volume))
+            .collect()
     }
 
     fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
@@ -313,7 +428,8 @@ impl Management for NodeApi {
         let volume = self.meta.resize_volume(id, new_size).map_err(mgmt_error)?;
         if new_size < before.size {
             let block = BLOCK_SIZE as u64;
-            self.cache.discard_blocks(id, new_size / block, before.size / block);
+            self.cache
+                .discard_blocks(id, new_size / block, before.size / block);
         }
         Ok(self.volume_info(&volume))
     }
@@ -323,7 +439,8 @@ impl Management for NodeApi {
         if let Some(handle) = self.meta.state().volumes.get(&id) {
             handle.deleted.store(true, Ordering::Release);
         }
-        self.cache.discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
+        self.cache
+            .discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
         self.meta.delete_volume(id).map_err(mgmt_error)?;
         Ok(info)
     }
@@ -337,29 +454,120 @@ fn metrics_text(meta: &MetaStore, cache: &Cache) -> String {
     use std::fmt::Write;
     let mut out = String::new();
     let mut counter = |name: &str, help: &str, kind: &str, value: u64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
     };
     let load = |atomic: &std::sync::atomic::AtomicU64| atomic.load(Ordering::Relaxed);
-    counter("troika_checksum_repairs_total", "Blocks that failed their checksum and were rebuilt from parity.", "counter", load(&meta.counters.checksum_repairs));
-    counter("troika_unrecoverable_reads_total", "Blocks that failed their checksum and could not be rebuilt.", "counter", load(&meta.counters.unrecoverable_reads));
-    counter("troika_checkpoints_total", "Metadata checkpoints written.", "counter", load(&meta.counters.checkpoints));
-    counter("troika_media_blocks_written_total", "User blocks written to the NL-SAS array (destage and cleaning).", "counter", load(&meta.counters.media_blocks_written));
-    counter("troika_media_rows_written_total", "Whole rows (stripes with P and Q) written to the NL-SAS array.", "counter", load(&meta.counters.media_rows_written));
-    counter("troika_host_blocks_written_total", "4 KiB blocks written by hosts into the cache.", "counter", load(&cache.counters.blocks_written));
-    counter("troika_cache_read_hits_total", "Blocks read from the DRAM cache.", "counter", load(&cache.counters.read_hits));
-    counter("troika_cache_read_misses_total", "Blocks read from the array.", "counter", load(&cache.counters.read_misses));
-    counter("troika_cache_destaged_blocks_total", "Dirty blocks destaged.", "counter", load(&cache.counters.blocks_destaged));
-    counter("troika_cache_vaulted_blocks_total", "Dirty blocks copied to the SSD vault by flushes.", "counter", load(&cache.counters.blocks_vaulted));
-    counter("troika_cleaner_relocated_blocks_total", "Live blocks moved by segment cleaning.", "counter", load(&cache.counters.blocks_relocated));
-    counter("troika_flushes_total", "Flush requests served.", "counter", load(&cache.counters.flushes));
-    counter("troika_cache_dirty_bytes", "Bytes written to cache and not yet destaged.", "gauge", cache.dirty_bytes());
-    counter("troika_cache_capacity_bytes", "DRAM cache size.", "gauge", cache.capacity_bytes());
-    counter("troika_journal_used_bytes", "Journal bytes still needed by recovery.", "gauge", meta.journal().used());
+    counter(
+        "troika_checksum_repairs_total",
+        "Blocks that failed their checksum and were rebuilt from parity.",
+        "counter",
+        load(&meta.counters.checksum_repairs),
+    );
+    counter(
+        "troika_unrecoverable_reads_total",
+        "Blocks that failed their checksum and could not be rebuilt.",
+        "counter",
+        load(&meta.counters.unrecoverable_reads),
+    );
+    counter(
+        "troika_checkpoints_total",
+        "Metadata checkpoints written.",
+        "counter",
+        load(&meta.counters.checkpoints),
+    );
+    counter(
+        "troika_media_blocks_written_total",
+        "User blocks written to the NL-SAS array (destage and cleaning).",
+        "counter",
+        load(&meta.counters.media_blocks_written),
+    );
+    counter(
+        "troika_media_rows_written_total",
+        "Whole rows (stripes with P and Q) written to the NL-SAS array.",
+        "counter",
+        load(&meta.counters.media_rows_written),
+    );
+    counter(
+        "troika_host_blocks_written_total",
+        "4 KiB blocks written by hosts into the cache.",
+        "counter",
+        load(&cache.counters.blocks_written),
+    );
+    counter(
+        "troika_cache_read_hits_total",
+        "Blocks read from the DRAM cache.",
+        "counter",
+        load(&cache.counters.read_hits),
+    );
+    counter(
+        "troika_cache_read_misses_total",
+        "Blocks read from the array.",
+        "counter",
+        load(&cache.counters.read_misses),
+    );
+    counter(
+        "troika_cache_destaged_blocks_total",
+        "Dirty blocks destaged.",
+        "counter",
+        load(&cache.counters.blocks_destaged),
+    );
+    counter(
+        "troika_cache_vaulted_blocks_total",
+        "Dirty blocks copied to the SSD vault by flushes.",
+        "counter",
+        load(&cache.counters.blocks_vaulted),
+    );
+    counter(
+        "troika_cleaner_relocated_blocks_total",
+        "Live blocks moved by segment cleaning.",
+        "counter",
+        load(&cache.counters.blocks_relocated),
+    );
+    counter(
+        "troika_flushes_total",
+        "Flush requests served.",
+        "counter",
+        load(&cache.counters.flushes),
+    );
+    counter(
+        "troika_cache_dirty_bytes",
+        "Bytes written to cache and not yet destaged.",
+        "gauge",
+        cache.dirty_bytes(),
+    );
+    counter(
+        "troika_cache_capacity_bytes",
+        "DRAM cache size.",
+        "gauge",
+        cache.capacity_bytes(),
+    );
+    counter(
+        "troika_journal_used_bytes",
+        "Journal bytes still needed by recovery.",
+        "gauge",
+        meta.journal().used(),
+    );
     let state = meta.state();
-    counter("troika_segments_free", "Free segments on the array.", "gauge", state.alloc.free_segments());
-    let _ = writeln!(out, "# HELP troika_pool_used_bytes Physical bytes used in the pool.\n# TYPE troika_pool_used_bytes gauge");
+    counter(
+        "troika_segments_free",
+        "Free segments on the array.",
+        "gauge",
+        state.alloc.free_segments(),
+    );
+    let _ = writeln!(
+        out,
+        "# HELP troika_pool_used_bytes Physical bytes used in the pool.\n# TYPE troika_pool_used_bytes gauge"
+    );
     for (id, usage) in state.pools.iter() {
-        let _ = writeln!(out, "troika_pool_used_bytes{{pool=\"{}\",id=\"{id}\"}} {}", usage.name, usage.used_bytes());
+        let _ = writeln!(
+            out,
+            "troika_pool_used_bytes{{pool=\"{}\",id=\"{id}\"}} {}",
+            usage.name,
+            usage.used_bytes()
+        );
     }
     out
 }

@@ -124,7 +124,15 @@ mod tests {
 
     #[test]
     fn bad_sizes_are_refused() {
-        for bad in ["", "G", "-1G", "1.5G", "10X", "99999999999999999999", "16777216T"] {
+        for bad in [
+            "",
+            "G",
+            "-1G",
+            "1.5G",
+            "10X",
+            "99999999999999999999",
+            "16777216T",
+        ] {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }
     }

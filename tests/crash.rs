@@ -49,7 +49,9 @@ fn decode(lba: u64, bytes: &[u8]) -> Option<u64> {
     if bytes.iter().all(|&b| b == 0) {
         return Some(0);
     }
-    if u32::from_le_bytes(bytes[0..4].try_into().unwrap()) != MAGIC || u64::from_le_bytes(bytes[4..12].try_into().unwrap()) != lba {
+    if u32::from_le_bytes(bytes[0..4].try_into().unwrap()) != MAGIC
+        || u64::from_le_bytes(bytes[4..12].try_into().unwrap()) != lba
+    {
         return None;
     }
     let seq = u64::from_le_bytes(bytes[12..20].try_into().unwrap());
@@ -72,14 +74,26 @@ struct Writer {
 }
 
 impl Writer {
-    fn run(&self, node_socket: &std::path::Path, seed: u64, next_seq: u64, stop: &AtomicBool) -> u64 {
-        let Ok(mut client) = NbdClient::connect(node_socket, "crashvol") else { return next_seq };
+    fn run(
+        &self,
+        node_socket: &std::path::Path,
+        seed: u64,
+        next_seq: u64,
+        stop: &AtomicBool,
+    ) -> u64 {
+        let Ok(mut client) = NbdClient::connect(node_socket, "crashvol") else {
+            return next_seq;
+        };
         let mut rng = Rng(seed | 1);
         let mut seq = next_seq;
         let mut buf = vec![0u8; 16 * BLOCK];
         let mut writes = 0;
         while !stop.load(Ordering::Acquire) {
-            let count = if rng.below(4) == 0 { 1 + rng.below(16) } else { 1 };
+            let count = if rng.below(4) == 0 {
+                1 + rng.below(16)
+            } else {
+                1
+            };
             let lba = self.first_lba + rng.below(self.blocks - count + 1);
             let trim = rng.below(40) == 0;
             seq += 1;
@@ -87,14 +101,22 @@ impl Writer {
                 // Record before sending: an in-flight write may or may not survive.
                 let mut model = self.model.lock().unwrap();
                 for block in lba..lba + count {
-                    model.entry(block).or_default().since.push(if trim { 0 } else { seq });
+                    model
+                        .entry(block)
+                        .or_default()
+                        .since
+                        .push(if trim { 0 } else { seq });
                 }
             }
             let result = if trim {
                 client.trim(lba * BLOCK as u64, (count as usize * BLOCK) as u32)
             } else {
                 for i in 0..count {
-                    pattern(lba + i, seq, &mut buf[i as usize * BLOCK..(i as usize + 1) * BLOCK]);
+                    pattern(
+                        lba + i,
+                        seq,
+                        &mut buf[i as usize * BLOCK..(i as usize + 1) * BLOCK],
+                    );
                 }
                 client.write(lba * BLOCK as u64, &buf[..count as usize * BLOCK], 0)
             };
@@ -119,7 +141,11 @@ impl Writer {
                 for (lba, version) in snapshot {
                     let entry = model.get_mut(&lba).unwrap();
                     entry.flushed = version;
-                    let keep_from = entry.since.iter().position(|v| *v == version).map_or(0, |p| p + 1);
+                    let keep_from = entry
+                        .since
+                        .iter()
+                        .position(|v| *v == version)
+                        .map_or(0, |p| p + 1);
                     entry.since.drain(..keep_from);
                 }
             }
@@ -130,7 +156,10 @@ impl Writer {
 
 #[test]
 fn flushed_writes_survive_kill_9() {
-    let cycles: u64 = std::env::var("TROIKA_CRASH_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let cycles: u64 = std::env::var("TROIKA_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let mut node = TestNode::start();
     node.pool_and_volume("crashpool", "200M", "crashvol", "64M");
     let socket = node.nbd_socket();
@@ -173,7 +202,9 @@ fn flushed_writes_survive_kill_9() {
         for writer in &writers {
             let mut model = writer.model.lock().unwrap();
             for (lba, block) in model.iter_mut() {
-                client.read(lba * BLOCK as u64, &mut buf).expect("read after restart");
+                client
+                    .read(lba * BLOCK as u64, &mut buf)
+                    .expect("read after restart");
                 let found = decode(*lba, &buf);
                 let acceptable = |v: u64| v == block.flushed || block.since.contains(&v);
                 match found {
@@ -194,6 +225,9 @@ fn flushed_writes_survive_kill_9() {
         client.disconnect();
     }
     let log = node.log_text();
-    assert!(log.contains("recovered from media"), "recovery was not logged:\n{log}");
+    assert!(
+        log.contains("recovered from media"),
+        "recovery was not logged:\n{log}"
+    );
     eprintln!("{cycles} crash cycles in {:?}", started.elapsed());
 }

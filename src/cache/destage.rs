@@ -25,7 +25,12 @@ const ROWS_PER_BATCH: usize = 8;
 #[derive(Clone, Copy)]
 enum Source {
     /// A dirty cache block of this generation.
-    Cache { shard: usize, slot: u32, key: (u32, u64), block: usize },
+    Cache {
+        shard: usize,
+        slot: u32,
+        key: (u32, u64),
+        block: usize,
+    },
     /// A live block the cleaner moves out of `old`.
     Relocation { old: u64 },
 }
@@ -55,13 +60,16 @@ impl Cache {
         let array = self.meta.array();
         let geometry = *array.geometry();
         let mut batch = Batch {
-            rows: (0..ROWS_PER_BATCH).map(|_| AlignedBuf::new(array.row_buffer_len())).collect(),
+            rows: (0..ROWS_PER_BATCH)
+                .map(|_| AlignedBuf::new(array.row_buffer_len()))
+                .collect(),
             blocks: Vec::with_capacity(ROWS_PER_BATCH * geometry.data_slots_per_row() as usize),
             identities: Vec::with_capacity(geometry.slots_per_row() as usize),
             committed: Vec::new(),
             map_records: Vec::new(),
             ring: IoRing::new(256).expect("io_uring was probed at start"),
-            codec: ParityCodec::new(geometry.data, geometry.unit as usize).expect("geometry was validated"),
+            codec: ParityCodec::new(geometry.data, geometry.unit as usize)
+                .expect("geometry was validated"),
         };
         let clean_below = (geometry.segments() / 32).max(3);
         // Dirty data older than this is written out even when the cache is not under
@@ -77,17 +85,22 @@ impl Cache {
             let journal_pressure = journal.used() > journal.region_len() / 2;
             let pressure = self.slot_pressure.swap(false, Ordering::AcqRel);
             let idle_due = last_batch.elapsed() > Duration::from_millis(500);
-            let drain = self.drain_requested.load(Ordering::Acquire) || journal_pressure || pressure || idle_due;
-            if self.meta.state().alloc.free_segments() < clean_below {
-                if let Err(err) = self.clean_one_segment(&mut batch) {
-                    eprintln!("troika: segment cleaning failed: {err}");
-                    self.meta.fail();
-                    return;
-                }
+            let drain = self.drain_requested.load(Ordering::Acquire)
+                || journal_pressure
+                || pressure
+                || idle_due;
+            if self.meta.state().alloc.free_segments() < clean_below
+                && let Err(err) = self.clean_one_segment(&mut batch)
+            {
+                eprintln!("troika: segment cleaning failed: {err}");
+                self.meta.fail();
+                return;
             }
             if dirty > 0 && (drain || dirty >= self.destage_start || shutdown) {
                 if let Err(err) = self.destage_batch(&mut batch) {
-                    eprintln!("troika: destage failed, stopping writes so the node recovers from media on restart: {err}");
+                    eprintln!(
+                        "troika: destage failed, stopping writes so the node recovers from media on restart: {err}"
+                    );
                     self.meta.fail();
                     self.signals.space.notify_all();
                     return;
@@ -108,7 +121,9 @@ impl Cache {
                 return;
             }
             let mut guard = self.signals.lock.lock();
-            self.signals.destage.wait_for(&mut guard, Duration::from_millis(200));
+            self.signals
+                .destage
+                .wait_for(&mut guard, Duration::from_millis(200));
         }
     }
 
@@ -123,7 +138,9 @@ impl Cache {
             }
             let mut shard = self.shards[index].inner.lock();
             while batch.blocks.len() < capacity {
-                let Some(slot) = shard.dirty_queue.pop_front() else { break };
+                let Some(slot) = shard.dirty_queue.pop_front() else {
+                    break;
+                };
                 let entry = &mut shard.slots[slot as usize];
                 if !entry.queued {
                     continue;
@@ -150,7 +167,12 @@ impl Cache {
                     batch.rows[row][at..at + BLOCK_SIZE].copy_from_slice(bytes);
                     let checksum = block_checksum(VolumeId(key.0), lba, bytes);
                     batch.blocks.push(BatchBlock {
-                        source: Source::Cache { shard: index, slot, key, block },
+                        source: Source::Cache {
+                            shard: index,
+                            slot,
+                            key,
+                            block,
+                        },
                         volume: key.0,
                         lba,
                         generation,
@@ -179,7 +201,8 @@ impl Cache {
         let row_count = batch.blocks.len().div_ceil(per_row);
         let rows = self.allocate_rows(row_count)?;
         for (index, &row) in rows.iter().enumerate() {
-            let blocks = &batch.blocks[index * per_row..((index + 1) * per_row).min(batch.blocks.len())];
+            let blocks =
+                &batch.blocks[index * per_row..((index + 1) * per_row).min(batch.blocks.len())];
             batch.identities.clear();
             batch.identities.extend(blocks.iter().map(|b| SlotIdentity {
                 volume: b.volume,
@@ -197,12 +220,26 @@ impl Cache {
             let (device, offset) = geometry.locate(geometry.phys(0, geometry.summary_slot()));
             let at = device * geometry.unit as usize + offset as usize;
             encode_summary(row, &batch.identities, &mut buffer[at..at + BLOCK_SIZE]);
-            array.compute_parity(&mut batch.codec, buffer).map_err(|err| err.to_string())?;
+            array
+                .compute_parity(&mut batch.codec, buffer)
+                .map_err(|err| err.to_string())?;
         }
-        let writes: Vec<(u64, &[u8])> = rows.iter().enumerate().map(|(i, &row)| (row, &batch.rows[i][..])).collect();
-        array.write_rows(&mut batch.ring, &writes).map_err(|err| err.to_string())?;
-        self.meta.counters.media_rows_written.fetch_add(rows.len() as u64, Ordering::Relaxed);
-        self.meta.counters.media_blocks_written.fetch_add(batch.blocks.len() as u64, Ordering::Relaxed);
+        let writes: Vec<(u64, &[u8])> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &row)| (row, &batch.rows[i][..]))
+            .collect();
+        array
+            .write_rows(&mut batch.ring, &writes)
+            .map_err(|err| err.to_string())?;
+        self.meta
+            .counters
+            .media_rows_written
+            .fetch_add(rows.len() as u64, Ordering::Relaxed);
+        self.meta
+            .counters
+            .media_blocks_written
+            .fetch_add(batch.blocks.len() as u64, Ordering::Relaxed);
         self.commit(batch, &rows)
     }
 
@@ -212,13 +249,20 @@ impl Cache {
     fn allocate_rows(&self, count: usize) -> Result<Vec<u64>, String> {
         for attempt in 0..2 {
             if attempt > 0 {
-                self.meta.journal().commit_all().map_err(|err| err.to_string())?;
+                self.meta
+                    .journal()
+                    .commit_all()
+                    .map_err(|err| err.to_string())?;
             }
             let mut state = self.meta.state_mut();
-            state.alloc.release_durable(self.meta.journal().durable_ticket());
+            state
+                .alloc
+                .release_durable(self.meta.journal().durable_ticket());
             let available = state.alloc.free_segments() * state.alloc.geometry().rows_per_segment;
             if available + state.alloc.rows_left_in_open() >= count as u64 {
-                return Ok((0..count).map(|_| state.alloc.allocate_row().expect("rows were counted")).collect());
+                return Ok((0..count)
+                    .map(|_| state.alloc.allocate_row().expect("rows were counted"))
+                    .collect());
             }
         }
         Err("the array has no free segment left even after cleaning; pools promise more than the array holds".into())
@@ -235,13 +279,23 @@ impl Cache {
             let mut released = Vec::new();
             for (index, block) in batch.blocks.iter().enumerate() {
                 let phys = geometry.phys(rows[index / per_row], (index % per_row) as u64);
-                let current = state.maps.get(&block.volume).and_then(|map| map.get(block.lba));
+                let current = state
+                    .maps
+                    .get(&block.volume)
+                    .and_then(|map| map.get(block.lba));
                 let accept = match block.source {
-                    Source::Cache { shard, slot, key, block: bit_index } => {
+                    Source::Cache {
+                        shard,
+                        slot,
+                        key,
+                        block: bit_index,
+                    } => {
                         let mut shard = self.shards[shard].inner.lock();
                         let entry = &mut shard.slots[slot as usize];
                         let bit = 1u16 << bit_index;
-                        let still = entry.key == Some(key) && entry.dirty & bit != 0 && entry.generation[bit_index] == block.generation;
+                        let still = entry.key == Some(key)
+                            && entry.dirty & bit != 0
+                            && entry.generation[bit_index] == block.generation;
                         if still && !state.maps.contains_key(&block.volume) {
                             // The volume was deleted while this write was in flight.
                             entry.dirty &= !bit;
@@ -271,7 +325,11 @@ impl Cache {
                 if !accept {
                     continue;
                 }
-                let entry = MapEntry { phys, checksum: block.checksum, generation: block.generation };
+                let entry = MapEntry {
+                    phys,
+                    checksum: block.checksum,
+                    generation: block.generation,
+                };
                 let map = state.maps.get_mut(&block.volume).expect("checked above");
                 if let Some(old) = map.set(block.lba, entry) {
                     released.push(old.phys);
@@ -290,11 +348,24 @@ impl Cache {
                     end += 1;
                 }
                 batch.map_records.clear();
-                batch.map_records.extend(batch.committed[start..end].iter().map(|(b, phys)| {
-                    (b.lba, MapEntry { phys: *phys, checksum: b.checksum, generation: b.generation })
-                }));
+                batch
+                    .map_records
+                    .extend(batch.committed[start..end].iter().map(|(b, phys)| {
+                        (
+                            b.lba,
+                            MapEntry {
+                                phys: *phys,
+                                checksum: b.checksum,
+                                generation: b.generation,
+                            },
+                        )
+                    }));
                 let records_ref = &batch.map_records;
-                ticket = journal.append(records::MAP_SET, |out| records::encode_map_set(volume, records_ref, out)).0;
+                ticket = journal
+                    .append(records::MAP_SET, |out| {
+                        records::encode_map_set(volume, records_ref, out)
+                    })
+                    .0;
                 start = end;
             }
             for phys in released {
@@ -302,16 +373,27 @@ impl Cache {
             }
             ticket
         };
-        self.meta.journal().commit(ticket).map_err(|err| err.to_string())?;
+        self.meta
+            .journal()
+            .commit(ticket)
+            .map_err(|err| err.to_string())?;
         let mut cleaned = 0u64;
         let mut relocated = 0u64;
         for (block, _) in &batch.committed {
             match block.source {
-                Source::Cache { shard, slot, key, block: bit_index } => {
+                Source::Cache {
+                    shard,
+                    slot,
+                    key,
+                    block: bit_index,
+                } => {
                     let mut shard = self.shards[shard].inner.lock();
                     let entry = &mut shard.slots[slot as usize];
                     let bit = 1u16 << bit_index;
-                    if entry.key == Some(key) && entry.dirty & bit != 0 && entry.generation[bit_index] == block.generation {
+                    if entry.key == Some(key)
+                        && entry.dirty & bit != 0
+                        && entry.generation[bit_index] == block.generation
+                    {
                         entry.dirty &= !bit;
                         entry.unvaulted &= !bit;
                         cleaned += 1;
@@ -331,10 +413,15 @@ impl Cache {
             }
         }
         if cleaned + orphaned > 0 {
-            self.dirty_blocks.fetch_sub(cleaned + orphaned, Ordering::AcqRel);
+            self.dirty_blocks
+                .fetch_sub(cleaned + orphaned, Ordering::AcqRel);
         }
-        self.counters.blocks_destaged.fetch_add(cleaned, Ordering::Relaxed);
-        self.counters.blocks_relocated.fetch_add(relocated, Ordering::Relaxed);
+        self.counters
+            .blocks_destaged
+            .fetch_add(cleaned, Ordering::Relaxed);
+        self.counters
+            .blocks_relocated
+            .fetch_add(relocated, Ordering::Relaxed);
         let durable = self.meta.journal().durable_ticket();
         self.meta.state_mut().alloc.release_durable(durable);
         Ok(())
@@ -343,7 +430,9 @@ impl Cache {
     /// Moves the live blocks of the emptiest segment elsewhere so it can be reused.
     fn clean_one_segment(&self, batch: &mut Batch) -> Result<(), String> {
         let geometry = *self.meta.array().geometry();
-        let Some(victim) = self.meta.state().alloc.pick_victim() else { return Ok(()) };
+        let Some(victim) = self.meta.state().alloc.pick_victim() else {
+            return Ok(());
+        };
         let per_row = geometry.data_slots_per_row() as usize;
         let capacity = ROWS_PER_BATCH * per_row;
         let mut summary = AlignedBuf::new(BLOCK_SIZE);
@@ -352,7 +441,9 @@ impl Cache {
         batch.blocks.clear();
         for row in victim * geometry.rows_per_segment..(victim + 1) * geometry.rows_per_segment {
             let array = self.meta.array();
-            let valid = array.read_summary(&mut batch.ring, row, &mut summary).is_ok()
+            let valid = array
+                .read_summary(&mut batch.ring, row, &mut summary)
+                .is_ok()
                 && decode_summary(row, &summary, &mut identities).is_some();
             let live: Vec<(u64, u32, u64, MapEntry)> = {
                 let state = self.meta.state();
@@ -371,7 +462,9 @@ impl Cache {
                     state
                         .maps
                         .iter()
-                        .flat_map(|(volume, map)| map.iter().map(move |(lba, entry)| (*volume, lba, entry)))
+                        .flat_map(|(volume, map)| {
+                            map.iter().map(move |(lba, entry)| (*volume, lba, entry))
+                        })
                         .filter(|(_, _, entry)| geometry.row_of(entry.phys) == row)
                         .map(|(volume, lba, entry)| (entry.phys, volume, lba, entry))
                         .collect()
@@ -380,10 +473,15 @@ impl Cache {
             for (phys, volume, lba, entry) in live {
                 let handle = self.meta.state().volumes.get(&volume).cloned();
                 let Some(handle) = handle else { continue };
-                match self.meta.read_block(&mut batch.ring, &handle, lba, &mut block_buf) {
+                match self
+                    .meta
+                    .read_block(&mut batch.ring, &handle, lba, &mut block_buf)
+                {
                     Ok(_) => {}
                     Err(err) => {
-                        eprintln!("troika: cleaner cannot move block {lba} of volume {volume}: {err}");
+                        eprintln!(
+                            "troika: cleaner cannot move block {lba} of volume {volume}: {err}"
+                        );
                         continue;
                     }
                 }
@@ -408,7 +506,10 @@ impl Cache {
             self.write_and_commit(batch)?;
             batch.blocks.clear();
         }
-        self.meta.journal().commit_all().map_err(|err| err.to_string())?;
+        self.meta
+            .journal()
+            .commit_all()
+            .map_err(|err| err.to_string())?;
         let durable = self.meta.journal().durable_ticket();
         self.meta.state_mut().alloc.release_durable(durable);
         Ok(())

@@ -31,8 +31,8 @@ use crate::io::{AlignedBuf, with_thread_ring};
 use crate::meta::{BlockRead, MetaStore, RecoveredBlock, VolumeHandle};
 use crate::target::Extent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
-use shard::ShardInner;
 pub use shard::SectionKey;
+use shard::ShardInner;
 
 const SHARDS: usize = 16;
 
@@ -89,7 +89,11 @@ thread_local! {
 impl Cache {
     /// A cache of `capacity_bytes` over `meta`, with the flushed blocks recovered from the
     /// vault installed as dirty; starts the destage thread.
-    pub fn start(meta: Arc<MetaStore>, capacity_bytes: u64, recovered: Vec<RecoveredBlock>) -> Arc<Cache> {
+    pub fn start(
+        meta: Arc<MetaStore>,
+        capacity_bytes: u64,
+        recovered: Vec<RecoveredBlock>,
+    ) -> Arc<Cache> {
         let slots_per_shard = ((capacity_bytes / SECTION_SIZE as u64) as usize / SHARDS).max(8);
         let capacity_blocks = (slots_per_shard * SHARDS * BLOCKS_PER_SECTION) as u64;
         let cache = Arc::new(Cache {
@@ -146,7 +150,9 @@ impl Cache {
     fn check_range(volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
         let size = volume.size();
         if volume.is_deleted() {
-            return Err(IoError::VolumeGone { volume: volume.name.clone() });
+            return Err(IoError::VolumeGone {
+                volume: volume.name.clone(),
+            });
         }
         match offset.checked_add(len) {
             Some(end) if end <= size => Ok(()),
@@ -173,7 +179,9 @@ impl Cache {
             }
             self.kick_destage();
             let mut guard = self.signals.lock.lock();
-            self.signals.space.wait_for(&mut guard, Duration::from_millis(20));
+            self.signals
+                .space
+                .wait_for(&mut guard, Duration::from_millis(20));
         }
         Ok(())
     }
@@ -189,14 +197,29 @@ impl Cache {
             let section = at / SECTION_SIZE as u64;
             let within = (at % SECTION_SIZE as u64) as usize;
             let take = (SECTION_SIZE - within).min(data.len() - done);
-            self.write_section(volume, section, within, &data[done..done + take], generation)?;
+            self.write_section(
+                volume,
+                section,
+                within,
+                &data[done..done + take],
+                generation,
+            )?;
             done += take;
         }
-        self.counters.blocks_written.fetch_add(data.len().div_ceil(BLOCK_SIZE) as u64, Ordering::Relaxed);
+        self.counters
+            .blocks_written
+            .fetch_add(data.len().div_ceil(BLOCK_SIZE) as u64, Ordering::Relaxed);
         Ok(())
     }
 
-    fn write_section(&self, volume: &VolumeHandle, section: u64, within: usize, data: &[u8], generation: u64) -> Result<(), IoError> {
+    fn write_section(
+        &self,
+        volume: &VolumeHandle,
+        section: u64,
+        within: usize,
+        data: &[u8],
+        generation: u64,
+    ) -> Result<(), IoError> {
         let key = (volume.id.0, section);
         let first_block = within / BLOCK_SIZE;
         let last_block = (within + data.len() - 1) / BLOCK_SIZE;
@@ -219,7 +242,9 @@ impl Cache {
                 self.slot_pressure.store(true, Ordering::Release);
                 self.kick_destage();
                 let mut guard = self.signals.lock.lock();
-                self.signals.space.wait_for(&mut guard, Duration::from_millis(10));
+                self.signals
+                    .space
+                    .wait_for(&mut guard, Duration::from_millis(10));
                 continue;
             };
             // Partial blocks need their current bytes first.
@@ -243,7 +268,9 @@ impl Cache {
                 let bit = 1u16 << block;
                 if entry.dirty & bit == 0 && mapped & bit == 0 && entry.reserved & bit == 0 {
                     if !volume.pool.try_reserve() {
-                        return Err(IoError::NoSpace { pool: volume.pool.name.clone() });
+                        return Err(IoError::NoSpace {
+                            pool: volume.pool.name.clone(),
+                        });
                     }
                     entry.reserved |= bit;
                     entry.pool = Some(volume.pool.clone());
@@ -270,7 +297,8 @@ impl Cache {
             shard.queue_unvaulted(slot);
             drop(shard);
             if newly_dirty > 0 {
-                let dirty = self.dirty_blocks.fetch_add(newly_dirty, Ordering::AcqRel) + newly_dirty;
+                let dirty =
+                    self.dirty_blocks.fetch_add(newly_dirty, Ordering::AcqRel) + newly_dirty;
                 if dirty >= self.destage_start {
                     self.kick_destage();
                 }
@@ -282,7 +310,9 @@ impl Cache {
     /// Which blocks `first..=last` of the section starting at `base_lba` have map entries.
     fn mapped_bits(&self, volume: u32, base_lba: u64, first: usize, last: usize) -> u16 {
         let state = self.meta.state();
-        let Some(map) = state.maps.get(&volume) else { return 0 };
+        let Some(map) = state.maps.get(&volume) else {
+            return 0;
+        };
         let mut bits = 0u16;
         for block in first..=last {
             if map.get(base_lba + block as u64).is_some() {
@@ -293,29 +323,47 @@ impl Cache {
     }
 
     /// Brings one block into its slot from the array (zeroes when unmapped).
-    fn fill_block(&self, volume: &VolumeHandle, key: SectionKey, block: usize) -> Result<(), IoError> {
+    fn fill_block(
+        &self,
+        volume: &VolumeHandle,
+        key: SectionKey,
+        block: usize,
+    ) -> Result<(), IoError> {
         let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let version = self.meta.map_version();
-            let outcome = with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
+            let outcome =
+                with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
             self.install_clean(volume, key, block, &scratch, version, outcome);
             Ok(())
         })
     }
 
     /// Installs bytes read from the array, unless the block changed meanwhile.
-    fn install_clean(&self, volume: &VolumeHandle, key: SectionKey, block: usize, bytes: &[u8], version: u64, outcome: BlockRead) {
+    fn install_clean(
+        &self,
+        volume: &VolumeHandle,
+        key: SectionKey,
+        block: usize,
+        bytes: &[u8],
+        version: u64,
+        outcome: BlockRead,
+    ) {
         let mut shard = self.shard(key).inner.lock();
         if self.meta.map_version() != version {
             return;
         }
-        let Some(slot) = shard.find_or_insert(key) else { return };
+        let Some(slot) = shard.find_or_insert(key) else {
+            return;
+        };
         let bit = 1u16 << block;
         if shard.slots[slot as usize].valid & bit != 0 {
             return;
         }
-        shard.block_mut(slot, block).copy_from_slice(&bytes[..BLOCK_SIZE]);
+        shard
+            .block_mut(slot, block)
+            .copy_from_slice(&bytes[..BLOCK_SIZE]);
         let entry = &mut shard.slots[slot as usize];
         entry.valid |= bit;
         if let BlockRead::Repaired { generation } = outcome {
@@ -346,7 +394,13 @@ impl Cache {
         Ok(())
     }
 
-    fn read_section(&self, volume: &VolumeHandle, section: u64, within: usize, out: &mut [u8]) -> Result<(), IoError> {
+    fn read_section(
+        &self,
+        volume: &VolumeHandle,
+        section: u64,
+        within: usize,
+        out: &mut [u8],
+    ) -> Result<(), IoError> {
         let key = (volume.id.0, section);
         let first_block = within / BLOCK_SIZE;
         let last_block = (within + out.len() - 1) / BLOCK_SIZE;
@@ -360,7 +414,10 @@ impl Cache {
                 let dest = &mut out[start - within..end - within];
                 match slot {
                     Some(slot) if shard.slots[slot as usize].valid & (1 << block) != 0 => {
-                        dest.copy_from_slice(&shard.block(slot, block)[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE]);
+                        dest.copy_from_slice(
+                            &shard.block(slot, block)
+                                [start - block * BLOCK_SIZE..end - block * BLOCK_SIZE],
+                        );
                     }
                     _ => missing |= 1 << block,
                 }
@@ -368,8 +425,12 @@ impl Cache {
         }
         let blocks = (last_block - first_block + 1) as u64;
         let misses = u64::from(missing.count_ones());
-        self.counters.read_hits.fetch_add(blocks - misses, Ordering::Relaxed);
-        self.counters.read_misses.fetch_add(misses, Ordering::Relaxed);
+        self.counters
+            .read_hits
+            .fetch_add(blocks - misses, Ordering::Relaxed);
+        self.counters
+            .read_misses
+            .fetch_add(misses, Ordering::Relaxed);
         if missing == 0 {
             return Ok(());
         }
@@ -381,12 +442,21 @@ impl Cache {
                 }
                 let lba = section * BLOCKS_PER_SECTION as u64 + block as u64;
                 let version = self.meta.map_version();
-                let outcome = with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
+                let outcome =
+                    with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
                 let start = (block * BLOCK_SIZE).max(within);
                 let end = ((block + 1) * BLOCK_SIZE).min(within + out.len());
                 // A write may have landed in cache since we looked: it wins.
-                if !self.copy_if_cached(key, block, start, end, &mut out[start - within..end - within]) {
-                    out[start - within..end - within].copy_from_slice(&scratch[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE]);
+                if !self.copy_if_cached(
+                    key,
+                    block,
+                    start,
+                    end,
+                    &mut out[start - within..end - within],
+                ) {
+                    out[start - within..end - within].copy_from_slice(
+                        &scratch[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE],
+                    );
                     if outcome != BlockRead::Unmapped {
                         self.install_clean(volume, key, block, &scratch, version, outcome);
                     }
@@ -396,11 +466,20 @@ impl Cache {
         })
     }
 
-    fn copy_if_cached(&self, key: SectionKey, block: usize, start: usize, end: usize, dest: &mut [u8]) -> bool {
+    fn copy_if_cached(
+        &self,
+        key: SectionKey,
+        block: usize,
+        start: usize,
+        end: usize,
+        dest: &mut [u8],
+    ) -> bool {
         let mut shard = self.shard(key).inner.lock();
         match shard.find(key) {
             Some(slot) if shard.slots[slot as usize].valid & (1 << block) != 0 => {
-                dest.copy_from_slice(&shard.block(slot, block)[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE]);
+                dest.copy_from_slice(
+                    &shard.block(slot, block)[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE],
+                );
                 true
             }
             _ => false,
@@ -448,25 +527,32 @@ impl Cache {
                 shard
                     .index
                     .iter()
-                    .filter(|((v, section), _)| *v == volume && (first_section..end_section).contains(section))
+                    .filter(|((v, section), _)| {
+                        *v == volume && (first_section..end_section).contains(section)
+                    })
                     .map(|(_, slot)| *slot)
                     .collect()
             };
             for slot in slots {
-                let section = shard.slots[slot as usize].key.expect("indexed slot has a key").1;
+                let section = shard.slots[slot as usize]
+                    .key
+                    .expect("indexed slot has a key")
+                    .1;
                 let mut mask = 0u16;
                 for block in 0..BLOCKS_PER_SECTION {
                     let lba = section * BLOCKS_PER_SECTION as u64 + block as u64;
-                    if (start..end).contains(&lba) && shard.slots[slot as usize].generation[block] < generation {
+                    if (start..end).contains(&lba)
+                        && shard.slots[slot as usize].generation[block] < generation
+                    {
                         mask |= 1 << block;
                     }
                 }
                 let entry = &mut shard.slots[slot as usize];
                 let reserved = (entry.reserved & entry.dirty & mask).count_ones();
-                if reserved > 0 {
-                    if let Some(pool) = &entry.pool {
-                        pool.release(u64::from(reserved));
-                    }
+                if reserved > 0
+                    && let Some(pool) = &entry.pool
+                {
+                    pool.release(u64::from(reserved));
                 }
                 released += u64::from((entry.dirty & mask).count_ones());
                 entry.valid &= !mask;
@@ -488,7 +574,12 @@ impl Cache {
         self.meta.trim(volume, start, end, generation);
     }
 
-    fn write_zero_bytes(&self, volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
+    fn write_zero_bytes(
+        &self,
+        volume: &VolumeHandle,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), IoError> {
         static ZEROES: [u8; SECTION_SIZE] = [0; SECTION_SIZE];
         let mut done = 0;
         while done < len {
@@ -500,7 +591,14 @@ impl Cache {
     }
 
     /// Zeroes a range: as a trim (no space kept), or with `no_hole` as written zeroes.
-    pub fn write_zeroes(&self, volume: &VolumeHandle, offset: u64, len: u64, no_hole: bool, fast_only: bool) -> Result<(), IoError> {
+    pub fn write_zeroes(
+        &self,
+        volume: &VolumeHandle,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+        fast_only: bool,
+    ) -> Result<(), IoError> {
         Self::check_range(volume, offset, len)?;
         if no_hole {
             if fast_only {
@@ -518,7 +616,8 @@ impl Cache {
         let len = len.min(64 << 20);
         let mut done = 0;
         while done < len {
-            let take = (len - done).min(SECTION_SIZE as u64 - (offset + done) % SECTION_SIZE as u64);
+            let take =
+                (len - done).min(SECTION_SIZE as u64 - (offset + done) % SECTION_SIZE as u64);
             self.read(volume, offset + done, &mut buf[..take as usize])?;
             done += take;
         }
@@ -526,7 +625,13 @@ impl Cache {
     }
 
     /// Allocation of a range, block by block, merged into extents (at most 64 MiB looked at).
-    pub fn block_status(&self, volume: &VolumeHandle, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), IoError> {
+    pub fn block_status(
+        &self,
+        volume: &VolumeHandle,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<Extent>,
+    ) -> Result<(), IoError> {
         Self::check_range(volume, offset, len)?;
         let end = offset + len.min(64 << 20);
         let mut at = offset;
@@ -535,7 +640,9 @@ impl Cache {
             let key = (volume.id.0, section);
             let cached = {
                 let mut shard = self.shard(key).inner.lock();
-                shard.find(key).map_or(0, |slot| shard.slots[slot as usize].valid)
+                shard
+                    .find(key)
+                    .map_or(0, |slot| shard.slots[slot as usize].valid)
             };
             let section_end = ((section + 1) * SECTION_SIZE as u64).min(end);
             let state = self.meta.state();
@@ -543,12 +650,17 @@ impl Cache {
             while at < section_end {
                 let block = ((at % SECTION_SIZE as u64) / BLOCK_SIZE as u64) as usize;
                 let lba = at / BLOCK_SIZE as u64;
-                let allocated = cached & (1 << block) != 0 || map.is_some_and(|map| map.get(lba).is_some());
+                let allocated =
+                    cached & (1 << block) != 0 || map.is_some_and(|map| map.get(lba).is_some());
                 let next = ((lba + 1) * BLOCK_SIZE as u64).min(end);
                 let length = next - at;
                 match out.last_mut() {
-                    Some(last) if last.hole == !allocated => last.length += length,
-                    _ => out.push(Extent { length, hole: !allocated, zero: !allocated }),
+                    Some(last) if last.hole != allocated => last.length += length,
+                    _ => out.push(Extent {
+                        length,
+                        hole: !allocated,
+                        zero: !allocated,
+                    }),
                 }
                 at = next;
             }
@@ -565,7 +677,10 @@ impl Cache {
             let _ = handle.join();
         }
         result?;
-        self.checkpoint().map_err(|err| IoError::Media { volume: String::new(), detail: err.to_string() })
+        self.checkpoint().map_err(|err| IoError::Media {
+            volume: String::new(),
+            detail: err.to_string(),
+        })
     }
 
     /// Asks the destage thread to write out everything dirty and waits until it has.
@@ -576,15 +691,21 @@ impl Cache {
             if self.meta.has_failed() {
                 return Err(IoError::Media {
                     volume: String::new(),
-                    detail: "the metadata journal failed; restart the node to recover from media".into(),
+                    detail: "the metadata journal failed; restart the node to recover from media"
+                        .into(),
                 });
             }
             if Instant::now() > deadline {
-                return Err(IoError::Media { volume: String::new(), detail: "drain did not finish in 600 s".into() });
+                return Err(IoError::Media {
+                    volume: String::new(),
+                    detail: "drain did not finish in 600 s".into(),
+                });
             }
             self.kick_destage();
             let mut guard = self.signals.lock.lock();
-            self.signals.space.wait_for(&mut guard, Duration::from_millis(20));
+            self.signals
+                .space
+                .wait_for(&mut guard, Duration::from_millis(20));
         }
         self.drain_requested.store(false, Ordering::Release);
         Ok(())

@@ -52,7 +52,13 @@ impl Cache {
                 for block in 0..BLOCKS_PER_SECTION {
                     if pending & (1 << block) != 0 {
                         let generation = shard.slots[*slot as usize].generation[block];
-                        state.vaulted.push(Vaulted { shard: index, slot: *slot, key, block, generation });
+                        state.vaulted.push(Vaulted {
+                            shard: index,
+                            slot: *slot,
+                            key,
+                            block,
+                            generation,
+                        });
                     }
                 }
             }
@@ -63,16 +69,24 @@ impl Cache {
             }
             // Copy the data while the shard is locked.
             let start = state.pending.len();
-            state.pending.extend(state.vaulted.iter().filter(|v| v.shard == index).copied());
+            state
+                .pending
+                .extend(state.vaulted.iter().filter(|v| v.shard == index).copied());
             for vaulted in &state.pending[start..] {
                 let lba = vaulted.key.1 * BLOCKS_PER_SECTION as u64 + vaulted.block as u64;
                 state.headers.push((vaulted.key.0, lba, vaulted.generation));
-                state.data.extend_from_slice(shard.block(vaulted.slot, vaulted.block));
+                state
+                    .data
+                    .extend_from_slice(shard.block(vaulted.slot, vaulted.block));
             }
         }
         let journal = self.meta.journal();
         let mut floor = u64::MAX;
-        for (headers, data) in state.headers.chunks(VAULT_BLOCKS_PER_RECORD).zip(state.data.chunks(VAULT_BLOCKS_PER_RECORD * BLOCK_SIZE)) {
+        for (headers, data) in state
+            .headers
+            .chunks(VAULT_BLOCKS_PER_RECORD)
+            .zip(state.data.chunks(VAULT_BLOCKS_PER_RECORD * BLOCK_SIZE))
+        {
             let (_, lsn) = journal.append(records::VAULT, |out| {
                 records::encode_vault_header(headers, out);
                 out.extend_from_slice(data);
@@ -86,19 +100,27 @@ impl Cache {
                 let mut shard = self.shards[vaulted.shard].inner.lock();
                 let entry = &mut shard.slots[vaulted.slot as usize];
                 let bit = 1u16 << vaulted.block;
-                if entry.key == Some(vaulted.key) && entry.dirty & bit != 0 && entry.generation[vaulted.block] == vaulted.generation {
+                if entry.key == Some(vaulted.key)
+                    && entry.dirty & bit != 0
+                    && entry.generation[vaulted.block] == vaulted.generation
+                {
                     entry.unvaulted &= !bit;
                     entry.vault_lsn = entry.vault_lsn.min(floor);
                 }
             }
-            self.counters.blocks_vaulted.fetch_add(count, Ordering::Relaxed);
+            self.counters
+                .blocks_vaulted
+                .fetch_add(count, Ordering::Relaxed);
         } else {
             self.meta.fail();
         }
         state.headers.clear();
         state.data.clear();
         state.pending.clear();
-        result.map_err(|err| IoError::Media { volume: String::new(), detail: err.to_string() })
+        result.map_err(|err| IoError::Media {
+            volume: String::new(),
+            detail: err.to_string(),
+        })
     }
 
     /// Waits while the journal is too full to take the vault copy of the dirty data.
@@ -113,13 +135,16 @@ impl Cache {
             if self.meta.has_failed() || Instant::now() > deadline {
                 return Err(IoError::Media {
                     volume: String::new(),
-                    detail: "the vault journal stayed full; check the SSD and NL-SAS devices".into(),
+                    detail: "the vault journal stayed full; check the SSD and NL-SAS devices"
+                        .into(),
                 });
             }
             self.drain_requested.store(true, Ordering::Release);
             self.kick_destage();
             let mut guard = self.signals.lock.lock();
-            self.signals.space.wait_for(&mut guard, Duration::from_millis(10));
+            self.signals
+                .space
+                .wait_for(&mut guard, Duration::from_millis(10));
         }
     }
 
@@ -148,14 +173,21 @@ impl Cache {
         let state = self.meta.state();
         let mut installed = 0;
         for block in blocks {
-            let Some(volume) = state.volumes.get(&block.volume) else { continue };
+            let Some(volume) = state.volumes.get(&block.volume) else {
+                continue;
+            };
             let section = block.lba / BLOCKS_PER_SECTION as u64;
             let index = (block.lba % BLOCKS_PER_SECTION as u64) as usize;
             let key = (block.volume, section);
-            let mapped = state.maps.get(&block.volume).is_some_and(|map| map.get(block.lba).is_some());
+            let mapped = state
+                .maps
+                .get(&block.volume)
+                .is_some_and(|map| map.get(block.lba).is_some());
             let mut shard = self.shard(key).inner.lock();
             let Some(slot) = shard.find_or_insert(key) else {
-                eprintln!("troika: the cache is too small to hold the data recovered from the vault; start with the hardware model this node was created with");
+                eprintln!(
+                    "troika: the cache is too small to hold the data recovered from the vault; start with the hardware model this node was created with"
+                );
                 std::process::exit(1);
             };
             shard.block_mut(slot, index).copy_from_slice(&block.data);

@@ -24,7 +24,7 @@ pub struct ControllerId(u8);
 impl ControllerId {
     /// The id of controller `index` of `count`; `None` out of range.
     pub fn new(index: usize, count: usize) -> Option<ControllerId> {
-        (index < count && index < 8).then(|| ControllerId(index as u8))
+        (index < count && index < 8).then_some(ControllerId(index as u8))
     }
 
     pub fn index(self) -> usize {
@@ -46,7 +46,9 @@ pub struct Controllers {
 
 impl Controllers {
     pub fn new(cache: Arc<Cache>, count: usize) -> Arc<Controllers> {
-        let ids = (0..count).filter_map(|index| ControllerId::new(index, count)).collect();
+        let ids = (0..count)
+            .filter_map(|index| ControllerId::new(index, count))
+            .collect();
         Arc::new(Controllers { cache, ids })
     }
 
@@ -128,8 +130,16 @@ impl BlockTarget for VolumeTarget {
         Ok(())
     }
 
-    fn write_zeroes(&self, offset: u64, len: u64, no_hole: bool, fast_only: bool, fua: bool) -> Result<(), IoError> {
-        self.cache.write_zeroes(&self.handle, offset, len, no_hole, fast_only)?;
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        no_hole: bool,
+        fast_only: bool,
+        fua: bool,
+    ) -> Result<(), IoError> {
+        self.cache
+            .write_zeroes(&self.handle, offset, len, no_hole, fast_only)?;
         if fua {
             self.cache.flush()?;
         }

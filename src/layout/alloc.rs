@@ -99,7 +99,10 @@ impl SegmentAllocator {
     /// Drops a committed reference; the record doing so ends at journal position `ticket`.
     pub fn remove_live(&mut self, phys: PhysBlock, ticket: u64) {
         let segment = self.geometry.segment_of(phys) as usize;
-        debug_assert!(self.live[segment] > 0, "segment {segment} live count underflow");
+        debug_assert!(
+            self.live[segment] > 0,
+            "segment {segment} live count underflow"
+        );
         self.live[segment] = self.live[segment].saturating_sub(1);
         self.released_at[segment] = self.released_at[segment].max(ticket);
     }
@@ -121,7 +124,8 @@ impl SegmentAllocator {
 
     /// Rows still free in the open segment.
     pub fn rows_left_in_open(&self) -> u64 {
-        self.open.map_or(0, |(_, next)| self.geometry.rows_per_segment - next)
+        self.open
+            .map_or(0, |(_, next)| self.geometry.rows_per_segment - next)
     }
 
     /// Segments ready for writing (the rest of the open one not counted).
@@ -193,7 +197,9 @@ mod tests {
         let mut state = 12345u64;
         let mut ticket = 0u64;
         for _ in 0..2000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let lba = (state >> 33) % 40;
             let Some(row) = table.allocate_row() else {
                 table.release_durable(ticket);
@@ -210,7 +216,7 @@ mod tests {
                 table.remove_live(old, ticket);
             }
             owner.insert(phys, lba);
-            if state % 3 == 0 {
+            if state.is_multiple_of(3) {
                 table.release_durable(ticket);
             }
         }

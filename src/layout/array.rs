@@ -82,7 +82,11 @@ impl Array {
 
     /// Reads the summary block of `row`.
     pub fn read_summary(&self, ring: &mut IoRing, row: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.read_block(ring, self.geometry.phys(row, self.geometry.summary_slot()), buf)
+        self.read_block(
+            ring,
+            self.geometry.phys(row, self.geometry.summary_slot()),
+            buf,
+        )
     }
 
     /// Reads every unit of `row` into `row_buffer`; returns the indexes of units that
@@ -172,7 +176,11 @@ fn run_all(ring: &mut IoRing, requests: &mut [IoRequest<'_>]) -> io::Result<()> 
             Err(err) => {
                 return Err(io::Error::new(
                     err.kind(),
-                    format!("{} at offset {}: {err}", request.device.path().display(), request.offset),
+                    format!(
+                        "{} at offset {}: {err}",
+                        request.device.path().display(),
+                        request.offset
+                    ),
                 ));
             }
         }

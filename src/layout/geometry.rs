@@ -30,7 +30,13 @@ pub struct Geometry {
 impl Geometry {
     /// Builds the geometry for devices of `device_size` bytes, leaving out a partial
     /// segment at the end.
-    pub fn new(data: usize, parity: usize, unit: u64, rows_per_segment: u64, device_size: u64) -> Self {
+    pub fn new(
+        data: usize,
+        parity: usize,
+        unit: u64,
+        rows_per_segment: u64,
+        device_size: u64,
+    ) -> Self {
         let rows = device_size / unit;
         let rows = rows - rows % rows_per_segment;
         Geometry {

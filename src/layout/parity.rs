@@ -37,7 +37,12 @@ impl ParityCodec {
     }
 
     /// Fills `p` and `q` from the row's data units.
-    pub fn encode(&mut self, units: &[&[u8]], p: &mut [u8], q: &mut [u8]) -> Result<(), ParityError> {
+    pub fn encode(
+        &mut self,
+        units: &[&[u8]],
+        p: &mut [u8],
+        q: &mut [u8],
+    ) -> Result<(), ParityError> {
         self.encoder
             .reset(self.data, 2, self.unit_len)
             .map_err(codec)?;
@@ -45,8 +50,16 @@ impl ParityCodec {
             self.encoder.add_original_shard(unit).map_err(codec)?;
         }
         let result = self.encoder.encode().map_err(codec)?;
-        p.copy_from_slice(result.recovery(0).expect("two recovery shards were configured"));
-        q.copy_from_slice(result.recovery(1).expect("two recovery shards were configured"));
+        p.copy_from_slice(
+            result
+                .recovery(0)
+                .expect("two recovery shards were configured"),
+        );
+        q.copy_from_slice(
+            result
+                .recovery(1)
+                .expect("two recovery shards were configured"),
+        );
         Ok(())
     }
 
@@ -71,7 +84,9 @@ impl ParityCodec {
                 continue;
             }
             if index < self.data {
-                self.decoder.add_original_shard(index, &**unit).map_err(codec)?;
+                self.decoder
+                    .add_original_shard(index, &**unit)
+                    .map_err(codec)?;
             } else {
                 self.decoder
                     .add_recovery_shard(index - self.data, &**unit)

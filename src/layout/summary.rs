@@ -51,7 +51,10 @@ pub const MAX_SUMMARY_ENTRIES: usize = (BLOCK_SIZE - HEADER_LEN) / ENTRY_LEN;
 
 /// Writes the summary of `row` into `block` (one 4 KiB block).
 pub fn encode_summary(row: u64, entries: &[SlotIdentity], block: &mut [u8]) {
-    assert!(entries.len() <= MAX_SUMMARY_ENTRIES, "row has more slots than a summary holds");
+    assert!(
+        entries.len() <= MAX_SUMMARY_ENTRIES,
+        "row has more slots than a summary holds"
+    );
     block.fill(0);
     block[0..8].copy_from_slice(&SUMMARY_MAGIC.to_le_bytes());
     block[8..16].copy_from_slice(&row.to_le_bytes());
@@ -70,7 +73,8 @@ pub fn encode_summary(row: u64, entries: &[SlotIdentity], block: &mut [u8]) {
 /// Reads a summary block; `None` when it is not a valid summary of `row`.
 pub fn decode_summary(row: u64, block: &[u8], out: &mut Vec<SlotIdentity>) -> Option<()> {
     out.clear();
-    if block.len() != BLOCK_SIZE || read_u64(block, 0) != SUMMARY_MAGIC || read_u64(block, 8) != row {
+    if block.len() != BLOCK_SIZE || read_u64(block, 0) != SUMMARY_MAGIC || read_u64(block, 8) != row
+    {
         return None;
     }
     if read_u64(block, 24) != xxh3_64(&block[HEADER_LEN..]) {
@@ -115,9 +119,15 @@ mod tests {
         let mut out = Vec::new();
         decode_summary(9, &block, &mut out).unwrap();
         assert_eq!(out, entries);
-        assert!(decode_summary(10, &block, &mut out).is_none(), "wrong row accepted");
+        assert!(
+            decode_summary(10, &block, &mut out).is_none(),
+            "wrong row accepted"
+        );
         block[100] ^= 1;
-        assert!(decode_summary(9, &block, &mut out).is_none(), "bit flip accepted");
+        assert!(
+            decode_summary(9, &block, &mut out).is_none(),
+            "bit flip accepted"
+        );
     }
 
     #[test]

@@ -68,7 +68,9 @@ impl Catalog {
             }
             CatalogOp::CreateVolume(volume) => {
                 self.next_volume_id = self.next_volume_id.max(volume.id + 1);
-                self.volumes.entry(volume.id).or_insert_with(|| volume.clone());
+                self.volumes
+                    .entry(volume.id)
+                    .or_insert_with(|| volume.clone());
             }
             CatalogOp::ResizeVolume { id, size } => {
                 if let Some(volume) = self.volumes.get_mut(id) {
@@ -96,7 +98,7 @@ mod tests {
 
     #[test]
     fn replaying_twice_changes_nothing() {
-        let ops = vec![
+        let ops = [
             CatalogOp::CreatePool(PoolRecord {
                 id: 1,
                 name: "p".into(),
@@ -111,7 +113,10 @@ mod tests {
                 size: 1 << 20,
                 created_at: 0,
             }),
-            CatalogOp::ResizeVolume { id: 1, size: 2 << 20 },
+            CatalogOp::ResizeVolume {
+                id: 1,
+                size: 2 << 20,
+            },
             CatalogOp::CreateVolume(VolumeRecord {
                 id: 2,
                 name: "w".into(),

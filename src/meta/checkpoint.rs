@@ -50,7 +50,8 @@ pub struct SsdLayout {
 impl SsdLayout {
     /// Lays out a vault device of `ssd_size` bytes for an array of `data_blocks` blocks.
     pub fn plan(ssd_size: u64, data_blocks: u64) -> Result<SsdLayout, String> {
-        let slot = (CATALOG_RESERVE + data_blocks * ENTRY_LEN as u64 + PAGE).div_ceil(1 << 20) * (1 << 20);
+        let slot =
+            (CATALOG_RESERVE + data_blocks * ENTRY_LEN as u64 + PAGE).div_ceil(1 << 20) * (1 << 20);
         let log_start = 2 * PAGE + 2 * slot;
         let log_len = ssd_size.saturating_sub(log_start) / PAGE * PAGE;
         if log_len < 32 << 20 {
@@ -127,9 +128,14 @@ impl Superblock {
     }
 
     fn decode(page: &[u8]) -> Option<Superblock> {
-        let field = |index: usize| u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"));
+        let field = |index: usize| {
+            u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
+        };
         let sum = u64::from_le_bytes(page[PAGE as usize - 8..].try_into().expect("8 bytes"));
-        if field(0) != SUPER_MAGIC || field(1) != FORMAT_VERSION || sum != xxh3_64(&page[..PAGE as usize - 8]) {
+        if field(0) != SUPER_MAGIC
+            || field(1) != FORMAT_VERSION
+            || sum != xxh3_64(&page[..PAGE as usize - 8])
+        {
             return None;
         }
         Some(Superblock {
@@ -167,7 +173,10 @@ pub enum SuperblockState {
 pub fn read_superblock(ring: &mut IoRing, ssd: &Device) -> io::Result<SuperblockState> {
     let mut page = AlignedBuf::new(2 * PAGE as usize);
     ring.read_at(ssd, 0, &mut page)?;
-    let slots = [Superblock::decode(&page[..PAGE as usize]), Superblock::decode(&page[PAGE as usize..])];
+    let slots = [
+        Superblock::decode(&page[..PAGE as usize]),
+        Superblock::decode(&page[PAGE as usize..]),
+    ];
     if let Some(best) = slots.iter().flatten().max_by_key(|sb| sb.sequence) {
         return Ok(SuperblockState::Found(*best));
     }
@@ -179,7 +188,11 @@ pub fn read_superblock(ring: &mut IoRing, ssd: &Device) -> io::Result<Superblock
 }
 
 /// Writes `superblock` to the slot its sequence number selects and syncs.
-pub fn write_superblock(ring: &mut IoRing, ssd: &Device, superblock: &Superblock) -> io::Result<()> {
+pub fn write_superblock(
+    ring: &mut IoRing,
+    ssd: &Device,
+    superblock: &Superblock,
+) -> io::Result<()> {
     let mut page = AlignedBuf::new(PAGE as usize);
     superblock.encode(&mut page);
     ring.write_at(ssd, (superblock.sequence % 2) * PAGE, &page)?;
@@ -210,17 +223,24 @@ pub fn build_checkpoint<'a>(
         )));
     }
     let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
-    let header = [CHECKPOINT_MAGIC, lsn, generation, catalog_json.len() as u64, entry_count];
+    let header = [
+        CHECKPOINT_MAGIC,
+        lsn,
+        generation,
+        catalog_json.len() as u64,
+        entry_count,
+    ];
     for (index, value) in header.iter().enumerate() {
         buffer[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
     }
     let mut at = 64;
     buffer[at..at + catalog_json.len()].copy_from_slice(&catalog_json);
     at += catalog_json.len();
-    let mut written = 0;
-    for (volume, lba, entry) in entries {
-        if written == entry_count {
-            return Err(io::Error::other("map changed while the checkpoint was built"));
+    for (written, (volume, lba, entry)) in entries.enumerate() {
+        if written as u64 == entry_count {
+            return Err(io::Error::other(
+                "map changed while the checkpoint was built",
+            ));
         }
         buffer[at..at + 4].copy_from_slice(&volume.to_le_bytes());
         buffer[at + 4..at + 12].copy_from_slice(&lba.to_le_bytes());
@@ -228,14 +248,19 @@ pub fn build_checkpoint<'a>(
         buffer[at + 20..at + 28].copy_from_slice(&entry.checksum.to_le_bytes());
         buffer[at + 28..at + 36].copy_from_slice(&entry.generation.to_le_bytes());
         at += ENTRY_LEN;
-        written += 1;
     }
     let sum = xxh3_64(&buffer[..len as usize]);
     Ok(CheckpointImage { buffer, len, sum })
 }
 
 /// Writes a checkpoint image into `slot` and syncs.
-pub fn write_checkpoint(ring: &mut IoRing, ssd: &Device, layout: &SsdLayout, slot: u32, image: &CheckpointImage) -> io::Result<()> {
+pub fn write_checkpoint(
+    ring: &mut IoRing,
+    ssd: &Device,
+    layout: &SsdLayout,
+    slot: u32,
+    image: &CheckpointImage,
+) -> io::Result<()> {
     ring.write_at(ssd, layout.checkpoint_offset(slot), &image.buffer)?;
     ring.sync(ssd)
 }
@@ -249,13 +274,25 @@ pub struct LoadedCheckpoint {
 }
 
 /// Reads and verifies the checkpoint a superblock names.
-pub fn read_checkpoint(ring: &mut IoRing, ssd: &Device, superblock: &Superblock) -> io::Result<LoadedCheckpoint> {
+pub fn read_checkpoint(
+    ring: &mut IoRing,
+    ssd: &Device,
+    superblock: &Superblock,
+) -> io::Result<LoadedCheckpoint> {
     let len = superblock.checkpoint_len;
     if len < 64 || len > superblock.layout.checkpoint_slot_len {
-        return Err(io::Error::other(format!("superblock names a checkpoint of impossible length {len}")));
+        return Err(io::Error::other(format!(
+            "superblock names a checkpoint of impossible length {len}"
+        )));
     }
     let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
-    ring.read_at(ssd, superblock.layout.checkpoint_offset(superblock.checkpoint_slot), &mut buffer)?;
+    ring.read_at(
+        ssd,
+        superblock
+            .layout
+            .checkpoint_offset(superblock.checkpoint_slot),
+        &mut buffer,
+    )?;
     let body = &buffer[..len as usize];
     if xxh3_64(body) != superblock.checkpoint_sum {
         return Err(io::Error::other(format!(
@@ -263,7 +300,9 @@ pub fn read_checkpoint(ring: &mut IoRing, ssd: &Device, superblock: &Superblock)
             superblock.checkpoint_slot
         )));
     }
-    let field = |index: usize| u64::from_le_bytes(body[index * 8..index * 8 + 8].try_into().expect("8 bytes"));
+    let field = |index: usize| {
+        u64::from_le_bytes(body[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
+    };
     if field(0) != CHECKPOINT_MAGIC {
         return Err(io::Error::other("checkpoint has a bad magic number"));
     }
@@ -272,7 +311,8 @@ pub fn read_checkpoint(ring: &mut IoRing, ssd: &Device, superblock: &Superblock)
     if 64 + catalog_len + count * ENTRY_LEN != body.len() {
         return Err(io::Error::other("checkpoint lengths do not add up"));
     }
-    let catalog: Catalog = serde_json::from_slice(&body[64..64 + catalog_len]).map_err(io::Error::other)?;
+    let catalog: Catalog =
+        serde_json::from_slice(&body[64..64 + catalog_len]).map_err(io::Error::other)?;
     let mut entries = Vec::with_capacity(count);
     let mut at = 64 + catalog_len;
     let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));

@@ -50,7 +50,9 @@ const KIND_WRAP: u32 = 1;
 /// Why the journal could not make records durable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
-    #[error("journal write or sync on {device} failed: {reason}; the node must stop and recover from media")]
+    #[error(
+        "journal write or sync on {device} failed: {reason}; the node must stop and recover from media"
+    )]
     Failed { device: String, reason: String },
     #[error("journal on {device} is full ({used} of {len} bytes hold records still needed)")]
     Full { device: String, used: u64, len: u64 },
@@ -89,7 +91,13 @@ pub type Ticket = u64;
 impl Journal {
     /// A journal whose next batch goes at `next_lsn` and whose records before `tail_lsn`
     /// are no longer needed.
-    pub fn new(device: Arc<Device>, region_start: u64, region_len: u64, next_lsn: u64, tail_lsn: u64) -> io::Result<Journal> {
+    pub fn new(
+        device: Arc<Device>,
+        region_start: u64,
+        region_len: u64,
+        next_lsn: u64,
+        tail_lsn: u64,
+    ) -> io::Result<Journal> {
         Ok(Journal {
             device,
             region_start,
@@ -116,10 +124,15 @@ impl Journal {
     pub fn append(&self, kind: u8, write_body: impl FnOnce(&mut Vec<u8>)) -> (Ticket, u64) {
         let mut inner = self.inner.lock();
         let start = inner.pending.len();
-        inner.pending.extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
+        inner
+            .pending
+            .extend_from_slice(&[kind, 0, 0, 0, 0, 0, 0, 0]);
         write_body(&mut inner.pending);
         let len = inner.pending.len() - start - 8;
-        assert!(len <= MAX_RECORD, "journal record of {len} bytes is larger than a batch");
+        assert!(
+            len <= MAX_RECORD,
+            "journal record of {len} bytes is larger than a batch"
+        );
         inner.pending[start + 4..start + 8].copy_from_slice(&(len as u32).to_le_bytes());
         inner.pending_records += 1;
         inner.appended += 1;
@@ -178,11 +191,18 @@ impl Journal {
             let records = std::mem::take(&mut inner.pending_records);
             let spare = std::mem::take(&mut inner.spare);
             let payload = std::mem::replace(&mut inner.pending, spare);
-            let mut ring = inner.ring.take().expect("ring is present when not committing");
-            let mut batch = inner.batch.take().expect("batch buffer is present when not committing");
+            let mut ring = inner
+                .ring
+                .take()
+                .expect("ring is present when not committing");
+            let mut batch = inner
+                .batch
+                .take()
+                .expect("batch buffer is present when not committing");
             let (mut lsn, tail) = (inner.next_lsn, inner.tail_lsn);
             drop(inner);
-            let result = self.write_batches(&mut ring, &mut batch, &payload, records, &mut lsn, tail);
+            let result =
+                self.write_batches(&mut ring, &mut batch, &payload, records, &mut lsn, tail);
             inner = self.inner.lock();
             inner.ring = Some(ring);
             inner.batch = Some(batch);
@@ -229,7 +249,9 @@ impl Journal {
             let chunk_end = batch_end(payload, offset);
             let chunk = &payload[offset..chunk_end];
             let total = round_up((HEADER_LEN + chunk.len()) as u64);
-            let mut at = self.place(lsn, total, ring, batch).map_err(|err| failed(err.to_string()))?;
+            let mut at = self
+                .place(lsn, total, ring, batch)
+                .map_err(|err| failed(err.to_string()))?;
             if at + total - tail > self.region_len {
                 return Err(JournalError::Full {
                     device: self.device.path().display().to_string(),
@@ -249,12 +271,19 @@ impl Journal {
             *lsn = at;
             offset = chunk_end;
         }
-        ring.sync(&self.device).map_err(|err| failed(err.to_string()))
+        ring.sync(&self.device)
+            .map_err(|err| failed(err.to_string()))
     }
 
     /// Makes room for a batch of `total` bytes at `lsn`, writing a wrap header and moving
     /// to the next lap when it would straddle the end. Returns the LSN to write at.
-    fn place(&self, lsn: &mut u64, total: u64, ring: &mut IoRing, batch: &mut AlignedBuf) -> io::Result<u64> {
+    fn place(
+        &self,
+        lsn: &mut u64,
+        total: u64,
+        ring: &mut IoRing,
+        batch: &mut AlignedBuf,
+    ) -> io::Result<u64> {
         let within = *lsn % self.region_len;
         if within + total <= self.region_len {
             return Ok(*lsn);
@@ -293,7 +322,9 @@ impl Journal {
                 continue;
             }
             ring.read_at(device, region_start + within, &mut buf[..PAGE as usize])?;
-            let Some(header) = read_header(&buf[..HEADER_LEN], lsn) else { break };
+            let Some(header) = read_header(&buf[..HEADER_LEN], lsn) else {
+                break;
+            };
             if header.kind == KIND_WRAP {
                 lsn += region_len - within;
                 continue;
@@ -303,7 +334,11 @@ impl Journal {
                 break;
             }
             if total > PAGE {
-                ring.read_at(device, region_start + within + PAGE, &mut buf[PAGE as usize..total as usize])?;
+                ring.read_at(
+                    device,
+                    region_start + within + PAGE,
+                    &mut buf[PAGE as usize..total as usize],
+                )?;
             }
             let payload = &buf[HEADER_LEN..HEADER_LEN + header.payload_len as usize];
             if xxh3_64(payload) != header.payload_sum {
@@ -312,8 +347,11 @@ impl Journal {
             let mut at = 0;
             while at + 8 <= payload.len() {
                 let kind = payload[at];
-                let len = u32::from_le_bytes(payload[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
-                let Some(body) = payload.get(at + 8..at + 8 + len) else { break };
+                let len = u32::from_le_bytes(payload[at + 4..at + 8].try_into().expect("4 bytes"))
+                    as usize;
+                let Some(body) = payload.get(at + 8..at + 8 + len) else {
+                    break;
+                };
                 visit(lsn, kind, body);
                 summary.records += 1;
                 at += 8 + len;
@@ -398,7 +436,9 @@ mod tests {
         let mut expected = Vec::new();
         let mut tail_for_replay = 0;
         for round in 0u32..60 {
-            let body: Vec<u8> = (0..(round as usize * 997) % 40_000).map(|i| (i as u32 ^ round) as u8).collect();
+            let body: Vec<u8> = (0..(round as usize * 997) % 40_000)
+                .map(|i| (i as u32 ^ round) as u8)
+                .collect();
             let lsn_before = journal.next_lsn();
             let (ticket, _) = journal.append(7, |out| out.extend_from_slice(&body));
             journal.commit(ticket).unwrap();

@@ -99,23 +99,41 @@ impl BlockMap {
 
     /// Removes every entry in `[start, end)` whose generation is at most `generation`,
     /// calling `removed` for each.
-    pub fn remove_range(&mut self, start: Lba, end: Lba, generation: u64, mut removed: impl FnMut(Lba, MapEntry)) {
+    pub fn remove_range(
+        &mut self,
+        start: Lba,
+        end: Lba,
+        generation: u64,
+        mut removed: impl FnMut(Lba, MapEntry),
+    ) {
         if start >= end {
             return;
         }
         let first = start / CHUNK_BLOCKS;
         let last = (end - 1) / CHUNK_BLOCKS;
         let keys: Vec<u64> = if last - first < self.chunks.len() as u64 {
-            (first..=last).filter(|key| self.chunks.contains_key(key)).collect()
+            (first..=last)
+                .filter(|key| self.chunks.contains_key(key))
+                .collect()
         } else {
-            self.chunks.keys().copied().filter(|key| (first..=last).contains(key)).collect()
+            self.chunks
+                .keys()
+                .copied()
+                .filter(|key| (first..=last).contains(key))
+                .collect()
         };
         for key in keys {
-            let Some(chunk) = self.chunks.get_mut(&key) else { continue };
+            let Some(chunk) = self.chunks.get_mut(&key) else {
+                continue;
+            };
             for index in 0..CHUNK_BLOCKS {
                 let lba = key * CHUNK_BLOCKS + index;
                 let slot = &mut chunk.entries[index as usize];
-                if lba < start || lba >= end || slot.phys == VACANT.phys || slot.generation > generation {
+                if lba < start
+                    || lba >= end
+                    || slot.phys == VACANT.phys
+                    || slot.generation > generation
+                {
                     continue;
                 }
                 let old = std::mem::replace(slot, VACANT);
@@ -136,10 +154,11 @@ impl BlockMap {
         while lba < end {
             let key = lba / CHUNK_BLOCKS;
             let chunk_end = ((key + 1) * CHUNK_BLOCKS).min(end);
-            if let Some(chunk) = self.chunks.get(&key) {
-                if (lba..chunk_end).any(|l| chunk.entries[(l % CHUNK_BLOCKS) as usize].phys != VACANT.phys) {
-                    return true;
-                }
+            if let Some(chunk) = self.chunks.get(&key)
+                && (lba..chunk_end)
+                    .any(|l| chunk.entries[(l % CHUNK_BLOCKS) as usize].phys != VACANT.phys)
+            {
+                return true;
             }
             lba = chunk_end;
         }
@@ -219,7 +238,14 @@ mod tests {
     #[test]
     fn any_mapped_sees_single_blocks() {
         let mut map = BlockMap::new();
-        map.set(1000, MapEntry { phys: 1, checksum: 0, generation: 1 });
+        map.set(
+            1000,
+            MapEntry {
+                phys: 1,
+                checksum: 0,
+                generation: 1,
+            },
+        );
         assert!(map.any_mapped(0, 2000));
         assert!(map.any_mapped(1000, 1001));
         assert!(!map.any_mapped(1001, 5000));

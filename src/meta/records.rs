@@ -22,9 +22,20 @@ pub const VAULT_BLOCKS_PER_RECORD: usize = 256;
 /// A decoded record.
 pub enum Record<'a> {
     Catalog(CatalogOp),
-    MapSet { volume: u32, entries: Vec<(Lba, MapEntry)> },
-    Trim { volume: u32, start: Lba, end: Lba, generation: u64 },
-    Vault { blocks: Vec<(u32, Lba, u64)>, data: &'a [u8] },
+    MapSet {
+        volume: u32,
+        entries: Vec<(Lba, MapEntry)>,
+    },
+    Trim {
+        volume: u32,
+        start: Lba,
+        end: Lba,
+        generation: u64,
+    },
+    Vault {
+        blocks: Vec<(u32, Lba, u64)>,
+        data: &'a [u8],
+    },
 }
 
 pub fn encode_catalog(op: &CatalogOp, out: &mut Vec<u8>) {
@@ -111,7 +122,11 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Record<'_>> {
             let blocks = (0..count)
                 .map(|i| {
                     let at = 8 + i * 24;
-                    Some((u32_at(body, at)?, u64_at(body, at + 8)?, u64_at(body, at + 16)?))
+                    Some((
+                        u32_at(body, at)?,
+                        u64_at(body, at + 8)?,
+                        u64_at(body, at + 16)?,
+                    ))
                 })
                 .collect::<Option<Vec<_>>>()?;
             Some(Record::Vault {
@@ -129,11 +144,21 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let entries = vec![(5, MapEntry { phys: 9, checksum: 3, generation: 4 })];
+        let entries = vec![(
+            5,
+            MapEntry {
+                phys: 9,
+                checksum: 3,
+                generation: 4,
+            },
+        )];
         let mut body = Vec::new();
         encode_map_set(2, &entries, &mut body);
         match decode(MAP_SET, &body) {
-            Some(Record::MapSet { volume: 2, entries: got }) => assert_eq!(got, entries),
+            Some(Record::MapSet {
+                volume: 2,
+                entries: got,
+            }) => assert_eq!(got, entries),
             _ => panic!("map set did not round-trip"),
         }
         body.clear();

@@ -17,8 +17,8 @@ use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::catalog::{Catalog, CatalogOp, PoolRecord, VolumeRecord};
 use super::checkpoint::{
-    SsdLayout, Superblock, SuperblockState, build_checkpoint, read_checkpoint, read_superblock, write_checkpoint,
-    write_superblock,
+    SsdLayout, Superblock, SuperblockState, build_checkpoint, read_checkpoint, read_superblock,
+    write_checkpoint, write_superblock,
 };
 use super::journal::{Journal, JournalError};
 use super::map::{BlockMap, MapEntry};
@@ -113,26 +113,45 @@ pub struct MetaStore {
 }
 
 fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl MetaStore {
     /// Opens the node's metadata: formats a blank vault device, or loads the newest
     /// checkpoint and replays the journal. Returns the flushed blocks that still need to
     /// be destaged.
-    pub fn open(ssd: Device, array: Array) -> Result<(MetaStore, Vec<RecoveredBlock>, OpenReport), MetaError> {
+    pub fn open(
+        ssd: Device,
+        array: Array,
+    ) -> Result<(MetaStore, Vec<RecoveredBlock>, OpenReport), MetaError> {
         let started = Instant::now();
         let ssd_path = ssd.path().display().to_string();
         let media = |err: std::io::Error| MetaError::Media(format!("{ssd_path}: {err}"));
         let mut ring = IoRing::new(64).map_err(media)?;
         let geometry = *array.geometry();
         let mut report = OpenReport::default();
-        let (superblock, catalog, maps, generation, recovered, end_lsn) = match read_superblock(&mut ring, &ssd).map_err(media)? {
+        let (superblock, catalog, maps, generation, recovered, end_lsn) = match read_superblock(
+            &mut ring, &ssd,
+        )
+        .map_err(media)?
+        {
             SuperblockState::Blank => {
-                let layout = SsdLayout::plan(ssd.size(), geometry.data_blocks()).map_err(MetaError::Invalid)?;
+                let layout = SsdLayout::plan(ssd.size(), geometry.data_blocks())
+                    .map_err(MetaError::Invalid)?;
                 let serial = now_secs() ^ u64::from(std::process::id()) << 32;
                 let catalog = Catalog::new(serial);
-                let image = build_checkpoint(0, 1, &catalog, std::iter::empty(), 0, layout.checkpoint_slot_len).map_err(media)?;
+                let image = build_checkpoint(
+                    0,
+                    1,
+                    &catalog,
+                    std::iter::empty(),
+                    0,
+                    layout.checkpoint_slot_len,
+                )
+                .map_err(media)?;
                 write_checkpoint(&mut ring, &ssd, &layout, 0, &image).map_err(media)?;
                 let superblock = Superblock {
                     sequence: 2,
@@ -204,7 +223,11 @@ impl MetaStore {
             }
         };
         report.recovered_blocks = recovered.len() as u64;
-        let alloc = SegmentAllocator::rebuild(geometry, maps.values().flat_map(|map| map.iter().map(|(_, e)| e.phys)));
+        let alloc = SegmentAllocator::rebuild(
+            geometry,
+            maps.values()
+                .flat_map(|map| map.iter().map(|(_, e)| e.phys)),
+        );
         let ssd = Arc::new(ssd);
         let journal = Journal::new(
             ssd.clone(),
@@ -289,18 +312,28 @@ impl MetaStore {
 
     fn log_catalog(&self, state: &mut MetaState, op: CatalogOp) -> Result<(), MetaError> {
         state.catalog.apply(&op);
-        let (ticket, _) = self.journal.append(records::CATALOG, |out| records::encode_catalog(&op, out));
+        let (ticket, _) = self
+            .journal
+            .append(records::CATALOG, |out| records::encode_catalog(&op, out));
         rebuild_handles(state);
         self.journal.commit(ticket).map_err(MetaError::from)
     }
 
-    pub fn create_pool(&self, name: &str, physical: u64, virtual_capacity: u64) -> Result<PoolRecord, MetaError> {
+    pub fn create_pool(
+        &self,
+        name: &str,
+        physical: u64,
+        virtual_capacity: u64,
+    ) -> Result<PoolRecord, MetaError> {
         validate_name(name)?;
         let mut state = self.state_mut();
         if state.catalog.pool_by_name(name).is_some() {
-            return Err(MetaError::NameConflict { kind: "pool", name: name.into() });
+            return Err(MetaError::NameConflict {
+                kind: "pool",
+                name: name.into(),
+            });
         }
-        if physical < (1 << 20) || physical % BLOCK_SIZE as u64 != 0 {
+        if physical < (1 << 20) || !physical.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(MetaError::Invalid(format!(
                 "pool {name:?}: physical capacity must be at least 1 MiB and a multiple of 4 KiB (got {physical})"
             )));
@@ -310,7 +343,12 @@ impl MetaStore {
                 "pool {name:?}: virtual capacity ({virtual_capacity}) must not be below physical capacity ({physical})"
             )));
         }
-        let promised: u64 = state.catalog.pools.values().map(|pool| pool.physical_capacity).sum();
+        let promised: u64 = state
+            .catalog
+            .pools
+            .values()
+            .map(|pool| pool.physical_capacity)
+            .sum();
         let usable = self.usable_blocks * BLOCK_SIZE as u64;
         if promised + physical > usable {
             return Err(MetaError::Capacity(format!(
@@ -331,22 +369,45 @@ impl MetaStore {
 
     pub fn delete_pool(&self, id: u32) -> Result<PoolRecord, MetaError> {
         let mut state = self.state_mut();
-        let pool = state.catalog.pools.get(&id).cloned().ok_or_else(|| MetaError::PoolNotFound(id.to_string()))?;
-        if state.catalog.volumes.values().any(|volume| volume.pool_id == id) {
+        let pool = state
+            .catalog
+            .pools
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MetaError::PoolNotFound(id.to_string()))?;
+        if state
+            .catalog
+            .volumes
+            .values()
+            .any(|volume| volume.pool_id == id)
+        {
             return Err(MetaError::PoolNotEmpty(pool.name));
         }
         self.log_catalog(&mut state, CatalogOp::DeletePool { id })?;
         Ok(pool)
     }
 
-    pub fn create_volume(&self, name: &str, pool_id: u32, size: u64) -> Result<VolumeRecord, MetaError> {
+    pub fn create_volume(
+        &self,
+        name: &str,
+        pool_id: u32,
+        size: u64,
+    ) -> Result<VolumeRecord, MetaError> {
         validate_name(name)?;
         validate_volume_size(name, size)?;
         let mut state = self.state_mut();
         if state.catalog.volume_by_name(name).is_some() {
-            return Err(MetaError::NameConflict { kind: "volume", name: name.into() });
+            return Err(MetaError::NameConflict {
+                kind: "volume",
+                name: name.into(),
+            });
         }
-        let pool = state.catalog.pools.get(&pool_id).cloned().ok_or_else(|| MetaError::PoolNotFound(pool_id.to_string()))?;
+        let pool = state
+            .catalog
+            .pools
+            .get(&pool_id)
+            .cloned()
+            .ok_or_else(|| MetaError::PoolNotFound(pool_id.to_string()))?;
         check_virtual(&state, &pool, size, None)?;
         let volume = VolumeRecord {
             id: state.catalog.next_volume_id,
@@ -364,13 +425,24 @@ impl MetaStore {
     /// must already have dropped its blocks there).
     pub fn resize_volume(&self, id: u32, size: u64) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
-        let volume = state.catalog.volumes.get(&id).cloned().ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))?;
+        let volume = state
+            .catalog
+            .volumes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))?;
         validate_volume_size(&volume.name, size)?;
         let pool = state.catalog.pools[&volume.pool_id].clone();
         check_virtual(&state, &pool, size, Some(id))?;
         if size < volume.size {
             let generation = self.next_generation();
-            self.trim_locked(&mut state, id, size / BLOCK_SIZE as u64, volume.size / BLOCK_SIZE as u64, generation);
+            self.trim_locked(
+                &mut state,
+                id,
+                size / BLOCK_SIZE as u64,
+                volume.size / BLOCK_SIZE as u64,
+                generation,
+            );
         }
         self.log_catalog(&mut state, CatalogOp::ResizeVolume { id, size })?;
         Ok(state.catalog.volumes[&id].clone())
@@ -379,7 +451,12 @@ impl MetaStore {
     /// Deletes a volume and releases its space (the cache must already have dropped it).
     pub fn delete_volume(&self, id: u32) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
-        let volume = state.catalog.volumes.get(&id).cloned().ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))?;
+        let volume = state
+            .catalog
+            .volumes
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))?;
         if let Some(handle) = state.volumes.get(&id) {
             handle.deleted.store(true, Ordering::Release);
         }
@@ -397,11 +474,22 @@ impl MetaStore {
         self.trim_locked(&mut state, volume, start, end, generation);
     }
 
-    fn trim_locked(&self, state: &mut MetaState, volume: u32, start: Lba, end: Lba, generation: u64) {
-        let Some(map) = state.maps.get_mut(&volume) else { return };
+    fn trim_locked(
+        &self,
+        state: &mut MetaState,
+        volume: u32,
+        start: Lba,
+        end: Lba,
+        generation: u64,
+    ) {
+        let Some(map) = state.maps.get_mut(&volume) else {
+            return;
+        };
         let mut freed = Vec::new();
         map.remove_range(start, end, generation, |_, entry| freed.push(entry.phys));
-        let (ticket, _) = self.journal.append(records::TRIM, |out| records::encode_trim(volume, start, end, generation, out));
+        let (ticket, _) = self.journal.append(records::TRIM, |out| {
+            records::encode_trim(volume, start, end, generation, out)
+        });
         for phys in &freed {
             state.alloc.remove_live(*phys, ticket);
         }
@@ -412,7 +500,13 @@ impl MetaStore {
 
     /// Reads one block of `volume` into `buf`, verifying it against the map and repairing
     /// it from parity when it fails.
-    pub fn read_block(&self, ring: &mut IoRing, volume: &VolumeHandle, lba: Lba, buf: &mut [u8]) -> Result<BlockRead, IoError> {
+    pub fn read_block(
+        &self,
+        ring: &mut IoRing,
+        volume: &VolumeHandle,
+        lba: Lba,
+        buf: &mut [u8],
+    ) -> Result<BlockRead, IoError> {
         for _ in 0..4 {
             let entry = self.lookup(volume.id.0, lba);
             let Some(entry) = entry else {
@@ -420,29 +514,49 @@ impl MetaStore {
                 return Ok(BlockRead::Unmapped);
             };
             let read = self.array.read_block(ring, entry.phys, buf);
-            if read.is_ok() && block_checksum(volume.id, lba, &buf[..BLOCK_SIZE]) == entry.checksum {
-                return Ok(BlockRead::Read { generation: entry.generation });
+            if read.is_ok() && block_checksum(volume.id, lba, &buf[..BLOCK_SIZE]) == entry.checksum
+            {
+                return Ok(BlockRead::Read {
+                    generation: entry.generation,
+                });
             }
             if self.lookup(volume.id.0, lba) != Some(entry) {
                 continue; // moved while we read it: read the new copy
             }
             let verify = |block: &[u8]| block_checksum(volume.id, lba, block) == entry.checksum;
             let geometry = self.array.geometry();
-            let mut codec = ParityCodec::new(geometry.data, geometry.unit as usize)
-                .map_err(|err| IoError::Media { volume: volume.name.clone(), detail: err.to_string() })?;
+            let mut codec =
+                ParityCodec::new(geometry.data, geometry.unit as usize).map_err(|err| {
+                    IoError::Media {
+                        volume: volume.name.clone(),
+                        detail: err.to_string(),
+                    }
+                })?;
             let mut row = crate::io::AlignedBuf::new(self.array.row_buffer_len());
-            if self.array.repair_block(ring, &mut codec, entry.phys, &verify, &mut row, buf) {
-                self.counters.checksum_repairs.fetch_add(1, Ordering::Relaxed);
+            if self
+                .array
+                .repair_block(ring, &mut codec, entry.phys, &verify, &mut row, buf)
+            {
+                self.counters
+                    .checksum_repairs
+                    .fetch_add(1, Ordering::Relaxed);
                 eprintln!(
                     "troika: repaired block {lba} of volume {} (physical block {}) from parity: the copy on media failed its checksum",
                     volume.name, entry.phys
                 );
-                return Ok(BlockRead::Repaired { generation: entry.generation });
+                return Ok(BlockRead::Repaired {
+                    generation: entry.generation,
+                });
             }
-            self.counters.unrecoverable_reads.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .unrecoverable_reads
+                .fetch_add(1, Ordering::Relaxed);
             return Err(IoError::Media {
                 volume: volume.name.clone(),
-                detail: format!("block {lba} (physical {}) fails its checksum and parity cannot rebuild it", entry.phys),
+                detail: format!(
+                    "block {lba} (physical {}) fails its checksum and parity cannot rebuild it",
+                    entry.phys
+                ),
             });
         }
         Err(IoError::Media {
@@ -452,7 +566,11 @@ impl MetaStore {
     }
 
     pub fn lookup(&self, volume: u32, lba: Lba) -> Option<MapEntry> {
-        self.state.read().maps.get(&volume).and_then(|map| map.get(lba))
+        self.state
+            .read()
+            .maps
+            .get(&volume)
+            .and_then(|map| map.get(lba))
     }
 
     /// Writes a checkpoint of the current state. `vault_floor` is called under the state
@@ -460,13 +578,17 @@ impl MetaStore {
     /// must keep new vault records from being appended until this returns.
     pub fn checkpoint(&self, vault_floor: impl FnOnce() -> u64) -> Result<(), MetaError> {
         let mut superblock = *self.superblock.lock();
-        let media = |err: std::io::Error| MetaError::Media(format!("{}: {err}", self.ssd.path().display()));
+        let media =
+            |err: std::io::Error| MetaError::Media(format!("{}: {err}", self.ssd.path().display()));
         let (image, lsn, floor) = {
             let state = self.state.read();
             let lsn = self.journal.next_lsn();
             let floor = vault_floor();
             let count: u64 = state.maps.values().map(BlockMap::len).sum();
-            let entries = state.maps.iter().flat_map(|(volume, map)| map.iter().map(move |(lba, e)| (*volume, lba, e)));
+            let entries = state
+                .maps
+                .iter()
+                .flat_map(|(volume, map)| map.iter().map(move |(lba, e)| (*volume, lba, e)));
             let image = build_checkpoint(
                 lsn,
                 self.generation.load(Ordering::Acquire),
@@ -501,7 +623,10 @@ fn rebuild_handles(state: &mut MetaState) {
             .pools
             .entry(pool.id)
             .or_insert_with(|| PoolUsage::new(pool.name.clone(), pool.physical_capacity));
-        usage.capacity_blocks.store(pool.physical_capacity / BLOCK_SIZE as u64, Ordering::Release);
+        usage.capacity_blocks.store(
+            pool.physical_capacity / BLOCK_SIZE as u64,
+            Ordering::Release,
+        );
     }
     let pools = &state.catalog.pools;
     state.pools.retain(|id, _| pools.contains_key(id));
@@ -519,7 +644,9 @@ fn rebuild_handles(state: &mut MetaState) {
             });
             state.volumes.insert(volume.id, handle);
         }
-        state.volumes[&volume.id].size.store(volume.size, Ordering::Release);
+        state.volumes[&volume.id]
+            .size
+            .store(volume.size, Ordering::Release);
     }
     for (pool, blocks) in fresh_pool_blocks {
         state.pools[&pool].add(blocks);
@@ -537,7 +664,9 @@ fn rebuild_handles(state: &mut MetaState) {
 fn validate_name(name: &str) -> Result<(), MetaError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
         && !name.starts_with('-');
     if ok {
         Ok(())
@@ -549,7 +678,7 @@ fn validate_name(name: &str) -> Result<(), MetaError> {
 }
 
 fn validate_volume_size(name: &str, size: u64) -> Result<(), MetaError> {
-    if size == 0 || size % BLOCK_SIZE as u64 != 0 || size > (1u64 << 50) {
+    if size == 0 || !size.is_multiple_of(BLOCK_SIZE as u64) || size > (1u64 << 50) {
         return Err(MetaError::Invalid(format!(
             "volume {name:?}: size must be a non-zero multiple of 4 KiB up to 1 PiB (got {size})"
         )));
@@ -557,7 +686,12 @@ fn validate_volume_size(name: &str, size: u64) -> Result<(), MetaError> {
     Ok(())
 }
 
-fn check_virtual(state: &MetaState, pool: &PoolRecord, size: u64, replacing: Option<u32>) -> Result<(), MetaError> {
+fn check_virtual(
+    state: &MetaState,
+    pool: &PoolRecord,
+    size: u64,
+    replacing: Option<u32>,
+) -> Result<(), MetaError> {
     let others: u64 = state
         .catalog
         .volumes
@@ -575,18 +709,23 @@ fn check_virtual(state: &MetaState, pool: &PoolRecord, size: u64, replacing: Opt
     Ok(())
 }
 
+/// A vault copy found during replay: generation, batch LSN, bytes.
+type VaultCopy = (u64, u64, Box<[u8]>);
+
 /// State rebuilt while the journal is replayed.
 struct Replay {
     catalog: Catalog,
     maps: HashMap<u32, BlockMap>,
-    recovered: HashMap<(u32, Lba), (u64, u64, Box<[u8]>)>,
+    recovered: HashMap<(u32, Lba), VaultCopy>,
     max_generation: u64,
 }
 
 impl Replay {
     fn apply(&mut self, lsn: u64, kind: u8, body: &[u8]) {
         let Some(record) = records::decode(kind, body) else {
-            eprintln!("troika: recovery skipped an unreadable journal record of kind {kind} at LSN {lsn}");
+            eprintln!(
+                "troika: recovery skipped an unreadable journal record of kind {kind} at LSN {lsn}"
+            );
             return;
         };
         match record {
@@ -604,25 +743,37 @@ impl Replay {
                 }
             }
             Record::MapSet { volume, entries } => {
-                let Some(map) = self.maps.get_mut(&volume) else { return };
+                let Some(map) = self.maps.get_mut(&volume) else {
+                    return;
+                };
                 for (lba, entry) in entries {
                     self.max_generation = self.max_generation.max(entry.generation);
-                    if map.get(lba).is_none_or(|current| entry.generation >= current.generation) {
+                    if map
+                        .get(lba)
+                        .is_none_or(|current| entry.generation >= current.generation)
+                    {
                         map.set(lba, entry);
                     }
-                    if let Some((generation, _, _)) = self.recovered.get(&(volume, lba)) {
-                        if *generation <= entry.generation {
-                            self.recovered.remove(&(volume, lba));
-                        }
+                    if let Some((generation, _, _)) = self.recovered.get(&(volume, lba))
+                        && *generation <= entry.generation
+                    {
+                        self.recovered.remove(&(volume, lba));
                     }
                 }
             }
-            Record::Trim { volume, start, end, generation } => {
+            Record::Trim {
+                volume,
+                start,
+                end,
+                generation,
+            } => {
                 self.max_generation = self.max_generation.max(generation);
                 if let Some(map) = self.maps.get_mut(&volume) {
                     map.remove_range(start, end, generation, |_, _| {});
                 }
-                self.recovered.retain(|(v, lba), (g, _, _)| !(*v == volume && (start..end).contains(lba) && *g <= generation));
+                self.recovered.retain(|(v, lba), (g, _, _)| {
+                    !(*v == volume && (start..end).contains(lba) && *g <= generation)
+                });
             }
             Record::Vault { blocks, data } => {
                 for (index, (volume, lba, generation)) in blocks.into_iter().enumerate() {
@@ -630,10 +781,16 @@ impl Replay {
                     if !self.maps.contains_key(&volume) {
                         continue;
                     }
-                    let newer = self.recovered.get(&(volume, lba)).is_none_or(|(g, _, _)| generation >= *g);
+                    let newer = self
+                        .recovered
+                        .get(&(volume, lba))
+                        .is_none_or(|(g, _, _)| generation >= *g);
                     if newer {
-                        let bytes = data[index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE].to_vec().into_boxed_slice();
-                        self.recovered.insert((volume, lba), (generation, lsn, bytes));
+                        let bytes = data[index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE]
+                            .to_vec()
+                            .into_boxed_slice();
+                        self.recovered
+                            .insert((volume, lba), (generation, lsn, bytes));
                     }
                 }
             }
@@ -645,13 +802,23 @@ impl Replay {
         let mut blocks: Vec<RecoveredBlock> = recovered
             .into_iter()
             .filter(|((volume, lba), (generation, _, _))| {
-                let Some(record) = self.catalog.volumes.get(volume) else { return false };
+                let Some(record) = self.catalog.volumes.get(volume) else {
+                    return false;
+                };
                 if *lba >= record.size / BLOCK_SIZE as u64 {
                     return false;
                 }
-                self.maps[volume].get(*lba).is_none_or(|entry| entry.generation < *generation)
+                self.maps[volume]
+                    .get(*lba)
+                    .is_none_or(|entry| entry.generation < *generation)
             })
-            .map(|((volume, lba), (generation, lsn, data))| RecoveredBlock { volume, lba, generation, lsn, data })
+            .map(|((volume, lba), (generation, lsn, data))| RecoveredBlock {
+                volume,
+                lba,
+                generation,
+                lsn,
+                data,
+            })
             .collect();
         blocks.sort_by_key(|block| (block.volume, block.lba));
         blocks

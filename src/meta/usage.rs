@@ -27,7 +27,9 @@ impl PoolUsage {
     pub fn try_reserve(&self) -> bool {
         let capacity = self.capacity_blocks.load(Ordering::Relaxed);
         self.used_blocks
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| (used < capacity).then_some(used + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
+                (used < capacity).then_some(used + 1)
+            })
             .is_ok()
     }
 
@@ -40,7 +42,9 @@ impl PoolUsage {
     pub fn release(&self, blocks: u64) {
         let _ = self
             .used_blocks
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| Some(used.saturating_sub(blocks)));
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |used| {
+                Some(used.saturating_sub(blocks))
+            });
     }
 
     pub fn used_bytes(&self) -> u64 {

@@ -100,7 +100,11 @@ impl MgmtError {
         Self::new("POOL_NOT_FOUND", 404, format!("pool {what} does not exist"))
     }
     pub fn volume_not_found(what: impl std::fmt::Display) -> Self {
-        Self::new("VOLUME_NOT_FOUND", 404, format!("volume {what} does not exist"))
+        Self::new(
+            "VOLUME_NOT_FOUND",
+            404,
+            format!("volume {what} does not exist"),
+        )
     }
     pub fn name_conflict(kind: &str, name: &str) -> Self {
         Self::new(

@@ -43,7 +43,11 @@ impl TestNode {
     pub fn start() -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("serve.log");
-        let mut node = TestNode { dir, child: None, log };
+        let mut node = TestNode {
+            dir,
+            child: None,
+            log,
+        };
         node.spawn();
         node
     }
@@ -62,7 +66,10 @@ impl TestNode {
 
     /// The NBD URI of an export on the unix socket (for libnbd tools and fio).
     pub fn uri(&self, export: &str) -> String {
-        format!("nbd+unix:///{export}?socket={}", self.nbd_socket().display())
+        format!(
+            "nbd+unix:///{export}?socket={}",
+            self.nbd_socket().display()
+        )
     }
 
     fn spawn(&mut self) {
@@ -85,10 +92,16 @@ impl TestNode {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if UnixStream::connect(self.mgmt_socket()).is_ok() && UnixStream::connect(self.nbd_socket()).is_ok() {
+            if UnixStream::connect(self.mgmt_socket()).is_ok()
+                && UnixStream::connect(self.nbd_socket()).is_ok()
+            {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("troika serve exited with {status}:\n{}", self.log_text());
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -116,7 +129,11 @@ impl TestNode {
                 libc::kill(child.id() as i32, libc::SIGTERM);
             }
             let status = child.wait().expect("wait for troika");
-            assert!(status.success(), "troika did not stop cleanly ({status}):\n{}", self.log_text());
+            assert!(
+                status.success(),
+                "troika did not stop cleanly ({status}):\n{}",
+                self.log_text()
+            );
         }
     }
 
@@ -151,16 +168,33 @@ impl TestNode {
     /// Creates pool `pool` of `pool_size` and volume `volume` of `volume_size` in it.
     pub fn pool_and_volume(&self, pool: &str, pool_size: &str, volume: &str, volume_size: &str) {
         self.cli_ok(&["pool", "create", pool, "--size", pool_size]);
-        self.cli_ok(&["vol", "create", volume, "--pool", pool, "--size", volume_size]);
+        self.cli_ok(&[
+            "vol",
+            "create",
+            volume,
+            "--pool",
+            pool,
+            "--size",
+            volume_size,
+        ]);
     }
 
     /// GET on the management socket; returns status and body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        let mut stream = UnixStream::connect(self.mgmt_socket()).expect("connect to management socket");
-        write!(stream, "GET {path} HTTP/1.1\r\nHost: troika\r\nConnection: close\r\n\r\n").expect("send");
+        let mut stream =
+            UnixStream::connect(self.mgmt_socket()).expect("connect to management socket");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: troika\r\nConnection: close\r\n\r\n"
+        )
+        .expect("send");
         let mut response = String::new();
         stream.read_to_string(&mut response).expect("read");
-        let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = response
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
         (status, body)
     }

@@ -72,23 +72,34 @@ impl NbdClient {
             stream.read_exact(&mut data)?;
             match reply {
                 1 => break, // ACK
-                3 => {
+                3
                     // NBD_REP_INFO
-                    if data.len() >= 12 && u16::from_be_bytes([data[0], data[1]]) == 0 {
+                    if data.len() >= 12 && u16::from_be_bytes([data[0], data[1]]) == 0 => {
                         size = u64::from_be_bytes(data[2..10].try_into().unwrap());
                         flags = u16::from_be_bytes([data[10], data[11]]);
                     }
-                }
                 r if r & 0x8000_0000 != 0 => {
                     return Err(io::Error::other(format!("export {export:?} refused: reply {r:#x} {}", String::from_utf8_lossy(&data))));
                 }
                 _ => {}
             }
         }
-        Ok(NbdClient { stream, size, flags, cookie: 0 })
+        Ok(NbdClient {
+            stream,
+            size,
+            flags,
+            cookie: 0,
+        })
     }
 
-    fn request(&mut self, command: u16, flags: u16, offset: u64, len: u32, payload: &[u8]) -> io::Result<u32> {
+    fn request(
+        &mut self,
+        command: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> io::Result<u32> {
         self.cookie += 1;
         let mut header = [0u8; 28];
         header[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
@@ -118,7 +129,8 @@ impl NbdClient {
         if error == 0 {
             Ok(())
         } else {
-            Err(io::Error::from_raw_os_error(error as i32)).map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
+            Err(io::Error::from_raw_os_error(error as i32))
+                .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
         }
     }
 
@@ -148,7 +160,14 @@ impl NbdClient {
     }
 
     /// Sends a command and returns the raw errno of its reply (for error-path tests).
-    pub fn raw(&mut self, command: u16, flags: u16, offset: u64, len: u32, payload: &[u8]) -> io::Result<u32> {
+    pub fn raw(
+        &mut self,
+        command: u16,
+        flags: u16,
+        offset: u64,
+        len: u32,
+        payload: &[u8],
+    ) -> io::Result<u32> {
         self.request(command, flags, offset, len, payload)?;
         self.reply()
     }
