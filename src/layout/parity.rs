@@ -100,6 +100,13 @@ impl ParityCodec {
                 .ok_or(ParityError::TooManyErasures)?;
             units[index].copy_from_slice(restored);
         }
+        drop(result);
+        if lost.iter().any(|&index| index >= self.data) {
+            let (data, parity) = units.split_at_mut(self.data);
+            let data: Vec<&[u8]> = data.iter().map(|unit| &**unit).collect();
+            let (p, q) = parity.split_at_mut(1);
+            self.encode(&data, p[0], q[0])?;
+        }
         Ok(())
     }
 }

@@ -1,0 +1,82 @@
+# Shared helpers for the test rigs; sourced, not run. Callers set `set -euo pipefail`.
+#
+# Provides: REPO, TROIKA, WORK (a temp dir removed on exit), start_troika, stop_troika,
+# metric, wait_for_socket, and an EXIT trap that kills every server started here.
+
+RIGS_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+REPO="$(cd "$RIGS_DIR/.." && pwd)"
+TROIKA="${TROIKA:-$REPO/target/release/troika}"
+PIDS=()
+
+if [[ ! -x "$TROIKA" ]]; then
+    echo "building $TROIKA" >&2
+    (cd "$REPO" && cargo build --release --quiet)
+fi
+
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/troika-rig.XXXXXX")"
+
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        # Bounded: troika destages and checkpoints on SIGTERM; give it 20 s, then -9.
+        local i
+        for ((i = 0; i < 200; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Waits (at most $2 seconds, default 30) for unix socket $1 to appear.
+wait_for_socket() {
+    local sock="$1" limit="${2:-30}" i
+    for ((i = 0; i < limit * 10; i++)); do
+        [[ -S "$sock" ]] && return 0
+        sleep 0.1
+    done
+    echo "timed out waiting for $sock" >&2
+    return 1
+}
+
+# start_troika DATA_DIR LOG [--hw FILE]: starts `troika serve` in the background with NBD only
+# on DATA_DIR/nbd.sock; sets TROIKA_PID.
+start_troika() {
+    local data="$1" log="$2"
+    shift 2
+    mkdir -p "$data"
+    rm -f "$data/troika.sock" "$data/nbd.sock"
+    "$TROIKA" serve --data "$data" --nbd-listen none "$@" >>"$log" 2>&1 &
+    TROIKA_PID=$!
+    PIDS+=("$TROIKA_PID")
+    if ! wait_for_socket "$data/troika.sock" 60 || ! wait_for_socket "$data/nbd.sock" 10; then
+        echo "troika did not come up; its log:" >&2
+        cat "$log" >&2
+        return 1
+    fi
+}
+
+# stop_troika PID: SIGTERM and wait (bounded), then SIGKILL.
+stop_troika() {
+    local pid="$1" i
+    kill -TERM "$pid" 2>/dev/null || true
+    for ((i = 0; i < 300; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+# metric DATA_DIR NAME: prints the value of an unlabelled counter/gauge from /metrics.
+metric() {
+    curl -s --max-time 5 --unix-socket "$1/troika.sock" http://x/metrics |
+        awk -v name="$2" '$1 == name { print $2; found = 1 } END { if (!found) print "NaN" }'
+}
