@@ -22,7 +22,7 @@ echo "crash-recovery: hw/ci.toml, volume $VOL_SIZE, $ROUNDS rounds, 4k randwrite
 timeout 600 fio --name=fill --ioengine=nbd --uri="$URI" --rw=write --bs=1M --iodepth=8 \
     --output-format=terse >/dev/null 2>"$WORK/fill.err" || { echo "fill failed:"; cat "$WORK/fill.err"; }
 
-printf '%-6s %-8s %-12s %-10s %-8s %s\n' round "load s" "host blk" "dirty MiB" "ms" "recovery line"
+printf '%-6s %-8s %-12s %-10s %-8s %s\n' round "load s" "host blk(1)" "dirty MiB" "ms" "recovery line"
 times=()
 for ((round = 1; round <= ROUNDS; round++)); do
     load_s=$((KILL_AFTER + round % 3))
@@ -57,6 +57,7 @@ for ((round = 1; round <= ROUNDS; round++)); do
     fi
 done
 
+echo "(1) troika_host_blocks_written_total just before the kill; the counter restarts at 0 with the process."
 echo
 if [[ ${#times[@]} -gt 0 ]]; then
     printf '%s\n' "${times[@]}" | sort -n | awk '{ v[NR] = $1 } END {

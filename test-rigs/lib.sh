@@ -76,7 +76,18 @@ stop_troika() {
 }
 
 # metric DATA_DIR NAME: prints the value of an unlabelled counter/gauge from /metrics.
+# Prints NaN when the value (or troika) is not there.
 metric() {
-    curl -s --max-time 5 --unix-socket "$1/troika.sock" http://x/metrics |
+    { curl -s --max-time 5 --unix-socket "$1/troika.sock" http://x/metrics 2>/dev/null || true; } |
         awk -v name="$2" '$1 == name { print $2; found = 1 } END { if (!found) print "NaN" }'
+}
+
+# metrics_line DATA_DIR NAME...: the values of several metrics from one scrape, space-separated.
+metrics_line() {
+    local data="$1"
+    shift
+    { curl -s --max-time 5 --unix-socket "$data/troika.sock" http://x/metrics 2>/dev/null || true; } |
+        awk -v names="$*" 'BEGIN { n = split(names, want, " ") }
+            { v[$1] = $2 }
+            END { for (i = 1; i <= n; i++) printf "%s%s", (i > 1 ? " " : ""), ((want[i] in v) ? v[want[i]] : "NaN"); print "" }'
 }

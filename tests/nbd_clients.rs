@@ -52,7 +52,8 @@ fn server_uri(node: &TestNode) -> String {
 
 fn nbdinfo_json(node: &TestNode, args: &[&str]) -> Value {
     let text = run_ok(node, "nbdinfo", args);
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("nbdinfo {args:?} printed bad JSON ({e}):\n{text}"))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("nbdinfo {args:?} printed bad JSON ({e}):\n{text}"))
 }
 
 #[test]
@@ -82,8 +83,13 @@ fn nbdinfo_reports_the_export() {
     assert_eq!(export["is_read_only"], false, "{export:#}");
     assert_eq!(export["block_size_minimum"], 512, "{export:#}");
     assert_eq!(export["block_size_preferred"], 4096, "{export:#}");
-    let maximum = export["block_size_maximum"].as_u64().expect("block_size_maximum");
-    assert!(maximum >= 4096 && maximum % 4096 == 0, "block_size_maximum {maximum}");
+    let maximum = export["block_size_maximum"]
+        .as_u64()
+        .expect("block_size_maximum");
+    assert!(
+        maximum >= 4096 && maximum.is_multiple_of(4096),
+        "block_size_maximum {maximum}"
+    );
 }
 
 #[test]
@@ -121,7 +127,10 @@ fn nbdinfo_lists_every_volume() {
         .iter()
         .map(|e| e["export-name"].as_str().unwrap())
         .collect();
-    assert!(!listed.contains(&"beta"), "deleted volume still listed: {listed:?}");
+    assert!(
+        !listed.contains(&"beta"),
+        "deleted volume still listed: {listed:?}"
+    );
     assert_eq!(listed.len(), 3, "{listed:?}");
 }
 
@@ -160,10 +169,17 @@ fn nbdinfo_map_shows_holes_and_data() {
 
     let extents = map(&node, "V");
     let covered: u64 = extents.iter().map(|e| e.1).sum();
-    assert_eq!(covered, 64 * MIB, "map does not cover the export: {extents:?}");
+    assert_eq!(
+        covered,
+        64 * MIB,
+        "map does not cover the export: {extents:?}"
+    );
     for (offset, len, kind) in &extents {
         // NBD_STATE_HOLE | NBD_STATE_ZERO
-        assert_eq!(*kind, 3, "unwritten volume has a non-hole extent at {offset}+{len}: {extents:?}");
+        assert_eq!(
+            *kind, 3,
+            "unwritten volume has a non-hole extent at {offset}+{len}: {extents:?}"
+        );
     }
 
     let mut client = NbdClient::connect(&node.nbd_socket(), "V").expect("connect");
@@ -174,11 +190,31 @@ fn nbdinfo_map_shows_holes_and_data() {
 
     let extents = map(&node, "V");
     let covered: u64 = extents.iter().map(|e| e.1).sum();
-    assert_eq!(covered, 64 * MIB, "map does not cover the export: {extents:?}");
-    assert_eq!(type_at(&extents, 8 * MIB) & 1, 0, "written range reported as a hole: {extents:?}");
-    assert_eq!(type_at(&extents, 9 * MIB - 4096) & 1, 0, "written range reported as a hole: {extents:?}");
-    assert_eq!(type_at(&extents, 0) & 1, 1, "unwritten start is not a hole: {extents:?}");
-    assert_eq!(type_at(&extents, 32 * MIB) & 1, 1, "unwritten middle is not a hole: {extents:?}");
+    assert_eq!(
+        covered,
+        64 * MIB,
+        "map does not cover the export: {extents:?}"
+    );
+    assert_eq!(
+        type_at(&extents, 8 * MIB) & 1,
+        0,
+        "written range reported as a hole: {extents:?}"
+    );
+    assert_eq!(
+        type_at(&extents, 9 * MIB - 4096) & 1,
+        0,
+        "written range reported as a hole: {extents:?}"
+    );
+    assert_eq!(
+        type_at(&extents, 0) & 1,
+        1,
+        "unwritten start is not a hole: {extents:?}"
+    );
+    assert_eq!(
+        type_at(&extents, 32 * MIB) & 1,
+        1,
+        "unwritten middle is not a hole: {extents:?}"
+    );
 }
 
 fn fio(node: &TestNode, uri: &str, job: &[&str]) {
@@ -186,7 +222,11 @@ fn fio(node: &TestNode, uri: &str, job: &[&str]) {
     args.extend(job.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run("fio", &args);
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(
         out.status.success(),
         "fio {args:?} failed ({}):\n{text}\nnode log:\n{}",
@@ -195,11 +235,16 @@ fn fio(node: &TestNode, uri: &str, job: &[&str]) {
     );
     let lower = text.to_lowercase();
     assert!(
-        !lower.contains("verify:") && !lower.contains("bad magic") && !lower.contains("crc32c: verify"),
+        !lower.contains("verify:")
+            && !lower.contains("bad magic")
+            && !lower.contains("crc32c: verify"),
         "fio {args:?} reported verify errors:\n{text}"
     );
     for line in lower.lines().filter(|l| l.contains("err=")) {
-        assert!(line.contains("err= 0"), "fio {args:?} reported an error:\n{text}");
+        assert!(
+            line.contains("err= 0"),
+            "fio {args:?} reported an error:\n{text}"
+        );
     }
 }
 
@@ -255,7 +300,11 @@ fn fio_verifies_random_sequential_and_mixed_io() {
             "--end_fsync=1",
         ],
     );
-    assert!(testdata::node_alive(node.data()), "node died:\n{}", node.log_text());
+    assert!(
+        testdata::node_alive(node.data()),
+        "node died:\n{}",
+        node.log_text()
+    );
 }
 
 /// 48 MiB of seeded random data with a 4 MiB hole of zeros in the middle.
@@ -337,7 +386,11 @@ fn concurrent_connections_keep_their_regions() {
                     let len = 4096 * (1 + rng.below(32)) as usize;
                     let offset = 4096 * rng.below((REGION - len as u64) / 4096 + 1);
                     let data = rng.bytes(len);
-                    let flags = if round % 8 == 0 { common::nbd_client::FLAG_FUA } else { 0 };
+                    let flags = if round % 8 == 0 {
+                        common::nbd_client::FLAG_FUA
+                    } else {
+                        0
+                    };
                     client.write(base + offset, &data, flags).expect("write");
                     model[offset as usize..offset as usize + len].copy_from_slice(&data);
                 }
@@ -375,14 +428,20 @@ fn a_write_on_one_connection_is_visible_on_another() {
         writer.write(offset, &data, 0).expect("write");
         let mut after = vec![0u8; len];
         reader.read(offset, &mut after).expect("read after");
-        assert!(after == data, "round {i}: write at {offset}+{len} not visible on the other connection");
+        assert!(
+            after == data,
+            "round {i}: write at {offset}+{len} not visible on the other connection"
+        );
         // Sub-block writes too.
         let small_offset = offset + 512 * rng.below(8);
         let small = rng.bytes(512);
         reader.write(small_offset, &small, 0).expect("small write");
         let mut seen = vec![0u8; 512];
         writer.read(small_offset, &mut seen).expect("small read");
-        assert!(seen == small, "round {i}: 512-byte write at {small_offset} not visible");
+        assert!(
+            seen == small,
+            "round {i}: 512-byte write at {small_offset} not visible"
+        );
     }
     writer.disconnect();
     reader.disconnect();

@@ -20,6 +20,8 @@ use crate::meta::records;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, VolumeId};
 
 const ROWS_PER_BATCH: usize = 8;
+/// Segments only the cleaner may write to, so cleaning can always make progress.
+const CLEANER_RESERVE_SEGMENTS: u64 = 4;
 
 /// Where a block in a destage batch came from.
 #[derive(Clone, Copy)]
@@ -89,12 +91,19 @@ impl Cache {
                 || journal_pressure
                 || pressure
                 || idle_due;
-            if self.meta.state().alloc.free_segments() < clean_below
-                && let Err(err) = self.clean_one_segment(&mut batch)
-            {
-                eprintln!("troika: segment cleaning failed: {err}");
-                self.meta.fail();
-                return;
+            // Keep free segments ahead of destage: clean the emptiest segments first.
+            let mut cleaned = 0;
+            while cleaned < 16 && self.meta.state().alloc.free_segments() < clean_below {
+                match self.clean_one_segment(&mut batch) {
+                    Ok(true) => cleaned += 1,
+                    Ok(false) => break,
+                    Err(err) => {
+                        eprintln!("troika: segment cleaning failed: {err}");
+                        self.meta.fail();
+                        self.signals.space.notify_all();
+                        return;
+                    }
+                }
             }
             if dirty > 0 && (drain || dirty >= self.destage_start || shutdown) {
                 if let Err(err) = self.destage_batch(&mut batch) {
@@ -189,17 +198,31 @@ impl Cache {
         if batch.blocks.is_empty() {
             return Ok(());
         }
-        self.write_and_commit(batch)
+        let reserve = CLEANER_RESERVE_SEGMENTS * geometry.rows_per_segment;
+        if !self.write_and_commit(batch, reserve)? {
+            // Not enough free rows outside the cleaner's reserve: requeue and let the
+            // loop clean first.
+            for block in &batch.blocks {
+                if let Source::Cache { shard, slot, .. } = block.source {
+                    self.shards[shard].inner.lock().queue_dirty(slot);
+                }
+            }
+            batch.blocks.clear();
+        }
+        Ok(())
     }
 
     /// Writes the gathered blocks as rows and commits them. Blocks in `batch.rows` are at
     /// their slot positions already.
-    fn write_and_commit(&self, batch: &mut Batch) -> Result<(), String> {
+    /// Returns `false`, having written nothing, when fewer than `reserve` rows would be left.
+    fn write_and_commit(&self, batch: &mut Batch, reserve: u64) -> Result<bool, String> {
         let array: &Array = self.meta.array();
         let geometry = *array.geometry();
         let per_row = geometry.data_slots_per_row() as usize;
         let row_count = batch.blocks.len().div_ceil(per_row);
-        let rows = self.allocate_rows(row_count)?;
+        let Some(rows) = self.allocate_rows(row_count, reserve)? else {
+            return Ok(false);
+        };
         for (index, &row) in rows.iter().enumerate() {
             let blocks =
                 &batch.blocks[index * per_row..((index + 1) * per_row).min(batch.blocks.len())];
@@ -240,13 +263,15 @@ impl Cache {
             .counters
             .media_blocks_written
             .fetch_add(batch.blocks.len() as u64, Ordering::Relaxed);
-        self.commit(batch, &rows)
+        self.commit(batch, &rows)?;
+        Ok(true)
     }
 
     /// Takes `count` rows for one batch. Empty segments are released only here, before
     /// any row of the batch is taken, so a segment opened and closed within this batch
     /// cannot be handed out twice.
-    fn allocate_rows(&self, count: usize) -> Result<Vec<u64>, String> {
+    /// `None` when fewer than `reserve` free rows would remain.
+    fn allocate_rows(&self, count: usize, reserve: u64) -> Result<Option<Vec<u64>>, String> {
         for attempt in 0..2 {
             if attempt > 0 {
                 self.meta
@@ -259,13 +284,18 @@ impl Cache {
                 .alloc
                 .release_durable(self.meta.journal().durable_ticket());
             let available = state.alloc.free_segments() * state.alloc.geometry().rows_per_segment;
-            if available + state.alloc.rows_left_in_open() >= count as u64 {
-                return Ok((0..count)
-                    .map(|_| state.alloc.allocate_row().expect("rows were counted"))
-                    .collect());
+            if available + state.alloc.rows_left_in_open() >= count as u64 + reserve {
+                return Ok(Some(
+                    (0..count)
+                        .map(|_| state.alloc.allocate_row().expect("rows were counted"))
+                        .collect(),
+                ));
             }
         }
-        Err("the array has no free segment left even after cleaning; pools promise more than the array holds".into())
+        if reserve > 0 {
+            return Ok(None);
+        }
+        Err("the array has no free segment left even for cleaning; pools promise more than the array holds".into())
     }
 
     /// Commits the map entries of a written batch, then marks cache blocks clean.
@@ -428,10 +458,11 @@ impl Cache {
     }
 
     /// Moves the live blocks of the emptiest segment elsewhere so it can be reused.
-    fn clean_one_segment(&self, batch: &mut Batch) -> Result<(), String> {
+    /// Returns `false` when no segment is worth cleaning.
+    fn clean_one_segment(&self, batch: &mut Batch) -> Result<bool, String> {
         let geometry = *self.meta.array().geometry();
         let Some(victim) = self.meta.state().alloc.pick_victim() else {
-            return Ok(());
+            return Ok(false);
         };
         let per_row = geometry.data_slots_per_row() as usize;
         let capacity = ROWS_PER_BATCH * per_row;
@@ -497,13 +528,13 @@ impl Cache {
                     checksum: entry.checksum,
                 });
                 if batch.blocks.len() == capacity {
-                    self.write_and_commit(batch)?;
+                    self.write_and_commit(batch, 0)?;
                     batch.blocks.clear();
                 }
             }
         }
         if !batch.blocks.is_empty() {
-            self.write_and_commit(batch)?;
+            self.write_and_commit(batch, 0)?;
             batch.blocks.clear();
         }
         self.meta
@@ -512,6 +543,6 @@ impl Cache {
             .map_err(|err| err.to_string())?;
         let durable = self.meta.journal().durable_ticket();
         self.meta.state_mut().alloc.release_durable(durable);
-        Ok(())
+        Ok(true)
     }
 }

