@@ -45,7 +45,7 @@ fn rewriting_many_times_the_pool_size_reclaims_space() {
     let hot = blocks / 4;
     let mut state = 99u64;
     let mut written = blocks * BLOCK as u64;
-    let target = 2 * 400u64 << 20;
+    let target = 2 * (400u64 << 20);
     while written < target {
         state ^= state << 13;
         state ^= state >> 7;

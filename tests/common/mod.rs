@@ -36,17 +36,24 @@ pub struct TestNode {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
+    model: PathBuf,
 }
 
 impl TestNode {
     /// Starts a node on a fresh data directory and waits until it serves.
     pub fn start() -> TestNode {
+        Self::start_with_model(ci_model())
+    }
+
+    /// Starts a node with another hardware model.
+    pub fn start_with_model(model: PathBuf) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("serve.log");
         let mut node = TestNode {
             dir,
             child: None,
             log,
+            model,
         };
         node.spawn();
         node
@@ -81,7 +88,7 @@ impl TestNode {
             .expect("log file");
         let child = Command::new(troika_bin())
             .args(["serve", "--hw"])
-            .arg(ci_model())
+            .arg(&self.model)
             .arg("--data")
             .arg(self.data())
             .args(["--nbd-listen", "none"])
