@@ -81,7 +81,7 @@ T2=$(date +%s.%N)
 S2="$(snapshot)"
 if [[ $fio_rc -ne 0 ]]; then
     echo "  fio exited $fio_rc:"
-    grep -E 'error|err=' "$WORK/rw.out" | head -5 | sed 's/^/    /'
+    { grep -E 'error|err=' "$WORK/rw.out" || tail -3 "$WORK/rw.out"; } | head -5 | sed 's/^/    /'
 fi
 python3 "$REPORT" summary "$WORK/rw.json" | sed 's/^/  /' || true
 echo "  elapsed $(echo "$T2 - $T1" | bc | xargs printf '%.1f') s"

@@ -338,6 +338,8 @@ impl Cache {
                             let is_new = current.is_none();
                             let reserved = entry.reserved & bit != 0;
                             entry.reserved &= !bit;
+                            entry.known |= bit;
+                            entry.mapped |= bit;
                             if let Some(handle) = state.volumes.get(&block.volume) {
                                 match (reserved, is_new) {
                                     (true, false) => handle.pool.release(1),

@@ -224,7 +224,7 @@ impl Cache {
         let first_block = within / BLOCK_SIZE;
         let last_block = (within + data.len() - 1) / BLOCK_SIZE;
         let base_lba = section * BLOCKS_PER_SECTION as u64;
-        let mapped = self.mapped_bits(volume.id.0, base_lba, first_block, last_block);
+        let mut looked_up: Option<u16> = None;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             let mut shard = self.shard(key).inner.lock();
@@ -263,18 +263,38 @@ impl Cache {
                 self.fill_block(volume, key, block)?;
                 continue;
             }
+            // Space accounting: a block that is neither dirty nor mapped needs a block of
+            // its pool. Whether it is mapped is known from earlier fills and destages;
+            // otherwise ask the map once (outside the shard lock).
+            let range = block_mask(first_block, last_block);
             let entry = &mut shard.slots[slot as usize];
-            for block in first_block..=last_block {
-                let bit = 1u16 << block;
-                if entry.dirty & bit == 0 && mapped & bit == 0 && entry.reserved & bit == 0 {
-                    if !volume.pool.try_reserve() {
-                        return Err(IoError::NoSpace {
-                            pool: volume.pool.name.clone(),
-                        });
+            let candidates = range & !(entry.dirty | entry.reserved);
+            if candidates & !entry.known != 0 {
+                match looked_up {
+                    None => {
+                        drop(shard);
+                        looked_up = Some(self.mapped_bits(volume.id.0, base_lba, first_block, last_block));
+                        continue;
                     }
-                    entry.reserved |= bit;
-                    entry.pool = Some(volume.pool.clone());
+                    Some(bits) => {
+                        entry.mapped = (entry.mapped & entry.known) | (bits & range & !entry.known);
+                        entry.known |= range;
+                    }
                 }
+            }
+            let need = candidates & !entry.mapped;
+            let count = u64::from(need.count_ones());
+            for taken in 0..count {
+                if !volume.pool.try_reserve() {
+                    volume.pool.release(taken);
+                    return Err(IoError::NoSpace {
+                        pool: volume.pool.name.clone(),
+                    });
+                }
+            }
+            if need != 0 {
+                entry.reserved |= need;
+                entry.pool = Some(volume.pool.clone());
             }
             let mut newly_dirty = 0;
             for block in first_block..=last_block {
@@ -556,6 +576,7 @@ impl Cache {
                 }
                 released += u64::from((entry.dirty & mask).count_ones());
                 entry.valid &= !mask;
+                entry.known &= !mask;
                 entry.dirty &= !mask;
                 entry.unvaulted &= !mask;
                 entry.reserved &= !mask;
@@ -710,4 +731,11 @@ impl Cache {
         self.drain_requested.store(false, Ordering::Release);
         Ok(())
     }
+}
+
+/// Bits `first..=last` of a section mask.
+fn block_mask(first: usize, last: usize) -> u16 {
+    let width = last - first + 1;
+    let ones = if width >= 16 { u16::MAX } else { (1u16 << width) - 1 };
+    ones << first
 }

@@ -25,6 +25,10 @@ pub struct Slot {
     pub unvaulted: u16,
     /// Dirty blocks that hold a block of new space in their pool.
     pub reserved: u16,
+    /// Blocks whose mapping state (`mapped`) is known to the cache.
+    pub known: u16,
+    /// Of the `known` blocks, those with a map entry.
+    pub mapped: u16,
     /// Generation of each block's current bytes.
     pub generation: [u64; BLOCKS_PER_SECTION],
     /// Oldest journal LSN holding a vault copy of a dirty block here (`u64::MAX`: none).
@@ -43,6 +47,8 @@ impl Slot {
             dirty: 0,
             unvaulted: 0,
             reserved: 0,
+            known: 0,
+            mapped: 0,
             generation: [0; BLOCKS_PER_SECTION],
             vault_lsn: u64::MAX,
             queued: false,

@@ -197,7 +197,10 @@ impl Cache {
             entry.dirty |= bit;
             entry.generation[index] = block.generation;
             entry.vault_lsn = entry.vault_lsn.min(block.lsn);
-            if !mapped {
+            entry.known |= bit;
+            if mapped {
+                entry.mapped |= bit;
+            } else {
                 entry.reserved |= bit;
                 volume.pool.add(1);
                 entry.pool = Some(volume.pool.clone());
