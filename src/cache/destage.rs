@@ -19,7 +19,7 @@ use crate::meta::MapEntry;
 use crate::meta::records;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, VolumeId};
 
-const ROWS_PER_BATCH: usize = 8;
+const ROWS_PER_BATCH: usize = 16;
 /// Segments only the cleaner may write to, so cleaning can always make progress.
 const CLEANER_RESERVE_SEGMENTS: u64 = 4;
 
@@ -49,6 +49,8 @@ struct BatchBlock {
 /// Buffers of the destage thread, allocated once.
 struct Batch {
     rows: Vec<AlignedBuf>,
+    /// The data units of a row being cleaned.
+    victim: AlignedBuf,
     blocks: Vec<BatchBlock>,
     identities: Vec<SlotIdentity>,
     committed: Vec<(BatchBlock, u64)>,
@@ -65,6 +67,7 @@ impl Cache {
             rows: (0..ROWS_PER_BATCH)
                 .map(|_| AlignedBuf::new(array.row_buffer_len()))
                 .collect(),
+            victim: AlignedBuf::new(array.row_buffer_len()),
             blocks: Vec::with_capacity(ROWS_PER_BATCH * geometry.data_slots_per_row() as usize),
             identities: Vec::with_capacity(geometry.slots_per_row() as usize),
             committed: Vec::new(),
@@ -468,16 +471,23 @@ impl Cache {
         };
         let per_row = geometry.data_slots_per_row() as usize;
         let capacity = ROWS_PER_BATCH * per_row;
-        let mut summary = AlignedBuf::new(BLOCK_SIZE);
         let mut identities = Vec::new();
         let mut block_buf = AlignedBuf::new(BLOCK_SIZE);
+        let array = self.meta.array();
         batch.blocks.clear();
         for row in victim * geometry.rows_per_segment..(victim + 1) * geometry.rows_per_segment {
-            let array = self.meta.array();
-            let valid = array
-                .read_summary(&mut batch.ring, row, &mut summary)
-                .is_ok()
-                && decode_summary(row, &summary, &mut identities).is_some();
+            // One read of the row's data units brings the summary and every live block.
+            let loaded = array
+                .read_data_units(&mut batch.ring, row, &mut batch.victim)
+                .is_ok();
+            let summary_at = array.offset_in_row(geometry.phys(row, geometry.summary_slot()));
+            let valid = loaded
+                && decode_summary(
+                    row,
+                    &batch.victim[summary_at..summary_at + BLOCK_SIZE],
+                    &mut identities,
+                )
+                .is_some();
             let live: Vec<(u64, u32, u64, MapEntry)> = {
                 let state = self.meta.state();
                 if valid {
@@ -504,14 +514,18 @@ impl Cache {
                 }
             };
             for (phys, volume, lba, entry) in live {
-                let handle = self.meta.state().volumes.get(&volume).cloned();
-                let Some(handle) = handle else { continue };
-                match self
-                    .meta
-                    .read_block(&mut batch.ring, &handle, lba, &mut block_buf)
-                {
-                    Ok(_) => {}
-                    Err(err) => {
+                let at = array.offset_in_row(phys);
+                let in_row = &batch.victim[at..at + BLOCK_SIZE];
+                if loaded && block_checksum(VolumeId(volume), lba, in_row) == entry.checksum {
+                    block_buf.copy_from_slice(in_row);
+                } else {
+                    // Damaged or unreadable: the verified read repairs it from parity.
+                    let handle = self.meta.state().volumes.get(&volume).cloned();
+                    let Some(handle) = handle else { continue };
+                    if let Err(err) =
+                        self.meta
+                            .read_block(&mut batch.ring, &handle, lba, &mut block_buf)
+                    {
                         eprintln!(
                             "troika: cleaner cannot move block {lba} of volume {volume}: {err}"
                         );

@@ -273,7 +273,8 @@ impl Cache {
                 match looked_up {
                     None => {
                         drop(shard);
-                        looked_up = Some(self.mapped_bits(volume.id.0, base_lba, first_block, last_block));
+                        looked_up =
+                            Some(self.mapped_bits(volume.id.0, base_lba, first_block, last_block));
                         continue;
                     }
                     Some(bits) => {
@@ -736,6 +737,10 @@ impl Cache {
 /// Bits `first..=last` of a section mask.
 fn block_mask(first: usize, last: usize) -> u16 {
     let width = last - first + 1;
-    let ones = if width >= 16 { u16::MAX } else { (1u16 << width) - 1 };
+    let ones = if width >= 16 {
+        u16::MAX
+    } else {
+        (1u16 << width) - 1
+    };
     ones << first
 }

@@ -89,6 +89,34 @@ impl Array {
         )
     }
 
+    /// Reads the data units of `row` (summary included) into the start of `buffer`.
+    pub fn read_data_units(
+        &self,
+        ring: &mut IoRing,
+        row: u64,
+        buffer: &mut [u8],
+    ) -> io::Result<()> {
+        let unit = self.geometry.unit as usize;
+        let offset = self.geometry.row_offset(row);
+        let mut requests: Vec<IoRequest<'_>> = self.devices[..self.geometry.data]
+            .iter()
+            .zip(buffer.chunks_mut(unit))
+            .map(|(device, chunk)| IoRequest {
+                device,
+                offset,
+                kind: IoKind::Read(chunk),
+            })
+            .collect();
+        run_all(ring, &mut requests)
+    }
+
+    /// Where a block of a row sits inside a buffer of the row's units.
+    pub fn offset_in_row(&self, phys: PhysBlock) -> usize {
+        let (device, offset) = self.geometry.locate(phys);
+        device * self.geometry.unit as usize
+            + (offset - self.geometry.row_offset(self.geometry.row_of(phys))) as usize
+    }
+
     /// Reads every unit of `row` into `row_buffer`; returns the indexes of units that
     /// could not be read (their bytes are left zeroed).
     pub fn read_row(&self, ring: &mut IoRing, row: u64, row_buffer: &mut [u8]) -> Vec<usize> {
