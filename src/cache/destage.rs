@@ -77,9 +77,12 @@ impl Cache {
                 .expect("geometry was validated"),
         };
         let clean_below = (geometry.segments() / 32).max(3);
-        // Dirty data older than this is written out even when the cache is not under
-        // pressure, so the vault and the recovery time stay small.
-        let mut last_batch = Instant::now();
+        // Hot data stays in cache: destage starts at the high watermark and goes down to
+        // the low one. When hosts stop writing for a while, everything is written out so
+        // the vault and the recovery time stay small.
+        let mut destaging = false;
+        let mut host_writes = self.counters.blocks_written.load(Ordering::Relaxed);
+        let mut quiet_since = Instant::now();
         loop {
             if self.meta.has_failed() {
                 return;
@@ -89,11 +92,22 @@ impl Cache {
             let journal = self.meta.journal();
             let journal_pressure = journal.used() > journal.region_len() / 2;
             let pressure = self.slot_pressure.swap(false, Ordering::AcqRel);
-            let idle_due = last_batch.elapsed() > Duration::from_millis(500);
+            let written = self.counters.blocks_written.load(Ordering::Relaxed);
+            if written != host_writes {
+                host_writes = written;
+                quiet_since = Instant::now();
+            }
+            let idle = quiet_since.elapsed() > Duration::from_millis(500);
+            if dirty >= self.destage_high {
+                destaging = true;
+            } else if dirty <= self.destage_low {
+                destaging = false;
+            }
             let drain = self.drain_requested.load(Ordering::Acquire)
                 || journal_pressure
                 || pressure
-                || idle_due;
+                || idle
+                || destaging;
             // Keep free segments ahead of destage: clean the emptiest segments first.
             let mut cleaned = 0;
             while cleaned < 16 && self.meta.state().alloc.free_segments() < clean_below {
@@ -108,7 +122,7 @@ impl Cache {
                     }
                 }
             }
-            if dirty > 0 && (drain || dirty >= self.destage_start || shutdown) {
+            if dirty > 0 && (drain || shutdown) {
                 if let Err(err) = self.destage_batch(&mut batch) {
                     eprintln!(
                         "troika: destage failed, stopping writes so the node recovers from media on restart: {err}"
@@ -117,7 +131,6 @@ impl Cache {
                     self.signals.space.notify_all();
                     return;
                 }
-                last_batch = Instant::now();
                 self.signals.space.notify_all();
                 continue;
             }

@@ -65,8 +65,12 @@ pub struct Cache {
     shards: Box<[Shard]>,
     capacity_blocks: u64,
     dirty_blocks: AtomicU64,
+    /// Writers wait above this many dirty blocks.
     dirty_limit: u64,
-    destage_start: u64,
+    /// Destage starts above this many dirty blocks...
+    destage_high: u64,
+    /// ...and, once started, goes on down to this many.
+    destage_low: u64,
     flush_lock: Mutex<vault::FlushState>,
     signals: Signals,
     drain_requested: AtomicBool,
@@ -105,8 +109,9 @@ impl Cache {
                 .collect(),
             capacity_blocks,
             dirty_blocks: AtomicU64::new(0),
-            dirty_limit: capacity_blocks * 6 / 10,
-            destage_start: capacity_blocks / 8,
+            dirty_limit: capacity_blocks * 85 / 100,
+            destage_high: capacity_blocks * 70 / 100,
+            destage_low: capacity_blocks * 55 / 100,
             flush_lock: Mutex::new(vault::FlushState::default()),
             signals: Signals {
                 lock: Mutex::new(()),
@@ -320,7 +325,7 @@ impl Cache {
             if newly_dirty > 0 {
                 let dirty =
                     self.dirty_blocks.fetch_add(newly_dirty, Ordering::AcqRel) + newly_dirty;
-                if dirty >= self.destage_start {
+                if dirty >= self.destage_high {
                     self.kick_destage();
                 }
             }
@@ -532,7 +537,12 @@ impl Cache {
     }
 
     /// Drops blocks `[start, end)` of a volume from cache and map (trim, shrink, delete).
+    ///
+    /// The metadata lock is held throughout, so a reader that looked the map up before
+    /// the discard cannot put the old bytes back into cache after it (its map version
+    /// check fails), and no destage commit can slip in between.
     pub fn discard_blocks(&self, volume: u32, start: u64, end: u64) {
+        let mut state = self.meta.state_mut();
         let generation = self.meta.next_generation();
         let first_section = start / BLOCKS_PER_SECTION as u64;
         let end_section = end.div_ceil(BLOCKS_PER_SECTION as u64);
@@ -589,11 +599,12 @@ impl Cache {
                 }
             }
         }
+        self.meta.trim_locked(&mut state, volume, start, end, generation);
+        drop(state);
         if released > 0 {
             self.dirty_blocks.fetch_sub(released, Ordering::AcqRel);
             self.signals.space.notify_all();
         }
-        self.meta.trim(volume, start, end, generation);
     }
 
     fn write_zero_bytes(

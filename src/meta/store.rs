@@ -469,12 +469,8 @@ impl MetaStore {
 
     /// Drops map entries of `[start, end)` written before `generation` and journals it
     /// (not committed: a later flush commits it).
-    pub fn trim(&self, volume: u32, start: Lba, end: Lba, generation: u64) {
-        let mut state = self.state_mut();
-        self.trim_locked(&mut state, volume, start, end, generation);
-    }
-
-    fn trim_locked(
+    /// The caller holds the state lock (from [`MetaStore::state_mut`]).
+    pub fn trim_locked(
         &self,
         state: &mut MetaState,
         volume: u32,
