@@ -124,6 +124,11 @@ impl Writer {
                 break;
             }
             writes += 1;
+            if writes % 150 == 0 && rng.below(2) == 0 {
+                // Go quiet for a while: the node destages in the background, so kills
+                // also land in the middle of destage and map commits.
+                std::thread::sleep(std::time::Duration::from_millis(550 + rng.below(300)));
+            }
             if writes % 12 == 0 {
                 // Everything acknowledged before the flush is sent must survive once it
                 // completes: remember the latest acknowledged version of each block.
@@ -189,7 +194,7 @@ fn flushed_writes_survive_kill_9() {
                 std::thread::spawn(move || writer.run(&socket, seed, base, &stop))
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(50 + rng.below(700)));
+        std::thread::sleep(Duration::from_millis(50 + rng.below(1500)));
         node.kill9();
         stop.store(true, Ordering::Release);
         for handle in handles {
@@ -229,5 +234,11 @@ fn flushed_writes_survive_kill_9() {
         log.contains("recovered from media"),
         "recovery was not logged:\n{log}"
     );
+    for line in log
+        .lines()
+        .filter(|line| line.contains("recovered from media"))
+    {
+        eprintln!("{line}");
+    }
     eprintln!("{cycles} crash cycles in {:?}", started.elapsed());
 }

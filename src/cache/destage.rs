@@ -83,6 +83,7 @@ impl Cache {
         let mut destaging = false;
         let mut host_writes = self.counters.blocks_written.load(Ordering::Relaxed);
         let mut quiet_since = Instant::now();
+        let mut last_checkpoint = Instant::now();
         loop {
             if self.meta.has_failed() {
                 return;
@@ -90,7 +91,24 @@ impl Cache {
             let shutdown = self.shutdown.load(Ordering::Acquire);
             let dirty = self.dirty_blocks.load(Ordering::Acquire);
             let journal = self.meta.journal();
-            let journal_pressure = journal.used() > journal.region_len() / 2;
+            let journal_used = journal.used();
+            let journal_pressure = journal_used > journal.region_len() / 4;
+            // Checkpoints keep the journal (and so the recovery time) short; the vault
+            // copies of blocks still dirty hold its tail, so destage goes oldest first.
+            let checkpoint_due = (journal_used > journal.region_len() / 8
+                && last_checkpoint.elapsed() > Duration::from_secs(2))
+                || (journal_used > journal.region_len() / 2
+                    && last_checkpoint.elapsed() > Duration::from_millis(200));
+            if checkpoint_due {
+                if let Err(err) = self.checkpoint() {
+                    eprintln!("troika: checkpoint failed: {err}");
+                    self.meta.fail();
+                    self.signals.space.notify_all();
+                    return;
+                }
+                last_checkpoint = Instant::now();
+                self.signals.space.notify_all();
+            }
             let pressure = self.slot_pressure.swap(false, Ordering::AcqRel);
             let written = self.counters.blocks_written.load(Ordering::Relaxed);
             if written != host_writes {
@@ -132,14 +150,6 @@ impl Cache {
                     return;
                 }
                 self.signals.space.notify_all();
-                continue;
-            }
-            if journal_pressure || (dirty == 0 && journal.used() > journal.region_len() / 4) {
-                if let Err(err) = self.checkpoint() {
-                    eprintln!("troika: checkpoint failed: {err}");
-                    self.meta.fail();
-                    return;
-                }
                 continue;
             }
             if shutdown {

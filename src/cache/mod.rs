@@ -599,7 +599,8 @@ impl Cache {
                 }
             }
         }
-        self.meta.trim_locked(&mut state, volume, start, end, generation);
+        self.meta
+            .trim_locked(&mut state, volume, start, end, generation);
         drop(state);
         if released > 0 {
             self.dirty_blocks.fetch_sub(released, Ordering::AcqRel);
