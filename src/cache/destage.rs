@@ -78,10 +78,10 @@ impl Cache {
         };
         let clean_below = (geometry.segments() / 32).max(3);
         // Hot data stays in cache: destage starts at the high watermark and goes down to
-        // the low one. When hosts stop writing for a while, everything is written out so
-        // the vault and the recovery time stay small.
+        // the low one. When hosts stop doing I/O for a while, everything is written out so
+        // the vault and the recovery time stay small without competing with host I/O.
         let mut destaging = false;
-        let mut host_writes = self.counters.blocks_written.load(Ordering::Relaxed);
+        let mut host_io = self.host_io();
         let mut quiet_since = Instant::now();
         let mut last_checkpoint = Instant::now();
         loop {
@@ -110,9 +110,9 @@ impl Cache {
                 self.signals.space.notify_all();
             }
             let pressure = self.slot_pressure.swap(false, Ordering::AcqRel);
-            let written = self.counters.blocks_written.load(Ordering::Relaxed);
-            if written != host_writes {
-                host_writes = written;
+            let io = self.host_io();
+            if io != host_io {
+                host_io = io;
                 quiet_since = Instant::now();
             }
             let idle = quiet_since.elapsed() > Duration::from_millis(500);
@@ -160,6 +160,13 @@ impl Cache {
                 .destage
                 .wait_for(&mut guard, Duration::from_millis(200));
         }
+    }
+
+    /// Blocks hosts have read or written so far (to tell when they go quiet).
+    fn host_io(&self) -> u64 {
+        self.counters.blocks_written.load(Ordering::Relaxed)
+            + self.counters.read_hits.load(Ordering::Relaxed)
+            + self.counters.read_misses.load(Ordering::Relaxed)
     }
 
     /// Gathers up to a batch of dirty blocks and writes them out.

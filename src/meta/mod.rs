@@ -14,6 +14,7 @@ pub mod checkpoint;
 pub mod journal;
 pub mod map;
 pub mod records;
+mod replay;
 pub mod store;
 pub mod usage;
 
