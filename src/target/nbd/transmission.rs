@@ -14,7 +14,10 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use parking_lot::Mutex;
+// std's mutex parks on a futex after a short spin; parking_lot's yields the CPU while
+// spinning, which under four workers per connection on two cores cost ~15% in
+// sched_yield (measured with perf on 4k random reads at queue depth 32).
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use super::handshake::Session;
 use super::proto::{self, Command, Errno, Negotiated, Rejection, Request, RequestError};
@@ -108,7 +111,7 @@ impl<'a> Connection<'a> {
         let mut buffers = WorkerBuffers::default();
         loop {
             let next = {
-                let mut reader = self.reader.lock();
+                let mut reader = lock(&self.reader);
                 if self.stop.load(Ordering::Acquire) {
                     return;
                 }
@@ -318,9 +321,15 @@ impl<'a> Connection<'a> {
     }
 
     fn write(&self, pieces: &[&[u8]]) -> std::io::Result<()> {
-        let _guard = self.writer.lock();
+        let _guard = lock(&self.writer);
         write_all(self.stream, pieces, self.shutdown)
     }
+}
+
+/// Locks a mutex; a worker that panicked holding it left nothing half-done that matters
+/// (the stream is closed on error), so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 fn failed<'b>(err: &crate::types::IoError, command: Command) -> Outcome<'b> {
