@@ -54,7 +54,9 @@ pub struct NbdConfig {
 impl Default for NbdConfig {
     fn default() -> Self {
         NbdConfig {
-            workers_per_connection: 4,
+            // Measured with fio over the nbd engine on 2 cores (64k 70/30 random mix at
+            // qd16): 4 workers 15.7k read IOPS, 8 workers 25.5k.
+            workers_per_connection: 8,
             max_payload: 32 * 1024 * 1024,
             min_block: 512,
             preferred_block: 4096,
