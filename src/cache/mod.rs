@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::io::{AlignedBuf, with_thread_ring};
+use crate::io::{AlignedBuf, BufferPool, with_thread_ring};
 use crate::meta::{BlockRead, MetaStore, RecoveredBlock, VolumeHandle};
 use crate::target::Extent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
@@ -78,6 +78,8 @@ pub struct Cache {
     slot_pressure: AtomicBool,
     shutdown: AtomicBool,
     destager: Mutex<Option<JoinHandle<()>>>,
+    /// Section buffers for prefetch (CACHE) requests, allocated once.
+    prefetch_buffers: Arc<BufferPool>,
     pub counters: CacheCounters,
 }
 
@@ -122,6 +124,7 @@ impl Cache {
             slot_pressure: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
             destager: Mutex::new(None),
+            prefetch_buffers: BufferPool::new(4, SECTION_SIZE),
             counters: CacheCounters::default(),
         });
         cache.install_recovered(recovered);
@@ -646,7 +649,7 @@ impl Cache {
     /// Brings a range into cache (reads and discards it), at most 64 MiB.
     pub fn prefetch(&self, volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
         Self::check_range(volume, offset, len)?;
-        let mut buf = vec![0u8; SECTION_SIZE];
+        let mut buf = self.prefetch_buffers.take();
         let len = len.min(64 << 20);
         let mut done = 0;
         while done < len {

@@ -25,7 +25,7 @@ use super::map::{BlockMap, MapEntry};
 use super::records;
 use super::replay::Replay;
 use super::usage::{PoolUsage, VolumeHandle};
-use crate::io::{Device, IoRing};
+use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
@@ -109,6 +109,7 @@ pub struct MetaStore {
     generation: AtomicU64,
     map_version: AtomicU64,
     usable_blocks: u64,
+    repair_rows: Arc<BufferPool>,
     failed: AtomicBool,
     pub counters: MetaCounters,
 }
@@ -239,6 +240,7 @@ impl MetaStore {
         )
         .map_err(media)?;
         let data_blocks = geometry.data_blocks();
+        let row_buffer_len = array.row_buffer_len();
         let reserve = (data_blocks / 8).max(6 * geometry.data_blocks_per_segment());
         let mut state = MetaState {
             catalog,
@@ -257,6 +259,7 @@ impl MetaStore {
             generation: AtomicU64::new(generation),
             map_version: AtomicU64::new(0),
             usable_blocks: data_blocks.saturating_sub(reserve),
+            repair_rows: BufferPool::new(2, row_buffer_len),
             failed: AtomicBool::new(false),
             counters: MetaCounters::default(),
         };
@@ -529,7 +532,9 @@ impl MetaStore {
                         detail: err.to_string(),
                     }
                 })?;
-            let mut row = crate::io::AlignedBuf::new(self.array.row_buffer_len());
+            // Repairs share a small fixed set of row buffers: a storm of bad blocks waits
+            // for one instead of allocating without bound.
+            let mut row = self.repair_rows.take();
             if self
                 .array
                 .repair_block(ring, &mut codec, entry.phys, &verify, &mut row, buf)
