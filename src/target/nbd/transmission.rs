@@ -3,9 +3,10 @@
 //! any lock held, and writing its reply under the write lock. Replies therefore go out in
 //! completion order, matched to requests by cookie.
 //!
-//! Each worker owns its buffers (payload, extents, block-status reply) and grows them to
-//! the largest request it has seen, capped by the maximum payload, so steady-state I/O
-//! allocates nothing.
+//! Each worker owns its buffers (payload, extents, block-status reply) and keeps them
+//! between requests, so steady-state I/O allocates nothing. Payload memory beyond 1 MiB
+//! per worker is taken from a process-wide budget for the duration of one request and
+//! given back after it, so memory stays bounded however many clients send 32 MiB requests.
 //!
 //! The connection stops (the `stop` flag) on `NBD_CMD_DISC`, on a stream that cannot be
 //! trusted any more (bad magic, truncated frame, oversized payload, I/O error), and at
@@ -59,8 +60,65 @@ enum Next {
 #[derive(Default)]
 struct WorkerBuffers {
     payload: Vec<u8>,
+    /// Bytes of `payload` beyond [`SMALL_PAYLOAD`], taken from the process-wide budget.
+    budget_held: usize,
     extents: Vec<Extent>,
     status: Vec<u8>,
+}
+
+impl Drop for WorkerBuffers {
+    fn drop(&mut self) {
+        self.release_large();
+    }
+}
+
+/// Payload bytes every worker may keep between requests.
+const SMALL_PAYLOAD: usize = 1 << 20;
+/// Payload bytes beyond [`SMALL_PAYLOAD`] that all workers of all connections may hold at
+/// once; a worker that needs more waits, so many clients sending maximal requests cannot
+/// make the process allocate without bound.
+const LARGE_PAYLOAD_BUDGET: usize = 256 << 20;
+
+static LARGE_PAYLOAD_USED: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
+static LARGE_PAYLOAD_FREED: std::sync::Condvar = std::sync::Condvar::new();
+
+impl WorkerBuffers {
+    /// The first `len` bytes of the payload buffer, grown (within the budget) if needed.
+    fn payload(&mut self, len: usize) -> &mut [u8] {
+        let beyond = len.saturating_sub(SMALL_PAYLOAD);
+        if beyond > self.budget_held {
+            let more = beyond - self.budget_held;
+            let mut used = LARGE_PAYLOAD_USED
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            while *used + more > LARGE_PAYLOAD_BUDGET {
+                used = LARGE_PAYLOAD_FREED
+                    .wait(used)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            *used += more;
+            self.budget_held = beyond;
+        }
+        if self.payload.len() < len {
+            self.payload.resize(len, 0);
+        }
+        &mut self.payload[..len]
+    }
+
+    /// Gives large payload memory back after a request (also on drop).
+    fn release_large(&mut self) {
+        if self.budget_held == 0 {
+            return;
+        }
+        self.payload.truncate(SMALL_PAYLOAD);
+        self.payload.shrink_to(SMALL_PAYLOAD);
+        let mut used = LARGE_PAYLOAD_USED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *used -= self.budget_held;
+        self.budget_held = 0;
+        LARGE_PAYLOAD_FREED.notify_all();
+    }
 }
 
 /// How a request ended, ready to be encoded.
@@ -118,7 +176,7 @@ impl<'a> Connection<'a> {
                 let next = if reader.stop_requested() {
                     Next::End
                 } else {
-                    self.next_request(&mut reader, &mut buffers.payload)
+                    self.next_request(&mut reader, &mut buffers)
                 };
                 if matches!(next, Next::End) {
                     // Set while still holding the reader, so no other worker starts a read.
@@ -137,6 +195,7 @@ impl<'a> Connection<'a> {
                     self.send(request.cookie, outcome)
                 }
             };
+            buffers.release_large();
             if sent.is_err() {
                 self.stop.store(true, Ordering::Release);
                 self.stream.shutdown();
@@ -158,7 +217,7 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads the next request and its payload. Called with the read lock held.
-    fn next_request(&self, reader: &mut FrameReader<'_>, payload: &mut Vec<u8>) -> Next {
+    fn next_request(&self, reader: &mut FrameReader<'_>, buffers: &mut WorkerBuffers) -> Next {
         let mut header = [0u8; proto::REQUEST_HEADER_LEN];
         if reader.read_exact(&mut header).is_err() {
             return Next::End;
@@ -195,10 +254,7 @@ impl<'a> Connection<'a> {
             }
             Command::Write => {
                 let len = request.length as usize;
-                if payload.len() < len {
-                    payload.resize(len, 0);
-                }
-                if reader.read_exact(&mut payload[..len]).is_err() {
+                if reader.read_exact(buffers.payload(len)).is_err() {
                     return Next::End;
                 }
             }
@@ -221,10 +277,7 @@ impl<'a> Connection<'a> {
         let fua = request.has(proto::CMD_FLAG_FUA);
         let result = match request.command {
             Command::Read => {
-                if buffers.payload.len() < len {
-                    buffers.payload.resize(len, 0);
-                }
-                let data = &mut buffers.payload[..len];
+                let data = buffers.payload(len);
                 if len > 0
                     && let Err(err) = target.read(offset, data)
                 {
