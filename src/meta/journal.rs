@@ -249,16 +249,26 @@ impl Journal {
             let chunk_end = batch_end(payload, offset);
             let chunk = &payload[offset..chunk_end];
             let total = round_up((HEADER_LEN + chunk.len()) as u64);
-            let mut at = self
-                .place(lsn, total, ring, batch)
-                .map_err(|err| failed(err.to_string()))?;
-            if at + total - tail > self.region_len {
+            // Check for room before writing anything, the wrap header included: with a
+            // full region it would land on the oldest records still needed.
+            let within = *lsn % self.region_len;
+            let wraps = within + total > self.region_len;
+            let start = if wraps {
+                *lsn + self.region_len - within
+            } else {
+                *lsn
+            };
+            if start + total - tail > self.region_len {
                 return Err(JournalError::Full {
                     device: self.device.path().display().to_string(),
                     used: *lsn - tail,
                     len: self.region_len,
                 });
             }
+            let mut at = self
+                .place(lsn, total, ring, batch)
+                .map_err(|err| failed(err.to_string()))?;
+            debug_assert_eq!(at, start);
             let count = if first { records } else { 0 };
             first = false;
             let buf = &mut batch[..total as usize];
@@ -312,7 +322,12 @@ impl Journal {
         mut visit: impl FnMut(u64, u8, &[u8]),
     ) -> io::Result<ReplaySummary> {
         let mut ring = IoRing::new(32)?;
-        let mut buf = AlignedBuf::new(MAX_BATCH);
+        // Replay reads the log in large windows (one read brings many batches).
+        let mut window = ReadWindow {
+            buf: AlignedBuf::new(REPLAY_WINDOW),
+            start: 0,
+            len: 0,
+        };
         let mut lsn = from;
         let mut summary = ReplaySummary::default();
         loop {
@@ -321,8 +336,11 @@ impl Journal {
                 lsn += region_len - within;
                 continue;
             }
-            ring.read_at(device, region_start + within, &mut buf[..PAGE as usize])?;
-            let Some(header) = read_header(&buf[..HEADER_LEN], lsn) else {
+            let read = |window: &mut ReadWindow, ring: &mut IoRing, len: u64| {
+                window.ensure(ring, device, region_start, region_len, lsn, len)
+            };
+            read(&mut window, &mut ring, PAGE)?;
+            let Some(header) = read_header(window.bytes(lsn, HEADER_LEN as u64), lsn) else {
                 break;
             };
             if header.kind == KIND_WRAP {
@@ -333,13 +351,8 @@ impl Journal {
             if header.payload_len as usize > MAX_BATCH - HEADER_LEN || within + total > region_len {
                 break;
             }
-            if total > PAGE {
-                ring.read_at(
-                    device,
-                    region_start + within + PAGE,
-                    &mut buf[PAGE as usize..total as usize],
-                )?;
-            }
+            read(&mut window, &mut ring, total)?;
+            let buf = window.bytes(lsn, total);
             let payload = &buf[HEADER_LEN..HEADER_LEN + header.payload_len as usize];
             if xxh3_64(payload) != header.payload_sum {
                 break;
@@ -361,6 +374,47 @@ impl Journal {
         }
         summary.end_lsn = lsn;
         Ok(summary)
+    }
+}
+
+const REPLAY_WINDOW: usize = 2 * MAX_BATCH;
+
+/// A buffer holding `len` bytes of the log from LSN `start`.
+struct ReadWindow {
+    buf: AlignedBuf,
+    start: u64,
+    len: u64,
+}
+
+impl ReadWindow {
+    /// Makes `[lsn, lsn + len)` available (it never straddles the end of the region).
+    fn ensure(
+        &mut self,
+        ring: &mut IoRing,
+        device: &Device,
+        region_start: u64,
+        region_len: u64,
+        lsn: u64,
+        len: u64,
+    ) -> io::Result<()> {
+        if lsn >= self.start && lsn + len <= self.start + self.len {
+            return Ok(());
+        }
+        let within = lsn % region_len;
+        let read = (REPLAY_WINDOW as u64).min(region_len - within);
+        ring.read_at(
+            device,
+            region_start + within,
+            &mut self.buf[..read as usize],
+        )?;
+        self.start = lsn;
+        self.len = read;
+        Ok(())
+    }
+
+    fn bytes(&self, lsn: u64, len: u64) -> &[u8] {
+        let at = (lsn - self.start) as usize;
+        &self.buf[at..at + len as usize]
     }
 }
 
