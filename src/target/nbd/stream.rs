@@ -7,6 +7,7 @@
 
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -59,6 +60,23 @@ impl Stream {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
         };
+    }
+
+    /// True when bytes can be read right now without blocking.
+    fn readable_now(&self) -> bool {
+        let fd = match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+        };
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: `poll` reads and writes exactly the one pollfd we pass, which lives on
+        // our stack for the duration of the call; a zero timeout never blocks.
+        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
+        ready > 0 && poll.revents & libc::POLLIN != 0
     }
 
     fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
@@ -129,6 +147,11 @@ impl<'a> FrameReader<'a> {
 
     /// True when a stop flag is set and nothing is buffered: the point between frames where
     /// a connection may end without cutting a request in half.
+    /// True when another request has (at least partly) arrived: buffered or readable.
+    pub(super) fn has_pending(&self) -> bool {
+        self.start < self.end || self.stream.readable_now()
+    }
+
     pub(super) fn stop_requested(&self) -> bool {
         self.start == self.end && self.should_stop()
     }

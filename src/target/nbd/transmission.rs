@@ -72,6 +72,12 @@ impl Drop for WorkerBuffers {
     }
 }
 
+/// Largest READ or WRITE a worker serves without handing the reader to another worker
+/// when nothing else is waiting. Larger transfers take long enough to send that a request
+/// arriving meanwhile should not wait for them (64k mixed I/O at qd16 lost ~20% when all
+/// sizes were served this way; 4k writes at qd1 gained 30-50%).
+const QUICK_REQUEST_BYTES: u32 = 8 * 1024;
+
 /// Payload bytes every worker may keep between requests.
 const SMALL_PAYLOAD: usize = 1 << 20;
 /// Payload bytes beyond [`SMALL_PAYLOAD`] that all workers of all connections may hold at
@@ -167,23 +173,37 @@ impl<'a> Connection<'a> {
 
     fn worker(&self) {
         let mut buffers = WorkerBuffers::default();
+        let mut held: Option<MutexGuard<'_, FrameReader<'a>>> = None;
         loop {
-            let next = {
-                let mut reader = lock(&self.reader);
-                if self.stop.load(Ordering::Acquire) {
-                    return;
-                }
-                let next = if reader.stop_requested() {
-                    Next::End
-                } else {
-                    self.next_request(&mut reader, &mut buffers)
-                };
-                if matches!(next, Next::End) {
-                    // Set while still holding the reader, so no other worker starts a read.
-                    self.stop.store(true, Ordering::Release);
-                }
-                next
+            let mut reader = match held.take() {
+                Some(reader) => reader,
+                None => lock(&self.reader),
             };
+            if self.stop.load(Ordering::Acquire) {
+                return;
+            }
+            let next = if reader.stop_requested() {
+                Next::End
+            } else {
+                self.next_request(&mut reader, &mut buffers)
+            };
+            if matches!(next, Next::End) {
+                // Set while still holding the reader, so no other worker starts a read.
+                self.stop.store(true, Ordering::Release);
+                return;
+            }
+            // A lone, quick request (nothing else has arrived) is served by the worker
+            // that read it without letting go of the reader: waking another worker to
+            // wait for the next request would cost more than the request itself.
+            let quick = matches!(&next, Next::Execute(request)
+                if matches!(request.command, Command::Read | Command::Write)
+                    && request.length <= QUICK_REQUEST_BYTES
+                    && !request.has(proto::CMD_FLAG_FUA));
+            if quick && !reader.has_pending() {
+                held = Some(reader);
+            } else {
+                drop(reader);
+            }
             let sent = match next {
                 Next::End => return,
                 Next::Reject { cookie, rejection } => self.send(
