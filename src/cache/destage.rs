@@ -92,7 +92,10 @@ impl Cache {
             let dirty = self.dirty_blocks.load(Ordering::Acquire);
             let journal = self.meta.journal();
             let journal_used = journal.used();
-            let journal_pressure = journal_used > journal.region_len() / 4;
+            // The vault copies of dirty blocks pin the journal: past a quarter of it they
+            // are destaged while hosts are quiet, past half of it whatever hosts do.
+            let journal_filling = journal_used > journal.region_len() / 4;
+            let journal_pressure = journal_used > journal.region_len() / 2;
             // Checkpoints keep the journal (and so the recovery time) short; the vault
             // copies of blocks still dirty hold its tail, so destage goes oldest first.
             let checkpoint_due = (journal_used > journal.region_len() / 8
@@ -125,6 +128,7 @@ impl Cache {
                 || journal_pressure
                 || pressure
                 || idle
+                || (journal_filling && quiet_since.elapsed() > Duration::from_millis(100))
                 || destaging;
             // Keep free segments ahead of destage: clean the emptiest segments first.
             let mut cleaned = 0;
