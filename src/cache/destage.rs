@@ -360,9 +360,7 @@ impl Cache {
                         let mut shard = self.shards[shard].inner.lock();
                         let entry = &mut shard.slots[slot as usize];
                         let bit = 1u16 << bit_index;
-                        let still = entry.key == Some(key)
-                            && entry.dirty & bit != 0
-                            && entry.generation[bit_index] == block.generation;
+                        let still = entry.holds_dirty(key, bit_index, block.generation);
                         if still && !state.maps.contains_key(&block.volume) {
                             // The volume was deleted while this write was in flight.
                             entry.dirty &= !bit;
@@ -459,10 +457,7 @@ impl Cache {
                     let mut shard = self.shards[shard].inner.lock();
                     let entry = &mut shard.slots[slot as usize];
                     let bit = 1u16 << bit_index;
-                    if entry.key == Some(key)
-                        && entry.dirty & bit != 0
-                        && entry.generation[bit_index] == block.generation
-                    {
+                    if entry.holds_dirty(key, bit_index, block.generation) {
                         entry.dirty &= !bit;
                         entry.unvaulted &= !bit;
                         cleaned += 1;

@@ -40,6 +40,14 @@ pub struct Slot {
 }
 
 impl Slot {
+    /// True while the slot still holds block `block` of section `key` dirty at `generation`
+    /// (not rewritten, discarded, destaged or evicted since).
+    pub fn holds_dirty(&self, key: SectionKey, block: usize, generation: u64) -> bool {
+        self.key == Some(key)
+            && self.dirty & (1 << block) != 0
+            && self.generation[block] == generation
+    }
+
     fn empty() -> Slot {
         Slot {
             key: None,

@@ -100,10 +100,7 @@ impl Cache {
                 let mut shard = self.shards[vaulted.shard].inner.lock();
                 let entry = &mut shard.slots[vaulted.slot as usize];
                 let bit = 1u16 << vaulted.block;
-                if entry.key == Some(vaulted.key)
-                    && entry.dirty & bit != 0
-                    && entry.generation[vaulted.block] == vaulted.generation
-                {
+                if entry.holds_dirty(vaulted.key, vaulted.block, vaulted.generation) {
                     entry.unvaulted &= !bit;
                     entry.vault_lsn = entry.vault_lsn.min(floor);
                 }

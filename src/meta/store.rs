@@ -373,12 +373,7 @@ impl MetaStore {
 
     pub fn delete_pool(&self, id: u32) -> Result<PoolRecord, MetaError> {
         let mut state = self.state_mut();
-        let pool = state
-            .catalog
-            .pools
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MetaError::PoolNotFound(id.to_string()))?;
+        let pool = pool_record(&state, id)?;
         if state
             .catalog
             .volumes
@@ -406,12 +401,7 @@ impl MetaStore {
                 name: name.into(),
             });
         }
-        let pool = state
-            .catalog
-            .pools
-            .get(&pool_id)
-            .cloned()
-            .ok_or_else(|| MetaError::PoolNotFound(pool_id.to_string()))?;
+        let pool = pool_record(&state, pool_id)?;
         check_virtual(&state, &pool, size, None)?;
         let volume = VolumeRecord {
             id: state.catalog.next_volume_id,
@@ -429,12 +419,7 @@ impl MetaStore {
     /// must already have dropped its blocks there).
     pub fn resize_volume(&self, id: u32, size: u64) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
-        let volume = state
-            .catalog
-            .volumes
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))?;
+        let volume = volume_record(&state, id)?;
         validate_volume_size(&volume.name, size)?;
         let pool = state.catalog.pools[&volume.pool_id].clone();
         check_virtual(&state, &pool, size, Some(id))?;
@@ -455,12 +440,7 @@ impl MetaStore {
     /// Deletes a volume and releases its space (the cache must already have dropped it).
     pub fn delete_volume(&self, id: u32) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
-        let volume = state
-            .catalog
-            .volumes
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))?;
+        let volume = volume_record(&state, id)?;
         if let Some(handle) = state.volumes.get(&id) {
             handle.deleted.store(true, Ordering::Release);
         }
@@ -661,6 +641,24 @@ fn rebuild_handles(state: &mut MetaState) {
         }
         keep
     });
+}
+
+fn pool_record(state: &MetaState, id: u32) -> Result<PoolRecord, MetaError> {
+    state
+        .catalog
+        .pools
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| MetaError::PoolNotFound(id.to_string()))
+}
+
+fn volume_record(state: &MetaState, id: u32) -> Result<VolumeRecord, MetaError> {
+    state
+        .catalog
+        .volumes
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))
 }
 
 fn validate_name(name: &str) -> Result<(), MetaError> {
