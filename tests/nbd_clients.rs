@@ -218,7 +218,14 @@ fn nbdinfo_map_shows_holes_and_data() {
 }
 
 fn fio(node: &TestNode, uri: &str, job: &[&str]) {
-    let mut args = vec!["--ioengine=nbd".to_string(), format!("--uri={uri}")];
+    // fio writes its verify state files into the working directory: keep them in the
+    // node's temporary directory, not in the source tree.
+    let mut args = vec![
+        "--ioengine=nbd".to_string(),
+        format!("--uri={uri}"),
+        format!("--directory={}", node.data().display()),
+        "--verify_state_save=0".to_string(),
+    ];
     args.extend(job.iter().map(|s| s.to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = run("fio", &args);
