@@ -172,24 +172,38 @@ impl Cache {
         self.signals.destage.notify_one();
     }
 
+    /// One back-pressure wait: wakes the destage thread and sleeps until it signals space
+    /// or `period` passes. The 120 s limit starts at the first wait (`deadline` is `None`
+    /// until then), so the fast path reads no clock; past it, `stuck` is the error.
+    fn wait_for_space(
+        &self,
+        deadline: &mut Option<Instant>,
+        period: Duration,
+        stuck: impl FnOnce() -> IoError,
+    ) -> Result<(), IoError> {
+        if self.shutdown.load(Ordering::Acquire) {
+            return Err(IoError::ShuttingDown);
+        }
+        let limit = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(120));
+        if Instant::now() > limit || self.meta.has_failed() {
+            return Err(stuck());
+        }
+        self.kick_destage();
+        let mut guard = self.signals.lock.lock();
+        self.signals.space.wait_for(&mut guard, period);
+        Ok(())
+    }
+
     /// Waits while dirty data fills the cache (back-pressure on writers).
     fn wait_for_dirty_room(&self) -> Result<(), IoError> {
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut deadline = None;
         while self.dirty_blocks.load(Ordering::Acquire) >= self.dirty_limit {
-            if self.shutdown.load(Ordering::Acquire) {
-                return Err(IoError::ShuttingDown);
-            }
-            if Instant::now() > deadline {
-                return Err(IoError::Media {
+            self.wait_for_space(&mut deadline, Duration::from_millis(20), || {
+                IoError::Media {
                     volume: String::new(),
                     detail: "destage made no progress for 120 s; check the NL-SAS devices".into(),
-                });
-            }
-            self.kick_destage();
-            let mut guard = self.signals.lock.lock();
-            self.signals
-                .space
-                .wait_for(&mut guard, Duration::from_millis(20));
+                }
+            })?;
         }
         Ok(())
     }
@@ -233,26 +247,16 @@ impl Cache {
         let last_block = (within + data.len() - 1) / BLOCK_SIZE;
         let base_lba = section * BLOCKS_PER_SECTION as u64;
         let mut looked_up: Option<u16> = None;
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut deadline = None;
         loop {
             let mut shard = self.shard(key).inner.lock();
             let Some(slot) = shard.find_or_insert(key) else {
                 drop(shard);
-                if self.shutdown.load(Ordering::Acquire) {
-                    return Err(IoError::ShuttingDown);
-                }
-                if Instant::now() > deadline || self.meta.has_failed() {
-                    return Err(IoError::Media {
-                        volume: volume.name.clone(),
-                        detail: "no cache slot came free for 120 s; destage is stuck, check the NL-SAS devices".into(),
-                    });
-                }
                 self.slot_pressure.store(true, Ordering::Release);
-                self.kick_destage();
-                let mut guard = self.signals.lock.lock();
-                self.signals
-                    .space
-                    .wait_for(&mut guard, Duration::from_millis(10));
+                self.wait_for_space(&mut deadline, Duration::from_millis(10), || IoError::Media {
+                    volume: volume.name.clone(),
+                    detail: "no cache slot came free for 120 s; destage is stuck, check the NL-SAS devices".into(),
+                })?;
                 continue;
             };
             // Partial blocks need their current bytes first.
@@ -364,7 +368,7 @@ impl Cache {
             let version = self.meta.map_version();
             let outcome =
                 with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
-            self.install_clean(volume, key, block, &scratch, version, outcome);
+            self.install_clean(key, block, &scratch, version, outcome);
             Ok(())
         })
     }
@@ -372,7 +376,6 @@ impl Cache {
     /// Installs bytes read from the array, unless the block changed meanwhile.
     fn install_clean(
         &self,
-        volume: &VolumeHandle,
         key: SectionKey,
         block: usize,
         bytes: &[u8],
@@ -404,7 +407,6 @@ impl Cache {
             shard.queue_unvaulted(slot);
             drop(shard);
             self.dirty_blocks.fetch_add(1, Ordering::AcqRel);
-            let _ = volume;
         }
     }
 
@@ -487,7 +489,7 @@ impl Cache {
                         &scratch[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE],
                     );
                     if outcome != BlockRead::Unmapped {
-                        self.install_clean(volume, key, block, &scratch, version, outcome);
+                        self.install_clean(key, block, &scratch, version, outcome);
                     }
                 }
             }

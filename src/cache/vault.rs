@@ -4,7 +4,7 @@
 //! between the computed replay floor and the checkpoint) and re-installs recovered blocks.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::Cache;
 use crate::meta::RecoveredBlock;
@@ -26,7 +26,6 @@ struct Vaulted {
 pub struct FlushState {
     headers: Vec<(u32, u64, u64)>,
     data: Vec<u8>,
-    vaulted: Vec<Vaulted>,
     pending: Vec<Vaulted>,
 }
 
@@ -37,12 +36,11 @@ impl Cache {
         self.wait_for_journal_room()?;
         let mut state = self.flush_lock.lock();
         let state = &mut *state;
-        state.vaulted.clear();
         for (index, shard) in self.shards.iter().enumerate() {
             let mut shard = shard.inner.lock();
-            let slots = std::mem::take(&mut shard.unvaulted);
-            for slot in &slots {
-                let entry = &mut shard.slots[*slot as usize];
+            let mut slots = std::mem::take(&mut shard.unvaulted);
+            for &slot in &slots {
+                let entry = &mut shard.slots[slot as usize];
                 if !entry.in_unvaulted {
                     continue;
                 }
@@ -50,34 +48,27 @@ impl Cache {
                 let Some(key) = entry.key else { continue };
                 let pending = entry.unvaulted & entry.dirty;
                 for block in 0..BLOCKS_PER_SECTION {
-                    if pending & (1 << block) != 0 {
-                        let generation = shard.slots[*slot as usize].generation[block];
-                        state.vaulted.push(Vaulted {
-                            shard: index,
-                            slot: *slot,
-                            key,
-                            block,
-                            generation,
-                        });
+                    if pending & (1 << block) == 0 {
+                        continue;
                     }
+                    // Copy the data while the shard is locked.
+                    let generation = shard.slots[slot as usize].generation[block];
+                    let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
+                    state.headers.push((key.0, lba, generation));
+                    state.data.extend_from_slice(shard.block(slot, block));
+                    state.pending.push(Vaulted {
+                        shard: index,
+                        slot,
+                        key,
+                        block,
+                        generation,
+                    });
                 }
             }
-            let mut slots = slots;
+            // Give the (now processed) list's capacity back to the shard.
             slots.clear();
             if shard.unvaulted.is_empty() {
                 shard.unvaulted = slots;
-            }
-            // Copy the data while the shard is locked.
-            let start = state.pending.len();
-            state
-                .pending
-                .extend(state.vaulted.iter().filter(|v| v.shard == index).copied());
-            for vaulted in &state.pending[start..] {
-                let lba = vaulted.key.1 * BLOCKS_PER_SECTION as u64 + vaulted.block as u64;
-                state.headers.push((vaulted.key.0, lba, vaulted.generation));
-                state
-                    .data
-                    .extend_from_slice(shard.block(vaulted.slot, vaulted.block));
             }
         }
         let journal = self.meta.journal();
@@ -123,25 +114,20 @@ impl Cache {
     /// Waits while the journal is too full to take the vault copy of the dirty data.
     fn wait_for_journal_room(&self) -> Result<(), IoError> {
         let journal = self.meta.journal();
-        let deadline = Instant::now() + Duration::from_secs(120);
+        let mut deadline = None;
         loop {
             let need = self.dirty_blocks.load(Ordering::Acquire) * (BLOCK_SIZE as u64 + 32);
             if journal.used() + need <= journal.region_len() / 10 * 8 {
                 return Ok(());
             }
-            if self.meta.has_failed() || Instant::now() > deadline {
-                return Err(IoError::Media {
+            // Past half the journal the destage thread drains and checkpoints by itself.
+            self.wait_for_space(&mut deadline, Duration::from_millis(10), || {
+                IoError::Media {
                     volume: String::new(),
                     detail: "the vault journal stayed full; check the SSD and NL-SAS devices"
                         .into(),
-                });
-            }
-            self.drain_requested.store(true, Ordering::Release);
-            self.kick_destage();
-            let mut guard = self.signals.lock.lock();
-            self.signals
-                .space
-                .wait_for(&mut guard, Duration::from_millis(10));
+                }
+            })?;
         }
     }
 

@@ -125,12 +125,11 @@ impl NbdClient {
         Ok(error)
     }
 
-    fn check(error: u32, what: &str) -> io::Result<()> {
+    fn check(error: u32) -> io::Result<()> {
         if error == 0 {
             Ok(())
         } else {
-            // Keep the raw errno so tests can check it; `what` names the command for logs.
-            let _ = what;
+            // Keep the raw errno so tests can check it.
             Err(io::Error::from_raw_os_error(error as i32))
         }
     }
@@ -138,26 +137,26 @@ impl NbdClient {
     pub fn write(&mut self, offset: u64, data: &[u8], flags: u16) -> io::Result<()> {
         self.request(CMD_WRITE, flags, offset, data.len() as u32, data)?;
         let error = self.reply()?;
-        Self::check(error, "write")
+        Self::check(error)
     }
 
     pub fn read(&mut self, offset: u64, buf: &mut [u8]) -> io::Result<()> {
         self.request(CMD_READ, 0, offset, buf.len() as u32, &[])?;
         let error = self.reply()?;
-        Self::check(error, "read")?;
+        Self::check(error)?;
         self.stream.read_exact(buf)
     }
 
     pub fn flush(&mut self) -> io::Result<()> {
         self.request(CMD_FLUSH, 0, 0, 0, &[])?;
         let error = self.reply()?;
-        Self::check(error, "flush")
+        Self::check(error)
     }
 
     pub fn trim(&mut self, offset: u64, len: u32) -> io::Result<()> {
         self.request(CMD_TRIM, 0, offset, len, &[])?;
         let error = self.reply()?;
-        Self::check(error, "trim")
+        Self::check(error)
     }
 
     /// Sends a command and returns the raw errno of its reply (for error-path tests).
