@@ -37,34 +37,47 @@ enum Command {
         /// NBD TCP address; `none` to serve only on DATA/nbd.sock.
         #[arg(long, default_value = "127.0.0.1:10809")]
         nbd_listen: String,
+        /// REST API TCP address (authenticated); `none` to serve only DATA/troika.sock.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        mgmt_listen: String,
     },
     #[command(flatten)]
     Manage(CliCommand),
 }
 
-fn serve(data: PathBuf, hw: Option<PathBuf>, nbd_listen: &str) -> anyhow::Result<()> {
+/// `ADDR` or `none`.
+fn listen_address(flag: &str, value: &str, example: &str) -> anyhow::Result<Option<SocketAddr>> {
+    if value == "none" {
+        return Ok(None);
+    }
+    value.parse::<SocketAddr>().map(Some).map_err(|err| {
+        anyhow::anyhow!("--{flag} {value:?} is not an address like {example} or none: {err}")
+    })
+}
+
+fn serve(
+    data: PathBuf,
+    hw: Option<PathBuf>,
+    nbd_listen: &str,
+    mgmt_listen: &str,
+) -> anyhow::Result<()> {
     let model = match hw {
         Some(path) => HwModel::load(&path).map_err(|err| anyhow::anyhow!("{err}"))?,
         None => HwModel::embedded_default(),
     };
-    let nbd_tcp = if nbd_listen == "none" {
-        None
-    } else {
-        Some(nbd_listen.parse::<SocketAddr>().map_err(|err| {
-            anyhow::anyhow!(
-                "--nbd-listen {nbd_listen:?} is not an address like 127.0.0.1:10809: {err}"
-            )
-        })?)
-    };
+    let nbd_tcp = listen_address("nbd-listen", nbd_listen, "127.0.0.1:10809")?;
+    let mgmt_tcp = listen_address("mgmt-listen", mgmt_listen, "127.0.0.1:8080")?;
     let node = Node::start(
         model,
         &NodeOptions {
             data_dir: data,
             nbd_tcp,
+            mgmt_tcp,
         },
     )?;
     eprintln!(
-        "troika: serving; management on the data directory's troika.sock, NBD on nbd.sock{}",
+        "troika: serving; management on the data directory's troika.sock{}, NBD on nbd.sock{}",
+        mgmt_tcp.map(|a| format!(" and http://{a}")).unwrap_or_default(),
         nbd_tcp.map(|a| format!(" and {a}")).unwrap_or_default()
     );
     node.run_until_signal()
@@ -73,7 +86,11 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, nbd_listen: &str) -> anyhow::Result
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve { hw, nbd_listen } => match serve(cli.data, hw, &nbd_listen) {
+        Command::Serve {
+            hw,
+            nbd_listen,
+            mgmt_listen,
+        } => match serve(cli.data, hw, &nbd_listen, &mgmt_listen) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("troika: error: {err:#}");

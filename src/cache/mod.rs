@@ -168,6 +168,29 @@ impl Cache {
         }
     }
 
+    /// Hosts may change the volume: it is not write-protected.
+    fn check_not_protected(volume: &VolumeHandle) -> Result<(), IoError> {
+        if volume.is_write_protected() {
+            return Err(IoError::ReadOnly {
+                volume: volume.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Hosts may write the volume: it is not write-protected and its pool is not LOCKED
+    /// (full). A locked pool refuses every write, including overwrites, until space is
+    /// freed, so no host sees some of its writes land and others not at random.
+    fn check_writable(volume: &VolumeHandle) -> Result<(), IoError> {
+        Self::check_not_protected(volume)?;
+        if volume.home_pool.is_full() {
+            return Err(IoError::NoSpace {
+                pool: volume.home_pool.name.clone(),
+            });
+        }
+        Ok(())
+    }
+
     fn kick_destage(&self) {
         self.signals.destage.notify_one();
     }
@@ -211,6 +234,7 @@ impl Cache {
     /// Writes `data` at byte `offset` of `volume` into cache.
     pub fn write(&self, volume: &VolumeHandle, offset: u64, data: &[u8]) -> Result<(), IoError> {
         Self::check_range(volume, offset, data.len() as u64)?;
+        Self::check_writable(volume)?;
         self.wait_for_dirty_room()?;
         let generation = self.meta.next_generation();
         let mut done = 0usize;
@@ -520,6 +544,7 @@ impl Cache {
     /// Makes `[offset, offset+len)` read as zeroes, releasing whole blocks' space.
     pub fn trim(&self, volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
         Self::check_range(volume, offset, len)?;
+        Self::check_not_protected(volume)?;
         if len == 0 {
             return Ok(());
         }

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-/// A pool.
+/// A pool. Fields added after the first release carry serde defaults, so catalogs
+/// written before them still load.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PoolRecord {
     pub id: u32,
@@ -14,6 +15,57 @@ pub struct PoolRecord {
     pub physical_capacity: u64,
     pub virtual_capacity: u64,
     pub created_at: u64,
+    /// Percent of physical capacity in use at which the pool warns.
+    #[serde(default = "default_warning_percent")]
+    pub physical_capacity_warning: u8,
+    /// Percent of physical capacity in use at which the pool is LIMITED (no new volumes,
+    /// no growing).
+    #[serde(default = "default_critical_percent")]
+    pub physical_capacity_critical: u8,
+    #[serde(default = "default_true")]
+    pub ssd_enabled: bool,
+    /// Users (by id) with the POOL_ADMIN role who may manage this pool.
+    #[serde(default)]
+    pub owners: Vec<u32>,
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+/// Default warning threshold, percent of physical capacity.
+pub const DEFAULT_WARNING_PERCENT: u8 = 80;
+/// Default critical threshold, percent of physical capacity.
+pub const DEFAULT_CRITICAL_PERCENT: u8 = 90;
+
+fn default_warning_percent() -> u8 {
+    DEFAULT_WARNING_PERCENT
+}
+
+fn default_critical_percent() -> u8 {
+    DEFAULT_CRITICAL_PERCENT
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// How a volume's space is provisioned.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Provisioning {
+    /// Space is taken from the pool as blocks are written.
+    #[default]
+    Thin,
+    /// The whole size is reserved in the pool at creation.
+    Thick,
+}
+
+impl Provisioning {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provisioning::Thin => "THIN",
+            Provisioning::Thick => "THICK",
+        }
+    }
 }
 
 /// A volume.
@@ -24,6 +76,50 @@ pub struct VolumeRecord {
     pub pool_id: u32,
     pub size: u64,
     pub created_at: u64,
+    #[serde(default)]
+    pub provtype: Provisioning,
+    /// Hosts may read but not write.
+    #[serde(default)]
+    pub write_protected: bool,
+    #[serde(default = "default_true")]
+    pub ssd_enabled: bool,
+    #[serde(default)]
+    pub updated_at: u64,
+}
+
+impl PoolRecord {
+    /// A pool with default thresholds, SSD enabled and no owners.
+    pub fn new(id: u32, name: &str, physical: u64, virtual_capacity: u64, now_ms: u64) -> Self {
+        PoolRecord {
+            id,
+            name: name.into(),
+            physical_capacity: physical,
+            virtual_capacity,
+            created_at: now_ms,
+            physical_capacity_warning: DEFAULT_WARNING_PERCENT,
+            physical_capacity_critical: DEFAULT_CRITICAL_PERCENT,
+            ssd_enabled: true,
+            owners: Vec::new(),
+            updated_at: now_ms,
+        }
+    }
+}
+
+impl VolumeRecord {
+    /// A thin, writable volume.
+    pub fn new(id: u32, name: &str, pool_id: u32, size: u64, now_ms: u64) -> Self {
+        VolumeRecord {
+            id,
+            name: name.into(),
+            pool_id,
+            size,
+            created_at: now_ms,
+            provtype: Provisioning::Thin,
+            write_protected: false,
+            ssd_enabled: true,
+            updated_at: now_ms,
+        }
+    }
 }
 
 /// One journaled change to the catalog.
@@ -34,6 +130,11 @@ pub enum CatalogOp {
     CreateVolume(VolumeRecord),
     ResizeVolume { id: u32, size: u64 },
     DeleteVolume { id: u32 },
+    /// Replaces a pool's settable fields (name, capacities, thresholds, owners, ...).
+    UpdatePool(PoolRecord),
+    /// Replaces a volume's settable fields (name, protection, ...); never its size, which
+    /// only `ResizeVolume` changes together with the map.
+    UpdateVolume(VolumeRecord),
 }
 
 /// Every pool and volume, and the next identifiers to hand out.
@@ -80,6 +181,18 @@ impl Catalog {
             CatalogOp::DeleteVolume { id } => {
                 self.volumes.remove(id);
             }
+            CatalogOp::UpdatePool(pool) => {
+                if let Some(current) = self.pools.get_mut(&pool.id) {
+                    *current = pool.clone();
+                }
+            }
+            CatalogOp::UpdateVolume(volume) => {
+                if let Some(current) = self.volumes.get_mut(&volume.id) {
+                    let size = current.size;
+                    *current = volume.clone();
+                    current.size = size;
+                }
+            }
         }
     }
 
@@ -99,31 +212,13 @@ mod tests {
     #[test]
     fn replaying_twice_changes_nothing() {
         let ops = [
-            CatalogOp::CreatePool(PoolRecord {
-                id: 1,
-                name: "p".into(),
-                physical_capacity: 1 << 30,
-                virtual_capacity: 1 << 30,
-                created_at: 0,
-            }),
-            CatalogOp::CreateVolume(VolumeRecord {
-                id: 1,
-                name: "v".into(),
-                pool_id: 1,
-                size: 1 << 20,
-                created_at: 0,
-            }),
+            CatalogOp::CreatePool(PoolRecord::new(1, "p", 1 << 30, 1 << 30, 0)),
+            CatalogOp::CreateVolume(VolumeRecord::new(1, "v", 1, 1 << 20, 0)),
             CatalogOp::ResizeVolume {
                 id: 1,
                 size: 2 << 20,
             },
-            CatalogOp::CreateVolume(VolumeRecord {
-                id: 2,
-                name: "w".into(),
-                pool_id: 1,
-                size: 1 << 20,
-                created_at: 0,
-            }),
+            CatalogOp::CreateVolume(VolumeRecord::new(2, "w", 1, 1 << 20, 0)),
             CatalogOp::DeleteVolume { id: 2 },
         ];
         let mut once = Catalog::new(5);
@@ -133,5 +228,29 @@ mod tests {
         assert_eq!(once, twice);
         assert_eq!(once.volumes[&1].size, 2 << 20);
         assert_eq!(once.next_volume_id, 3);
+    }
+
+    #[test]
+    fn updates_keep_the_size_and_records_from_before_the_new_fields_load() {
+        let mut catalog = Catalog::new(1);
+        catalog.apply(&CatalogOp::CreateVolume(VolumeRecord::new(1, "v", 1, 8192, 0)));
+        let mut renamed = VolumeRecord::new(1, "renamed", 1, 4096, 5);
+        renamed.write_protected = true;
+        catalog.apply(&CatalogOp::UpdateVolume(renamed));
+        assert_eq!(catalog.volumes[&1].name, "renamed");
+        assert_eq!(catalog.volumes[&1].size, 8192);
+        assert!(catalog.volumes[&1].write_protected);
+
+        let old: PoolRecord = serde_json::from_str(
+            r#"{"id":1,"name":"p","physical_capacity":1,"virtual_capacity":1,"created_at":0}"#,
+        )
+        .unwrap();
+        assert_eq!(old.physical_capacity_warning, DEFAULT_WARNING_PERCENT);
+        assert!(old.ssd_enabled && old.owners.is_empty());
+        let old: VolumeRecord = serde_json::from_str(
+            r#"{"id":1,"name":"v","pool_id":1,"size":4096,"created_at":0}"#,
+        )
+        .unwrap();
+        assert_eq!(old.provtype, Provisioning::Thin);
     }
 }

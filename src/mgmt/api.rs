@@ -8,15 +8,41 @@ use serde::{Deserialize, Serialize};
 pub struct SystemInfo {
     pub name: String,
     pub serial: u64,
+    /// InfiniBox's name for the serial; its clients read this one.
+    pub serial_number: u64,
+    /// The InfiniBox REST API level this node implements. InfiniBox clients check it
+    /// (infinisdk wants at least 2.0); troika's own release is `troika_version`.
     pub version: String,
+    pub troika_version: String,
     pub model: String,
-    /// NORMAL, DEGRADED, ...
+    /// ACTIVE, or FAILED after a durability error.
     pub state: String,
+    /// `{"state": ..., "read_only_system": false}` as InfiniBox shows it.
+    pub operational_state: OperationalState,
     /// Usable physical bytes on the NL-SAS tier (after parity and cleaning reserve).
     pub physical_capacity: u64,
     /// Sum of the pools' physical capacities.
     pub allocated_physical_capacity: u64,
+    /// Physical bytes not promised to any pool.
+    pub free_physical_capacity: u64,
+    /// Bytes written by hosts and held on media or in cache, over all pools.
+    pub used_physical_capacity: u64,
+    pub controllers: usize,
+    pub pools_count: u64,
+    pub volumes_count: u64,
+    /// Milliseconds since the Unix epoch when this process started serving.
+    pub started_at: u64,
 }
+
+/// The system's state in InfiniBox's shape.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct OperationalState {
+    pub state: String,
+    pub read_only_system: bool,
+}
+
+/// The InfiniBox REST API level the node implements (see [`SystemInfo::version`]).
+pub const API_LEVEL: &str = "2.0.0";
 
 /// `POST /api/rest/pools` body.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -40,10 +66,32 @@ pub struct PoolInfo {
     pub free_virtual_space: u64,
     /// Sum of the sizes of the pool's volumes.
     pub allocated_virtual_space: u64,
+    /// Percent of physical capacity in use at which the pool raises a warning.
+    pub physical_capacity_warning: u8,
+    /// Percent at which it raises a critical event and becomes LIMITED.
+    pub physical_capacity_critical: u8,
+    pub ssd_enabled: bool,
+    /// Ids of the POOL_ADMIN users who manage the pool.
+    pub owners: Vec<u32>,
     pub volumes_count: u64,
-    /// NORMAL, LIMITED or LOCKED.
+    /// NORMAL, LIMITED (critical threshold reached: no new or bigger volumes) or LOCKED
+    /// (full: hosts' writes are refused until space is freed).
     pub state: String,
     pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// `PUT /api/rest/pools/{id}` body: every field optional.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PoolUpdate {
+    pub name: Option<String>,
+    pub physical_capacity: Option<u64>,
+    pub virtual_capacity: Option<u64>,
+    pub physical_capacity_warning: Option<u8>,
+    pub physical_capacity_critical: Option<u8>,
+    pub ssd_enabled: Option<bool>,
+    pub owners: Option<Vec<u32>>,
 }
 
 /// `POST /api/rest/volumes` body.
@@ -55,6 +103,21 @@ pub struct VolumeCreate {
     /// THIN (default) or THICK.
     #[serde(default)]
     pub provtype: Option<String>,
+    #[serde(default)]
+    pub ssd_enabled: Option<bool>,
+    #[serde(default)]
+    pub write_protected: Option<bool>,
+}
+
+/// `PUT /api/rest/volumes/{id}` body: every field optional. A smaller `size` needs
+/// approval because it discards data.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeUpdate {
+    pub name: Option<String>,
+    pub size: Option<u64>,
+    pub write_protected: Option<bool>,
+    pub ssd_enabled: Option<bool>,
 }
 
 /// A volume as the API shows it.
@@ -69,13 +132,28 @@ pub struct VolumeInfo {
     /// MASTER (snapshots come later).
     #[serde(rename = "type")]
     pub volume_type: String,
+    /// The volume a snapshot was taken from; `0` for a master volume.
+    pub parent_id: u32,
+    /// The master volume of the snapshot family (the volume's own id for a master).
+    pub family_id: u32,
+    /// 0 for a master volume.
+    pub depth: u32,
+    pub has_children: bool,
     pub write_protected: bool,
+    pub ssd_enabled: bool,
     /// Bytes of the volume's own blocks on media or waiting in cache.
     pub used: u64,
     /// Same as `used` for thin volumes; the full size for thick ones.
     pub allocated: u64,
+    /// Whether the volume is mapped to a host (LUN mapping comes with iSCSI).
+    pub mapped: bool,
+    pub cg_id: Option<u32>,
+    pub lock_expires_at: Option<u64>,
+    /// UNLOCKED (snapshot locks come with snapshots).
+    pub lock_state: String,
     pub serial: String,
     pub created_at: u64,
+    pub updated_at: u64,
 }
 
 /// A control-plane failure: an InfiniBox error code, the HTTP status that goes with it and
@@ -116,6 +194,9 @@ impl MgmtError {
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new("BAD_REQUEST", 400, message)
     }
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new("INTERNAL_ERROR", 500, message)
+    }
 }
 
 /// What the REST server needs from the node. Every method is a whole, atomic control-plane
@@ -125,11 +206,15 @@ pub trait Management: Send + Sync {
     fn create_pool(&self, request: PoolCreate) -> Result<PoolInfo, MgmtError>;
     fn pools(&self) -> Vec<PoolInfo>;
     fn pool(&self, id: u32) -> Result<PoolInfo, MgmtError>;
+    /// Changes the fields given; capacities are checked against use and the system.
+    fn update_pool(&self, id: u32, update: PoolUpdate) -> Result<PoolInfo, MgmtError>;
     /// Refuses (`POOL_NOT_EMPTY`, 409) while the pool holds volumes.
     fn delete_pool(&self, id: u32) -> Result<PoolInfo, MgmtError>;
     fn create_volume(&self, request: VolumeCreate) -> Result<VolumeInfo, MgmtError>;
     fn volumes(&self) -> Vec<VolumeInfo>;
     fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError>;
+    /// Changes the name, write protection or SSD use (not the size).
+    fn update_volume(&self, id: u32, update: VolumeUpdate) -> Result<VolumeInfo, MgmtError>;
     /// Grows or shrinks a volume; shrinking discards the data past the new end.
     fn resize_volume(&self, id: u32, new_size: u64) -> Result<VolumeInfo, MgmtError>;
     fn delete_volume(&self, id: u32) -> Result<VolumeInfo, MgmtError>;

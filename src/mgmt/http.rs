@@ -78,10 +78,34 @@ pub struct Request {
     pub target: String,
     /// Whether the client wants the connection kept open after the response.
     pub keep_alive: bool,
+    /// The `Authorization` header field, if sent.
+    pub authorization: Option<String>,
+    /// The `Cookie` header field(s), joined with `; `, if sent.
+    pub cookie: Option<String>,
     pub body: Vec<u8>,
 }
 
 impl Request {
+    /// A request with no credentials and no body, e.g. for tests and internal calls.
+    pub fn new(method: &str, target: &str) -> Request {
+        Request {
+            method: method.to_owned(),
+            target: target.to_owned(),
+            keep_alive: true,
+            authorization: None,
+            cookie: None,
+            body: Vec::new(),
+        }
+    }
+
+    /// The value of cookie `name`, if the request carries it.
+    pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookie.as_deref()?.split(';').find_map(|pair| {
+            let (key, value) = pair.trim().split_once('=')?;
+            (key == name).then_some(value)
+        })
+    }
+
     /// The target without its query string.
     pub fn path(&self) -> &str {
         self.target
@@ -102,8 +126,23 @@ struct Head {
     target: String,
     keep_alive: bool,
     expect_continue: bool,
+    authorization: Option<String>,
+    cookie: Option<String>,
     head_len: usize,
     content_length: usize,
+}
+
+impl Head {
+    fn into_request(self, body: Vec<u8>) -> Request {
+        Request {
+            method: self.method,
+            target: self.target,
+            keep_alive: self.keep_alive,
+            authorization: self.authorization,
+            cookie: self.cookie,
+            body,
+        }
+    }
 }
 
 /// Parses the head at the start of `buf`. `Ok(None)` means more bytes are needed.
@@ -132,6 +171,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     // HTTP/1.1 keeps connections open unless told otherwise; HTTP/1.0 closes them.
     let mut keep_alive = minor_version >= 1;
     let mut expect_continue = false;
+    let mut authorization = None;
+    let mut cookie: Option<String> = None;
     for field in parsed.headers.iter() {
         let value = std::str::from_utf8(field.value)
             .map_err(|_| HttpError::Malformed(format!("header field {} is not UTF-8", field.name)))?
@@ -156,6 +197,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
             }
         } else if field.name.eq_ignore_ascii_case("expect") {
             expect_continue = value.eq_ignore_ascii_case("100-continue");
+        } else if field.name.eq_ignore_ascii_case("authorization") {
+            if authorization.is_some() {
+                return Err(HttpError::Malformed(
+                    "more than one Authorization header field".into(),
+                ));
+            }
+            authorization = Some(value.to_owned());
+        } else if field.name.eq_ignore_ascii_case("cookie") {
+            cookie = Some(match cookie {
+                Some(previous) => format!("{previous}; {value}"),
+                None => value.to_owned(),
+            });
         }
     }
     let content_length = content_length.unwrap_or(0);
@@ -167,6 +220,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         target: target.to_owned(),
         keep_alive,
         expect_continue,
+        authorization,
+        cookie,
         head_len,
         // Checked against MAX_BODY_BYTES above, so it fits.
         content_length: content_length as usize,
@@ -195,13 +250,8 @@ pub fn parse_request(buf: &[u8]) -> Result<Option<(Request, usize)>, HttpError> 
     if buf.len() < total {
         return Ok(None);
     }
-    let request = Request {
-        method: head.method,
-        target: head.target,
-        keep_alive: head.keep_alive,
-        body: buf[head.head_len..total].to_vec(),
-    };
-    Ok(Some((request, total)))
+    let body = buf[head.head_len..total].to_vec();
+    Ok(Some((head.into_request(body), total)))
 }
 
 /// What [`RequestReader::next_request`] found on the connection.
@@ -245,12 +295,7 @@ impl RequestReader {
                     if self.buf.len() >= total {
                         let body = self.buf[head.head_len..total].to_vec();
                         self.buf.drain(..total);
-                        return ReadOutcome::Request(Request {
-                            method: head.method,
-                            target: head.target,
-                            keep_alive: head.keep_alive,
-                            body,
-                        });
+                        return ReadOutcome::Request(head.into_request(body));
                     }
                     if head.expect_continue && !sent_continue {
                         sent_continue = true;

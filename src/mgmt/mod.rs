@@ -13,13 +13,18 @@
 pub mod api;
 pub mod cli;
 pub mod client;
+pub mod events;
 pub mod http;
 pub mod rest;
 pub mod server;
+pub mod users;
 #[cfg(test)]
 mod tests;
 
-pub use api::{Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo};
+pub use api::{
+    Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate, SystemInfo, VolumeCreate,
+    VolumeInfo, VolumeUpdate,
+};
 pub use cli::{CliCommand, PoolCommand, SystemCommand, VolCommand, run};
 pub use client::{Client, ClientError};
 pub use server::spawn_server;

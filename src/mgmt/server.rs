@@ -1,5 +1,6 @@
-//! The management server: accepts connections on the node's unix socket and serves the
-//! REST API, one thread per connection.
+//! The management server: accepts connections on the node's unix socket or a TCP port and
+//! serves the REST API, one thread per connection. The unix socket's callers are local
+//! administrators; TCP callers must authenticate (see [`super::rest::auth`]).
 //!
 //! The accept thread owns the listener and the list of connection threads. It waits for
 //! connections with `poll(2)` for at most [`ACCEPT_POLL`] at a time, so it accepts at once
@@ -12,8 +13,9 @@
 //! A panic inside the [`Management`] implementation is caught and answered with a 500, so
 //! one bad call costs one request, not the connection count or the server.
 
-use std::io;
-use std::os::fd::AsRawFd;
+use std::io::{self, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
@@ -21,9 +23,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::api::{Management, MgmtError};
+use super::api::MgmtError;
 use super::http::{ReadOutcome, Request, RequestReader, Response};
-use super::rest;
+use super::rest::{self, Mgmt, Origin};
 
 /// Most connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -34,28 +36,116 @@ const READ_POLL: Duration = Duration::from_millis(50);
 /// A client that does not take its response within this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Where the server listens.
+pub enum MgmtListener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl MgmtListener {
+    fn origin(&self) -> Origin {
+        match self {
+            MgmtListener::Unix(_) => Origin::Local,
+            MgmtListener::Tcp(_) => Origin::Network,
+        }
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            MgmtListener::Unix(listener) => listener.set_nonblocking(true),
+            MgmtListener::Tcp(listener) => listener.set_nonblocking(true),
+        }
+    }
+
+    fn accept(&self) -> io::Result<Stream> {
+        match self {
+            MgmtListener::Unix(listener) => listener.accept().map(|(s, _)| Stream::Unix(s)),
+            MgmtListener::Tcp(listener) => listener.accept().map(|(s, _)| Stream::Tcp(s)),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            MgmtListener::Unix(listener) => listener.as_raw_fd(),
+            MgmtListener::Tcp(listener) => listener.as_raw_fd(),
+        }
+    }
+}
+
+/// One accepted connection.
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn configure(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(stream) => {
+                // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux, but
+                // make sure.
+                stream.set_nonblocking(false)?;
+                stream.set_read_timeout(Some(READ_POLL))?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))
+            }
+            Stream::Tcp(stream) => {
+                stream.set_nonblocking(false)?;
+                stream.set_nodelay(true)?;
+                stream.set_read_timeout(Some(READ_POLL))?;
+                stream.set_write_timeout(Some(WRITE_TIMEOUT))
+            }
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(stream) => stream.read(buf),
+            Stream::Tcp(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(stream) => stream.write(buf),
+            Stream::Tcp(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Unix(stream) => stream.flush(),
+            Stream::Tcp(stream) => stream.flush(),
+        }
+    }
+}
+
 /// Serves the REST API on `listener` until `shutdown` is set, then waits for the open
 /// connections to close (they notice `shutdown` within [`READ_POLL`]) and returns.
 pub fn spawn_server(
-    listener: UnixListener,
-    api: Arc<dyn Management>,
+    listener: MgmtListener,
+    mgmt: Arc<Mgmt>,
     shutdown: Arc<AtomicBool>,
 ) -> JoinHandle<()> {
     thread::Builder::new()
         .name("mgmt-accept".into())
-        .spawn(move || accept_loop(listener, api, shutdown))
+        .spawn(move || accept_loop(listener, mgmt, shutdown))
         .expect("the management server needs a thread; the process is out of threads")
 }
 
-fn accept_loop(listener: UnixListener, api: Arc<dyn Management>, shutdown: Arc<AtomicBool>) {
-    if let Err(error) = listener.set_nonblocking(true) {
+fn accept_loop(listener: MgmtListener, mgmt: Arc<Mgmt>, shutdown: Arc<AtomicBool>) {
+    let origin = listener.origin();
+    if let Err(error) = listener.set_nonblocking() {
         eprintln!("troika: management socket: cannot make it non-blocking: {error}");
         return;
     }
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
     while !shutdown.load(Ordering::Acquire) {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok(stream) => {
                 connections.retain(|connection| !connection.is_finished());
                 if connections.len() >= MAX_CONNECTIONS {
                     refuse(
@@ -64,13 +154,13 @@ fn accept_loop(listener: UnixListener, api: Arc<dyn Management>, shutdown: Arc<A
                     );
                     continue;
                 }
-                let api = Arc::clone(&api);
+                let mgmt = Arc::clone(&mgmt);
                 let shutdown = Arc::clone(&shutdown);
                 // The closure owns the stream; if the spawn fails, the stream is dropped
                 // (closed) with it, which the client sees as a reset connection.
                 match thread::Builder::new()
                     .name("mgmt-conn".into())
-                    .spawn(move || serve_connection(stream, api.as_ref(), &shutdown))
+                    .spawn(move || serve_connection(stream, &mgmt, origin, &shutdown))
                 {
                     Ok(connection) => connections.push(connection),
                     Err(error) => {
@@ -97,9 +187,9 @@ fn accept_loop(listener: UnixListener, api: Arc<dyn Management>, shutdown: Arc<A
 
 /// Waits until `listener` has a connection to accept, or `timeout` passes. Errors are left
 /// for the following `accept` to report.
-fn wait_for_connection(listener: &UnixListener, timeout: Duration) {
+fn wait_for_connection(listener: &MgmtListener, timeout: Duration) {
     let mut ready = libc::pollfd {
-        fd: listener.as_raw_fd(),
+        fd: listener.raw_fd(),
         events: libc::POLLIN,
         revents: 0,
     };
@@ -112,19 +202,14 @@ fn wait_for_connection(listener: &UnixListener, timeout: Duration) {
 }
 
 /// Answers 503 and closes; the response is small enough to fit the socket buffer.
-fn refuse(mut stream: UnixStream, message: &str) {
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_write_timeout(Some(ACCEPT_POLL));
+fn refuse(mut stream: Stream, message: &str) {
+    let _ = stream.configure();
     let error = MgmtError::new("SERVICE_UNAVAILABLE", 503, message);
     let _ = rest::error_response(&error).write_to(&mut stream, false);
 }
 
-fn serve_connection(mut stream: UnixStream, api: &dyn Management, shutdown: &AtomicBool) {
-    // Accepted sockets do not inherit the listener's O_NONBLOCK on Linux, but make sure.
-    if stream.set_nonblocking(false).is_err()
-        || stream.set_read_timeout(Some(READ_POLL)).is_err()
-        || stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err()
-    {
+fn serve_connection(mut stream: Stream, mgmt: &Mgmt, origin: Origin, shutdown: &AtomicBool) {
+    if stream.configure().is_err() {
         return;
     }
     let mut reader = RequestReader::new();
@@ -132,7 +217,7 @@ fn serve_connection(mut stream: UnixStream, api: &dyn Management, shutdown: &Ato
     loop {
         match reader.next_request(&mut stream, &stop) {
             ReadOutcome::Request(request) => {
-                let response = answer(api, &request);
+                let response = answer(mgmt, &request, origin);
                 let keep_alive = request.keep_alive && !stop();
                 if response.write_to(&mut stream, keep_alive).is_err() || !keep_alive {
                     return;
@@ -147,8 +232,8 @@ fn serve_connection(mut stream: UnixStream, api: &dyn Management, shutdown: &Ato
     }
 }
 
-fn answer(api: &dyn Management, request: &Request) -> Response {
-    catch_unwind(AssertUnwindSafe(|| rest::handle(api, request))).unwrap_or_else(|_| {
+fn answer(mgmt: &Mgmt, request: &Request, origin: Origin) -> Response {
+    catch_unwind(AssertUnwindSafe(|| rest::handle(mgmt, request, origin))).unwrap_or_else(|_| {
         rest::error_response(&MgmtError::new(
             "INTERNAL_ERROR",
             500,

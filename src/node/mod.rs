@@ -15,28 +15,37 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+mod api;
+mod monitor;
+
+use api::{NodeApi, now_ms};
+
 use crate::cache::Cache;
 use crate::controller::Controllers;
 use crate::hw::HwModel;
 use crate::io::{self, Device};
 use crate::layout::Array;
-use crate::meta::{MetaError, MetaStore, PoolRecord, VolumeRecord};
-use crate::mgmt::{
-    self, Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
-};
+use crate::meta::MetaStore;
+use crate::mgmt::events::EventLog;
+use crate::mgmt::rest::Mgmt;
+use crate::mgmt::server::MgmtListener;
+use crate::mgmt::users::UserStore;
+use crate::mgmt;
 use crate::target::nbd::{self, NbdConfig, NbdListener};
-use crate::types::BLOCK_SIZE;
 
 /// Where the node listens.
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     pub data_dir: PathBuf,
     pub nbd_tcp: Option<SocketAddr>,
+    /// The REST API's TCP address (authenticated); `None` serves only the unix socket.
+    pub mgmt_tcp: Option<SocketAddr>,
 }
 
 /// A running node.
 pub struct Node {
     cache: Arc<Cache>,
+    events: Arc<EventLog>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     sockets: Vec<PathBuf>,
@@ -78,6 +87,8 @@ impl Node {
                 array.geometry().segments()
             );
         }
+        let events = EventLog::open(data_dir)
+            .with_context(|| format!("cannot open the event log in {}", data_dir.display()))?;
         let (meta, recovered, report) =
             MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
@@ -86,13 +97,36 @@ impl Node {
                 meta.serial(),
                 data_dir.display()
             );
+            events.raise(
+                "SYSTEM_STARTED",
+                format!("formatted a new node, serial {}", meta.serial()),
+                None,
+                None,
+            );
         } else {
-            eprintln!(
-                "troika: recovered from media in {} ms: replayed {} journal batches ({} records), {} flushed blocks returned to cache",
+            let summary = format!(
+                "recovered from media in {} ms: replayed {} journal batches ({} records), {} flushed blocks returned to cache",
                 report.elapsed.as_millis(),
                 report.replayed_batches,
                 report.replayed_records,
                 report.recovered_blocks
+            );
+            eprintln!("troika: {summary}");
+            // A clean stop checkpoints everything, so only a crash leaves work to replay.
+            let clean = report.replayed_batches == 0 && report.recovered_blocks == 0;
+            let code = if clean {
+                "SYSTEM_STARTED"
+            } else {
+                "SYSTEM_RECOVERED"
+            };
+            events.raise(code, summary, None, None);
+        }
+        let (users, admin_password) = UserStore::open(data_dir)
+            .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
+        if let Some(password) = admin_password {
+            eprintln!(
+                "troika: created the user \"admin\" with password {password} (also in {}, mode 0600; shown only now)",
+                data_dir.join("admin-password").display()
             );
         }
         let meta = Arc::new(meta);
@@ -126,19 +160,48 @@ impl Node {
             ));
         }
 
+        let api = Arc::new(NodeApi {
+            hw,
+            meta: meta.clone(),
+            cache: cache.clone(),
+            controllers: controllers.clone(),
+            started_at: now_ms(),
+        });
+        let mgmt = Arc::new(Mgmt {
+            api,
+            users: Arc::new(users),
+            events: events.clone(),
+        });
         let mgmt_socket = data_dir.join("troika.sock");
         let _ = std::fs::remove_file(&mgmt_socket);
         let listener = UnixListener::bind(&mgmt_socket)
             .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
         sockets.push(mgmt_socket);
-        let api = Arc::new(NodeApi {
-            hw,
+        threads.push(mgmt::server::spawn_server(
+            MgmtListener::Unix(listener),
+            mgmt.clone(),
+            shutdown.clone(),
+        ));
+        if let Some(address) = options.mgmt_tcp {
+            let tcp = TcpListener::bind(address).with_context(|| {
+                format!(
+                    "cannot listen for the REST API on {address}; is another server using the port? Choose another with --mgmt-listen"
+                )
+            })?;
+            threads.push(mgmt::server::spawn_server(
+                MgmtListener::Tcp(tcp),
+                mgmt.clone(),
+                shutdown.clone(),
+            ));
+        }
+        threads.push(monitor::spawn(
             meta,
-            cache: cache.clone(),
-        });
-        threads.push(mgmt::server::spawn_server(listener, api, shutdown.clone()));
+            events.clone(),
+            shutdown.clone(),
+        ));
         Ok(Node {
             cache,
+            events,
             shutdown,
             threads,
             sockets,
@@ -183,6 +246,9 @@ impl Node {
         for socket in &self.sockets {
             let _ = std::fs::remove_file(socket);
         }
+        self.events
+            .raise("SYSTEM_SHUTDOWN", "the node stopped cleanly", None, None);
+        self.events.sync();
         eprintln!("troika: stopped cleanly");
         Ok(())
     }
@@ -211,243 +277,6 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     let _ = file.set_len(0);
     let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
     Ok(file)
-}
-
-/// The management API over the live node.
-struct NodeApi {
-    hw: HwModel,
-    meta: Arc<MetaStore>,
-    cache: Arc<Cache>,
-}
-
-fn mgmt_error(err: MetaError) -> MgmtError {
-    match err {
-        MetaError::PoolNotFound(what) => MgmtError::pool_not_found(what),
-        MetaError::VolumeNotFound(what) => MgmtError::volume_not_found(what),
-        MetaError::NameConflict { kind, name } => MgmtError::name_conflict(kind, &name),
-        MetaError::PoolNotEmpty(name) => MgmtError::new(
-            "POOL_NOT_EMPTY",
-            409,
-            format!("pool {name:?} still holds volumes; delete them first"),
-        ),
-        MetaError::Capacity(message) => MgmtError::new("POOL_CAPACITY_EXCEEDED", 409, message),
-        MetaError::Invalid(message) => MgmtError::bad_request(message),
-        other @ (MetaError::Journal(_) | MetaError::Media(_)) => {
-            MgmtError::new("INTERNAL_ERROR", 500, other.to_string())
-        }
-    }
-}
-
-impl NodeApi {
-    fn pool_info(&self, pool: &PoolRecord) -> PoolInfo {
-        let state = self.meta.state();
-        let used = state
-            .pools
-            .get(&pool.id)
-            .map_or(0, |usage| usage.used_bytes());
-        let volumes: Vec<&VolumeRecord> = state
-            .catalog
-            .volumes
-            .values()
-            .filter(|v| v.pool_id == pool.id)
-            .collect();
-        let virtual_used: u64 = volumes.iter().map(|v| v.size).sum();
-        let state_name = if used >= pool.physical_capacity {
-            "LOCKED"
-        } else {
-            "NORMAL"
-        };
-        PoolInfo {
-            id: pool.id,
-            name: pool.name.clone(),
-            physical_capacity: pool.physical_capacity,
-            virtual_capacity: pool.virtual_capacity,
-            allocated_physical_space: used,
-            free_physical_space: pool.physical_capacity.saturating_sub(used),
-            free_virtual_space: pool.virtual_capacity.saturating_sub(virtual_used),
-            allocated_virtual_space: virtual_used,
-            volumes_count: volumes.len() as u64,
-            state: state_name.into(),
-            created_at: pool.created_at,
-        }
-    }
-
-    fn volume_info(&self, volume: &VolumeRecord) -> VolumeInfo {
-        let state = self.meta.state();
-        let mapped = state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64;
-        let pool_name = state
-            .catalog
-            .pools
-            .get(&volume.pool_id)
-            .map(|p| p.name.clone())
-            .unwrap_or_default();
-        VolumeInfo {
-            id: volume.id,
-            name: volume.name.clone(),
-            size: volume.size,
-            pool_id: volume.pool_id,
-            pool_name,
-            provtype: "THIN".into(),
-            volume_type: "MASTER".into(),
-            write_protected: false,
-            used: mapped,
-            allocated: mapped,
-            serial: format!(
-                "6{:015x}{:016x}",
-                self.meta.serial() & 0xFFF_FFFF_FFFF_FFFF,
-                volume.id
-            ),
-            created_at: volume.created_at,
-        }
-    }
-
-    fn find_pool(&self, id: u32) -> Result<PoolRecord, MgmtError> {
-        self.meta
-            .state()
-            .catalog
-            .pools
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MgmtError::pool_not_found(id))
-    }
-
-    fn find_volume(&self, id: u32) -> Result<VolumeRecord, MgmtError> {
-        self.meta
-            .state()
-            .catalog
-            .volumes
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MgmtError::volume_not_found(id))
-    }
-}
-
-impl Management for NodeApi {
-    fn system(&self) -> SystemInfo {
-        let promised = self
-            .meta
-            .state()
-            .catalog
-            .pools
-            .values()
-            .map(|p| p.physical_capacity)
-            .sum();
-        SystemInfo {
-            name: self.hw.name.clone(),
-            serial: self.meta.serial(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            model: format!(
-                "troika {} controllers, {}+2 x {} NL-SAS",
-                self.hw.controllers,
-                self.hw.stripe.data,
-                self.hw.nlsas.len()
-            ),
-            state: if self.meta.has_failed() {
-                "FAILED".into()
-            } else {
-                "ACTIVE".into()
-            },
-            physical_capacity: self.meta.usable_blocks() * BLOCK_SIZE as u64,
-            allocated_physical_capacity: promised,
-        }
-    }
-
-    fn create_pool(&self, request: PoolCreate) -> Result<PoolInfo, MgmtError> {
-        let virtual_capacity = request
-            .virtual_capacity
-            .unwrap_or(request.physical_capacity);
-        let pool = self
-            .meta
-            .create_pool(&request.name, request.physical_capacity, virtual_capacity)
-            .map_err(|err| match err {
-                MetaError::Capacity(message) => {
-                    MgmtError::new("SYSTEM_CAPACITY_EXCEEDED", 409, message)
-                }
-                other => mgmt_error(other),
-            })?;
-        Ok(self.pool_info(&pool))
-    }
-
-    fn pools(&self) -> Vec<PoolInfo> {
-        let pools: Vec<PoolRecord> = self.meta.state().catalog.pools.values().cloned().collect();
-        pools.iter().map(|pool| self.pool_info(pool)).collect()
-    }
-
-    fn pool(&self, id: u32) -> Result<PoolInfo, MgmtError> {
-        Ok(self.pool_info(&self.find_pool(id)?))
-    }
-
-    fn delete_pool(&self, id: u32) -> Result<PoolInfo, MgmtError> {
-        let info = self.pool(id)?;
-        self.meta.delete_pool(id).map_err(mgmt_error)?;
-        Ok(info)
-    }
-
-    fn create_volume(&self, request: VolumeCreate) -> Result<VolumeInfo, MgmtError> {
-        match request
-            .provtype
-            .as_deref()
-            .map(str::to_ascii_uppercase)
-            .as_deref()
-        {
-            None | Some("THIN") => {}
-            Some(other) => {
-                return Err(MgmtError::bad_request(format!(
-                    "provtype {other:?} is not supported by this release; use THIN"
-                )));
-            }
-        }
-        let volume = self
-            .meta
-            .create_volume(&request.name, request.pool_id, request.size)
-            .map_err(mgmt_error)?;
-        Ok(self.volume_info(&volume))
-    }
-
-    fn volumes(&self) -> Vec<VolumeInfo> {
-        let volumes: Vec<VolumeRecord> = self
-            .meta
-            .state()
-            .catalog
-            .volumes
-            .values()
-            .cloned()
-            .collect();
-        volumes
-            .iter()
-            .map(|volume| self.volume_info(volume))
-            .collect()
-    }
-
-    fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
-        Ok(self.volume_info(&self.find_volume(id)?))
-    }
-
-    fn resize_volume(&self, id: u32, new_size: u64) -> Result<VolumeInfo, MgmtError> {
-        let before = self.find_volume(id)?;
-        let volume = self.meta.resize_volume(id, new_size).map_err(mgmt_error)?;
-        if new_size < before.size {
-            let block = BLOCK_SIZE as u64;
-            self.cache
-                .discard_blocks(id, new_size / block, before.size / block);
-        }
-        Ok(self.volume_info(&volume))
-    }
-
-    fn delete_volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
-        let info = self.volume(id)?;
-        if let Some(handle) = self.meta.state().volumes.get(&id) {
-            handle.deleted.store(true, Ordering::Release);
-        }
-        self.cache
-            .discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
-        self.meta.delete_volume(id).map_err(mgmt_error)?;
-        Ok(info)
-    }
-
-    fn metrics_text(&self) -> String {
-        metrics_text(&self.meta, &self.cache)
-    }
 }
 
 fn metrics_text(meta: &MetaStore, cache: &Cache) -> String {

@@ -1,278 +1,28 @@
-//! The REST routes in InfiniBox's shape, over a [`Management`] implementation.
-//!
-//! Every JSON answer is the envelope `{"result", "error", "metadata"}`: `error` is `null` on
-//! success and `{"code", "message", "reasons"}` otherwise, `result` is `null` on failure.
-//! Lists page with `page` (1-based) and `page_size` (default 50, at most 1000), filter with
-//! `field=op:value` (or `field=value` for equality) and sort with `sort=a,-b`; their metadata
-//! carries `page`, `page_size`, `pages_total` and `number_of_objects` (after filtering).
-//! Deleting, and shrinking a volume, need `approved=true` or fail with `APPROVAL_REQUIRED`.
-//!
-//! Routes:
-//!
-//! | method | path                     | answer                                  |
-//! |--------|--------------------------|-----------------------------------------|
-//! | GET    | `/api/rest/system`       | `SystemInfo`                            |
-//! | GET    | `/api/rest/pools`        | list of `PoolInfo`                      |
-//! | POST   | `/api/rest/pools`        | 201, `PoolInfo` from a `PoolCreate`     |
-//! | GET    | `/api/rest/pools/{id}`   | `PoolInfo`                              |
-//! | DELETE | `/api/rest/pools/{id}`   | the deleted `PoolInfo`                  |
-//! | GET    | `/api/rest/volumes`      | list of `VolumeInfo`                    |
-//! | POST   | `/api/rest/volumes`      | 201, `VolumeInfo` from a `VolumeCreate` |
-//! | GET    | `/api/rest/volumes/{id}` | `VolumeInfo`                            |
-//! | PUT    | `/api/rest/volumes/{id}` | resized `VolumeInfo` from `{"size": N}` |
-//! | DELETE | `/api/rest/volumes/{id}` | the deleted `VolumeInfo`                |
-//! | GET    | `/metrics`               | Prometheus text                         |
+//! Lists in InfiniBox's shape: paging (`page`, `page_size` at most [`MAX_PAGE_SIZE`]),
+//! filters (`field=op:value`, or `field=value` for equality; ops eq ne gt ge lt le like in
+//! notin between is isnot), sorting (`sort=a,-b`, then by id so pages are stable) and
+//! projection (`fields=a,b`). Filters and sorts may name only the object's own fields; an
+//! unknown field, operator or value is a 400 that names it.
 
 use std::cmp::Ordering;
 
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
-use super::api::{Management, MgmtError, PoolCreate, VolumeCreate, VolumeInfo};
-use super::http::{HttpError, Request, Response};
+use super::{envelope_response, to_json};
+use crate::mgmt::api::MgmtError;
+use crate::mgmt::http::Response;
 
 /// Default `page_size` of a list.
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 /// Largest `page_size` a list accepts.
 pub const MAX_PAGE_SIZE: usize = 1000;
 
-const JSON: &str = "application/json";
-const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4";
-
-/// The fields of `PoolInfo` as serialized; filters and sorts may name only these.
-pub const POOL_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "physical_capacity",
-    "virtual_capacity",
-    "allocated_physical_space",
-    "free_physical_space",
-    "free_virtual_space",
-    "allocated_virtual_space",
-    "volumes_count",
-    "state",
-    "created_at",
-];
-
-/// The fields of `VolumeInfo` as serialized; filters and sorts may name only these.
-pub const VOLUME_FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "size",
-    "pool_id",
-    "pool_name",
-    "provtype",
-    "type",
-    "write_protected",
-    "used",
-    "allocated",
-    "serial",
-    "created_at",
-];
-
 /// Query parameters with a meaning of their own; every other key of a list is a filter.
 const RESERVED_PARAMETERS: &[&str] = &["page", "page_size", "sort", "fields", "approved"];
 
-/// Answers one request. Never panics on input; failures become error envelopes.
-pub fn handle(api: &dyn Management, request: &Request) -> Response {
-    let query = match parse_query(request.query()) {
-        Ok(query) => query,
-        Err(error) => return error_response(&error),
-    };
-    let path = request.path().trim_end_matches('/');
-    let segments: Vec<&str> = path.split('/').skip(1).collect();
-    let method = request.method.as_str();
-    let body = request.body.as_slice();
-    let outcome = match segments.as_slice() {
-        ["metrics"] => match method {
-            "GET" => Ok(Response {
-                status: 200,
-                content_type: METRICS_CONTENT_TYPE,
-                headers: Vec::new(),
-                body: api.metrics_text().into_bytes(),
-            }),
-            _ => return method_not_allowed(method, "GET"),
-        },
-        ["api", "rest", "system"] => match method {
-            "GET" => object_response(200, &api.system()),
-            _ => return method_not_allowed(method, "GET"),
-        },
-        ["api", "rest", "pools"] => match method {
-            "GET" => list_response(api.pools(), POOL_FIELDS, &query),
-            "POST" => parse_body::<PoolCreate>(body)
-                .and_then(|create| api.create_pool(create))
-                .and_then(|pool| object_response(201, &pool)),
-            _ => return method_not_allowed(method, "GET, POST"),
-        },
-        ["api", "rest", "pools", id] => match method {
-            "GET" => pool_id(id)
-                .and_then(|id| api.pool(id))
-                .and_then(|pool| object_response(200, &pool)),
-            "DELETE" => require_approval(&query, "deleting a pool")
-                .and_then(|()| pool_id(id))
-                .and_then(|id| api.delete_pool(id))
-                .and_then(|pool| object_response(200, &pool)),
-            _ => return method_not_allowed(method, "GET, DELETE"),
-        },
-        ["api", "rest", "volumes"] => match method {
-            "GET" => list_response(api.volumes(), VOLUME_FIELDS, &query),
-            "POST" => parse_body::<VolumeCreate>(body)
-                .and_then(|create| api.create_volume(create))
-                .and_then(|volume| object_response(201, &volume)),
-            _ => return method_not_allowed(method, "GET, POST"),
-        },
-        ["api", "rest", "volumes", id] => match method {
-            "GET" => volume_id(id)
-                .and_then(|id| api.volume(id))
-                .and_then(|volume| object_response(200, &volume)),
-            "PUT" => volume_id(id)
-                .and_then(|id| resize_volume(api, id, body, &query))
-                .and_then(|volume| object_response(200, &volume)),
-            "DELETE" => require_approval(&query, "deleting a volume")
-                .and_then(|()| volume_id(id))
-                .and_then(|id| api.delete_volume(id))
-                .and_then(|volume| object_response(200, &volume)),
-            _ => return method_not_allowed(method, "GET, PUT, DELETE"),
-        },
-        _ => Err(MgmtError::new(
-            "NOT_FOUND",
-            404,
-            format!(
-                "no resource at {}; the API is under /api/rest (system, pools, volumes)",
-                request.path()
-            ),
-        )),
-    };
-    outcome.unwrap_or_else(|error| error_response(&error))
-}
-
-/// The envelope for a request refused by the HTTP layer.
-pub fn http_error_response(error: &HttpError) -> Response {
-    envelope_response(
-        error.status(),
-        error_envelope(error.code(), &error.to_string()),
-    )
-}
-
-/// The envelope for an API failure, with the failure's own status and code.
-pub fn error_response(error: &MgmtError) -> Response {
-    let status = if (400..=599).contains(&error.status) {
-        error.status
-    } else {
-        500
-    };
-    envelope_response(status, error_envelope(error.code, &error.message))
-}
-
-fn error_envelope(code: &str, message: &str) -> Value {
-    json!({
-        "result": null,
-        "error": {"code": code, "message": message, "reasons": []},
-        "metadata": {"ready": true},
-    })
-}
-
-fn envelope_response(status: u16, envelope: Value) -> Response {
-    Response {
-        status,
-        content_type: JSON,
-        headers: Vec::new(),
-        body: envelope.to_string().into_bytes(),
-    }
-}
-
-fn method_not_allowed(method: &str, allow: &'static str) -> Response {
-    let error = MgmtError::new(
-        "METHOD_NOT_ALLOWED",
-        405,
-        format!("method {method} is not allowed here; allowed: {allow}"),
-    );
-    let mut response = error_response(&error);
-    response.headers.push(("Allow", allow.to_owned()));
-    response
-}
-
-fn to_json(object: &impl Serialize) -> Result<Value, MgmtError> {
-    serde_json::to_value(object).map_err(|error| {
-        MgmtError::new(
-            "INTERNAL_ERROR",
-            500,
-            format!("cannot encode the answer: {error}"),
-        )
-    })
-}
-
-fn object_response(status: u16, object: &impl Serialize) -> Result<Response, MgmtError> {
-    let envelope = json!({
-        "result": to_json(object)?,
-        "error": null,
-        "metadata": {"ready": true},
-    });
-    Ok(envelope_response(status, envelope))
-}
-
-fn pool_id(text: &str) -> Result<u32, MgmtError> {
-    text.parse()
-        .map_err(|_| MgmtError::pool_not_found(format!("id {text:?}")))
-}
-
-fn volume_id(text: &str) -> Result<u32, MgmtError> {
-    text.parse()
-        .map_err(|_| MgmtError::volume_not_found(format!("id {text:?}")))
-}
-
-/// Decodes a JSON object body; serde's message names the missing or mistyped field.
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, MgmtError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(MgmtError::bad_request(
-            "the request body is empty; send a JSON object",
-        ));
-    }
-    serde_json::from_slice(body)
-        .map_err(|error| MgmtError::bad_request(format!("invalid request body: {error}")))
-}
-
-/// `{"size": N}`; `approved=true` is needed to shrink, as shrinking discards data.
-fn resize_volume(
-    api: &dyn Management,
-    id: u32,
-    body: &[u8],
-    query: &[(String, String)],
-) -> Result<VolumeInfo, MgmtError> {
-    #[derive(serde::Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct VolumeUpdate {
-        size: u64,
-    }
-    let update: VolumeUpdate = parse_body(body)?;
-    let current = api.volume(id)?;
-    if update.size < current.size {
-        require_approval(
-            query,
-            "shrinking a volume (it discards the data past the new end)",
-        )?;
-    }
-    api.resize_volume(id, update.size)
-}
-
-fn require_approval(query: &[(String, String)], what: &str) -> Result<(), MgmtError> {
-    let approved = query
-        .iter()
-        .any(|(key, value)| key == "approved" && value.eq_ignore_ascii_case("true"));
-    if approved {
-        Ok(())
-    } else {
-        Err(MgmtError::new(
-            "APPROVAL_REQUIRED",
-            403,
-            format!("{what} needs approval: repeat the request with ?approved=true"),
-        ))
-    }
-}
-
 /// Splits a query string into percent-decoded `(key, value)` pairs.
-fn parse_query(query: &str) -> Result<Vec<(String, String)>, MgmtError> {
+pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, MgmtError> {
     query
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -314,14 +64,14 @@ fn percent_decode(text: &str) -> Result<String, MgmtError> {
 }
 
 /// Filters, sorts, pages and projects a list, then wraps it with list metadata.
-fn list_response<T: Serialize>(
-    objects: Vec<T>,
+pub fn list_response<T: Serialize>(
+    objects: &[T],
     fields: &[&str],
     query: &[(String, String)],
 ) -> Result<Response, MgmtError> {
     let view = ListQuery::parse(query, fields)?;
     let mut rows = Vec::with_capacity(objects.len());
-    for object in &objects {
+    for object in objects {
         let row = to_json(object)?;
         if view.matches(&row)? {
             rows.push(row);
@@ -329,25 +79,9 @@ fn list_response<T: Serialize>(
     }
     view.sort(&mut rows);
     let number_of_objects = rows.len();
-    let pages_total = number_of_objects.div_ceil(view.page_size);
-    let page: Vec<Value> = rows
-        .into_iter()
-        .skip((view.page - 1).saturating_mul(view.page_size))
-        .take(view.page_size)
-        .map(|row| view.project(row))
-        .collect();
-    let envelope = json!({
-        "result": page,
-        "error": null,
-        "metadata": {
-            "ready": true,
-            "page": view.page,
-            "page_size": view.page_size,
-            "pages_total": pages_total,
-            "number_of_objects": number_of_objects,
-        },
-    });
-    Ok(envelope_response(200, envelope))
+    let (skip, take) = view.window();
+    let page: Vec<Value> = rows.into_iter().skip(skip).take(take).collect();
+    Ok(view.respond(number_of_objects, page))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -403,9 +137,11 @@ impl Filter {
             .unwrap_or((FilterOp::Eq, text));
         let operands: Vec<String> = match op {
             FilterOp::In | FilterOp::NotIn | FilterOp::Between => {
+                // `(a,b)` as InfiniBox clients send it, `[a,b]` or bare `a,b`.
                 let inner = operand
-                    .strip_prefix('[')
-                    .and_then(|rest| rest.strip_suffix(']'))
+                    .strip_prefix('(')
+                    .and_then(|rest| rest.strip_suffix(')'))
+                    .or_else(|| operand.strip_prefix('[')?.strip_suffix(']'))
                     .unwrap_or(operand);
                 inner
                     .split(',')
@@ -510,7 +246,7 @@ fn compare_values(left: &Value, right: &Value) -> Ordering {
 
 /// The paging, filtering, sorting and projection a list request asked for.
 #[derive(Debug)]
-struct ListQuery {
+pub struct ListQuery {
     page: usize,
     page_size: usize,
     filters: Vec<Filter>,
@@ -520,7 +256,7 @@ struct ListQuery {
 }
 
 impl ListQuery {
-    fn parse(query: &[(String, String)], known: &[&str]) -> Result<ListQuery, MgmtError> {
+    pub fn parse(query: &[(String, String)], known: &[&str]) -> Result<ListQuery, MgmtError> {
         let check_field = |field: &str, purpose: &str| {
             if known.contains(&field) {
                 Ok(())
@@ -596,7 +332,47 @@ impl ListQuery {
         Ok(view)
     }
 
-    fn matches(&self, row: &Value) -> Result<bool, MgmtError> {
+    /// The fields the filters read (a caller may build rows with only these to filter).
+    pub fn filter_fields(&self) -> impl Iterator<Item = &str> {
+        self.filters.iter().map(|filter| filter.field.as_str())
+    }
+
+    /// `Some(descending)` when the order asked for is the id order (no sort, or one key
+    /// that orders like the id), so a store kept in id order needs no sort.
+    pub fn id_order(&self, same_as_id: &[&str]) -> Option<bool> {
+        match self.sort.as_slice() {
+            [] => Some(false),
+            [(field, descending)] if field == "id" || same_as_id.contains(&field.as_str()) => {
+                Some(*descending)
+            }
+            _ => None,
+        }
+    }
+
+    /// Objects to skip and to take for the requested page.
+    pub fn window(&self) -> (usize, usize) {
+        ((self.page - 1).saturating_mul(self.page_size), self.page_size)
+    }
+
+    /// Projects the page's rows and wraps them with the list metadata.
+    pub fn respond(&self, number_of_objects: usize, page: Vec<Value>) -> Response {
+        let pages_total = number_of_objects.div_ceil(self.page_size);
+        let page: Vec<Value> = page.into_iter().map(|row| self.project(row)).collect();
+        let envelope = json!({
+            "result": page,
+            "error": null,
+            "metadata": {
+                "ready": true,
+                "page": self.page,
+                "page_size": self.page_size,
+                "pages_total": pages_total,
+                "number_of_objects": number_of_objects,
+            },
+        });
+        envelope_response(200, envelope)
+    }
+
+    pub fn matches(&self, row: &Value) -> Result<bool, MgmtError> {
         for filter in &self.filters {
             if !filter.matches(row)? {
                 return Ok(false);
@@ -606,7 +382,7 @@ impl ListQuery {
     }
 
     /// Sorts by the requested keys, then by id so that pages are stable.
-    fn sort(&self, rows: &mut [Value]) {
+    pub fn sort(&self, rows: &mut [Value]) {
         rows.sort_by(|a, b| {
             self.sort
                 .iter()

@@ -1,0 +1,176 @@
+//! Event levels and the registry of event types: every code the node raises, with the
+//! level and reporter it is shown with.
+
+use serde::{Deserialize, Serialize};
+
+/// How serious an event is, in increasing order.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+    Critical,
+}
+
+impl Level {
+    /// Every level, least serious first.
+    pub const ALL: [Level; 4] = [Level::Info, Level::Warning, Level::Error, Level::Critical];
+
+    /// Parses a level name as shown on the wire, in any case (`"warning"`, `"WARNING"`).
+    pub fn parse(name: &str) -> Option<Level> {
+        Level::ALL
+            .into_iter()
+            .find(|level| level.as_str().eq_ignore_ascii_case(name))
+    }
+
+    /// The wire name: `INFO`, `WARNING`, `ERROR` or `CRITICAL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+            Level::Critical => "CRITICAL",
+        }
+    }
+}
+
+/// One kind of event: its code, level, reporter and what it means. The raiser writes the
+/// concrete description; `description` here is the summary shown by `/events/types`.
+#[derive(Serialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventType {
+    pub code: &'static str,
+    pub level: Level,
+    pub reporter: &'static str,
+    pub description: &'static str,
+}
+
+const fn kind(
+    code: &'static str,
+    level: Level,
+    reporter: &'static str,
+    description: &'static str,
+) -> EventType {
+    EventType {
+        code,
+        level,
+        reporter,
+        description,
+    }
+}
+
+use Level::{Critical, Error, Info, Warning};
+
+/// Every event code the node raises.
+pub const EVENT_TYPES: &[EventType] = &[
+    kind("SYSTEM_STARTED", Info, "SYSTEM", "The system started"),
+    kind("SYSTEM_SHUTDOWN", Info, "SYSTEM", "The system shut down cleanly"),
+    kind(
+        "SYSTEM_RECOVERED",
+        Info,
+        "SYSTEM",
+        "The system recovered after a crash by replaying its journal (records and bytes replayed)",
+    ),
+    kind("POOL_CREATED", Info, "MANAGEMENT", "Pool {name} was created"),
+    kind("POOL_DELETED", Info, "MANAGEMENT", "Pool {name} was deleted"),
+    kind("POOL_UPDATED", Info, "MANAGEMENT", "Pool {name} was updated"),
+    kind("POOL_RENAMED", Info, "MANAGEMENT", "Pool {old_name} was renamed to {name}"),
+    kind(
+        "POOL_CAPACITY_WARNING",
+        Warning,
+        "CAPACITY",
+        "Pool {name} crossed its warning threshold of used physical capacity",
+    ),
+    kind(
+        "POOL_CAPACITY_CRITICAL",
+        Error,
+        "CAPACITY",
+        "Pool {name} crossed its critical threshold of used physical capacity",
+    ),
+    kind(
+        "POOL_CAPACITY_NORMAL",
+        Info,
+        "CAPACITY",
+        "Pool {name} is back under its capacity thresholds",
+    ),
+    kind(
+        "POOL_LIMITED",
+        Warning,
+        "CAPACITY",
+        "Pool {name} is out of physical space; writes that need new space are refused",
+    ),
+    kind(
+        "POOL_LOCKED",
+        Critical,
+        "CAPACITY",
+        "Pool {name} is locked: all writes to its volumes are refused",
+    ),
+    kind("POOL_UNLOCKED", Info, "CAPACITY", "Pool {name} is writable again"),
+    kind("VOLUME_CREATED", Info, "MANAGEMENT", "Volume {name} was created"),
+    kind("VOLUME_DELETED", Info, "MANAGEMENT", "Volume {name} was deleted"),
+    kind(
+        "VOLUME_RESIZED",
+        Info,
+        "MANAGEMENT",
+        "Volume {name} was resized from {old_size} to {size}",
+    ),
+    kind(
+        "VOLUME_RENAMED",
+        Info,
+        "MANAGEMENT",
+        "Volume {old_name} was renamed to {name}",
+    ),
+    kind("VOLUME_UPDATED", Info, "MANAGEMENT", "Volume {name} was updated"),
+    kind("USER_CREATED", Info, "SECURITY", "User {name} was created"),
+    kind("USER_DELETED", Info, "SECURITY", "User {name} was deleted"),
+    kind("USER_UPDATED", Info, "SECURITY", "User {name} was updated"),
+    kind("USER_LOGIN_SUCCESS", Info, "SECURITY", "User {name} logged in"),
+    kind(
+        "USER_LOGIN_FAILURE",
+        Warning,
+        "SECURITY",
+        "A login as {name} failed",
+    ),
+    kind("USER_LOGOUT", Info, "SECURITY", "User {name} logged out"),
+    kind(
+        "ACCESS_DENIED",
+        Warning,
+        "SECURITY",
+        "User {name} was denied {operation}",
+    ),
+    kind(
+        "DATA_REPAIRED",
+        Warning,
+        "CACHE",
+        "A block failed its checksum and was rebuilt from parity",
+    ),
+    kind(
+        "DATA_UNRECOVERABLE",
+        Critical,
+        "CACHE",
+        "A block failed its checksum and could not be rebuilt; its data is lost",
+    ),
+    kind(
+        "CONTROLLER_FAILED",
+        Critical,
+        "CONTROLLER",
+        "Controller {controller} failed; its work moved to the surviving controllers",
+    ),
+    kind(
+        "CONTROLLER_RECOVERED",
+        Info,
+        "CONTROLLER",
+        "Controller {controller} is serving again",
+    ),
+    kind(
+        "REDUNDANCY_RESTORED",
+        Info,
+        "CONTROLLER",
+        "Every block is protected again at full redundancy",
+    ),
+];
+
+/// The registered type of `code`, if any.
+pub fn event_type(code: &str) -> Option<&'static EventType> {
+    EVENT_TYPES.iter().find(|kind| kind.code == code)
+}

@@ -1,0 +1,248 @@
+//! The route table: every method and path the API answers, who may call it, its handler
+//! and what the OpenAPI description says of it. Dispatch, role checks and
+//! `/api/rest/openapi.json` all read this one table.
+
+use super::auth::Access;
+use super::{Call, Mgmt, accounts, objects, openapi};
+use crate::mgmt::api::MgmtError;
+use crate::mgmt::http::Response;
+
+/// A handler: runs one request for an already identified and role-checked caller.
+pub type Handler = fn(&Mgmt, &Call) -> Result<Response, MgmtError>;
+
+/// What a route answers, for the OpenAPI description.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Answer {
+    /// One object of the named schema in the envelope.
+    Object(&'static str),
+    /// A paged list of objects of the named schema in the envelope.
+    List(&'static str),
+    /// Prometheus text.
+    Metrics,
+    /// A JSON document that is not an envelope (the OpenAPI description itself).
+    Document,
+}
+
+/// One row of the table.
+pub struct Route {
+    pub method: &'static str,
+    /// Segments separated by `/`; `{name}` matches any one segment.
+    pub path: &'static str,
+    pub access: Access,
+    /// The status of a success.
+    pub status: u16,
+    pub summary: &'static str,
+    /// The schema of the JSON body, when the route takes one.
+    pub body: Option<&'static str>,
+    pub answer: Answer,
+    /// Query parameters beyond the list ones, for the description.
+    pub approval: bool,
+    pub handler: Handler,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    answer: Answer,
+    handler: Handler,
+) -> Route {
+    Route {
+        method,
+        path,
+        access,
+        status: 200,
+        summary,
+        body: None,
+        answer,
+        approval: false,
+        handler,
+    }
+}
+
+const fn with_body(mut route: Route, schema: &'static str, status: u16) -> Route {
+    route.body = Some(schema);
+    route.status = status;
+    route
+}
+
+const fn approved(mut route: Route) -> Route {
+    route.approval = true;
+    route
+}
+
+use Access::{Admin, Authenticated, PoolAdmin, Public};
+use Answer::{Document, List, Metrics, Object};
+
+/// Every route, in the order the OpenAPI description lists them.
+pub static ROUTES: &[Route] = &[
+    route("GET", "/api/rest/system", Authenticated, "The system: name, serial, version, model, capacity and state.", Object("System"), objects::get_system),
+    route("GET", "/api/rest/_features", Public, "The API features this node implements, with their versions.", List("Feature"), objects::get_features),
+    route("GET", "/api/rest/openapi.json", Public, "This description.", Document, openapi::get_openapi),
+    with_body(route("POST", "/api/rest/users/login", Public, "Logs in with a user name and password; answers the user and sets the session cookie.", Object("User"), accounts::login), "Login", 200),
+    route("POST", "/api/rest/users/logout", Authenticated, "Ends the session of the cookie sent.", Object("User"), accounts::logout),
+    route("GET", "/api/rest/users/current", Authenticated, "The user making the request.", Object("User"), accounts::current_user),
+    route("GET", "/api/rest/users", Admin, "Lists the local users.", List("User"), accounts::list_users),
+    with_body(route("POST", "/api/rest/users", Admin, "Creates a local user.", Object("User"), accounts::create_user), "UserCreate", 201),
+    route("GET", "/api/rest/users/{id}", Admin, "One user.", Object("User"), accounts::get_user),
+    with_body(route("PUT", "/api/rest/users/{id}", Admin, "Changes a user's name, password, role, email or enabled flag.", Object("User"), accounts::update_user), "UserUpdate", 200),
+    approved(route("DELETE", "/api/rest/users/{id}", Admin, "Deletes a user and ends its sessions.", Object("User"), accounts::delete_user)),
+    route("GET", "/api/rest/pools", Authenticated, "Lists the pools.", List("Pool"), objects::list_pools),
+    with_body(route("POST", "/api/rest/pools", Admin, "Creates a pool.", Object("Pool"), objects::create_pool), "PoolCreate", 201),
+    route("GET", "/api/rest/pools/{id}", Authenticated, "One pool.", Object("Pool"), objects::get_pool),
+    with_body(route("PUT", "/api/rest/pools/{id}", Admin, "Renames a pool, changes its capacities, thresholds, SSD use or owners.", Object("Pool"), objects::update_pool), "PoolUpdate", 200),
+    approved(route("DELETE", "/api/rest/pools/{id}", Admin, "Deletes an empty pool.", Object("Pool"), objects::delete_pool)),
+    route("GET", "/api/rest/pools/{id}/owners", Authenticated, "The POOL_ADMIN users who manage the pool.", List("User"), objects::list_pool_owners),
+    with_body(route("POST", "/api/rest/pools/{id}/owners", Admin, "Makes a POOL_ADMIN user an owner of the pool.", Object("Pool"), objects::add_pool_owner), "PoolOwner", 201),
+    route("DELETE", "/api/rest/pools/{id}/owners/{user_id}", Admin, "Removes an owner from the pool.", Object("Pool"), objects::remove_pool_owner),
+    route("GET", "/api/rest/volumes", Authenticated, "Lists the volumes.", List("Volume"), objects::list_volumes),
+    with_body(route("POST", "/api/rest/volumes", PoolAdmin, "Creates a volume in a pool.", Object("Volume"), objects::create_volume), "VolumeCreate", 201),
+    route("GET", "/api/rest/volumes/{id}", Authenticated, "One volume.", Object("Volume"), objects::get_volume),
+    approved(with_body(route("PUT", "/api/rest/volumes/{id}", PoolAdmin, "Renames, resizes (shrinking needs approval), write-protects a volume or changes its SSD use.", Object("Volume"), objects::update_volume), "VolumeUpdate", 200)),
+    approved(route("DELETE", "/api/rest/volumes/{id}", PoolAdmin, "Deletes a volume and frees its space.", Object("Volume"), objects::delete_volume)),
+    route("GET", "/api/rest/events", Authenticated, "Lists events, oldest first by default.", List("Event"), objects::list_events),
+    route("GET", "/api/rest/events/types", Authenticated, "Every event code the node raises, the levels, visibilities and reporters.", Object("EventTypes"), objects::list_event_types),
+    route("GET", "/api/rest/events/{id}", Authenticated, "One event.", Object("Event"), objects::get_event),
+    route("GET", "/metrics", Authenticated, "Counters, gauges and latency histograms in Prometheus text format.", Metrics, objects::get_metrics),
+];
+
+/// What a method and path lead to.
+pub enum Found<'a> {
+    Route(&'static Route, Vec<&'a str>),
+    /// The path exists with other methods, listed for the `Allow` header.
+    MethodNotAllowed(String),
+    NotFound,
+}
+
+/// Finds the route for `method` and `path` (a trailing `/` is ignored). A literal segment
+/// wins over a `{param}` one, so `/users/login` is not user `login`.
+pub fn find<'a>(method: &str, path: &'a str) -> Found<'a> {
+    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let mut best: Option<(&'static Route, Vec<&'a str>, usize)> = None;
+    let mut allowed: Vec<&'static str> = Vec::new();
+    for route in ROUTES {
+        let Some((params, literals)) = match_path(route.path, path) else {
+            continue;
+        };
+        if route.method != method {
+            // A path that some literal route claims is not a `{param}` route's too.
+            allowed.push(route.method);
+            continue;
+        }
+        if best.as_ref().is_none_or(|(_, _, most)| literals > *most) {
+            best = Some((route, params, literals));
+        }
+    }
+    match best {
+        Some((route, params, literals)) => {
+            // `POST /users/login` must not be shadowed, and `GET /users/login` must not
+            // fall through to `GET /users/{id}`: a more literal match on another method
+            // means this path belongs to that route.
+            let shadowed = ROUTES.iter().any(|other| {
+                other.method != method
+                    && match_path(other.path, path).is_some_and(|(_, l)| l > literals)
+            });
+            if shadowed {
+                Found::MethodNotAllowed(literal_methods(path))
+            } else {
+                Found::Route(route, params)
+            }
+        }
+        None if allowed.is_empty() => Found::NotFound,
+        None => {
+            allowed.dedup();
+            Found::MethodNotAllowed(allowed.join(", "))
+        }
+    }
+}
+
+/// The methods of the most literal routes matching `path`.
+fn literal_methods(path: &str) -> String {
+    let most = ROUTES
+        .iter()
+        .filter_map(|route| match_path(route.path, path).map(|(_, literals)| literals))
+        .max()
+        .unwrap_or(0);
+    let mut methods: Vec<&str> = ROUTES
+        .iter()
+        .filter(|route| match_path(route.path, path).is_some_and(|(_, l)| l == most))
+        .map(|route| route.method)
+        .collect();
+    methods.dedup();
+    methods.join(", ")
+}
+
+/// The parameters of `path` under `pattern` and how many segments matched literally.
+fn match_path<'a>(pattern: &str, path: &'a str) -> Option<(Vec<&'a str>, usize)> {
+    let mut params = Vec::new();
+    let mut literals = 0;
+    let mut want = pattern.split('/');
+    let mut have = path.split('/');
+    loop {
+        match (want.next(), have.next()) {
+            (None, None) => return Some((params, literals)),
+            (Some(w), Some(h)) if w.starts_with('{') && w.ends_with('}') && !h.is_empty() => {
+                params.push(h);
+            }
+            (Some(w), Some(h)) if w == h => literals += 1,
+            _ => return None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route_of(method: &str, path: &str) -> Option<(&'static str, Vec<String>)> {
+        match find(method, path) {
+            Found::Route(route, params) => Some((
+                route.path,
+                params.into_iter().map(str::to_owned).collect(),
+            )),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn literal_segments_win_over_parameters() {
+        assert_eq!(
+            route_of("POST", "/api/rest/users/login"),
+            Some(("/api/rest/users/login", vec![]))
+        );
+        assert_eq!(
+            route_of("GET", "/api/rest/users/7"),
+            Some(("/api/rest/users/{id}", vec!["7".to_owned()]))
+        );
+        assert_eq!(
+            route_of("GET", "/api/rest/events/types/"),
+            Some(("/api/rest/events/types", vec![]))
+        );
+        assert!(matches!(
+            find("GET", "/api/rest/users/login"),
+            Found::MethodNotAllowed(allow) if allow == "POST"
+        ));
+        assert!(matches!(
+            find("PATCH", "/api/rest/volumes/3"),
+            Found::MethodNotAllowed(allow) if allow == "GET, PUT, DELETE"
+        ));
+        assert!(matches!(find("GET", "/api/rest/nothing"), Found::NotFound));
+        assert!(matches!(find("GET", "/api/rest/volumes//"), Found::NotFound));
+        assert!(matches!(find("GET", ""), Found::NotFound));
+    }
+
+    #[test]
+    fn every_route_is_unique() {
+        for (index, route) in ROUTES.iter().enumerate() {
+            for other in &ROUTES[index + 1..] {
+                assert!(
+                    !(route.method == other.method && route.path == other.path),
+                    "{} {} is in the table twice",
+                    route.method,
+                    route.path
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,382 @@
+//! The management API over the live node: the [`Management`] calls the REST server makes,
+//! turned into catalog changes on the metadata store and cache discards.
+//!
+//! Pool states come from real use: a pool is LIMITED once its allocated space (written and
+//! cached blocks plus thick reservations) reaches its critical threshold — no new or bigger
+//! volumes — and LOCKED once it is full, when the cache refuses hosts' writes to its
+//! volumes with "no space" until space is freed.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::cache::Cache;
+use crate::controller::Controllers;
+use crate::hw::HwModel;
+use crate::meta::{MetaError, MetaState, MetaStore, PoolRecord, Provisioning, VolumeRecord};
+use crate::mgmt::api::{API_LEVEL, OperationalState, PoolUpdate, VolumeUpdate};
+use crate::mgmt::{
+    Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
+};
+use crate::types::BLOCK_SIZE;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64)
+}
+
+/// The state of a pool with `allocated` of `capacity` bytes taken.
+pub fn pool_state(allocated: u64, capacity: u64, critical_percent: u8) -> &'static str {
+    if allocated >= capacity {
+        "LOCKED"
+    } else if allocated.saturating_mul(100) >= capacity * u64::from(critical_percent) {
+        "LIMITED"
+    } else {
+        "NORMAL"
+    }
+}
+
+/// The management API over the live node.
+pub struct NodeApi {
+    pub hw: HwModel,
+    pub meta: Arc<MetaStore>,
+    pub cache: Arc<Cache>,
+    pub controllers: Arc<Controllers>,
+    pub started_at: u64,
+}
+
+fn mgmt_error(err: MetaError) -> MgmtError {
+    match err {
+        MetaError::PoolNotFound(what) => MgmtError::pool_not_found(what),
+        MetaError::VolumeNotFound(what) => MgmtError::volume_not_found(what),
+        MetaError::NameConflict { kind, name } => MgmtError::name_conflict(kind, &name),
+        MetaError::PoolNotEmpty(name) => MgmtError::new(
+            "POOL_NOT_EMPTY",
+            409,
+            format!("pool {name:?} still holds volumes; delete them first"),
+        ),
+        MetaError::Capacity(message) => MgmtError::new("POOL_CAPACITY_EXCEEDED", 409, message),
+        MetaError::Invalid(message) => MgmtError::bad_request(message),
+        other @ (MetaError::Journal(_) | MetaError::Media(_)) => {
+            MgmtError::internal(other.to_string())
+        }
+    }
+}
+
+fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
+    let allocated = state
+        .pools
+        .get(&pool.id)
+        .map_or(0, |usage| usage.allocated_bytes());
+    let (mut volumes_count, mut virtual_used) = (0, 0);
+    for volume in state.catalog.volumes.values() {
+        if volume.pool_id == pool.id {
+            volumes_count += 1;
+            virtual_used += volume.size;
+        }
+    }
+    PoolInfo {
+        id: pool.id,
+        name: pool.name.clone(),
+        physical_capacity: pool.physical_capacity,
+        virtual_capacity: pool.virtual_capacity,
+        allocated_physical_space: allocated,
+        free_physical_space: pool.physical_capacity.saturating_sub(allocated),
+        free_virtual_space: pool.virtual_capacity.saturating_sub(virtual_used),
+        allocated_virtual_space: virtual_used,
+        physical_capacity_warning: pool.physical_capacity_warning,
+        physical_capacity_critical: pool.physical_capacity_critical,
+        ssd_enabled: pool.ssd_enabled,
+        owners: pool.owners.clone(),
+        volumes_count,
+        state: pool_state(
+            allocated,
+            pool.physical_capacity,
+            pool.physical_capacity_critical,
+        )
+        .into(),
+        created_at: pool.created_at,
+        updated_at: pool.updated_at,
+    }
+}
+
+fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeInfo {
+    let used = state.volumes.get(&volume.id).map_or_else(
+        || state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64,
+        |handle| {
+            if volume.provtype == Provisioning::Thick {
+                handle.pool.used_bytes()
+            } else {
+                state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64
+            }
+        },
+    );
+    let pool_name = state
+        .catalog
+        .pools
+        .get(&volume.pool_id)
+        .map(|pool| pool.name.clone())
+        .unwrap_or_default();
+    VolumeInfo {
+        id: volume.id,
+        name: volume.name.clone(),
+        size: volume.size,
+        pool_id: volume.pool_id,
+        pool_name,
+        provtype: volume.provtype.as_str().into(),
+        volume_type: "MASTER".into(),
+        parent_id: 0,
+        family_id: volume.id,
+        depth: 0,
+        has_children: false,
+        write_protected: volume.write_protected,
+        ssd_enabled: volume.ssd_enabled,
+        used,
+        allocated: match volume.provtype {
+            Provisioning::Thick => volume.size,
+            Provisioning::Thin => used,
+        },
+        mapped: false,
+        cg_id: None,
+        lock_expires_at: None,
+        lock_state: "UNLOCKED".into(),
+        serial: format!(
+            "6{:015x}{:016x}",
+            serial & 0xFFF_FFFF_FFFF_FFFF,
+            volume.id
+        ),
+        created_at: volume.created_at,
+        updated_at: volume.updated_at.max(volume.created_at),
+    }
+}
+
+impl NodeApi {
+    fn with_pool(&self, id: u32) -> Result<PoolInfo, MgmtError> {
+        let state = self.meta.state();
+        let pool = state
+            .catalog
+            .pools
+            .get(&id)
+            .ok_or_else(|| MgmtError::pool_not_found(id))?;
+        Ok(pool_info(&state, pool))
+    }
+
+    fn with_volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
+        let state = self.meta.state();
+        let volume = state
+            .catalog
+            .volumes
+            .get(&id)
+            .ok_or_else(|| MgmtError::volume_not_found(id))?;
+        Ok(volume_info(&state, self.meta.serial(), volume))
+    }
+}
+
+fn provisioning(text: Option<&str>) -> Result<Provisioning, MgmtError> {
+    match text.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("THIN") => Ok(Provisioning::Thin),
+        Some("THICK") => Ok(Provisioning::Thick),
+        Some(other) => Err(MgmtError::bad_request(format!(
+            "provtype {other:?} is not known; use THIN or THICK"
+        ))),
+    }
+}
+
+impl Management for NodeApi {
+    fn system(&self) -> SystemInfo {
+        let state = self.meta.state();
+        let promised: u64 = state
+            .catalog
+            .pools
+            .values()
+            .map(|pool| pool.physical_capacity)
+            .sum();
+        let used: u64 = state.pools.values().map(|usage| usage.used_bytes()).sum();
+        let physical = self.meta.usable_blocks() * BLOCK_SIZE as u64;
+        let health = if self.meta.has_failed() {
+            "FAILED"
+        } else {
+            "ACTIVE"
+        };
+        SystemInfo {
+            name: self.hw.name.clone(),
+            serial: self.meta.serial(),
+            serial_number: self.meta.serial(),
+            version: API_LEVEL.into(),
+            troika_version: env!("CARGO_PKG_VERSION").into(),
+            model: format!(
+                "troika {} controllers, {}+2 x {} NL-SAS",
+                self.hw.controllers,
+                self.hw.stripe.data,
+                self.hw.nlsas.len()
+            ),
+            state: health.into(),
+            operational_state: OperationalState {
+                state: health.into(),
+                read_only_system: false,
+            },
+            physical_capacity: physical,
+            allocated_physical_capacity: promised,
+            free_physical_capacity: physical.saturating_sub(promised),
+            used_physical_capacity: used,
+            controllers: self.controllers.ids().len(),
+            pools_count: state.catalog.pools.len() as u64,
+            volumes_count: state.catalog.volumes.len() as u64,
+            started_at: self.started_at,
+        }
+    }
+
+    fn create_pool(&self, request: PoolCreate) -> Result<PoolInfo, MgmtError> {
+        let virtual_capacity = request
+            .virtual_capacity
+            .unwrap_or(request.physical_capacity);
+        let pool = self
+            .meta
+            .create_pool(&request.name, request.physical_capacity, virtual_capacity)
+            .map_err(|err| match err {
+                MetaError::Capacity(message) => {
+                    MgmtError::new("SYSTEM_CAPACITY_EXCEEDED", 409, message)
+                }
+                other => mgmt_error(other),
+            })?;
+        self.with_pool(pool.id)
+    }
+
+    fn pools(&self) -> Vec<PoolInfo> {
+        let state = self.meta.state();
+        state
+            .catalog
+            .pools
+            .values()
+            .map(|pool| pool_info(&state, pool))
+            .collect()
+    }
+
+    fn pool(&self, id: u32) -> Result<PoolInfo, MgmtError> {
+        self.with_pool(id)
+    }
+
+    fn update_pool(&self, id: u32, update: PoolUpdate) -> Result<PoolInfo, MgmtError> {
+        self.meta
+            .update_pool(id, |pool| {
+                if let Some(name) = update.name {
+                    pool.name = name;
+                }
+                if let Some(physical) = update.physical_capacity {
+                    pool.physical_capacity = physical;
+                }
+                if let Some(virtual_capacity) = update.virtual_capacity {
+                    pool.virtual_capacity = virtual_capacity;
+                }
+                if let Some(warning) = update.physical_capacity_warning {
+                    pool.physical_capacity_warning = warning;
+                }
+                if let Some(critical) = update.physical_capacity_critical {
+                    pool.physical_capacity_critical = critical;
+                }
+                if let Some(ssd) = update.ssd_enabled {
+                    pool.ssd_enabled = ssd;
+                }
+                if let Some(owners) = update.owners {
+                    pool.owners = owners;
+                }
+            })
+            .map_err(|err| match err {
+                MetaError::Capacity(message) => {
+                    MgmtError::new("POOL_CAPACITY_EXCEEDED", 409, message)
+                }
+                other => mgmt_error(other),
+            })?;
+        self.with_pool(id)
+    }
+
+    fn delete_pool(&self, id: u32) -> Result<PoolInfo, MgmtError> {
+        let info = self.pool(id)?;
+        self.meta.delete_pool(id).map_err(mgmt_error)?;
+        Ok(info)
+    }
+
+    fn create_volume(&self, request: VolumeCreate) -> Result<VolumeInfo, MgmtError> {
+        let provtype = provisioning(request.provtype.as_deref())?;
+        let volume = self
+            .meta
+            .create_volume(&request.name, request.pool_id, request.size, provtype)
+            .map_err(mgmt_error)?;
+        if request.write_protected.is_some() || request.ssd_enabled.is_some() {
+            return self.update_volume(
+                volume.id,
+                VolumeUpdate {
+                    write_protected: request.write_protected,
+                    ssd_enabled: request.ssd_enabled,
+                    ..VolumeUpdate::default()
+                },
+            );
+        }
+        self.with_volume(volume.id)
+    }
+
+    fn volumes(&self) -> Vec<VolumeInfo> {
+        let state = self.meta.state();
+        let serial = self.meta.serial();
+        state
+            .catalog
+            .volumes
+            .values()
+            .map(|volume| volume_info(&state, serial, volume))
+            .collect()
+    }
+
+    fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
+        self.with_volume(id)
+    }
+
+    fn update_volume(&self, id: u32, update: VolumeUpdate) -> Result<VolumeInfo, MgmtError> {
+        if update.size.is_some() {
+            return Err(MgmtError::bad_request(
+                "the size is changed by a resize, not an update",
+            ));
+        }
+        self.meta
+            .update_volume(id, |volume| {
+                if let Some(name) = update.name {
+                    volume.name = name;
+                }
+                if let Some(protected) = update.write_protected {
+                    volume.write_protected = protected;
+                }
+                if let Some(ssd) = update.ssd_enabled {
+                    volume.ssd_enabled = ssd;
+                }
+            })
+            .map_err(mgmt_error)?;
+        self.with_volume(id)
+    }
+
+    fn resize_volume(&self, id: u32, new_size: u64) -> Result<VolumeInfo, MgmtError> {
+        let before = self.with_volume(id)?;
+        self.meta.resize_volume(id, new_size).map_err(mgmt_error)?;
+        if new_size < before.size {
+            let block = BLOCK_SIZE as u64;
+            self.cache
+                .discard_blocks(id, new_size / block, before.size / block);
+        }
+        self.with_volume(id)
+    }
+
+    fn delete_volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
+        let info = self.volume(id)?;
+        if let Some(handle) = self.meta.state().volumes.get(&id) {
+            handle.deleted.store(true, Ordering::Release);
+        }
+        self.cache
+            .discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
+        self.meta.delete_volume(id).map_err(mgmt_error)?;
+        Ok(info)
+    }
+
+    fn metrics_text(&self) -> String {
+        super::metrics_text(&self.meta, &self.cache)
+    }
+}
