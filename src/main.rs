@@ -77,7 +77,9 @@ fn serve(
     )?;
     eprintln!(
         "troika: serving; management on the data directory's troika.sock{}, NBD on nbd.sock{}",
-        mgmt_tcp.map(|a| format!(" and http://{a}")).unwrap_or_default(),
+        mgmt_tcp
+            .map(|a| format!(" and http://{a}"))
+            .unwrap_or_default(),
         nbd_tcp.map(|a| format!(" and {a}")).unwrap_or_default()
     );
     node.run_until_signal()

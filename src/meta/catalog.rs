@@ -126,10 +126,17 @@ impl VolumeRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub enum CatalogOp {
     CreatePool(PoolRecord),
-    DeletePool { id: u32 },
+    DeletePool {
+        id: u32,
+    },
     CreateVolume(VolumeRecord),
-    ResizeVolume { id: u32, size: u64 },
-    DeleteVolume { id: u32 },
+    ResizeVolume {
+        id: u32,
+        size: u64,
+    },
+    DeleteVolume {
+        id: u32,
+    },
     /// Replaces a pool's settable fields (name, capacities, thresholds, owners, ...).
     UpdatePool(PoolRecord),
     /// Replaces a volume's settable fields (name, protection, ...); never its size, which
@@ -233,7 +240,9 @@ mod tests {
     #[test]
     fn updates_keep_the_size_and_records_from_before_the_new_fields_load() {
         let mut catalog = Catalog::new(1);
-        catalog.apply(&CatalogOp::CreateVolume(VolumeRecord::new(1, "v", 1, 8192, 0)));
+        catalog.apply(&CatalogOp::CreateVolume(VolumeRecord::new(
+            1, "v", 1, 8192, 0,
+        )));
         let mut renamed = VolumeRecord::new(1, "renamed", 1, 4096, 5);
         renamed.write_protected = true;
         catalog.apply(&CatalogOp::UpdateVolume(renamed));
@@ -247,10 +256,9 @@ mod tests {
         .unwrap();
         assert_eq!(old.physical_capacity_warning, DEFAULT_WARNING_PERCENT);
         assert!(old.ssd_enabled && old.owners.is_empty());
-        let old: VolumeRecord = serde_json::from_str(
-            r#"{"id":1,"name":"v","pool_id":1,"size":4096,"created_at":0}"#,
-        )
-        .unwrap();
+        let old: VolumeRecord =
+            serde_json::from_str(r#"{"id":1,"name":"v","pool_id":1,"size":4096,"created_at":0}"#)
+                .unwrap();
         assert_eq!(old.provtype, Provisioning::Thin);
     }
 }

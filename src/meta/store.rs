@@ -478,7 +478,10 @@ impl MetaStore {
                 pool.name, pool.virtual_capacity
             )));
         }
-        let allocated = state.pools.get(&pool.id).map_or(0, |usage| usage.allocated_bytes());
+        let allocated = state
+            .pools
+            .get(&pool.id)
+            .map_or(0, |usage| usage.allocated_bytes());
         if physical < allocated {
             return Err(MetaError::Capacity(format!(
                 "pool {:?} already holds {allocated} bytes; its physical capacity cannot go below that (asked {physical}); free space first",
@@ -785,7 +788,10 @@ fn rebuild_handles(state: &mut MetaState) {
             .write_protected
             .store(volume.write_protected, Ordering::Release);
         if thick {
-            handle.pool.capacity_blocks.store(size_blocks, Ordering::Release);
+            handle
+                .pool
+                .capacity_blocks
+                .store(size_blocks, Ordering::Release);
         }
     }
     for (id, usage) in &state.pools {
@@ -850,7 +856,10 @@ fn validate_volume_size(name: &str, size: u64) -> Result<(), MetaError> {
 
 /// A thick volume (or its growth) needs `bytes` of free physical space in the pool.
 fn check_physical(state: &MetaState, pool: &PoolRecord, bytes: u64) -> Result<(), MetaError> {
-    let allocated = state.pools.get(&pool.id).map_or(0, |usage| usage.allocated_bytes());
+    let allocated = state
+        .pools
+        .get(&pool.id)
+        .map_or(0, |usage| usage.allocated_bytes());
     let free = pool.physical_capacity.saturating_sub(allocated);
     if bytes > free {
         return Err(MetaError::Capacity(format!(
@@ -863,7 +872,10 @@ fn check_physical(state: &MetaState, pool: &PoolRecord, bytes: u64) -> Result<()
 
 /// A pool whose use reached its critical threshold is LIMITED: no new or bigger volumes.
 fn check_not_limited(state: &MetaState, pool: &PoolRecord, what: &str) -> Result<(), MetaError> {
-    let allocated = state.pools.get(&pool.id).map_or(0, |usage| usage.allocated_bytes());
+    let allocated = state
+        .pools
+        .get(&pool.id)
+        .map_or(0, |usage| usage.allocated_bytes());
     if allocated.saturating_mul(100)
         >= pool.physical_capacity * u64::from(pool.physical_capacity_critical)
     {

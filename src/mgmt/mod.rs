@@ -17,13 +17,13 @@ pub mod events;
 pub mod http;
 pub mod rest;
 pub mod server;
-pub mod users;
 #[cfg(test)]
 mod tests;
+pub mod users;
 
 pub use api::{
-    Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate, SystemInfo, VolumeCreate,
-    VolumeInfo, VolumeUpdate,
+    Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate, SystemInfo, VolumeCreate, VolumeInfo,
+    VolumeUpdate,
 };
 pub use cli::{CliCommand, PoolCommand, SystemCommand, VolCommand, run};
 pub use client::{Client, ClientError};

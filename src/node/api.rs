@@ -142,11 +142,7 @@ fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeI
         cg_id: None,
         lock_expires_at: None,
         lock_state: "UNLOCKED".into(),
-        serial: format!(
-            "6{:015x}{:016x}",
-            serial & 0xFFF_FFFF_FFFF_FFFF,
-            volume.id
-        ),
+        serial: format!("6{:015x}{:016x}", serial & 0xFFF_FFFF_FFFF_FFFF, volume.id),
         created_at: volume.created_at,
         updated_at: volume.updated_at.max(volume.created_at),
     }

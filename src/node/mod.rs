@@ -26,11 +26,11 @@ use crate::hw::HwModel;
 use crate::io::{self, Device};
 use crate::layout::Array;
 use crate::meta::MetaStore;
+use crate::mgmt;
 use crate::mgmt::events::EventLog;
 use crate::mgmt::rest::Mgmt;
 use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
-use crate::mgmt;
 use crate::target::nbd::{self, NbdConfig, NbdListener};
 
 /// Where the node listens.
@@ -194,11 +194,7 @@ impl Node {
                 shutdown.clone(),
             ));
         }
-        threads.push(monitor::spawn(
-            meta,
-            events.clone(),
-            shutdown.clone(),
-        ));
+        threads.push(monitor::spawn(meta, events.clone(), shutdown.clone()));
         Ok(Node {
             cache,
             events,

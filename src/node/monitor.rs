@@ -177,11 +177,22 @@ mod tests {
     fn transitions_raise_each_crossing_once() {
         assert_eq!(
             transition_events(Normal, Locked),
-            ["POOL_CAPACITY_WARNING", "POOL_CAPACITY_CRITICAL", "POOL_LIMITED", "POOL_LOCKED"]
+            [
+                "POOL_CAPACITY_WARNING",
+                "POOL_CAPACITY_CRITICAL",
+                "POOL_LIMITED",
+                "POOL_LOCKED"
+            ]
         );
-        assert_eq!(transition_events(Warning, Critical), ["POOL_CAPACITY_CRITICAL", "POOL_LIMITED"]);
+        assert_eq!(
+            transition_events(Warning, Critical),
+            ["POOL_CAPACITY_CRITICAL", "POOL_LIMITED"]
+        );
         assert_eq!(transition_events(Locked, Warning), ["POOL_UNLOCKED"]);
-        assert_eq!(transition_events(Critical, Normal), ["POOL_CAPACITY_NORMAL"]);
+        assert_eq!(
+            transition_events(Critical, Normal),
+            ["POOL_CAPACITY_NORMAL"]
+        );
         assert!(transition_events(Warning, Warning).is_empty());
     }
 }

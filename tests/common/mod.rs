@@ -31,12 +31,41 @@ pub fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// A loopback TCP port nobody listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("bind an ephemeral port")
+        .port()
+}
+
+/// Standard base64 with padding (for HTTP basic credentials).
+pub fn base64_encode(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// Status and body of a raw HTTP response.
+pub fn split_response(response: &str) -> (u16, String) {
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or(String::new(), |(_, body)| body.to_owned());
+    (status, body)
+}
+
 /// A running node.
 pub struct TestNode {
     pub dir: tempfile::TempDir,
     child: Option<Child>,
     pub log: PathBuf,
     model: PathBuf,
+    /// The REST API's TCP port, when the node serves one.
+    pub api_port: Option<u16>,
 }
 
 impl TestNode {
@@ -54,9 +83,64 @@ impl TestNode {
             child: None,
             log,
             model,
+            api_port: None,
         };
         node.spawn();
         node
+    }
+
+    /// Starts a node that also serves the REST API on a free loopback TCP port.
+    pub fn start_with_api(model: PathBuf) -> TestNode {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("serve.log");
+        let mut node = TestNode {
+            dir,
+            child: None,
+            log,
+            model,
+            api_port: Some(free_port()),
+        };
+        node.spawn();
+        node
+    }
+
+    /// The generated password of the built-in `admin` user.
+    pub fn admin_password(&self) -> String {
+        std::fs::read_to_string(self.data().join("admin-password"))
+            .expect("the node writes DATA/admin-password on first start")
+            .trim()
+            .to_owned()
+    }
+
+    /// One HTTP/1.1 request on the REST API's TCP port, with basic credentials if given;
+    /// returns the status and the body.
+    pub fn http_tcp(
+        &self,
+        method: &str,
+        target: &str,
+        credentials: Option<(&str, &str)>,
+        body: Option<&str>,
+    ) -> (u16, String) {
+        let port = self.api_port.expect("node started without a TCP API port");
+        let mut stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the REST port");
+        let mut request =
+            format!("{method} {target} HTTP/1.1\r\nHost: troika\r\nConnection: close\r\n");
+        if let Some((user, password)) = credentials {
+            request.push_str(&format!(
+                "Authorization: Basic {}\r\n",
+                base64_encode(format!("{user}:{password}").as_bytes())
+            ));
+        }
+        let body = body.unwrap_or("");
+        request.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ));
+        stream.write_all(request.as_bytes()).expect("send");
+        let mut response = String::new();
+        stream.read_to_string(&mut response).expect("read");
+        split_response(&response)
     }
 
     pub fn data(&self) -> &Path {
@@ -92,6 +176,11 @@ impl TestNode {
             .arg("--data")
             .arg(self.data())
             .args(["--nbd-listen", "none"])
+            .arg("--mgmt-listen")
+            .arg(
+                self.api_port
+                    .map_or_else(|| "none".to_owned(), |port| format!("127.0.0.1:{port}")),
+            )
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -99,8 +188,12 @@ impl TestNode {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
+            let api_up = self
+                .api_port
+                .is_none_or(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
             if UnixStream::connect(self.mgmt_socket()).is_ok()
                 && UnixStream::connect(self.nbd_socket()).is_ok()
+                && api_up
             {
                 return;
             }

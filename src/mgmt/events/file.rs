@@ -132,7 +132,11 @@ impl Shared {
         let mut len = 0;
         let mut chunk = Vec::new();
         loop {
-            let events = self.state.read().retained.after(written_through, REWRITE_CHUNK);
+            let events = self
+                .state
+                .read()
+                .retained
+                .after(written_through, REWRITE_CHUNK);
             let Some(last) = events.last() else { break };
             written_through = last.id;
             chunk.clear();

@@ -145,7 +145,9 @@ fn rewrite_threshold(keep: usize) -> usize {
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 impl EventLog {
@@ -209,9 +211,8 @@ impl EventLog {
     ) -> Event {
         let registered = event_type(code);
         debug_assert!(registered.is_some(), "event code {code} is not registered");
-        let (level, reporter) = registered.map_or((Level::Info, "SYSTEM"), |kind| {
-            (kind.level, kind.reporter)
-        });
+        let (level, reporter) =
+            registered.map_or((Level::Info, "SYSTEM"), |kind| (kind.level, kind.reporter));
         let description = description.into();
         let shared = &self.shared;
         let mut state = shared.state.write();

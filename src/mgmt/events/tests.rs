@@ -32,7 +32,10 @@ fn every_registered_code_is_unique_and_found() {
         assert_eq!(Level::parse(kind.level.as_str()), Some(kind.level));
     }
     assert_eq!(event_type("POOL_LOCKED").unwrap().level, Level::Critical);
-    assert_eq!(event_type("POOL_CAPACITY_CRITICAL").unwrap().level, Level::Error);
+    assert_eq!(
+        event_type("POOL_CAPACITY_CRITICAL").unwrap().level,
+        Level::Error
+    );
     assert_eq!(event_type("NO_SUCH_EVENT"), None);
 }
 
@@ -49,7 +52,12 @@ fn levels_parse_in_any_case_and_serialize_uppercase() {
 fn events_survive_reopen_and_ids_continue() {
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(dir.path()).unwrap();
-    let first = log.raise("POOL_CREATED", "Pool p1 was created", Some(7), Some("admin"));
+    let first = log.raise(
+        "POOL_CREATED",
+        "Pool p1 was created",
+        Some(7),
+        Some("admin"),
+    );
     assert_eq!((first.id, first.seq_num), (1, 1));
     assert_eq!(first.level, Level::Info);
     assert_eq!(first.reporter, "MANAGEMENT");
@@ -73,7 +81,12 @@ fn a_torn_last_line_is_dropped_and_the_file_repaired() {
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(dir.path()).unwrap();
     for n in 0..3 {
-        log.raise("VOLUME_CREATED", format!("Volume v{n} was created"), Some(n), None);
+        log.raise(
+            "VOLUME_CREATED",
+            format!("Volume v{n} was created"),
+            Some(n),
+            None,
+        );
     }
     drop(log);
     let path = dir.path().join(LOG_NAME);
@@ -149,7 +162,11 @@ fn query_filters_skips_and_takes_in_either_order() {
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(dir.path()).unwrap();
     for n in 1..=20u64 {
-        let code = if n % 2 == 0 { "USER_LOGIN_FAILURE" } else { "USER_LOGIN_SUCCESS" };
+        let code = if n % 2 == 0 {
+            "USER_LOGIN_FAILURE"
+        } else {
+            "USER_LOGIN_SUCCESS"
+        };
         let user = format!("user{}", n % 3);
         log.raise(code, format!("login {n}"), None, Some(&user));
     }
@@ -279,7 +296,10 @@ fn events_at_full_retention() {
         );
     }
     log.sync();
-    eprintln!("raise: {:?} per event", started.elapsed() / EVENTS_KEPT as u32);
+    eprintln!(
+        "raise: {:?} per event",
+        started.elapsed() / EVENTS_KEPT as u32
+    );
     drop(log);
 
     let before = resident_bytes();

@@ -102,7 +102,11 @@ pub fn create_user(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let user = mgmt.users.create(request)?;
     mgmt.events.raise(
         "USER_CREATED",
-        format!("user {:?} created with role {}", user.name, user.role.as_str()),
+        format!(
+            "user {:?} created with role {}",
+            user.name,
+            user.role.as_str()
+        ),
         Some(u64::from(user.id)),
         call.username(),
     );

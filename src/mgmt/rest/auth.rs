@@ -55,11 +55,16 @@ impl Access {
 
     /// The roles admitted, for the OpenAPI description.
     pub fn roles(self) -> Vec<&'static str> {
-        [Role::Admin, Role::PoolAdmin, Role::ReadOnly, Role::Technician]
-            .into_iter()
-            .filter(|role| self.admits(*role))
-            .map(Role::as_str)
-            .collect()
+        [
+            Role::Admin,
+            Role::PoolAdmin,
+            Role::ReadOnly,
+            Role::Technician,
+        ]
+        .into_iter()
+        .filter(|role| self.admits(*role))
+        .map(Role::as_str)
+        .collect()
     }
 }
 
@@ -172,7 +177,9 @@ fn basic_credentials(request: &Request) -> Option<Result<(String, String), MgmtE
         MgmtError::new(
             "UNAUTHORIZED",
             401,
-            format!("the Authorization header is not usable: {why}; send Basic base64(user:password)"),
+            format!(
+                "the Authorization header is not usable: {why}; send Basic base64(user:password)"
+            ),
         )
     };
     let Some((scheme, encoded)) = header.split_once(' ') else {

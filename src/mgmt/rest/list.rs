@@ -351,7 +351,10 @@ impl ListQuery {
 
     /// Objects to skip and to take for the requested page.
     pub fn window(&self) -> (usize, usize) {
-        ((self.page - 1).saturating_mul(self.page_size), self.page_size)
+        (
+            (self.page - 1).saturating_mul(self.page_size),
+            self.page_size,
+        )
     }
 
     /// Projects the page's rows and wraps them with the list metadata.

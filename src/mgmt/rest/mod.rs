@@ -58,8 +58,7 @@ impl Call<'_> {
     /// Path parameter `index` as an object id; a non-number is the object's not-found.
     pub fn id(&self, index: usize, not_found: fn(String) -> MgmtError) -> Result<u32, MgmtError> {
         let text = self.params.get(index).copied().unwrap_or("");
-        text.parse()
-            .map_err(|_| not_found(format!("id {text:?}")))
+        text.parse().map_err(|_| not_found(format!("id {text:?}")))
     }
 
     /// The body decoded as `T`; serde's message names the missing or mistyped field.

@@ -365,10 +365,17 @@ pub fn list_events(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 }
 
 pub fn get_event(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let not_found =
-        |what: String| MgmtError::new("EVENT_NOT_FOUND", 404, format!("event {what} does not exist"));
+    let not_found = |what: String| {
+        MgmtError::new(
+            "EVENT_NOT_FOUND",
+            404,
+            format!("event {what} does not exist"),
+        )
+    };
     let id = u64::from(call.id(0, not_found)?);
-    let (_, events) = mgmt.events.query(&|event: &Event| event.id == id, false, 0, 1);
+    let (_, events) = mgmt
+        .events
+        .query(&|event: &Event| event.id == id, false, 0, 1);
     match events.into_iter().next() {
         Some(event) => call.object(200, &event),
         None => Err(not_found(id.to_string())),

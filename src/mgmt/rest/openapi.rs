@@ -53,7 +53,11 @@ pub const SYSTEM: Schema = object(
 
 pub const FEATURE: Schema = object(
     "Feature",
-    &[("name", "string"), ("version", "integer"), ("enabled", "boolean")],
+    &[
+        ("name", "string"),
+        ("version", "integer"),
+        ("enabled", "boolean"),
+    ],
 );
 
 pub const POOL: Schema = object(
@@ -230,7 +234,15 @@ pub const BODIES: &[Schema] = &[
 ];
 
 /// Every object schema the answers use.
-pub const OBJECTS: &[&Schema] = &[&SYSTEM, &FEATURE, &POOL, &VOLUME, &USER, &EVENT, &EVENT_TYPES];
+pub const OBJECTS: &[&Schema] = &[
+    &SYSTEM,
+    &FEATURE,
+    &POOL,
+    &VOLUME,
+    &USER,
+    &EVENT,
+    &EVENT_TYPES,
+];
 
 /// The field names of a schema, for list queries.
 pub fn field_names(schema: &Schema) -> Vec<&'static str> {

@@ -77,34 +77,262 @@ use Answer::{Document, List, Metrics, Object};
 
 /// Every route, in the order the OpenAPI description lists them.
 pub static ROUTES: &[Route] = &[
-    route("GET", "/api/rest/system", Authenticated, "The system: name, serial, version, model, capacity and state.", Object("System"), objects::get_system),
-    route("GET", "/api/rest/_features", Public, "The API features this node implements, with their versions.", List("Feature"), objects::get_features),
-    route("GET", "/api/rest/openapi.json", Public, "This description.", Document, openapi::get_openapi),
-    with_body(route("POST", "/api/rest/users/login", Public, "Logs in with a user name and password; answers the user and sets the session cookie.", Object("User"), accounts::login), "Login", 200),
-    route("POST", "/api/rest/users/logout", Authenticated, "Ends the session of the cookie sent.", Object("User"), accounts::logout),
-    route("GET", "/api/rest/users/current", Authenticated, "The user making the request.", Object("User"), accounts::current_user),
-    route("GET", "/api/rest/users", Admin, "Lists the local users.", List("User"), accounts::list_users),
-    with_body(route("POST", "/api/rest/users", Admin, "Creates a local user.", Object("User"), accounts::create_user), "UserCreate", 201),
-    route("GET", "/api/rest/users/{id}", Admin, "One user.", Object("User"), accounts::get_user),
-    with_body(route("PUT", "/api/rest/users/{id}", Admin, "Changes a user's name, password, role, email or enabled flag.", Object("User"), accounts::update_user), "UserUpdate", 200),
-    approved(route("DELETE", "/api/rest/users/{id}", Admin, "Deletes a user and ends its sessions.", Object("User"), accounts::delete_user)),
-    route("GET", "/api/rest/pools", Authenticated, "Lists the pools.", List("Pool"), objects::list_pools),
-    with_body(route("POST", "/api/rest/pools", Admin, "Creates a pool.", Object("Pool"), objects::create_pool), "PoolCreate", 201),
-    route("GET", "/api/rest/pools/{id}", Authenticated, "One pool.", Object("Pool"), objects::get_pool),
-    with_body(route("PUT", "/api/rest/pools/{id}", Admin, "Renames a pool, changes its capacities, thresholds, SSD use or owners.", Object("Pool"), objects::update_pool), "PoolUpdate", 200),
-    approved(route("DELETE", "/api/rest/pools/{id}", Admin, "Deletes an empty pool.", Object("Pool"), objects::delete_pool)),
-    route("GET", "/api/rest/pools/{id}/owners", Authenticated, "The POOL_ADMIN users who manage the pool.", List("User"), objects::list_pool_owners),
-    with_body(route("POST", "/api/rest/pools/{id}/owners", Admin, "Makes a POOL_ADMIN user an owner of the pool.", Object("Pool"), objects::add_pool_owner), "PoolOwner", 201),
-    route("DELETE", "/api/rest/pools/{id}/owners/{user_id}", Admin, "Removes an owner from the pool.", Object("Pool"), objects::remove_pool_owner),
-    route("GET", "/api/rest/volumes", Authenticated, "Lists the volumes.", List("Volume"), objects::list_volumes),
-    with_body(route("POST", "/api/rest/volumes", PoolAdmin, "Creates a volume in a pool.", Object("Volume"), objects::create_volume), "VolumeCreate", 201),
-    route("GET", "/api/rest/volumes/{id}", Authenticated, "One volume.", Object("Volume"), objects::get_volume),
-    approved(with_body(route("PUT", "/api/rest/volumes/{id}", PoolAdmin, "Renames, resizes (shrinking needs approval), write-protects a volume or changes its SSD use.", Object("Volume"), objects::update_volume), "VolumeUpdate", 200)),
-    approved(route("DELETE", "/api/rest/volumes/{id}", PoolAdmin, "Deletes a volume and frees its space.", Object("Volume"), objects::delete_volume)),
-    route("GET", "/api/rest/events", Authenticated, "Lists events, oldest first by default.", List("Event"), objects::list_events),
-    route("GET", "/api/rest/events/types", Authenticated, "Every event code the node raises, the levels, visibilities and reporters.", Object("EventTypes"), objects::list_event_types),
-    route("GET", "/api/rest/events/{id}", Authenticated, "One event.", Object("Event"), objects::get_event),
-    route("GET", "/metrics", Authenticated, "Counters, gauges and latency histograms in Prometheus text format.", Metrics, objects::get_metrics),
+    route(
+        "GET",
+        "/api/rest/system",
+        Authenticated,
+        "The system: name, serial, version, model, capacity and state.",
+        Object("System"),
+        objects::get_system,
+    ),
+    route(
+        "GET",
+        "/api/rest/_features",
+        Public,
+        "The API features this node implements, with their versions.",
+        List("Feature"),
+        objects::get_features,
+    ),
+    route(
+        "GET",
+        "/api/rest/openapi.json",
+        Public,
+        "This description.",
+        Document,
+        openapi::get_openapi,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/users/login",
+            Public,
+            "Logs in with a user name and password; answers the user and sets the session cookie.",
+            Object("User"),
+            accounts::login,
+        ),
+        "Login",
+        200,
+    ),
+    route(
+        "POST",
+        "/api/rest/users/logout",
+        Authenticated,
+        "Ends the session of the cookie sent.",
+        Object("User"),
+        accounts::logout,
+    ),
+    route(
+        "GET",
+        "/api/rest/users/current",
+        Authenticated,
+        "The user making the request.",
+        Object("User"),
+        accounts::current_user,
+    ),
+    route(
+        "GET",
+        "/api/rest/users",
+        Admin,
+        "Lists the local users.",
+        List("User"),
+        accounts::list_users,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/users",
+            Admin,
+            "Creates a local user.",
+            Object("User"),
+            accounts::create_user,
+        ),
+        "UserCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/users/{id}",
+        Admin,
+        "One user.",
+        Object("User"),
+        accounts::get_user,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/users/{id}",
+            Admin,
+            "Changes a user's name, password, role, email or enabled flag.",
+            Object("User"),
+            accounts::update_user,
+        ),
+        "UserUpdate",
+        200,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/users/{id}",
+        Admin,
+        "Deletes a user and ends its sessions.",
+        Object("User"),
+        accounts::delete_user,
+    )),
+    route(
+        "GET",
+        "/api/rest/pools",
+        Authenticated,
+        "Lists the pools.",
+        List("Pool"),
+        objects::list_pools,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/pools",
+            Admin,
+            "Creates a pool.",
+            Object("Pool"),
+            objects::create_pool,
+        ),
+        "PoolCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/pools/{id}",
+        Authenticated,
+        "One pool.",
+        Object("Pool"),
+        objects::get_pool,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/pools/{id}",
+            Admin,
+            "Renames a pool, changes its capacities, thresholds, SSD use or owners.",
+            Object("Pool"),
+            objects::update_pool,
+        ),
+        "PoolUpdate",
+        200,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/pools/{id}",
+        Admin,
+        "Deletes an empty pool.",
+        Object("Pool"),
+        objects::delete_pool,
+    )),
+    route(
+        "GET",
+        "/api/rest/pools/{id}/owners",
+        Authenticated,
+        "The POOL_ADMIN users who manage the pool.",
+        List("User"),
+        objects::list_pool_owners,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/pools/{id}/owners",
+            Admin,
+            "Makes a POOL_ADMIN user an owner of the pool.",
+            Object("Pool"),
+            objects::add_pool_owner,
+        ),
+        "PoolOwner",
+        201,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/pools/{id}/owners/{user_id}",
+        Admin,
+        "Removes an owner from the pool.",
+        Object("Pool"),
+        objects::remove_pool_owner,
+    ),
+    route(
+        "GET",
+        "/api/rest/volumes",
+        Authenticated,
+        "Lists the volumes.",
+        List("Volume"),
+        objects::list_volumes,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/volumes",
+            PoolAdmin,
+            "Creates a volume in a pool.",
+            Object("Volume"),
+            objects::create_volume,
+        ),
+        "VolumeCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/volumes/{id}",
+        Authenticated,
+        "One volume.",
+        Object("Volume"),
+        objects::get_volume,
+    ),
+    approved(with_body(
+        route(
+            "PUT",
+            "/api/rest/volumes/{id}",
+            PoolAdmin,
+            "Renames, resizes (shrinking needs approval), write-protects a volume or changes its SSD use.",
+            Object("Volume"),
+            objects::update_volume,
+        ),
+        "VolumeUpdate",
+        200,
+    )),
+    approved(route(
+        "DELETE",
+        "/api/rest/volumes/{id}",
+        PoolAdmin,
+        "Deletes a volume and frees its space.",
+        Object("Volume"),
+        objects::delete_volume,
+    )),
+    route(
+        "GET",
+        "/api/rest/events",
+        Authenticated,
+        "Lists events, oldest first by default.",
+        List("Event"),
+        objects::list_events,
+    ),
+    route(
+        "GET",
+        "/api/rest/events/types",
+        Authenticated,
+        "Every event code the node raises, the levels, visibilities and reporters.",
+        Object("EventTypes"),
+        objects::list_event_types,
+    ),
+    route(
+        "GET",
+        "/api/rest/events/{id}",
+        Authenticated,
+        "One event.",
+        Object("Event"),
+        objects::get_event,
+    ),
+    route(
+        "GET",
+        "/metrics",
+        Authenticated,
+        "Counters, gauges and latency histograms in Prometheus text format.",
+        Metrics,
+        objects::get_metrics,
+    ),
 ];
 
 /// What a method and path lead to.
@@ -118,7 +346,10 @@ pub enum Found<'a> {
 /// Finds the route for `method` and `path` (a trailing `/` is ignored). A literal segment
 /// wins over a `{param}` one, so `/users/login` is not user `login`.
 pub fn find<'a>(method: &str, path: &'a str) -> Found<'a> {
-    let path = path.strip_suffix('/').filter(|p| !p.is_empty()).unwrap_or(path);
+    let path = path
+        .strip_suffix('/')
+        .filter(|p| !p.is_empty())
+        .unwrap_or(path);
     let mut best: Option<(&'static Route, Vec<&'a str>, usize)> = None;
     let mut allowed: Vec<&'static str> = Vec::new();
     for route in ROUTES {
@@ -197,10 +428,9 @@ mod tests {
 
     fn route_of(method: &str, path: &str) -> Option<(&'static str, Vec<String>)> {
         match find(method, path) {
-            Found::Route(route, params) => Some((
-                route.path,
-                params.into_iter().map(str::to_owned).collect(),
-            )),
+            Found::Route(route, params) => {
+                Some((route.path, params.into_iter().map(str::to_owned).collect()))
+            }
             _ => None,
         }
     }
@@ -228,7 +458,10 @@ mod tests {
             Found::MethodNotAllowed(allow) if allow == "GET, PUT, DELETE"
         ));
         assert!(matches!(find("GET", "/api/rest/nothing"), Found::NotFound));
-        assert!(matches!(find("GET", "/api/rest/volumes//"), Found::NotFound));
+        assert!(matches!(
+            find("GET", "/api/rest/volumes//"),
+            Found::NotFound
+        ));
         assert!(matches!(find("GET", ""), Found::NotFound));
     }
 
