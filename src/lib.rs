@@ -15,5 +15,6 @@ pub mod layout;
 pub mod meta;
 pub mod mgmt;
 pub mod node;
+pub mod stats;
 pub mod target;
 pub mod types;

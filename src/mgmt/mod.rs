@@ -18,6 +18,7 @@ pub mod rest;
 pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod top;
 
 pub use api::{Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo};
 pub use cli::{CliCommand, PoolCommand, SystemCommand, VolCommand, run};
