@@ -5,7 +5,8 @@
 //! vault, destage) → `meta` (pools, volumes, the redirect-on-write map, the journal) →
 //! `layout` (stripes with P+Q parity on the NL-SAS drives, segment cleaning) → `io`
 //! (io_uring, aligned buffers, devices) → `hw` (the hardware model). `mgmt` is the
-//! control plane beside them; `node` wires them together.
+//! control plane beside them; `stats` counts I/O per volume and controller for its
+//! `/metrics`; `node` wires them together.
 
 pub mod cache;
 pub mod controller;
@@ -15,5 +16,6 @@ pub mod layout;
 pub mod meta;
 pub mod mgmt;
 pub mod node;
+pub mod stats;
 pub mod target;
 pub mod types;

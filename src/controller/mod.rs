@@ -9,11 +9,17 @@
 //! all controllers together. The per-controller caches, section ownership by stable hash,
 //! mirroring and failover (DESIGN.md, "Sections and ownership") slot in here: `VolumeTarget`
 //! is where a request is cut into sections and routed to their owner.
+//!
+//! Every request a `VolumeTarget` serves is counted in its volume's and its controller's
+//! [`IoStats`]; both are looked up once when the export is opened, so the per-request cost
+//! is a clock read before and after and a few relaxed atomic adds.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use crate::cache::Cache;
 use crate::meta::VolumeHandle;
+use crate::stats::{IoStats, StatsRegistry};
 use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
 
@@ -42,6 +48,7 @@ impl std::fmt::Display for ControllerId {
 pub struct Controllers {
     cache: Arc<Cache>,
     ids: Vec<ControllerId>,
+    stats: Arc<StatsRegistry>,
 }
 
 impl Controllers {
@@ -49,7 +56,11 @@ impl Controllers {
         let ids = (0..count)
             .filter_map(|index| ControllerId::new(index, count))
             .collect();
-        Arc::new(Controllers { cache, ids })
+        Arc::new(Controllers {
+            cache,
+            ids,
+            stats: Arc::new(StatsRegistry::new(count)),
+        })
     }
 
     pub fn ids(&self) -> &[ControllerId] {
@@ -58,6 +69,33 @@ impl Controllers {
 
     pub fn cache(&self) -> &Arc<Cache> {
         &self.cache
+    }
+
+    /// The I/O statistics of every volume and controller (for `/metrics`).
+    pub fn stats(&self) -> &Arc<StatsRegistry> {
+        &self.stats
+    }
+
+    /// Opens the named export for a connection that arrived on `controller`'s port; `None`
+    /// when there is no such volume or no such controller.
+    pub fn open_export_on(
+        &self,
+        name: &str,
+        controller: ControllerId,
+    ) -> Option<Arc<dyn BlockTarget>> {
+        let controller_stats = self.stats.controller(controller)?.clone();
+        let handle = {
+            let state = self.cache.meta().state();
+            let volume = state.catalog.volume_by_name(name)?;
+            state.volumes.get(&volume.id)?.clone()
+        };
+        let volume_stats = self.stats.volume(&handle);
+        Some(Arc::new(VolumeTarget {
+            cache: self.cache.clone(),
+            handle,
+            volume_stats,
+            controller_stats,
+        }))
     }
 }
 
@@ -76,14 +114,9 @@ impl ExportProvider for Controllers {
             .collect()
     }
 
+    /// Opens on the first controller: the node has one NBD port, which is controller 1's.
     fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
-        let state = self.cache.meta().state();
-        let volume = state.catalog.volume_by_name(name)?;
-        let handle = state.volumes.get(&volume.id)?.clone();
-        Some(Arc::new(VolumeTarget {
-            cache: self.cache.clone(),
-            handle,
-        }))
+        self.open_export_on(name, *self.ids.first()?)
     }
 }
 
@@ -91,6 +124,41 @@ impl ExportProvider for Controllers {
 pub struct VolumeTarget {
     cache: Arc<Cache>,
     handle: Arc<VolumeHandle>,
+    volume_stats: Arc<IoStats>,
+    controller_stats: Arc<IoStats>,
+}
+
+impl VolumeTarget {
+    /// Counts a finished request in the volume's and the controller's stats: `record` on
+    /// success, an error on failure (a declined fast-zero is neither).
+    fn account<T>(
+        &self,
+        result: Result<T, IoError>,
+        started: Instant,
+        record: impl Fn(&IoStats, Duration),
+    ) -> Result<T, IoError> {
+        match &result {
+            Ok(_) => {
+                let latency = started.elapsed();
+                record(&self.volume_stats, latency);
+                record(&self.controller_stats, latency);
+            }
+            Err(IoError::NotFast) => {}
+            Err(_) => {
+                self.volume_stats.record_error();
+                self.controller_stats.record_error();
+            }
+        }
+        result
+    }
+
+    fn write_then_flush(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
+        self.cache.write(&self.handle, offset, data)?;
+        if fua {
+            self.cache.flush()?;
+        }
+        Ok(())
+    }
 }
 
 impl BlockTarget for VolumeTarget {
@@ -107,27 +175,37 @@ impl BlockTarget for VolumeTarget {
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
-        self.cache.read(&self.handle, offset, buf)
+        let started = Instant::now();
+        let bytes = buf.len() as u64;
+        let result = self.cache.read(&self.handle, offset, buf);
+        self.account(result, started, |stats, latency| {
+            stats.record_read(bytes, latency)
+        })
     }
 
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
-        self.cache.write(&self.handle, offset, data)?;
-        if fua {
-            self.cache.flush()?;
-        }
-        Ok(())
+        let started = Instant::now();
+        let result = self.write_then_flush(offset, data, fua);
+        self.account(result, started, |stats, latency| {
+            stats.record_write(data.len() as u64, latency)
+        })
     }
 
     fn flush(&self) -> Result<(), IoError> {
-        self.cache.flush()
+        let started = Instant::now();
+        let result = self.cache.flush();
+        self.account(result, started, IoStats::record_flush)
     }
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoError> {
-        self.cache.trim(&self.handle, offset, len)?;
-        if fua {
-            self.cache.flush()?;
-        }
-        Ok(())
+        let started = Instant::now();
+        let result = self.cache.trim(&self.handle, offset, len).and_then(|()| {
+            if fua {
+                self.cache.flush()?;
+            }
+            Ok(())
+        });
+        self.account(result, started, |stats, _| stats.record_trim())
     }
 
     fn write_zeroes(
@@ -138,12 +216,17 @@ impl BlockTarget for VolumeTarget {
         fast_only: bool,
         fua: bool,
     ) -> Result<(), IoError> {
-        self.cache
-            .write_zeroes(&self.handle, offset, len, no_hole, fast_only)?;
-        if fua {
-            self.cache.flush()?;
-        }
-        Ok(())
+        let started = Instant::now();
+        let result = self
+            .cache
+            .write_zeroes(&self.handle, offset, len, no_hole, fast_only)
+            .and_then(|()| {
+                if fua {
+                    self.cache.flush()?;
+                }
+                Ok(())
+            });
+        self.account(result, started, |stats, _| stats.record_write_zeroes())
     }
 
     fn prefetch(&self, offset: u64, len: u64) -> Result<(), IoError> {

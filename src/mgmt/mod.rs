@@ -19,6 +19,7 @@ pub mod rest;
 pub mod server;
 #[cfg(test)]
 mod tests;
+pub mod top;
 pub mod users;
 
 pub use api::{
