@@ -109,7 +109,7 @@ impl ExportProvider for Controllers {
             .map(|volume| ExportInfo {
                 name: volume.name.clone(),
                 size: volume.size,
-                read_only: false,
+                read_only: volume.write_protected,
             })
             .collect()
     }
@@ -170,8 +170,10 @@ impl BlockTarget for VolumeTarget {
         self.handle.size()
     }
 
+    /// A write-protected volume is exported read-only; one protected while a client is
+    /// connected refuses that client's writes with EPERM.
     fn read_only(&self) -> bool {
-        false
+        self.handle.is_write_protected()
     }
 
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {

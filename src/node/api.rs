@@ -373,6 +373,13 @@ impl Management for NodeApi {
     }
 
     fn metrics_text(&self) -> String {
-        super::metrics_text(&self.meta, &self.cache)
+        let mut out = String::new();
+        crate::stats::render_node_metrics(
+            &mut out,
+            &self.meta,
+            &self.cache,
+            self.controllers.stats(),
+        );
+        out
     }
 }

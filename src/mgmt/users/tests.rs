@@ -392,16 +392,16 @@ fn sessions_expire_and_end_with_their_user() {
     assert!(!store.logout(&token));
     assert!(store.session(&token).is_none());
 
-    store.set_session_timeout(Duration::from_millis(50));
+    store.set_session_timeout(Duration::from_millis(400));
     let (_, token) = store.login("alice", "alice-password").expect("login");
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(250));
     assert!(
         store.session(&token).is_some(),
         "touching restarts the timer"
     );
-    std::thread::sleep(Duration::from_millis(30));
+    std::thread::sleep(Duration::from_millis(250));
     assert!(store.session(&token).is_some());
-    std::thread::sleep(Duration::from_millis(80));
+    std::thread::sleep(Duration::from_millis(500));
     assert!(store.session(&token).is_none(), "idle past the timeout");
     assert_eq!(store.state.lock().sessions.len(), 0);
 
