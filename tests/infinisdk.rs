@@ -38,7 +38,10 @@ fn infinisdk_manages_the_node_over_tcp() {
     let output = Command::new(&python)
         .arg(&script)
         .env("TROIKA_URL_HOST", "127.0.0.1")
-        .env("TROIKA_URL_PORT", node.api_port.expect("api port").to_string())
+        .env(
+            "TROIKA_URL_PORT",
+            node.api_port.expect("api port").to_string(),
+        )
         .env("TROIKA_ADMIN_PASSWORD", node.admin_password())
         .env_remove("TROIKA_INFINISDK_BULK")
         .output()
