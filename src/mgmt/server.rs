@@ -208,7 +208,20 @@ fn refuse(mut stream: Stream, message: &str) {
     let _ = rest::error_response(&error).write_to(&mut stream, false);
 }
 
+/// Management threads run at the lowest CPU priority (nice 19), so a client hammering the
+/// API takes CPU only when the data path does not want it. Best effort: a failure leaves
+/// the thread at normal priority.
+fn yield_to_the_data_path() {
+    // SAFETY: gettid has no arguments and cannot fail; setpriority on our own thread id
+    // only changes this thread's nice value.
+    unsafe {
+        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, 19);
+    }
+}
+
 fn serve_connection(mut stream: Stream, mgmt: &Mgmt, origin: Origin, shutdown: &AtomicBool) {
+    yield_to_the_data_path();
     if stream.configure().is_err() {
         return;
     }

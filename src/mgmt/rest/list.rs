@@ -63,13 +63,33 @@ fn percent_decode(text: &str) -> Result<String, MgmtError> {
         .map_err(|_| MgmtError::bad_request(format!("query {text:?} is not UTF-8 once decoded")))
 }
 
-/// Filters, sorts, pages and projects a list, then wraps it with list metadata.
+/// Filters, sorts, pages and projects a list, then wraps it with list metadata. `objects`
+/// must be in ascending id order (as the catalog and the user store keep them).
 pub fn list_response<T: Serialize>(
     objects: &[T],
     fields: &[&str],
     query: &[(String, String)],
 ) -> Result<Response, MgmtError> {
     let view = ListQuery::parse(query, fields)?;
+    if view.filters.is_empty()
+        && let Some(descending) = view.id_order(&[])
+    {
+        // `objects` come in id order: page them before encoding anything.
+        let (skip, take) = view.window();
+        let encode = |object: &T| to_json(object);
+        let page: Result<Vec<Value>, MgmtError> = if descending {
+            objects
+                .iter()
+                .rev()
+                .skip(skip)
+                .take(take)
+                .map(encode)
+                .collect()
+        } else {
+            objects.iter().skip(skip).take(take).map(encode).collect()
+        };
+        return Ok(view.respond(objects.len(), page?));
+    }
     let mut rows = Vec::with_capacity(objects.len());
     for object in objects {
         let row = to_json(object)?;

@@ -132,11 +132,12 @@ fn check_pool_owner_user(mgmt: &Mgmt, user_id: u32) -> Result<(), MgmtError> {
 
 pub fn list_pool_owners(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let pool = mgmt.api.pool(pool_id(call, 0)?)?;
-    let owners: Vec<_> = pool
+    let mut owners: Vec<_> = pool
         .owners
         .iter()
         .filter_map(|id| mgmt.users.get(*id).ok())
         .collect();
+    owners.sort_by_key(|user| user.id);
     list_response(&owners, &field_names(&USER), &call.query)
 }
 
