@@ -256,6 +256,21 @@ fn single_damaged_blocks_are_repaired_from_parity() {
     );
     assert_eq!(metric(&node, "troika_unrecoverable_reads_total"), 0);
     client.disconnect();
+    // The operator is told: the monitor raises DATA_REPAIRED within about a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (status, body) = node.http_get("/api/rest/events?code=eq:DATA_REPAIRED");
+        assert_eq!(status, 200, "{body}");
+        if body.contains("\"DATA_REPAIRED\"") {
+            assert!(body.contains("\"level\":\"WARNING\""), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no DATA_REPAIRED event within 10 s: {body}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }
 
 #[test]

@@ -165,11 +165,14 @@ impl Shared {
         let log_path = self.dir.join(LOG_NAME);
         fs::rename(tmp_path, &log_path)?;
         sync_dir(&self.dir)?;
-        state.install(Rewritten {
-            file: OpenOptions::new().append(true).open(&log_path)?,
-            lines,
-            len,
-        });
+        state.install(
+            Rewritten {
+                file: OpenOptions::new().append(true).open(&log_path)?,
+                lines,
+                len,
+            },
+            self.keep,
+        );
         Ok(())
     }
 }
