@@ -363,13 +363,19 @@ impl Shared {
     }
 
     fn rewrite_in_background(&self) {
-        match self.rewrite() {
-            Ok(()) => {
-                let mut state = self.state.write();
-                state.rewrite_above = rewrite_threshold(self.keep);
-                state.rewriting = false;
+        loop {
+            match self.rewrite() {
+                Ok(()) => {
+                    let mut state = self.state.write();
+                    state.rewrite_above = rewrite_threshold(self.keep);
+                    // Lines appended while this rewrite ran started no other rewrite.
+                    if state.file_lines <= state.rewrite_above {
+                        state.rewriting = false;
+                        return;
+                    }
+                }
+                Err(error) => return self.rewrite_failed(&error),
             }
-            Err(error) => self.rewrite_failed(&error),
         }
     }
 
@@ -377,7 +383,9 @@ impl Shared {
     fn rewrite_failed(&self, error: &io::Error) {
         self.record_failure("rewriting", error);
         let mut state = self.state.write();
-        state.rewrite_above = state.file_lines + self.keep / 2;
+        // `file_lines > rewrite_above` triggers, so the retry comes with the `keep / 2`-th
+        // new line, not one later.
+        state.rewrite_above = (state.file_lines + self.keep / 2).saturating_sub(1);
         state.rewriting = false;
     }
 }
