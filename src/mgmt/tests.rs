@@ -1,15 +1,17 @@
 //! Tests of the management server, client and CLI against an in-memory [`Management`].
 //!
 //! `memory` is the fake node; `rest_tests` cover the routes and the envelope, `http_tests`
-//! the framing, limits and connection handling, `cli_tests` the CLI against a live server.
+//! the framing, limits, connection handling and the TCP listener, `cli_tests` the CLI
+//! against a live server. [`Fixture`] is shared with `rest::tests`.
 
 mod cli_tests;
 mod http_tests;
-mod memory;
+pub(crate) mod memory;
 mod rest_tests;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -17,44 +19,120 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use clap::Parser;
 use parking_lot::Mutex;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::api::{
-    Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
+    API_LEVEL, Management, MgmtError, OperationalState, PoolCreate, PoolInfo, PoolUpdate,
+    SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
 };
 use super::cli::{self, CliCommand, PoolCommand, VolCommand};
 use super::client::Client;
+use super::events::EventLog;
 use super::http::{self, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};
-use super::rest::{POOL_FIELDS, VOLUME_FIELDS};
-use super::server::{MAX_CONNECTIONS, spawn_server};
+use super::rest::Mgmt;
+use super::rest::openapi::{POOL, VOLUME, field_names};
+use super::server::{MAX_CONNECTIONS, MgmtListener, spawn_server};
+use super::users::{DEFAULT_ADMIN_NAME, UserStore};
 use memory::{GIB, Memory, SYSTEM_CAPACITY};
-/// A server on a socket in a temporary directory, stopped and joined on drop.
+
+/// A [`Mgmt`] over a fresh [`Memory`] node, with a real user store and event log in a
+/// temporary directory that lives as long as the fixture.
+pub(crate) struct Fixture {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) api: Arc<Memory>,
+    pub(crate) mgmt: Arc<Mgmt>,
+    /// The generated password of the built-in `admin` user.
+    pub(crate) admin_password: String,
+}
+
+impl Fixture {
+    pub(crate) fn new() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let (users, admin_password) = UserStore::open(dir.path()).unwrap();
+        let admin_password = admin_password.expect("a fresh directory creates the admin");
+        let events = EventLog::open(dir.path()).unwrap();
+        let api = Arc::new(Memory::default());
+        let mgmt = Arc::new(Mgmt {
+            api: api.clone(),
+            users: Arc::new(users),
+            events,
+        });
+        Fixture {
+            dir,
+            api,
+            mgmt,
+            admin_password,
+        }
+    }
+
+    /// `Authorization` header value for HTTP basic credentials.
+    pub(crate) fn basic(name: &str, password: &str) -> String {
+        let encoded =
+            base64::engine::general_purpose::STANDARD.encode(format!("{name}:{password}"));
+        format!("Basic {encoded}")
+    }
+
+    /// Basic credentials of the built-in admin.
+    pub(crate) fn admin_basic(&self) -> String {
+        Fixture::basic(DEFAULT_ADMIN_NAME, &self.admin_password)
+    }
+}
+
+/// A server on a socket in a temporary directory (and, if asked, on a TCP port of the
+/// loopback), stopped and joined on drop.
 struct TestServer {
-    _dir: tempfile::TempDir,
-    api: Arc<Memory>,
+    fixture: Fixture,
     socket: PathBuf,
+    tcp: Option<SocketAddr>,
     shutdown: Arc<AtomicBool>,
-    handle: Option<JoinHandle<()>>,
+    handles: Vec<JoinHandle<()>>,
 }
 
 impl TestServer {
     fn start() -> TestServer {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("mgmt.sock");
+        TestServer::start_with(false)
+    }
+
+    /// Also listens on 127.0.0.1, on a free port.
+    fn start_with_tcp() -> TestServer {
+        TestServer::start_with(true)
+    }
+
+    fn start_with(tcp: bool) -> TestServer {
+        let fixture = Fixture::new();
+        let socket = fixture.dir.path().join("mgmt.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let shutdown = Arc::new(AtomicBool::new(false));
-        let api = Arc::new(Memory::default());
-        let handle = spawn_server(listener, api.clone(), shutdown.clone());
+        let mut handles = vec![spawn_server(
+            MgmtListener::Unix(listener),
+            fixture.mgmt.clone(),
+            shutdown.clone(),
+        )];
+        let tcp = tcp.then(|| {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap();
+            handles.push(spawn_server(
+                MgmtListener::Tcp(listener),
+                fixture.mgmt.clone(),
+                shutdown.clone(),
+            ));
+            address
+        });
         TestServer {
-            _dir: dir,
-            api,
+            fixture,
             socket,
+            tcp,
             shutdown,
-            handle: Some(handle),
+            handles,
         }
+    }
+
+    fn api(&self) -> &Memory {
+        &self.fixture.api
     }
 
     fn client(&self) -> Client {
@@ -81,6 +159,17 @@ impl TestServer {
         read_to_close(&mut stream)
     }
 
+    /// [`TestServer::raw`] on a TCP connection.
+    fn raw_tcp(&self, bytes: &[u8]) -> Vec<u8> {
+        let address = self.tcp.expect("the server was started with TCP");
+        let mut stream = TcpStream::connect(address).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let _ = stream.write_all(bytes);
+        read_to_close(&mut stream)
+    }
+
     fn create_pool(&self, name: &str, size: u64) -> u32 {
         let body = json!({"name": name, "physical_capacity": size});
         let (status, envelope) = self.call("POST", "/api/rest/pools", Some(body));
@@ -102,7 +191,7 @@ impl TestServer {
 
     fn stop(&mut self) {
         self.shutdown.store(true, Ordering::Release);
-        if let Some(handle) = self.handle.take() {
+        for handle in self.handles.drain(..) {
             handle.join().unwrap();
         }
     }
@@ -114,14 +203,14 @@ impl Drop for TestServer {
     }
 }
 
-fn read_to_close(stream: &mut UnixStream) -> Vec<u8> {
+fn read_to_close(stream: &mut impl Read) -> Vec<u8> {
     let mut bytes = Vec::new();
     let _ = stream.read_to_end(&mut bytes);
     bytes
 }
 
 /// Reads exactly one response from a connection that stays open.
-fn read_one_response(stream: &mut UnixStream) -> RawResponse {
+fn read_one_response(stream: &mut impl Read) -> RawResponse {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {

@@ -21,6 +21,8 @@ pub mod list;
 pub mod objects;
 pub mod openapi;
 pub mod routes;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

@@ -157,7 +157,11 @@ pub const EVENT_TYPES: Schema = object(
 pub const BODIES: &[Schema] = &[
     Schema {
         name: "Login",
-        fields: &[("username", "string"), ("password", "string")],
+        fields: &[
+            ("username", "string"),
+            ("password", "string"),
+            ("clientid", "string"),
+        ],
         required: &["username", "password"],
     },
     Schema {

@@ -184,8 +184,10 @@ fn cli_lists_every_page() {
             pool_id: pool,
             size: 1024,
             provtype: None,
+            ssd_enabled: None,
+            write_protected: None,
         };
-        server.api.create_volume(create).unwrap();
+        server.api().create_volume(create).unwrap();
     }
     let (code, out, _) = run_cli(&server.socket, &["--json", "vol", "ls"]);
     assert_eq!(code, 0);

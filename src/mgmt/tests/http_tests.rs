@@ -280,3 +280,50 @@ fn http_errors_map_to_statuses() {
     assert_eq!(HttpError::Truncated(3).status(), 400);
     assert_eq!(HttpError::Timeout.status(), 408);
 }
+
+#[test]
+fn tcp_needs_credentials_and_the_unix_socket_does_not() {
+    let server = TestServer::start_with_tcp();
+    let get = b"GET /api/rest/system HTTP/1.1\r\nConnection: close\r\n\r\n";
+    let refused = only_response(&server.raw_tcp(get));
+    assert_eq!(refused.status, 401);
+    assert_eq!(
+        refused.header("www-authenticate"),
+        Some("Basic realm=\"troika\"")
+    );
+    assert_error(&refused.json(), "UNAUTHORIZED");
+
+    let authorized = format!(
+        "GET /api/rest/system HTTP/1.1\r\nAuthorization: {}\r\nConnection: close\r\n\r\n",
+        server.fixture.admin_basic()
+    );
+    let answered = only_response(&server.raw_tcp(authorized.as_bytes()));
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.json()["result"]["version"], API_LEVEL);
+
+    let public = b"GET /api/rest/_features HTTP/1.1\r\nConnection: close\r\n\r\n";
+    assert_eq!(only_response(&server.raw_tcp(public)).status, 200);
+    assert_eq!(only_response(&server.raw(get)).status, 200);
+}
+
+#[test]
+fn a_tcp_session_cookie_survives_across_connections() {
+    let server = TestServer::start_with_tcp();
+    let body = json!({"username": DEFAULT_ADMIN_NAME, "password": server.fixture.admin_password})
+        .to_string();
+    let login = format!(
+        "POST /api/rest/users/login HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let response = only_response(&server.raw_tcp(login.as_bytes()));
+    assert_eq!(response.status, 200);
+    let cookie = response.header("set-cookie").unwrap();
+    let session = cookie.split(';').next().unwrap();
+    assert!(session.starts_with("JSESSIONID="), "{cookie}");
+    let request = format!(
+        "GET /api/rest/users/current HTTP/1.1\r\nCookie: {session}\r\nConnection: close\r\n\r\n"
+    );
+    let response = only_response(&server.raw_tcp(request.as_bytes()));
+    assert_eq!(response.status, 200);
+    assert_eq!(response.json()["result"]["name"], DEFAULT_ADMIN_NAME);
+}

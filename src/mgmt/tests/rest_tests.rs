@@ -16,6 +16,13 @@ fn system_answers_in_the_envelope() {
     assert_eq!(envelope["metadata"], json!({"ready": true}));
     assert_eq!(envelope["result"]["name"], "troika-test");
     assert_eq!(envelope["result"]["physical_capacity"], SYSTEM_CAPACITY);
+    // `version` is the InfiniBox API level clients check; troika's release is separate.
+    assert_eq!(envelope["result"]["version"], "2.0.0");
+    assert_eq!(envelope["result"]["version"], API_LEVEL);
+    assert_eq!(
+        envelope["result"]["troika_version"],
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 #[test]
@@ -34,6 +41,8 @@ fn field_lists_match_the_serialized_objects() {
             pool_id: pool.id,
             size: GIB,
             provtype: None,
+            ssd_enabled: None,
+            write_protected: None,
         })
         .unwrap();
     let keys = |value: Value| {
@@ -48,11 +57,11 @@ fn field_lists_match_the_serialized_objects() {
     };
     assert_eq!(
         keys(serde_json::to_value(pool).unwrap()),
-        sorted(POOL_FIELDS)
+        sorted(&field_names(&POOL))
     );
     assert_eq!(
         keys(serde_json::to_value(volume).unwrap()),
-        sorted(VOLUME_FIELDS)
+        sorted(&field_names(&VOLUME))
     );
 }
 
@@ -73,7 +82,7 @@ fn pools_are_created_read_listed_and_deleted_with_approval() {
     let too_big = json!({"name": "huge", "physical_capacity": 2 * SYSTEM_CAPACITY});
     let (status, refused) = server.call("POST", "/api/rest/pools", Some(too_big));
     assert_eq!(status, 409);
-    assert_error(&refused, "INSUFFICIENT_PHYSICAL_CAPACITY");
+    assert_error(&refused, "SYSTEM_CAPACITY_EXCEEDED");
 
     let (status, one) = server.call("GET", &format!("/api/rest/pools/{id}"), None);
     assert_eq!(status, 200);
@@ -150,18 +159,24 @@ fn volumes_are_created_resized_and_deleted() {
     assert_eq!(status, 200);
     assert_eq!(shrunk["result"]["size"], 5 * GIB);
 
-    let (status, refused) = server.call(
+    // One PUT may rename and resize; a field the update does not know is refused by name.
+    let (status, changed) = server.call(
         "PUT",
         &path,
         Some(json!({"size": 6 * GIB, "name": "renamed"})),
     );
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["result"]["name"], "renamed");
+    assert_eq!(changed["result"]["size"], 6 * GIB);
+    let (status, refused) = server.call("PUT", &path, Some(json!({"colour": "red"})));
     assert_eq!(status, 400);
     assert_error(&refused, "BAD_REQUEST");
     assert!(
         refused["error"]["message"]
             .as_str()
             .unwrap()
-            .contains("name")
+            .contains("colour"),
+        "{refused}"
     );
 
     let (status, busy) = server.call(
@@ -177,7 +192,7 @@ fn volumes_are_created_resized_and_deleted() {
     assert_error(&refused, "APPROVAL_REQUIRED");
     let (status, deleted) = server.call("DELETE", &format!("{path}?approved=true"), None);
     assert_eq!(status, 200);
-    assert_eq!(deleted["result"]["name"], "db");
+    assert_eq!(deleted["result"]["name"], "renamed");
     let (status, gone) = server.call("GET", &path, None);
     assert_eq!(status, 404);
     assert_error(&gone, "VOLUME_NOT_FOUND");
@@ -311,6 +326,12 @@ fn lists_filter_sort_and_project() {
         ["big pool", "b", "a", "c"]
     );
     assert_eq!(names(&get("/api/rest/pools?name=in:[a,c]")), ["c", "a"]);
+    assert_eq!(names(&get("/api/rest/pools?name=in:(a,c)")), ["c", "a"]);
+    assert_eq!(names(&get("/api/rest/pools?name=in:a,c")), ["c", "a"]);
+    assert_eq!(
+        names(&get("/api/rest/pools?name=notin:(a,c)")),
+        ["b", "big pool"]
+    );
     assert_eq!(
         names(&get("/api/rest/pools?name=notin:a,c")),
         ["b", "big pool"]
@@ -405,7 +426,8 @@ fn unknown_paths_and_wrong_methods_are_refused() {
     for (method, path, allow) in [
         ("POST", "/api/rest/system", "GET"),
         ("DELETE", "/api/rest/pools", "GET, POST"),
-        ("PUT", "/api/rest/pools/1", "GET, DELETE"),
+        ("PATCH", "/api/rest/pools/1", "GET, PUT, DELETE"),
+        ("GET", "/api/rest/users/login", "POST"),
         ("PATCH", "/api/rest/volumes/1", "GET, PUT, DELETE"),
         ("POST", "/metrics", "GET"),
     ] {
@@ -418,4 +440,259 @@ fn unknown_paths_and_wrong_methods_are_refused() {
     // A trailing slash names the same resource.
     let (status, _) = server.call("GET", "/api/rest/system/", None);
     assert_eq!(status, 200);
+}
+
+#[test]
+fn single_objects_project_the_fields_asked_for() {
+    let server = TestServer::start();
+    let pool = server.create_pool("p", GIB);
+    let (status, one) = server.call(
+        "GET",
+        &format!("/api/rest/pools/{pool}?fields=id,name"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(one["result"], json!({"id": pool, "name": "p"}));
+    let (status, system) = server.call("GET", "/api/rest/system?fields=version", None);
+    assert_eq!(status, 200);
+    assert_eq!(system["result"], json!({"version": API_LEVEL}));
+    let (status, refused) = server.call(
+        "GET",
+        &format!("/api/rest/pools/{pool}?fields=name,colour"),
+        None,
+    );
+    assert_eq!(status, 400);
+    assert_error(&refused, "BAD_REQUEST");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("colour")
+    );
+}
+
+#[test]
+fn event_types_are_one_object_of_codes_levels_and_reporters() {
+    let server = TestServer::start();
+    let (status, envelope) = server.call("GET", "/api/rest/events/types", None);
+    assert_eq!(status, 200);
+    let types = &envelope["result"];
+    let mut keys: Vec<&str> = types
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["codes", "levels", "reporters", "types", "visibilities"]
+    );
+    let codes = types["codes"].as_array().unwrap();
+    assert_eq!(codes.len(), crate::mgmt::events::EVENT_TYPES.len());
+    for code in ["POOL_CREATED", "VOLUME_RESIZED", "USER_LOGIN_FAILURE"] {
+        assert!(codes.contains(&json!(code)), "{code}");
+    }
+    assert_eq!(
+        types["levels"],
+        json!([
+            {"name": "INFO", "value": 1},
+            {"name": "WARNING", "value": 2},
+            {"name": "ERROR", "value": 3},
+            {"name": "CRITICAL", "value": 4},
+        ])
+    );
+    assert_eq!(types["visibilities"], json!(["CUSTOMER"]));
+    let reporters = types["reporters"].as_array().unwrap();
+    assert!(reporters.contains(&json!("MANAGEMENT")), "{reporters:?}");
+    let login_failure = types["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|kind| kind["code"] == "USER_LOGIN_FAILURE")
+        .unwrap();
+    assert_eq!(login_failure["level"], "WARNING");
+    assert_eq!(login_failure["reporter"], "SECURITY");
+}
+
+#[test]
+fn pools_update_names_capacities_thresholds_and_ssd() {
+    let server = TestServer::start();
+    let gold = server.create_pool("gold", 10 * GIB);
+    server.create_pool("silver", GIB);
+    let volume = server.create_volume("v", gold, 4 * GIB);
+    let path = format!("/api/rest/pools/{gold}");
+    let put = |body: Value| server.call("PUT", &path, Some(body));
+
+    let (status, created) = server.call("GET", &path, None);
+    assert_eq!(status, 200);
+    assert_eq!(created["result"]["physical_capacity_warning"], 80);
+    assert_eq!(created["result"]["physical_capacity_critical"], 90);
+    assert_eq!(created["result"]["ssd_enabled"], true);
+    assert_eq!(created["result"]["owners"], json!([]));
+
+    let (status, renamed) = put(json!({"name": "platinum", "ssd_enabled": false}));
+    assert_eq!(status, 200, "{renamed}");
+    assert_eq!(renamed["result"]["name"], "platinum");
+    assert_eq!(renamed["result"]["ssd_enabled"], false);
+    let (_, moved) = server.call("GET", &format!("/api/rest/volumes/{volume}"), None);
+    assert_eq!(moved["result"]["pool_name"], "platinum");
+    // Renaming to its own name is no conflict; to another pool's name is.
+    let (status, _) = put(json!({"name": "platinum"}));
+    assert_eq!(status, 200);
+    let (status, refused) = put(json!({"name": "silver"}));
+    assert_eq!(status, 409);
+    assert_error(&refused, "NAME_CONFLICT");
+
+    let (status, thresholds) = put(json!({
+        "physical_capacity_warning": 50, "physical_capacity_critical": 60,
+    }));
+    assert_eq!(status, 200);
+    assert_eq!(thresholds["result"]["physical_capacity_warning"], 50);
+    assert_eq!(thresholds["result"]["physical_capacity_critical"], 60);
+    for bad in [
+        json!({"physical_capacity_warning": 70}),
+        json!({"physical_capacity_warning": 0}),
+        json!({"physical_capacity_critical": 101}),
+    ] {
+        let (status, refused) = put(bad.clone());
+        assert_eq!(status, 400, "{bad}");
+        assert_error(&refused, "BAD_REQUEST");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("thresholds"),
+            "{refused}"
+        );
+    }
+    let (status, refused) = put(json!({"physical_capacity_warning": 300}));
+    assert_eq!(status, 400, "a percent above u8 is a bad body: {refused}");
+
+    let (status, grown) = put(json!({"physical_capacity": 20 * GIB, "virtual_capacity": 40 * GIB}));
+    assert_eq!(status, 200);
+    assert_eq!(grown["result"]["free_virtual_space"], 36 * GIB);
+    let (status, refused) = put(json!({"virtual_capacity": 3 * GIB, "physical_capacity": GIB}));
+    assert_eq!(
+        status, 409,
+        "the volume holds 4 GiB of the virtual capacity"
+    );
+    assert_error(&refused, "POOL_CAPACITY_EXCEEDED");
+    let (status, refused) = put(json!({
+        "physical_capacity": SYSTEM_CAPACITY, "virtual_capacity": SYSTEM_CAPACITY,
+    }));
+    assert_eq!(status, 409);
+    assert_error(&refused, "POOL_CAPACITY_EXCEEDED");
+    let (status, unchanged) = server.call("GET", &path, None);
+    assert_eq!(status, 200);
+    assert_eq!(
+        unchanged["result"], grown["result"],
+        "a refused update changes nothing"
+    );
+
+    let (status, refused) = server.call("PUT", "/api/rest/pools/999", Some(json!({"name": "x"})));
+    assert_eq!(status, 404);
+    assert_error(&refused, "POOL_NOT_FOUND");
+}
+
+#[test]
+fn pool_owners_must_be_pool_admins() {
+    let server = TestServer::start();
+    let pool = server.create_pool("p", GIB);
+    let mut ids = Vec::new();
+    for (name, role) in [("ops", "POOL_ADMIN"), ("viewer", "READ_ONLY")] {
+        let body = json!({"name": name, "password": "long enough", "role": role});
+        let (status, user) = server.call("POST", "/api/rest/users", Some(body));
+        assert_eq!(status, 201, "{user}");
+        ids.push(user["result"]["id"].as_u64().unwrap());
+    }
+    let owners = format!("/api/rest/pools/{pool}/owners");
+    let (status, added) = server.call("POST", &owners, Some(json!({"user_id": ids[0]})));
+    assert_eq!(status, 201, "{added}");
+    assert_eq!(added["result"]["owners"], json!([ids[0]]));
+    let (_, listed) = server.call("GET", &owners, None);
+    assert_eq!(names(&listed), ["ops"]);
+    let (status, refused) = server.call("POST", &owners, Some(json!({"user_id": ids[1]})));
+    assert_eq!(status, 400);
+    assert_error(&refused, "BAD_REQUEST");
+    let (status, refused) = server.call(
+        "PUT",
+        &format!("/api/rest/pools/{pool}"),
+        Some(json!({"owners": [ids[1]]})),
+    );
+    assert_eq!(status, 400);
+    assert_error(&refused, "BAD_REQUEST");
+
+    let (status, removed) = server.call("DELETE", &format!("{owners}/{}", ids[0]), None);
+    assert_eq!(status, 200);
+    assert_eq!(removed["result"]["owners"], json!([]));
+    let (status, gone) = server.call("DELETE", &format!("{owners}/{}", ids[0]), None);
+    assert_eq!(status, 404);
+    assert_error(&gone, "USER_NOT_FOUND");
+}
+
+#[test]
+fn volumes_take_thick_provisioning_protection_and_ssd() {
+    let server = TestServer::start();
+    let body = json!({"name": "p", "physical_capacity": 10 * GIB, "virtual_capacity": 20 * GIB});
+    let (status, created) = server.call("POST", "/api/rest/pools", Some(body));
+    assert_eq!(status, 201);
+    let pool = created["result"]["id"].as_u64().unwrap() as u32;
+    let body = json!({
+        "name": "thick", "pool_id": pool, "size": 4 * GIB, "provtype": "thick",
+        "write_protected": true, "ssd_enabled": false,
+    });
+    let (status, created) = server.call("POST", "/api/rest/volumes", Some(body));
+    assert_eq!(status, 201, "{created}");
+    let volume = &created["result"];
+    assert_eq!(volume["provtype"], "THICK");
+    assert_eq!(volume["allocated"], 4 * GIB);
+    assert_eq!(volume["write_protected"], true);
+    assert_eq!(volume["ssd_enabled"], false);
+    assert_eq!(volume["family_id"], volume["id"]);
+    assert_eq!(volume["lock_state"], "UNLOCKED");
+    let (_, pool_now) = server.call("GET", &format!("/api/rest/pools/{pool}"), None);
+    assert_eq!(pool_now["result"]["allocated_physical_space"], 4 * GIB);
+
+    let body = json!({"name": "x", "pool_id": pool, "size": GIB, "provtype": "THIN_ISH"});
+    let (status, refused) = server.call("POST", "/api/rest/volumes", Some(body));
+    assert_eq!(status, 400);
+    assert_error(&refused, "BAD_REQUEST");
+    // Thick space is physical: 7 GiB more do not fit the 6 GiB left.
+    let body = json!({"name": "big", "pool_id": pool, "size": 7 * GIB, "provtype": "THICK"});
+    let (status, refused) = server.call("POST", "/api/rest/volumes", Some(body));
+    assert_eq!(status, 409);
+    assert_error(&refused, "POOL_CAPACITY_EXCEEDED");
+
+    let path = format!("/api/rest/volumes/{}", volume["id"]);
+    let (status, changed) = server.call(
+        "PUT",
+        &path,
+        Some(json!({"write_protected": false, "ssd_enabled": true})),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(changed["result"]["write_protected"], false);
+    assert_eq!(changed["result"]["ssd_enabled"], true);
+    assert!(changed["result"]["updated_at"].as_u64() > volume["updated_at"].as_u64());
+
+    server.create_volume("other", pool, GIB);
+    let (status, refused) = server.call("PUT", &path, Some(json!({"name": "other"})));
+    assert_eq!(status, 409);
+    assert_error(&refused, "NAME_CONFLICT");
+    // Past the critical threshold (90%) the pool is LIMITED: no growth, no new volumes.
+    let (status, grown) = server.call("PUT", &path, Some(json!({"size": 9 * GIB})));
+    assert_eq!(status, 200, "{grown}");
+    let (_, limited) = server.call("GET", &format!("/api/rest/pools/{pool}"), None);
+    assert_eq!(limited["result"]["state"], "LIMITED");
+    let body = json!({"name": "late", "pool_id": pool, "size": 4096});
+    let (status, refused) = server.call("POST", "/api/rest/volumes", Some(body));
+    assert_eq!(status, 409);
+    assert_error(&refused, "POOL_CAPACITY_EXCEEDED");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("LIMITED"),
+        "{refused}"
+    );
 }
