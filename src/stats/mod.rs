@@ -281,11 +281,14 @@ mod tests {
     use crate::types::VolumeId;
 
     pub(crate) fn handle(id: u32, name: &str) -> Arc<VolumeHandle> {
+        let pool = PoolUsage::new("pool".into(), 1 << 30);
         Arc::new(VolumeHandle {
             id: VolumeId(id),
             name: name.into(),
             size: AtomicU64::new(1 << 20),
-            pool: PoolUsage::new("pool".into(), 1 << 30),
+            pool: pool.clone(),
+            home_pool: pool,
+            write_protected: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
         })
     }

@@ -5,6 +5,7 @@ use super::*;
 use crate::controller::{ControllerId, Controllers};
 use crate::io::Device;
 use crate::layout::Array;
+use crate::meta::Provisioning;
 use crate::stats::{BUCKETS, IoStats};
 use crate::target::ExportProvider;
 
@@ -328,7 +329,10 @@ impl Drop for SmallNode {
 fn node_metrics_count_requests_per_volume_and_controller() {
     let node = SmallNode::start();
     let pool = node.meta.create_pool("pool-1", 64 << 20, 1 << 30).unwrap();
-    let volume = node.meta.create_volume("vol.a", pool.id, 16 << 20).unwrap();
+    let volume = node
+        .meta
+        .create_volume("vol.a", pool.id, 16 << 20, Provisioning::Thin)
+        .unwrap();
     let target = node.controllers.open_export("vol.a").unwrap();
     let mut buf = vec![0u8; 8192];
     target.write(0, &[7u8; 8192], false).unwrap();
@@ -412,7 +416,10 @@ fn node_metrics_count_requests_per_volume_and_controller() {
     node.meta.delete_volume(volume.id).unwrap();
     assert!(!node.metrics().contains("vol.a"));
     assert_eq!(node.controllers.stats().tracked_volumes(), 0);
-    let again = node.meta.create_volume("vol.a", pool.id, 16 << 20).unwrap();
+    let again = node
+        .meta
+        .create_volume("vol.a", pool.id, 16 << 20, Provisioning::Thin)
+        .unwrap();
     let target = node.controllers.open_export("vol.a").unwrap();
     target.write(0, &[1u8; 4096], false).unwrap();
     let text = node.metrics();
@@ -432,7 +439,9 @@ fn node_metrics_count_requests_per_volume_and_controller() {
 fn exports_open_on_the_controller_asked_for() {
     let node = SmallNode::start();
     let pool = node.meta.create_pool("p", 64 << 20, 1 << 30).unwrap();
-    node.meta.create_volume("v", pool.id, 1 << 20).unwrap();
+    node.meta
+        .create_volume("v", pool.id, 1 << 20, Provisioning::Thin)
+        .unwrap();
     let second = ControllerId::new(1, 3).unwrap();
     let target = node.controllers.open_export_on("v", second).unwrap();
     target.write(0, &[1u8; 4096], false).unwrap();
