@@ -1,5 +1,5 @@
 //! The `troika` binary: `troika serve` runs the node; every other command is a client of
-//! the running node's management socket.
+//! the running node's management API, on its unix socket or, with `--url`, over TCP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use troika::hw::HwModel;
-use troika::mgmt::{self, CliCommand};
+use troika::mgmt::{self, CliCommand, cli};
 use troika::node::{Node, NodeOptions};
 
 /// troika: a three-controller storage array in one process.
@@ -20,6 +20,14 @@ struct Cli {
     /// The management socket (default: DATA/troika.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
+    /// The node's REST API over TCP, e.g. http://127.0.0.1:8080 (default: env TROIKA_URL,
+    /// else the unix socket).
+    #[arg(long, global = true, value_name = "http://HOST:PORT")]
+    url: Option<String>,
+    /// The user for --url (default: env TROIKA_USER); the password comes from env
+    /// TROIKA_PASSWORD or is asked on the terminal.
+    #[arg(long, global = true)]
+    user: Option<String>,
     /// Print JSON instead of tables.
     #[arg(long, global = true)]
     json: bool,
@@ -85,6 +93,11 @@ fn serve(
     node.run_until_signal()
 }
 
+/// An environment variable's value, unless it is unset or empty.
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|value| !value.is_empty())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -100,8 +113,20 @@ fn main() -> ExitCode {
             }
         },
         Command::Manage(command) => {
-            let socket = cli.socket.unwrap_or_else(|| cli.data.join("troika.sock"));
-            let code = mgmt::run(command, &socket, cli.json);
+            let url = cli.url.or_else(|| non_empty_env("TROIKA_URL"));
+            if url.is_none() && cli.user.is_some() {
+                eprintln!(
+                    "troika: error: --user applies to --url (or TROIKA_URL); on the unix socket \
+                     the CLI is always the local admin"
+                );
+                return ExitCode::from(cli::EXIT_USAGE as u8);
+            }
+            let target = cli::Target {
+                socket: cli.socket.unwrap_or_else(|| cli.data.join("troika.sock")),
+                url,
+                user: cli.user.or_else(|| non_empty_env("TROIKA_USER")),
+            };
+            let code = mgmt::run(command, &target, cli.json);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }

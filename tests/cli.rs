@@ -1,9 +1,11 @@
 //! The operator's view: the `troika` CLI (tables and `--json`), its errors and exit codes,
-//! `troika serve` start-up failures, and the REST envelope on the management socket.
+//! `troika serve` start-up failures, and the REST envelope on the management socket; the
+//! CLI over TCP with credentials, the event log and `top`.
 
 mod common;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::TestNode;
 use common::nbd_client::NbdClient;
@@ -363,4 +365,433 @@ fn rest_pools_use_the_infinibox_envelope() {
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad JSON ({e}): {body}"));
     assert!(reply["result"].is_null(), "{reply:#}");
     assert!(reply["error"]["code"].is_string(), "{reply:#}");
+}
+
+/// Runs the CLI against `node` with `env` set (and the CLI's own variables cleared first),
+/// stdin not a terminal.
+fn troika_env(node: &TestNode, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(common::troika_bin());
+    for name in [
+        "TROIKA_URL",
+        "TROIKA_USER",
+        "TROIKA_PASSWORD",
+        "TROIKA_NEW_PASSWORD",
+    ] {
+        command.env_remove(name);
+    }
+    command
+        .envs(env.iter().copied())
+        .arg("--data")
+        .arg(node.data())
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run troika CLI")
+}
+
+fn ok(out: Output, what: &str) -> String {
+    assert!(out.status.success(), "troika {what} failed: {}", text(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn parsed(stdout: &str) -> Value {
+    serde_json::from_str(stdout).unwrap_or_else(|e| panic!("bad JSON ({e}):\n{stdout}"))
+}
+
+#[test]
+fn pools_volumes_and_users_are_updated_by_name_over_the_socket() {
+    let node = TestNode::start();
+    node.cli_ok(&["pool", "create", "P", "--size", "200M"]);
+    let pool = json(
+        &node,
+        &[
+            "pool",
+            "update",
+            "P",
+            "--name",
+            "Q",
+            "--warning",
+            "70",
+            "--critical",
+            "90",
+            "--ssd",
+            "off",
+        ],
+    );
+    assert_eq!(pool["name"], "Q", "{pool:#}");
+    assert_eq!(pool["physical_capacity_warning"], 70, "{pool:#}");
+    assert_eq!(pool["physical_capacity_critical"], 90, "{pool:#}");
+    assert_eq!(pool["ssd_enabled"], false, "{pool:#}");
+    let pool = json(
+        &node,
+        &[
+            "pool",
+            "update",
+            "Q",
+            "--size",
+            "300M",
+            "--virtual-size",
+            "400M",
+        ],
+    );
+    assert_eq!(pool["physical_capacity"], 300 * MIB, "{pool:#}");
+    assert_eq!(pool["virtual_capacity"], 400 * MIB, "{pool:#}");
+    let table = node.cli_ok(&["pool", "ls"]);
+    assert!(
+        table.contains("STATE") && table.contains("NORMAL") && table.contains("FREE"),
+        "{table}"
+    );
+    let (code, out) = cli_err(&node, &["pool", "update", "Q"]);
+    assert_eq!(code, 2, "an update without changes is a usage error: {out}");
+
+    let volume = json(
+        &node,
+        &[
+            "vol", "create", "V", "--pool", "Q", "--size", "64M", "--thick",
+        ],
+    );
+    assert_eq!(volume["provtype"], "THICK", "{volume:#}");
+    let volume = json(
+        &node,
+        &["vol", "update", "V", "--name", "W", "--write-protect", "on"],
+    );
+    assert_eq!(volume["name"], "W", "{volume:#}");
+    assert_eq!(volume["write_protected"], true, "{volume:#}");
+    let table = node.cli_ok(&["vol", "ls"]);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("W "))
+        .unwrap_or_else(|| panic!("W not listed:\n{table}"));
+    assert!(
+        table.contains("WRITE-PROTECTED") && row.contains("THICK") && row.contains("yes"),
+        "{table}"
+    );
+    let (code, out) = cli_err(&node, &["vol", "update", "NOPE", "--ssd", "on"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("VOLUME_NOT_FOUND") && out.contains("\"NOPE\"") && out.contains("vol ls"),
+        "{out}"
+    );
+
+    // Users: the new password comes from the environment, never the command line.
+    let out = troika_env(
+        &node,
+        &["user", "create", "alice", "--role", "POOL_ADMIN"],
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("TROIKA_NEW_PASSWORD"), "{}", text(&out));
+    let created = ok(
+        troika_env(
+            &node,
+            &[
+                "--json",
+                "user",
+                "create",
+                "alice",
+                "--role",
+                "POOL_ADMIN",
+                "--email",
+                "a@example.com",
+            ],
+            &[("TROIKA_NEW_PASSWORD", "alice-secret-1")],
+        ),
+        "user create",
+    );
+    let alice = parsed(&created);
+    assert_eq!(alice["role"], "POOL_ADMIN", "{alice:#}");
+    let table = node.cli_ok(&["user", "ls"]);
+    assert!(
+        table.contains("alice") && table.contains("POOL_ADMIN") && table.contains("admin"),
+        "{table}"
+    );
+
+    let owners = node.cli_ok(&["pool", "owners", "Q", "--add", "alice"]);
+    assert!(owners.contains("alice"), "{owners}");
+    let pools = json(&node, &["pool", "ls"]);
+    assert_eq!(
+        find(&pools, "Q").unwrap()["owners"],
+        serde_json::json!([alice["id"]])
+    );
+    let owners = json(&node, &["pool", "owners", "Q", "--remove", "alice"]);
+    assert_eq!(owners, Value::Array(vec![]));
+    let (_, out) = cli_err(&node, &["pool", "owners", "Q", "--add", "bob"]);
+    assert!(
+        out.contains("USER_NOT_FOUND") && out.contains("\"bob\"") && out.contains("user ls"),
+        "{out}"
+    );
+    let (_, out) = cli_err(&node, &["pool", "owners", "NOPE"]);
+    assert!(
+        out.contains("POOL_NOT_FOUND") && out.contains("pool ls"),
+        "{out}"
+    );
+
+    let user = json(
+        &node,
+        &[
+            "user",
+            "update",
+            "alice",
+            "--disable",
+            "--role",
+            "READ_ONLY",
+        ],
+    );
+    assert_eq!(user["enabled"], false, "{user:#}");
+    assert_eq!(user["role"], "READ_ONLY", "{user:#}");
+    let user = json(&node, &["user", "update", "alice", "--enable"]);
+    assert_eq!(user["enabled"], true, "{user:#}");
+    let (code, _) = cli_err(&node, &["user", "update", "alice", "--enable", "--disable"]);
+    assert_eq!(code, 2);
+    let whoami = json(&node, &["user", "whoami"]);
+    assert!(whoami["name"].is_string(), "{whoami:#}");
+    node.cli_ok(&["user", "delete", "alice"]);
+    let (_, out) = cli_err(&node, &["user", "delete", "alice"]);
+    assert!(
+        out.contains("USER_NOT_FOUND") && out.contains("alice"),
+        "{out}"
+    );
+
+    let system = node.cli_ok(&["system", "show"]);
+    for field in [
+        "serial",
+        "version (API level)",
+        "troika version",
+        "state",
+        "volumes",
+    ] {
+        assert!(system.contains(field), "{field} missing:\n{system}");
+    }
+    let system = json(&node, &["system", "show"]);
+    assert_eq!(system["volumes_count"], 1, "{system:#}");
+    assert!(system["troika_version"].is_string(), "{system:#}");
+}
+
+#[test]
+fn the_cli_over_tcp_sends_the_users_credentials() {
+    let node = TestNode::start_with_api(common::ci_model());
+    let url = format!("http://127.0.0.1:{}", node.api_port.expect("an API port"));
+    let password = node.admin_password();
+    let admin = |args: &[&str]| {
+        let mut full = vec!["--url", url.as_str(), "--user", "admin"];
+        full.extend_from_slice(args);
+        troika_env(&node, &full, &[("TROIKA_PASSWORD", password.as_str())])
+    };
+
+    ok(
+        admin(&["pool", "create", "P", "--size", "200M"]),
+        "pool create",
+    );
+    ok(
+        admin(&["vol", "create", "V", "--pool", "P", "--size", "64M"]),
+        "vol create",
+    );
+    let vols = parsed(&ok(admin(&["--json", "vol", "ls"]), "vol ls"));
+    assert!(find(&vols, "V").is_some(), "{vols:#}");
+    let whoami = parsed(&ok(admin(&["--json", "user", "whoami"]), "whoami"));
+    assert_eq!(whoami["name"], "admin", "{whoami:#}");
+    assert_eq!(whoami["role"], "ADMIN", "{whoami:#}");
+
+    // The same from the environment alone.
+    let out = troika_env(
+        &node,
+        &["system", "show"],
+        &[
+            ("TROIKA_URL", url.as_str()),
+            ("TROIKA_USER", "admin"),
+            ("TROIKA_PASSWORD", password.as_str()),
+        ],
+    );
+    assert!(ok(out, "system show").contains("troika version"));
+
+    // A READ_ONLY user may look but not change.
+    ok(
+        troika_env(
+            &node,
+            &[
+                "--url",
+                &url,
+                "--user",
+                "admin",
+                "user",
+                "create",
+                "ro",
+                "--role",
+                "READ_ONLY",
+            ],
+            &[
+                ("TROIKA_PASSWORD", password.as_str()),
+                ("TROIKA_NEW_PASSWORD", "read-only-pw-1"),
+            ],
+        ),
+        "user create ro",
+    );
+    let reader = |args: &[&str]| {
+        let mut full = vec!["--url", url.as_str(), "--user", "ro"];
+        full.extend_from_slice(args);
+        troika_env(&node, &full, &[("TROIKA_PASSWORD", "read-only-pw-1")])
+    };
+    assert!(ok(reader(&["vol", "ls"]), "vol ls as ro").contains('V'));
+    let out = reader(&["vol", "create", "X", "--pool", "P", "--size", "1M"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("PERMISSION_DENIED"),
+        "{}",
+        text(&out)
+    );
+
+    // Wrong or missing credentials.
+    let out = troika_env(
+        &node,
+        &["--url", &url, "--user", "admin", "vol", "ls"],
+        &[("TROIKA_PASSWORD", "not-the-password")],
+    );
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out));
+    assert!(
+        text(&out).contains("--user") && text(&out).contains("TROIKA_PASSWORD"),
+        "{}",
+        text(&out)
+    );
+    let out = troika_env(&node, &["--url", &url, "--user", "admin", "vol", "ls"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("TROIKA_PASSWORD"), "{}", text(&out));
+    let out = troika_env(&node, &["--url", &url, "vol", "ls"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("--user"), "{}", text(&out));
+
+    // Only plain http, and an unreachable address is exit 3.
+    let https = url.replacen("http", "https", 1);
+    let out = troika_env(
+        &node,
+        &["--url", &https, "--user", "admin", "vol", "ls"],
+        &[("TROIKA_PASSWORD", password.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("https is not supported"),
+        "{}",
+        text(&out)
+    );
+    let nobody = format!("http://127.0.0.1:{}", common::free_port());
+    let out = troika_env(
+        &node,
+        &["--url", &nobody, "--user", "admin", "vol", "ls"],
+        &[("TROIKA_PASSWORD", password.as_str())],
+    );
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+}
+
+#[test]
+fn events_are_listed_and_followed() {
+    let node = TestNode::start();
+    node.pool_and_volume("P", "200M", "V", "64M");
+
+    let listed = node.cli_ok(&["events", "--level", "INFO"]);
+    assert!(
+        listed.contains("VOLUME_CREATED") && listed.contains("LEVEL"),
+        "{listed}"
+    );
+    let events = json(&node, &["event", "ls", "--code", "VOLUME_CREATED"]);
+    let events = events.as_array().expect("a JSON list");
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(events[0]["level"], "INFO");
+    let newest = json(&node, &["event", "ls", "--limit", "1"]);
+    assert_eq!(newest.as_array().map(Vec::len), Some(1), "{newest:#}");
+    let none = json(&node, &["events", "--level", "CRITICAL"]);
+    assert_eq!(none, Value::Array(vec![]));
+    let (code, _) = cli_err(&node, &["events", "--level", "LOUD"]);
+    assert_eq!(code, 2);
+
+    // Nothing new: a bare timeout is a normal end, a missed --count is not.
+    let started = Instant::now();
+    node.cli_ok(&["events", "--follow", "--timeout", "0.3"]);
+    let (code, out) = cli_err(
+        &node,
+        &[
+            "event",
+            "follow",
+            "--count",
+            "1",
+            "--timeout",
+            "0.3",
+            "--level",
+            "CRITICAL",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("timed out"), "{out}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // A follower sees a volume created while it runs. It may still be starting when the
+    // first volume is created, so keep creating until it reports one (bounded by its
+    // own --timeout).
+    let mut follower = Command::new(common::troika_bin())
+        .arg("--data")
+        .arg(node.data())
+        .args(["event", "follow", "--count", "1", "--timeout", "10"])
+        .args(["--code", "VOLUME_CREATED"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start troika event follow");
+    let mut created = 0;
+    let status = loop {
+        if let Some(status) = follower.try_wait().expect("wait for the follower") {
+            break status;
+        }
+        assert!(created < 20, "the follower did not stop in time");
+        created += 1;
+        node.cli_ok(&[
+            "vol",
+            "create",
+            &format!("F{created}"),
+            "--pool",
+            "P",
+            "--size",
+            "1M",
+        ]);
+        let deadline = Instant::now() + Duration::from_millis(600);
+        while Instant::now() < deadline && follower.try_wait().ok().flatten().is_none() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let out = follower.wait_with_output().expect("follower output");
+    assert!(status.success(), "follow failed: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    assert!(
+        stdout.contains("VOLUME_CREATED") && stdout.contains("F"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn top_shows_the_volumes() {
+    let node = TestNode::start();
+    node.pool_and_volume("P", "200M", "V", "64M");
+    let mut nbd = NbdClient::connect(&node.nbd_socket(), "V").expect("connect");
+    let data = vec![0x3Cu8; 64 * 1024];
+    for block in 0..16 {
+        nbd.write(block * data.len() as u64, &data, 0)
+            .expect("write");
+    }
+    // Keep writing while top samples, for at most a few seconds.
+    let writer = std::thread::spawn(move || {
+        let until = Instant::now() + Duration::from_millis(1500);
+        while Instant::now() < until {
+            nbd.write(0, &data, 0).expect("write during top");
+        }
+        nbd.disconnect();
+    });
+    let started = Instant::now();
+    let frames = node.cli_ok(&["top", "--count", "2", "--interval", "0.2"]);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    writer.join().expect("writer");
+    assert!(frames.contains('V'), "{frames}");
+    assert!(
+        !frames.contains("\x1b[2J"),
+        "top cleared a screen that is not a terminal"
+    );
+    let (code, out) = cli_err(&node, &["top", "--interval", "0"]);
+    assert_eq!(code, 2, "{out}");
 }

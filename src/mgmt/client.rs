@@ -1,48 +1,211 @@
-//! A blocking HTTP/1.1 client for the management socket: one request per connection.
+//! A blocking HTTP/1.1 client for the management API, on the node's unix socket or on its
+//! TCP listener (`http://HOST:PORT`, with HTTP basic credentials).
 //!
-//! It sends `Connection: close` and reads the response framed by its `Content-Length` (or
-//! to the end of the stream when there is none), capped at [`MAX_RESPONSE_BYTES`]. A JSON
-//! body is returned parsed; any other body (e.g. `/metrics`) as a JSON string.
+//! One client keeps one keep-alive connection: it is opened on the first request and reused
+//! by the next ones. A request on a reused connection that gets no byte of an answer (the
+//! node closed the idle connection) is sent once more on a fresh one; any other failure is
+//! reported. Responses are framed by their `Content-Length` (or read to the end of the
+//! stream when there is none, after which the connection is dropped), capped at
+//! [`MAX_RESPONSE_BYTES`]. A JSON body is returned parsed; any other body (e.g. `/metrics`)
+//! as a JSON string.
 
+use std::fmt;
 use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
+use base64::Engine;
+use parking_lot::Mutex;
 use serde_json::Value;
 
 /// Largest response the client accepts.
 pub const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
 /// How long the client waits for the node to take a request or answer it.
 const IO_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the client tries to open a TCP connection to one address.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The port of an `http://` URL that names none.
+const HTTP_DEFAULT_PORT: u16 = 80;
+
+/// Where the node's management API is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Endpoint {
+    /// The node's unix socket: the caller acts as the local ADMIN, without credentials.
+    Unix(PathBuf),
+    /// The node's TCP listener.
+    Tcp { host: String, port: u16 },
+}
+
+impl Endpoint {
+    /// Parses `http://HOST[:PORT][/]`; HOST may be a name, an IPv4 address or a bracketed
+    /// IPv6 address.
+    pub fn parse_url(url: &str) -> Result<Endpoint, String> {
+        if url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
+        {
+            return Err(format!(
+                "{url:?}: https is not supported; the troika management API speaks plain \
+                 HTTP only, so use http://HOST:PORT (on a trusted network or through a tunnel)"
+            ));
+        }
+        let Some(rest) = url
+            .get(..7)
+            .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
+            .map(|_| &url[7..])
+        else {
+            return Err(format!(
+                "{url:?} is not a URL like http://127.0.0.1:8080 (only http:// is supported)"
+            ));
+        };
+        let authority = rest.strip_suffix('/').unwrap_or(rest);
+        if authority.contains(['/', '?', '#', '@']) {
+            return Err(format!(
+                "{url:?}: give only http://HOST:PORT, without a path, query or user"
+            ));
+        }
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(bracketed) => {
+                let (host, after) = bracketed
+                    .split_once(']')
+                    .ok_or_else(|| format!("{url:?}: the IPv6 address lacks its closing ]"))?;
+                (host, after.strip_prefix(':'))
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, Some(port)),
+                None => (authority, None),
+            },
+        };
+        if host.is_empty() {
+            return Err(format!("{url:?} names no host"));
+        }
+        let port = match port {
+            None => HTTP_DEFAULT_PORT,
+            Some(text) => text
+                .parse::<u16>()
+                .ok()
+                .filter(|&port| port != 0)
+                .ok_or_else(|| format!("{url:?}: {text:?} is not a TCP port"))?,
+        };
+        Ok(Endpoint::Tcp {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// What to check when the node cannot be reached there.
+    fn unreachable_hint(&self) -> &'static str {
+        match self {
+            Endpoint::Unix(_) => "is `troika serve` running with this data dir?",
+            Endpoint::Tcp { .. } => {
+                "is `troika serve` running with --mgmt-listen on this address and port?"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Unix(socket) => write!(f, "{}", socket.display()),
+            Endpoint::Tcp { host, port } if host.contains(':') => {
+                write!(f, "http://[{host}]:{port}")
+            }
+            Endpoint::Tcp { host, port } => write!(f, "http://{host}:{port}"),
+        }
+    }
+}
 
 /// Why a request got no HTTP answer. An answer with an error status is not a `ClientError`.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error(
-        "cannot reach the troika node at {}: {source}; is `troika serve` running with this data dir?",
-        socket.display()
-    )]
-    Unreachable { socket: PathBuf, source: io::Error },
-    #[error("lost the connection to the troika node at {}: {source}", socket.display())]
-    Io { socket: PathBuf, source: io::Error },
-    #[error("the troika node at {} sent an invalid response: {reason}", socket.display())]
-    BadResponse { socket: PathBuf, reason: String },
+    #[error("cannot reach the troika node at {node}: {source}; {hint}")]
+    Unreachable {
+        node: String,
+        hint: &'static str,
+        source: io::Error,
+    },
+    #[error("lost the connection to the troika node at {node}: {source}")]
+    Io { node: String, source: io::Error },
+    #[error("the troika node at {node} sent an invalid response: {reason}")]
+    BadResponse { node: String, reason: String },
 }
 
-/// Talks to one node's management socket.
-#[derive(Clone, Debug)]
+/// One open connection.
+enum Connection {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Connection {
+    fn stream(&mut self) -> &mut dyn ReadWrite {
+        match self {
+            Connection::Unix(stream) => stream,
+            Connection::Tcp(stream) => stream,
+        }
+    }
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Talks to one node's management API.
 pub struct Client {
-    socket: PathBuf,
+    endpoint: Endpoint,
+    /// The `Authorization` field sent with every request, if any.
+    authorization: Option<String>,
+    /// The keep-alive connection, when one is open.
+    connection: Mutex<Option<Connection>>,
+}
+
+impl Clone for Client {
+    /// The clone opens its own connection.
+    fn clone(&self) -> Client {
+        Client {
+            endpoint: self.endpoint.clone(),
+            authorization: self.authorization.clone(),
+            connection: Mutex::new(None),
+        }
+    }
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("authorization", &self.authorization.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 impl Client {
+    /// A client of the unix socket at `socket`.
     pub fn new(socket: PathBuf) -> Client {
-        Client { socket }
+        Client::with_endpoint(Endpoint::Unix(socket), None)
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// A client of `endpoint`, sending HTTP basic `credentials` (user, password) if given.
+    pub fn with_endpoint(endpoint: Endpoint, credentials: Option<(&str, &str)>) -> Client {
+        let authorization = credentials.map(|(user, password)| {
+            let token = base64::engine::general_purpose::STANDARD
+                .encode(format!("{user}:{password}").as_bytes());
+            format!("Basic {token}")
+        });
+        Client {
+            endpoint,
+            authorization,
+            connection: Mutex::new(None),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn node(&self) -> String {
+        self.endpoint.to_string()
     }
 
     /// Sends `method path` (path may carry a query) with an optional JSON body and returns
@@ -53,25 +216,12 @@ impl Client {
         path: &str,
         body: Option<&Value>,
     ) -> Result<(u16, Value), ClientError> {
-        let mut stream =
-            UnixStream::connect(&self.socket).map_err(|source| ClientError::Unreachable {
-                socket: self.socket.clone(),
-                source,
-            })?;
-        let io_error = |source| ClientError::Io {
-            socket: self.socket.clone(),
-            source,
-        };
-        stream
-            .set_read_timeout(Some(IO_TIMEOUT))
-            .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT)))
-            .map_err(io_error)?;
-
         let body = body.map(Value::to_string).unwrap_or_default();
-        let mut message = format!(
-            "{method} {path} HTTP/1.1\r\nHost: troika\r\nAccept: application/json\r\nConnection: close\r\n"
-        );
-        if !body.is_empty() {
+        let mut message = format!("{method} {path} HTTP/1.1\r\nHost: troika\r\nAccept: */*\r\n");
+        if let Some(authorization) = &self.authorization {
+            message.push_str(&format!("Authorization: {authorization}\r\n"));
+        }
+        if !body.is_empty() || !matches!(method, "GET" | "HEAD" | "DELETE") {
             message.push_str(&format!(
                 "Content-Type: application/json\r\nContent-Length: {}\r\n",
                 body.len()
@@ -79,17 +229,16 @@ impl Client {
         }
         message.push_str("\r\n");
         message.push_str(&body);
-        if let Err(error) = stream.write_all(message.as_bytes()) {
-            // The server may refuse a request (e.g. 413) and close before taking all of it;
-            // its answer is still waiting to be read.
-            if !matches!(
-                error.kind(),
-                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
-            ) {
-                return Err(io_error(error));
-            }
-        }
-        let (status, bytes) = self.read_response(&mut stream)?;
+
+        let mut slot = self.connection.lock();
+        let reused = slot.is_some();
+        let answer = match self.exchange(&mut slot, message.as_bytes()) {
+            Err(Exchange::NothingBack(_)) if reused => self.exchange(&mut slot, message.as_bytes()),
+            other => other,
+        };
+        let (status, bytes) = answer.map_err(|failure| match failure {
+            Exchange::NothingBack(error) | Exchange::Failed(error) => error,
+        })?;
         let value = if bytes.iter().all(u8::is_ascii_whitespace) {
             Value::Null
         } else {
@@ -99,9 +248,91 @@ impl Client {
         Ok((status, value))
     }
 
-    fn read_response(&self, stream: &mut UnixStream) -> Result<(u16, Vec<u8>), ClientError> {
+    /// Sends one request on the open connection (opening one if none is) and reads the
+    /// answer; leaves the connection open only when it can carry another request.
+    fn exchange(
+        &self,
+        slot: &mut Option<Connection>,
+        message: &[u8],
+    ) -> Result<(u16, Vec<u8>), Exchange> {
+        let mut connection = match slot.take() {
+            Some(connection) => connection,
+            None => self.connect().map_err(Exchange::Failed)?,
+        };
+        let io_error = |source| ClientError::Io {
+            node: self.node(),
+            source,
+        };
+        let stream = connection.stream();
+        if let Err(error) = stream.write_all(message).and_then(|()| stream.flush()) {
+            // The server may refuse a request (e.g. 413) and close before taking all of it;
+            // its answer is still waiting to be read.
+            if !matches!(
+                error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ) {
+                return Err(Exchange::Failed(io_error(error)));
+            }
+        }
+        let answer = self.read_response(stream)?;
+        if answer.keep_alive {
+            *slot = Some(connection);
+        }
+        Ok((answer.status, answer.body))
+    }
+
+    fn connect(&self) -> Result<Connection, ClientError> {
+        let unreachable = |source| ClientError::Unreachable {
+            node: self.node(),
+            hint: self.endpoint.unreachable_hint(),
+            source,
+        };
+        let connection = match &self.endpoint {
+            Endpoint::Unix(socket) => {
+                Connection::Unix(UnixStream::connect(socket).map_err(unreachable)?)
+            }
+            Endpoint::Tcp { host, port } => {
+                let mut last_error = io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("{host:?} resolves to no address"),
+                );
+                let mut opened = None;
+                for address in (host.as_str(), *port)
+                    .to_socket_addrs()
+                    .map_err(unreachable)?
+                {
+                    match TcpStream::connect_timeout(&address, CONNECT_TIMEOUT) {
+                        Ok(stream) => {
+                            opened = Some(stream);
+                            break;
+                        }
+                        Err(error) => last_error = error,
+                    }
+                }
+                let stream = opened.ok_or_else(|| unreachable(last_error))?;
+                // Requests are small and answered one at a time: send them at once.
+                stream.set_nodelay(true).map_err(unreachable)?;
+                Connection::Tcp(stream)
+            }
+        };
+        let configured = match &connection {
+            Connection::Unix(stream) => stream
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT))),
+            Connection::Tcp(stream) => stream
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT))),
+        };
+        configured.map_err(|source| ClientError::Io {
+            node: self.node(),
+            source,
+        })?;
+        Ok(connection)
+    }
+
+    fn read_response(&self, stream: &mut dyn ReadWrite) -> Result<Answer, Exchange> {
         let bad = |reason: String| ClientError::BadResponse {
-            socket: self.socket.clone(),
+            node: self.node(),
             reason,
         };
         let mut buf = Vec::new();
@@ -113,54 +344,103 @@ impl Client {
             match response.parse(&buf) {
                 Ok(httparse::Status::Complete(head_len)) => {
                     let status = response.code.unwrap_or(0);
-                    let length = content_length(response.headers).map_err(&bad)?;
                     if status == 100 {
                         // An interim answer; the real one follows.
                         buf.drain(..head_len);
                         continue;
                     }
+                    let length = content_length(response.headers)
+                        .map_err(|reason| Exchange::Failed(bad(reason)))?;
+                    let keep_alive = length.is_some()
+                        && !eof
+                        && response.version == Some(1)
+                        && !closes(response.headers);
                     match length {
                         Some(length) if buf.len() - head_len >= length => {
-                            return Ok((status, buf[head_len..head_len + length].to_vec()));
+                            return Ok(Answer {
+                                status,
+                                body: buf[head_len..head_len + length].to_vec(),
+                                keep_alive,
+                            });
                         }
-                        None if eof => return Ok((status, buf[head_len..].to_vec())),
+                        None if eof => {
+                            return Ok(Answer {
+                                status,
+                                body: buf[head_len..].to_vec(),
+                                keep_alive: false,
+                            });
+                        }
                         Some(length) if eof => {
-                            return Err(bad(format!(
+                            return Err(Exchange::Failed(bad(format!(
                                 "the body ended after {} of {length} bytes",
                                 buf.len() - head_len
-                            )));
+                            ))));
                         }
                         _ => {}
                     }
                 }
+                Ok(httparse::Status::Partial) if eof && buf.is_empty() => {
+                    return Err(Exchange::NothingBack(bad(
+                        "the connection closed without an answer".into(),
+                    )));
+                }
                 Ok(httparse::Status::Partial) if eof => {
-                    return Err(bad(if buf.is_empty() {
-                        "the connection closed without an answer".into()
-                    } else {
-                        "the connection closed in the middle of the answer".into()
-                    }));
+                    return Err(Exchange::Failed(bad(
+                        "the connection closed in the middle of the answer".into(),
+                    )));
                 }
                 Ok(httparse::Status::Partial) => {}
-                Err(error) => return Err(bad(error.to_string())),
+                Err(error) => return Err(Exchange::Failed(bad(error.to_string()))),
             }
             if buf.len() > MAX_RESPONSE_BYTES {
-                return Err(bad(format!(
+                return Err(Exchange::Failed(bad(format!(
                     "the answer is larger than {MAX_RESPONSE_BYTES} bytes"
-                )));
+                ))));
             }
             match stream.read(&mut chunk) {
                 Ok(0) => eof = true,
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
-                    return Err(ClientError::Io {
-                        socket: self.socket.clone(),
+                    let reset = error.kind() == io::ErrorKind::ConnectionReset;
+                    let error = ClientError::Io {
+                        node: self.node(),
                         source: error,
+                    };
+                    return Err(if reset && buf.is_empty() {
+                        Exchange::NothingBack(error)
+                    } else {
+                        Exchange::Failed(error)
                     });
                 }
             }
         }
     }
+}
+
+/// One complete answer.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+    /// The connection can carry another request.
+    keep_alive: bool,
+}
+
+/// Why one exchange failed: `NothingBack` when not a byte of an answer arrived (a reused
+/// connection the node had closed; the request is sent again on a new one).
+enum Exchange {
+    NothingBack(ClientError),
+    Failed(ClientError),
+}
+
+fn closes(fields: &[httparse::Header<'_>]) -> bool {
+    fields.iter().any(|field| {
+        field.name.eq_ignore_ascii_case("connection")
+            && std::str::from_utf8(field.value)
+                .unwrap_or("")
+                .split(',')
+                .any(|option| option.trim().eq_ignore_ascii_case("close"))
+    })
 }
 
 fn content_length(fields: &[httparse::Header<'_>]) -> Result<Option<usize>, String> {
@@ -191,4 +471,41 @@ pub fn encode_query_value(text: &str) -> String {
         }
     }
     encoded
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_parse_to_endpoints() {
+        let tcp = |host: &str, port| Endpoint::Tcp {
+            host: host.into(),
+            port,
+        };
+        assert_eq!(
+            Endpoint::parse_url("http://127.0.0.1:8080"),
+            Ok(tcp("127.0.0.1", 8080))
+        );
+        assert_eq!(
+            Endpoint::parse_url("HTTP://array.example/"),
+            Ok(tcp("array.example", 80))
+        );
+        assert_eq!(
+            Endpoint::parse_url("http://[::1]:9000"),
+            Ok(tcp("::1", 9000))
+        );
+        assert_eq!(tcp("::1", 9000).to_string(), "http://[::1]:9000");
+        let https = Endpoint::parse_url("https://h:1").unwrap_err();
+        assert!(https.contains("https is not supported"), "{https}");
+        for bad in [
+            "h:1",
+            "http://",
+            "http://h:0",
+            "http://h:x",
+            "http://h:1/api",
+        ] {
+            assert!(Endpoint::parse_url(bad).is_err(), "{bad} accepted");
+        }
+    }
 }

@@ -1,0 +1,461 @@
+//! The `troika` CLI's management commands: clap subcommands that call the REST API and print
+//! tables (or the API's `result` JSON with `--json`).
+//!
+//! The API is reached on the node's unix socket (the caller acts as the local ADMIN) or, with
+//! `--url http://HOST:PORT`, on its TCP listener with HTTP basic credentials (`--user`, the
+//! password from `TROIKA_PASSWORD` or a prompt with echo off).
+//!
+//! Objects are named by NAME on the command line; each name is resolved to an id with a
+//! filtered list (`?name=eq:NAME`). Destructive commands (delete, resize, update) pass
+//! `approved=true`: typing the command is the operator's approval.
+//!
+//! Exit codes: 0 success, 1 the API refused (its code and message go to stderr), 2 usage,
+//! 3 the node cannot be reached, 4 the node refused the credentials.
+//!
+//! Pieces: `session` holds the client and the calls every verb shares, `objects` the pool,
+//! volume and system verbs, `accounts` the user verbs, `events` the event log and `top`,
+//! `tables` the human output, `terminal` the password prompt.
+
+mod accounts;
+mod events;
+mod objects;
+mod session;
+mod tables;
+mod terminal;
+
+use std::io::Write;
+use std::path::Path;
+
+use super::client::{Client, ClientError, Endpoint};
+use crate::types::parse_size;
+use session::Session;
+
+pub const EXIT_OK: i32 = 0;
+pub const EXIT_API_ERROR: i32 = 1;
+/// What clap exits with on a usage error; the binary uses it for its own usage errors.
+pub const EXIT_USAGE: i32 = 2;
+pub const EXIT_UNREACHABLE: i32 = 3;
+/// The node answered 401: wrong user or password, or a disabled user.
+pub const EXIT_UNAUTHORIZED: i32 = 4;
+
+/// Environment variable with the password of `--user`.
+pub const PASSWORD_ENV: &str = "TROIKA_PASSWORD";
+/// Environment variable with the password of a user being created or changed.
+pub const NEW_PASSWORD_ENV: &str = "TROIKA_NEW_PASSWORD";
+
+/// Management commands.
+#[derive(Clone, Debug, PartialEq, clap::Subcommand)]
+pub enum CliCommand {
+    /// Create, list, change and delete pools.
+    Pool {
+        #[command(subcommand)]
+        cmd: PoolCommand,
+    },
+    /// Create, list, change, resize and delete volumes.
+    #[command(alias = "volume")]
+    Vol {
+        #[command(subcommand)]
+        cmd: VolCommand,
+    },
+    /// Create, list, change and delete users.
+    User {
+        #[command(subcommand)]
+        cmd: UserCommand,
+    },
+    /// Show the event log, or follow it.
+    Event {
+        #[command(subcommand)]
+        cmd: EventCommand,
+    },
+    /// The newest events (like `event ls`), or with --follow new ones as they come (like
+    /// `event follow`).
+    Events {
+        /// Keep printing new events.
+        #[arg(long)]
+        follow: bool,
+        #[command(flatten)]
+        filter: EventFilter,
+        /// How many of the newest events to list.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..),
+              conflicts_with = "follow")]
+        limit: u64,
+        #[command(flatten)]
+        stop: FollowStop,
+    },
+    /// Live per-volume IOPS, throughput, latency and cache hits from the node's metrics.
+    Top {
+        /// Seconds between frames.
+        #[arg(long, default_value_t = 2.0, value_parser = interval_arg)]
+        interval: f64,
+        /// Stop after this many frames (default: run until interrupted).
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// Show the system.
+    System {
+        #[command(subcommand)]
+        cmd: SystemCommand,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum PoolCommand {
+    /// Create a pool.
+    Create {
+        name: String,
+        /// Physical capacity, e.g. 512M, 10G, 1T.
+        #[arg(long, value_parser = size_arg)]
+        size: u64,
+        /// Virtual capacity (thin provisioning); defaults to the physical capacity.
+        #[arg(long, value_parser = size_arg)]
+        virtual_size: Option<u64>,
+    },
+    /// List pools with their state (NORMAL, LIMITED, LOCKED) and space.
+    Ls,
+    /// Change a pool's name, capacities, thresholds or SSD cache flag.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+    Update {
+        name: String,
+        /// The new name.
+        #[arg(long = "name", group = "change")]
+        new_name: Option<String>,
+        /// New physical capacity.
+        #[arg(long, value_parser = size_arg, group = "change")]
+        size: Option<u64>,
+        /// New virtual capacity.
+        #[arg(long, value_parser = size_arg, group = "change")]
+        virtual_size: Option<u64>,
+        /// Physical usage (percent) that raises a warning.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100), group = "change")]
+        warning: Option<u8>,
+        /// Physical usage (percent) that raises a critical event.
+        #[arg(long, value_parser = clap::value_parser!(u8).range(1..=100), group = "change")]
+        critical: Option<u8>,
+        /// Cache the pool's volumes on SSD.
+        #[arg(long, value_parser = on_off_arg, value_name = "on|off", group = "change")]
+        ssd: Option<bool>,
+    },
+    /// Show a pool's owners (POOL_ADMIN users), adding or removing some first.
+    Owners {
+        name: String,
+        /// Make this user an owner (repeatable).
+        #[arg(long, value_name = "USER")]
+        add: Vec<String>,
+        /// Stop this user owning the pool (repeatable).
+        #[arg(long, value_name = "USER")]
+        remove: Vec<String>,
+    },
+    /// Delete an empty pool.
+    Delete { name: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum VolCommand {
+    /// Create a volume.
+    Create {
+        name: String,
+        /// The pool that holds the volume.
+        #[arg(long)]
+        pool: String,
+        /// Size, e.g. 512M, 10G, 1T.
+        #[arg(long, value_parser = size_arg)]
+        size: u64,
+        /// Reserve the whole size in the pool now (default: thin).
+        #[arg(long)]
+        thick: bool,
+    },
+    /// List volumes with their provisioning, write protection and used space.
+    Ls {
+        /// Only the volumes of this pool.
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Change a volume's name, write protection or SSD cache flag.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+    Update {
+        name: String,
+        /// The new name.
+        #[arg(long = "name", group = "change")]
+        new_name: Option<String>,
+        /// Refuse writes (the NBD export becomes read-only).
+        #[arg(long, value_parser = on_off_arg, value_name = "on|off", group = "change")]
+        write_protect: Option<bool>,
+        /// Cache the volume on SSD.
+        #[arg(long, value_parser = on_off_arg, value_name = "on|off", group = "change")]
+        ssd: Option<bool>,
+    },
+    /// Grow or shrink a volume (shrinking discards the data past the new end).
+    Resize {
+        name: String,
+        #[arg(value_parser = size_arg)]
+        size: u64,
+    },
+    /// Delete a volume and its data.
+    Delete { name: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum UserCommand {
+    /// Create a user; the password comes from TROIKA_NEW_PASSWORD or is asked twice.
+    Create {
+        name: String,
+        /// ADMIN, POOL_ADMIN, READ_ONLY or TECHNICIAN.
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        email: Option<String>,
+    },
+    /// List users.
+    Ls,
+    /// Change a user's role, email, enabled flag or password.
+    #[command(group = clap::ArgGroup::new("change").required(true).multiple(true))]
+    Update {
+        name: String,
+        /// ADMIN, POOL_ADMIN, READ_ONLY or TECHNICIAN.
+        #[arg(long, group = "change")]
+        role: Option<String>,
+        /// The new email; an empty one removes it.
+        #[arg(long, group = "change")]
+        email: Option<String>,
+        /// Let the user log in.
+        #[arg(long, group = "change", conflicts_with = "disable")]
+        enable: bool,
+        /// Refuse the user's logins and requests.
+        #[arg(long, group = "change")]
+        disable: bool,
+        /// Set a new password, from TROIKA_NEW_PASSWORD or asked twice.
+        #[arg(long, group = "change")]
+        password_prompt: bool,
+    },
+    /// Delete a user and end its sessions.
+    Delete { name: String },
+    /// Show the user the CLI is acting as.
+    Whoami,
+}
+
+#[derive(Clone, Debug, PartialEq, clap::Subcommand)]
+pub enum EventCommand {
+    /// List the newest events, oldest first.
+    Ls {
+        #[command(flatten)]
+        filter: EventFilter,
+        /// How many of the newest events to list.
+        #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(1..))]
+        limit: u64,
+    },
+    /// Print new events as the node raises them (polling every 500 ms).
+    Follow {
+        #[command(flatten)]
+        filter: EventFilter,
+        #[command(flatten)]
+        stop: FollowStop,
+    },
+}
+
+/// Which events to show.
+#[derive(Clone, Debug, Default, PartialEq, Eq, clap::Args)]
+pub struct EventFilter {
+    /// Only events of this level: INFO, WARNING, ERROR or CRITICAL.
+    #[arg(long, value_parser = level_arg)]
+    pub level: Option<String>,
+    /// Only events with this code, e.g. VOLUME_CREATED.
+    #[arg(long)]
+    pub code: Option<String>,
+}
+
+/// When `follow` stops (default: never).
+#[derive(Clone, Debug, Default, PartialEq, clap::Args)]
+pub struct FollowStop {
+    /// Stop after printing this many events.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub count: Option<u64>,
+    /// Stop after this many seconds; with --count, not seeing them all by then is an error.
+    #[arg(long, value_parser = interval_arg)]
+    pub timeout: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum SystemCommand {
+    /// Show the system's identity, versions, state, capacity and object counts.
+    Show,
+}
+
+/// clap value parser for sizes.
+fn size_arg(text: &str) -> Result<u64, String> {
+    parse_size(text).ok_or_else(|| {
+        format!(
+            "{text:?} is not a size; use a number of bytes with an optional K, M, G, T or P \
+             suffix, e.g. 512M, 10G, 1T"
+        )
+    })
+}
+
+/// clap value parser for `on` / `off`.
+fn on_off_arg(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "on" | "yes" | "true" => Ok(true),
+        "off" | "no" | "false" => Ok(false),
+        _ => Err(format!("{text:?} is neither on nor off")),
+    }
+}
+
+/// clap value parser for event levels; the API spells them in capitals.
+fn level_arg(text: &str) -> Result<String, String> {
+    let level = text.to_ascii_uppercase();
+    match level.as_str() {
+        "INFO" | "WARNING" | "ERROR" | "CRITICAL" => Ok(level),
+        _ => Err(format!(
+            "{text:?} is not an event level; use INFO, WARNING, ERROR or CRITICAL"
+        )),
+    }
+}
+
+/// clap value parser for a number of seconds between 1 ms and a day.
+fn interval_arg(text: &str) -> Result<f64, String> {
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| (0.001..=86_400.0).contains(seconds))
+        .ok_or_else(|| format!("{text:?} is not a number of seconds between 0.001 and 86400"))
+}
+
+/// Where the node is and who the CLI is, from the global flags and the environment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Target {
+    /// Used when there is no `url`.
+    pub socket: std::path::PathBuf,
+    /// `http://HOST:PORT`.
+    pub url: Option<String>,
+    /// The user for `url`.
+    pub user: Option<String>,
+}
+
+/// Runs one command against the node, printing to stdout and stderr; returns the process
+/// exit code.
+pub fn run(command: CliCommand, target: &Target, json: bool) -> i32 {
+    use std::io::IsTerminal;
+    let stdout = std::io::stdout();
+    let settings = Settings {
+        json,
+        stdout_is_terminal: stdout.is_terminal(),
+    };
+    let mut out = stdout.lock();
+    let mut err = std::io::stderr().lock();
+    match connect(target) {
+        Ok(client) => execute(command, client, settings, &mut out, &mut err),
+        Err(error) => report(&error, &mut err),
+    }
+}
+
+/// [`run`] on the unix socket `socket` with the output streams given (tests capture them).
+pub fn run_with(
+    command: CliCommand,
+    socket: &Path,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let settings = Settings {
+        json,
+        stdout_is_terminal: false,
+    };
+    execute(
+        command,
+        Client::new(socket.to_path_buf()),
+        settings,
+        out,
+        err,
+    )
+}
+
+/// How the output is shaped.
+#[derive(Clone, Copy, Debug)]
+struct Settings {
+    json: bool,
+    /// Whether `top` may clear the screen between frames.
+    stdout_is_terminal: bool,
+}
+
+fn execute(
+    command: CliCommand,
+    client: Client,
+    settings: Settings,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    let session = Session::new(client, settings);
+    match session.execute(command, out) {
+        Ok(()) => EXIT_OK,
+        Err(error) => report(&error, err),
+    }
+}
+
+fn report(error: &CliError, err: &mut dyn Write) -> i32 {
+    let _ = writeln!(err, "troika: error: {error}");
+    error.exit_code()
+}
+
+/// The client for `target`: the unix socket, or the URL with the user's password.
+fn connect(target: &Target) -> Result<Client, CliError> {
+    let Some(url) = &target.url else {
+        return Ok(Client::new(target.socket.clone()));
+    };
+    let endpoint = Endpoint::parse_url(url).map_err(CliError::Usage)?;
+    let user = target.user.as_deref().ok_or_else(|| {
+        CliError::Usage(format!(
+            "--url {url} needs a user: give --user NAME or set TROIKA_USER"
+        ))
+    })?;
+    let password = match std::env::var(PASSWORD_ENV) {
+        Ok(password) => password,
+        Err(_) if terminal::stdin_is_terminal() => {
+            terminal::read_password(&format!("Password for {user} at {endpoint}: "))
+                .map_err(CliError::Usage)?
+        }
+        Err(_) => {
+            return Err(CliError::Usage(format!(
+                "no password for user {user:?}: set {PASSWORD_ENV}, or run on a terminal to \
+                 be asked for it"
+            )));
+        }
+    };
+    Ok(Client::with_endpoint(endpoint, Some((user, &password))))
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+enum CliError {
+    #[error("{code}: {message}")]
+    Api { code: String, message: String },
+    #[error(
+        "the node at {node} refused the credentials ({message}); check --user (or TROIKA_USER) \
+         and {PASSWORD_ENV}"
+    )]
+    Unauthorized { node: String, message: String },
+    #[error("{0}")]
+    Client(#[from] ClientError),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Failed(String),
+    #[error("cannot write the output: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+impl CliError {
+    fn exit_code(&self) -> i32 {
+        match self {
+            CliError::Api { .. } | CliError::Failed(_) | CliError::Output(_) => EXIT_API_ERROR,
+            CliError::Unauthorized { .. } => EXIT_UNAUTHORIZED,
+            CliError::Usage(_) => EXIT_USAGE,
+            CliError::Client(ClientError::BadResponse { .. }) => EXIT_API_ERROR,
+            CliError::Client(_) => EXIT_UNREACHABLE,
+        }
+    }
+
+    fn api(code: &str, message: String) -> CliError {
+        CliError::Api {
+            code: code.to_owned(),
+            message,
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The human output: left-aligned tables of the API objects, and one line per followed event.
+
+use crate::mgmt::api::{PoolInfo, SystemInfo, VolumeInfo};
+use crate::mgmt::events::Event;
+use crate::mgmt::users::UserInfo;
+use crate::types::format_size;
+
+/// Left-aligned columns separated by two spaces, no trailing blanks.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
+    for row in rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.chars().count());
+        }
+    }
+    let mut text = String::new();
+    let header: Vec<String> = header.iter().map(|title| title.to_string()).collect();
+    for row in std::iter::once(&header).chain(rows) {
+        let mut line = String::new();
+        for (cell, width) in row.iter().zip(&widths) {
+            line.push_str(&format!("{cell:<width$}  "));
+        }
+        text.push_str(line.trim_end());
+        text.push('\n');
+    }
+    text
+}
+
+fn yes_no(flag: bool) -> String {
+    if flag { "yes" } else { "no" }.to_owned()
+}
+
+pub fn pools(pools: &[PoolInfo]) -> String {
+    let rows: Vec<Vec<String>> = pools
+        .iter()
+        .map(|pool| {
+            vec![
+                pool.name.clone(),
+                pool.id.to_string(),
+                pool.state.clone(),
+                format_size(pool.physical_capacity),
+                format_size(pool.allocated_physical_space),
+                format_size(pool.free_physical_space),
+                format_size(pool.virtual_capacity),
+                format_size(pool.free_virtual_space),
+                format!(
+                    "{}%/{}%",
+                    pool.physical_capacity_warning, pool.physical_capacity_critical
+                ),
+                yes_no(pool.ssd_enabled),
+                pool.volumes_count.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ID",
+            "STATE",
+            "PHYSICAL",
+            "USED",
+            "FREE",
+            "VIRTUAL",
+            "VIRTUAL-FREE",
+            "WARN/CRIT",
+            "SSD",
+            "VOLUMES",
+        ],
+        &rows,
+    )
+}
+
+pub fn volumes(volumes: &[VolumeInfo]) -> String {
+    let rows: Vec<Vec<String>> = volumes
+        .iter()
+        .map(|volume| {
+            vec![
+                volume.name.clone(),
+                volume.id.to_string(),
+                format_size(volume.size),
+                format_size(volume.used),
+                volume.pool_name.clone(),
+                volume.provtype.clone(),
+                yes_no(volume.write_protected),
+                yes_no(volume.ssd_enabled),
+                volume.serial.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ID",
+            "SIZE",
+            "USED",
+            "POOL",
+            "PROVTYPE",
+            "WRITE-PROTECTED",
+            "SSD",
+            "SERIAL",
+        ],
+        &rows,
+    )
+}
+
+pub fn users(users: &[UserInfo]) -> String {
+    let rows: Vec<Vec<String>> = users
+        .iter()
+        .map(|user| {
+            let role = serde_json::to_value(user.role)
+                .ok()
+                .and_then(|role| role.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            vec![
+                user.name.clone(),
+                user.id.to_string(),
+                role,
+                yes_no(user.enabled),
+                user.email.clone(),
+                user.last_login.map_or_else(|| "-".to_owned(), utc_time),
+                user.failed_logins.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ID",
+            "ROLE",
+            "ENABLED",
+            "EMAIL",
+            "LAST-LOGIN",
+            "FAILED-LOGINS",
+        ],
+        &rows,
+    )
+}
+
+pub fn events(events: &[Event]) -> String {
+    let rows: Vec<Vec<String>> = events
+        .iter()
+        .map(|event| {
+            vec![
+                event.id.to_string(),
+                utc_time(event.timestamp),
+                level(event),
+                event.code.clone(),
+                event.username.clone().unwrap_or_else(|| "-".to_owned()),
+                event.description.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &["ID", "TIME", "LEVEL", "CODE", "USER", "DESCRIPTION"],
+        &rows,
+    )
+}
+
+/// One followed event: `ID TIME LEVEL CODE description`.
+pub fn event_line(event: &Event) -> String {
+    format!(
+        "{} {} {:<8} {} {}\n",
+        event.id,
+        utc_time(event.timestamp),
+        level(event),
+        event.code,
+        event.description
+    )
+}
+
+fn level(event: &Event) -> String {
+    serde_json::to_value(event.level)
+        .ok()
+        .and_then(|level| level.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+pub fn system(system: &SystemInfo) -> String {
+    let rows: Vec<Vec<String>> = [
+        ("name", system.name.clone()),
+        ("serial", system.serial.to_string()),
+        ("model", system.model.clone()),
+        ("version (API level)", system.version.clone()),
+        ("troika version", system.troika_version.clone()),
+        ("state", system.state.clone()),
+        (
+            "read-only",
+            yes_no(system.operational_state.read_only_system),
+        ),
+        ("controllers", system.controllers.to_string()),
+        ("physical capacity", format_size(system.physical_capacity)),
+        (
+            "allocated physical",
+            format_size(system.allocated_physical_capacity),
+        ),
+        ("used physical", format_size(system.used_physical_capacity)),
+        ("free physical", format_size(system.free_physical_capacity)),
+        ("pools", system.pools_count.to_string()),
+        ("volumes", system.volumes_count.to_string()),
+        ("started", utc_time(system.started_at)),
+    ]
+    .into_iter()
+    .map(|(field, value)| vec![field.to_owned(), value])
+    .collect();
+    table(&["FIELD", "VALUE"], &rows)
+}
+
+/// Milliseconds since the Unix epoch as `YYYY-MM-DD HH:MM:SS` UTC.
+pub fn utc_time(epoch_ms: u64) -> String {
+    let seconds = epoch_ms / 1000;
+    let (days, of_day) = (seconds / 86_400, seconds % 86_400);
+    // Howard Hinnant's civil_from_days, for days since 1970-01-01 (never negative here).
+    let z = days as i64 + 719_468;
+    let era = z / 146_097;
+    let day_of_era = z - era * 146_097;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        of_day / 3600,
+        of_day % 3600 / 60,
+        of_day % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::utc_time;
+
+    #[test]
+    fn times_are_utc_calendar_dates() {
+        assert_eq!(utc_time(0), "1970-01-01 00:00:00");
+        assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00");
+        assert_eq!(utc_time(1_709_251_199_999), "2024-02-29 23:59:59");
+        assert_eq!(utc_time(4_102_444_800_000), "2100-01-01 00:00:00");
+    }
+}
