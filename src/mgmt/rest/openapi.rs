@@ -377,7 +377,9 @@ pub fn document() -> Value {
         "Error".to_owned(),
         json!({"type": "object", "nullable": true, "properties": {
             "code": {"type": "string"}, "message": {"type": "string"},
-            "reasons": {"type": "array", "items": {"type": "string"}}}}),
+            "reasons": {"type": "array", "items": {"type": "object", "properties": {
+                "message": {"type": "string"},
+                "affected_entities": {"type": "array", "items": {}}}}}}}),
     );
     schemas.insert(
         "Metadata".to_owned(),

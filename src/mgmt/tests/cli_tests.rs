@@ -129,7 +129,7 @@ fn cli_manages_pools_and_volumes_by_name() {
     assert_eq!(code, cli::EXIT_API_ERROR);
     assert_eq!(
         err,
-        "troika: error: POOL_NOT_FOUND: pool \"bronze\" does not exist\n"
+        "troika: error: POOL_NOT_FOUND: pool \"bronze\" does not exist; `troika pool ls` lists the pools\n"
     );
 
     let (code, out, _) = run_cli(socket, &["vol", "resize", "db", "5G"]);
