@@ -46,6 +46,8 @@ SEED_ARGS=()
 [[ -n "${SEED:-}" ]] && SEED_ARGS=(--seed "$SEED")
 
 REPORT="$WORK/report"
+# schemathesis keeps its example database in the working directory: keep it in $WORK.
+cd "$WORK"
 status=0
 # The outer timeout bounds the whole run even if schemathesis' own budget overruns.
 timeout --kill-after=30 "$((MAX_TIME + 120))" \
@@ -80,7 +82,7 @@ for case in cases:
         print(f"FAILED {case.get('name')}")
         for problem in problems:
             print("   ", (problem.get("message") or problem.text or "").strip()[:2000])
-print(f"operations tested: {tested}, with failures: {failed}")
+print(f"JUnit test cases (one per operation, plus stateful): {tested}, with failures: {failed}")
 PY
 fi
 echo "node still answers: $(curl -s --max-time 5 -o /dev/null -w '%{http_code}' -u "admin:$PASSWORD" "$BASE/api/rest/system")"
