@@ -318,3 +318,73 @@ impl Drop for TestNode {
         self.kill9();
     }
 }
+
+/// Sends `bytes` on `stream` and reads until the peer closes or `timeout` passes. The
+/// server may close before it has read everything (a refused request); what it answered
+/// is still returned.
+pub fn exchange_raw<S: Read + Write>(mut stream: S, bytes: &[u8], timeout: Duration) -> Vec<u8> {
+    let _ = stream.write_all(bytes);
+    let deadline = Instant::now() + timeout;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while Instant::now() < deadline {
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => answer.extend_from_slice(&chunk[..n]),
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break,
+        }
+    }
+    answer
+}
+
+impl TestNode {
+    /// Opens a TCP connection to the REST port with a read timeout.
+    pub fn connect_api(&self) -> std::net::TcpStream {
+        let port = self.api_port.expect("node started without a TCP API port");
+        let stream =
+            std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect to the REST port");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("set a read timeout");
+        stream
+    }
+
+    /// Opens the management unix socket with a read timeout.
+    pub fn connect_mgmt_socket(&self) -> UnixStream {
+        let stream = UnixStream::connect(self.mgmt_socket()).expect("connect to troika.sock");
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("set a read timeout");
+        stream
+    }
+
+    /// Raw bytes to the REST TCP port on a fresh connection; everything answered within 10 s.
+    pub fn raw_tcp(&self, bytes: &[u8]) -> Vec<u8> {
+        exchange_raw(self.connect_api(), bytes, Duration::from_secs(10))
+    }
+
+    /// Raw bytes to the management unix socket on a fresh connection.
+    pub fn raw_unix(&self, bytes: &[u8]) -> Vec<u8> {
+        exchange_raw(self.connect_mgmt_socket(), bytes, Duration::from_secs(10))
+    }
+
+    /// A REST call over TCP with a JSON body; the answer parsed as JSON (a body that is not
+    /// JSON, such as Prometheus text, comes back as a JSON string).
+    pub fn api_json(
+        &self,
+        method: &str,
+        target: &str,
+        credentials: Option<(&str, &str)>,
+        body: Option<&serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let text = body.map(serde_json::Value::to_string);
+        let (status, answer) = self.http_tcp(method, target, credentials, text.as_deref());
+        let value = serde_json::from_str(&answer).unwrap_or(serde_json::Value::String(answer));
+        (status, value)
+    }
+}
