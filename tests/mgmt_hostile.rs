@@ -703,7 +703,6 @@ fn assert_node_healthy(target: &Target) {
 
 /// A refused update changes nothing: a rename sent with an invalid size must not rename.
 #[test]
-#[ignore = "product bug: src/mgmt/rest/objects.rs:250 applies name/flags before the resize at :278 fails"]
 fn a_refused_volume_update_changes_nothing() {
     let target = Target::start();
     let pool = json!({"name": "pool", "physical_capacity": 64 * MIB}).to_string();

@@ -519,6 +519,32 @@ impl MetaStore {
         Ok(())
     }
 
+    /// Whether renaming volume `id` to `name` and resizing it to `size` would be accepted,
+    /// without changing anything: lets a caller that makes both changes refuse the whole
+    /// request before it makes the first.
+    pub fn check_volume_change(
+        &self,
+        id: u32,
+        name: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<(), MetaError> {
+        let state = self.state();
+        let volume = volume_record(&state, id)?;
+        if let Some(name) = name.filter(|name| *name != volume.name) {
+            validate_name(name)?;
+            if state.catalog.volume_by_name(name).is_some() {
+                return Err(MetaError::NameConflict {
+                    kind: "volume",
+                    name: name.into(),
+                });
+            }
+        }
+        if let Some(size) = size {
+            check_resize(&state, &volume, size)?;
+        }
+        Ok(())
+    }
+
     /// Changes a volume's settable fields (name, write protection, SSD use) through
     /// `change`. Size and provisioning are not changed here.
     pub fn update_volume(
@@ -554,15 +580,7 @@ impl MetaStore {
     pub fn resize_volume(&self, id: u32, size: u64) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
         let volume = volume_record(&state, id)?;
-        validate_volume_size(&volume.name, size)?;
-        let pool = state.catalog.pools[&volume.pool_id].clone();
-        check_virtual(&state, &pool, size, Some(id))?;
-        if size > volume.size {
-            check_not_limited(&state, &pool, "grow a volume in it")?;
-            if volume.provtype == Provisioning::Thick {
-                check_physical(&state, &pool, size - volume.size)?;
-            }
-        }
+        check_resize(&state, &volume, size)?;
         if size < volume.size {
             let generation = self.next_generation();
             self.trim_locked(
@@ -850,6 +868,21 @@ fn validate_volume_size(name: &str, size: u64) -> Result<(), MetaError> {
         return Err(MetaError::Invalid(format!(
             "volume {name:?}: size must be a non-zero multiple of 4 KiB up to 1 PiB (got {size})"
         )));
+    }
+    Ok(())
+}
+
+/// Whether `volume` may take `size`: a valid size that fits the pool's virtual capacity,
+/// and, to grow, a pool that is not LIMITED and physical space for a thick volume.
+fn check_resize(state: &MetaState, volume: &VolumeRecord, size: u64) -> Result<(), MetaError> {
+    validate_volume_size(&volume.name, size)?;
+    let pool = &state.catalog.pools[&volume.pool_id];
+    check_virtual(state, pool, size, Some(volume.id))?;
+    if size > volume.size {
+        check_not_limited(state, pool, "grow a volume in it")?;
+        if volume.provtype == Provisioning::Thick {
+            check_physical(state, pool, size - volume.size)?;
+        }
     }
     Ok(())
 }

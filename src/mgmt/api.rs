@@ -213,7 +213,9 @@ pub trait Management: Send + Sync {
     fn create_volume(&self, request: VolumeCreate) -> Result<VolumeInfo, MgmtError>;
     fn volumes(&self) -> Vec<VolumeInfo>;
     fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError>;
-    /// Changes the name, write protection or SSD use (not the size).
+    /// Changes the size, name, write protection or SSD use; checks every change before it
+    /// makes any, so a refused update changes nothing. Shrinking discards data past the
+    /// new end (the REST layer asks for approval first).
     fn update_volume(&self, id: u32, update: VolumeUpdate) -> Result<VolumeInfo, MgmtError>;
     /// Grows or shrinks a volume; shrinking discards the data past the new end.
     fn resize_volume(&self, id: u32, new_size: u64) -> Result<VolumeInfo, MgmtError>;

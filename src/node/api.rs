@@ -329,10 +329,13 @@ impl Management for NodeApi {
     }
 
     fn update_volume(&self, id: u32, update: VolumeUpdate) -> Result<VolumeInfo, MgmtError> {
-        if update.size.is_some() {
-            return Err(MgmtError::bad_request(
-                "the size is changed by a resize, not an update",
-            ));
+        // Everything is checked before anything changes, so a refused request changes
+        // nothing; the size goes first because it is the change that touches data.
+        self.meta
+            .check_volume_change(id, update.name.as_deref(), update.size)
+            .map_err(mgmt_error)?;
+        if let Some(size) = update.size {
+            self.resize_volume(id, size)?;
         }
         self.meta
             .update_volume(id, |volume| {

@@ -248,13 +248,7 @@ pub fn update_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     if update.size.is_some_and(|size| size < before.size) {
         call.require_approval("shrinking a volume (it discards the data past the new end)")?;
     }
-    let mut volume = mgmt.api.update_volume(
-        before.id,
-        VolumeUpdate {
-            size: None,
-            ..update.clone()
-        },
-    )?;
+    let volume = mgmt.api.update_volume(before.id, update)?;
     if volume.name != before.name {
         mgmt.events.raise(
             "VOLUME_RENAMED",
@@ -275,8 +269,7 @@ pub fn update_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
             call.username(),
         );
     }
-    if let Some(size) = update.size.filter(|size| *size != before.size) {
-        volume = mgmt.api.resize_volume(before.id, size)?;
+    if volume.size != before.size {
         mgmt.events.raise(
             "VOLUME_RESIZED",
             format!(

@@ -153,7 +153,7 @@ fn cli_manages_pools_and_volumes_by_name() {
     assert_eq!(code, cli::EXIT_API_ERROR);
     assert_eq!(
         err,
-        "troika: error: VOLUME_NOT_FOUND: volume \"db\" does not exist\n"
+        "troika: error: VOLUME_NOT_FOUND: volume \"db\" does not exist; `troika vol ls` lists the volumes\n"
     );
     let (code, _, _) = run_cli(socket, &["pool", "delete", "gold pool"]);
     assert_eq!(code, 0);

@@ -429,18 +429,20 @@ impl Management for Memory {
             write_protected,
             ssd_enabled,
         } = update;
-        if size.is_some() {
-            return Err(MgmtError::bad_request(
-                "the size is changed by a resize, not an update",
-            ));
+        let before = {
+            let mut state = self.state.lock();
+            let before = state.volume_mut(id)?.clone();
+            if let Some(name) = &name
+                && *name != before.name
+            {
+                state.check_name("volume", name)?;
+            }
+            before
+        };
+        if let Some(size) = size {
+            self.resize_volume(id, size)?;
         }
         let mut state = self.state.lock();
-        let before = state.volume_mut(id)?.clone();
-        if let Some(name) = &name
-            && *name != before.name
-        {
-            state.check_name("volume", name)?;
-        }
         let now = state.now();
         let volume = state.volume_mut(id)?;
         volume.name = name.unwrap_or(before.name);
