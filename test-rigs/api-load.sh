@@ -3,17 +3,21 @@
 #
 # 1. creates VOLUMES (default 10000) volumes over the REST API;
 # 2. requests/s of `GET /api/rest/volumes?page_size=1000` and of a single-volume GET
-#    (examples/api_load.rs, keep-alive, basic auth) for SECONDS (default 10) each;
+#    (examples/api_load.rs, keep-alive, basic auth) for RUN_SECONDS (default 10) each;
 # 3. fio 4k random read IOPS at iodepth 32 on a prefilled volume, idle and then while
-#    HAMMER (default 4) connections hammer the 1000-volume list, side by side;
+#    HAMMER (default 4) connections hammer HAMMER_TARGET (default the 1000-volume list),
+#    side by side (SKIP_RATES=1 skips step 2);
 # 4. infinisdk creating and deleting BULK (default 1000) volumes, when its venv exists
 #    (target/infinisdk-venv, as .ci/run builds it).
 set -euo pipefail
+[[ -n "${DEBUG:-}" ]] && set -x
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 VOLUMES="${VOLUMES:-10000}"
-SECONDS_EACH="${SECONDS:-10}"
+SECONDS_EACH="${RUN_SECONDS:-10}"
 HAMMER="${HAMMER:-4}"
+HAMMER_TARGET="${HAMMER_TARGET:-/api/rest/volumes?page_size=1000}"
+SKIP_RATES="${SKIP_RATES:-}"
 BULK="${BULK:-1000}"
 PORT="${PORT:-18080}"
 DATA="$WORK/troika"
@@ -43,9 +47,10 @@ for index in range(count):
     if not answer.startswith(b"HTTP/1.1 201"):
         sys.exit(f"create {index} failed: {answer[:300]!r}")
 PY
-echo "created $VOLUMES volumes in $(echo "$(date +%s.%N) - $started" | bc) s"
+echo "created $VOLUMES volumes in $(python3 -c "import time; print(round(time.time() - $started, 1))") s"
 
-for connections in 1 4; do
+for connections in ${SKIP_RATES:+none} 1 4; do
+    [[ "$connections" == none ]] && break
     "$LOAD" "127.0.0.1:$PORT" admin "$PASSWORD" "/api/rest/volumes?page_size=1000" "$SECONDS_EACH" "$connections"
     "$LOAD" "127.0.0.1:$PORT" admin "$PASSWORD" "/api/rest/volumes/5000" "$SECONDS_EACH" "$connections"
 done
@@ -56,12 +61,15 @@ URI="nbd+unix:///fio?socket=$DATA/nbd.sock"
 fio --name=fill --ioengine=nbd --uri="$URI" --rw=write --bs=1M --size=256M --iodepth=8 \
     --output=/dev/null
 fio_iops() {
+    # fio's nbd engine prints a line before the JSON on stdout: take the report from a file.
     fio --name=read --ioengine=nbd --uri="$URI" --rw=randread --bs=4k --iodepth=32 \
         --size=256M --time_based --runtime="$SECONDS_EACH" --output-format=json \
-        | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
+        --output="$WORK/read.json" >/dev/null
+    python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' \
+        "$WORK/read.json"
 }
 idle=$(fio_iops)
-"$LOAD" "127.0.0.1:$PORT" admin "$PASSWORD" "/api/rest/volumes?page_size=1000" \
+"$LOAD" "127.0.0.1:$PORT" admin "$PASSWORD" "$HAMMER_TARGET" \
     "$((SECONDS_EACH + 4))" "$HAMMER" >"$WORK/hammer.txt" &
 HAMMER_PID=$!
 sleep 2

@@ -212,6 +212,18 @@ pub trait Management: Send + Sync {
     fn delete_pool(&self, id: u32) -> Result<PoolInfo, MgmtError>;
     fn create_volume(&self, request: VolumeCreate) -> Result<VolumeInfo, MgmtError>;
     fn volumes(&self) -> Vec<VolumeInfo>;
+    /// One page of the volumes in id order (descending when asked) and how many there
+    /// are in all: a list without filters or sorting builds only the page it shows.
+    fn volumes_page(&self, skip: usize, take: usize, descending: bool) -> (usize, Vec<VolumeInfo>) {
+        let all = self.volumes();
+        let total = all.len();
+        let page = if descending {
+            all.into_iter().rev().skip(skip).take(take).collect()
+        } else {
+            all.into_iter().skip(skip).take(take).collect()
+        };
+        (total, page)
+    }
     fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError>;
     /// Changes the size, name, write protection or SSD use; checks every change before it
     /// makes any, so a refused update changes nothing. Shrinking discards data past the

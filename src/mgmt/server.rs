@@ -208,15 +208,19 @@ fn refuse(mut stream: Stream, message: &str) {
     let _ = rest::error_response(&error).write_to(&mut stream, false);
 }
 
-/// Management threads run at the lowest CPU priority (nice 19), so a client hammering the
-/// API takes CPU only when the data path does not want it. Best effort: a failure leaves
-/// the thread at normal priority.
+/// Management threads run only when the CPU would otherwise idle (`SCHED_IDLE`), or at
+/// nice 19 where that policy is refused, so a client hammering the API takes CPU the data
+/// path does not want. Best effort: a failure leaves the thread at normal priority.
 fn yield_to_the_data_path() {
-    // SAFETY: gettid has no arguments and cannot fail; setpriority on our own thread id
-    // only changes this thread's nice value.
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: gettid has no arguments and cannot fail. sched_setscheduler and setpriority
+    // on our own thread id change only this thread's scheduling; `param` is a valid
+    // sched_param that outlives the call.
     unsafe {
-        let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
-        libc::setpriority(libc::PRIO_PROCESS, thread, 19);
+        let thread = libc::syscall(libc::SYS_gettid) as libc::pid_t;
+        if libc::sched_setscheduler(thread, libc::SCHED_IDLE, &param) != 0 {
+            libc::setpriority(libc::PRIO_PROCESS, thread as libc::id_t, 19);
+        }
     }
 }
 

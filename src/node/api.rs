@@ -324,6 +324,25 @@ impl Management for NodeApi {
             .collect()
     }
 
+    fn volumes_page(&self, skip: usize, take: usize, descending: bool) -> (usize, Vec<VolumeInfo>) {
+        let state = self.meta.state();
+        let serial = self.meta.serial();
+        let volumes = &state.catalog.volumes;
+        let info = |volume: &VolumeRecord| volume_info(&state, serial, volume);
+        let page = if descending {
+            volumes
+                .values()
+                .rev()
+                .skip(skip)
+                .take(take)
+                .map(info)
+                .collect()
+        } else {
+            volumes.values().skip(skip).take(take).map(info).collect()
+        };
+        (volumes.len(), page)
+    }
+
     fn volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
         self.with_volume(id)
     }

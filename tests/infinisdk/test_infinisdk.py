@@ -289,7 +289,8 @@ def main():
         # ---------------------------------------------------------------- bulk
         if BULK > 0:
             step("bulk: create and delete {} volumes".format(BULK))
-            pool = system.pools.create(name="sdk_{}_bulk".format(RUN), physical_capacity=(BULK + 16) * GiB,
+            # Thin volumes: a small physical capacity, a virtual one that holds them all.
+            pool = system.pools.create(name="sdk_{}_bulk".format(RUN), physical_capacity=16 * GiB,
                                        virtual_capacity=(BULK + 16) * GiB)
             created_pools.append(pool)
             bulk = []

@@ -9,7 +9,7 @@ use std::cmp::Ordering;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use super::{envelope_response, to_json};
+use super::{envelope_response, json_response, to_json};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
@@ -61,6 +61,30 @@ fn percent_decode(text: &str) -> Result<String, MgmtError> {
     }
     String::from_utf8(decoded)
         .map_err(|_| MgmtError::bad_request(format!("query {text:?} is not UTF-8 once decoded")))
+}
+
+/// Like [`list_response`], but a list without filters in id order takes only its page
+/// from `page(skip, take, descending)` (which also says how many objects there are) and
+/// never builds the others; other lists get every object from `all`.
+pub fn paged_list_response<T: Serialize>(
+    query: &[(String, String)],
+    fields: &[&str],
+    all: impl FnOnce() -> Vec<T>,
+    page: impl FnOnce(usize, usize, bool) -> (usize, Vec<T>),
+) -> Result<Response, MgmtError> {
+    let view = ListQuery::parse(query, fields)?;
+    match view.id_order(&[]) {
+        Some(descending) if view.filters.is_empty() => {
+            let (skip, take) = view.window();
+            let (total, objects) = page(skip, take, descending);
+            if view.fields.is_none() {
+                return view.respond_serialized(total, &objects);
+            }
+            let rows = objects.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+            Ok(view.respond(total, rows))
+        }
+        _ => list_response(&all(), fields, query),
+    }
 }
 
 /// Filters, sorts, pages and projects a list, then wraps it with list metadata. `objects`
@@ -393,6 +417,28 @@ impl ListQuery {
             },
         });
         envelope_response(200, envelope)
+    }
+
+    /// Like [`ListQuery::respond`] for a page that needs no projection: the objects are
+    /// serialized straight into the body, without building JSON values first.
+    fn respond_serialized<T: Serialize>(
+        &self,
+        number_of_objects: usize,
+        page: &[T],
+    ) -> Result<Response, MgmtError> {
+        let mut body = Vec::with_capacity(page.len() * 512 + 160);
+        body.extend_from_slice(b"{\"result\":");
+        serde_json::to_writer(&mut body, page)
+            .map_err(|error| MgmtError::internal(format!("cannot encode the answer: {error}")))?;
+        let metadata = json!({
+            "ready": true,
+            "page": self.page,
+            "page_size": self.page_size,
+            "pages_total": number_of_objects.div_ceil(self.page_size),
+            "number_of_objects": number_of_objects,
+        });
+        body.extend_from_slice(format!(",\"error\":null,\"metadata\":{metadata}}}").as_bytes());
+        Ok(json_response(200, body))
     }
 
     pub fn matches(&self, row: &Value) -> Result<bool, MgmtError> {

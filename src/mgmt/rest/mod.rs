@@ -90,6 +90,16 @@ impl Call<'_> {
     /// `{"result": object}` projected to the `fields=a,b` the query asks for, if any
     /// (InfiniBox clients fetch single fields this way).
     pub fn object(&self, status: u16, object: &impl Serialize) -> Result<Response, MgmtError> {
+        if !self.query.iter().any(|(key, _)| key == "fields") {
+            // No projection: serialize straight into the body.
+            let mut body = Vec::with_capacity(1024);
+            body.extend_from_slice(b"{\"result\":");
+            serde_json::to_writer(&mut body, object).map_err(|error| {
+                MgmtError::internal(format!("cannot encode the answer: {error}"))
+            })?;
+            body.extend_from_slice(b",\"error\":null,\"metadata\":{\"ready\":true}}");
+            return Ok(json_response(status, body));
+        }
         let mut value = to_json(object)?;
         if let Some((_, wanted)) = self.query.iter().find(|(key, _)| key == "fields")
             && let Value::Object(all) = &mut value

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use super::auth::require_pool_owner;
-use super::list::{ListQuery, list_response};
+use super::list::{ListQuery, list_response, paged_list_response};
 use super::openapi::{EVENT, FEATURE, POOL, USER, VOLUME, field_names};
 use super::{Call, Mgmt, to_json};
 use crate::mgmt::api::{MgmtError, PoolCreate, PoolUpdate, VolumeCreate, VolumeUpdate};
@@ -199,7 +199,12 @@ fn change_owners(
 }
 
 pub fn list_volumes(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    list_response(&mgmt.api.volumes(), &field_names(&VOLUME), &call.query)
+    paged_list_response(
+        &call.query,
+        &field_names(&VOLUME),
+        || mgmt.api.volumes(),
+        |skip, take, descending| mgmt.api.volumes_page(skip, take, descending),
+    )
 }
 
 pub fn create_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
