@@ -853,12 +853,13 @@ fn validate_name(name: &str) -> Result<(), MetaError> {
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
-        && !name.starts_with('-');
+        && !name.starts_with('-')
+        && !name.chars().all(|c| c == '.');
     if ok {
         Ok(())
     } else {
         Err(MetaError::Invalid(format!(
-            "name {name:?} is not valid: use 1 to 64 letters, digits, '-', '_', '.', ':' (not starting with '-')"
+            "name {name:?} is not valid: use 1 to 64 letters, digits, '-', '_', '.', ':' (not starting with '-', not only dots)"
         )))
     }
 }
