@@ -22,46 +22,40 @@
 //! - Deleting a user, disabling it, changing its password or its role ends its sessions
 //!   and drops its cached basic-auth credentials.
 //!
-//! On disk, in the node's data directory:
-//! - `users.json`, mode 0600: `{"version": 1, "next_id": N, "users": [{"id", "name",
-//!   "email", "role", "enabled", "created_at", "updated_at", "password_hash"}]}`. Ids are
-//!   never reused (`next_id` only grows).
-//! - `admin-password`, mode 0600: written once, on the very first start, with the generated
-//!   password of the built-in `admin` user. It is not kept up to date; remove it once the
-//!   password has been changed.
-//!
-//! Commit order and crash safety. Saving writes `users.json.tmp` (created fresh with mode
-//! 0600), fsyncs it, renames it over `users.json` and fsyncs the directory: a crash leaves
-//! either the old or the new file whole, and a stale `.tmp` is ignored and replaced by the
-//! next save. The first start writes and fsyncs `admin-password` *before* `users.json`: a
-//! crash in between leaves no `users.json`, so the next start generates a new password and
-//! overwrites the file; the reverse order could leave an admin whose password nobody knows.
-//! A `users.json` that cannot be parsed stops the start with an error naming the file; it
-//! is never silently replaced by defaults.
+//! The on-disk format (`users.json`, `admin-password`) and the commit order that makes a
+//! crash at any step safe are described in the doc of the `disk` submodule
+//! (`src/mgmt/users/disk.rs`).
 
 mod basic_cache;
+mod disk;
+mod password;
 mod sessions;
 #[cfg(test)]
 mod tests;
+mod validate;
 
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs;
+use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use anyhow::Context;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use self::basic_cache::BasicCache;
 pub use self::basic_cache::{BASIC_CACHE_CAPACITY, BASIC_CACHE_TTL};
+use self::disk::{
+    USERS_FILE, UserRecord, UsersFile, first_start, parse_users_file, write_users_file,
+};
+use self::password::{generate_password, hash_password, verify_password};
 pub use self::sessions::MAX_SESSIONS;
 use self::sessions::Sessions;
+use self::validate::{
+    NAME_MAX_CHARS, parse_role, validate_email, validate_name, validate_password,
+};
 use super::api::MgmtError;
 
 /// The cookie that carries a session token (InfiniBox uses a Java-style session cookie).
@@ -72,22 +66,6 @@ pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 /// The built-in user created on the first start.
 pub const DEFAULT_ADMIN_NAME: &str = "admin";
-
-const USERS_FILE: &str = "users.json";
-const USERS_TMP_FILE: &str = "users.json.tmp";
-const ADMIN_PASSWORD_FILE: &str = "admin-password";
-const FORMAT_VERSION: u32 = 1;
-
-const NAME_MAX_CHARS: usize = 64;
-const PASSWORD_MIN_CHARS: usize = 8;
-const PASSWORD_MAX_CHARS: usize = 128;
-const EMAIL_MAX_CHARS: usize = 254;
-const GENERATED_PASSWORD_CHARS: usize = 24;
-
-/// Argon2id cost: 12 MiB, 3 passes, 1 lane (see the module doc for the measured time).
-const ARGON2_M_COST_KIB: u32 = 12 * 1024;
-const ARGON2_T_COST: u32 = 3;
-const ARGON2_P_COST: u32 = 1;
 
 /// Consecutive failures of one name that are answered without delay.
 const FREE_FAILURES: u64 = 3;
@@ -207,77 +185,6 @@ pub enum AuthFailureReason {
 pub struct AuthFailure {
     pub reason: AuthFailureReason,
     pub delay: Duration,
-}
-
-/// One user as `users.json` stores it.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields)]
-struct UserRecord {
-    id: u32,
-    name: String,
-    email: String,
-    role: Role,
-    enabled: bool,
-    created_at: u64,
-    updated_at: u64,
-    password_hash: String,
-}
-
-/// The whole of `users.json`.
-#[derive(Serialize, Deserialize, Clone, Debug)]
-#[serde(deny_unknown_fields)]
-struct UsersFile {
-    version: u32,
-    next_id: u32,
-    users: Vec<UserRecord>,
-}
-
-impl UsersFile {
-    fn index_of(&self, id: u32) -> Option<usize> {
-        self.users.iter().position(|user| user.id == id)
-    }
-
-    fn by_id(&self, id: u32) -> Option<&UserRecord> {
-        self.users.iter().find(|user| user.id == id)
-    }
-
-    fn by_name(&self, name: &str) -> Option<&UserRecord> {
-        self.users.iter().find(|user| user.name == name)
-    }
-
-    fn enabled_admins(&self) -> usize {
-        self.users
-            .iter()
-            .filter(|user| user.enabled && user.role == Role::Admin)
-            .count()
-    }
-
-    /// Rejects a file that parses but cannot be right (duplicate ids or names, ids at or
-    /// past `next_id`), so a hand-edited file fails at start, not at the first login.
-    fn check(&self) -> Result<(), String> {
-        if self.version != FORMAT_VERSION {
-            return Err(format!(
-                "format version {} is not the supported version {FORMAT_VERSION}",
-                self.version
-            ));
-        }
-        for (index, user) in self.users.iter().enumerate() {
-            if user.id >= self.next_id {
-                return Err(format!(
-                    "user {:?} has id {} but next_id is {}",
-                    user.name, user.id, self.next_id
-                ));
-            }
-            let earlier = &self.users[..index];
-            if earlier.iter().any(|other| other.id == user.id) {
-                return Err(format!("user id {} appears twice", user.id));
-            }
-            if earlier.iter().any(|other| other.name == user.name) {
-                return Err(format!("user name {:?} appears twice", user.name));
-            }
-        }
-        Ok(())
-    }
 }
 
 /// Consecutive failures of one login name.
@@ -705,204 +612,6 @@ impl UserStore {
             )
         })
     }
-}
-
-fn parse_users_file(path: &Path, bytes: &[u8]) -> anyhow::Result<UsersFile> {
-    let advice = format!(
-        "it holds the management users and their password hashes; restore it from a backup, \
-         or move it aside to start over with a new `{DEFAULT_ADMIN_NAME}` user whose password \
-         is written to {}",
-        path.with_file_name(ADMIN_PASSWORD_FILE).display()
-    );
-    let file: UsersFile = serde_json::from_slice(bytes).with_context(|| {
-        format!(
-            "the management users file {} is corrupt; {advice}",
-            path.display()
-        )
-    })?;
-    if let Err(problem) = file.check() {
-        bail!(
-            "the management users file {} is inconsistent ({problem}); {advice}",
-            path.display()
-        );
-    }
-    Ok(file)
-}
-
-/// Creates the built-in admin: its password file first, then `users.json` (see the module
-/// doc for why in this order).
-fn first_start(data_dir: &Path) -> anyhow::Result<(UsersFile, String)> {
-    let password = generate_password()?;
-    let now = now_ms();
-    let file = UsersFile {
-        version: FORMAT_VERSION,
-        next_id: 2,
-        users: vec![UserRecord {
-            id: 1,
-            name: DEFAULT_ADMIN_NAME.to_string(),
-            email: String::new(),
-            role: Role::Admin,
-            enabled: true,
-            created_at: now,
-            updated_at: now,
-            password_hash: hash_password(&password)?,
-        }],
-    };
-    let password_path = data_dir.join(ADMIN_PASSWORD_FILE);
-    write_private_file(&password_path, format!("{password}\n").as_bytes()).with_context(|| {
-        format!(
-            "cannot write the initial admin password to {}; check that the data directory \
-             exists and is writable",
-            password_path.display()
-        )
-    })?;
-    write_users_file(data_dir, &file).with_context(|| {
-        format!(
-            "cannot write the management users file {}; check that the data directory is \
-             writable",
-            data_dir.join(USERS_FILE).display()
-        )
-    })?;
-    Ok((file, password))
-}
-
-fn write_users_file(data_dir: &Path, file: &UsersFile) -> anyhow::Result<()> {
-    let bytes = serde_json::to_vec_pretty(file).context("cannot encode the users")?;
-    let tmp_path = data_dir.join(USERS_TMP_FILE);
-    write_private_file(&tmp_path, &bytes)?;
-    fs::rename(&tmp_path, data_dir.join(USERS_FILE))
-        .with_context(|| format!("cannot rename {} into place", tmp_path.display()))?;
-    File::open(data_dir)
-        .and_then(|dir| dir.sync_all())
-        .with_context(|| format!("cannot sync the directory {}", data_dir.display()))
-}
-
-/// Writes `bytes` to a new file at `path` created with mode 0600 (any old file is removed
-/// first, since opening an existing file keeps its mode) and fsyncs it.
-fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    match fs::remove_file(path) {
-        Err(error) if error.kind() != ErrorKind::NotFound => {
-            return Err(error).with_context(|| format!("cannot remove {}", path.display()));
-        }
-        _ => {}
-    }
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    out.write_all(bytes)
-        .and_then(|()| out.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
-}
-
-fn argon2() -> Argon2<'static> {
-    let params = Params::new(ARGON2_M_COST_KIB, ARGON2_T_COST, ARGON2_P_COST, None)
-        .expect("the argon2 cost constants are valid");
-    Argon2::new(Algorithm::Argon2id, Version::V0x13, params)
-}
-
-fn hash_password(password: &str) -> anyhow::Result<String> {
-    argon2()
-        .hash_password(password.as_bytes())
-        .map(|hash| hash.to_string())
-        .map_err(|error| anyhow::anyhow!("cannot hash a password: {error}"))
-}
-
-/// Verifies with the parameters stored in `password_hash`, so hashes made with older
-/// parameters keep working.
-fn verify_password(password: &str, password_hash: &str) -> bool {
-    argon2()
-        .verify_password(password.as_bytes(), password_hash)
-        .is_ok()
-}
-
-/// A password of letters and digits from the OS random source (about 143 bits).
-fn generate_password() -> anyhow::Result<String> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    // Rejection sampling: bytes at or past the largest multiple of the alphabet size are
-    // drawn again, so every character is equally likely.
-    let limit = 256 - 256 % ALPHABET.len();
-    let mut password = String::with_capacity(GENERATED_PASSWORD_CHARS);
-    while password.len() < GENERATED_PASSWORD_CHARS {
-        let mut bytes = [0u8; 32];
-        getrandom::fill(&mut bytes).context("the OS random source failed")?;
-        for byte in bytes {
-            if usize::from(byte) < limit && password.len() < GENERATED_PASSWORD_CHARS {
-                password.push(char::from(ALPHABET[usize::from(byte) % ALPHABET.len()]));
-            }
-        }
-    }
-    Ok(password)
-}
-
-fn validate_name(name: &str) -> Result<(), MgmtError> {
-    let length = name.chars().count();
-    if length == 0 || length > NAME_MAX_CHARS {
-        return Err(MgmtError::bad_request(format!(
-            "user name must be 1 to {NAME_MAX_CHARS} characters long, got {length}"
-        )));
-    }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-' | '@')))
-    {
-        return Err(MgmtError::bad_request(format!(
-            "user name {name:?} contains {bad:?}; use only letters, digits, '_', '.', '-' \
-             and '@'"
-        )));
-    }
-    Ok(())
-}
-
-fn validate_password(password: &str) -> Result<(), MgmtError> {
-    let length = password.chars().count();
-    if length < PASSWORD_MIN_CHARS {
-        return Err(MgmtError::new(
-            "PASSWORD_TOO_SHORT",
-            400,
-            format!("the password has {length} characters; use at least {PASSWORD_MIN_CHARS}"),
-        ));
-    }
-    if length > PASSWORD_MAX_CHARS {
-        return Err(MgmtError::new(
-            "PASSWORD_TOO_LONG",
-            400,
-            format!("the password has {length} characters; use at most {PASSWORD_MAX_CHARS}"),
-        ));
-    }
-    Ok(())
-}
-
-fn parse_role(text: &str) -> Result<Role, MgmtError> {
-    Role::parse(text).ok_or_else(|| {
-        let roles: Vec<&str> = Role::ALL.iter().map(|role| role.as_str()).collect();
-        MgmtError::new(
-            "INVALID_ROLE",
-            400,
-            format!("{text:?} is not a role; use one of {}", roles.join(", ")),
-        )
-    })
-}
-
-/// An email is optional (empty means none); when given it must look like `local@domain`.
-fn validate_email(email: &str) -> Result<String, MgmtError> {
-    if email.is_empty() {
-        return Ok(String::new());
-    }
-    let well_formed = email.chars().count() <= EMAIL_MAX_CHARS
-        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
-        });
-    if !well_formed {
-        return Err(MgmtError::bad_request(format!(
-            "email {email:?} is not an address like name@example.com (at most \
-             {EMAIL_MAX_CHARS} characters); correct it or leave it empty"
-        )));
-    }
-    Ok(email.to_string())
 }
 
 fn user_not_found(id: u32) -> MgmtError {

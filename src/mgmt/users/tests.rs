@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use super::disk::{ADMIN_PASSWORD_FILE, USERS_TMP_FILE};
 use super::*;
 
 fn open(dir: &Path) -> (UserStore, Option<String>) {
@@ -189,6 +190,45 @@ fn invalid_requests_are_rejected_with_their_codes() {
     );
     let unknown_field = serde_json::from_str::<UserUpdate>(r#"{"nmae": "x"}"#);
     assert!(unknown_field.is_err());
+}
+
+#[test]
+fn names_made_only_of_dots_are_refused_like_other_invalid_names() {
+    let dir = TempDir::new().expect("tempdir");
+    let (store, _) = open(dir.path());
+    let invalid = store
+        .create(create("has space", "bob-password", "ADMIN"))
+        .expect_err("bad name");
+    for name in [".", "..", "..."] {
+        let created = store
+            .create(create(name, "bob-password", "ADMIN"))
+            .expect_err("dots only");
+        assert_eq!(
+            (created.code, created.status),
+            (invalid.code, invalid.status),
+            "{name:?}"
+        );
+        let renamed = store
+            .update(
+                1,
+                UserUpdate {
+                    name: Some(name.to_string()),
+                    ..UserUpdate::default()
+                },
+            )
+            .expect_err("rename to dots only");
+        assert_eq!(
+            (renamed.code, renamed.status),
+            (invalid.code, invalid.status),
+            "{name:?}"
+        );
+    }
+    assert_eq!(store.list().len(), 1);
+    for name in [".alice", "bob.", "c.d"] {
+        store
+            .create(create(name, "bob-password", "ADMIN"))
+            .expect("dots beside other characters are fine");
+    }
 }
 
 #[test]
