@@ -6,7 +6,8 @@
 #    (examples/api_load.rs, keep-alive, basic auth) for RUN_SECONDS (default 10) each;
 # 3. fio 4k random read IOPS at iodepth 32 on a prefilled volume, idle and then while
 #    HAMMER (default 4) connections hammer HAMMER_TARGET (default the 1000-volume list),
-#    side by side (SKIP_RATES=1 skips step 2);
+#    alternating for ROUNDS (default 3) rounds, with the median ratio (SKIP_RATES=1 skips
+#    step 2);
 # 4. infinisdk creating and deleting BULK (default 1000) volumes, when its venv exists
 #    (target/infinisdk-venv, as .ci/run builds it).
 set -euo pipefail
@@ -18,6 +19,7 @@ SECONDS_EACH="${RUN_SECONDS:-10}"
 HAMMER="${HAMMER:-4}"
 HAMMER_TARGET="${HAMMER_TARGET:-/api/rest/volumes?page_size=1000}"
 SKIP_RATES="${SKIP_RATES:-}"
+ROUNDS="${ROUNDS:-3}"
 BULK="${BULK:-1000}"
 PORT="${PORT:-18080}"
 DATA="$WORK/troika"
@@ -68,15 +70,26 @@ fio_iops() {
     python3 -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["jobs"][0]["read"]["iops"]))' \
         "$WORK/read.json"
 }
-idle=$(fio_iops)
-"$LOAD" "127.0.0.1:$PORT" admin "$PASSWORD" "$HAMMER_TARGET" \
-    "$((SECONDS_EACH + 4))" "$HAMMER" >"$WORK/hammer.txt" &
-HAMMER_PID=$!
-sleep 2
-busy=$(fio_iops)
-wait "$HAMMER_PID"
-echo "fio 4k randread qd32: idle $idle IOPS, while the API is hammered $busy IOPS ($(python3 -c "print(f'{$busy/$idle:.3f}')") of idle)"
-echo "the hammer meanwhile: $(cat "$WORK/hammer.txt")"
+# Idle and hammered runs alternate, ROUNDS times, so drift on a shared machine hits both.
+ratios=()
+idle_total=0
+busy_total=0
+for ((round = 1; round <= ROUNDS; round++)); do
+    idle=$(fio_iops)
+    "$LOAD" "127.0.0.1:$PORT" admin "$PASSWORD" "$HAMMER_TARGET" \
+        "$((SECONDS_EACH + 4))" "$HAMMER" >"$WORK/hammer.txt" &
+    HAMMER_PID=$!
+    sleep 2
+    busy=$(fio_iops)
+    wait "$HAMMER_PID"
+    ratio=$(python3 -c "print(f'{$busy/$idle:.3f}')")
+    ratios+=("$ratio")
+    idle_total=$((idle_total + idle))
+    busy_total=$((busy_total + busy))
+    echo "round $round: fio 4k randread qd32: idle $idle IOPS, while the API is hammered $busy IOPS ($ratio of idle)"
+    echo "    the hammer meanwhile: $(cat "$WORK/hammer.txt")"
+done
+echo "fio hammered/idle over $ROUNDS rounds: ${ratios[*]}; median $(printf '%s\n' "${ratios[@]}" | sort -n | sed -n "$(((ROUNDS + 1) / 2))p"); mean IOPS idle $((idle_total / ROUNDS)), hammered $((busy_total / ROUNDS)) ($(python3 -c "print(f'{$busy_total/$idle_total:.3f}')"))"
 
 PYTHON="$REPO/target/infinisdk-venv/bin/python"
 if [[ -x "$PYTHON" ]]; then
