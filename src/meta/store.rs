@@ -343,29 +343,6 @@ impl MetaStore {
                 name: name.into(),
             });
         }
-        if physical < (1 << 20) || !physical.is_multiple_of(BLOCK_SIZE as u64) {
-            return Err(MetaError::Invalid(format!(
-                "pool {name:?}: physical capacity must be at least 1 MiB and a multiple of 4 KiB (got {physical})"
-            )));
-        }
-        if virtual_capacity < physical {
-            return Err(MetaError::Invalid(format!(
-                "pool {name:?}: virtual capacity ({virtual_capacity}) must not be below physical capacity ({physical})"
-            )));
-        }
-        let promised: u64 = state
-            .catalog
-            .pools
-            .values()
-            .map(|pool| pool.physical_capacity)
-            .sum();
-        let usable = self.usable_blocks * BLOCK_SIZE as u64;
-        if promised + physical > usable {
-            return Err(MetaError::Capacity(format!(
-                "pool {name:?} needs {physical} bytes but the system has {} of {usable} usable bytes left; create a smaller pool or free space",
-                usable.saturating_sub(promised)
-            )));
-        }
         let pool = PoolRecord::new(
             state.catalog.next_pool_id,
             name,
@@ -373,6 +350,7 @@ impl MetaStore {
             virtual_capacity,
             now_ms(),
         );
+        self.check_pool_capacities(&state, &pool)?;
         self.log_catalog(&mut state, CatalogOp::CreatePool(pool.clone()))?;
         Ok(pool)
     }
@@ -511,7 +489,7 @@ impl MetaStore {
         let usable = self.usable_blocks * BLOCK_SIZE as u64;
         if others + physical > usable {
             return Err(MetaError::Capacity(format!(
-                "pool {:?} asks {physical} bytes but the system has {} of {usable} usable bytes for it; ask less or free space",
+                "pool {:?} needs {physical} bytes of physical capacity but the system has {} of {usable} usable bytes left for it; ask less or free space",
                 pool.name,
                 usable.saturating_sub(others)
             )));

@@ -76,21 +76,15 @@ impl TestNode {
 
     /// Starts a node with another hardware model.
     pub fn start_with_model(model: PathBuf) -> TestNode {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let log = dir.path().join("serve.log");
-        let mut node = TestNode {
-            dir,
-            child: None,
-            log,
-            model,
-            api_port: None,
-        };
-        node.spawn();
-        node
+        Self::start_on(model, None)
     }
 
     /// Starts a node that also serves the REST API on a free loopback TCP port.
     pub fn start_with_api(model: PathBuf) -> TestNode {
+        Self::start_on(model, Some(free_port()))
+    }
+
+    fn start_on(model: PathBuf, api_port: Option<u16>) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("serve.log");
         let mut node = TestNode {
@@ -98,7 +92,7 @@ impl TestNode {
             child: None,
             log,
             model,
-            api_port: Some(free_port()),
+            api_port,
         };
         node.spawn();
         node

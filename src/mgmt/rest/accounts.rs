@@ -100,15 +100,15 @@ pub fn get_user(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 pub fn create_user(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let request: UserCreate = call.body()?;
     let user = mgmt.users.create(request)?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "USER_CREATED",
+        user.id,
         format!(
             "user {:?} created with role {}",
             user.name,
             user.role.as_str()
         ),
-        Some(u64::from(user.id)),
-        call.username(),
     );
     call.object(201, &user)
 }
@@ -118,8 +118,10 @@ pub fn update_user(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let request: UserUpdate = call.body()?;
     let password_changed = request.password.is_some();
     let user = mgmt.users.update(id, request)?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "USER_UPDATED",
+        user.id,
         format!(
             "user {:?} updated: role {}, enabled {}{}",
             user.name,
@@ -131,8 +133,6 @@ pub fn update_user(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
                 ""
             }
         ),
-        Some(u64::from(user.id)),
-        call.username(),
     );
     call.object(200, &user)
 }
@@ -154,11 +154,11 @@ pub fn delete_user(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
             )?;
         }
     }
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "USER_DELETED",
+        user.id,
         format!("user {:?} deleted", user.name),
-        Some(u64::from(user.id)),
-        call.username(),
     );
     call.object(200, &user)
 }

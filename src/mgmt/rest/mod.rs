@@ -123,9 +123,14 @@ impl Call<'_> {
         Ok(envelope_response(status, envelope))
     }
 
-    /// The caller's name for events.
-    pub fn username(&self) -> Option<&str> {
-        Some(self.caller.name.as_str())
+    /// Raises event `code` about object `entity`, naming the caller.
+    pub fn raise(&self, mgmt: &Mgmt, code: &str, entity: u32, description: String) {
+        mgmt.events.raise(
+            code,
+            description,
+            Some(u64::from(entity)),
+            Some(self.caller.name.as_str()),
+        );
     }
 }
 

@@ -64,14 +64,14 @@ pub fn list_pools(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 pub fn create_pool(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let request: PoolCreate = call.body()?;
     let pool = mgmt.api.create_pool(request)?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "POOL_CREATED",
+        pool.id,
         format!(
             "pool {:?} created with {} bytes physical and {} bytes virtual capacity",
             pool.name, pool.physical_capacity, pool.virtual_capacity
         ),
-        Some(u64::from(pool.id)),
-        call.username(),
     );
     call.object(201, &pool)
 }
@@ -98,8 +98,7 @@ pub fn update_pool(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     } else {
         ("POOL_UPDATED", format!("pool {:?} updated", pool.name))
     };
-    mgmt.events
-        .raise(code, description, Some(u64::from(id)), call.username());
+    call.raise(mgmt, code, id, description);
     call.object(200, &pool)
 }
 
@@ -108,11 +107,11 @@ pub fn delete_pool(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     mgmt.api.pool(id)?;
     call.require_approval("deleting a pool")?;
     let pool = mgmt.api.delete_pool(id)?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "POOL_DELETED",
+        id,
         format!("pool {:?} deleted", pool.name),
-        Some(u64::from(id)),
-        call.username(),
     );
     call.object(200, &pool)
 }
@@ -189,11 +188,11 @@ fn change_owners(
             ..PoolUpdate::default()
         },
     )?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "POOL_UPDATED",
+        id,
         format!("pool {:?} owners are now {:?}", pool.name, pool.owners),
-        Some(u64::from(id)),
-        call.username(),
     );
     call.object(status, &pool)
 }
@@ -218,14 +217,14 @@ pub fn create_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
         "create a volume in this pool",
     )?;
     let volume = mgmt.api.create_volume(request)?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "VOLUME_CREATED",
+        volume.id,
         format!(
             "volume {:?} created in pool {:?}: {} bytes, {}",
             volume.name, volume.pool_name, volume.size, volume.provtype
         ),
-        Some(u64::from(volume.id)),
-        call.username(),
     );
     call.object(201, &volume)
 }
@@ -255,34 +254,34 @@ pub fn update_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     }
     let volume = mgmt.api.update_volume(before.id, update)?;
     if volume.name != before.name {
-        mgmt.events.raise(
+        call.raise(
+            mgmt,
             "VOLUME_RENAMED",
+            volume.id,
             format!("volume {:?} renamed to {:?}", before.name, volume.name),
-            Some(u64::from(volume.id)),
-            call.username(),
         );
     }
     if volume.write_protected != before.write_protected || volume.ssd_enabled != before.ssd_enabled
     {
-        mgmt.events.raise(
+        call.raise(
+            mgmt,
             "VOLUME_UPDATED",
+            volume.id,
             format!(
                 "volume {:?}: write_protected={}, ssd_enabled={}",
                 volume.name, volume.write_protected, volume.ssd_enabled
             ),
-            Some(u64::from(volume.id)),
-            call.username(),
         );
     }
     if volume.size != before.size {
-        mgmt.events.raise(
+        call.raise(
+            mgmt,
             "VOLUME_RESIZED",
+            volume.id,
             format!(
                 "volume {:?} resized from {} to {} bytes",
                 volume.name, before.size, volume.size
             ),
-            Some(u64::from(volume.id)),
-            call.username(),
         );
     }
     call.object(200, &volume)
@@ -292,14 +291,14 @@ pub fn delete_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let volume = volume_for_change(mgmt, call, "delete a volume in this pool")?;
     call.require_approval("deleting a volume")?;
     let volume = mgmt.api.delete_volume(volume.id)?;
-    mgmt.events.raise(
+    call.raise(
+        mgmt,
         "VOLUME_DELETED",
+        volume.id,
         format!(
             "volume {:?} deleted from pool {:?}",
             volume.name, volume.pool_name
         ),
-        Some(u64::from(volume.id)),
-        call.username(),
     );
     call.object(200, &volume)
 }
