@@ -5,14 +5,19 @@
 //! acknowledged only once the cache holds it. Assumes the cache and metadata below are
 //! shared by all connection threads.
 //!
-//! This node runs the controllers' data path as one cache with the DRAM budget of
-//! all controllers together. The per-controller caches, section ownership by stable hash,
-//! mirroring and failover (DESIGN.md, "Sections and ownership") slot in here: `VolumeTarget`
-//! is where a request is cut into sections and routed to their owner.
+//! The node still runs the controllers' data path as one cache with the DRAM budget of all
+//! controllers together. The per-controller caches, mirroring and failover (DESIGN.md,
+//! "Sections and ownership") slot in here: `VolumeTarget` is where a request is cut into
+//! sections and routed to their owner. Two pieces of that are built and tested but not yet
+//! wired into the data path: [`state`], the controller's state machine, and [`placement`],
+//! the stable hash that picks each section's owner and mirror.
 //!
 //! Every request a `VolumeTarget` serves is counted in its volume's and its controller's
 //! [`IoStats`]; both are looked up once when the export is opened, so the per-request cost
 //! is a clock read before and after and a few relaxed atomic adds.
+
+pub mod placement;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
