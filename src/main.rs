@@ -42,7 +42,8 @@ enum Command {
         /// Hardware model (default: the embedded hw/dev.toml).
         #[arg(long)]
         hw: Option<PathBuf>,
-        /// NBD TCP address; `none` to serve only on DATA/nbd.sock.
+        /// NBD TCP addresses: the first of one port per controller (10809, 10810, 10811), a
+        /// comma-separated list (controller 1 first), or `none` for DATA/nbd.sock only.
         #[arg(long, default_value = "127.0.0.1:10809")]
         nbd_listen: String,
         /// REST API TCP address (authenticated); `none` to serve only DATA/troika.sock.
@@ -63,6 +64,35 @@ fn listen_address(flag: &str, value: &str, example: &str) -> anyhow::Result<Opti
     })
 }
 
+/// `--nbd-listen`: `none`; one address, the first of consecutive ports, one per
+/// controller (10809, 10810, 10811 by default); or a comma-separated list, controller 1
+/// first.
+fn nbd_addresses(value: &str, controllers: usize) -> anyhow::Result<Vec<SocketAddr>> {
+    if value.contains(',') {
+        return value
+            .split(',')
+            .map(|item| {
+                listen_address("nbd-listen", item.trim(), "127.0.0.1:10809")?
+                    .ok_or_else(|| anyhow::anyhow!("--nbd-listen: `none` cannot be in a list"))
+            })
+            .collect();
+    }
+    let Some(first) = listen_address("nbd-listen", value, "127.0.0.1:10809")? else {
+        return Ok(Vec::new());
+    };
+    (0..controllers)
+        .map(|index| {
+            let port = u16::try_from(usize::from(first.port()) + index).map_err(|_| {
+                anyhow::anyhow!(
+                    "--nbd-listen {value}: controller {} would need a port past 65535",
+                    index + 1
+                )
+            })?;
+            Ok(SocketAddr::new(first.ip(), port))
+        })
+        .collect()
+}
+
 fn serve(
     data: PathBuf,
     hw: Option<PathBuf>,
@@ -73,13 +103,13 @@ fn serve(
         Some(path) => HwModel::load(&path).map_err(|err| anyhow::anyhow!("{err}"))?,
         None => HwModel::embedded_default(),
     };
-    let nbd_tcp = listen_address("nbd-listen", nbd_listen, "127.0.0.1:10809")?;
+    let nbd_tcp = nbd_addresses(nbd_listen, model.controllers)?;
     let mgmt_tcp = listen_address("mgmt-listen", mgmt_listen, "127.0.0.1:8080")?;
     let node = Node::start(
         model,
         &NodeOptions {
             data_dir: data,
-            nbd_tcp,
+            nbd_tcp: nbd_tcp.clone(),
             mgmt_tcp,
         },
     )?;
@@ -88,7 +118,11 @@ fn serve(
         mgmt_tcp
             .map(|a| format!(" and http://{a}"))
             .unwrap_or_default(),
-        nbd_tcp.map(|a| format!(" and {a}")).unwrap_or_default()
+        nbd_tcp
+            .iter()
+            .enumerate()
+            .map(|(index, address)| format!(" and {address} (controller {})", index + 1))
+            .collect::<String>()
     );
     node.run_until_signal()
 }

@@ -104,6 +104,32 @@ impl Controllers {
     }
 }
 
+/// One controller's target port: serves every volume, and counts what it serves as that
+/// controller's.
+pub struct ControllerPort {
+    controllers: Arc<Controllers>,
+    controller: ControllerId,
+}
+
+impl ControllerPort {
+    pub fn new(controllers: Arc<Controllers>, controller: ControllerId) -> Arc<ControllerPort> {
+        Arc::new(ControllerPort {
+            controllers,
+            controller,
+        })
+    }
+}
+
+impl ExportProvider for ControllerPort {
+    fn list_exports(&self) -> Vec<ExportInfo> {
+        self.controllers.list_exports()
+    }
+
+    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
+        self.controllers.open_export_on(name, self.controller)
+    }
+}
+
 impl ExportProvider for Controllers {
     fn list_exports(&self) -> Vec<ExportInfo> {
         let state = self.cache.meta().state();
@@ -119,7 +145,8 @@ impl ExportProvider for Controllers {
             .collect()
     }
 
-    /// Opens on the first controller: the node has one NBD port, which is controller 1's.
+    /// Opens on the first controller (the unix socket is controller 1's port; the TCP ports
+    /// go through [`ControllerPort`]).
     fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
         self.open_export_on(name, *self.ids.first()?)
     }

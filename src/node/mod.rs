@@ -21,7 +21,7 @@ mod monitor;
 use api::{NodeApi, now_ms};
 
 use crate::cache::Cache;
-use crate::controller::Controllers;
+use crate::controller::{ControllerPort, Controllers};
 use crate::hw::HwModel;
 use crate::io::{self, Device};
 use crate::layout::Array;
@@ -37,7 +37,9 @@ use crate::target::nbd::{self, NbdConfig, NbdListener};
 #[derive(Clone, Debug)]
 pub struct NodeOptions {
     pub data_dir: PathBuf,
-    pub nbd_tcp: Option<SocketAddr>,
+    /// NBD TCP addresses, one per controller in order (controller 1 first); the unix
+    /// socket is controller 1's.
+    pub nbd_tcp: Vec<SocketAddr>,
     /// The REST API's TCP address (authenticated); `None` serves only the unix socket.
     pub mgmt_tcp: Option<SocketAddr>,
 }
@@ -148,13 +150,22 @@ impl Node {
             NbdConfig::default(),
             shutdown.clone(),
         ));
-        if let Some(address) = options.nbd_tcp {
+        if options.nbd_tcp.len() > controllers.ids().len() {
+            bail!(
+                "{} NBD addresses were given but the model has {} controllers; give one address per controller at most",
+                options.nbd_tcp.len(),
+                controllers.ids().len()
+            );
+        }
+        for (address, controller) in options.nbd_tcp.iter().zip(controllers.ids()) {
             let tcp = TcpListener::bind(address).with_context(|| {
-                format!("cannot listen for NBD on {address}; is another server using the port?")
+                format!(
+                    "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
+                )
             })?;
             threads.push(nbd::spawn_server(
                 NbdListener::Tcp(tcp),
-                controllers.clone(),
+                ControllerPort::new(controllers.clone(), *controller),
                 NbdConfig::default(),
                 shutdown.clone(),
             ));

@@ -66,6 +66,9 @@ pub struct TestNode {
     model: PathBuf,
     /// The REST API's TCP port, when the node serves one.
     pub api_port: Option<u16>,
+    /// NBD TCP ports, one per controller (controller 1 first); empty for the unix socket
+    /// only.
+    pub nbd_ports: Vec<u16>,
 }
 
 impl TestNode {
@@ -76,15 +79,20 @@ impl TestNode {
 
     /// Starts a node with another hardware model.
     pub fn start_with_model(model: PathBuf) -> TestNode {
-        Self::start_on(model, None)
+        Self::start_on(model, None, Vec::new())
     }
 
     /// Starts a node that also serves the REST API on a free loopback TCP port.
     pub fn start_with_api(model: PathBuf) -> TestNode {
-        Self::start_on(model, Some(free_port()))
+        Self::start_on(model, Some(free_port()), Vec::new())
     }
 
-    fn start_on(model: PathBuf, api_port: Option<u16>) -> TestNode {
+    /// Starts a node with an NBD TCP port on each of `controllers` controllers.
+    pub fn start_with_nbd_ports(model: PathBuf, controllers: usize) -> TestNode {
+        Self::start_on(model, None, (0..controllers).map(|_| free_port()).collect())
+    }
+
+    fn start_on(model: PathBuf, api_port: Option<u16>, nbd_ports: Vec<u16>) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("serve.log");
         let mut node = TestNode {
@@ -93,6 +101,7 @@ impl TestNode {
             log,
             model,
             api_port,
+            nbd_ports,
         };
         node.spawn();
         node
@@ -169,7 +178,17 @@ impl TestNode {
             .arg(&self.model)
             .arg("--data")
             .arg(self.data())
-            .args(["--nbd-listen", "none"])
+            .arg("--nbd-listen")
+            .arg(if self.nbd_ports.is_empty() {
+                "none".to_owned()
+            } else {
+                let addresses: Vec<String> = self
+                    .nbd_ports
+                    .iter()
+                    .map(|port| format!("127.0.0.1:{port}"))
+                    .collect();
+                addresses.join(",")
+            })
             .arg("--mgmt-listen")
             .arg(
                 self.api_port
@@ -185,9 +204,14 @@ impl TestNode {
             let api_up = self
                 .api_port
                 .is_none_or(|port| std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+            let nbd_up = self
+                .nbd_ports
+                .iter()
+                .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
             if UnixStream::connect(self.mgmt_socket()).is_ok()
                 && UnixStream::connect(self.nbd_socket()).is_ok()
                 && api_up
+                && nbd_up
             {
                 return;
             }
