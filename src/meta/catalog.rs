@@ -87,7 +87,45 @@ pub struct VolumeRecord {
     pub updated_at: u64,
 }
 
+/// How full a pool is, in the order an operator cares about. A pool at `Critical` or
+/// above is LIMITED (no new or bigger volumes); at `Locked` it is full and hosts' writes
+/// are refused until space is freed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum CapacityLevel {
+    Normal,
+    Warning,
+    Critical,
+    Locked,
+}
+
+impl CapacityLevel {
+    /// The pool state the API shows: NORMAL, LIMITED or LOCKED.
+    pub fn pool_state(self) -> &'static str {
+        match self {
+            CapacityLevel::Normal | CapacityLevel::Warning => "NORMAL",
+            CapacityLevel::Critical => "LIMITED",
+            CapacityLevel::Locked => "LOCKED",
+        }
+    }
+}
+
 impl PoolRecord {
+    /// Where `allocated` bytes put this pool against its capacity and thresholds.
+    pub fn capacity_level(&self, allocated: u64) -> CapacityLevel {
+        let capacity = self.physical_capacity;
+        let percent_of = |percent: u8| capacity * u64::from(percent);
+        let used = allocated.saturating_mul(100);
+        if allocated >= capacity {
+            CapacityLevel::Locked
+        } else if used >= percent_of(self.physical_capacity_critical) {
+            CapacityLevel::Critical
+        } else if used >= percent_of(self.physical_capacity_warning) {
+            CapacityLevel::Warning
+        } else {
+            CapacityLevel::Normal
+        }
+    }
+
     /// A pool with default thresholds, SSD enabled and no owners.
     pub fn new(id: u32, name: &str, physical: u64, virtual_capacity: u64, now_ms: u64) -> Self {
         PoolRecord {
@@ -235,6 +273,17 @@ mod tests {
         assert_eq!(once, twice);
         assert_eq!(once.volumes[&1].size, 2 << 20);
         assert_eq!(once.next_volume_id, 3);
+    }
+
+    #[test]
+    fn capacity_levels_follow_the_thresholds() {
+        let pool = PoolRecord::new(1, "p", 100, 100, 0);
+        assert_eq!(pool.capacity_level(0), CapacityLevel::Normal);
+        assert_eq!(pool.capacity_level(80), CapacityLevel::Warning);
+        assert_eq!(pool.capacity_level(95), CapacityLevel::Critical);
+        assert_eq!(pool.capacity_level(100), CapacityLevel::Locked);
+        assert_eq!(pool.capacity_level(95).pool_state(), "LIMITED");
+        assert_eq!(pool.capacity_level(80).pool_state(), "NORMAL");
     }
 
     #[test]

@@ -18,7 +18,7 @@ mod replay;
 pub mod store;
 pub mod usage;
 
-pub use catalog::{Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
+pub use catalog::{CapacityLevel, Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
 pub use journal::{Journal, JournalError};
 pub use map::{BlockMap, MapEntry};
 pub use store::{BlockRead, MetaError, MetaState, MetaStore, OpenReport, RecoveredBlock};

@@ -27,17 +27,6 @@ pub fn now_ms() -> u64 {
         .map_or(0, |elapsed| elapsed.as_millis() as u64)
 }
 
-/// The state of a pool with `allocated` of `capacity` bytes taken.
-pub fn pool_state(allocated: u64, capacity: u64, critical_percent: u8) -> &'static str {
-    if allocated >= capacity {
-        "LOCKED"
-    } else if allocated.saturating_mul(100) >= capacity * u64::from(critical_percent) {
-        "LIMITED"
-    } else {
-        "NORMAL"
-    }
-}
-
 /// The management API over the live node.
 pub struct NodeApi {
     pub hw: HwModel,
@@ -91,28 +80,20 @@ fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
         ssd_enabled: pool.ssd_enabled,
         owners: pool.owners.clone(),
         volumes_count,
-        state: pool_state(
-            allocated,
-            pool.physical_capacity,
-            pool.physical_capacity_critical,
-        )
-        .into(),
+        state: pool.capacity_level(allocated).pool_state().into(),
         created_at: pool.created_at,
         updated_at: pool.updated_at,
     }
 }
 
 fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeInfo {
-    let used = state.volumes.get(&volume.id).map_or_else(
-        || state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64,
-        |handle| {
-            if volume.provtype == Provisioning::Thick {
-                handle.pool.used_bytes()
-            } else {
-                state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64
-            }
-        },
-    );
+    // A thick volume's own account also counts blocks still in cache; a thin one's share
+    // of its pool's account is not kept apart, so it shows its mapped blocks.
+    let mapped = state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64;
+    let used = match (volume.provtype, state.volumes.get(&volume.id)) {
+        (Provisioning::Thick, Some(handle)) => handle.pool.used_bytes(),
+        _ => mapped,
+    };
     let pool_name = state
         .catalog
         .pools

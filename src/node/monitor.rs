@@ -11,34 +11,11 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 
-use crate::meta::MetaStore;
+use crate::meta::{CapacityLevel, MetaStore};
 use crate::mgmt::events::EventLog;
 
 const PERIOD: Duration = Duration::from_secs(1);
 const SYNC_PERIOD: Duration = Duration::from_secs(5);
-
-/// How full a pool is, in the order an operator cares about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum CapacityLevel {
-    Normal,
-    Warning,
-    Critical,
-    Locked,
-}
-
-fn level_of(allocated: u64, capacity: u64, warning: u8, critical: u8) -> CapacityLevel {
-    let percent_of = |percent: u8| capacity * u64::from(percent);
-    let used = allocated.saturating_mul(100);
-    if allocated >= capacity {
-        CapacityLevel::Locked
-    } else if used >= percent_of(critical) {
-        CapacityLevel::Critical
-    } else if used >= percent_of(warning) {
-        CapacityLevel::Warning
-    } else {
-        CapacityLevel::Normal
-    }
-}
 
 /// The events for a pool going from `before` to `now`.
 fn transition_events(before: CapacityLevel, now: CapacityLevel) -> Vec<&'static str> {
@@ -131,12 +108,7 @@ fn check_pools(meta: &MetaStore, events: &EventLog, levels: &mut HashMap<u32, Ca
                 .pools
                 .get(&pool.id)
                 .map_or(0, |usage| usage.allocated_bytes());
-            let now = level_of(
-                allocated,
-                pool.physical_capacity,
-                pool.physical_capacity_warning,
-                pool.physical_capacity_critical,
-            );
+            let now = pool.capacity_level(allocated);
             let before = levels.insert(pool.id, now).unwrap_or(CapacityLevel::Normal);
             for code in transition_events(before, now) {
                 raised.push((
@@ -164,14 +136,6 @@ fn check_pools(meta: &MetaStore, events: &EventLog, levels: &mut HashMap<u32, Ca
 mod tests {
     use super::CapacityLevel::*;
     use super::*;
-
-    #[test]
-    fn levels_follow_the_thresholds() {
-        assert_eq!(level_of(0, 100, 80, 90), Normal);
-        assert_eq!(level_of(80, 100, 80, 90), Warning);
-        assert_eq!(level_of(95, 100, 80, 90), Critical);
-        assert_eq!(level_of(100, 100, 80, 90), Locked);
-    }
 
     #[test]
     fn transitions_raise_each_crossing_once() {

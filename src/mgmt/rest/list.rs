@@ -77,13 +77,9 @@ pub fn paged_list_response<T: Serialize>(
         Some(descending) if view.filters.is_empty() => {
             let (skip, take) = view.window();
             let (total, objects) = page(skip, take, descending);
-            if view.fields.is_none() {
-                return view.respond_serialized(total, &objects);
-            }
-            let rows = objects.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
-            Ok(view.respond(total, rows))
+            view.respond_objects(total, &objects)
         }
-        _ => list_response(&all(), fields, query),
+        _ => view.filter_sort_page(&all()),
     }
 }
 
@@ -95,37 +91,18 @@ pub fn list_response<T: Serialize>(
     query: &[(String, String)],
 ) -> Result<Response, MgmtError> {
     let view = ListQuery::parse(query, fields)?;
-    if view.filters.is_empty()
-        && let Some(descending) = view.id_order(&[])
-    {
-        // `objects` come in id order: page them before encoding anything.
-        let (skip, take) = view.window();
-        let encode = |object: &T| to_json(object);
-        let page: Result<Vec<Value>, MgmtError> = if descending {
-            objects
-                .iter()
-                .rev()
-                .skip(skip)
-                .take(take)
-                .map(encode)
-                .collect()
-        } else {
-            objects.iter().skip(skip).take(take).map(encode).collect()
-        };
-        return Ok(view.respond(objects.len(), page?));
-    }
-    let mut rows = Vec::with_capacity(objects.len());
-    for object in objects {
-        let row = to_json(object)?;
-        if view.matches(&row)? {
-            rows.push(row);
+    match view.id_order(&[]) {
+        Some(descending) if view.filters.is_empty() => {
+            let (skip, take) = view.window();
+            let page: Vec<&T> = if descending {
+                objects.iter().rev().skip(skip).take(take).collect()
+            } else {
+                objects.iter().skip(skip).take(take).collect()
+            };
+            view.respond_objects(objects.len(), &page)
         }
+        _ => view.filter_sort_page(objects),
     }
-    view.sort(&mut rows);
-    let number_of_objects = rows.len();
-    let (skip, take) = view.window();
-    let page: Vec<Value> = rows.into_iter().skip(skip).take(take).collect();
-    Ok(view.respond(number_of_objects, page))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,6 +394,36 @@ impl ListQuery {
             },
         });
         envelope_response(200, envelope)
+    }
+
+    /// Responds with a page of objects: serialized directly when no projection is asked
+    /// for, through JSON values otherwise.
+    pub fn respond_objects<T: Serialize>(
+        &self,
+        number_of_objects: usize,
+        page: &[T],
+    ) -> Result<Response, MgmtError> {
+        if self.fields.is_none() {
+            return self.respond_serialized(number_of_objects, page);
+        }
+        let rows = page.iter().map(to_json).collect::<Result<Vec<_>, _>>()?;
+        Ok(self.respond(number_of_objects, rows))
+    }
+
+    /// The general path: every object encoded, filtered, sorted, then paged.
+    fn filter_sort_page<T: Serialize>(&self, objects: &[T]) -> Result<Response, MgmtError> {
+        let mut rows = Vec::with_capacity(objects.len());
+        for object in objects {
+            let row = to_json(object)?;
+            if self.matches(&row)? {
+                rows.push(row);
+            }
+        }
+        self.sort(&mut rows);
+        let number_of_objects = rows.len();
+        let (skip, take) = self.window();
+        let page: Vec<Value> = rows.into_iter().skip(skip).take(take).collect();
+        Ok(self.respond(number_of_objects, page))
     }
 
     /// Like [`ListQuery::respond`] for a page that needs no projection: the objects are

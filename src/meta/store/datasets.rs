@@ -1,0 +1,461 @@
+//! Pools and volumes: creating, changing and deleting them, the checks that keep a change
+//! within the pool's and the system's capacity, and rebuilding the lock-free handles the
+//! data path holds after every catalog change. Every change goes through
+//! `MetaStore::log_catalog`: applied and journaled under the state write lock, committed
+//! before the call returns.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use hashbrown::HashMap;
+
+use super::{MetaError, MetaState, MetaStore, now_ms};
+use crate::meta::catalog::{CapacityLevel, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
+use crate::meta::map::BlockMap;
+use crate::meta::usage::{PoolUsage, VolumeHandle};
+use crate::types::{BLOCK_SIZE, VolumeId};
+
+impl MetaStore {
+    pub fn create_pool(
+        &self,
+        name: &str,
+        physical: u64,
+        virtual_capacity: u64,
+    ) -> Result<PoolRecord, MetaError> {
+        validate_name(name)?;
+        let mut state = self.state_mut();
+        if state.catalog.pool_by_name(name).is_some() {
+            return Err(MetaError::NameConflict {
+                kind: "pool",
+                name: name.into(),
+            });
+        }
+        let pool = PoolRecord::new(
+            state.catalog.next_pool_id,
+            name,
+            physical,
+            virtual_capacity,
+            now_ms(),
+        );
+        self.check_pool_capacities(&state, &pool)?;
+        self.log_catalog(&mut state, CatalogOp::CreatePool(pool.clone()))?;
+        Ok(pool)
+    }
+
+    pub fn delete_pool(&self, id: u32) -> Result<PoolRecord, MetaError> {
+        let mut state = self.state_mut();
+        let pool = pool_record(&state, id)?;
+        if state
+            .catalog
+            .volumes
+            .values()
+            .any(|volume| volume.pool_id == id)
+        {
+            return Err(MetaError::PoolNotEmpty(pool.name));
+        }
+        self.log_catalog(&mut state, CatalogOp::DeletePool { id })?;
+        Ok(pool)
+    }
+
+    pub fn create_volume(
+        &self,
+        name: &str,
+        pool_id: u32,
+        size: u64,
+        provtype: Provisioning,
+    ) -> Result<VolumeRecord, MetaError> {
+        validate_name(name)?;
+        validate_volume_size(name, size)?;
+        let mut state = self.state_mut();
+        if state.catalog.volume_by_name(name).is_some() {
+            return Err(MetaError::NameConflict {
+                kind: "volume",
+                name: name.into(),
+            });
+        }
+        let pool = pool_record(&state, pool_id)?;
+        check_virtual(&state, &pool, size, None)?;
+        check_not_limited(&state, &pool, "create a volume in it")?;
+        if provtype == Provisioning::Thick {
+            check_physical(&state, &pool, size)?;
+        }
+        let mut volume =
+            VolumeRecord::new(state.catalog.next_volume_id, name, pool_id, size, now_ms());
+        volume.provtype = provtype;
+        state.maps.insert(volume.id, BlockMap::new());
+        self.log_catalog(&mut state, CatalogOp::CreateVolume(volume.clone()))?;
+        Ok(volume)
+    }
+
+    /// Changes a pool's settable fields through `change`, after checking the result: a
+    /// unique valid name, capacities that hold what the pool already uses and fit the
+    /// system, and thresholds with warning <= critical <= 100.
+    pub fn update_pool(
+        &self,
+        id: u32,
+        change: impl FnOnce(&mut PoolRecord),
+    ) -> Result<PoolRecord, MetaError> {
+        let mut state = self.state_mut();
+        let before = pool_record(&state, id)?;
+        let mut pool = before.clone();
+        change(&mut pool);
+        pool.id = id;
+        pool.created_at = before.created_at;
+        pool.updated_at = now_ms();
+        if pool.name != before.name {
+            validate_name(&pool.name)?;
+            if state.catalog.pool_by_name(&pool.name).is_some() {
+                return Err(MetaError::NameConflict {
+                    kind: "pool",
+                    name: pool.name,
+                });
+            }
+        }
+        if pool.physical_capacity_warning == 0
+            || pool.physical_capacity_critical > 100
+            || pool.physical_capacity_warning > pool.physical_capacity_critical
+        {
+            return Err(MetaError::Invalid(format!(
+                "pool {:?}: thresholds must satisfy 1 <= warning ({}) <= critical ({}) <= 100 percent",
+                pool.name, pool.physical_capacity_warning, pool.physical_capacity_critical
+            )));
+        }
+        if pool.physical_capacity != before.physical_capacity
+            || pool.virtual_capacity != before.virtual_capacity
+        {
+            self.check_pool_capacities(&state, &pool)?;
+        }
+        self.log_catalog(&mut state, CatalogOp::UpdatePool(pool.clone()))?;
+        Ok(pool)
+    }
+
+    fn check_pool_capacities(&self, state: &MetaState, pool: &PoolRecord) -> Result<(), MetaError> {
+        let physical = pool.physical_capacity;
+        if physical < (1 << 20) || !physical.is_multiple_of(BLOCK_SIZE as u64) {
+            return Err(MetaError::Invalid(format!(
+                "pool {:?}: physical capacity must be at least 1 MiB and a multiple of 4 KiB (got {physical})",
+                pool.name
+            )));
+        }
+        if pool.virtual_capacity < physical {
+            return Err(MetaError::Invalid(format!(
+                "pool {:?}: virtual capacity ({}) must not be below physical capacity ({physical})",
+                pool.name, pool.virtual_capacity
+            )));
+        }
+        let allocated = state
+            .pools
+            .get(&pool.id)
+            .map_or(0, |usage| usage.allocated_bytes());
+        if physical < allocated {
+            return Err(MetaError::Capacity(format!(
+                "pool {:?} already holds {allocated} bytes; its physical capacity cannot go below that (asked {physical}); free space first",
+                pool.name
+            )));
+        }
+        let sizes: u64 = state
+            .catalog
+            .volumes
+            .values()
+            .filter(|volume| volume.pool_id == pool.id)
+            .map(|volume| volume.size)
+            .sum();
+        if pool.virtual_capacity < sizes {
+            return Err(MetaError::Capacity(format!(
+                "pool {:?} holds volumes of {sizes} bytes in all; its virtual capacity cannot go below that (asked {})",
+                pool.name, pool.virtual_capacity
+            )));
+        }
+        let others: u64 = state
+            .catalog
+            .pools
+            .values()
+            .filter(|other| other.id != pool.id)
+            .map(|other| other.physical_capacity)
+            .sum();
+        let usable = self.usable_blocks * BLOCK_SIZE as u64;
+        if others + physical > usable {
+            return Err(MetaError::Capacity(format!(
+                "pool {:?} needs {physical} bytes of physical capacity but the system has {} of {usable} usable bytes left for it; ask less or free space",
+                pool.name,
+                usable.saturating_sub(others)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Whether renaming volume `id` to `name` and resizing it to `size` would be accepted,
+    /// without changing anything: lets a caller that makes both changes refuse the whole
+    /// request before it makes the first.
+    pub fn check_volume_change(
+        &self,
+        id: u32,
+        name: Option<&str>,
+        size: Option<u64>,
+    ) -> Result<(), MetaError> {
+        let state = self.state();
+        let volume = volume_record(&state, id)?;
+        if let Some(name) = name.filter(|name| *name != volume.name) {
+            validate_name(name)?;
+            if state.catalog.volume_by_name(name).is_some() {
+                return Err(MetaError::NameConflict {
+                    kind: "volume",
+                    name: name.into(),
+                });
+            }
+        }
+        if let Some(size) = size {
+            check_resize(&state, &volume, size)?;
+        }
+        Ok(())
+    }
+
+    /// Changes a volume's settable fields (name, write protection, SSD use) through
+    /// `change`. Size and provisioning are not changed here.
+    pub fn update_volume(
+        &self,
+        id: u32,
+        change: impl FnOnce(&mut VolumeRecord),
+    ) -> Result<VolumeRecord, MetaError> {
+        let mut state = self.state_mut();
+        let before = volume_record(&state, id)?;
+        let mut volume = before.clone();
+        change(&mut volume);
+        volume.id = id;
+        volume.size = before.size;
+        volume.pool_id = before.pool_id;
+        volume.provtype = before.provtype;
+        volume.created_at = before.created_at;
+        volume.updated_at = now_ms();
+        if volume.name != before.name {
+            validate_name(&volume.name)?;
+            if state.catalog.volume_by_name(&volume.name).is_some() {
+                return Err(MetaError::NameConflict {
+                    kind: "volume",
+                    name: volume.name,
+                });
+            }
+        }
+        self.log_catalog(&mut state, CatalogOp::UpdateVolume(volume.clone()))?;
+        Ok(volume)
+    }
+
+    /// Changes a volume's size. Shrinking first drops the map past the new end (the cache
+    /// must already have dropped its blocks there).
+    pub fn resize_volume(&self, id: u32, size: u64) -> Result<VolumeRecord, MetaError> {
+        let mut state = self.state_mut();
+        let volume = volume_record(&state, id)?;
+        check_resize(&state, &volume, size)?;
+        if size < volume.size {
+            let generation = self.next_generation();
+            self.trim_locked(
+                &mut state,
+                id,
+                size / BLOCK_SIZE as u64,
+                volume.size / BLOCK_SIZE as u64,
+                generation,
+            );
+        }
+        self.log_catalog(&mut state, CatalogOp::ResizeVolume { id, size })?;
+        Ok(state.catalog.volumes[&id].clone())
+    }
+
+    /// Deletes a volume and releases its space (the cache must already have dropped it).
+    pub fn delete_volume(&self, id: u32) -> Result<VolumeRecord, MetaError> {
+        let mut state = self.state_mut();
+        let volume = volume_record(&state, id)?;
+        if let Some(handle) = state.volumes.get(&id) {
+            handle.deleted.store(true, Ordering::Release);
+        }
+        let generation = self.next_generation();
+        self.trim_locked(&mut state, id, 0, u64::MAX / BLOCK_SIZE as u64, generation);
+        state.maps.remove(&id);
+        self.log_catalog(&mut state, CatalogOp::DeleteVolume { id })?;
+        Ok(volume)
+    }
+}
+
+pub(super) fn rebuild_handles(state: &mut MetaState) {
+    for pool in state.catalog.pools.values() {
+        let usage = state
+            .pools
+            .entry(pool.id)
+            .or_insert_with(|| PoolUsage::new(pool.name.clone(), pool.physical_capacity));
+        usage.capacity_blocks.store(
+            pool.physical_capacity / BLOCK_SIZE as u64,
+            Ordering::Release,
+        );
+    }
+    let pools = &state.catalog.pools;
+    state.pools.retain(|id, _| pools.contains_key(id));
+    let mut fresh_pool_blocks: HashMap<u32, u64> = HashMap::new();
+    let mut thick_blocks: HashMap<u32, u64> = HashMap::new();
+    for volume in state.catalog.volumes.values() {
+        let size_blocks = volume.size / BLOCK_SIZE as u64;
+        let thick = volume.provtype == Provisioning::Thick;
+        if thick {
+            *thick_blocks.entry(volume.pool_id).or_default() += size_blocks;
+        }
+        if !state.volumes.contains_key(&volume.id) {
+            let mapped = state.maps.get(&volume.id).map_or(0, BlockMap::len);
+            let home_pool = state.pools[&volume.pool_id].clone();
+            let account = if thick {
+                let own = PoolUsage::new(home_pool.name.clone(), volume.size);
+                own.add(mapped);
+                own
+            } else {
+                *fresh_pool_blocks.entry(volume.pool_id).or_default() += mapped;
+                home_pool.clone()
+            };
+            let handle = Arc::new(VolumeHandle {
+                id: VolumeId(volume.id),
+                name: volume.name.clone(),
+                size: AtomicU64::new(volume.size),
+                pool: account,
+                home_pool,
+                write_protected: AtomicBool::new(volume.write_protected),
+                deleted: AtomicBool::new(false),
+            });
+            state.volumes.insert(volume.id, handle);
+        }
+        let handle = &state.volumes[&volume.id];
+        handle.size.store(volume.size, Ordering::Release);
+        handle
+            .write_protected
+            .store(volume.write_protected, Ordering::Release);
+        if thick {
+            handle
+                .pool
+                .capacity_blocks
+                .store(size_blocks, Ordering::Release);
+        }
+    }
+    for (id, usage) in &state.pools {
+        let reserved = thick_blocks.get(id).copied().unwrap_or(0);
+        usage.thick_blocks.store(reserved, Ordering::Release);
+    }
+    for (pool, blocks) in fresh_pool_blocks {
+        state.pools[&pool].add(blocks);
+    }
+    let volumes = &state.catalog.volumes;
+    state.volumes.retain(|id, handle| {
+        let keep = volumes.contains_key(id);
+        if !keep {
+            handle.deleted.store(true, Ordering::Release);
+        }
+        keep
+    });
+}
+
+fn pool_record(state: &MetaState, id: u32) -> Result<PoolRecord, MetaError> {
+    state
+        .catalog
+        .pools
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| MetaError::PoolNotFound(id.to_string()))
+}
+
+fn volume_record(state: &MetaState, id: u32) -> Result<VolumeRecord, MetaError> {
+    state
+        .catalog
+        .volumes
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))
+}
+
+fn validate_name(name: &str) -> Result<(), MetaError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+        && !name.starts_with('-')
+        && !name.chars().all(|c| c == '.');
+    if ok {
+        Ok(())
+    } else {
+        Err(MetaError::Invalid(format!(
+            "name {name:?} is not valid: use 1 to 64 letters, digits, '-', '_', '.', ':' (not starting with '-', not only dots)"
+        )))
+    }
+}
+
+fn validate_volume_size(name: &str, size: u64) -> Result<(), MetaError> {
+    if size == 0 || !size.is_multiple_of(BLOCK_SIZE as u64) || size > (1u64 << 50) {
+        return Err(MetaError::Invalid(format!(
+            "volume {name:?}: size must be a non-zero multiple of 4 KiB up to 1 PiB (got {size})"
+        )));
+    }
+    Ok(())
+}
+
+/// Whether `volume` may take `size`: a valid size that fits the pool's virtual capacity,
+/// and, to grow, a pool that is not LIMITED and physical space for a thick volume.
+fn check_resize(state: &MetaState, volume: &VolumeRecord, size: u64) -> Result<(), MetaError> {
+    validate_volume_size(&volume.name, size)?;
+    let pool = &state.catalog.pools[&volume.pool_id];
+    check_virtual(state, pool, size, Some(volume.id))?;
+    if size > volume.size {
+        check_not_limited(state, pool, "grow a volume in it")?;
+        if volume.provtype == Provisioning::Thick {
+            check_physical(state, pool, size - volume.size)?;
+        }
+    }
+    Ok(())
+}
+
+/// A thick volume (or its growth) needs `bytes` of free physical space in the pool.
+fn check_physical(state: &MetaState, pool: &PoolRecord, bytes: u64) -> Result<(), MetaError> {
+    let allocated = state
+        .pools
+        .get(&pool.id)
+        .map_or(0, |usage| usage.allocated_bytes());
+    let free = pool.physical_capacity.saturating_sub(allocated);
+    if bytes > free {
+        return Err(MetaError::Capacity(format!(
+            "pool {:?} has {free} bytes of physical space free and a thick volume needs {bytes}; grow the pool, free space or use a thin volume",
+            pool.name
+        )));
+    }
+    Ok(())
+}
+
+/// A pool whose use reached its critical threshold is LIMITED: no new or bigger volumes.
+fn check_not_limited(state: &MetaState, pool: &PoolRecord, what: &str) -> Result<(), MetaError> {
+    let allocated = state
+        .pools
+        .get(&pool.id)
+        .map_or(0, |usage| usage.allocated_bytes());
+    if pool.capacity_level(allocated) >= CapacityLevel::Critical {
+        return Err(MetaError::Capacity(format!(
+            "pool {:?} is LIMITED: {allocated} of {} bytes are in use (critical threshold {}%); cannot {what}. Free space or grow the pool",
+            pool.name, pool.physical_capacity, pool.physical_capacity_critical
+        )));
+    }
+    Ok(())
+}
+
+fn check_virtual(
+    state: &MetaState,
+    pool: &PoolRecord,
+    size: u64,
+    replacing: Option<u32>,
+) -> Result<(), MetaError> {
+    let others: u64 = state
+        .catalog
+        .volumes
+        .values()
+        .filter(|volume| volume.pool_id == pool.id && Some(volume.id) != replacing)
+        .map(|volume| volume.size)
+        .sum();
+    if others + size > pool.virtual_capacity {
+        return Err(MetaError::Capacity(format!(
+            "pool {:?} has {} bytes of virtual capacity left and the volume needs {size}; grow the pool's virtual capacity or make the volume smaller",
+            pool.name,
+            pool.virtual_capacity.saturating_sub(others)
+        )));
+    }
+    Ok(())
+}
