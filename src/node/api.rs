@@ -385,4 +385,19 @@ impl Management for NodeApi {
         );
         out
     }
+
+    fn controllers(&self) -> Vec<crate::mgmt::api::ControllerInfo> {
+        self.controllers.infos()
+    }
+
+    fn fail_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+        self.controllers.fail_by_number(id)
+    }
+
+    fn recover_controller(
+        &self,
+        id: u32,
+    ) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+        self.controllers.recover_by_number(id)
+    }
 }

@@ -488,4 +488,19 @@ impl Management for Memory {
     fn metrics_text(&self) -> String {
         "# TYPE troika_volumes gauge\ntroika_volumes 0\n".into()
     }
+
+    fn controllers(&self) -> Vec<crate::mgmt::api::ControllerInfo> {
+        Vec::new()
+    }
+
+    fn fail_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+        Err(MgmtError::new("CONTROLLER_NOT_FOUND", 404, format!("no controller {id}")))
+    }
+
+    fn recover_controller(
+        &self,
+        id: u32,
+    ) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+        Err(MgmtError::new("CONTROLLER_NOT_FOUND", 404, format!("no controller {id}")))
+    }
 }
