@@ -2,8 +2,10 @@
 //! simple replies, one request at a time. Independent of the server's code on purpose.
 
 use std::io::{self, Read, Write};
+use std::net::TcpStream;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::time::Duration;
 
 const NBDMAGIC: u64 = 0x4e42_444d_4147_4943;
 const IHAVEOPT: u64 = 0x4948_4156_454f_5054;
@@ -18,9 +20,39 @@ pub const CMD_TRIM: u16 = 4;
 pub const CMD_WRITE_ZEROES: u16 = 6;
 pub const FLAG_FUA: u16 = 1;
 
+/// The connection: the node's unix socket or one of its controllers' TCP ports.
+enum Conn {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Conn {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.read(buf),
+            Conn::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Conn::Unix(s) => s.write(buf),
+            Conn::Tcp(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Conn::Unix(s) => s.flush(),
+            Conn::Tcp(s) => s.flush(),
+        }
+    }
+}
+
 /// A connected client on one export.
 pub struct NbdClient {
-    stream: UnixStream,
+    stream: Conn,
     pub size: u64,
     pub flags: u16,
     cookie: u64,
@@ -45,7 +77,21 @@ fn read_u64(stream: &mut impl Read) -> io::Result<u64> {
 impl NbdClient {
     /// Connects to `socket` and opens `export`.
     pub fn connect(socket: &Path, export: &str) -> io::Result<NbdClient> {
-        let mut stream = UnixStream::connect(socket)?;
+        Self::handshake(Conn::Unix(UnixStream::connect(socket)?), export)
+    }
+
+    /// Connects to a TCP port on the loopback interface and opens `export`. Every read and
+    /// write on the connection gives up after `timeout` (a hung server is an error, not a
+    /// hung test).
+    pub fn connect_tcp(port: u16, export: &str, timeout: Duration) -> io::Result<NbdClient> {
+        let stream = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), timeout)?;
+        stream.set_read_timeout(Some(timeout))?;
+        stream.set_write_timeout(Some(timeout))?;
+        stream.set_nodelay(true)?;
+        Self::handshake(Conn::Tcp(stream), export)
+    }
+
+    fn handshake(mut stream: Conn, export: &str) -> io::Result<NbdClient> {
         if read_u64(&mut stream)? != NBDMAGIC || read_u64(&mut stream)? != IHAVEOPT {
             return Err(io::Error::other("bad server greeting"));
         }
