@@ -494,13 +494,18 @@ impl Management for Memory {
     }
 
     fn fail_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
-        Err(MgmtError::new("CONTROLLER_NOT_FOUND", 404, format!("no controller {id}")))
+        Err(MgmtError::new(
+            "CONTROLLER_NOT_FOUND",
+            404,
+            format!("no controller {id}"),
+        ))
     }
 
-    fn recover_controller(
-        &self,
-        id: u32,
-    ) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
-        Err(MgmtError::new("CONTROLLER_NOT_FOUND", 404, format!("no controller {id}")))
+    fn recover_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+        Err(MgmtError::new(
+            "CONTROLLER_NOT_FOUND",
+            404,
+            format!("no controller {id}"),
+        ))
     }
 }
