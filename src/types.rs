@@ -62,6 +62,10 @@ pub enum IoError {
     /// The node is shutting down and takes no new work.
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// Section ownership changed while the request waited inside the cache; the cache
+    /// retries it once the change is done (hosts never see this).
+    #[error("the request met an ownership change and must be retried")]
+    Paused,
     /// The request cannot be done fast, and the caller asked for fast or nothing.
     #[error("operation cannot be done fast")]
     NotFast,

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the test rigs; sourced, not run. Callers set `set -euo pipefail`.
 #
 # Provides: REPO, TROIKA, WORK (a temp dir removed on exit), start_troika, stop_troika,
@@ -47,13 +48,14 @@ wait_for_socket() {
 }
 
 # start_troika DATA_DIR LOG [--hw FILE]: starts `troika serve` in the background with NBD only
-# on DATA_DIR/nbd.sock; sets TROIKA_PID.
+# on DATA_DIR/nbd.sock (or also on TCP: NBD_LISTEN=ADDR[,ADDR...] start_troika ...); sets
+# TROIKA_PID.
 start_troika() {
     local data="$1" log="$2"
     shift 2
     mkdir -p "$data"
     rm -f "$data/troika.sock" "$data/nbd.sock"
-    "$TROIKA" serve --data "$data" --nbd-listen none "$@" >>"$log" 2>&1 &
+    "$TROIKA" serve --data "$data" --nbd-listen "${NBD_LISTEN:-none}" "$@" >>"$log" 2>&1 &
     TROIKA_PID=$!
     PIDS+=("$TROIKA_PID")
     if ! wait_for_socket "$data/troika.sock" 60 || ! wait_for_socket "$data/nbd.sock" 10; then

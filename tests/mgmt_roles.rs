@@ -6,11 +6,18 @@
 //! without a row fails), then sends every row as every role and as an anonymous caller.
 //! An allowed request must succeed with the row's status; a denied one must answer 403
 //! `PERMISSION_DENIED` (401 `UNAUTHORIZED` when anonymous) and change nothing: pools,
-//! volumes and users, as an admin reads them, are compared before and after.
+//! volumes, users and which controllers are FAILED, as an admin reads them, are compared
+//! before and after.
 //!
 //! Each cell starts from the same state: objects a row changes are scratch objects
 //! (named `scratch...`) made by the admin just before the request and removed after it,
-//! so the order of cells does not matter.
+//! and a controller a row fails is recovered after it, so the order of cells does not
+//! matter.
+//!
+//! Rows that act on one controller need the node to list its controllers. While it lists
+//! none (its controllers report nothing yet), an allowed request reaches the handler and
+//! must answer 404 `CONTROLLER_NOT_FOUND`: the role check comes first, so 403 or not is
+//! still decided, and once the node lists its controllers the rows want full success.
 
 mod common;
 
@@ -69,6 +76,8 @@ enum Who {
     AnyUser,
     /// ADMIN, and POOL_ADMIN when the row's pool is one it owns.
     PoolOwner,
+    /// ADMIN and TECHNICIAN.
+    Technician,
     Admin,
 }
 
@@ -78,6 +87,7 @@ impl Who {
             Who::Anyone => true,
             Who::AnyUser => role != Role::Anonymous,
             Who::PoolOwner => role == Role::Admin || (role == Role::PoolAdmin && owned_pool),
+            Who::Technician => matches!(role, Role::Admin | Role::Technician),
             Who::Admin => role == Role::Admin,
         }
     }
@@ -112,6 +122,8 @@ struct Row {
     status: u16,
     /// For `Who::PoolOwner` rows: whether the request acts on the pool POOL_ADMIN owns.
     owned_pool: bool,
+    /// The request names a controller (see the module doc for a node that lists none).
+    on_controller: bool,
     /// Makes the row's scratch objects as the admin and builds the request.
     build: fn(&World, Role) -> Call,
 }
@@ -129,12 +141,18 @@ const fn row(
         who,
         status,
         owned_pool: false,
+        on_controller: false,
         build,
     }
 }
 
 const fn in_owned_pool(mut row: Row) -> Row {
     row.owned_pool = true;
+    row
+}
+
+const fn on_controller(mut row: Row) -> Row {
+    row.on_controller = true;
     row
 }
 
@@ -363,6 +381,33 @@ static ROWS: &[Row] = &[
             call(format!("/api/rest/volumes/{id}?approved=true"))
         },
     ),
+    row("GET", "/api/rest/controllers", Who::AnyUser, 200, |_, _| {
+        call("/api/rest/controllers")
+    }),
+    on_controller(row(
+        "GET",
+        "/api/rest/controllers/{id}",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/controllers/1"),
+    )),
+    on_controller(row(
+        "POST",
+        "/api/rest/controllers/{id}/fail",
+        Who::Technician,
+        200,
+        |_, _| call("/api/rest/controllers/2/fail?approved=true"),
+    )),
+    on_controller(row(
+        "POST",
+        "/api/rest/controllers/{id}/recover",
+        Who::Technician,
+        200,
+        |world, _| {
+            world.fail_controller(3);
+            call("/api/rest/controllers/3/recover")
+        },
+    )),
     row("GET", "/api/rest/events", Who::AnyUser, 200, |_, _| {
         call("/api/rest/events")
     }),
@@ -403,6 +448,8 @@ struct World {
     volume_b: u32,
     event_id: u64,
     users: Vec<(Role, u32)>,
+    /// Whether the node lists its controllers.
+    has_controllers: bool,
 }
 
 impl World {
@@ -417,6 +464,7 @@ impl World {
             volume_b: 0,
             event_id: 0,
             users: Vec::new(),
+            has_controllers: false,
         };
         for role in ROLES {
             let Some(name) = role.user() else { continue };
@@ -437,6 +485,7 @@ impl World {
         world.volume_b = world.create_volume("vol-b", world.pool_b);
         let events = world.admin_ok("GET", "/api/rest/events?page_size=1", None, 200);
         world.event_id = events[0]["id"].as_u64().expect("an event id");
+        world.has_controllers = !world.list("controllers").is_empty();
         world
     }
 
@@ -508,6 +557,18 @@ impl World {
         self.create_volume("scratch-vol", pool)
     }
 
+    /// Fails controller `number` as the admin, when the node lists its controllers.
+    fn fail_controller(&self, number: u32) {
+        if self.has_controllers {
+            self.admin_ok(
+                "POST",
+                &format!("/api/rest/controllers/{number}/fail?approved=true"),
+                None,
+                200,
+            );
+        }
+    }
+
     /// Removes every scratch object, so the next cell starts from the fixed state.
     fn clean(&self) {
         for volume in self.list("volumes") {
@@ -540,6 +601,16 @@ impl World {
                 );
             }
         }
+        for controller in self.list("controllers") {
+            if is_failed(&controller) {
+                self.admin_ok(
+                    "POST",
+                    &format!("/api/rest/controllers/{}/recover", id_of(&controller)),
+                    None,
+                    200,
+                );
+            }
+        }
     }
 
     fn list(&self, kind: &str) -> Vec<Value> {
@@ -553,7 +624,8 @@ impl World {
     }
 
     /// Pools, volumes and users without the fields that change on their own (space used,
-    /// login times).
+    /// login times), and which controllers are FAILED (the others move between
+    /// RECOVERING and ACTIVE on their own).
     fn snapshot(&self) -> Value {
         let strip = |mut rows: Vec<Value>, volatile: &[&str]| {
             for row in &mut rows {
@@ -567,6 +639,10 @@ impl World {
             "pools": strip(self.list("pools"), &["allocated_physical_space", "free_physical_space"]),
             "volumes": strip(self.list("volumes"), &["used", "allocated"]),
             "users": strip(self.list("users"), &["last_login"]),
+            "failed_controllers": self.list("controllers").iter()
+                .filter(|controller| is_failed(controller))
+                .map(id_of)
+                .collect::<Vec<_>>(),
         })
     }
 }
@@ -574,6 +650,10 @@ impl World {
 fn id_of(object: &Value) -> u32 {
     let id = object["id"].as_u64().expect("an object with an id");
     u32::try_from(id).expect("an id that fits u32")
+}
+
+fn is_failed(controller: &Value) -> bool {
+    controller["state"] == "FAILED"
 }
 
 fn is_scratch(object: &Value) -> bool {
@@ -626,7 +706,15 @@ fn every_route_admits_exactly_the_roles_the_specification_names() {
                 request.body.as_ref(),
             );
             if row.who.admits(role, row.owned_pool) {
-                assert_eq!(status, row.status, "{what} must be allowed: {answer}");
+                if row.on_controller && !world.has_controllers {
+                    assert_eq!(
+                        (status, &answer["error"]["code"]),
+                        (404, &json!("CONTROLLER_NOT_FOUND")),
+                        "{what} must pass the role check to a node without controllers: {answer}"
+                    );
+                } else {
+                    assert_eq!(status, row.status, "{what} must be allowed: {answer}");
+                }
             } else {
                 denied += 1;
                 let (want_status, want_code) = match role {

@@ -1,7 +1,10 @@
-//! The destage thread: gathers dirty blocks (and blocks the cleaner relocates) into whole
-//! rows, computes P and Q, writes and syncs the rows, commits the map entries through the
-//! journal, and then marks the cache blocks clean. It also cleans segments when free space
-//! runs low and writes checkpoints when the journal fills.
+//! The destage threads, one per domain: each gathers its domain's dirty primary blocks (and
+//! blocks the cleaner relocates) into whole rows, computes P and Q, writes and syncs the
+//! rows, commits the map entries through the journal, and then marks the cache blocks
+//! clean and releases their mirror copies. They also clean segments when free space runs
+//! low, and the first live one writes checkpoints when the journal fills. Everything that
+//! writes rows holds the array writer lock, so batches of different domains never
+//! interleave on the array.
 //!
 //! Crash safety, step by step: rows are written to space no committed map entry refers to
 //! (a crash leaves unreferenced garbage); the map commit is journaled only after the rows
@@ -12,6 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Cache;
+use super::shard::{Role, SectionKey};
 use crate::io::{AlignedBuf, IoRing};
 use crate::layout::summary::{SlotIdentity, decode_summary, encode_summary};
 use crate::layout::{Array, ParityCodec, block_checksum};
@@ -47,7 +51,7 @@ struct BatchBlock {
 }
 
 /// Buffers of the destage thread, allocated once.
-struct Batch {
+pub(super) struct Batch {
     rows: Vec<AlignedBuf>,
     /// The data units of a row being cleaned.
     victim: AlignedBuf,
@@ -57,13 +61,36 @@ struct Batch {
     map_records: Vec<(u64, MapEntry)>,
     ring: IoRing,
     codec: ParityCodec,
+    /// The domain whose blocks the batch holds.
+    domain: usize,
+    /// Blocks marked clean by the last commit, whose mirror copies go next.
+    cleaned: Vec<(SectionKey, usize, u64)>,
 }
 
 impl Cache {
-    pub(super) fn destage_loop(&self) {
+    /// Starts domain `index`'s destage thread; a panic on it fails the domain through the
+    /// panic hook instead of the node.
+    pub(super) fn start_destager(self: &std::sync::Arc<Self>, index: usize) {
+        let worker = self.clone();
+        let handle = std::thread::Builder::new()
+            .name(format!("troika-destage-{}", index + 1))
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    worker.destage_loop(index)
+                }));
+                if outcome.is_err() {
+                    worker.domain_panicked(index);
+                }
+            })
+            .expect("spawning a destage thread");
+        *self.domains[index].destager.lock() = Some(handle);
+    }
+
+    /// Buffers for one destage thread of domain `index`.
+    pub(super) fn new_batch(&self, index: usize) -> Batch {
         let array = self.meta.array();
         let geometry = *array.geometry();
-        let mut batch = Batch {
+        Batch {
             rows: (0..ROWS_PER_BATCH)
                 .map(|_| AlignedBuf::new(array.row_buffer_len()))
                 .collect(),
@@ -75,7 +102,16 @@ impl Cache {
             ring: IoRing::new(256).expect("io_uring was probed at start"),
             codec: ParityCodec::new(geometry.data, geometry.unit as usize)
                 .expect("geometry was validated"),
-        };
+            domain: index,
+            cleaned: Vec::new(),
+        }
+    }
+
+    fn destage_loop(&self, index: usize) {
+        let domain = &self.domains[index];
+        let array = self.meta.array();
+        let geometry = *array.geometry();
+        let mut batch = self.new_batch(index);
         let clean_below = (geometry.segments() / 32).max(3);
         // Hot data stays in cache: destage starts at the high watermark and goes down to
         // the low one. When hosts stop doing I/O for a while, everything is written out so
@@ -85,11 +121,26 @@ impl Cache {
         let mut quiet_since = Instant::now();
         let mut last_checkpoint = Instant::now();
         loop {
-            if self.meta.has_failed() {
+            if self.meta.has_failed() || !domain.is_alive() {
                 return;
             }
             let shutdown = self.shutdown.load(Ordering::Acquire);
-            let dirty = self.dirty_blocks.load(Ordering::Acquire);
+            let dirty = domain.primary_dirty.load(Ordering::Acquire);
+            // Mirror copies fill a domain too, and only their owners can free them: the
+            // fullest domain sets the pace for all.
+            let fullest = self
+                .domains
+                .iter()
+                .filter(|domain| domain.is_alive())
+                .map(|domain| domain.dirty_total())
+                .max()
+                .unwrap_or(0);
+            let checkpointer = self
+                .domains
+                .iter()
+                .find(|domain| domain.is_alive())
+                .map(|domain| domain.index)
+                == Some(index);
             let journal = self.meta.journal();
             let journal_used = journal.used();
             // The vault copies of dirty blocks pin the journal: past a quarter of it they
@@ -102,7 +153,7 @@ impl Cache {
                 && last_checkpoint.elapsed() > Duration::from_secs(2))
                 || (journal_used > journal.region_len() / 2
                     && last_checkpoint.elapsed() > Duration::from_millis(200));
-            if checkpoint_due {
+            if checkpoint_due && checkpointer {
                 if let Err(err) = self.checkpoint() {
                     eprintln!("troika: checkpoint failed: {err}");
                     self.meta.fail();
@@ -112,16 +163,20 @@ impl Cache {
                 last_checkpoint = Instant::now();
                 self.signals.space.notify_all();
             }
-            let pressure = self.slot_pressure.swap(false, Ordering::AcqRel);
+            let pressure = domain.slot_pressure.swap(false, Ordering::AcqRel)
+                || self
+                    .domains
+                    .iter()
+                    .any(|domain| domain.slot_pressure.load(Ordering::Acquire));
             let io = self.host_io();
             if io != host_io {
                 host_io = io;
                 quiet_since = Instant::now();
             }
             let idle = quiet_since.elapsed() > Duration::from_millis(500);
-            if dirty >= self.destage_high {
+            if fullest >= self.destage_high {
                 destaging = true;
-            } else if dirty <= self.destage_low {
+            } else if fullest <= self.destage_low {
                 destaging = false;
             }
             let drain = self.drain_requested.load(Ordering::Acquire)
@@ -133,7 +188,10 @@ impl Cache {
             // Keep free segments ahead of destage: clean the emptiest segments first.
             let mut cleaned = 0;
             while cleaned < 16 && self.meta.state().alloc.free_segments() < clean_below {
-                match self.clean_one_segment(&mut batch) {
+                let writer = self.array_writer.lock();
+                let outcome = self.clean_one_segment(&mut batch);
+                drop(writer);
+                match outcome {
                     Ok(true) => cleaned += 1,
                     Ok(false) => break,
                     Err(err) => {
@@ -144,8 +202,14 @@ impl Cache {
                     }
                 }
             }
+            #[cfg(test)]
+            let drain = drain
+                && !self
+                    .faults
+                    .manual_destage
+                    .load(std::sync::atomic::Ordering::Acquire);
             if dirty > 0 && (drain || shutdown) {
-                if let Err(err) = self.destage_batch(&mut batch) {
+                if let Err(err) = self.destage_batch(index, &mut batch) {
                     eprintln!(
                         "troika: destage failed, stopping writes so the node recovers from media on restart: {err}"
                     );
@@ -160,8 +224,8 @@ impl Cache {
                 return;
             }
             let mut guard = self.signals.lock.lock();
-            self.signals
-                .destage
+            domain
+                .destage_wake
                 .wait_for(&mut guard, Duration::from_millis(200));
         }
     }
@@ -173,16 +237,26 @@ impl Cache {
             + self.counters.read_misses.load(Ordering::Relaxed)
     }
 
-    /// Gathers up to a batch of dirty blocks and writes them out.
-    fn destage_batch(&self, batch: &mut Batch) -> Result<(), String> {
+    /// Gathers up to a batch of domain `domain_index`'s dirty blocks and writes them out.
+    pub(super) fn destage_batch(
+        &self,
+        domain_index: usize,
+        batch: &mut Batch,
+    ) -> Result<(), String> {
+        let _writer = self.array_writer.lock();
+        let domain = &self.domains[domain_index];
+        if !domain.is_alive() {
+            return Ok(());
+        }
+        batch.domain = domain_index;
         let geometry = *self.meta.array().geometry();
         let capacity = ROWS_PER_BATCH * geometry.data_slots_per_row() as usize;
         batch.blocks.clear();
-        for index in 0..self.shards.len() {
+        for index in 0..domain.shards.len() {
             if batch.blocks.len() >= capacity {
                 break;
             }
-            let mut shard = self.shards[index].inner.lock();
+            let mut shard = domain.shards[index].inner.lock();
             while batch.blocks.len() < capacity {
                 let Some(slot) = shard.dirty_queue.pop_front() else {
                     break;
@@ -193,6 +267,9 @@ impl Cache {
                 }
                 entry.queued = false;
                 let Some(key) = entry.key else { continue };
+                if entry.role != Role::Primary {
+                    continue;
+                }
                 let dirty = entry.dirty;
                 let mut taken = 0u16;
                 for block in 0..BLOCKS_PER_SECTION {
@@ -239,12 +316,7 @@ impl Cache {
         if !self.write_and_commit(batch, reserve)? {
             // Not enough free rows outside the cleaner's reserve: requeue and let the
             // loop clean first.
-            for block in &batch.blocks {
-                if let Source::Cache { shard, slot, .. } = block.source {
-                    self.shards[shard].inner.lock().queue_dirty(slot);
-                }
-            }
-            batch.blocks.clear();
+            self.requeue_batch(batch);
         }
         Ok(())
     }
@@ -300,8 +372,25 @@ impl Cache {
             .counters
             .media_blocks_written
             .fetch_add(batch.blocks.len() as u64, Ordering::Relaxed);
+        #[cfg(test)]
+        if self.fault_hit(super::tests::FaultPoint::DestageBeforeCommit) {
+            // The controller "lost power" here: the rows are unreferenced garbage.
+            self.requeue_batch(batch);
+            return Ok(true);
+        }
         self.commit(batch, &rows)?;
         Ok(true)
+    }
+
+    /// Puts a batch's cache blocks back on their dirty queues.
+    fn requeue_batch(&self, batch: &mut Batch) {
+        let domain = &self.domains[batch.domain];
+        for block in &batch.blocks {
+            if let Source::Cache { shard, slot, .. } = block.source {
+                domain.shards[shard].inner.lock().queue_dirty(slot);
+            }
+        }
+        batch.blocks.clear();
     }
 
     /// Takes `count` rows for one batch. Empty segments are released only here, before
@@ -337,6 +426,7 @@ impl Cache {
 
     /// Commits the map entries of a written batch, then marks cache blocks clean.
     fn commit(&self, batch: &mut Batch, rows: &[u64]) -> Result<(), String> {
+        let domain = &self.domains[batch.domain];
         let geometry = *self.meta.array().geometry();
         let per_row = geometry.data_slots_per_row() as usize;
         batch.committed.clear();
@@ -357,12 +447,17 @@ impl Cache {
                         key,
                         block: bit_index,
                     } => {
-                        let mut shard = self.shards[shard].inner.lock();
+                        let mut shard = domain.shards[shard].inner.lock();
                         let entry = &mut shard.slots[slot as usize];
                         let bit = 1u16 << bit_index;
-                        let still = entry.holds_dirty(key, bit_index, block.generation);
+                        let still = entry.role == Role::Primary
+                            && entry.holds_dirty(key, bit_index, block.generation);
                         if still && !state.maps.contains_key(&block.volume) {
                             // The volume was deleted while this write was in flight.
+                            if entry.unmirrored & bit != 0 {
+                                entry.unmirrored &= !bit;
+                                domain.unmirrored.fetch_sub(1, Ordering::AcqRel);
+                            }
                             entry.dirty &= !bit;
                             entry.unvaulted &= !bit;
                             entry.reserved &= !bit;
@@ -444,8 +539,15 @@ impl Cache {
             .journal()
             .commit(ticket)
             .map_err(|err| err.to_string())?;
+        #[cfg(test)]
+        if self.fault_hit(super::tests::FaultPoint::DestageAfterCommit) {
+            // Committed, but the controller "lost power" before marking anything clean.
+            self.requeue_batch(batch);
+            return Ok(());
+        }
         let mut cleaned = 0u64;
         let mut relocated = 0u64;
+        batch.cleaned.clear();
         for (block, _) in &batch.committed {
             match block.source {
                 Source::Cache {
@@ -454,10 +556,17 @@ impl Cache {
                     key,
                     block: bit_index,
                 } => {
-                    let mut shard = self.shards[shard].inner.lock();
+                    let mut shard = domain.shards[shard].inner.lock();
                     let entry = &mut shard.slots[slot as usize];
                     let bit = 1u16 << bit_index;
-                    if entry.holds_dirty(key, bit_index, block.generation) {
+                    batch.cleaned.push((key, bit_index, block.generation));
+                    if entry.role == Role::Primary
+                        && entry.holds_dirty(key, bit_index, block.generation)
+                    {
+                        if entry.unmirrored & bit != 0 {
+                            entry.unmirrored &= !bit;
+                            domain.unmirrored.fetch_sub(1, Ordering::AcqRel);
+                        }
                         entry.dirty &= !bit;
                         entry.unvaulted &= !bit;
                         cleaned += 1;
@@ -473,13 +582,15 @@ impl Cache {
         // Superseded cache blocks stay dirty: make sure their slots are queued.
         for block in &batch.blocks {
             if let Source::Cache { shard, slot, .. } = block.source {
-                self.shards[shard].inner.lock().queue_dirty(slot);
+                domain.shards[shard].inner.lock().queue_dirty(slot);
             }
         }
         if cleaned + orphaned > 0 {
-            self.dirty_blocks
+            domain
+                .primary_dirty
                 .fetch_sub(cleaned + orphaned, Ordering::AcqRel);
         }
+        self.release_destaged_mirrors(&batch.cleaned);
         self.counters
             .blocks_destaged
             .fetch_add(cleaned, Ordering::Relaxed);
@@ -489,6 +600,28 @@ impl Cache {
         let durable = self.meta.journal().durable_ticket();
         self.meta.state_mut().alloc.release_durable(durable);
         Ok(())
+    }
+
+    /// Releases the mirror copies of blocks whose generation is now on the array (blocks of
+    /// one section are next to each other in a batch).
+    fn release_destaged_mirrors(&self, cleaned: &[(SectionKey, usize, u64)]) {
+        let mut start = 0;
+        while start < cleaned.len() {
+            let key = cleaned[start].0;
+            let mut end = start;
+            let mut mask = 0u16;
+            let mut generations = [0u64; BLOCKS_PER_SECTION];
+            while end < cleaned.len() && cleaned[end].0 == key {
+                let (_, block, generation) = cleaned[end];
+                mask |= 1 << block;
+                generations[block] = generations[block].max(generation);
+                end += 1;
+            }
+            if let Some(mirror) = self.router.route(key).mirror {
+                self.release_mirror(mirror, key, mask, &|block| generations[block]);
+            }
+            start = end;
+        }
     }
 
     /// Moves the live blocks of the emptiest segment elsewhere so it can be reused.

@@ -1,28 +1,48 @@
-//! Cache: the DRAM write-back cache in 64 KiB sections, the vault flush that makes it
-//! durable, and the destage stream that moves it onto the array.
+//! Cache: the controllers' DRAM write-back caches in 64 KiB sections, mirrored between
+//! controllers, the vault flush that makes them durable, and the destage stream that moves
+//! them onto the array.
+//!
+//! Each controller has a [`Domain`](domain::Domain): its own slots, dirty counts and
+//! destage thread. A [`SectionRouter`] (the controllers layer) names each section's owner
+//! and mirror; the cache keeps every section's data in its owner's domain and a copy of its
+//! dirty blocks in its mirror's.
 //!
 //! Promises:
-//! - A write returns once its bytes are in cache (the controllers layer adds the mirror).
-//!   Any byte alignment is accepted; partial blocks are merged with the current block.
-//! - A read returns the newest acknowledged bytes: from cache, or from the array through a
-//!   verified (and if need be repaired) read of the map.
+//! - A write returns once its bytes are in the owner's cache and, when a mirror exists, in
+//!   the mirror's (a memcpy under one shard lock each). With no mirror (one controller
+//!   left) a write is vaulted before it returns. Any byte alignment is accepted; partial
+//!   blocks are merged with the current block. Of two overlapping writes in flight, both
+//!   copies keep the one that started last.
+//! - A read returns the newest acknowledged bytes: from the owner's cache, or from the
+//!   array through a verified (and if need be repaired) read of the map.
 //! - `flush` returns once every write acknowledged before it is durable: dirty blocks not
-//!   yet in the vault are appended to the journal and the journal is synced.
-//! - Destage writes dirty blocks in whole rows with parity, commits their map entries, and
-//!   only then marks them clean; blocks rewritten meanwhile stay dirty.
-//! - Memory is the configured budget, allocated once; writers wait (back-pressure) while
-//!   dirty data fills it, and reads bypass the cache when no clean slot can be freed.
+//!   yet in the vault are appended to the journal and the journal is synced. A flush that
+//!   overlaps an ownership change starts over, so blocks that changed hands are covered.
+//! - Destage writes a domain's dirty blocks in whole rows with parity, commits their map
+//!   entries, and only then marks them clean and releases their mirror copies; blocks
+//!   rewritten meanwhile stay dirty.
+//! - Ownership changes (`fail_domain`, `reassign`) happen while requests are paused (see
+//!   `gate`): a failed domain's DRAM is dropped and its sections' mirror copies become
+//!   primaries; moved sections take their data, clean and dirty, to their new owner.
+//! - Memory is the configured budget per domain, allocated once; writers wait
+//!   (back-pressure) while dirty data fills it, and reads bypass the cache when no clean
+//!   slot can be freed.
 //!
-//! Lock order: flush lock → metadata state lock → shard lock. Nothing takes a lock to the
-//! left while holding one to its right.
+//! Lock order: array writer → flush lock → metadata state lock → shard lock (one at a
+//! time). Nothing takes a lock to the left while holding one to its right.
 
 mod destage;
+mod domain;
+mod failover;
+mod gate;
+mod mirror;
 mod shard;
+#[cfg(test)]
+pub mod tests;
 mod vault;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
@@ -31,10 +51,23 @@ use crate::io::{AlignedBuf, BufferPool, with_thread_ring};
 use crate::meta::{BlockRead, MetaStore, RecoveredBlock, VolumeHandle};
 use crate::target::Extent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
+use domain::{Domain, SHARDS, shard_of};
+pub use failover::RemirrorProgress;
+pub use gate::Admission;
+use shard::Role;
 pub use shard::SectionKey;
-use shard::ShardInner;
 
-const SHARDS: usize = 16;
+/// Where a section lives: the index of its owner's domain and of its mirror's, if any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Route {
+    pub owner: usize,
+    pub mirror: Option<usize>,
+}
+
+/// Names each section's owner and mirror (the controllers layer implements it).
+pub trait SectionRouter: Send + Sync {
+    fn route(&self, key: SectionKey) -> Route;
+}
 
 /// Counters an operator watches.
 #[derive(Default)]
@@ -45,95 +78,99 @@ pub struct CacheCounters {
     pub blocks_destaged: AtomicU64,
     pub blocks_vaulted: AtomicU64,
     pub blocks_relocated: AtomicU64,
+    pub blocks_mirrored: AtomicU64,
+    pub blocks_remirrored: AtomicU64,
     pub flushes: AtomicU64,
 }
 
-struct Shard {
-    inner: Mutex<ShardInner>,
-}
-
-/// Wakes the destage thread and lets writers wait for space.
+/// Lets writers wait for space; the destage threads wake on their domain's condvar.
 struct Signals {
     lock: Mutex<()>,
-    destage: Condvar,
     space: Condvar,
 }
 
 /// See the module doc.
 pub struct Cache {
     meta: Arc<MetaStore>,
-    shards: Box<[Shard]>,
-    capacity_blocks: u64,
-    dirty_blocks: AtomicU64,
-    /// Writers wait above this many dirty blocks.
+    domains: Box<[Domain]>,
+    router: Arc<dyn SectionRouter>,
+    /// Writers wait above this many dirty blocks in a domain...
     dirty_limit: u64,
-    /// Destage starts above this many dirty blocks...
+    /// ...destage starts when a domain holds this many...
     destage_high: u64,
-    /// ...and, once started, goes on down to this many.
+    /// ...and, once started, goes on until every domain is down to this many.
     destage_low: u64,
     flush_lock: Mutex<vault::FlushState>,
+    /// Serializes what writes rows to the array: destage batches, cleaning, checkpoints
+    /// and ownership changes.
+    array_writer: Mutex<()>,
+    /// Counts ownership changes, so a flush can tell that blocks changed hands under it.
+    epoch: AtomicU64,
+    pause: gate::Pause,
     signals: Signals,
     drain_requested: AtomicBool,
-    /// A writer found no slot it could take: destage now, whatever the dirty level.
-    slot_pressure: AtomicBool,
     shutdown: AtomicBool,
-    destager: Mutex<Option<JoinHandle<()>>>,
     /// Section buffers for prefetch (CACHE) requests, allocated once.
     prefetch_buffers: Arc<BufferPool>,
+    pub remirror: RemirrorProgress,
     pub counters: CacheCounters,
+    /// Called (on a new thread) when a domain's destage thread panics.
+    panic_hook: Mutex<Option<PanicHook>>,
+    #[cfg(test)]
+    faults: tests::Faults,
 }
 
-fn shard_of(key: SectionKey) -> usize {
-    let mixed = (u64::from(key.0) << 40 ^ key.1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (mixed >> 59) as usize % SHARDS
-}
+/// What the controllers layer does when a domain's own thread panics: fail that domain.
+pub type PanicHook = Arc<dyn Fn(usize) + Send + Sync>;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<AlignedBuf> = std::cell::RefCell::new(AlignedBuf::new(BLOCK_SIZE));
 }
 
 impl Cache {
-    /// A cache of `capacity_bytes` over `meta`, with the flushed blocks recovered from the
-    /// vault installed as dirty; starts the destage thread.
+    /// A cache of `domains` controllers with `bytes_per_domain` of DRAM each, over `meta`,
+    /// with the flushed blocks recovered from the vault installed as dirty in their owner
+    /// and mirror; starts one destage thread per domain.
     pub fn start(
         meta: Arc<MetaStore>,
-        capacity_bytes: u64,
+        domains: usize,
+        bytes_per_domain: u64,
         recovered: Vec<RecoveredBlock>,
+        router: Arc<dyn SectionRouter>,
     ) -> Arc<Cache> {
-        let slots_per_shard = ((capacity_bytes / SECTION_SIZE as u64) as usize / SHARDS).max(8);
-        let capacity_blocks = (slots_per_shard * SHARDS * BLOCKS_PER_SECTION) as u64;
+        let slots_per_shard = ((bytes_per_domain / SECTION_SIZE as u64) as usize / SHARDS).max(8);
+        let domains: Box<[Domain]> = (0..domains.max(1))
+            .map(|index| Domain::new(index, slots_per_shard))
+            .collect();
+        let capacity_blocks = domains[0].capacity_blocks;
         let cache = Arc::new(Cache {
             meta,
-            shards: (0..SHARDS)
-                .map(|_| Shard {
-                    inner: Mutex::new(ShardInner::new(slots_per_shard)),
-                })
-                .collect(),
-            capacity_blocks,
-            dirty_blocks: AtomicU64::new(0),
+            domains,
+            router,
             dirty_limit: capacity_blocks * 85 / 100,
             destage_high: capacity_blocks * 70 / 100,
             destage_low: capacity_blocks * 55 / 100,
             flush_lock: Mutex::new(vault::FlushState::default()),
+            array_writer: Mutex::new(()),
+            epoch: AtomicU64::new(0),
+            pause: gate::Pause::default(),
             signals: Signals {
                 lock: Mutex::new(()),
-                destage: Condvar::new(),
                 space: Condvar::new(),
             },
             drain_requested: AtomicBool::new(false),
-            slot_pressure: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
-            destager: Mutex::new(None),
             prefetch_buffers: BufferPool::new(4, SECTION_SIZE),
+            remirror: RemirrorProgress::default(),
             counters: CacheCounters::default(),
+            panic_hook: Mutex::new(None),
+            #[cfg(test)]
+            faults: tests::Faults::default(),
         });
         cache.install_recovered(recovered);
-        let worker = cache.clone();
-        let handle = std::thread::Builder::new()
-            .name("troika-destage".into())
-            .spawn(move || worker.destage_loop())
-            .expect("spawning the destage thread");
-        *cache.destager.lock() = Some(handle);
+        for index in 0..cache.domains.len() {
+            cache.start_destager(index);
+        }
         cache
     }
 
@@ -141,18 +178,55 @@ impl Cache {
         &self.meta
     }
 
-    /// Blocks of DRAM the cache holds.
+    /// Sets what happens when a domain's destage thread panics.
+    pub fn set_panic_hook(&self, hook: PanicHook) {
+        *self.panic_hook.lock() = Some(hook);
+    }
+
+    fn domain_panicked(&self, index: usize) {
+        eprintln!(
+            "troika: a thread of controller {} panicked; failing that controller",
+            index + 1
+        );
+        let hook = self.panic_hook.lock().clone();
+        if let Some(hook) = hook {
+            std::thread::spawn(move || hook(index));
+        }
+    }
+
+    /// How many controller domains the cache has.
+    pub fn domain_count(&self) -> usize {
+        self.domains.len()
+    }
+
+    /// Bytes of DRAM all domains hold.
     pub fn capacity_bytes(&self) -> u64 {
-        self.capacity_blocks * BLOCK_SIZE as u64
+        self.domains
+            .iter()
+            .map(|domain| domain.capacity_blocks * BLOCK_SIZE as u64)
+            .sum()
     }
 
-    /// Bytes written but not destaged.
+    /// One domain's DRAM budget.
+    pub fn domain_capacity_bytes(&self) -> u64 {
+        self.domains[0].capacity_blocks * BLOCK_SIZE as u64
+    }
+
+    /// Bytes written but not destaged (each counted once, at its owner).
     pub fn dirty_bytes(&self) -> u64 {
-        self.dirty_blocks.load(Ordering::Acquire) * BLOCK_SIZE as u64
+        self.domains.iter().map(Domain::dirty_bytes).sum()
     }
 
-    fn shard(&self, key: SectionKey) -> &Shard {
-        &self.shards[shard_of(key)]
+    /// Per domain: (dirty bytes it owns, mirror bytes it holds, dirty bytes without a
+    /// mirror copy, sections it holds as owner).
+    pub fn domain_figures(&self, index: usize) -> (u64, u64, u64, u64) {
+        let domain = &self.domains[index];
+        (
+            domain.dirty_bytes(),
+            domain.mirror_bytes(),
+            domain.unmirrored_bytes(),
+            domain.owned_sections(),
+        )
     }
 
     fn check_range(volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
@@ -191,13 +265,20 @@ impl Cache {
         Ok(())
     }
 
-    fn kick_destage(&self) {
-        self.signals.destage.notify_one();
+    fn kick_destage(&self, index: usize) {
+        self.domains[index].destage_wake.notify_one();
     }
 
-    /// One back-pressure wait: wakes the destage thread and sleeps until it signals space
+    fn kick_all_destagers(&self) {
+        for domain in self.domains.iter() {
+            domain.destage_wake.notify_one();
+        }
+    }
+
+    /// One back-pressure wait: wakes the destage threads and sleeps until one signals space
     /// or `period` passes. The 120 s limit starts at the first wait (`deadline` is `None`
-    /// until then), so the fast path reads no clock; past it, `stuck` is the error.
+    /// until then), so the fast path reads no clock; past it, `stuck` is the error. A
+    /// pause (ownership change) ends the wait with [`IoError::Paused`].
     fn wait_for_space(
         &self,
         deadline: &mut Option<Instant>,
@@ -207,20 +288,24 @@ impl Cache {
         if self.shutdown.load(Ordering::Acquire) {
             return Err(IoError::ShuttingDown);
         }
+        if self.pausing() {
+            return Err(IoError::Paused);
+        }
         let limit = *deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(120));
         if Instant::now() > limit || self.meta.has_failed() {
             return Err(stuck());
         }
-        self.kick_destage();
+        self.kick_all_destagers();
         let mut guard = self.signals.lock.lock();
         self.signals.space.wait_for(&mut guard, period);
         Ok(())
     }
 
-    /// Waits while dirty data fills the cache (back-pressure on writers).
-    fn wait_for_dirty_room(&self) -> Result<(), IoError> {
+    /// Waits while dirty data fills the owner's or the mirror's DRAM (back-pressure).
+    fn wait_for_dirty_room(&self, route: Route) -> Result<(), IoError> {
+        let full = |index: usize| self.domains[index].dirty_total() >= self.dirty_limit;
         let mut deadline = None;
-        while self.dirty_blocks.load(Ordering::Acquire) >= self.dirty_limit {
+        while full(route.owner) || route.mirror.is_some_and(full) {
             self.wait_for_space(&mut deadline, Duration::from_millis(20), || {
                 IoError::Media {
                     volume: String::new(),
@@ -231,137 +316,40 @@ impl Cache {
         Ok(())
     }
 
-    /// Writes `data` at byte `offset` of `volume` into cache.
+    /// Writes `data` at byte `offset` of `volume` into its sections' owners' caches and
+    /// mirrors.
     pub fn write(&self, volume: &VolumeHandle, offset: u64, data: &[u8]) -> Result<(), IoError> {
         Self::check_range(volume, offset, data.len() as u64)?;
         Self::check_writable(volume)?;
-        self.wait_for_dirty_room()?;
         let generation = self.meta.next_generation();
+        let mut write_through = false;
         let mut done = 0usize;
         while done < data.len() {
             let at = offset + done as u64;
             let section = at / SECTION_SIZE as u64;
             let within = (at % SECTION_SIZE as u64) as usize;
             let take = (SECTION_SIZE - within).min(data.len() - done);
+            let route = self.router.route((volume.id.0, section));
+            self.wait_for_dirty_room(route)?;
             self.write_section(
+                route,
                 volume,
                 section,
                 within,
                 &data[done..done + take],
                 generation,
             )?;
+            write_through |= route.mirror.is_none();
             done += take;
         }
         self.counters
             .blocks_written
             .fetch_add(data.len().div_ceil(BLOCK_SIZE) as u64, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn write_section(
-        &self,
-        volume: &VolumeHandle,
-        section: u64,
-        within: usize,
-        data: &[u8],
-        generation: u64,
-    ) -> Result<(), IoError> {
-        let key = (volume.id.0, section);
-        let first_block = within / BLOCK_SIZE;
-        let last_block = (within + data.len() - 1) / BLOCK_SIZE;
-        let base_lba = section * BLOCKS_PER_SECTION as u64;
-        let mut looked_up: Option<u16> = None;
-        let mut deadline = None;
-        loop {
-            let mut shard = self.shard(key).inner.lock();
-            let Some(slot) = shard.find_or_insert(key) else {
-                drop(shard);
-                self.slot_pressure.store(true, Ordering::Release);
-                self.wait_for_space(&mut deadline, Duration::from_millis(10), || IoError::Media {
-                    volume: volume.name.clone(),
-                    detail: "no cache slot came free for 120 s; destage is stuck, check the NL-SAS devices".into(),
-                })?;
-                continue;
-            };
-            // Partial blocks need their current bytes first.
-            let mut missing = None;
-            for block in [first_block, last_block] {
-                let start = (block * BLOCK_SIZE).max(within);
-                let end = ((block + 1) * BLOCK_SIZE).min(within + data.len());
-                let partial = end - start < BLOCK_SIZE;
-                if partial && shard.slots[slot as usize].valid & (1 << block) == 0 {
-                    missing = Some(block);
-                    break;
-                }
-            }
-            if let Some(block) = missing {
-                drop(shard);
-                self.fill_block(volume, key, block)?;
-                continue;
-            }
-            // Space accounting: a block that is neither dirty nor mapped needs a block of
-            // its pool. Whether it is mapped is known from earlier fills and destages;
-            // otherwise ask the map once (outside the shard lock).
-            let range = block_mask(first_block, last_block);
-            let entry = &mut shard.slots[slot as usize];
-            let candidates = range & !(entry.dirty | entry.reserved);
-            if candidates & !entry.known != 0 {
-                match looked_up {
-                    None => {
-                        drop(shard);
-                        looked_up =
-                            Some(self.mapped_bits(volume.id.0, base_lba, first_block, last_block));
-                        continue;
-                    }
-                    Some(bits) => {
-                        entry.mapped = (entry.mapped & entry.known) | (bits & range & !entry.known);
-                        entry.known |= range;
-                    }
-                }
-            }
-            let need = candidates & !entry.mapped;
-            let count = u64::from(need.count_ones());
-            for taken in 0..count {
-                if !volume.pool.try_reserve() {
-                    volume.pool.release(taken);
-                    return Err(IoError::NoSpace {
-                        pool: volume.pool.name.clone(),
-                    });
-                }
-            }
-            if need != 0 {
-                entry.reserved |= need;
-                entry.pool = Some(volume.pool.clone());
-            }
-            let mut newly_dirty = 0;
-            for block in first_block..=last_block {
-                let bit = 1u16 << block;
-                let entry = &mut shard.slots[slot as usize];
-                if entry.dirty & bit == 0 {
-                    newly_dirty += 1;
-                }
-                entry.valid |= bit;
-                entry.dirty |= bit;
-                entry.unvaulted |= bit;
-                entry.generation[block] = generation;
-                let start = (block * BLOCK_SIZE).max(within);
-                let end = ((block + 1) * BLOCK_SIZE).min(within + data.len());
-                let from = start - within;
-                shard.block_mut(slot, block)[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE]
-                    .copy_from_slice(&data[from..from + end - start]);
-            }
-            shard.queue_dirty(slot);
-            shard.queue_unvaulted(slot);
-            drop(shard);
-            if newly_dirty > 0 {
-                let dirty =
-                    self.dirty_blocks.fetch_add(newly_dirty, Ordering::AcqRel) + newly_dirty;
-                if dirty >= self.destage_high {
-                    self.kick_destage();
-                }
-            }
-            return Ok(());
+        if write_through {
+            // One controller left: the vault is the second copy.
+            self.flush()?;
         }
+        Ok(())
     }
 
     /// Which blocks `first..=last` of the section starting at `base_lba` have map entries.
@@ -379,9 +367,10 @@ impl Cache {
         bits
     }
 
-    /// Brings one block into its slot from the array (zeroes when unmapped).
+    /// Brings one block into its owner's slot from the array (zeroes when unmapped).
     fn fill_block(
         &self,
+        owner: usize,
         volume: &VolumeHandle,
         key: SectionKey,
         block: usize,
@@ -392,7 +381,7 @@ impl Cache {
             let version = self.meta.map_version();
             let outcome =
                 with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
-            self.install_clean(key, block, &scratch, version, outcome);
+            self.install_clean(owner, key, block, &scratch, version, outcome);
             Ok(())
         })
     }
@@ -400,21 +389,25 @@ impl Cache {
     /// Installs bytes read from the array, unless the block changed meanwhile.
     fn install_clean(
         &self,
+        owner: usize,
         key: SectionKey,
         block: usize,
         bytes: &[u8],
         version: u64,
         outcome: BlockRead,
     ) {
-        let mut shard = self.shard(key).inner.lock();
+        let domain = &self.domains[owner];
+        let mut shard = domain.shard(key).inner.lock();
         if self.meta.map_version() != version {
             return;
         }
-        let Some(slot) = shard.find_or_insert(key) else {
+        let Some(slot) = shard.find_or_insert(key, Role::Primary) else {
             return;
         };
         let bit = 1u16 << block;
-        if shard.slots[slot as usize].valid & bit != 0 {
+        if shard.slots[slot as usize].valid & bit != 0
+            || shard.slots[slot as usize].role != Role::Primary
+        {
             return;
         }
         shard
@@ -424,13 +417,14 @@ impl Cache {
         entry.valid |= bit;
         if let BlockRead::Repaired { generation } = outcome {
             // Rewrite the repaired block elsewhere: it goes out with the next destage.
+            // (It is the committed content, so it needs no mirror copy.)
             entry.dirty |= bit;
             entry.unvaulted |= bit;
             entry.generation[block] = generation;
             shard.queue_dirty(slot);
             shard.queue_unvaulted(slot);
             drop(shard);
-            self.dirty_blocks.fetch_add(1, Ordering::AcqRel);
+            domain.primary_dirty.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -443,7 +437,8 @@ impl Cache {
             let section = at / SECTION_SIZE as u64;
             let within = (at % SECTION_SIZE as u64) as usize;
             let take = (SECTION_SIZE - within).min(buf.len() - done);
-            self.read_section(volume, section, within, &mut buf[done..done + take])?;
+            let owner = self.router.route((volume.id.0, section)).owner;
+            self.read_section(owner, volume, section, within, &mut buf[done..done + take])?;
             done += take;
         }
         Ok(())
@@ -451,17 +446,19 @@ impl Cache {
 
     fn read_section(
         &self,
+        owner: usize,
         volume: &VolumeHandle,
         section: u64,
         within: usize,
         out: &mut [u8],
     ) -> Result<(), IoError> {
         let key = (volume.id.0, section);
+        let domain = &self.domains[owner];
         let first_block = within / BLOCK_SIZE;
         let last_block = (within + out.len() - 1) / BLOCK_SIZE;
         let mut missing = 0u16;
         {
-            let mut shard = self.shard(key).inner.lock();
+            let mut shard = domain.shard(key).inner.lock();
             let slot = shard.find(key);
             for block in first_block..=last_block {
                 let start = (block * BLOCK_SIZE).max(within);
@@ -503,6 +500,7 @@ impl Cache {
                 let end = ((block + 1) * BLOCK_SIZE).min(within + out.len());
                 // A write may have landed in cache since we looked: it wins.
                 if !self.copy_if_cached(
+                    owner,
                     key,
                     block,
                     start,
@@ -513,7 +511,7 @@ impl Cache {
                         &scratch[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE],
                     );
                     if outcome != BlockRead::Unmapped {
-                        self.install_clean(key, block, &scratch, version, outcome);
+                        self.install_clean(owner, key, block, &scratch, version, outcome);
                     }
                 }
             }
@@ -523,13 +521,14 @@ impl Cache {
 
     fn copy_if_cached(
         &self,
+        owner: usize,
         key: SectionKey,
         block: usize,
         start: usize,
         end: usize,
         dest: &mut [u8],
     ) -> bool {
-        let mut shard = self.shard(key).inner.lock();
+        let mut shard = self.domains[owner].shard(key).inner.lock();
         match shard.find(key) {
             Some(slot) if shard.slots[slot as usize].valid & (1 << block) != 0 => {
                 dest.copy_from_slice(
@@ -566,7 +565,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Drops blocks `[start, end)` of a volume from cache and map (trim, shrink, delete).
+    /// Drops blocks `[start, end)` of a volume from every domain (primaries and mirror
+    /// copies) and from the map (trim, shrink, delete).
     ///
     /// The metadata lock is held throughout, so a reader that looked the map up before
     /// the discard cannot put the old bytes back into cache after it (its map version
@@ -576,64 +576,78 @@ impl Cache {
         let generation = self.meta.next_generation();
         let first_section = start / BLOCKS_PER_SECTION as u64;
         let end_section = end.div_ceil(BLOCKS_PER_SECTION as u64);
-        let mut released = 0u64;
-        for (index, shard) in self.shards.iter().enumerate() {
-            let mut shard = shard.inner.lock();
-            let slots: Vec<u32> = if end_section - first_section <= shard.slots.len() as u64 {
-                (first_section..end_section)
-                    .filter(|section| shard_of((volume, *section)) == index)
-                    .filter_map(|section| shard.index.get(&(volume, section)).copied())
-                    .collect()
-            } else {
-                shard
-                    .index
-                    .iter()
-                    .filter(|((v, section), _)| {
-                        *v == volume && (first_section..end_section).contains(section)
-                    })
-                    .map(|(_, slot)| *slot)
-                    .collect()
-            };
-            for slot in slots {
-                let section = shard.slots[slot as usize]
-                    .key
-                    .expect("indexed slot has a key")
-                    .1;
-                let mut mask = 0u16;
-                for block in 0..BLOCKS_PER_SECTION {
-                    let lba = section * BLOCKS_PER_SECTION as u64 + block as u64;
-                    if (start..end).contains(&lba)
-                        && shard.slots[slot as usize].generation[block] < generation
-                    {
-                        mask |= 1 << block;
+        let mut released_any = false;
+        for domain in self.domains.iter() {
+            for (index, shard) in domain.shards.iter().enumerate() {
+                let mut shard = shard.inner.lock();
+                let slots: Vec<u32> = if end_section - first_section <= shard.slots.len() as u64 {
+                    (first_section..end_section)
+                        .filter(|section| shard_of((volume, *section)) == index)
+                        .filter_map(|section| shard.index.get(&(volume, section)).copied())
+                        .collect()
+                } else {
+                    shard
+                        .index
+                        .iter()
+                        .filter(|((v, section), _)| {
+                            *v == volume && (first_section..end_section).contains(section)
+                        })
+                        .map(|(_, slot)| *slot)
+                        .collect()
+                };
+                for slot in slots {
+                    let section = shard.slots[slot as usize]
+                        .key
+                        .expect("indexed slot has a key")
+                        .1;
+                    let mut mask = 0u16;
+                    for block in 0..BLOCKS_PER_SECTION {
+                        let lba = section * BLOCKS_PER_SECTION as u64 + block as u64;
+                        if (start..end).contains(&lba)
+                            && shard.slots[slot as usize].generation[block] < generation
+                        {
+                            mask |= 1 << block;
+                        }
                     }
-                }
-                let entry = &mut shard.slots[slot as usize];
-                let reserved = (entry.reserved & entry.dirty & mask).count_ones();
-                if reserved > 0
-                    && let Some(pool) = &entry.pool
-                {
-                    pool.release(u64::from(reserved));
-                }
-                released += u64::from((entry.dirty & mask).count_ones());
-                entry.valid &= !mask;
-                entry.known &= !mask;
-                entry.dirty &= !mask;
-                entry.unvaulted &= !mask;
-                entry.reserved &= !mask;
-                if entry.dirty == 0 {
-                    entry.vault_lsn = u64::MAX;
-                }
-                if entry.valid == 0 && entry.dirty == 0 {
-                    shard.release(slot);
+                    let entry = &mut shard.slots[slot as usize];
+                    let reserved = (entry.reserved & entry.dirty & mask).count_ones();
+                    if reserved > 0
+                        && let Some(pool) = &entry.pool
+                    {
+                        pool.release(u64::from(reserved));
+                    }
+                    let dropped = u64::from((entry.dirty & mask).count_ones());
+                    let unmirrored =
+                        u64::from((entry.unmirrored & entry.dirty & mask).count_ones());
+                    match entry.role {
+                        Role::Primary => {
+                            domain.primary_dirty.fetch_sub(dropped, Ordering::AcqRel);
+                            domain.unmirrored.fetch_sub(unmirrored, Ordering::AcqRel);
+                        }
+                        Role::Mirror => {
+                            domain.mirror_dirty.fetch_sub(dropped, Ordering::AcqRel);
+                        }
+                    }
+                    released_any |= dropped > 0;
+                    entry.valid &= !mask;
+                    entry.known &= !mask;
+                    entry.dirty &= !mask;
+                    entry.unvaulted &= !mask;
+                    entry.reserved &= !mask;
+                    entry.unmirrored &= !mask;
+                    if entry.dirty == 0 {
+                        entry.vault_lsn = u64::MAX;
+                    }
+                    if entry.valid == 0 && entry.dirty == 0 {
+                        shard.release(slot);
+                    }
                 }
             }
         }
         self.meta
             .trim_locked(&mut state, volume, start, end, generation);
         drop(state);
-        if released > 0 {
-            self.dirty_blocks.fetch_sub(released, Ordering::AcqRel);
+        if released_any {
             self.signals.space.notify_all();
         }
     }
@@ -673,7 +687,7 @@ impl Cache {
         self.trim(volume, offset, len)
     }
 
-    /// Brings a range into cache (reads and discards it), at most 64 MiB.
+    /// Brings a range into its owners' caches (reads and discards it), at most 64 MiB.
     pub fn prefetch(&self, volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
         Self::check_range(volume, offset, len)?;
         let mut buf = self.prefetch_buffers.take();
@@ -702,8 +716,9 @@ impl Cache {
         while at < end {
             let section = at / SECTION_SIZE as u64;
             let key = (volume.id.0, section);
+            let owner = self.router.route(key).owner;
             let cached = {
-                let mut shard = self.shard(key).inner.lock();
+                let mut shard = self.domains[owner].shard(key).inner.lock();
                 shard
                     .find(key)
                     .map_or(0, |slot| shard.slots[slot as usize].valid)
@@ -732,13 +747,15 @@ impl Cache {
         Ok(())
     }
 
-    /// Destages everything, checkpoints and stops the destage thread.
+    /// Destages everything, checkpoints and stops the destage threads.
     pub fn shutdown(&self) -> Result<(), IoError> {
         let result = self.drain();
         self.shutdown.store(true, Ordering::Release);
-        self.kick_destage();
-        if let Some(handle) = self.destager.lock().take() {
-            let _ = handle.join();
+        self.kick_all_destagers();
+        for domain in self.domains.iter() {
+            if let Some(handle) = domain.destager.lock().take() {
+                let _ = handle.join();
+            }
         }
         result?;
         self.checkpoint().map_err(|err| IoError::Media {
@@ -747,11 +764,11 @@ impl Cache {
         })
     }
 
-    /// Asks the destage thread to write out everything dirty and waits until it has.
+    /// Asks the destage threads to write out everything dirty and waits until they have.
     pub fn drain(&self) -> Result<(), IoError> {
         let deadline = Instant::now() + Duration::from_secs(600);
         self.drain_requested.store(true, Ordering::Release);
-        while self.dirty_blocks.load(Ordering::Acquire) > 0 {
+        while self.dirty_bytes() > 0 {
             if self.meta.has_failed() {
                 return Err(IoError::Media {
                     volume: String::new(),
@@ -765,7 +782,7 @@ impl Cache {
                     detail: "drain did not finish in 600 s".into(),
                 });
             }
-            self.kick_destage();
+            self.kick_all_destagers();
             let mut guard = self.signals.lock.lock();
             self.signals
                 .space

@@ -1,6 +1,11 @@
-//! One shard of the DRAM cache: a fixed set of 64 KiB section slots with their block
-//! states, an index from (volume, section) to slot, clock eviction of clean slots, and the
-//! queues of slots holding dirty or not-yet-vaulted blocks.
+//! One shard of a controller's DRAM cache: a fixed set of 64 KiB section slots with their
+//! block states, an index from (volume, section) to slot, clock eviction of clean slots,
+//! and the queues of slots holding dirty or not-yet-vaulted blocks.
+//!
+//! A slot holds a section either as its owner ([`Role::Primary`]: read cache, dirty data,
+//! destage) or as its mirror ([`Role::Mirror`]: only the dirty blocks, copied from the
+//! owner, released when the owner destages them). A controller never holds both for one
+//! section.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,9 +19,20 @@ use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE, SectionIndex};
 /// Identifies a section of a volume.
 pub type SectionKey = (u32, SectionIndex);
 
+/// Why a controller holds a section.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// It owns the section: serves it, vaults and destages its dirty blocks.
+    Primary,
+    /// It keeps the second copy of the owner's dirty blocks.
+    Mirror,
+}
+
 /// Per-section state. Bit `b` of each mask is block `b` of the section.
+#[derive(Clone)]
 pub struct Slot {
     pub key: Option<SectionKey>,
+    pub role: Role,
     /// Blocks whose bytes in the slot are current.
     pub valid: u16,
     /// Blocks written since their last destage commit.
@@ -31,7 +47,12 @@ pub struct Slot {
     pub mapped: u16,
     /// Generation of each block's current bytes.
     pub generation: [u64; BLOCKS_PER_SECTION],
+    /// Dirty blocks (of a primary) whose mirror copy is missing: re-mirroring after a
+    /// failover has not reached them yet.
+    pub unmirrored: u16,
     /// Oldest journal LSN holding a vault copy of a dirty block here (`u64::MAX`: none).
+    /// A mirror slot keeps the journal position at the time of its oldest dirty copy: any
+    /// vault record of those blocks is at or after it.
     pub vault_lsn: u64,
     pub queued: bool,
     pub in_unvaulted: bool,
@@ -51,12 +72,14 @@ impl Slot {
     fn empty() -> Slot {
         Slot {
             key: None,
+            role: Role::Primary,
             valid: 0,
             dirty: 0,
             unvaulted: 0,
             reserved: 0,
             known: 0,
             mapped: 0,
+            unmirrored: 0,
             generation: [0; BLOCKS_PER_SECTION],
             vault_lsn: u64::MAX,
             queued: false,
@@ -97,9 +120,9 @@ impl ShardInner {
         Some(slot)
     }
 
-    /// The slot of `key`, taking a free or clean one when the section is not cached.
-    /// `None` when every slot holds dirty data.
-    pub fn find_or_insert(&mut self, key: SectionKey) -> Option<u32> {
+    /// The slot of `key`, taking a free or clean one when the section is not cached (a new
+    /// slot has `role`). `None` when every slot holds dirty data.
+    pub fn find_or_insert(&mut self, key: SectionKey, role: Role) -> Option<u32> {
         if let Some(slot) = self.find(key) {
             return Some(slot);
         }
@@ -110,6 +133,7 @@ impl ShardInner {
         let entry = &mut self.slots[slot as usize];
         *entry = Slot::empty();
         entry.key = Some(key);
+        entry.role = role;
         entry.referenced = true;
         self.index.insert(key, slot);
         Some(slot)
@@ -135,6 +159,28 @@ impl ShardInner {
             return Some(slot as u32);
         }
         None
+    }
+
+    /// Slots a new section could take now: free ones and those with no dirty block.
+    pub fn available(&self) -> usize {
+        self.free.len()
+            + self
+                .slots
+                .iter()
+                .filter(|slot| slot.key.is_some() && slot.dirty == 0)
+                .count()
+    }
+
+    /// Forgets every slot (a failed controller's DRAM is gone).
+    pub fn clear(&mut self) {
+        self.index.clear();
+        for slot in &mut self.slots {
+            *slot = Slot::empty();
+        }
+        self.free = (0..self.slots.len() as u32).rev().collect();
+        self.clock = 0;
+        self.dirty_queue.clear();
+        self.unvaulted.clear();
     }
 
     /// Forgets a slot with no dirty block.
@@ -185,13 +231,13 @@ mod tests {
     fn dirty_slots_are_never_evicted() {
         let mut shard = ShardInner::new(4);
         for section in 0..4 {
-            let slot = shard.find_or_insert((1, section)).unwrap();
+            let slot = shard.find_or_insert((1, section), Role::Primary).unwrap();
             shard.slots[slot as usize].dirty = 1;
         }
-        assert!(shard.find_or_insert((1, 99)).is_none());
+        assert!(shard.find_or_insert((1, 99), Role::Primary).is_none());
         let victim = shard.index[&(1, 2)];
         shard.slots[victim as usize].dirty = 0;
-        let slot = shard.find_or_insert((1, 99)).unwrap();
+        let slot = shard.find_or_insert((1, 99), Role::Primary).unwrap();
         assert_eq!(slot, victim);
         assert!(!shard.index.contains_key(&(1, 2)));
         for section in [0, 1, 3] {

@@ -1,12 +1,13 @@
-//! The vault flush: copies every dirty block whose current generation is not yet in the
-//! vault into VAULT records of the journal, syncs the journal, and only then marks those
-//! generations vaulted. Also checkpoints (under the same lock, so no vault record can slip
+//! The vault flush: copies every dirty block (of every live domain's primaries) whose
+//! current generation is not yet in the vault into VAULT records of the journal, syncs the
+//! journal, and only then marks those generations vaulted. Also checkpoints (under the same lock, so no vault record can slip
 //! between the computed replay floor and the checkpoint) and re-installs recovered blocks.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Cache;
+use super::shard::Role;
 use crate::meta::RecoveredBlock;
 use crate::meta::records::{self, VAULT_BLOCKS_PER_RECORD};
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
@@ -14,6 +15,7 @@ use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
 /// One block copied into a vault record: where it came from and which generation.
 #[derive(Clone, Copy)]
 struct Vaulted {
+    domain: usize,
     shard: usize,
     slot: u32,
     key: (u32, u64),
@@ -30,45 +32,63 @@ pub struct FlushState {
 }
 
 impl Cache {
-    /// Returns once every write acknowledged before the call is durable.
+    /// Returns once every write acknowledged before the call is durable. Starts over when
+    /// sections changed hands during it (their blocks may have moved to a domain already
+    /// passed).
     pub fn flush(&self) -> Result<(), IoError> {
         self.counters.flushes.fetch_add(1, Ordering::Relaxed);
         self.wait_for_journal_room()?;
+        loop {
+            let epoch = self.epoch.load(Ordering::Acquire);
+            self.flush_once()?;
+            if self.epoch.load(Ordering::Acquire) == epoch {
+                return Ok(());
+            }
+        }
+    }
+
+    fn flush_once(&self) -> Result<(), IoError> {
         let mut state = self.flush_lock.lock();
         let state = &mut *state;
-        for (index, shard) in self.shards.iter().enumerate() {
-            let mut shard = shard.inner.lock();
-            let mut slots = std::mem::take(&mut shard.unvaulted);
-            for &slot in &slots {
-                let entry = &mut shard.slots[slot as usize];
-                if !entry.in_unvaulted {
-                    continue;
-                }
-                entry.in_unvaulted = false;
-                let Some(key) = entry.key else { continue };
-                let pending = entry.unvaulted & entry.dirty;
-                for block in 0..BLOCKS_PER_SECTION {
-                    if pending & (1 << block) == 0 {
+        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+            for (index, shard) in domain.shards.iter().enumerate() {
+                let mut shard = shard.inner.lock();
+                let mut slots = std::mem::take(&mut shard.unvaulted);
+                for &slot in &slots {
+                    let entry = &mut shard.slots[slot as usize];
+                    if !entry.in_unvaulted {
                         continue;
                     }
-                    // Copy the data while the shard is locked.
-                    let generation = shard.slots[slot as usize].generation[block];
-                    let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
-                    state.headers.push((key.0, lba, generation));
-                    state.data.extend_from_slice(shard.block(slot, block));
-                    state.pending.push(Vaulted {
-                        shard: index,
-                        slot,
-                        key,
-                        block,
-                        generation,
-                    });
+                    entry.in_unvaulted = false;
+                    let Some(key) = entry.key else { continue };
+                    if entry.role != Role::Primary {
+                        continue;
+                    }
+                    let pending = entry.unvaulted & entry.dirty;
+                    for block in 0..BLOCKS_PER_SECTION {
+                        if pending & (1 << block) == 0 {
+                            continue;
+                        }
+                        // Copy the data while the shard is locked.
+                        let generation = shard.slots[slot as usize].generation[block];
+                        let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
+                        state.headers.push((key.0, lba, generation));
+                        state.data.extend_from_slice(shard.block(slot, block));
+                        state.pending.push(Vaulted {
+                            domain: domain.index,
+                            shard: index,
+                            slot,
+                            key,
+                            block,
+                            generation,
+                        });
+                    }
                 }
-            }
-            // Give the (now processed) list's capacity back to the shard.
-            slots.clear();
-            if shard.unvaulted.is_empty() {
-                shard.unvaulted = slots;
+                // Give the (now processed) list's capacity back to the shard.
+                slots.clear();
+                if shard.unvaulted.is_empty() {
+                    shard.unvaulted = slots;
+                }
             }
         }
         let journal = self.meta.journal();
@@ -88,10 +108,14 @@ impl Cache {
         let count = state.pending.len() as u64;
         if result.is_ok() {
             for vaulted in &state.pending {
-                let mut shard = self.shards[vaulted.shard].inner.lock();
+                let mut shard = self.domains[vaulted.domain].shards[vaulted.shard]
+                    .inner
+                    .lock();
                 let entry = &mut shard.slots[vaulted.slot as usize];
                 let bit = 1u16 << vaulted.block;
-                if entry.holds_dirty(vaulted.key, vaulted.block, vaulted.generation) {
+                if entry.role == Role::Primary
+                    && entry.holds_dirty(vaulted.key, vaulted.block, vaulted.generation)
+                {
                     entry.unvaulted &= !bit;
                     entry.vault_lsn = entry.vault_lsn.min(floor);
                 }
@@ -116,7 +140,7 @@ impl Cache {
         let journal = self.meta.journal();
         let mut deadline = None;
         loop {
-            let need = self.dirty_blocks.load(Ordering::Acquire) * (BLOCK_SIZE as u64 + 32);
+            let need = self.dirty_bytes() / BLOCK_SIZE as u64 * (BLOCK_SIZE as u64 + 32);
             if journal.used() + need <= journal.region_len() / 10 * 8 {
                 return Ok(());
             }
@@ -133,28 +157,32 @@ impl Cache {
 
     /// Writes a checkpoint and lets the journal reuse the space before it.
     pub fn checkpoint(&self) -> Result<(), crate::meta::MetaError> {
+        let _writer = self.array_writer.lock();
         let _flush = self.flush_lock.lock();
         self.meta.checkpoint(|| self.vault_floor())
     }
 
-    /// The oldest journal position holding a vault copy still needed.
+    /// The oldest journal position holding a vault copy still needed, by a primary or by
+    /// a mirror copy (which may become a primary if its owner fails).
     fn vault_floor(&self) -> u64 {
         let mut floor = u64::MAX;
-        for shard in self.shards.iter() {
-            let shard = shard.inner.lock();
-            for entry in &shard.slots {
-                if entry.dirty != 0 {
-                    floor = floor.min(entry.vault_lsn);
+        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+            for shard in domain.shards.iter() {
+                let shard = shard.inner.lock();
+                for entry in &shard.slots {
+                    if entry.dirty != 0 {
+                        floor = floor.min(entry.vault_lsn);
+                    }
                 }
             }
         }
         floor
     }
 
-    /// Puts blocks recovered from the vault back into cache as dirty, vaulted data.
+    /// Puts blocks recovered from the vault back into cache as dirty, vaulted data: in
+    /// their owner's domain and, as a mirror copy, in their mirror's.
     pub(super) fn install_recovered(&self, blocks: Vec<RecoveredBlock>) {
         let state = self.meta.state();
-        let mut installed = 0;
         for block in blocks {
             let Some(volume) = state.volumes.get(&block.volume) else {
                 continue;
@@ -162,35 +190,54 @@ impl Cache {
             let section = block.lba / BLOCKS_PER_SECTION as u64;
             let index = (block.lba % BLOCKS_PER_SECTION as u64) as usize;
             let key = (block.volume, section);
+            let route = self.router.route(key);
             let mapped = state
                 .maps
                 .get(&block.volume)
                 .is_some_and(|map| map.get(block.lba).is_some());
-            let mut shard = self.shard(key).inner.lock();
-            let Some(slot) = shard.find_or_insert(key) else {
-                eprintln!(
-                    "troika: the cache is too small to hold the data recovered from the vault; start with the hardware model this node was created with"
-                );
-                std::process::exit(1);
-            };
-            shard.block_mut(slot, index).copy_from_slice(&block.data);
-            let entry = &mut shard.slots[slot as usize];
             let bit = 1u16 << index;
-            entry.valid |= bit;
-            entry.dirty |= bit;
-            entry.generation[index] = block.generation;
-            entry.vault_lsn = entry.vault_lsn.min(block.lsn);
-            entry.known |= bit;
-            if mapped {
-                entry.mapped |= bit;
-            } else {
-                entry.reserved |= bit;
-                volume.pool.add(1);
-                entry.pool = Some(volume.pool.clone());
+            for (domain_index, role) in [
+                (Some(route.owner), Role::Primary),
+                (route.mirror, Role::Mirror),
+            ] {
+                let Some(domain_index) = domain_index else {
+                    continue;
+                };
+                let domain = &self.domains[domain_index];
+                let mut shard = domain.shard(key).inner.lock();
+                let Some(slot) = shard.find_or_insert(key, role) else {
+                    eprintln!(
+                        "troika: the cache is too small to hold the data recovered from the vault; start with the hardware model this node was created with"
+                    );
+                    std::process::exit(1);
+                };
+                shard.block_mut(slot, index).copy_from_slice(&block.data);
+                let entry = &mut shard.slots[slot as usize];
+                let newly = entry.dirty & bit == 0;
+                entry.valid |= bit;
+                entry.dirty |= bit;
+                entry.generation[index] = block.generation;
+                entry.vault_lsn = entry.vault_lsn.min(block.lsn);
+                if role == Role::Primary {
+                    entry.known |= bit;
+                    if mapped {
+                        entry.mapped |= bit;
+                    } else if entry.reserved & bit == 0 {
+                        entry.reserved |= bit;
+                        volume.pool.add(1);
+                        entry.pool = Some(volume.pool.clone());
+                    }
+                    shard.queue_dirty(slot);
+                }
+                drop(shard);
+                if newly {
+                    let counter = match role {
+                        Role::Primary => &domain.primary_dirty,
+                        Role::Mirror => &domain.mirror_dirty,
+                    };
+                    counter.fetch_add(1, Ordering::AcqRel);
+                }
             }
-            shard.queue_dirty(slot);
-            installed += 1;
         }
-        self.dirty_blocks.fetch_add(installed, Ordering::AcqRel);
     }
 }

@@ -1,32 +1,45 @@
 //! Controllers: the layer between the target ports and the cache.
 //!
-//! Promises to the front ends: every export (a volume, by name) can be opened on any port,
-//! and every request on it reaches the cache that holds its sections; a write is
-//! acknowledged only once the cache holds it. Assumes the cache and metadata below are
-//! shared by all connection threads.
+//! Promises to the front ends: every export (a volume, by name) can be opened on any live
+//! controller's port, and every request on it reaches the domains that hold its sections:
+//! the owner (reads, the first copy of a write) and the mirror (the second copy), as
+//! [`routing`] places them. A write is acknowledged only once both hold it (or, with one
+//! controller left, once it is in the vault). Requests enter the cache through their
+//! port's controller gate with no lock (see `cache::gate`); a request for a section owned
+//! elsewhere is carried out by the arriving thread on the owner's domain, so forwarding
+//! costs a memcpy into the owner's and the mirror's slots, not a thread handoff.
 //!
-//! The node still runs the controllers' data path as one cache with the DRAM budget of all
-//! controllers together. The per-controller caches, mirroring and failover (DESIGN.md,
-//! "Sections and ownership") slot in here: `VolumeTarget` is where a request is cut into
-//! sections and routed to their owner. Two pieces of that are built and tested but not yet
-//! wired into the data path: [`state`], the controller's state machine, and [`placement`],
-//! the stable hash that picks each section's owner and mirror.
+//! Each controller runs the state machine in [`state`]; [`failover`] drives it: a failure
+//! closes the controller's port, pauses requests for the moment it takes to promote its
+//! sections' mirror copies, and leaves re-mirroring to a background worker; a recovery
+//! reopens the port and moves ownership back in steps.
 //!
 //! Every request a `VolumeTarget` serves is counted in its volume's and its controller's
 //! [`IoStats`]; both are looked up once when the export is opened, so the per-request cost
 //! is a clock read before and after and a few relaxed atomic adds.
 
+mod failover;
 pub mod placement;
+mod ports;
+pub mod routing;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
 use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
+pub use failover::EventSink;
+use routing::Routing;
+use state::{ControllerEvent, ControllerState};
 
 /// A checked controller number (0-based internally, shown 1-based to operators).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -49,23 +62,66 @@ impl std::fmt::Display for ControllerId {
     }
 }
 
+/// What the node keeps about one controller besides its state machine.
+struct Record {
+    state: ControllerState,
+    failovers: u64,
+    state_changed_at: u64,
+    /// Failback steps done while RECOVERING.
+    failback_step: u8,
+}
+
 /// The node's controllers as the front ends see them.
 pub struct Controllers {
     cache: Arc<Cache>,
+    routing: Arc<Routing>,
     ids: Vec<ControllerId>,
     stats: Arc<StatsRegistry>,
+    records: Mutex<Vec<Record>>,
+    /// Serializes failures, recoveries and failback steps.
+    control: Mutex<()>,
+    ports: ports::Ports,
+    events: Mutex<Option<EventSink>>,
+    remirror: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl Controllers {
-    pub fn new(cache: Arc<Cache>, count: usize) -> Arc<Controllers> {
-        let ids = (0..count)
+    /// The controllers over `cache`, placing sections with `routing` (the router the
+    /// cache was started with); all start ACTIVE.
+    pub fn new(cache: Arc<Cache>, routing: Arc<Routing>, count: usize) -> Arc<Controllers> {
+        let ids: Vec<ControllerId> = (0..count)
             .filter_map(|index| ControllerId::new(index, count))
             .collect();
-        Arc::new(Controllers {
+        let now = failover::now_ms();
+        let records = ids
+            .iter()
+            .map(|_| Record {
+                state: ControllerState::Starting
+                    .on(ControllerEvent::Ready)
+                    .expect("Starting takes Ready"),
+                failovers: 0,
+                state_changed_at: now,
+                failback_step: 0,
+            })
+            .collect();
+        let controllers = Arc::new(Controllers {
             cache,
+            routing,
             ids,
             stats: Arc::new(StatsRegistry::new(count)),
-        })
+            records: Mutex::new(records),
+            control: Mutex::new(()),
+            ports: ports::Ports::new(count),
+            events: Mutex::new(None),
+            remirror: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&controllers);
+        controllers.cache.set_panic_hook(Arc::new(move |index| {
+            if let Some(controllers) = weak.upgrade() {
+                controllers.fail_after_panic(index);
+            }
+        }));
+        controllers
     }
 
     pub fn ids(&self) -> &[ControllerId] {
@@ -76,40 +132,46 @@ impl Controllers {
         &self.cache
     }
 
-    /// Every controller as operators see it.
-    pub fn infos(&self) -> Vec<crate::mgmt::api::ControllerInfo> {
-        Vec::new()
-    }
-
-    /// Fails controller `number` (1-based); see `Management::fail_controller`.
-    pub fn fail_by_number(
-        &self,
-        number: u32,
-    ) -> Result<crate::mgmt::api::ControllerInfo, crate::mgmt::api::MgmtError> {
-        Err(crate::mgmt::api::MgmtError::new(
-            "CONTROLLER_NOT_FOUND",
-            404,
-            format!("no controller {number}"),
-        ))
-    }
-
-    /// Recovers controller `number` (1-based); see `Management::recover_controller`.
-    pub fn recover_by_number(
-        &self,
-        number: u32,
-    ) -> Result<crate::mgmt::api::ControllerInfo, crate::mgmt::api::MgmtError> {
-        self.fail_by_number(number)
-    }
-
     /// The I/O statistics of every volume and controller (for `/metrics`).
     pub fn stats(&self) -> &Arc<StatsRegistry> {
         &self.stats
     }
 
+    /// Where events go (the node's event log).
+    pub fn set_event_sink(&self, sink: EventSink) {
+        *self.events.lock() = Some(sink);
+    }
+
+    /// Opens controller `index`'s NBD port on `address`.
+    pub fn open_port(
+        self: &Arc<Self>,
+        controller: ControllerId,
+        address: SocketAddr,
+    ) -> std::io::Result<()> {
+        self.ports.open(
+            controller.index(),
+            address,
+            ControllerPort::new(self.clone(), controller),
+        )
+    }
+
+    /// Closes every port and waits for their connections (node shutdown).
+    pub fn close_ports(&self) {
+        self.ports.close_all();
+        if let Some(worker) = self.remirror.lock().take() {
+            let _ = worker.join();
+        }
+    }
+
+    /// The state of controller `controller`.
+    pub fn state(&self, controller: ControllerId) -> ControllerState {
+        self.records.lock()[controller.index()].state
+    }
+
     /// Opens the named export for a connection that arrived on `controller`'s port; `None`
     /// when there is no such volume or no such controller.
     pub fn open_export_on(
-        &self,
+        self: &Arc<Self>,
         name: &str,
         controller: ControllerId,
     ) -> Option<Arc<dyn BlockTarget>> {
@@ -121,11 +183,23 @@ impl Controllers {
         };
         let volume_stats = self.stats.volume(&handle);
         Some(Arc::new(VolumeTarget {
+            controllers: self.clone(),
             cache: self.cache.clone(),
+            port: controller.index(),
             handle,
             volume_stats,
             controller_stats,
         }))
+    }
+
+    /// The first controller whose ports are open (the unix socket's requests enter there).
+    fn first_open(&self) -> ControllerId {
+        let records = self.records.lock();
+        self.ids
+            .iter()
+            .copied()
+            .find(|id| records[id.index()].state.ports_open())
+            .unwrap_or(self.ids[0])
     }
 }
 
@@ -155,7 +229,29 @@ impl ExportProvider for ControllerPort {
     }
 }
 
-impl ExportProvider for Controllers {
+/// The node's unix socket: enters through the first controller whose ports are open.
+pub struct NodePort {
+    controllers: Arc<Controllers>,
+}
+
+impl NodePort {
+    pub fn new(controllers: Arc<Controllers>) -> Arc<NodePort> {
+        Arc::new(NodePort { controllers })
+    }
+}
+
+impl ExportProvider for NodePort {
+    fn list_exports(&self) -> Vec<ExportInfo> {
+        self.controllers.list_exports()
+    }
+
+    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
+        let controller = self.controllers.first_open();
+        self.controllers.open_export_on(name, controller)
+    }
+}
+
+impl Controllers {
     fn list_exports(&self) -> Vec<ExportInfo> {
         let state = self.cache.meta().state();
         state
@@ -169,23 +265,46 @@ impl ExportProvider for Controllers {
             })
             .collect()
     }
-
-    /// Opens on the first controller (the unix socket is controller 1's port; the TCP ports
-    /// go through [`ControllerPort`]).
-    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
-        self.open_export_on(name, *self.ids.first()?)
-    }
 }
 
 /// One open volume on a port.
 pub struct VolumeTarget {
+    controllers: Arc<Controllers>,
     cache: Arc<Cache>,
+    /// The controller whose port the connection arrived on.
+    port: usize,
     handle: Arc<VolumeHandle>,
     volume_stats: Arc<IoStats>,
     controller_stats: Arc<IoStats>,
 }
 
 impl VolumeTarget {
+    /// Runs a cache operation admitted through this port's controller (retried after an
+    /// ownership change). A panic in it fails that controller, not the node, and the
+    /// request gets an I/O error.
+    fn serve<T>(
+        &self,
+        mut operation: impl FnMut(&Cache) -> Result<T, IoError>,
+    ) -> Result<T, IoError> {
+        let cache = &*self.cache;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            cache.admitted(self.port, || operation(cache))
+        }));
+        match outcome {
+            Ok(result) => result,
+            Err(_) => {
+                self.controllers.fail_after_panic(self.port);
+                Err(IoError::Media {
+                    volume: self.handle.name.clone(),
+                    detail: format!(
+                        "controller {} failed while serving this request; reconnect through another controller's port",
+                        self.port + 1
+                    ),
+                })
+            }
+        }
+    }
+
     /// Counts a finished request in the volume's and the controller's stats: `record` on
     /// success, an error on failure (a declined fast-zero is neither).
     fn account<T>(
@@ -210,9 +329,9 @@ impl VolumeTarget {
     }
 
     fn write_then_flush(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), IoError> {
-        self.cache.write(&self.handle, offset, data)?;
+        self.serve(|cache| cache.write(&self.handle, offset, data))?;
         if fua {
-            self.cache.flush()?;
+            self.serve(Cache::flush)?;
         }
         Ok(())
     }
@@ -236,7 +355,7 @@ impl BlockTarget for VolumeTarget {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         let started = Instant::now();
         let bytes = buf.len() as u64;
-        let result = self.cache.read(&self.handle, offset, buf);
+        let result = self.serve(|cache| cache.read(&self.handle, offset, buf));
         self.account(result, started, |stats, latency| {
             stats.record_read(bytes, latency)
         })
@@ -252,18 +371,21 @@ impl BlockTarget for VolumeTarget {
 
     fn flush(&self) -> Result<(), IoError> {
         let started = Instant::now();
-        let result = self.cache.flush();
+        let result = self.serve(Cache::flush);
         self.account(result, started, IoStats::record_flush)
     }
 
     fn trim(&self, offset: u64, len: u64, fua: bool) -> Result<(), IoError> {
         let started = Instant::now();
-        let result = self.cache.trim(&self.handle, offset, len).and_then(|()| {
-            if fua {
-                self.cache.flush()?;
-            }
-            Ok(())
-        });
+        let result = self
+            .serve(|cache| cache.trim(&self.handle, offset, len))
+            .and_then(|()| {
+                if fua {
+                    self.serve(Cache::flush)
+                } else {
+                    Ok(())
+                }
+            });
         self.account(result, started, |stats, _| stats.record_trim())
     }
 
@@ -277,34 +399,22 @@ impl BlockTarget for VolumeTarget {
     ) -> Result<(), IoError> {
         let started = Instant::now();
         let result = self
-            .cache
-            .write_zeroes(&self.handle, offset, len, no_hole, fast_only)
+            .serve(|cache| cache.write_zeroes(&self.handle, offset, len, no_hole, fast_only))
             .and_then(|()| {
                 if fua {
-                    self.cache.flush()?;
+                    self.serve(Cache::flush)
+                } else {
+                    Ok(())
                 }
-                Ok(())
             });
         self.account(result, started, |stats, _| stats.record_write_zeroes())
     }
 
     fn prefetch(&self, offset: u64, len: u64) -> Result<(), IoError> {
-        self.cache.prefetch(&self.handle, offset, len)
+        self.serve(|cache| cache.prefetch(&self.handle, offset, len))
     }
 
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), IoError> {
-        self.cache.block_status(&self.handle, offset, len, out)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn controller_ids_are_checked() {
-        assert!(ControllerId::new(2, 3).is_some());
-        assert!(ControllerId::new(3, 3).is_none());
-        assert_eq!(ControllerId::new(0, 3).unwrap().to_string(), "1");
+        self.serve(|cache| cache.block_status(&self.handle, offset, len, out))
     }
 }

@@ -49,7 +49,15 @@ impl LiveSet {
         self.0 == 0
     }
 
-    fn indexes(self) -> impl Iterator<Item = usize> {
+    pub fn bits(self) -> u8 {
+        self.0
+    }
+
+    pub fn from_bits(bits: u8) -> LiveSet {
+        LiveSet(bits)
+    }
+
+    pub fn indexes(self) -> impl Iterator<Item = usize> {
         (0..8).filter(move |index| self.0 & (1 << index) != 0)
     }
 }

@@ -64,9 +64,26 @@ fn sim_hil_model_has_latency_on_every_device() {
 #[test]
 fn shipped_files_load_from_disk() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw");
-    for file in ["dev.toml", "ci.toml", "sim-hil.toml"] {
+    for file in ["dev.toml", "ci.toml", "sim-hil.toml", "bench-1ctl.toml"] {
         HwModel::load(&dir.join(file)).unwrap_or_else(|e| panic!("{e}"));
     }
+}
+
+/// The controllers bench compares dev.toml with a one-controller model of the same total DRAM
+/// and the same devices; only the controller count and its DRAM split may differ.
+#[test]
+fn bench_one_controller_model_matches_dev_but_for_controllers() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw");
+    let dev = HwModel::load(&dir.join("dev.toml")).unwrap();
+    let one = HwModel::load(&dir.join("bench-1ctl.toml")).unwrap();
+    assert_eq!(one.controllers, 1);
+    assert_eq!(
+        one.dram_per_controller * one.controllers as u64,
+        dev.dram_per_controller * dev.controllers as u64
+    );
+    assert_eq!(format!("{:?}", one.stripe), format!("{:?}", dev.stripe));
+    assert_eq!(format!("{:?}", one.ssds), format!("{:?}", dev.ssds));
+    assert_eq!(format!("{:?}", one.nlsas), format!("{:?}", dev.nlsas));
 }
 
 #[test]

@@ -184,6 +184,13 @@ impl MgmtError {
             format!("volume {what} does not exist"),
         )
     }
+    pub fn controller_not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            "CONTROLLER_NOT_FOUND",
+            404,
+            format!("controller {what} does not exist"),
+        )
+    }
     pub fn name_conflict(kind: &str, name: &str) -> Self {
         Self::new(
             "NAME_CONFLICT",

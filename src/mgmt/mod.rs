@@ -33,6 +33,6 @@ pub use api::{
     Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate, SystemInfo, VolumeCreate, VolumeInfo,
     VolumeUpdate,
 };
-pub use cli::{CliCommand, PoolCommand, SystemCommand, VolCommand, run};
+pub use cli::{CliCommand, ControllerCommand, PoolCommand, SystemCommand, VolCommand, run};
 pub use client::{Client, ClientError};
 pub use server::spawn_server;

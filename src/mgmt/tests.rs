@@ -29,7 +29,7 @@ use super::api::{
     API_LEVEL, Management, MgmtError, OperationalState, PoolCreate, PoolInfo, PoolUpdate,
     SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
 };
-use super::cli::{self, CliCommand, PoolCommand, VolCommand};
+use super::cli::{self, CliCommand, ControllerCommand, PoolCommand, VolCommand};
 use super::client::Client;
 use super::events::EventLog;
 use super::http::{self, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};

@@ -394,10 +394,7 @@ impl Management for NodeApi {
         self.controllers.fail_by_number(id)
     }
 
-    fn recover_controller(
-        &self,
-        id: u32,
-    ) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+    fn recover_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
         self.controllers.recover_by_number(id)
     }
 }

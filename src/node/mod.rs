@@ -21,7 +21,8 @@ mod monitor;
 use api::{NodeApi, now_ms};
 
 use crate::cache::Cache;
-use crate::controller::{ControllerPort, Controllers};
+use crate::controller::routing::Routing;
+use crate::controller::{Controllers, NodePort};
 use crate::hw::HwModel;
 use crate::io::{self, Device};
 use crate::layout::Array;
@@ -47,6 +48,7 @@ pub struct NodeOptions {
 /// A running node.
 pub struct Node {
     cache: Arc<Cache>,
+    controllers: Arc<Controllers>,
     events: Arc<EventLog>,
     shutdown: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
@@ -132,9 +134,19 @@ impl Node {
             );
         }
         let meta = Arc::new(meta);
-        let dram = hw.dram_per_controller * hw.controllers as u64;
-        let cache = Cache::start(meta.clone(), dram, recovered);
-        let controllers = Controllers::new(cache.clone(), hw.controllers);
+        let routing = Arc::new(Routing::new(hw.controllers));
+        let cache = Cache::start(
+            meta.clone(),
+            hw.controllers,
+            hw.dram_per_controller,
+            recovered,
+            routing.clone(),
+        );
+        let controllers = Controllers::new(cache.clone(), routing, hw.controllers);
+        let sink_events = events.clone();
+        controllers.set_event_sink(Arc::new(move |code, description| {
+            sink_events.raise(code, description, None, None);
+        }));
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         let mut sockets = Vec::new();
@@ -146,7 +158,7 @@ impl Node {
         sockets.push(nbd_socket);
         threads.push(nbd::spawn_server(
             NbdListener::Unix(unix),
-            controllers.clone(),
+            NodePort::new(controllers.clone()),
             NbdConfig::default(),
             shutdown.clone(),
         ));
@@ -158,17 +170,13 @@ impl Node {
             );
         }
         for (address, controller) in options.nbd_tcp.iter().zip(controllers.ids()) {
-            let tcp = TcpListener::bind(address).with_context(|| {
-                format!(
-                    "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
-                )
-            })?;
-            threads.push(nbd::spawn_server(
-                NbdListener::Tcp(tcp),
-                ControllerPort::new(controllers.clone(), *controller),
-                NbdConfig::default(),
-                shutdown.clone(),
-            ));
+            controllers
+                .open_port(*controller, *address)
+                .with_context(|| {
+                    format!(
+                        "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
+                    )
+                })?;
         }
 
         let api = Arc::new(NodeApi {
@@ -208,6 +216,7 @@ impl Node {
         threads.push(monitor::spawn(meta, events.clone(), shutdown.clone()));
         Ok(Node {
             cache,
+            controllers,
             events,
             shutdown,
             threads,
@@ -241,6 +250,7 @@ impl Node {
     /// Closes the ports, destages everything and checkpoints.
     pub fn stop(self) -> anyhow::Result<()> {
         self.shutdown.store(true, Ordering::Release);
+        self.controllers.close_ports();
         for thread in self.threads {
             let _ = thread.join();
         }

@@ -6,17 +6,20 @@
 //! password from `TROIKA_PASSWORD` or a prompt with echo off).
 //!
 //! Objects are named by NAME on the command line; each name is resolved to an id with a
-//! filtered list (`?name=eq:NAME`). Destructive commands (delete, resize, update) pass
-//! `approved=true`: typing the command is the operator's approval.
+//! filtered list (`?name=eq:NAME`). Controllers are named by their number (1, 2, ...).
+//! Destructive commands (delete, resize, update, controller fail) pass `approved=true`:
+//! typing the command is the operator's approval.
 //!
 //! Exit codes: 0 success, 1 the API refused (its code and message go to stderr), 2 usage,
 //! 3 the node cannot be reached, 4 the node refused the credentials.
 //!
 //! Pieces: `session` holds the client and the calls every verb shares, `objects` the pool,
-//! volume and system verbs, `accounts` the user verbs, `events` the event log and `top`,
-//! `tables` the human output, `terminal` the password prompt.
+//! volume and system verbs, `accounts` the user verbs, `controllers` the controller verbs,
+//! `events` the event log and `top`, `tables` the human output, `terminal` the password
+//! prompt.
 
 mod accounts;
+mod controllers;
 mod events;
 mod objects;
 mod session;
@@ -95,6 +98,11 @@ pub enum CliCommand {
     System {
         #[command(subcommand)]
         cmd: SystemCommand,
+    },
+    /// List the controllers, fail one or recover it.
+    Controller {
+        #[command(subcommand)]
+        cmd: ControllerCommand,
     },
 }
 
@@ -272,6 +280,29 @@ pub struct FollowStop {
     /// Stop after this many seconds; with --count, not seeing them all by then is an error.
     #[arg(long, value_parser = interval_arg)]
     pub timeout: Option<f64>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum ControllerCommand {
+    /// List the controllers with their state, ports, ownership, cache and failover progress.
+    Ls,
+    /// Show one controller.
+    Show {
+        /// The controller's number: 1, 2, ...
+        number: u32,
+    },
+    /// Fail a controller as a hardware fault would: its ports close, its cache is discarded
+    /// and the others take over its sections (ADMIN or TECHNICIAN).
+    Fail {
+        /// The controller's number: 1, 2, ...
+        number: u32,
+    },
+    /// Bring a failed controller back; its sections move back to it gradually (ADMIN or
+    /// TECHNICIAN).
+    Recover {
+        /// The controller's number: 1, 2, ...
+        number: u32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]

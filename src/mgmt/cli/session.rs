@@ -68,6 +68,7 @@ impl Session {
                 ..
             } => return self.event(EventCommand::Ls { filter, limit }, out),
             CliCommand::Top { interval, count } => return self.top(interval, count, out),
+            CliCommand::Controller { cmd } => self.controller(cmd)?,
             CliCommand::System {
                 cmd: SystemCommand::Show,
             } => {

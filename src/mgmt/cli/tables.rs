@@ -1,6 +1,6 @@
 //! The human output: left-aligned tables of the API objects, and one line per followed event.
 
-use crate::mgmt::api::{PoolInfo, SystemInfo, VolumeInfo};
+use crate::mgmt::api::{ControllerInfo, PoolInfo, SystemInfo, VolumeInfo};
 use crate::mgmt::events::Event;
 use crate::mgmt::users::UserInfo;
 use crate::types::format_size;
@@ -101,6 +101,101 @@ pub fn volumes(volumes: &[VolumeInfo]) -> String {
         ],
         &rows,
     )
+}
+
+/// Progress from 0.0 to 1.0 as a ten-cell bar and a percentage, `[#####.....] 50%`.
+/// Rounded down, so it shows 100% only when done (with a hair of slack for binary
+/// fractions: 0.29 is 29%); anything out of range or NaN is clamped.
+fn progress_bar(progress: f64) -> String {
+    let fraction = if progress >= 0.0 {
+        progress.min(1.0)
+    } else {
+        0.0
+    };
+    let percent = ((fraction * 100.0 + 1e-9).floor() as usize).min(100);
+    let filled = percent / 10;
+    format!(
+        "[{}{}] {percent}%",
+        "#".repeat(filled),
+        ".".repeat(10 - filled)
+    )
+}
+
+/// The re-mirroring and failback under way, or `-`.
+fn controller_progress(controller: &ControllerInfo) -> String {
+    let under_way: Vec<String> = [
+        ("remirror", controller.remirror_progress),
+        ("failback", controller.failback_progress),
+    ]
+    .into_iter()
+    .filter_map(|(what, progress)| Some(format!("{what} {}", progress_bar(progress?))))
+    .collect();
+    if under_way.is_empty() {
+        "-".to_owned()
+    } else {
+        under_way.join(", ")
+    }
+}
+
+fn share_percent(controller: &ControllerInfo) -> String {
+    format!("{:.1}", controller.ownership_share * 100.0)
+}
+
+fn ports(controller: &ControllerInfo) -> String {
+    if controller.ports.is_empty() {
+        "-".to_owned()
+    } else {
+        controller.ports.join(",")
+    }
+}
+
+pub fn controllers(controllers: &[ControllerInfo]) -> String {
+    let rows: Vec<Vec<String>> = controllers
+        .iter()
+        .map(|controller| {
+            vec![
+                controller.id.to_string(),
+                controller.state.clone(),
+                ports(controller),
+                share_percent(controller),
+                controller.owned_sections.to_string(),
+                format_size(controller.dirty_bytes),
+                format_size(controller.mirror_bytes),
+                format_size(controller.mirror_lag_bytes),
+                controller_progress(controller),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "ID", "STATE", "PORTS", "SHARE %", "OWNED", "DIRTY", "MIRROR", "LAG", "PROGRESS",
+        ],
+        &rows,
+    )
+}
+
+pub fn controller(controller: &ControllerInfo) -> String {
+    let progress = |progress: Option<f64>| progress.map_or_else(|| "-".to_owned(), progress_bar);
+    let rows: Vec<Vec<String>> = [
+        ("id", controller.id.to_string()),
+        ("name", controller.name.clone()),
+        ("state", controller.state.clone()),
+        ("ports", ports(controller)),
+        ("ownership share %", share_percent(controller)),
+        ("owned sections", controller.owned_sections.to_string()),
+        ("cache", format_size(controller.cache_bytes)),
+        ("dirty", format_size(controller.dirty_bytes)),
+        ("mirror (of others)", format_size(controller.mirror_bytes)),
+        ("mirror lag", format_size(controller.mirror_lag_bytes)),
+        ("remirror", progress(controller.remirror_progress)),
+        ("failback", progress(controller.failback_progress)),
+        ("failovers", controller.failovers.to_string()),
+        ("state changed", utc_time(controller.state_changed_at)),
+    ]
+    .into_iter()
+    .map(|(field, value)| vec![field.to_owned(), value])
+    .collect();
+    table(&["FIELD", "VALUE"], &rows)
 }
 
 pub fn users(users: &[UserInfo]) -> String {
@@ -234,7 +329,7 @@ pub fn utc_time(epoch_ms: u64) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::utc_time;
+    use super::{progress_bar, utc_time};
 
     #[test]
     fn times_are_utc_calendar_dates() {
@@ -242,5 +337,17 @@ mod tests {
         assert_eq!(utc_time(951_782_400_000), "2000-02-29 00:00:00");
         assert_eq!(utc_time(1_709_251_199_999), "2024-02-29 23:59:59");
         assert_eq!(utc_time(4_102_444_800_000), "2100-01-01 00:00:00");
+    }
+
+    #[test]
+    fn progress_is_a_bar_rounded_down() {
+        assert_eq!(progress_bar(0.0), "[..........] 0%");
+        assert_eq!(progress_bar(0.5), "[#####.....] 50%");
+        assert_eq!(progress_bar(0.29), "[##........] 29%");
+        assert_eq!(progress_bar(0.999), "[#########.] 99%");
+        assert_eq!(progress_bar(1.0), "[##########] 100%");
+        assert_eq!(progress_bar(7.0), "[##########] 100%");
+        assert_eq!(progress_bar(-1.0), "[..........] 0%");
+        assert_eq!(progress_bar(f64::NAN), "[..........] 0%");
     }
 }

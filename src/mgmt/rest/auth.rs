@@ -14,6 +14,7 @@
 //! | `Public`        | yes   | yes               | yes       | yes        |
 //! | `Authenticated` | yes   | yes               | yes       | yes        |
 //! | `PoolAdmin`     | yes   | owned pools only  | no        | no         |
+//! | `Technician`    | yes   | no                | no        | yes        |
 //! | `Admin`         | yes   | no                | no        | no         |
 //!
 //! The "owned pools only" part is checked by the handler once it knows the pool
@@ -41,6 +42,8 @@ pub enum Access {
     Public,
     Authenticated,
     PoolAdmin,
+    /// Service actions on the hardware (failing and recovering controllers).
+    Technician,
     Admin,
 }
 
@@ -49,6 +52,7 @@ impl Access {
         match self {
             Access::Public | Access::Authenticated => true,
             Access::PoolAdmin => matches!(role, Role::Admin | Role::PoolAdmin),
+            Access::Technician => matches!(role, Role::Admin | Role::Technician),
             Access::Admin => role == Role::Admin,
         }
     }

@@ -24,6 +24,7 @@ const FEATURES: &[(&str, u32)] = &[
     ("thick_provisioning", 1),
     ("users", 1),
     ("pool_owners", 1),
+    ("controllers", 1),
     ("events", 1),
     ("metrics", 1),
 ];

@@ -12,8 +12,8 @@ use super::{Call, Mgmt, json_response};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
-/// An object's fields and their JSON types: `integer`, `string`, `boolean`, a trailing
-/// `?` for nullable, `[t]` for an array of `t`.
+/// An object's fields and their JSON types: `integer`, `number`, `string`, `boolean`, a
+/// trailing `?` for nullable, `[t]` for an array of `t`.
 pub struct Schema {
     pub name: &'static str,
     pub fields: &'static [(&'static str, &'static str)],
@@ -107,6 +107,26 @@ pub const VOLUME: Schema = object(
         ("serial", "string"),
         ("created_at", "integer"),
         ("updated_at", "integer"),
+    ],
+);
+
+pub const CONTROLLER: Schema = object(
+    "Controller",
+    &[
+        ("id", "integer"),
+        ("name", "string"),
+        ("state", "string"),
+        ("ports", "[string]"),
+        ("ownership_share", "number"),
+        ("owned_sections", "integer"),
+        ("cache_bytes", "integer"),
+        ("dirty_bytes", "integer"),
+        ("mirror_bytes", "integer"),
+        ("mirror_lag_bytes", "integer"),
+        ("remirror_progress", "number?"),
+        ("failback_progress", "number?"),
+        ("failovers", "integer"),
+        ("state_changed_at", "integer"),
     ],
 );
 
@@ -243,6 +263,7 @@ pub const OBJECTS: &[&Schema] = &[
     &FEATURE,
     &POOL,
     &VOLUME,
+    &CONTROLLER,
     &USER,
     &EVENT,
     &EVENT_TYPES,

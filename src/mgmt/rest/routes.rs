@@ -3,7 +3,7 @@
 //! `/api/rest/openapi.json` all read this one table.
 
 use super::auth::Access;
-use super::{Call, Mgmt, accounts, objects, openapi};
+use super::{Call, Mgmt, accounts, controllers, objects, openapi};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
@@ -72,7 +72,7 @@ const fn approved(mut route: Route) -> Route {
     route
 }
 
-use Access::{Admin, Authenticated, PoolAdmin, Public};
+use Access::{Admin, Authenticated, PoolAdmin, Public, Technician};
 use Answer::{Document, List, Metrics, Object};
 
 /// Every route, in the order the OpenAPI description lists them.
@@ -303,6 +303,38 @@ pub static ROUTES: &[Route] = &[
     )),
     route(
         "GET",
+        "/api/rest/controllers",
+        Authenticated,
+        "Lists the controllers with their state, ports, ownership, cache and failover progress.",
+        List("Controller"),
+        controllers::list_controllers,
+    ),
+    route(
+        "GET",
+        "/api/rest/controllers/{id}",
+        Authenticated,
+        "One controller.",
+        Object("Controller"),
+        controllers::get_controller,
+    ),
+    approved(route(
+        "POST",
+        "/api/rest/controllers/{id}/fail",
+        Technician,
+        "Fails a controller as a hardware fault would: its ports close, its cache is discarded and the others take over its sections.",
+        Object("Controller"),
+        controllers::fail_controller,
+    )),
+    route(
+        "POST",
+        "/api/rest/controllers/{id}/recover",
+        Technician,
+        "Brings a failed controller back; its sections move back to it gradually.",
+        Object("Controller"),
+        controllers::recover_controller,
+    ),
+    route(
+        "GET",
         "/api/rest/events",
         Authenticated,
         "Lists events, oldest first by default.",
@@ -456,6 +488,14 @@ mod tests {
         assert!(matches!(
             find("PATCH", "/api/rest/volumes/3"),
             Found::MethodNotAllowed(allow) if allow == "GET, PUT, DELETE"
+        ));
+        assert_eq!(
+            route_of("POST", "/api/rest/controllers/2/fail"),
+            Some(("/api/rest/controllers/{id}/fail", vec!["2".to_owned()]))
+        );
+        assert!(matches!(
+            find("GET", "/api/rest/controllers/2/recover"),
+            Found::MethodNotAllowed(allow) if allow == "POST"
         ));
         assert!(matches!(find("GET", "/api/rest/nothing"), Found::NotFound));
         assert!(matches!(

@@ -212,3 +212,116 @@ fn cli_reports_an_unreachable_node() {
         "{err}"
     );
 }
+
+#[test]
+fn controller_numbers_are_parsed_by_clap() {
+    let cli = parse_cli(&["controller", "fail", "2"]).unwrap();
+    assert_eq!(
+        cli.command,
+        CliCommand::Controller {
+            cmd: ControllerCommand::Fail { number: 2 }
+        }
+    );
+    let cli = parse_cli(&["--json", "controller", "show", "3"]).unwrap();
+    assert!(cli.json);
+    for args in [
+        &["controller", "fail", "two"][..],
+        &["controller", "recover", "-1"],
+        &["controller", "show"],
+        &["controller", "fail", "2", "--force"],
+    ] {
+        let error = parse_cli(args).unwrap_err();
+        assert_eq!(error.exit_code(), cli::EXIT_USAGE, "{args:?}");
+    }
+}
+
+#[test]
+fn cli_lists_fails_and_recovers_controllers() {
+    let server = TestServer::start();
+    let socket = server.socket.as_path();
+
+    let (code, out, err) = run_cli(socket, &["controller", "ls"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].starts_with(
+            "ID  STATE   PORTS                  SHARE %  OWNED  DIRTY    MIRROR   LAG  PROGRESS"
+        ),
+        "{out}"
+    );
+    assert_eq!(
+        lines[2],
+        "2   ACTIVE  nbd://127.0.0.1:10810  33.3     1024   4.0 MiB  4.0 MiB  0 B  -"
+    );
+
+    let (code, out, err) = run_cli(socket, &["controller", "fail", "2"]);
+    assert_eq!((code, err.as_str()), (0, ""));
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().starts_with("2   FAILED  -  "),
+        "{out}"
+    );
+
+    server.api().advance_controllers(0.5);
+    let (_, out, _) = run_cli(socket, &["controller", "ls"]);
+    let survivor = out.lines().nth(1).unwrap();
+    assert!(survivor.starts_with("1   ACTIVE  "), "{out}");
+    assert!(survivor.ends_with("  remirror [#####.....] 50%"), "{out}");
+    assert!(survivor.contains("  50.0  "), "{out}");
+
+    let (code, out, err) = run_cli(socket, &["controller", "fail", "2"]);
+    assert_eq!((code, out.as_str()), (cli::EXIT_API_ERROR, ""));
+    assert!(
+        err.starts_with("troika: error: CONTROLLER_STATE: controller 2 is FAILED"),
+        "{err}"
+    );
+    let (code, _, err) = run_cli(socket, &["controller", "recover", "9"]);
+    assert_eq!(code, cli::EXIT_API_ERROR);
+    assert_eq!(
+        err,
+        "troika: error: CONTROLLER_NOT_FOUND: controller 9 does not exist\n"
+    );
+
+    let (code, out, _) = run_cli(socket, &["controller", "recover", "2"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.lines().nth(1).unwrap().contains("RECOVERING")
+            && out.contains("failback [..........] 0%"),
+        "{out}"
+    );
+    server.api().advance_controllers(0.3);
+    let (code, out, _) = run_cli(socket, &["controller", "show", "2"]);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("FIELD"), "{out}");
+    for line in [
+        "name                controller-2",
+        "state               RECOVERING",
+        "failback            [###.......] 30%",
+        "remirror            -",
+        "failovers           1",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+
+    let (code, out, _) = run_cli(socket, &["--json", "controller", "ls"]);
+    assert_eq!(code, 0);
+    let controllers: Value = serde_json::from_str(&out).unwrap();
+    let states: Vec<&str> = controllers
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["ACTIVE", "RECOVERING", "ACTIVE"]);
+    let (code, out, _) = run_cli(socket, &["--json", "controller", "show", "2"]);
+    assert_eq!(code, 0);
+    let controller: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(controller["failback_progress"], 0.3);
+    let (code, out, _) = run_cli(socket, &["--json", "controller", "fail", "1"]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["state"],
+        "FAILED"
+    );
+}

@@ -5,9 +5,12 @@
 //! 1 <= warning <= critical <= 100, capacities that hold what a pool already uses and fit
 //! the system, LIMITED pools that refuse new or bigger volumes, and the node's error codes.
 //! It does not check name characters or 4 KiB alignment, so tests can use short sizes and
-//! names with spaces.
+//! names with spaces. Its three controllers are the small model in [`controllers`].
+
+mod controllers;
 
 use super::*;
+use crate::mgmt::api::ControllerInfo;
 
 pub(crate) const SYSTEM_CAPACITY: u64 = 1 << 40;
 pub(crate) const GIB: u64 = 1 << 30;
@@ -36,6 +39,7 @@ struct StoredPool {
 struct State {
     pools: BTreeMap<u32, StoredPool>,
     volumes: BTreeMap<u32, VolumeInfo>,
+    controllers: controllers::Controllers,
     next_id: u32,
     /// A logical clock for `created_at` and `updated_at`, so that every change moves it.
     clock: u64,
@@ -238,6 +242,16 @@ fn provisioning(text: Option<&str>) -> Result<&'static str, MgmtError> {
 #[derive(Default)]
 pub(crate) struct Memory {
     state: Mutex<State>,
+}
+
+impl Memory {
+    /// Moves the controllers' background work (failback, re-mirroring) on by `step` of
+    /// the whole, as time would on the node.
+    pub(crate) fn advance_controllers(&self, step: f64) {
+        let mut state = self.state.lock();
+        let now = state.now();
+        state.controllers.advance(step, now);
+    }
 }
 
 impl Management for Memory {
@@ -489,18 +503,19 @@ impl Management for Memory {
         "# TYPE troika_volumes gauge\ntroika_volumes 0\n".into()
     }
 
-    fn controllers(&self) -> Vec<crate::mgmt::api::ControllerInfo> {
-        Vec::new()
+    fn controllers(&self) -> Vec<ControllerInfo> {
+        self.state.lock().controllers.infos()
     }
 
-    fn fail_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
-        Err(MgmtError::new("CONTROLLER_NOT_FOUND", 404, format!("no controller {id}")))
+    fn fail_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError> {
+        let mut state = self.state.lock();
+        let now = state.now();
+        state.controllers.fail(id, now)
     }
 
-    fn recover_controller(
-        &self,
-        id: u32,
-    ) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
-        Err(MgmtError::new("CONTROLLER_NOT_FOUND", 404, format!("no controller {id}")))
+    fn recover_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError> {
+        let mut state = self.state.lock();
+        let now = state.now();
+        state.controllers.recover(id, now)
     }
 }

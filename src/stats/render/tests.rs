@@ -7,7 +7,6 @@ use crate::io::Device;
 use crate::layout::Array;
 use crate::meta::Provisioning;
 use crate::stats::{BUCKETS, IoStats};
-use crate::target::ExportProvider;
 
 /// One parsed sample line, checked strictly.
 struct Sample {
@@ -301,8 +300,9 @@ impl SmallNode {
         let array = Array::new(drives, 4, 64 << 10, 4);
         let (meta, recovered, _) = MetaStore::open(ssd, array).unwrap();
         let meta = Arc::new(meta);
-        let cache = Cache::start(meta.clone(), 8 << 20, recovered);
-        let controllers = Controllers::new(cache.clone(), 3);
+        let routing = Arc::new(crate::controller::routing::Routing::new(3));
+        let cache = Cache::start(meta.clone(), 3, 8 << 20, recovered, routing.clone());
+        let controllers = Controllers::new(cache.clone(), routing, 3);
         SmallNode {
             _dir: dir,
             meta,
@@ -333,7 +333,10 @@ fn node_metrics_count_requests_per_volume_and_controller() {
         .meta
         .create_volume("vol.a", pool.id, 16 << 20, Provisioning::Thin)
         .unwrap();
-    let target = node.controllers.open_export("vol.a").unwrap();
+    let target = node
+        .controllers
+        .open_export_on("vol.a", ControllerId::new(0, 3).unwrap())
+        .unwrap();
     let mut buf = vec![0u8; 8192];
     target.write(0, &[7u8; 8192], false).unwrap();
     target.write(8192, &[7u8; 4096], true).unwrap();
@@ -420,7 +423,10 @@ fn node_metrics_count_requests_per_volume_and_controller() {
         .meta
         .create_volume("vol.a", pool.id, 16 << 20, Provisioning::Thin)
         .unwrap();
-    let target = node.controllers.open_export("vol.a").unwrap();
+    let target = node
+        .controllers
+        .open_export_on("vol.a", ControllerId::new(0, 3).unwrap())
+        .unwrap();
     target.write(0, &[1u8; 4096], false).unwrap();
     let text = node.metrics();
     let labels = format!("volume=\"vol.a\",id=\"{}\"", again.id);

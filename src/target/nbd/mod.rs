@@ -119,5 +119,7 @@ pub fn nbd_errno(err: &IoError, command: Command) -> Errno {
         IoError::VolumeGone { .. } => Errno::ESHUTDOWN,
         IoError::ShuttingDown => Errno::ESHUTDOWN,
         IoError::NotFast => Errno::ENOTSUP,
+        // Retried inside the cache; should it ever escape, the client may retry.
+        IoError::Paused => Errno::EIO,
     }
 }

@@ -1,0 +1,551 @@
+//! Ownership changes: a domain failing (its DRAM dropped, its sections' mirror copies
+//! promoted), a domain coming back empty, sections moving between domains (failback), and
+//! the re-mirroring that restores a second copy of dirty data after a failure.
+//!
+//! `fail_domain` and `reassign` run while requests are paused (the caller paused them) and
+//! hold the array writer, the flush lock and the metadata state lock, so no destage batch,
+//! flush, discard or host request sees a section half moved. Each compares the old and
+//! the new placement of every cached section and applies, per slot:
+//!
+//! | slot here | new owner | action |
+//! |-----------|-----------|--------|
+//! | primary   | here      | keep; if the mirror changed, copy its dirty blocks to the new mirror (failback) or mark them unmirrored for the re-mirror worker (failover) |
+//! | primary   | elsewhere | move the slot (clean and dirty blocks) to the new owner; stay as its mirror if this domain is the new mirror, else drop |
+//! | mirror    | here      | promote: the dirty copies become the primary (its owner failed) |
+//! | mirror    | elsewhere | keep if this domain is still the mirror, else drop |
+//!
+//! A failover never needs a free slot (promotion is in place). A failback step checks
+//! first that the receiving domain has room for every dirty section it takes, and moves
+//! clean sections only while room remains; without room it changes nothing and says so.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::shard::{Role, SectionKey, Slot};
+use super::{Cache, Route, SectionRouter};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE};
+
+/// Re-mirroring after a failover, for `controller ls` and the events.
+#[derive(Default)]
+pub struct RemirrorProgress {
+    /// Blocks without a mirror copy when the last failover finished.
+    pub started_with: AtomicU64,
+    /// Milliseconds since the Unix epoch when it started (0: never).
+    pub started_at_ms: AtomicU64,
+}
+
+/// A failback step could not run: the receiving domain lacks room for dirty data.
+#[derive(Debug)]
+pub struct NoRoom {
+    pub domain: usize,
+    pub needed: usize,
+}
+
+/// One cached section whose placement changes.
+struct Move {
+    domain: usize,
+    key: SectionKey,
+    role: Role,
+    old: Route,
+    new: Route,
+}
+
+/// A slot's state and bytes, lifted out of one domain to put into another.
+struct Lifted {
+    slot: Slot,
+    data: Vec<u8>,
+}
+
+impl Cache {
+    /// Drops domain `failed`'s DRAM and hands its sections to their mirrors, which become
+    /// their owners under `new`. The caller has paused requests and stopped the domain's
+    /// ports. Returns the dirty blocks left without a mirror copy (for the re-mirror).
+    pub fn fail_domain(
+        &self,
+        failed: usize,
+        old: &dyn SectionRouter,
+        new: &dyn SectionRouter,
+    ) -> u64 {
+        let _writer = self.array_writer.lock();
+        let _flush = self.flush_lock.lock();
+        let state = self.meta.state();
+        let domain = &self.domains[failed];
+        domain.alive.store(false, Ordering::Release);
+        domain.gate.accepting.store(false, Ordering::SeqCst);
+        let mut lost_unmirrored = 0u64;
+        for shard in domain.shards.iter() {
+            let mut shard = shard.inner.lock();
+            for slot in &shard.slots {
+                if slot.role == Role::Primary {
+                    lost_unmirrored += u64::from((slot.dirty & slot.unmirrored).count_ones());
+                    let reserved = (slot.reserved & slot.dirty).count_ones();
+                    if reserved > 0
+                        && let Some(pool) = &slot.pool
+                    {
+                        pool.release(u64::from(reserved));
+                    }
+                }
+            }
+            shard.clear();
+        }
+        if lost_unmirrored > 0 {
+            eprintln!(
+                "troika: controller {} failed holding {lost_unmirrored} dirty blocks that had no mirror copy yet; those not flushed to the vault are lost",
+                failed + 1
+            );
+        }
+        domain.primary_dirty.store(0, Ordering::Release);
+        domain.mirror_dirty.store(0, Ordering::Release);
+        domain.unmirrored.store(0, Ordering::Release);
+        let moves = self.changed_sections(old, new);
+        for change in &moves {
+            self.apply_move(change, &state, false);
+        }
+        drop(state);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.kick_destage(failed);
+        self.signals.space.notify_all();
+        let unmirrored: u64 = self
+            .domains
+            .iter()
+            .map(|domain| domain.unmirrored.load(Ordering::Acquire))
+            .sum();
+        self.remirror
+            .started_with
+            .store(unmirrored, Ordering::Release);
+        self.remirror.started_at_ms.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64),
+            Ordering::Release,
+        );
+        unmirrored
+    }
+
+    /// Brings a failed domain back empty and starts its destage thread. Its gate opens
+    /// when the controllers layer opens its ports.
+    pub fn recover_domain(self: &std::sync::Arc<Self>, index: usize) {
+        let domain = &self.domains[index];
+        if let Some(handle) = domain.destager.lock().take() {
+            let _ = handle.join();
+        }
+        domain.alive.store(true, Ordering::Release);
+        self.start_destager(index);
+    }
+
+    /// Opens or closes a domain's gate for requests from its ports.
+    pub fn set_accepting(&self, index: usize, accepting: bool) {
+        self.domains[index]
+            .gate
+            .accepting
+            .store(accepting, Ordering::SeqCst);
+    }
+
+    /// Moves sections from their placement under `old` to `new`, copying dirty blocks
+    /// to new mirrors at once. The caller has paused requests.
+    pub fn reassign(&self, old: &dyn SectionRouter, new: &dyn SectionRouter) -> Result<(), NoRoom> {
+        let _writer = self.array_writer.lock();
+        let _flush = self.flush_lock.lock();
+        let state = self.meta.state();
+        let moves = self.changed_sections(old, new);
+        self.check_room(&moves)?;
+        // Primaries first, so a mirror slot that its section's new primary lands on is
+        // taken over before the mirror rules look at it.
+        for change in moves.iter().filter(|change| change.role == Role::Primary) {
+            self.apply_move(change, &state, true);
+        }
+        for change in moves.iter().filter(|change| change.role == Role::Mirror) {
+            self.apply_move(change, &state, true);
+        }
+        drop(state);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.signals.space.notify_all();
+        Ok(())
+    }
+
+    /// Every cached section, in a live domain, whose owner or mirror differs.
+    fn changed_sections(&self, old: &dyn SectionRouter, new: &dyn SectionRouter) -> Vec<Move> {
+        let mut moves = Vec::new();
+        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+            for shard in domain.shards.iter() {
+                let shard = shard.inner.lock();
+                for slot in &shard.slots {
+                    let Some(key) = slot.key else { continue };
+                    let (was, now) = (old.route(key), new.route(key));
+                    if was != now {
+                        moves.push(Move {
+                            domain: domain.index,
+                            key,
+                            role: slot.role,
+                            old: was,
+                            new: now,
+                        });
+                    }
+                }
+            }
+        }
+        moves
+    }
+
+    /// Counts, per receiving shard, the slots a failback step must find, and fails when a
+    /// domain lacks them.
+    fn check_room(&self, moves: &[Move]) -> Result<(), NoRoom> {
+        let mut needed = vec![[0usize; super::SHARDS]; self.domains.len()];
+        for change in moves {
+            let dirty = self.slot_dirty(change.domain, change.key);
+            if dirty == 0 {
+                continue;
+            }
+            let shard = super::shard_of(change.key);
+            if change.role == Role::Primary {
+                if change.new.owner != change.domain {
+                    needed[change.new.owner][shard] += 1;
+                }
+                if let Some(mirror) = change.new.mirror
+                    && mirror != change.domain
+                    && Some(mirror) != change.old.mirror
+                {
+                    needed[mirror][shard] += 1;
+                }
+            }
+        }
+        for (domain, shards) in needed.iter().enumerate() {
+            for (index, &count) in shards.iter().enumerate() {
+                if count > 0 && self.domains[domain].shards[index].inner.lock().available() < count
+                {
+                    return Err(NoRoom {
+                        domain,
+                        needed: shards.iter().sum(),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn slot_dirty(&self, domain: usize, key: SectionKey) -> u16 {
+        let shard = self.domains[domain].shard(key).inner.lock();
+        shard
+            .index
+            .get(&key)
+            .map_or(0, |&slot| shard.slots[slot as usize].dirty)
+    }
+
+    /// Applies the table in the module doc to one section. `copy_now`: give a new mirror
+    /// its copy at once (failback) instead of leaving it to the re-mirror worker.
+    fn apply_move(&self, change: &Move, state: &crate::meta::MetaState, copy_now: bool) {
+        let here = change.domain;
+        let Some(current) = self.lift_role(here, change.key) else {
+            return;
+        };
+        match current {
+            Role::Primary if change.new.owner == here => {
+                if change.new.mirror.is_some() && change.new.mirror != change.old.mirror {
+                    self.give_new_mirror(here, change.key, change.new.mirror, copy_now);
+                }
+            }
+            Role::Primary => {
+                let stays_as_mirror = change.new.mirror == Some(here);
+                let Some(lifted) = self.lift(here, change.key, stays_as_mirror) else {
+                    return;
+                };
+                let had_copy = stays_as_mirror || change.new.mirror == change.old.mirror;
+                if !self.land_primary(change.new.owner, change.key, lifted) {
+                    return;
+                }
+                if !had_copy {
+                    self.give_new_mirror(change.new.owner, change.key, change.new.mirror, copy_now);
+                }
+            }
+            Role::Mirror if change.new.owner == here => {
+                self.promote(here, change.key, state);
+                self.give_new_mirror(here, change.key, change.new.mirror, copy_now);
+            }
+            Role::Mirror if change.new.mirror == Some(here) => {}
+            Role::Mirror => self.drop_mirror(here, change.key),
+        }
+    }
+
+    fn lift_role(&self, domain: usize, key: SectionKey) -> Option<Role> {
+        let shard = self.domains[domain].shard(key).inner.lock();
+        let slot = *shard.index.get(&key)?;
+        Some(shard.slots[slot as usize].role)
+    }
+
+    /// Takes a primary slot's state and bytes out of `domain`; the slot stays behind as a
+    /// mirror of its dirty blocks when `keep_as_mirror`, else it is freed.
+    fn lift(&self, domain_index: usize, key: SectionKey, keep_as_mirror: bool) -> Option<Lifted> {
+        let domain = &self.domains[domain_index];
+        let since = self.meta.journal().next_lsn();
+        let mut shard = domain.shard(key).inner.lock();
+        let slot = *shard.index.get(&key)?;
+        let mut data = vec![0u8; SECTION_SIZE];
+        for block in 0..BLOCKS_PER_SECTION {
+            data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE]
+                .copy_from_slice(shard.block(slot, block));
+        }
+        let entry = &mut shard.slots[slot as usize];
+        let lifted = entry.clone();
+        let dirty = u64::from(entry.dirty.count_ones());
+        let unmirrored = u64::from((entry.unmirrored & entry.dirty).count_ones());
+        domain.primary_dirty.fetch_sub(dirty, Ordering::AcqRel);
+        domain.unmirrored.fetch_sub(unmirrored, Ordering::AcqRel);
+        if keep_as_mirror && entry.dirty != 0 {
+            entry.role = Role::Mirror;
+            entry.valid = entry.dirty;
+            entry.unvaulted = 0;
+            entry.reserved = 0;
+            entry.unmirrored = 0;
+            entry.known = 0;
+            entry.mapped = 0;
+            entry.pool = None;
+            entry.queued = false;
+            entry.in_unvaulted = false;
+            entry.vault_lsn = entry.vault_lsn.min(since);
+            domain.mirror_dirty.fetch_add(dirty, Ordering::AcqRel);
+        } else {
+            entry.dirty = 0;
+            shard.release(slot);
+        }
+        Some(Lifted { slot: lifted, data })
+    }
+
+    /// Puts a lifted primary into `owner`, over any mirror copy it held. Clean sections
+    /// land only if a slot is free; `false` when the section was left out.
+    fn land_primary(&self, owner: usize, key: SectionKey, lifted: Lifted) -> bool {
+        let domain = &self.domains[owner];
+        let mut shard = domain.shard(key).inner.lock();
+        let Some(slot) = shard.find_or_insert(key, Role::Primary) else {
+            if lifted.slot.dirty != 0 {
+                eprintln!(
+                    "troika: controller {} had no slot for section {:?} during failback although room was checked",
+                    owner + 1,
+                    key
+                );
+            }
+            return false;
+        };
+        let entry = &mut shard.slots[slot as usize];
+        if entry.role == Role::Mirror {
+            domain
+                .mirror_dirty
+                .fetch_sub(u64::from(entry.dirty.count_ones()), Ordering::AcqRel);
+        }
+        *entry = lifted.slot.clone();
+        entry.key = Some(key);
+        entry.role = Role::Primary;
+        entry.queued = false;
+        entry.in_unvaulted = false;
+        entry.referenced = true;
+        let dirty = u64::from(entry.dirty.count_ones());
+        let unmirrored = u64::from((entry.unmirrored & entry.dirty).count_ones());
+        for block in 0..BLOCKS_PER_SECTION {
+            shard
+                .block_mut(slot, block)
+                .copy_from_slice(&lifted.data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE]);
+        }
+        shard.queue_dirty(slot);
+        shard.queue_unvaulted(slot);
+        drop(shard);
+        domain.primary_dirty.fetch_add(dirty, Ordering::AcqRel);
+        domain.unmirrored.fetch_add(unmirrored, Ordering::AcqRel);
+        true
+    }
+
+    /// Turns a mirror slot into the section's primary: its dirty blocks are the newest
+    /// acknowledged data. They are vaulted again by the next flush (their vault records,
+    /// if any, stay pinned by the slot's journal position meanwhile).
+    fn promote(&self, domain_index: usize, key: SectionKey, state: &crate::meta::MetaState) {
+        let domain = &self.domains[domain_index];
+        let handle = state.volumes.get(&key.0).cloned();
+        let map = state.maps.get(&key.0);
+        let mut shard = domain.shard(key).inner.lock();
+        let Some(&slot) = shard.index.get(&key) else {
+            return;
+        };
+        let Some(handle) = handle else {
+            // The volume is gone: nothing to keep.
+            let dirty = u64::from(shard.slots[slot as usize].dirty.count_ones());
+            shard.slots[slot as usize].dirty = 0;
+            shard.release(slot);
+            domain.mirror_dirty.fetch_sub(dirty, Ordering::AcqRel);
+            return;
+        };
+        let entry = &mut shard.slots[slot as usize];
+        let dirty = entry.dirty;
+        let mut mapped = 0u16;
+        for block in 0..BLOCKS_PER_SECTION {
+            let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
+            if dirty & (1 << block) != 0 && map.is_some_and(|map| map.get(lba).is_some()) {
+                mapped |= 1 << block;
+            }
+        }
+        let reserved = dirty & !mapped;
+        if reserved != 0 {
+            handle.pool.add(u64::from(reserved.count_ones()));
+        }
+        entry.role = Role::Primary;
+        entry.valid = dirty;
+        entry.unvaulted = dirty;
+        entry.known = dirty;
+        entry.mapped = mapped;
+        entry.reserved = reserved;
+        entry.pool = Some(handle.pool.clone());
+        entry.unmirrored = 0;
+        entry.queued = false;
+        entry.in_unvaulted = false;
+        shard.queue_dirty(slot);
+        shard.queue_unvaulted(slot);
+        drop(shard);
+        let count = u64::from(dirty.count_ones());
+        domain.mirror_dirty.fetch_sub(count, Ordering::AcqRel);
+        domain.primary_dirty.fetch_add(count, Ordering::AcqRel);
+    }
+
+    fn drop_mirror(&self, domain_index: usize, key: SectionKey) {
+        let domain = &self.domains[domain_index];
+        let mut shard = domain.shard(key).inner.lock();
+        let Some(&slot) = shard.index.get(&key) else {
+            return;
+        };
+        let dirty = u64::from(shard.slots[slot as usize].dirty.count_ones());
+        shard.slots[slot as usize].dirty = 0;
+        shard.release(slot);
+        domain.mirror_dirty.fetch_sub(dirty, Ordering::AcqRel);
+    }
+
+    /// The owner's dirty blocks of `key` need a copy on `mirror`: made now (`copy_now`, a
+    /// slot permitting) or marked for the re-mirror worker.
+    fn give_new_mirror(
+        &self,
+        owner: usize,
+        key: SectionKey,
+        mirror: Option<usize>,
+        copy_now: bool,
+    ) {
+        let Some(mirror) = mirror else { return };
+        let domain = &self.domains[owner];
+        let mut data = Vec::new();
+        let (dirty, generations) = {
+            let mut shard = domain.shard(key).inner.lock();
+            let Some(&slot) = shard.index.get(&key) else {
+                return;
+            };
+            let dirty = shard.slots[slot as usize].dirty;
+            if dirty == 0 {
+                return;
+            }
+            if copy_now {
+                data.resize(SECTION_SIZE, 0);
+                for block in 0..BLOCKS_PER_SECTION {
+                    data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE]
+                        .copy_from_slice(shard.block(slot, block));
+                }
+            }
+            let entry = &mut shard.slots[slot as usize];
+            let newly = u64::from((dirty & !entry.unmirrored).count_ones());
+            entry.unmirrored |= dirty;
+            domain.unmirrored.fetch_add(newly, Ordering::AcqRel);
+            (dirty, entry.generation)
+        };
+        if !copy_now {
+            return;
+        }
+        let bytes = |block: usize| &data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE];
+        let generation = |block: usize| generations[block];
+        if self
+            .try_write_mirror(mirror, key, dirty, &bytes, &generation)
+            .is_some()
+        {
+            self.settle_mirror(owner, mirror, key, dirty, &generation);
+        }
+    }
+
+    /// Copies every dirty block that lacks a mirror copy to its section's mirror, then
+    /// returns. Runs admitted through `port`'s gate, so ownership changes wait for it.
+    /// Returns the blocks copied.
+    pub fn remirror_all(&self, port: usize) -> Result<u64, crate::types::IoError> {
+        let mut copied = 0u64;
+        let mut data = vec![0u8; SECTION_SIZE];
+        for owner in 0..self.domains.len() {
+            let keys: Vec<SectionKey> = {
+                let domain = &self.domains[owner];
+                if !domain.is_alive() {
+                    continue;
+                }
+                domain
+                    .shards
+                    .iter()
+                    .flat_map(|shard| {
+                        let shard = shard.inner.lock();
+                        shard
+                            .slots
+                            .iter()
+                            .filter(|slot| {
+                                slot.role == Role::Primary && slot.unmirrored & slot.dirty != 0
+                            })
+                            .filter_map(|slot| slot.key)
+                            .collect::<Vec<_>>()
+                    })
+                    .collect()
+            };
+            for key in keys {
+                if self.shutdown.load(Ordering::Acquire) {
+                    return Ok(copied);
+                }
+                copied += self.admitted(port, || self.remirror_section(owner, key, &mut data))?;
+            }
+        }
+        Ok(copied)
+    }
+
+    fn remirror_section(
+        &self,
+        owner: usize,
+        key: SectionKey,
+        data: &mut [u8],
+    ) -> Result<u64, crate::types::IoError> {
+        let route = self.router.route(key);
+        let Some(mirror) = route.mirror else {
+            return Ok(0);
+        };
+        if route.owner != owner {
+            return Ok(0);
+        }
+        let (mask, generations) = {
+            let shard = self.domains[owner].shard(key).inner.lock();
+            let Some(&slot) = shard.index.get(&key) else {
+                return Ok(0);
+            };
+            let entry = &shard.slots[slot as usize];
+            let mask = entry.unmirrored & entry.dirty;
+            if mask == 0 || entry.role != Role::Primary {
+                return Ok(0);
+            }
+            for block in 0..BLOCKS_PER_SECTION {
+                if mask & (1 << block) != 0 {
+                    data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE]
+                        .copy_from_slice(shard.block(slot, block));
+                }
+            }
+            (mask, entry.generation)
+        };
+        let bytes = |block: usize| &data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE];
+        let generation = |block: usize| generations[block];
+        self.write_mirror(mirror, key, mask, &bytes, &generation)?;
+        self.settle_mirror(owner, mirror, key, mask, &generation);
+        let count = u64::from(mask.count_ones());
+        self.counters
+            .blocks_remirrored
+            .fetch_add(count, Ordering::Relaxed);
+        Ok(count)
+    }
+
+    /// Dirty blocks without a mirror copy, over all domains.
+    pub fn unmirrored_blocks(&self) -> u64 {
+        self.domains
+            .iter()
+            .filter(|domain| domain.is_alive())
+            .map(|domain| domain.unmirrored.load(Ordering::Acquire))
+            .sum()
+    }
+}
