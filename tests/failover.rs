@@ -1,14 +1,20 @@
 //! Controller failover end to end, through the real binary and its three NBD ports.
 //!
 //! - `writers_survive_failovers_with_every_acknowledged_write_intact`: three verifying
-//!   writers, one per controller port, each owning a region of one volume, while the test
-//!   fails and recovers controllers over and over (some of it under heavy destage). A writer
-//!   whose connection drops reconnects to another port and carries on. At the end every
-//!   block of the volume must read back as its last acknowledged content (or, for a write
-//!   that was in flight when its connection dropped, the old or the new content). Prints the
-//!   I/O pause of every failover (the longest gap between two completed requests of any
-//!   writer) as p50/p99/max; asserts no verify error and at least 20 failovers, nothing
-//!   about time.
+//!   writers, one per controller port, each owning a 32 MiB region of one 128 MiB volume
+//!   plus every third block of the last 32 MiB (so those sections take writes through all
+//!   three connections), while the test fails and recovers controllers at least 20 times
+//!   (a third of them with the writers doing 256 KiB sequential writes, far more than the
+//!   DRAM cache, so destage runs throughout), then a few edge cases (a controller failing
+//!   again while RECOVERING, two controllers down and the last refusing to fail). A
+//!   writer whose connection drops reconnects to another port and carries on. Writers read
+//!   their blocks back as they go; at the end every block of the volume, through every
+//!   port, must read back as its last acknowledged content (or, for a write that was in
+//!   flight when its connection dropped, the old or the new content). Prints the I/O pause
+//!   of every failover (the longest gap between two completed requests of any writer) as
+//!   p50/p99/max, the time to redundancy and to ACTIVE; asserts no verify error, at least
+//!   20 failovers and the event counts, nothing about time. TROIKA_FAILOVER_SEED,
+//!   TROIKA_FAILOVERS and TROIKA_FAILOVER_SECONDS vary it.
 //! - `flushed_writes_survive_kill_9_around_a_controller_failure`: kill -9 before, during
 //!   and after a controller failure, during re-mirroring and during failback; after a
 //!   restart on the same data directory every flushed write reads back exactly.
@@ -16,6 +22,11 @@
 //!   workload on controller 1's port while controllers 2 and 3 fail and recover; a second
 //!   fio pass verifies through another port. Skipped when fio (with its nbd engine) is not
 //!   installed, unless TROIKA_REQUIRE_FIO=1.
+//! - `acknowledged_writes_survive_a_failure_during_another_controllers_failback`
+//!   (ignored: it fails on main): controller 2 fails and is recovered while controller 1
+//!   is RECOVERING; writes acknowledged meanwhile through controller 3 must survive.
+//!   TROIKA_REPRO_ROUNDS and TROIKA_REPRO_GAP_MS vary it. TROIKA_TIMELINE=1 prints the
+//!   controller operations as they happen.
 //!
 //! The tests in this file share the machine's cores and time their pauses, so they run
 //! one at a time (a file-wide lock).
@@ -41,6 +52,21 @@ const MAGIC: u32 = 0x4641_494c; // "FAIL"
 const IO_TIMEOUT: Duration = Duration::from_secs(15);
 
 static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Controller operations as the test sent them and as the node answered, for reports.
+static TIMELINE: Mutex<Vec<(Instant, String)>> = Mutex::new(Vec::new());
+
+fn timeline(what: String) {
+    if std::env::var_os("TROIKA_TIMELINE").is_some() {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = START.get_or_init(Instant::now);
+        eprintln!("[{:8.3}] {what}", start.elapsed().as_secs_f64());
+    }
+    TIMELINE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .push((Instant::now(), what));
+}
 
 fn serial() -> MutexGuard<'static, ()> {
     SERIAL
@@ -243,19 +269,31 @@ fn wait_until(
 }
 
 fn fail_controller(socket: &Path, id: u32) -> io::Result<(u16, Value)> {
-    try_api(
+    timeline(format!("fail {id} sent"));
+    let answer = try_api(
         socket,
         "POST",
         &format!("/api/rest/controllers/{id}/fail?approved=true"),
-    )
+    );
+    timeline(format!(
+        "fail {id} answered {:?}",
+        answer.as_ref().map(|a| a.0)
+    ));
+    answer
 }
 
 fn recover_controller(socket: &Path, id: u32) -> io::Result<(u16, Value)> {
-    try_api(
+    timeline(format!("recover {id} sent"));
+    let answer = try_api(
         socket,
         "POST",
         &format!("/api/rest/controllers/{id}/recover"),
-    )
+    );
+    timeline(format!(
+        "recover {id} answered {:?}",
+        answer.as_ref().map(|a| a.0)
+    ));
+    answer
 }
 
 /// Fails controller `id`, waiting out `CONTROLLER_STATE` refusals (re-mirroring still in
@@ -305,6 +343,12 @@ fn require_controller_api(socket: &Path) {
     assert_eq!(list.len(), 3, "three controllers expected: {list:?}");
 }
 
+/// The last `lines` lines of `text`.
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 fn metric(node: &TestNode, name: &str) -> u64 {
     node.metrics().get(name).copied().unwrap_or(0)
 }
@@ -335,10 +379,14 @@ fn summary(values: &[f64]) -> String {
 
 const VOLUME: &str = "fovol";
 const VOLUME_SIZE: u64 = 128 * MIB;
-/// Each writer's region; the rest of the volume (the last 32 MiB) is never written and
-/// must read back as zeroes.
+/// Each writer's region (writer w: blocks from w * REGION_BLOCKS).
 const REGION_BLOCKS: u64 = 32 * MIB / BLOCK as u64;
 const WRITERS: usize = 3;
+/// The rest of the volume (32 MiB) is shared: its blocks are dealt out to the writers in
+/// turn (block k of the zone belongs to writer k % 3), so every 64 KiB section there takes
+/// writes through all three connections at once.
+const ZONE_START: u64 = WRITERS as u64 * REGION_BLOCKS;
+const ZONE_BLOCKS: u64 = VOLUME_SIZE / BLOCK as u64 - ZONE_START;
 const FLUSH_EVERY: u64 = 32;
 /// A random-mode writer reads back one of its blocks every this many writes (on average).
 const READ_EVERY: u64 = 8;
@@ -347,11 +395,46 @@ const BULK_BLOCKS: u64 = 64;
 /// Gaps between two completed requests shorter than this are not recorded.
 const GAP_FLOOR: Duration = Duration::from_millis(1);
 
-/// What a writer knows about one block of its region.
+/// The writer that owns block `lba`, and the block's slot in that writer's oracle (its
+/// region first, then its share of the zone).
+fn owner(lba: u64) -> (usize, usize) {
+    if lba < ZONE_START {
+        (
+            (lba / REGION_BLOCKS) as usize,
+            (lba % REGION_BLOCKS) as usize,
+        )
+    } else {
+        let k = lba - ZONE_START;
+        (
+            (k % WRITERS as u64) as usize,
+            (REGION_BLOCKS + k / WRITERS as u64) as usize,
+        )
+    }
+}
+
+/// The block of writer `id`'s oracle slot `slot`.
+fn slot_lba(id: usize, slot: u64) -> u64 {
+    if slot < REGION_BLOCKS {
+        id as u64 * REGION_BLOCKS + slot
+    } else {
+        ZONE_START + (slot - REGION_BLOCKS) * WRITERS as u64 + id as u64
+    }
+}
+
+/// Oracle slots of writer `id`: its region and its share of the zone.
+fn slots(id: usize) -> u64 {
+    REGION_BLOCKS + (ZONE_BLOCKS - id as u64).div_ceil(WRITERS as u64)
+}
+
+/// What a writer knows about one block it owns.
 #[derive(Default, Clone, Debug)]
 struct Oracle {
     /// The last acknowledged version (0: never written).
     acked: u64,
+    /// When (seconds since t0) and through which controller (0-based) it was
+    /// acknowledged, and the same for the version before it: for reports.
+    acked_at: (f64, usize),
+    previous: (u64, f64, usize),
     /// Writes sent after it that were never acknowledged (their connection dropped): the
     /// block may hold any of them too.
     uncertain: Vec<u64>,
@@ -395,7 +478,6 @@ struct Dropped {
 
 #[derive(Default)]
 struct WriterOutcome {
-    first_block: u64,
     oracle: Vec<Oracle>,
     /// (start, end) in seconds since t0 of every gap between two completed requests longer
     /// than `GAP_FLOOR`.
@@ -417,6 +499,8 @@ fn error_text(error: &io::Error) -> String {
     match error.raw_os_error() {
         Some(108) => "ESHUTDOWN".to_owned(),
         Some(5) => "EIO".to_owned(),
+        Some(32) => "EPIPE".to_owned(),
+        Some(104) => "ECONNRESET".to_owned(),
         Some(code) => format!("errno {code}"),
         None => format!("{:?}", error.kind()),
     }
@@ -440,8 +524,7 @@ impl Writer {
             shared,
             rng: Rng(seed | 1),
             out: WriterOutcome {
-                first_block: id as u64 * REGION_BLOCKS,
-                oracle: vec![Oracle::default(); REGION_BLOCKS as usize],
+                oracle: vec![Oracle::default(); slots(id) as usize],
                 ..WriterOutcome::default()
             },
             client: None,
@@ -540,14 +623,19 @@ impl Writer {
                 break;
             }
             let bulk = self.shared.bulk.load(Ordering::Relaxed);
+            // Oracle slots `index..index + count`: contiguous blocks of the region, or
+            // one block of the zone.
             let (index, count) = if bulk {
                 if cursor + BULK_BLOCKS > REGION_BLOCKS {
                     cursor = 0;
                 }
                 cursor += BULK_BLOCKS;
                 (cursor - BULK_BLOCKS, BULK_BLOCKS)
+            } else if self.rng.below(2) == 0 {
+                let zone_slots = self.out.oracle.len() as u64 - REGION_BLOCKS;
+                (REGION_BLOCKS + self.rng.below(zone_slots), 1)
             } else {
-                let count = if self.rng.below(8) == 0 {
+                let count = if self.rng.below(4) == 0 {
                     1 + self.rng.below(8)
                 } else {
                     1
@@ -556,18 +644,22 @@ impl Writer {
             };
             self.seq += 1;
             let seq = ((self.id as u64 + 1) << 40) | self.seq;
-            let first = self.out.first_block + index;
+            let first = slot_lba(self.id, index);
             for i in 0..count as usize {
                 fill_block(first + i as u64, seq, &mut buf[i * BLOCK..]);
             }
             let data = &buf[..count as usize * BLOCK];
-            let (client, _) = self.client.as_mut().unwrap();
+            let (client, controller) = self.client.as_mut().unwrap();
+            let controller = *controller;
             let written = client.write(first * BLOCK as u64, data, 0);
             let range = index as usize..(index + count) as usize;
             match written {
                 Ok(()) => {
+                    let at = (self.shared.secs(Instant::now()), controller);
                     for block in &mut self.out.oracle[range] {
+                        block.previous = (block.acked, block.acked_at.0, block.acked_at.1);
                         block.acked = seq;
+                        block.acked_at = at;
                         block.uncertain.clear();
                     }
                     self.out.writes += 1;
@@ -598,8 +690,8 @@ impl Writer {
                 }
             }
             if !bulk && self.rng.below(READ_EVERY) == 0 {
-                let index = self.rng.below(REGION_BLOCKS);
-                let lba = self.out.first_block + index;
+                let index = self.rng.below(self.out.oracle.len() as u64);
+                let lba = slot_lba(self.id, index);
                 let (client, controller) = self.client.as_mut().unwrap();
                 let controller = *controller;
                 match client.read(lba * BLOCK as u64, &mut read_buf) {
@@ -649,6 +741,7 @@ struct Failover {
     bulk: bool,
     failed_at: f64,
     recover_at: f64,
+    active_at: f64,
     /// Re-mirroring seen in progress after the failure.
     remirror_seen: bool,
     /// From the failure until no controller had dirty data without a second copy.
@@ -658,6 +751,180 @@ struct Failover {
     refusals: u32,
     dirty_at_fail: u64,
     destaged_during: u64,
+}
+
+/// Reads the whole volume through every port in `ports` and checks every block against
+/// its writer's oracle (`outcomes[w]` for writer w); the errors, and (through the first
+/// port) how many blocks read as acknowledged, uncertain but as before, the in-flight
+/// write, never written.
+fn verify_volume(ports: &[u16], outcomes: &[WriterOutcome]) -> (Vec<String>, [u64; 4]) {
+    let mut verify_errors: Vec<String> = Vec::new();
+    // Through the first port: as acknowledged, uncertain but as before, the in-flight
+    // write, never written (zeroes).
+    let mut counts = [0u64; 4];
+    for (port_index, port) in ports.iter().enumerate() {
+        let mut client =
+            NbdClient::connect_tcp(*port, VOLUME, IO_TIMEOUT).expect("connect for the final read");
+        assert_eq!(client.size, VOLUME_SIZE);
+        let chunk_blocks = 256u64;
+        let mut chunk = vec![0u8; chunk_blocks as usize * BLOCK];
+        for first in (0..VOLUME_SIZE / BLOCK as u64).step_by(chunk_blocks as usize) {
+            client
+                .read(first * BLOCK as u64, &mut chunk)
+                .expect("final read");
+            for i in 0..chunk_blocks {
+                let lba = first + i;
+                let bytes = &chunk[i as usize * BLOCK..(i as usize + 1) * BLOCK];
+                let found = decode(lba, bytes);
+                let (writer, slot) = owner(lba);
+                let block = &outcomes[writer].oracle[slot];
+                let kind = match found.version() {
+                    Some(0) if block.acked == 0 => Some(3),
+                    Some(v) if v == block.acked => Some(usize::from(!block.uncertain.is_empty())),
+                    Some(v) if block.uncertain.contains(&v) => Some(2),
+                    _ => None,
+                };
+                match kind {
+                    Some(kind) if port_index == 0 => counts[kind] += 1,
+                    Some(_) => {}
+                    None => verify_errors.push(format!(
+                        "controller {} port, block {lba} (offset {:#x}, writer {writer}): found {found:x?}, \
+                         expected version {:#x} acknowledged at {:.3}s through controller {} (or one of {:x?}); \
+                         the version before: {:#x} acknowledged at {:.3}s through controller {}; bytes {}",
+                        port_index + 1,
+                        lba * BLOCK as u64,
+                        block.acked,
+                        block.acked_at.0,
+                        block.acked_at.1 + 1,
+                        block.uncertain,
+                        block.previous.0,
+                        block.previous.1,
+                        block.previous.2 + 1,
+                        hex_prefix(bytes)
+                    )),
+                }
+            }
+        }
+        client.disconnect();
+    }
+    (verify_errors, counts)
+}
+
+#[derive(Default)]
+struct EdgeReport {
+    /// Failures injected, per controller (index 0: controller 1).
+    fails: [u64; 3],
+    /// Failbacks cut short by a new failure of the same controller (CONTROLLER_RECOVERED
+    /// comes when a controller is ACTIVE again: these never raise it).
+    interrupted_failbacks: u64,
+    notes: Vec<String>,
+}
+
+fn state_of(socket: &Path, id: u32) -> String {
+    controllers(socket)
+        .iter()
+        .find(|c| c.id == id)
+        .map_or_else(|| "?".to_owned(), |c| c.state.clone())
+}
+
+/// Recovers `ids`, then waits until every controller is ACTIVE and redundant.
+fn recover_and_wait(socket: &Path, shared: &Shared, ids: &[u32]) {
+    for &id in ids {
+        let (status, envelope) = recover_controller(socket, id).expect("POST recover");
+        assert_eq!(status, 200, "recover {id}: {envelope}");
+        shared.failed.fetch_and(!(1 << (id - 1)), Ordering::AcqRel);
+    }
+    if let Err(list) = wait_until(socket, Duration::from_secs(30), redundant) {
+        panic!("not ACTIVE and redundant 30 s after recovering {ids:?}: {list:#?}");
+    }
+    shared.recoveries.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Fails `id` once (no retry); the status and error code.
+fn fail_once(socket: &Path, shared: &Shared, id: u32) -> (u16, String) {
+    shared.failed.fetch_or(1 << (id - 1), Ordering::AcqRel);
+    let (status, envelope) = fail_controller(socket, id).expect("POST fail");
+    if status != 200 {
+        shared.failed.fetch_and(!(1 << (id - 1)), Ordering::AcqRel);
+    }
+    let code = envelope["error"]["code"].as_str().unwrap_or("").to_owned();
+    (status, code)
+}
+
+/// Failures the main loop avoids: a controller failing again during its own failback, and
+/// two controllers down at once, where the last may not fail.
+fn edge_cases(socket: &Path, shared: &Shared, rng: &mut Rng) -> EdgeReport {
+    let mut report = EdgeReport::default();
+    let wait_remirrored = |what: &str| {
+        if let Err(list) = wait_until(socket, Duration::from_secs(30), remirrored) {
+            panic!("re-mirroring not done 30 s after {what}: {list:#?}");
+        }
+    };
+    let ready = || {
+        if let Err(list) = wait_until(socket, Duration::from_secs(30), redundant) {
+            panic!("not redundant: {list:#?}");
+        }
+    };
+    // Fails `x` (waiting out refusals) and waits for re-mirroring.
+    let fail_and_remirror = |report: &mut EdgeReport, x: u32| -> u32 {
+        shared.failed.fetch_or(1 << (x - 1), Ordering::AcqRel);
+        let refusals = fail_when_allowed(socket, x);
+        report.fails[x as usize - 1] += 1;
+        wait_remirrored("a failure");
+        refusals
+    };
+
+    // The same controller fails again while it is RECOVERING. (Another one failing then
+    // loses acknowledged writes: see
+    // `acknowledged_writes_survive_a_failure_during_another_controllers_failback`.)
+    for (x, y) in [(1u32, 1u32), (3, 3), (2, 2)] {
+        ready();
+        fail_and_remirror(&mut report, x);
+        let (status, envelope) = recover_controller(socket, x).expect("recover");
+        assert_eq!(status, 200, "recover {x}: {envelope}");
+        shared.failed.fetch_and(!(1 << (x - 1)), Ordering::AcqRel);
+        std::thread::sleep(Duration::from_millis(50 + rng.below(150)));
+        let before = state_of(socket, x);
+        let (status, code) = fail_once(socket, shared, y);
+        report.notes.push(format!(
+            "controller {x} {before} after recover: fail {y} answered {status} {code}"
+        ));
+        if status == 200 {
+            report.fails[y as usize - 1] += 1;
+            if x == y && before == "RECOVERING" {
+                report.interrupted_failbacks += 1;
+            }
+            wait_remirrored("a failure during failback");
+            recover_and_wait(socket, shared, &[y]);
+        } else {
+            recover_and_wait(socket, shared, &[]);
+        }
+    }
+
+    // Two down at once; the last one may not fail.
+    for (x, y, z) in [(3u32, 1u32, 2u32), (2, 3, 1)] {
+        ready();
+        fail_and_remirror(&mut report, x);
+        shared.failed.fetch_or(1 << (y - 1), Ordering::AcqRel);
+        let refusals = fail_when_allowed(socket, y);
+        report.fails[y as usize - 1] += 1;
+        std::thread::sleep(Duration::from_millis(300 + rng.below(300)));
+        let list = controllers(socket);
+        let (status, code) = fail_once(socket, shared, z);
+        report.notes.push(format!(
+            "{x} and {y} failed ({refusals} refusals first), {z} alone ({}): fail {z} answered {status} {code}",
+            list.iter()
+                .map(|c| format!("{}:{} lag {}", c.id, c.state, c.mirror_lag_bytes))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        assert!(
+            status == 409 && code == "CONTROLLER_STATE",
+            "failing the last live controller {z} answered {status} {code}"
+        );
+        recover_and_wait(socket, shared, &[x, y]);
+    }
+    report
 }
 
 #[test]
@@ -737,15 +1004,17 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
         if let Err(list) = wait_until(&socket, Duration::from_secs(30), redundant) {
             panic!("controllers not redundant 30 s after the last failback: {list:#?}");
         }
-        let destaged_before = metric(&node, "troika_cache_destaged_bytes_total");
+        let destaged_before = metric(&node, "troika_destage_bytes_total");
         let dirty_at_fail: u64 = controllers(&socket).iter().map(|c| c.dirty_bytes).sum();
         max_dirty = max_dirty.max(dirty_at_fail);
 
-        let fail_sent = Instant::now();
-        let refusals = fail_when_allowed(&socket, controller);
+        // Writers count a drop on this controller as expected from the moment the
+        // request is sent.
         shared
             .failed
             .store(1 << (controller - 1), Ordering::Release);
+        let fail_sent = Instant::now();
+        let refusals = fail_when_allowed(&socket, controller);
         let failed_at = shared.secs(fail_sent);
         // Stay failed a while, and until re-mirroring is over.
         let hold = Duration::from_millis(150 + rng.below(350));
@@ -795,83 +1064,47 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
             Ok(elapsed) => elapsed,
             Err(list) => panic!("controller {controller} not ACTIVE 30 s after recover: {list:#?}"),
         };
+        let active_at = shared.secs(Instant::now());
         shared.recoveries.fetch_add(1, Ordering::AcqRel);
         failovers.push(Failover {
             controller,
             bulk,
             failed_at,
             recover_at: shared.secs(recover_sent),
+            active_at,
             remirror_seen,
             redundancy: redundancy.unwrap().as_secs_f64(),
             failback: failback.as_secs_f64(),
             refusals,
             dirty_at_fail,
-            destaged_during: metric(&node, "troika_cache_destaged_bytes_total")
+            destaged_during: metric(&node, "troika_destage_bytes_total")
                 .saturating_sub(destaged_before),
         });
         // Some ordinary I/O between failovers.
         std::thread::sleep(Duration::from_millis(100 + rng.below(200)));
     }
     let failover_phase = phase_started.elapsed();
-    std::thread::sleep(Duration::from_millis(300));
     let end = shared.secs(Instant::now());
+
+    // ---- Edge cases, with the writers still going: a failure during the same
+    // controller's failback, and two controllers down at once.
+    shared.bulk.store(false, Ordering::Relaxed);
+    let edge_started = shared.secs(Instant::now());
+    let edge = edge_cases(&socket, &shared, &mut rng);
+    let edge_ended = shared.secs(Instant::now());
+    std::thread::sleep(Duration::from_millis(300));
     shared.stop.store(true, Ordering::Release);
     let outcomes: Vec<WriterOutcome> = writers.into_iter().map(|h| h.join().unwrap()).collect();
 
-    // ---- Read back the whole volume through one port and check every block.
+    // ---- Read back the whole volume through every port and check every block.
     let list = controllers(&socket);
     assert!(
         list.iter().all(|c| c.state == "ACTIVE"),
         "controllers after the run: {list:#?}"
     );
-    let mut client = NbdClient::connect_tcp(node.nbd_ports[0], VOLUME, IO_TIMEOUT)
-        .expect("connect for the final read");
-    assert_eq!(client.size, VOLUME_SIZE);
-    let mut verify_errors: Vec<String> = Vec::new();
-    let mut counts = [0u64; 4]; // acknowledged, uncertain-old, uncertain-new, zero tail
-    let chunk_blocks = 256u64;
-    let mut chunk = vec![0u8; chunk_blocks as usize * BLOCK];
-    for first in (0..VOLUME_SIZE / BLOCK as u64).step_by(chunk_blocks as usize) {
-        client
-            .read(first * BLOCK as u64, &mut chunk)
-            .expect("final read");
-        for i in 0..chunk_blocks {
-            let lba = first + i;
-            let bytes = &chunk[i as usize * BLOCK..(i as usize + 1) * BLOCK];
-            let found = decode(lba, bytes);
-            let writer = (lba / REGION_BLOCKS) as usize;
-            let verdict = if writer < WRITERS {
-                let block = &outcomes[writer].oracle[(lba % REGION_BLOCKS) as usize];
-                match found.version() {
-                    Some(v) if v == block.acked => {
-                        counts[if block.uncertain.is_empty() { 0 } else { 1 }] += 1;
-                        Ok(())
-                    }
-                    Some(v) if block.uncertain.contains(&v) => {
-                        counts[2] += 1;
-                        Ok(())
-                    }
-                    _ => Err(format!(
-                        "expected version {:#x} (or one of {:x?})",
-                        block.acked, block.uncertain
-                    )),
-                }
-            } else if found == Content::Zero {
-                counts[3] += 1;
-                Ok(())
-            } else {
-                Err("expected zeroes (never written)".to_owned())
-            };
-            if let Err(expected) = verdict {
-                verify_errors.push(format!(
-                    "block {lba} (offset {:#x}): found {found:x?}, {expected}; bytes {}",
-                    lba * BLOCK as u64,
-                    hex_prefix(bytes)
-                ));
-            }
-        }
-    }
-    client.disconnect();
+    let read_started = Instant::now();
+    let (verify_errors, counts) = verify_volume(&node.nbd_ports, &outcomes);
+    let read_time = read_started.elapsed();
 
     // ---- Figures.
     let all_gaps: Vec<(f64, f64)> = outcomes
@@ -889,7 +1122,12 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
     let mut failback_pauses = Vec::new();
     let mut bulk_pauses = Vec::new();
     for (i, failover) in failovers.iter().enumerate() {
-        let next = failovers.get(i + 1).map_or(end, |f| f.failed_at);
+        // Failback: from the recover request until shortly after ACTIVE (writers go back
+        // to their home ports then).
+        let next = failovers
+            .get(i + 1)
+            .map_or(end, |f| f.failed_at)
+            .min(failover.active_at + 0.1);
         let pause = longest_gap(failover.failed_at, failover.recover_at);
         fail_pauses.push(pause);
         if failover.bulk {
@@ -960,7 +1198,7 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
         summary(&bulk_pauses)
     );
     eprintln!(
-        "I/O pause at failback (recover -> next):  {}",
+        "I/O pause at failback (recover -> ACTIVE): {}",
         summary(&failback_pauses)
     );
     eprintln!(
@@ -991,7 +1229,7 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
             .as_secs_f64()
             * 1e3,
         max_dirty as f64 / MIB as f64,
-        metric(&node, "troika_cache_destaged_bytes_total") as f64 / MIB as f64,
+        metric(&node, "troika_destage_bytes_total") as f64 / MIB as f64,
     );
     eprintln!(
         "dropped connections: {} ({} on a controller that was not failed): {drop_kinds:?}",
@@ -1008,8 +1246,9 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
         );
     }
     eprintln!(
-        "final read: {} blocks as acknowledged, {} uncertain blocks as before, {} as the in-flight write, \
-         {} never-written blocks zero; {} verify errors, {} online read errors",
+        "final read through each port ({:.1}s): {} blocks as acknowledged, {} uncertain blocks as before, \
+         {} as the in-flight write, {} never-written blocks zero; {} verify errors, {} online read errors",
+        read_time.as_secs_f64(),
         counts[0],
         counts[1],
         counts[2],
@@ -1019,6 +1258,14 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
     );
     for error in verify_errors.iter().take(20) {
         eprintln!("  VERIFY {error}");
+    }
+    if !verify_errors.is_empty() {
+        eprintln!("controller operations (seconds since t0):");
+        for (at, what) in TIMELINE.lock().unwrap().iter() {
+            if *at >= shared.t0 {
+                eprintln!("  {:8.3} {what}", shared.secs(*at));
+            }
+        }
     }
     for error in online_errors.iter().take(20) {
         eprintln!("  ONLINE {error}");
@@ -1036,6 +1283,17 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
          {recovered_events} CONTROLLER_RECOVERED"
     );
     let counted: Vec<u64> = controllers(&socket).iter().map(|c| c.failovers).collect();
+    eprintln!(
+        "edge cases ({:.1}s, longest gap {:.1} ms, failures per controller {:?}):",
+        edge_ended - edge_started,
+        longest_gap(edge_started, edge_ended) * 1e3,
+        edge.fails
+    );
+    for note in &edge.notes {
+        eprintln!("  {note}");
+    }
+    let total_fails: u64 =
+        per_controller.iter().sum::<usize>() as u64 + edge.fails.iter().sum::<u64>();
 
     assert!(
         verify_errors.is_empty() && online_errors.is_empty(),
@@ -1055,23 +1313,22 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
         per_controller.iter().all(|&n| n >= 3),
         "every controller fails at least 3 times: {per_controller:?}"
     );
-    assert_eq!(
-        failed_events,
-        failovers.len() as u64,
-        "CONTROLLER_FAILED events"
-    );
+    assert_eq!(failed_events, total_fails, "CONTROLLER_FAILED events");
     assert_eq!(
         recovered_events,
-        failovers.len() as u64,
-        "CONTROLLER_RECOVERED events"
+        total_fails - edge.interrupted_failbacks,
+        "CONTROLLER_RECOVERED events (one per return to ACTIVE)"
     );
     assert!(restored_events >= 1, "no REDUNDANCY_RESTORED event");
     assert_eq!(
         counted,
-        per_controller.iter().map(|&n| n as u64).collect::<Vec<_>>(),
+        (0..3)
+            .map(|c| per_controller[c] as u64 + edge.fails[c])
+            .collect::<Vec<_>>(),
         "the controllers' failover counters"
     );
-    node.stop();
+    node.stop_within(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}:\n{}", tail(&node.log_text(), 20)));
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1079,6 +1336,8 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
 
 const KILL_VOLUME: &str = "killvol";
 const KILL_BLOCKS: u64 = 64 * MIB / BLOCK as u64;
+/// The blocks the background writers of the kill test write to (two halves).
+const BACKGROUND_BLOCKS: u64 = 16 * MIB / BLOCK as u64;
 
 /// Per block: the version at the last completed flush, and every version written since.
 #[derive(Default, Clone, Debug)]
@@ -1137,6 +1396,34 @@ fn flush_recorded(client: &mut NbdClient, model: &Model, lbas: &[u64]) -> io::Re
     Ok(())
 }
 
+/// Known data, flushed: random blocks and small runs, then (`heavy`) 24 MiB of sequential
+/// data, so that the cache holds much dirty data to re-mirror; all in blocks `from..`.
+fn write_known(port: u16, model: &Model, rng: &mut Rng, seq: &mut u64, heavy: bool, from: u64) {
+    let mut client = NbdClient::connect_tcp(port, KILL_VOLUME, IO_TIMEOUT).expect("connect");
+    let mut buf = Vec::new();
+    let mut touched: Vec<u64> = Vec::new();
+    for _ in 0..400 {
+        let count = 1 + rng.below(4) * rng.below(4);
+        let lba = from + rng.below(KILL_BLOCKS - from - count + 1);
+        *seq += 1;
+        write_recorded(&mut client, model, lba, count, *seq, &mut buf).expect("write");
+        touched.extend(lba..lba + count);
+    }
+    if heavy {
+        let run = 24 * MIB / BLOCK as u64;
+        let start = (from + rng.below(KILL_BLOCKS - from - run + 1)) & !63;
+        *seq += 1;
+        for lba in (start..start + run).step_by(64) {
+            write_recorded(&mut client, model, lba, 64, *seq, &mut buf).expect("bulk write");
+        }
+        touched.extend(start..start + run);
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    flush_recorded(&mut client, model, &touched).expect("flush");
+    client.disconnect();
+}
+
 #[derive(Debug, Clone, Copy)]
 enum KillAt {
     /// Kill, then (this many µs later) send the fail request.
@@ -1180,39 +1467,20 @@ fn flushed_writes_survive_kill_9_around_a_controller_failure() {
         let ports = node.nbd_ports.clone();
         let heavy = matches!(scenario, KillAt::DuringRemirror | KillAt::DuringFailback);
 
-        // Known data, flushed: random blocks and small runs, then (for the re-mirroring
-        // cases) a lot of sequential data, so the cache holds much dirty data to re-mirror.
-        let mut client =
-            NbdClient::connect_tcp(ports[victim as usize % 3], KILL_VOLUME, IO_TIMEOUT)
-                .expect("connect");
-        let mut buf = Vec::new();
-        let mut touched: Vec<u64> = Vec::new();
-        for _ in 0..400 {
-            let count = 1 + rng.below(4) * rng.below(4);
-            let lba = rng.below(KILL_BLOCKS - count + 1);
-            seq += 1;
-            write_recorded(&mut client, &model, lba, count, seq, &mut buf).expect("write");
-            touched.extend(lba..lba + count);
-        }
-        if heavy {
-            let run = 24 * MIB / BLOCK as u64;
-            let start = rng.below(KILL_BLOCKS - run + 1) & !63;
-            seq += 1;
-            for lba in (start..start + run).step_by(64) {
-                write_recorded(&mut client, &model, lba, 64, seq, &mut buf).expect("bulk write");
-            }
-            touched.extend(start..start + run);
-        }
-        touched.sort_unstable();
-        touched.dedup();
-        flush_recorded(&mut client, &model, &touched).expect("flush");
-        client.disconnect();
+        write_known(
+            ports[victim as usize % 3],
+            &model,
+            &mut rng,
+            &mut seq,
+            heavy,
+            0,
+        );
 
         // Writers carry on through the failure and the kill, on a survivor's port and on
         // the victim's: flushes that complete make their writes durable.
         let stop = Arc::new(AtomicBool::new(false));
-        // Each in its own half of the volume: a flush makes durable only what its own
-        // connection had acknowledged.
+        // Each in its own half of the first `BACKGROUND_BLOCKS`: a flush makes durable
+        // only what its own connection had acknowledged.
         let background: Vec<_> = [victim as usize % 3, victim as usize - 1]
             .into_iter()
             .enumerate()
@@ -1230,8 +1498,8 @@ fn flushed_writes_survive_kill_9_around_a_controller_failure() {
                     let mut n = 0u64;
                     while !stop.load(Ordering::Acquire) {
                         let count = 1 + rng.below(3);
-                        let lba =
-                            half as u64 * KILL_BLOCKS / 2 + rng.below(KILL_BLOCKS / 2 - count + 1);
+                        let half_size = BACKGROUND_BLOCKS / 2;
+                        let lba = half as u64 * half_size + rng.below(half_size - count + 1);
                         n += 1;
                         if write_recorded(&mut client, &model, lba, count, base + n, &mut buf)
                             .is_err()
@@ -1279,17 +1547,38 @@ fn flushed_writes_survive_kill_9_around_a_controller_failure() {
                 note = format!("fail answered {:?}", failer.join().unwrap().ok());
             }
             KillAt::DuringRemirror => {
-                remirror_tries += 1;
-                let (status, envelope) = fail_controller(&socket, victim).expect("fail");
-                assert_eq!(status, 200, "fail {victim}: {envelope}");
-                let deadline = Instant::now() + Duration::from_secs(10);
+                // Re-mirroring may be over before the first look: then recover, write
+                // more and fail another controller (a few times).
                 let mut lag = 0;
-                while Instant::now() < deadline {
-                    let list = controllers(&socket);
-                    lag = list.iter().map(|c| c.mirror_lag_bytes).sum::<u64>();
-                    if lag > 0 || remirrored(&list) {
+                for attempt in 0..4u32 {
+                    remirror_tries += 1;
+                    let victim = (victim - 1 + attempt) % 3 + 1;
+                    let (status, envelope) = fail_controller(&socket, victim).expect("fail");
+                    assert_eq!(status, 200, "fail {victim}: {envelope}");
+                    let deadline = Instant::now() + Duration::from_secs(10);
+                    while Instant::now() < deadline {
+                        let list = controllers(&socket);
+                        lag = list.iter().map(|c| c.mirror_lag_bytes).sum::<u64>();
+                        if lag > 0 || remirrored(&list) {
+                            break;
+                        }
+                    }
+                    if lag > 0 || attempt == 3 {
                         break;
                     }
+                    let (status, envelope) = recover_controller(&socket, victim).expect("recover");
+                    assert_eq!(status, 200, "recover {victim}: {envelope}");
+                    wait_until(&socket, Duration::from_secs(30), redundant)
+                        .unwrap_or_else(|list| panic!("not redundant: {list:#?}"));
+                    // Clear of the background writers' blocks.
+                    write_known(
+                        ports[victim as usize % 3],
+                        &model,
+                        &mut rng,
+                        &mut seq,
+                        true,
+                        BACKGROUND_BLOCKS,
+                    );
                 }
                 node.kill9();
                 if lag > 0 {
@@ -1370,11 +1659,12 @@ fn flushed_writes_survive_kill_9_around_a_controller_failure() {
         );
     }
     eprintln!(
-        "{} kill -9 iterations in {:.1}s; killed during re-mirroring {remirror_hits} of {remirror_tries} times",
+        "{} kill -9 iterations in {:.1}s; killed during re-mirroring in {remirror_hits} of {rounds} iterations ({remirror_tries} failures tried)",
         rounds * scenarios.len(),
         started.elapsed().as_secs_f64()
     );
-    node.stop();
+    node.stop_within(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}:\n{}", tail(&node.log_text(), 20)));
 }
 
 // ----------------------------------------------------------------------------------------
@@ -1482,5 +1772,131 @@ fn fio_verifies_on_a_live_controller_while_the_others_fail() {
         written.as_secs_f64()
     );
     assert!(failovers >= 1, "no failover happened while fio ran");
-    node.stop();
+    node.stop_within(Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e}:\n{}", tail(&node.log_text(), 20)));
+}
+
+// ----------------------------------------------------------------------------------------
+// A controller fails while another is RECOVERING.
+
+/// "1:ACTIVE lag 0 remirror None failback None, ..."
+fn brief(list: &[Ctl]) -> String {
+    list.iter()
+        .map(|c| {
+            format!(
+                "{}:{} lag {} remirror {:?} failback {:?}",
+                c.id, c.state, c.mirror_lag_bytes, c.remirror_progress, c.failback_progress
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Waits (at most 30 s) for `done`, noting in the timeline how long it took or what the
+/// controllers showed when it gave up.
+fn wait_logged(socket: &Path, what: &str, done: impl Fn(&[Ctl]) -> bool) {
+    match wait_until(socket, Duration::from_secs(30), done) {
+        Ok(took) => timeline(format!("{what} after {:.0} ms", took.as_secs_f64() * 1e3)),
+        Err(list) => timeline(format!("NOT {what} after 30 s: {}", brief(&list))),
+    }
+}
+
+/// One writer on controller 3's port (never failed), 4 KiB random writes with a flush
+/// every 32 and read-backs; `rounds` times: fail 1, wait for re-mirroring, recover 1, wait
+/// `gap_ms` (1 is RECOVERING), fail 2, wait for re-mirroring, recover 2, wait until all are
+/// ACTIVE. Then every block must read back as acknowledged.
+fn failure_during_anothers_failback(rounds: usize, gap_ms: u64) -> Vec<String> {
+    let mut node = TestNode::start_with_nbd_ports(ci_model(), 3);
+    node.pool_and_volume("rpool", "256M", VOLUME, "128M");
+    let socket = node.mgmt_socket();
+    require_controller_api(&socket);
+    let shared = Arc::new(Shared {
+        ports: node.nbd_ports.clone(),
+        t0: Instant::now(),
+        stop: AtomicBool::new(false),
+        bulk: AtomicBool::new(false),
+        failed: AtomicU8::new(0),
+        recoveries: AtomicU64::new(0),
+    });
+    TIMELINE.lock().unwrap().clear();
+    let writer = Writer::new(2, shared.clone(), 0x1234_5678);
+    let handle = std::thread::spawn(move || writer.run());
+    std::thread::sleep(Duration::from_millis(500));
+    for round in 0..rounds {
+        wait_until(&socket, Duration::from_secs(30), redundant)
+            .unwrap_or_else(|list| panic!("round {round}: not redundant: {list:#?}"));
+        fail_when_allowed(&socket, 1);
+        wait_logged(&socket, "re-mirrored", remirrored);
+        assert_eq!(recover_controller(&socket, 1).unwrap().0, 200);
+        std::thread::sleep(Duration::from_millis(gap_ms));
+        timeline(format!("controllers: {}", brief(&controllers(&socket))));
+        let refusals = fail_when_allowed(&socket, 2);
+        timeline(format!("fail 2 refused {refusals} times first"));
+        wait_logged(&socket, "re-mirrored", remirrored);
+        assert_eq!(recover_controller(&socket, 2).unwrap().0, 200);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    wait_logged(&socket, "redundant", redundant);
+    std::thread::sleep(Duration::from_millis(200));
+    shared.stop.store(true, Ordering::Release);
+    let outcome = handle.join().unwrap();
+    let writes = outcome.writes;
+    let online = outcome.online_errors.clone();
+    let outcomes = vec![
+        WriterOutcome {
+            oracle: vec![Oracle::default(); slots(0) as usize],
+            ..WriterOutcome::default()
+        },
+        WriterOutcome {
+            oracle: vec![Oracle::default(); slots(1) as usize],
+            ..WriterOutcome::default()
+        },
+        outcome,
+    ];
+    let (mut errors, _) = verify_volume(&node.nbd_ports, &outcomes);
+    errors.extend(online);
+    if let Err(error) = node.stop_within(Duration::from_secs(60)) {
+        errors.push(format!(
+            "shutdown: {error}; log ends:\n{}",
+            tail(&node.log_text(), 30)
+        ));
+    }
+    eprintln!(
+        "{rounds} rounds, {gap_ms} ms after recover 1: {writes} writes, {} verify errors",
+        errors.len()
+    );
+    for error in errors.iter().take(10) {
+        eprintln!("  VERIFY {error}");
+    }
+    {
+        eprintln!("controller operations (seconds since t0):");
+        for (at, what) in TIMELINE.lock().unwrap().iter() {
+            if *at >= shared.t0 {
+                eprintln!("  {:8.3} {what}", shared.secs(*at));
+            }
+        }
+    }
+    errors
+}
+
+#[test]
+#[ignore = "fails on main: acknowledged writes are lost (and shutdown hangs) when a controller \
+            fails and is recovered while another is RECOVERING; run with --ignored"]
+fn acknowledged_writes_survive_a_failure_during_another_controllers_failback() {
+    let _serial = serial();
+    let rounds = std::env::var("TROIKA_REPRO_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(8);
+    let gap_ms = std::env::var("TROIKA_REPRO_GAP_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let errors = failure_during_anothers_failback(rounds, gap_ms);
+    assert!(
+        errors.is_empty(),
+        "{} acknowledged writes lost, first: {}",
+        errors.len(),
+        errors[0]
+    );
 }

@@ -255,6 +255,34 @@ impl TestNode {
         }
     }
 
+    /// SIGTERM and wait at most `timeout` for a clean exit; a node that does not stop in
+    /// time is killed with SIGKILL and reported as an error (a hung shutdown), as is one
+    /// that exits with a failure.
+    pub fn stop_within(&mut self, timeout: Duration) -> Result<(), String> {
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
+        // SAFETY: sending a signal to our own child process by pid.
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            match child.try_wait() {
+                Ok(Some(status)) if status.success() => return Ok(()),
+                Ok(Some(status)) => return Err(format!("troika exited with {status}")),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("troika did not stop within {timeout:?} of SIGTERM"));
+                }
+            }
+        }
+    }
+
     /// Starts the node again on the same data directory.
     pub fn restart(&mut self) {
         self.kill9();
