@@ -52,7 +52,7 @@ impl Cache {
             return Ok(());
         };
         let block_bytes = |block: usize| -> &[u8] {
-            if block == first_block && within % BLOCK_SIZE != 0 {
+            if block == first_block && !within.is_multiple_of(BLOCK_SIZE) {
                 return &partial.bytes[0];
             }
             let block_end = (block + 1) * BLOCK_SIZE;
@@ -184,7 +184,7 @@ impl Cache {
                     .copy_from_slice(&data[from..from + end - start]);
                 if end - start < BLOCK_SIZE {
                     // The same choice as the mirror's `block_bytes` makes.
-                    let head = block == first_block && within % BLOCK_SIZE != 0;
+                    let head = block == first_block && !within.is_multiple_of(BLOCK_SIZE);
                     partial.bytes[usize::from(!head)].copy_from_slice(bytes);
                 }
             }
