@@ -28,6 +28,9 @@ use crate::types::BLOCK_SIZE;
 /// Where the controllers layer raises events: (code, description).
 pub type EventSink = Arc<dyn Fn(&'static str, String) + Send + Sync>;
 
+/// A per-controller gauge: name, help text, and how to read it.
+type Gauge = (&'static str, &'static str, fn(&ControllerInfo) -> f64);
+
 /// Time between failback steps, so hosts see a few brief pauses, not one long one.
 const FAILBACK_STEP_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -349,7 +352,7 @@ impl Controllers {
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
         let infos = self.infos();
-        let gauges: [(&str, &str, fn(&ControllerInfo) -> f64); 5] = [
+        let gauges: [Gauge; 5] = [
             (
                 "troika_controller_up",
                 "1 while the controller serves (ACTIVE or RECOVERING).",
