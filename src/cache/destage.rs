@@ -112,7 +112,9 @@ impl Cache {
         let array = self.meta.array();
         let geometry = *array.geometry();
         let mut batch = self.new_batch(index);
-        let clean_below = (geometry.segments() / 32).max(3);
+        // Above the destage's reserve, or a small array could stop with exactly the
+        // reserve free: too few rows to destage, too many to start cleaning.
+        let clean_below = (geometry.segments() / 32).max(CLEANER_RESERVE_SEGMENTS + 4);
         // Hot data stays in cache: destage starts at the high watermark and goes down to
         // the low one. When hosts stop doing I/O for a while, everything is written out so
         // the vault and the recovery time stay small without competing with host I/O.

@@ -275,7 +275,7 @@ impl Cache {
     /// mirror of its dirty blocks when `keep_as_mirror`, else it is freed.
     fn lift(&self, domain_index: usize, key: SectionKey, keep_as_mirror: bool) -> Option<Lifted> {
         let domain = &self.domains[domain_index];
-        let since = self.meta.journal().next_lsn();
+        let since = self.meta.journal().lsn_floor();
         let mut shard = domain.shard(key).inner.lock();
         let slot = *shard.index.get(&key)?;
         let mut data = vec![0u8; SECTION_SIZE];

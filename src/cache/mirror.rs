@@ -52,7 +52,7 @@ impl Cache {
             return Ok(());
         };
         let block_bytes = |block: usize| -> &[u8] {
-            if block == first_block && within % BLOCK_SIZE != 0 {
+            if block == first_block && !within.is_multiple_of(BLOCK_SIZE) {
                 return &partial.bytes[0];
             }
             let block_end = (block + 1) * BLOCK_SIZE;
@@ -183,8 +183,9 @@ impl Cache {
                 bytes[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE]
                     .copy_from_slice(&data[from..from + end - start]);
                 if end - start < BLOCK_SIZE {
-                    let index = usize::from(block != first_block);
-                    partial.bytes[index].copy_from_slice(bytes);
+                    // The same choice as the mirror's `block_bytes` makes.
+                    let head = block == first_block && !within.is_multiple_of(BLOCK_SIZE);
+                    partial.bytes[usize::from(!head)].copy_from_slice(bytes);
                 }
             }
             shard.queue_dirty(slot);
@@ -245,7 +246,7 @@ impl Cache {
         generation: &dyn Fn(usize) -> u64,
     ) -> Option<()> {
         let domain = &self.domains[mirror];
-        let since = self.meta.journal().next_lsn();
+        let since = self.meta.journal().lsn_floor();
         let mut shard = domain.shard(key).inner.lock();
         let slot = shard.find_or_insert(key, Role::Mirror)?;
         if shard.slots[slot as usize].role != Role::Mirror {

@@ -766,9 +766,32 @@ impl Cache {
 
     /// Asks the destage threads to write out everything dirty and waits until they have.
     pub fn drain(&self) -> Result<(), IoError> {
-        let deadline = Instant::now() + Duration::from_secs(600);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(600);
+        let mut reported = false;
         self.drain_requested.store(true, Ordering::Release);
         while self.dirty_bytes() > 0 {
+            if !reported && started.elapsed() > Duration::from_secs(10) {
+                reported = true;
+                let figures: Vec<String> = self
+                    .domains
+                    .iter()
+                    .map(|domain| {
+                        format!(
+                            "controller {}: {} dirty blocks, {} mirror blocks{}",
+                            domain.index + 1,
+                            domain.primary_dirty.load(Ordering::Acquire),
+                            domain.mirror_dirty.load(Ordering::Acquire),
+                            if domain.is_alive() { "" } else { " (failed)" }
+                        )
+                    })
+                    .collect();
+                eprintln!(
+                    "troika: destaging everything is taking long ({} free segments): {}",
+                    self.meta.state().alloc.free_segments(),
+                    figures.join("; ")
+                );
+            }
             if self.meta.has_failed() {
                 return Err(IoError::Media {
                     volume: String::new(),

@@ -67,3 +67,102 @@ impl Cache {
         self.fault_point(at).is_err()
     }
 }
+
+impl Cache {
+    /// Recounts every domain's dirty, mirror and unmirrored blocks from its slots and
+    /// compares them with the counters; describes the first difference.
+    pub fn check_counters(&self) -> Result<(), String> {
+        use std::sync::atomic::Ordering;
+
+        use super::shard::Role;
+        for domain in self.domains.iter() {
+            let (mut primary, mut mirror, mut unmirrored) = (0u64, 0u64, 0u64);
+            for shard in domain.shards.iter() {
+                let shard = shard.inner.lock();
+                for slot in shard.slots.iter().filter(|slot| slot.key.is_some()) {
+                    let dirty = u64::from(slot.dirty.count_ones());
+                    match slot.role {
+                        Role::Primary => {
+                            primary += dirty;
+                            unmirrored += u64::from((slot.unmirrored & slot.dirty).count_ones());
+                        }
+                        Role::Mirror => mirror += dirty,
+                    }
+                }
+            }
+            let counted = (
+                domain.primary_dirty.load(Ordering::Acquire),
+                domain.mirror_dirty.load(Ordering::Acquire),
+                domain.unmirrored.load(Ordering::Acquire),
+            );
+            if counted != (primary, mirror, unmirrored) {
+                return Err(format!(
+                    "domain {}: counters (primary, mirror, unmirrored) = {counted:?}, slots hold {:?}",
+                    domain.index + 1,
+                    (primary, mirror, unmirrored)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Cache {
+    /// Every mirror copy sits where routing puts the section's mirror, and matches a dirty
+    /// block of the same generation at the section's owner; every dirty primary block
+    /// without the unmirrored mark has its copy. Only meaningful while nothing runs.
+    pub fn check_mirrors(&self) -> Result<(), String> {
+        use super::shard::Role;
+        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+            for shard in domain.shards.iter() {
+                let shard = shard.inner.lock();
+                for slot in shard.slots.iter().filter(|slot| slot.key.is_some()) {
+                    let key = slot.key.unwrap();
+                    let route = self.router.route(key);
+                    for block in 0..crate::types::BLOCKS_PER_SECTION {
+                        let bit = 1u16 << block;
+                        if slot.dirty & bit == 0 {
+                            continue;
+                        }
+                        let generation = slot.generation[block];
+                        let (other, wanted_role) = match slot.role {
+                            Role::Mirror if route.mirror != Some(domain.index) => {
+                                return Err(format!(
+                                    "domain {} holds a mirror copy of {key:?} but routing says {route:?}",
+                                    domain.index + 1
+                                ));
+                            }
+                            Role::Mirror => (route.owner, Role::Primary),
+                            Role::Primary if route.owner != domain.index => {
+                                return Err(format!(
+                                    "domain {} holds {key:?} dirty as primary but routing says {route:?}",
+                                    domain.index + 1
+                                ));
+                            }
+                            Role::Primary if slot.unmirrored & bit != 0 => continue,
+                            Role::Primary => match route.mirror {
+                                Some(mirror) => (mirror, Role::Mirror),
+                                None => continue,
+                            },
+                        };
+                        let peer = self.domains[other].shard(key).inner.lock();
+                        let matches = peer.index.get(&key).is_some_and(|&index| {
+                            let entry = &peer.slots[index as usize];
+                            entry.role == wanted_role && entry.holds_dirty(key, block, generation)
+                        });
+                        if !matches {
+                            return Err(format!(
+                                "{key:?} block {block} generation {generation}: {:?} copy in domain {} has no {:?} twin in domain {}",
+                                slot.role,
+                                domain.index + 1,
+                                wanted_role,
+                                other + 1
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -83,6 +83,9 @@ pub struct Journal {
     region_len: u64,
     inner: Mutex<Inner>,
     done: Condvar,
+    /// A copy of `Inner::next_lsn`, readable without the lock (it only grows, so a stale
+    /// value is still a lower bound for every later record).
+    next_lsn_floor: std::sync::atomic::AtomicU64,
 }
 
 /// Identifies an appended record for [`Journal::commit`].
@@ -116,6 +119,7 @@ impl Journal {
                 batch: Some(AlignedBuf::new(MAX_BATCH)),
             }),
             done: Condvar::new(),
+            next_lsn_floor: std::sync::atomic::AtomicU64::new(next_lsn),
         })
     }
 
@@ -153,6 +157,13 @@ impl Journal {
     /// the returned LSN, or already durable before it.
     pub fn next_lsn(&self) -> u64 {
         self.inner.lock().next_lsn
+    }
+
+    /// A lower bound, read without a lock, for the LSN of every record appended from now
+    /// on (the cache's write path pins the vault with it).
+    pub fn lsn_floor(&self) -> u64 {
+        self.next_lsn_floor
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Bytes of the region in use (between the tail and the next batch).
@@ -213,6 +224,8 @@ impl Journal {
             match result {
                 Ok(()) => {
                     inner.next_lsn = lsn;
+                    self.next_lsn_floor
+                        .store(lsn, std::sync::atomic::Ordering::Release);
                     inner.durable = upto;
                 }
                 Err(err) => inner.failed = Some(err),

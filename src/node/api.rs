@@ -174,6 +174,9 @@ impl Management for NodeApi {
         let physical = self.meta.usable_blocks() * BLOCK_SIZE as u64;
         let health = if self.meta.has_failed() {
             "FAILED"
+        } else if self.controllers.live_count() < self.hw.controllers.min(2) {
+            // One controller left: writes are vaulted before they are acknowledged.
+            "DEGRADED"
         } else {
             "ACTIVE"
         };
@@ -383,6 +386,7 @@ impl Management for NodeApi {
             &self.cache,
             self.controllers.stats(),
         );
+        self.controllers.render_metrics(&mut out);
         out
     }
 
