@@ -75,6 +75,12 @@ wait_for_tcp() {
 # volume V of SIZE, written once sequentially (1M, qd8) so reads hit data.
 setup_troika() {
     local name="$1" hw="$2" listen
+    # BASELINE_TROIKA: another build (e.g. the First-light data path, before mirroring) for
+    # the 1-controller side; bash's dynamic scope hands it to start_troika.
+    local TROIKA="$TROIKA"
+    if [[ "$name" == troika-1ctl && -n "${BASELINE_TROIKA:-}" ]]; then
+        TROIKA="$BASELINE_TROIKA"
+    fi
     shift 2
     listen="$(printf '127.0.0.1:%s,' "$@")"
     NBD_LISTEN="${listen%,}" start_troika "$WORK/$name" "$WORK/$name.log" --hw "$hw" --mgmt-listen none

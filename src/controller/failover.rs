@@ -260,6 +260,12 @@ impl Controllers {
         let next = from
             .on(ControllerEvent::Recover)
             .map_err(|err| state_error(format!("controller {id} cannot recover now: {err}")))?;
+        if let Some((returning, _)) = self.routing.load().returning {
+            // One failback at a time: routing describes a single returning controller.
+            return Err(state_error(format!(
+                "controller {returning} is still failing back; recover controller {id} once it is ACTIVE (see `troika controller ls`)"
+            )));
+        }
         self.cache.recover_domain(index);
         // Step 0 places every section as before: no section moves, no pause needed.
         self.routing.store(self.routing.load().returning(id));
