@@ -22,9 +22,10 @@
 //!   workload on controller 1's port while controllers 2 and 3 fail and recover; a second
 //!   fio pass verifies through another port. Skipped when fio (with its nbd engine) is not
 //!   installed, unless TROIKA_REQUIRE_FIO=1.
-//! - `acknowledged_writes_survive_a_failure_during_another_controllers_failback`
-//!   (ignored: it fails on main): controller 2 fails and is recovered while controller 1
-//!   is RECOVERING; writes acknowledged meanwhile through controller 3 must survive.
+//! - `acknowledged_writes_survive_a_failure_during_another_controllers_failback`:
+//!   controller 2 fails while controller 1 is RECOVERING and is recovered (refused until 1
+//!   is ACTIVE: one failback at a time); writes acknowledged meanwhile through controller
+//!   3 must survive and the node must still shut down.
 //!   TROIKA_REPRO_ROUNDS and TROIKA_REPRO_GAP_MS vary it. TROIKA_TIMELINE=1 prints the
 //!   controller operations as they happen.
 //!
@@ -294,6 +295,36 @@ fn recover_controller(socket: &Path, id: u32) -> io::Result<(u16, Value)> {
         answer.as_ref().map(|a| a.0)
     ));
     answer
+}
+
+/// Recovers controller `id`; while another controller fails back the node refuses
+/// (`CONTROLLER_STATE`: one failback at a time), so wait until none is RECOVERING and try
+/// again. Returns the number of refusals.
+fn recover_when_allowed(socket: &Path, id: u32) -> u32 {
+    let mut refusals = 0;
+    loop {
+        let (status, envelope) = recover_controller(socket, id).expect("POST recover");
+        if status == 200 {
+            let state = envelope["result"]["state"].as_str().unwrap_or("");
+            assert!(
+                state == "RECOVERING" || state == "ACTIVE",
+                "recover {id} answered {envelope}"
+            );
+            return refusals;
+        }
+        let list = controllers(socket);
+        assert!(
+            status == 409
+                && envelope["error"]["code"] == "CONTROLLER_STATE"
+                && list.iter().any(|c| c.id != id && c.state == "RECOVERING")
+                && refusals < 100,
+            "recover {id}: {status} {envelope}\ncontrollers: {list:#?}"
+        );
+        refusals += 1;
+        let _ = wait_until(socket, Duration::from_secs(30), |list| {
+            list.iter().all(|c| c.state != "RECOVERING")
+        });
+    }
 }
 
 /// Fails controller `id`, waiting out `CONTROLLER_STATE` refusals (re-mirroring still in
@@ -753,10 +784,11 @@ struct Failover {
     destaged_during: u64,
 }
 
-/// Reads the whole volume through every port in `ports` and checks every block against
-/// its writer's oracle (`outcomes[w]` for writer w); the errors, and (through the first
-/// port) how many blocks read as acknowledged, uncertain but as before, the in-flight
-/// write, never written.
+/// Reads the whole volume through the first port in `ports`, and a quarter of it (every
+/// fourth MiB) through each other port, and checks every block read against its writer's
+/// oracle (`outcomes[w]` for writer w); the errors, and (through the first port) how many
+/// blocks read as acknowledged, uncertain but as before, the in-flight write, never
+/// written.
 fn verify_volume(ports: &[u16], outcomes: &[WriterOutcome]) -> (Vec<String>, [u64; 4]) {
     let mut verify_errors: Vec<String> = Vec::new();
     // Through the first port: as acknowledged, uncertain but as before, the in-flight
@@ -769,6 +801,9 @@ fn verify_volume(ports: &[u16], outcomes: &[WriterOutcome]) -> (Vec<String>, [u6
         let chunk_blocks = 256u64;
         let mut chunk = vec![0u8; chunk_blocks as usize * BLOCK];
         for first in (0..VOLUME_SIZE / BLOCK as u64).step_by(chunk_blocks as usize) {
+            if port_index > 0 && (first / chunk_blocks) % 4 != port_index as u64 {
+                continue;
+            }
             client
                 .read(first * BLOCK as u64, &mut chunk)
                 .expect("final read");
@@ -830,8 +865,7 @@ fn state_of(socket: &Path, id: u32) -> String {
 /// Recovers `ids`, then waits until every controller is ACTIVE and redundant.
 fn recover_and_wait(socket: &Path, shared: &Shared, ids: &[u32]) {
     for &id in ids {
-        let (status, envelope) = recover_controller(socket, id).expect("POST recover");
-        assert_eq!(status, 200, "recover {id}: {envelope}");
+        recover_when_allowed(socket, id);
         shared.failed.fetch_and(!(1 << (id - 1)), Ordering::AcqRel);
     }
     if let Err(list) = wait_until(socket, Duration::from_secs(30), redundant) {
@@ -851,8 +885,8 @@ fn fail_once(socket: &Path, shared: &Shared, id: u32) -> (u16, String) {
     (status, code)
 }
 
-/// Failures the main loop avoids: a controller failing again during its own failback, and
-/// two controllers down at once, where the last may not fail.
+/// Failures the main loop avoids: during failback (of the same controller and of
+/// another) and two controllers down at once, where the last may not fail.
 fn edge_cases(socket: &Path, shared: &Shared, rng: &mut Rng) -> EdgeReport {
     let mut report = EdgeReport::default();
     let wait_remirrored = |what: &str| {
@@ -874,10 +908,9 @@ fn edge_cases(socket: &Path, shared: &Shared, rng: &mut Rng) -> EdgeReport {
         refusals
     };
 
-    // The same controller fails again while it is RECOVERING. (Another one failing then
-    // loses acknowledged writes: see
-    // `acknowledged_writes_survive_a_failure_during_another_controllers_failback`.)
-    for (x, y) in [(1u32, 1u32), (3, 3), (2, 2)] {
+    // The same controller fails again while it is RECOVERING, or another one does (and
+    // its recovery waits for the first failback to end).
+    for (x, y) in [(1u32, 1u32), (3, 3), (2, 3), (1, 2)] {
         ready();
         fail_and_remirror(&mut report, x);
         let (status, envelope) = recover_controller(socket, x).expect("recover");
@@ -1086,8 +1119,8 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
     let failover_phase = phase_started.elapsed();
     let end = shared.secs(Instant::now());
 
-    // ---- Edge cases, with the writers still going: a failure during the same
-    // controller's failback, and two controllers down at once.
+    // ---- Edge cases, with the writers still going: a failure during failback (of the
+    // same controller and of another), and two controllers down at once.
     shared.bulk.store(false, Ordering::Relaxed);
     let edge_started = shared.secs(Instant::now());
     let edge = edge_cases(&socket, &shared, &mut rng);
@@ -1246,7 +1279,7 @@ fn writers_survive_failovers_with_every_acknowledged_write_intact() {
         );
     }
     eprintln!(
-        "final read through each port ({:.1}s): {} blocks as acknowledged, {} uncertain blocks as before, \
+        "final read through one port, a quarter through the others ({:.1}s): {} blocks as acknowledged, {} uncertain blocks as before, \
          {} as the in-flight write, {} never-written blocks zero; {} verify errors, {} online read errors",
         read_time.as_secs_f64(),
         counts[0],
@@ -1822,6 +1855,7 @@ fn failure_during_anothers_failback(rounds: usize, gap_ms: u64) -> Vec<String> {
     let writer = Writer::new(2, shared.clone(), 0x1234_5678);
     let handle = std::thread::spawn(move || writer.run());
     std::thread::sleep(Duration::from_millis(500));
+    let mut recoveries_refused = 0;
     for round in 0..rounds {
         wait_until(&socket, Duration::from_secs(30), redundant)
             .unwrap_or_else(|list| panic!("round {round}: not redundant: {list:#?}"));
@@ -1833,7 +1867,10 @@ fn failure_during_anothers_failback(rounds: usize, gap_ms: u64) -> Vec<String> {
         let refusals = fail_when_allowed(&socket, 2);
         timeline(format!("fail 2 refused {refusals} times first"));
         wait_logged(&socket, "re-mirrored", remirrored);
-        assert_eq!(recover_controller(&socket, 2).unwrap().0, 200);
+        // Refused while 1 still fails back (one failback at a time), then accepted.
+        let refusals = recover_when_allowed(&socket, 2);
+        timeline(format!("recover 2 refused {refusals} times first"));
+        recoveries_refused += refusals;
         std::thread::sleep(Duration::from_millis(200));
     }
     wait_logged(&socket, "redundant", redundant);
@@ -1862,7 +1899,8 @@ fn failure_during_anothers_failback(rounds: usize, gap_ms: u64) -> Vec<String> {
         ));
     }
     eprintln!(
-        "{rounds} rounds, {gap_ms} ms after recover 1: {writes} writes, {} verify errors",
+        "{rounds} rounds, {gap_ms} ms after recover 1: {writes} writes, {recoveries_refused} recoveries of 2 \
+         refused while 1 failed back, {} verify errors",
         errors.len()
     );
     for error in errors.iter().take(10) {
@@ -1879,9 +1917,10 @@ fn failure_during_anothers_failback(rounds: usize, gap_ms: u64) -> Vec<String> {
     errors
 }
 
+/// Before dc89142 (one failback at a time) the node accepted the second recover, and
+/// writes acknowledged through controller 3 in the next ~40 ms were lost (read back as
+/// their previous version or zeroes, through every port), in 2 or 3 runs of 3.
 #[test]
-#[ignore = "fails on main: writes acknowledged just after a controller is recovered while \
-            another is RECOVERING are lost; run with --ignored"]
 fn acknowledged_writes_survive_a_failure_during_another_controllers_failback() {
     let _serial = serial();
     let rounds = std::env::var("TROIKA_REPRO_ROUNDS")
