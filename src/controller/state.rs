@@ -17,12 +17,13 @@
 //! | `Starting`   | no         | no            | no                  |
 //! | `Active`     | yes        | yes           | yes                 |
 //! | `Failed`     | no         | no            | no (its DRAM is gone) |
-//! | `Recovering` | yes        | no            | yes (warming up)    |
+//! | `Recovering` | yes        | a growing share, one failback step at a time | yes |
 //! | `Stopped`    | no         | no            | no                  |
 //!
-//! A `Failed` controller lost its DRAM: it comes back only through `Recovering`, where it
-//! takes mirror copies and forwards host requests until its cache is warm (`Warm`), and only
-//! then owns sections again. Every other pair of (state, event) is refused with an
+//! A `Failed` controller lost its DRAM: it comes back only through `Recovering`, where its
+//! port serves hosts at once (their requests are carried out on the current owners) and its
+//! sections move back to it in steps, each with its clean and dirty data, so its cache is
+//! warm for what it owns; after the last step (`Warm`) it is `Active` again. Every other pair of (state, event) is refused with an
 //! [`InvalidTransition`] that names both, so a caller bug cannot move a controller into a
 //! state whose promises do not hold.
 
@@ -89,7 +90,7 @@ impl ControllerState {
         matches!(self, ControllerState::Active | ControllerState::Recovering)
     }
 
-    /// Whether it may own sections (take writes as owner, destage them).
+    /// Whether it owns its whole share of sections (a recovering one owns a growing part).
     pub fn owns_sections(self) -> bool {
         self == ControllerState::Active
     }
