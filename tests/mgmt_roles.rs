@@ -601,8 +601,11 @@ impl World {
                 );
             }
         }
+        // One failback runs at a time: recover the failed controllers one by one, each
+        // once the previous one is ACTIVE and nothing is re-mirroring.
         for controller in self.list("controllers") {
             if is_failed(&controller) {
+                self.wait_until_controllers_settle();
                 self.admin_ok(
                     "POST",
                     &format!("/api/rest/controllers/{}/recover", id_of(&controller)),
@@ -610,6 +613,25 @@ impl World {
                     200,
                 );
             }
+        }
+        self.wait_until_controllers_settle();
+    }
+
+    /// Waits (at most 30 s) until no controller is RECOVERING and none re-mirrors.
+    fn wait_until_controllers_settle(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let busy = self.list("controllers").iter().any(|controller| {
+                controller["state"] == "RECOVERING" || !controller["remirror_progress"].is_null()
+            });
+            if !busy {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "controllers did not settle within 30 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
 
