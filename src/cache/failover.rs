@@ -29,8 +29,6 @@ use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE};
 pub struct RemirrorProgress {
     /// Blocks without a mirror copy when the last failover finished.
     pub started_with: AtomicU64,
-    /// Milliseconds since the Unix epoch when it started (0: never).
-    pub started_at_ms: AtomicU64,
 }
 
 /// A failback step could not run: the receiving domain lacks room for dirty data.
@@ -112,12 +110,6 @@ impl Cache {
         self.remirror
             .started_with
             .store(unmirrored, Ordering::Release);
-        self.remirror.started_at_ms.store(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            Ordering::Release,
-        );
         unmirrored
     }
 

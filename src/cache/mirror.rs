@@ -16,9 +16,15 @@ use super::{Cache, Route, block_mask};
 use crate::meta::VolumeHandle;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
 
-/// The merged bytes of a write's partial first and last blocks, for the mirror.
+/// The merged bytes of a write's partial first and last blocks, for the mirror: one pair
+/// per thread, so a section write neither allocates nor clears 8 KiB of stack.
 struct PartialBlocks {
     bytes: [[u8; BLOCK_SIZE]; 2],
+}
+
+thread_local! {
+    static PARTIAL: std::cell::RefCell<PartialBlocks> =
+        const { std::cell::RefCell::new(PartialBlocks { bytes: [[0; BLOCK_SIZE]; 2] }) };
 }
 
 impl Cache {
@@ -32,20 +38,27 @@ impl Cache {
         generation: u64,
     ) -> Result<(), IoError> {
         let key = (volume.id.0, section);
+        PARTIAL.with(|partial| {
+            let mut partial = partial.borrow_mut();
+            self.write_both(route, volume, key, within, data, generation, &mut partial)
+        })
+    }
+
+    /// [`Cache::write_section`] with the thread's partial-block buffers.
+    #[allow(clippy::too_many_arguments)]
+    fn write_both(
+        &self,
+        route: Route,
+        volume: &VolumeHandle,
+        key: SectionKey,
+        within: usize,
+        data: &[u8],
+        generation: u64,
+        partial: &mut PartialBlocks,
+    ) -> Result<(), IoError> {
         let first_block = within / BLOCK_SIZE;
         let last_block = (within + data.len() - 1) / BLOCK_SIZE;
-        let mut partial = PartialBlocks {
-            bytes: [[0; BLOCK_SIZE]; 2],
-        };
-        self.write_primary(
-            route.owner,
-            volume,
-            key,
-            within,
-            data,
-            generation,
-            &mut partial,
-        )?;
+        self.write_primary(route.owner, volume, key, within, data, generation, partial)?;
         #[cfg(test)]
         self.fault_point(super::tests::FaultPoint::AfterPrimary)?;
         let Some(mirror) = route.mirror else {
