@@ -11,6 +11,7 @@
 
 pub mod catalog;
 pub mod checkpoint;
+pub mod forest;
 pub mod journal;
 pub mod map;
 pub mod records;
