@@ -44,7 +44,10 @@ enum Source {
 #[derive(Clone, Copy)]
 struct BatchBlock {
     source: Source,
+    /// The dataset a cache block belongs to; for a relocation, its family.
     volume: u32,
+    /// The family whose identity the block carries.
+    family: u32,
     lba: u64,
     generation: u64,
     checksum: u64,
@@ -273,6 +276,7 @@ impl Cache {
                     continue;
                 }
                 let dirty = entry.dirty;
+                let family = self.meta.family_of(key.0);
                 let mut taken = 0u16;
                 for block in 0..BLOCKS_PER_SECTION {
                     if dirty & (1 << block) == 0 {
@@ -290,7 +294,7 @@ impl Cache {
                     let at = device * geometry.unit as usize + offset as usize;
                     let bytes = shard.block(slot, block);
                     batch.rows[row][at..at + BLOCK_SIZE].copy_from_slice(bytes);
-                    let checksum = block_checksum(VolumeId(key.0), lba, bytes);
+                    let checksum = block_checksum(VolumeId(family), lba, bytes);
                     batch.blocks.push(BatchBlock {
                         source: Source::Cache {
                             shard: index,
@@ -299,6 +303,7 @@ impl Cache {
                             block,
                         },
                         volume: key.0,
+                        family,
                         lba,
                         generation,
                         checksum,
@@ -339,7 +344,7 @@ impl Cache {
                 &batch.blocks[index * per_row..((index + 1) * per_row).min(batch.blocks.len())];
             batch.identities.clear();
             batch.identities.extend(blocks.iter().map(|b| SlotIdentity {
-                volume: b.volume,
+                volume: b.family,
                 lba: b.lba,
                 generation: b.generation,
                 checksum: b.checksum,
@@ -435,13 +440,10 @@ impl Cache {
         let mut orphaned = 0u64;
         let ticket = {
             let mut state = self.meta.state_mut();
-            let mut released = Vec::new();
+            let mut freed = Vec::new();
+            let mut relocations = Vec::new();
             for (index, block) in batch.blocks.iter().enumerate() {
                 let phys = geometry.phys(rows[index / per_row], (index % per_row) as u64);
-                let current = state
-                    .maps
-                    .get(&block.volume)
-                    .and_then(|map| map.get(block.lba));
                 let accept = match block.source {
                     Source::Cache {
                         shard,
@@ -454,7 +456,7 @@ impl Cache {
                         let bit = 1u16 << bit_index;
                         let still = entry.role == Role::Primary
                             && entry.holds_dirty(key, bit_index, block.generation);
-                        if still && !state.maps.contains_key(&block.volume) {
+                        if still && !state.maps.contains(block.volume) {
                             // The volume was deleted while this write was in flight.
                             if entry.unmirrored & bit != 0 {
                                 entry.unmirrored &= !bit;
@@ -467,24 +469,35 @@ impl Cache {
                             orphaned += 1;
                             false
                         } else if still {
-                            let is_new = current.is_none();
+                            // The new block is new space (already counted when it was
+                            // reserved); the block it replaces is given back below if
+                            // no snapshot still refers to it.
                             let reserved = entry.reserved & bit != 0;
                             entry.reserved &= !bit;
                             entry.known |= bit;
                             entry.mapped |= bit;
-                            if let Some(handle) = state.volumes.get(&block.volume) {
-                                match (reserved, is_new) {
-                                    (true, false) => handle.pool.release(1),
-                                    (false, true) => handle.pool.add(1),
-                                    _ => {}
-                                }
+                            if !reserved
+                                && let Some(account) = state.family_accounts.get(&block.family)
+                            {
+                                account.add(1);
                             }
                             true
                         } else {
                             false
                         }
                     }
-                    Source::Relocation { old } => current.is_some_and(|entry| entry.phys == old),
+                    Source::Relocation { old } => {
+                        let members = state.family_of_block(block.family);
+                        let moved = state
+                            .maps
+                            .relocate(&members, block.lba, old, phys, &mut freed);
+                        if moved {
+                            state.alloc.add_live(phys);
+                            relocations.push((block.family, block.lba, old, phys));
+                            batch.committed.push((*block, phys));
+                        }
+                        continue;
+                    }
                 };
                 if !accept {
                     continue;
@@ -494,17 +507,26 @@ impl Cache {
                     checksum: block.checksum,
                     generation: block.generation,
                 };
-                let map = state.maps.get_mut(&block.volume).expect("checked above");
-                if let Some(old) = map.set(block.lba, entry) {
-                    released.push(old.phys);
-                }
+                state.maps.set(block.volume, block.lba, entry, &mut freed);
                 state.alloc.add_live(phys);
                 batch.committed.push((*block, phys));
             }
             batch.map_records.clear();
             let journal = self.meta.journal();
             let mut ticket = journal.last_ticket();
-            let mut start = 0;
+            for (family, lba, old, new) in &relocations {
+                ticket = journal
+                    .append(records::RELOCATE, |out| {
+                        records::encode_relocate(*family, *lba, *old, *new, out)
+                    })
+                    .0;
+            }
+            // A batch holds cache blocks or relocations, never both.
+            let mut start = if relocations.is_empty() {
+                0
+            } else {
+                batch.committed.len()
+            };
             while start < batch.committed.len() {
                 let volume = batch.committed[start].0.volume;
                 let mut end = start;
@@ -532,9 +554,10 @@ impl Cache {
                     .0;
                 start = end;
             }
-            for phys in released {
-                state.alloc.remove_live(phys, ticket);
+            for (_, _, old, _) in &relocations {
+                state.alloc.remove_live(*old, ticket);
             }
+            state.release_freed(&freed, ticket);
             ticket
         };
         self.meta
@@ -652,7 +675,8 @@ impl Cache {
                     &mut identities,
                 )
                 .is_some();
-            let live: Vec<(u64, u32, u64, MapEntry)> = {
+            // (phys, family, a dataset mapping it, lba, entry) of each live block.
+            let live: Vec<(u64, u32, u32, u64, MapEntry)> = {
                 let state = self.meta.state();
                 if valid {
                     identities
@@ -660,38 +684,54 @@ impl Cache {
                         .enumerate()
                         .filter_map(|(slot, id)| {
                             let phys = geometry.phys(row, slot as u64);
-                            let entry = state.maps.get(&id.volume)?.get(id.lba)?;
-                            (entry.phys == phys).then_some((phys, id.volume, id.lba, entry))
+                            state
+                                .catalog
+                                .family_members(id.volume)
+                                .find_map(|member| {
+                                    let entry = state.maps.get(member.id, id.lba)?;
+                                    (entry.phys == phys).then_some(member.id).zip(Some(entry))
+                                })
+                                .map(|(dataset, entry)| (phys, id.volume, dataset, id.lba, entry))
                         })
                         .collect()
                 } else {
                     // The summary is unreadable: find the row's live blocks from the maps.
-                    state
-                        .maps
-                        .iter()
-                        .flat_map(|(volume, map)| {
-                            map.iter().map(move |(lba, entry)| (*volume, lba, entry))
-                        })
-                        .filter(|(_, _, entry)| geometry.row_of(entry.phys) == row)
-                        .map(|(volume, lba, entry)| (entry.phys, volume, lba, entry))
-                        .collect()
+                    let mut found: Vec<(u64, u32, u32, u64, MapEntry)> = Vec::new();
+                    let mut seen = std::collections::HashSet::new();
+                    for volume in state.catalog.volumes.values() {
+                        state
+                            .maps
+                            .visit_range(volume.id, 0, u64::MAX, &mut |lba, entry| {
+                                if geometry.row_of(entry.phys) == row && seen.insert(entry.phys) {
+                                    found.push((
+                                        entry.phys,
+                                        volume.family(),
+                                        volume.id,
+                                        lba,
+                                        entry,
+                                    ));
+                                }
+                                true
+                            });
+                    }
+                    found
                 }
             };
-            for (phys, volume, lba, entry) in live {
+            for (phys, family, dataset, lba, entry) in live {
                 let at = array.offset_in_row(phys);
                 let in_row = &batch.victim[at..at + BLOCK_SIZE];
-                if loaded && block_checksum(VolumeId(volume), lba, in_row) == entry.checksum {
+                if loaded && block_checksum(VolumeId(family), lba, in_row) == entry.checksum {
                     block_buf.copy_from_slice(in_row);
                 } else {
                     // Damaged or unreadable: the verified read repairs it from parity.
-                    let handle = self.meta.state().volumes.get(&volume).cloned();
+                    let handle = self.meta.state().volumes.get(&dataset).cloned();
                     let Some(handle) = handle else { continue };
                     if let Err(err) =
                         self.meta
                             .read_block(&mut batch.ring, &handle, lba, &mut block_buf)
                     {
                         eprintln!(
-                            "troika: cleaner cannot move block {lba} of volume {volume}: {err}"
+                            "troika: cleaner cannot move block {lba} of volume {dataset}: {err}"
                         );
                         continue;
                     }
@@ -702,7 +742,8 @@ impl Cache {
                 batch.rows[index / per_row][at..at + BLOCK_SIZE].copy_from_slice(&block_buf);
                 batch.blocks.push(BatchBlock {
                     source: Source::Relocation { old: phys },
-                    volume,
+                    volume: family,
+                    family,
                     lba,
                     generation: entry.generation,
                     checksum: entry.checksum,

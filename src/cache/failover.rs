@@ -349,7 +349,7 @@ impl Cache {
     fn promote(&self, domain_index: usize, key: SectionKey, state: &crate::meta::MetaState) {
         let domain = &self.domains[domain_index];
         let handle = state.volumes.get(&key.0).cloned();
-        let map = state.maps.get(&key.0);
+        let map = &state.maps;
         let mut shard = domain.shard(key).inner.lock();
         let Some(&slot) = shard.index.get(&key) else {
             return;
@@ -367,7 +367,7 @@ impl Cache {
         let mut mapped = 0u16;
         for block in 0..BLOCKS_PER_SECTION {
             let lba = key.1 * BLOCKS_PER_SECTION as u64 + block as u64;
-            if dirty & (1 << block) != 0 && map.is_some_and(|map| map.get(lba).is_some()) {
+            if dirty & (1 << block) != 0 && map.get(key.0, lba).is_some() {
                 mapped |= 1 << block;
             }
         }

@@ -36,6 +36,7 @@ mod domain;
 mod failover;
 mod gate;
 mod mirror;
+mod settle;
 mod shard;
 #[cfg(test)]
 pub mod tests;
@@ -171,6 +172,7 @@ impl Cache {
         for index in 0..cache.domains.len() {
             cache.start_destager(index);
         }
+        cache.start_reclaimer();
         cache
     }
 
@@ -355,12 +357,12 @@ impl Cache {
     /// Which blocks `first..=last` of the section starting at `base_lba` have map entries.
     fn mapped_bits(&self, volume: u32, base_lba: u64, first: usize, last: usize) -> u16 {
         let state = self.meta.state();
-        let Some(map) = state.maps.get(&volume) else {
+        if !state.maps.contains(volume) {
             return 0;
-        };
+        }
         let mut bits = 0u16;
         for block in first..=last {
-            if map.get(base_lba + block as u64).is_some() {
+            if state.maps.get(volume, base_lba + block as u64).is_some() {
                 bits |= 1 << block;
             }
         }
@@ -725,12 +727,11 @@ impl Cache {
             };
             let section_end = ((section + 1) * SECTION_SIZE as u64).min(end);
             let state = self.meta.state();
-            let map = state.maps.get(&volume.id.0);
+            let map = &state.maps;
             while at < section_end {
                 let block = ((at % SECTION_SIZE as u64) / BLOCK_SIZE as u64) as usize;
                 let lba = at / BLOCK_SIZE as u64;
-                let allocated =
-                    cached & (1 << block) != 0 || map.is_some_and(|map| map.get(lba).is_some());
+                let allocated = cached & (1 << block) != 0 || map.get(volume.id.0, lba).is_some();
                 let next = ((lba + 1) * BLOCK_SIZE as u64).min(end);
                 let length = next - at;
                 match out.last_mut() {

@@ -191,10 +191,7 @@ impl Cache {
             let index = (block.lba % BLOCKS_PER_SECTION as u64) as usize;
             let key = (block.volume, section);
             let route = self.router.route(key);
-            let mapped = state
-                .maps
-                .get(&block.volume)
-                .is_some_and(|map| map.get(block.lba).is_some());
+            let mapped = state.maps.get(block.volume, block.lba).is_some();
             let bit = 1u16 << index;
             for (domain_index, role) in [
                 (Some(route.owner), Role::Primary),

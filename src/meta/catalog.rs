@@ -85,6 +85,56 @@ pub struct VolumeRecord {
     pub ssd_enabled: bool,
     #[serde(default)]
     pub updated_at: u64,
+    /// MASTER or SNAPSHOT.
+    #[serde(default)]
+    pub kind: DatasetKind,
+    /// The dataset a snapshot was taken of (0 for a master volume).
+    #[serde(default)]
+    pub parent_id: u32,
+    /// The master volume the family started from (0: the volume's own id). Blocks written
+    /// by any member carry the family's identity, so members can share them.
+    #[serde(default)]
+    pub family_id: u32,
+    /// Until this time (ms since the epoch) nobody may delete or change the snapshot.
+    #[serde(default)]
+    pub lock_expires_at: Option<u64>,
+    /// The consistency group the dataset belongs to.
+    #[serde(default)]
+    pub cg_id: Option<u32>,
+}
+
+/// Whether a dataset is a master volume or a snapshot.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum DatasetKind {
+    #[default]
+    Master,
+    Snapshot,
+}
+
+impl DatasetKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DatasetKind::Master => "MASTER",
+            DatasetKind::Snapshot => "SNAPSHOT",
+        }
+    }
+}
+
+/// A consistency group: volumes snapshotted together at one instant. A group snapshot
+/// ("snapgroup") is a group whose `parent_id` names the group it was taken of.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct CgRecord {
+    pub id: u32,
+    pub name: String,
+    pub pool_id: u32,
+    #[serde(default)]
+    pub parent_id: u32,
+    pub created_at: u64,
+    #[serde(default)]
+    pub updated_at: u64,
+    #[serde(default)]
+    pub lock_expires_at: Option<u64>,
 }
 
 /// How full a pool is, in the order an operator cares about. A pool at `Critical` or
@@ -156,7 +206,30 @@ impl VolumeRecord {
             write_protected: false,
             ssd_enabled: true,
             updated_at: now_ms,
+            kind: DatasetKind::Master,
+            parent_id: 0,
+            family_id: 0,
+            lock_expires_at: None,
+            cg_id: None,
         }
+    }
+
+    /// The family whose identity the dataset's blocks carry.
+    pub fn family(&self) -> u32 {
+        if self.family_id == 0 {
+            self.id
+        } else {
+            self.family_id
+        }
+    }
+
+    pub fn is_snapshot(&self) -> bool {
+        self.kind == DatasetKind::Snapshot
+    }
+
+    /// True while a lock forbids deleting or changing the dataset at `now_ms`.
+    pub fn is_locked(&self, now_ms: u64) -> bool {
+        self.lock_expires_at.is_some_and(|until| until > now_ms)
     }
 }
 
@@ -180,6 +253,24 @@ pub enum CatalogOp {
     /// Replaces a volume's settable fields (name, protection, ...); never its size, which
     /// only `ResizeVolume` changes together with the map.
     UpdateVolume(VolumeRecord),
+    /// New snapshots, each taking its parent's current contents, all at one instant.
+    CreateSnapshots(Vec<VolumeRecord>),
+    /// `id` takes the contents of `from` (a restore from a snapshot, or a snapshot's
+    /// refresh from its parent).
+    TakeContents {
+        id: u32,
+        from: u32,
+    },
+    CreateCg(CgRecord),
+    UpdateCg(CgRecord),
+    DeleteCg {
+        id: u32,
+    },
+    /// Puts a volume into a group (`Some`) or takes it out (`None`).
+    SetVolumeCg {
+        id: u32,
+        cg: Option<u32>,
+    },
 }
 
 /// Every pool and volume, and the next identifiers to hand out.
@@ -190,6 +281,10 @@ pub struct Catalog {
     pub volumes: BTreeMap<u32, VolumeRecord>,
     pub next_pool_id: u32,
     pub next_volume_id: u32,
+    #[serde(default)]
+    pub cgs: BTreeMap<u32, CgRecord>,
+    #[serde(default)]
+    pub next_cg_id: u32,
 }
 
 impl Catalog {
@@ -198,6 +293,7 @@ impl Catalog {
             serial,
             next_pool_id: 1,
             next_volume_id: 1,
+            next_cg_id: 1,
             ..Default::default()
         }
     }
@@ -238,7 +334,68 @@ impl Catalog {
                     current.size = size;
                 }
             }
+            CatalogOp::CreateSnapshots(snapshots) => {
+                for snapshot in snapshots {
+                    self.next_volume_id = self.next_volume_id.max(snapshot.id + 1);
+                    self.volumes
+                        .entry(snapshot.id)
+                        .or_insert_with(|| snapshot.clone());
+                }
+            }
+            CatalogOp::TakeContents { id, from } => {
+                let size = self.volumes.get(from).map(|source| source.size);
+                if let (Some(volume), Some(size)) = (self.volumes.get_mut(id), size) {
+                    volume.size = size;
+                }
+            }
+            CatalogOp::CreateCg(cg) => {
+                self.next_cg_id = self.next_cg_id.max(cg.id + 1);
+                self.cgs.entry(cg.id).or_insert_with(|| cg.clone());
+            }
+            CatalogOp::UpdateCg(cg) => {
+                if let Some(current) = self.cgs.get_mut(&cg.id) {
+                    *current = cg.clone();
+                }
+            }
+            CatalogOp::DeleteCg { id } => {
+                self.cgs.remove(id);
+                for volume in self.volumes.values_mut() {
+                    if volume.cg_id == Some(*id) {
+                        volume.cg_id = None;
+                    }
+                }
+            }
+            CatalogOp::SetVolumeCg { id, cg } => {
+                if let Some(volume) = self.volumes.get_mut(id) {
+                    volume.cg_id = *cg;
+                }
+            }
         }
+    }
+
+    pub fn cg_by_name(&self, name: &str) -> Option<&CgRecord> {
+        self.cgs.values().find(|cg| cg.name == name)
+    }
+
+    /// Every member of a family.
+    pub fn family_members(&self, family: u32) -> impl Iterator<Item = &VolumeRecord> {
+        self.volumes
+            .values()
+            .filter(move |volume| volume.family() == family)
+    }
+
+    /// How many snapshot steps separate a dataset from its master (0 for a master).
+    pub fn depth(&self, id: u32) -> u32 {
+        let mut depth = 0;
+        let mut at = self.volumes.get(&id);
+        while let Some(volume) = at.filter(|volume| volume.parent_id != 0) {
+            depth += 1;
+            at = self.volumes.get(&volume.parent_id);
+            if depth > 10_000 {
+                break;
+            }
+        }
+        depth
     }
 
     pub fn pool_by_name(&self, name: &str) -> Option<&PoolRecord> {

@@ -17,22 +17,26 @@
 //! to the superblock slot not in use and is synced. A crash at any point leaves the older
 //! pair intact, and start-up takes the valid superblock with the highest sequence number.
 //!
-//! Checkpoint body: `magic u64 | lsn u64 | generation u64 | catalog_len u64 | entries u64 |
-//! pad to 64`, then the catalog as JSON, then per map entry `volume u32 | lba u64 | phys u64
-//! | checksum u64 | generation u64` (36 bytes).
+//! Checkpoint body: `magic u64 | lsn u64 | generation u64 | catalog_len u64 | maps_len u64 |
+//! pad to 64`, then the catalog as JSON, then the forest of maps (see `forest::codec`).
+//! Checkpoints of the first format (magic `TROIKACP`: per map entry `volume u32 | lba u64 |
+//! phys u64 | checksum u64 | generation u64`, 36 bytes) still load.
 
 use std::io;
 
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::catalog::Catalog;
-use super::map::MapEntry;
+use super::forest::{Forest, MapEntry};
 use crate::io::{AlignedBuf, Device, IoRing};
 use crate::layout::Geometry;
-use crate::types::Lba;
+use crate::types::BLOCK_SIZE;
 
 const SUPER_MAGIC: u64 = 0x5452_4f49_4b41_5342; // "TROIKASB"
+/// The first format: a flat list of map entries.
 const CHECKPOINT_MAGIC: u64 = 0x5452_4f49_4b41_4350; // "TROIKACP"
+/// The current format: the forest of shared maps.
+const CHECKPOINT_MAGIC_FOREST: u64 = 0x5452_4f49_4b41_4346; // "TROIKACF"
 const FORMAT_VERSION: u64 = 1;
 const PAGE: u64 = 4096;
 const ENTRY_LEN: usize = 36;
@@ -206,29 +210,31 @@ pub struct CheckpointImage {
     pub sum: u64,
 }
 
-/// Serializes the catalog and every map entry.
-pub fn build_checkpoint<'a>(
+/// Serializes the catalog and the forest of maps.
+pub fn build_checkpoint(
     lsn: u64,
     generation: u64,
     catalog: &Catalog,
-    entries: impl Iterator<Item = (u32, Lba, MapEntry)> + 'a,
-    entry_count: u64,
+    forest: &Forest,
     slot_len: u64,
 ) -> io::Result<CheckpointImage> {
     let catalog_json = serde_json::to_vec(catalog).map_err(io::Error::other)?;
-    let len = 64 + catalog_json.len() as u64 + entry_count * ENTRY_LEN as u64;
+    let mut maps = Vec::new();
+    forest.encode(&mut maps);
+    let len = 64 + catalog_json.len() as u64 + maps.len() as u64;
     if len > slot_len {
         return Err(io::Error::other(format!(
-            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes"
+            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes: the maps of {} datasets share too little; delete snapshots that are no longer needed",
+            catalog.volumes.len()
         )));
     }
     let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
     let header = [
-        CHECKPOINT_MAGIC,
+        CHECKPOINT_MAGIC_FOREST,
         lsn,
         generation,
         catalog_json.len() as u64,
-        entry_count,
+        maps.len() as u64,
     ];
     for (index, value) in header.iter().enumerate() {
         buffer[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
@@ -236,19 +242,7 @@ pub fn build_checkpoint<'a>(
     let mut at = 64;
     buffer[at..at + catalog_json.len()].copy_from_slice(&catalog_json);
     at += catalog_json.len();
-    for (written, (volume, lba, entry)) in entries.enumerate() {
-        if written as u64 == entry_count {
-            return Err(io::Error::other(
-                "map changed while the checkpoint was built",
-            ));
-        }
-        buffer[at..at + 4].copy_from_slice(&volume.to_le_bytes());
-        buffer[at + 4..at + 12].copy_from_slice(&lba.to_le_bytes());
-        buffer[at + 12..at + 20].copy_from_slice(&entry.phys.to_le_bytes());
-        buffer[at + 20..at + 28].copy_from_slice(&entry.checksum.to_le_bytes());
-        buffer[at + 28..at + 36].copy_from_slice(&entry.generation.to_le_bytes());
-        at += ENTRY_LEN;
-    }
+    buffer[at..at + maps.len()].copy_from_slice(&maps);
     let sum = xxh3_64(&buffer[..len as usize]);
     Ok(CheckpointImage { buffer, len, sum })
 }
@@ -270,7 +264,7 @@ pub struct LoadedCheckpoint {
     pub lsn: u64,
     pub generation: u64,
     pub catalog: Catalog,
-    pub entries: Vec<(u32, Lba, MapEntry)>,
+    pub forest: Forest,
 }
 
 /// Reads and verifies the checkpoint a superblock names.
@@ -303,36 +297,52 @@ pub fn read_checkpoint(
     let field = |index: usize| {
         u64::from_le_bytes(body[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
     };
-    if field(0) != CHECKPOINT_MAGIC {
-        return Err(io::Error::other("checkpoint has a bad magic number"));
-    }
     let catalog_len = field(3) as usize;
-    let count = field(4) as usize;
-    if 64 + catalog_len + count * ENTRY_LEN != body.len() {
-        return Err(io::Error::other("checkpoint lengths do not add up"));
-    }
+    let catalog_end = 64usize
+        .checked_add(catalog_len)
+        .filter(|end| *end <= body.len())
+        .ok_or_else(|| io::Error::other("checkpoint lengths do not add up"))?;
     let catalog: Catalog =
-        serde_json::from_slice(&body[64..64 + catalog_len]).map_err(io::Error::other)?;
-    let mut entries = Vec::with_capacity(count);
-    let mut at = 64 + catalog_len;
-    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
-    for _ in 0..count {
-        let volume = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
-        entries.push((
-            volume,
-            u64_at(at + 4),
-            MapEntry {
-                phys: u64_at(at + 12),
-                checksum: u64_at(at + 20),
-                generation: u64_at(at + 28),
-            },
-        ));
-        at += ENTRY_LEN;
-    }
+        serde_json::from_slice(&body[64..catalog_end]).map_err(io::Error::other)?;
+    let forest = match field(0) {
+        CHECKPOINT_MAGIC_FOREST => {
+            let (forest, used) = Forest::decode(&body[catalog_end..]).map_err(io::Error::other)?;
+            if catalog_end + used != body.len() || used as u64 != field(4) {
+                return Err(io::Error::other("checkpoint lengths do not add up"));
+            }
+            forest
+        }
+        CHECKPOINT_MAGIC => flat_entries(&catalog, &body[catalog_end..], field(4) as usize)?,
+        _ => return Err(io::Error::other("checkpoint has a bad magic number")),
+    };
     Ok(LoadedCheckpoint {
         lsn: field(1),
         generation: field(2),
         catalog,
-        entries,
+        forest,
     })
+}
+
+/// The first format's flat list of map entries (one volume each, no sharing).
+fn flat_entries(catalog: &Catalog, body: &[u8], count: usize) -> io::Result<Forest> {
+    if count.checked_mul(ENTRY_LEN) != Some(body.len()) {
+        return Err(io::Error::other("checkpoint lengths do not add up"));
+    }
+    let mut forest = Forest::new();
+    for volume in catalog.volumes.values() {
+        forest.create(volume.id, volume.family(), volume.size / BLOCK_SIZE as u64);
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(body[at..at + 8].try_into().expect("8 bytes"));
+    let mut freed = Vec::new();
+    for index in 0..count {
+        let at = index * ENTRY_LEN;
+        let volume = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        let entry = MapEntry {
+            phys: u64_at(at + 12),
+            checksum: u64_at(at + 20),
+            generation: u64_at(at + 28),
+        };
+        forest.set(volume, u64_at(at + 4), entry, &mut freed);
+    }
+    Ok(forest)
 }

@@ -13,14 +13,16 @@ pub mod catalog;
 pub mod checkpoint;
 pub mod forest;
 pub mod journal;
-pub mod map;
 pub mod records;
 mod replay;
 pub mod store;
 pub mod usage;
 
-pub use catalog::{CapacityLevel, Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
+pub use catalog::{
+    CapacityLevel, Catalog, CatalogOp, CgRecord, DatasetKind, PoolRecord, Provisioning,
+    VolumeRecord,
+};
+pub use forest::{Forest, MapEntry};
 pub use journal::{Journal, JournalError};
-pub use map::{BlockMap, MapEntry};
 pub use store::{BlockRead, MetaError, MetaState, MetaStore, OpenReport, RecoveredBlock};
 pub use usage::{PoolUsage, VolumeHandle};

@@ -6,15 +6,17 @@
 //! | `MAP_SET` 2 | volume u32, count u32, then per block: lba u64, phys u64, checksum u64, generation u64 |
 //! | `TRIM` 3 | volume u32, pad u32, start lba u64, end lba u64, generation u64 |
 //! | `VAULT` 4 | count u32, pad u32, then per block: volume u32, pad u32, lba u64, generation u64; then the blocks' 4 KiB data in the same order |
+//! | `RELOCATE` 5 | family u32, pad u32, lba u64, old phys u64, new phys u64: the cleaner moved a block; every map of the family naming `old` at `lba` now names `new` |
 
 use super::catalog::CatalogOp;
-use super::map::MapEntry;
+use super::forest::MapEntry;
 use crate::types::{BLOCK_SIZE, Lba};
 
 pub const CATALOG: u8 = 1;
 pub const MAP_SET: u8 = 2;
 pub const TRIM: u8 = 3;
 pub const VAULT: u8 = 4;
+pub const RELOCATE: u8 = 5;
 
 /// Most blocks in one VAULT record (keeps a record well under a batch).
 pub const VAULT_BLOCKS_PER_RECORD: usize = 256;
@@ -36,6 +38,20 @@ pub enum Record<'a> {
         blocks: Vec<(u32, Lba, u64)>,
         data: &'a [u8],
     },
+    Relocate {
+        family: u32,
+        lba: Lba,
+        old: u64,
+        new: u64,
+    },
+}
+
+pub fn encode_relocate(family: u32, lba: Lba, old: u64, new: u64, out: &mut Vec<u8>) {
+    out.extend_from_slice(&family.to_le_bytes());
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&lba.to_le_bytes());
+    out.extend_from_slice(&old.to_le_bytes());
+    out.extend_from_slice(&new.to_le_bytes());
 }
 
 pub fn encode_catalog(op: &CatalogOp, out: &mut Vec<u8>) {
@@ -107,6 +123,12 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Record<'_>> {
                 .collect::<Option<Vec<_>>>()?;
             Some(Record::MapSet { volume, entries })
         }
+        RELOCATE if body.len() == 32 => Some(Record::Relocate {
+            family: u32_at(body, 0)?,
+            lba: u64_at(body, 8)?,
+            old: u64_at(body, 16)?,
+            new: u64_at(body, 24)?,
+        }),
         TRIM => Some(Record::Trim {
             volume: u32_at(body, 0)?,
             start: u64_at(body, 8)?,

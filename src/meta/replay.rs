@@ -1,14 +1,17 @@
-//! Journal replay at start-up: applies every record from the superblock's `replay_from`
-//! in order on top of the loaded checkpoint. Map entries and trims are guarded by
-//! generation, catalog operations are idempotent, and vault copies of flushed data are
-//! kept only when nothing newer (a destaged entry or a trim) supersedes them.
+//! Journal replay at start-up: applies the records from the checkpoint's LSN on, in order,
+//! on top of the loaded checkpoint, exactly as they were applied when written (the
+//! checkpoint reflects every record before its LSN and none after). Records before it,
+//! from the superblock's `replay_from`, are read only for the vault copies of flushed data
+//! and for what superseded them: a copy is kept only when nothing newer (a destaged entry,
+//! a trim, a restore, a deletion) replaced it.
 
 use hashbrown::HashMap;
 
 use super::catalog::{Catalog, CatalogOp};
-use super::map::BlockMap;
+use super::forest::Forest;
 use super::records::{self, Record};
 use super::store::RecoveredBlock;
+use super::store::apply_to_forest;
 use crate::types::{BLOCK_SIZE, Lba};
 
 /// A vault copy found during replay: generation, batch LSN, bytes.
@@ -17,9 +20,11 @@ type VaultCopy = (u64, u64, Box<[u8]>);
 /// State rebuilt while the journal is replayed.
 pub(super) struct Replay {
     pub(super) catalog: Catalog,
-    pub(super) maps: HashMap<u32, BlockMap>,
+    pub(super) maps: Forest,
     pub(super) recovered: HashMap<(u32, Lba), VaultCopy>,
     pub(super) max_generation: u64,
+    /// Records before this LSN are already in the checkpoint.
+    pub(super) checkpoint_lsn: u64,
 }
 
 impl Replay {
@@ -30,37 +35,49 @@ impl Replay {
             );
             return;
         };
+        let apply = lsn >= self.checkpoint_lsn;
         match record {
             Record::Catalog(op) => {
-                self.catalog.apply(&op);
-                match op {
-                    CatalogOp::CreateVolume(volume) => {
-                        self.maps.entry(volume.id).or_default();
-                    }
-                    CatalogOp::DeleteVolume { id } => {
-                        self.maps.remove(&id);
-                        self.recovered.retain(|(volume, _), _| *volume != id);
+                match &op {
+                    CatalogOp::DeleteVolume { id } | CatalogOp::TakeContents { id, .. } => {
+                        // The dataset's cached writes before this point were dropped.
+                        self.recovered.retain(|(volume, _), _| volume != id);
                     }
                     _ => {}
                 }
+                if apply {
+                    self.catalog.apply(&op);
+                    apply_to_forest(&mut self.maps, &self.catalog, &op);
+                }
             }
             Record::MapSet { volume, entries } => {
-                let Some(map) = self.maps.get_mut(&volume) else {
-                    return;
-                };
+                let mut freed = Vec::new();
                 for (lba, entry) in entries {
                     self.max_generation = self.max_generation.max(entry.generation);
-                    if map
-                        .get(lba)
-                        .is_none_or(|current| entry.generation >= current.generation)
-                    {
-                        map.set(lba, entry);
+                    if apply && self.maps.contains(volume) {
+                        self.maps.set(volume, lba, entry, &mut freed);
                     }
                     if let Some((generation, _, _)) = self.recovered.get(&(volume, lba))
                         && *generation <= entry.generation
                     {
                         self.recovered.remove(&(volume, lba));
                     }
+                }
+            }
+            Record::Relocate {
+                family,
+                lba,
+                old,
+                new,
+            } => {
+                if apply {
+                    let members: Vec<u32> = self
+                        .catalog
+                        .family_members(family)
+                        .map(|volume| volume.id)
+                        .collect();
+                    let mut freed = Vec::new();
+                    self.maps.relocate(&members, lba, old, new, &mut freed);
                 }
             }
             Record::Trim {
@@ -70,8 +87,16 @@ impl Replay {
                 generation,
             } => {
                 self.max_generation = self.max_generation.max(generation);
-                if let Some(map) = self.maps.get_mut(&volume) {
-                    map.remove_range(start, end, generation, |_, _| {});
+                if apply {
+                    let mut freed = Vec::new();
+                    self.maps.remove_range(
+                        volume,
+                        start,
+                        end,
+                        generation,
+                        &mut freed,
+                        &mut |_, _| {},
+                    );
                 }
                 self.recovered.retain(|(v, lba), (g, _, _)| {
                     !(*v == volume && (start..end).contains(lba) && *g <= generation)
@@ -80,9 +105,6 @@ impl Replay {
             Record::Vault { blocks, data } => {
                 for (index, (volume, lba, generation)) in blocks.into_iter().enumerate() {
                     self.max_generation = self.max_generation.max(generation);
-                    if !self.maps.contains_key(&volume) {
-                        continue;
-                    }
                     let newer = self
                         .recovered
                         .get(&(volume, lba))
@@ -110,8 +132,8 @@ impl Replay {
                 if *lba >= record.size / BLOCK_SIZE as u64 {
                     return false;
                 }
-                self.maps[volume]
-                    .get(*lba)
+                self.maps
+                    .get(*volume, *lba)
                     .is_none_or(|entry| entry.generation < *generation)
             })
             .map(|((volume, lba), (generation, lsn, data))| RecoveredBlock {

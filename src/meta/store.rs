@@ -20,18 +20,21 @@ use super::checkpoint::{
     SsdLayout, Superblock, SuperblockState, build_checkpoint, read_checkpoint, read_superblock,
     write_checkpoint, write_superblock,
 };
+use super::forest::{Forest, Freed, MapEntry};
 use super::journal::{Journal, JournalError};
-use super::map::{BlockMap, MapEntry};
+
 use super::records;
 use super::replay::Replay;
 use super::usage::{PoolUsage, VolumeHandle};
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
-use crate::types::{BLOCK_SIZE, IoError, Lba};
+use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
 mod datasets;
+pub mod snapshots;
 
-use datasets::rebuild_handles;
+pub(super) use datasets::apply_to_forest;
+use datasets::{family_table, rebuild_handles};
 
 /// A control-plane or recovery failure, worded for an operator.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +43,8 @@ pub enum MetaError {
     PoolNotFound(String),
     #[error("volume {0} does not exist")]
     VolumeNotFound(String),
+    #[error("consistency group {0} does not exist")]
+    CgNotFound(String),
     #[error("a {kind} named {name:?} already exists; choose another name")]
     NameConflict { kind: &'static str, name: String },
     #[error("pool {0:?} still holds volumes; delete them first")]
@@ -48,6 +53,8 @@ pub enum MetaError {
     Capacity(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Locked(String),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{0}")]
@@ -57,10 +64,35 @@ pub enum MetaError {
 /// Everything the store's lock protects.
 pub struct MetaState {
     pub catalog: Catalog,
-    pub maps: HashMap<u32, BlockMap>,
+    pub maps: Forest,
     pub alloc: SegmentAllocator,
     pub pools: HashMap<u32, Arc<PoolUsage>>,
     pub volumes: HashMap<u32, Arc<VolumeHandle>>,
+    /// The account each family's blocks are charged to (kept after its last member goes,
+    /// for the blocks still waiting to be reclaimed).
+    pub family_accounts: HashMap<u32, Arc<PoolUsage>>,
+}
+
+impl MetaState {
+    /// Hands blocks whose last reference went back to the allocator (reusable once the
+    /// journal is durable past `ticket`) and their families' accounts.
+    pub fn release_freed(&mut self, freed: &[Freed], ticket: u64) {
+        for (phys, family) in freed {
+            self.alloc.remove_live(*phys, ticket);
+            if let Some(account) = self.family_accounts.get(family) {
+                account.release(1);
+            }
+        }
+    }
+
+    /// The ids of every member of `dataset`'s family (the datasets that may share its
+    /// blocks).
+    pub fn family_of_block(&self, family: u32) -> Vec<u32> {
+        self.catalog
+            .family_members(family)
+            .map(|volume| volume.id)
+            .collect()
+    }
 }
 
 /// Counters an operator watches.
@@ -115,6 +147,9 @@ pub struct MetaStore {
     usable_blocks: u64,
     repair_rows: Arc<BufferPool>,
     failed: AtomicBool,
+    /// Dataset → family, readable without the state lock (a leaf lock: the destage
+    /// thread reads it under shard locks).
+    families: RwLock<HashMap<u32, u32>>,
     pub counters: MetaCounters,
 }
 
@@ -155,15 +190,9 @@ impl MetaStore {
                     .map_err(MetaError::Invalid)?;
                 let serial = now_secs() ^ u64::from(std::process::id()) << 32;
                 let catalog = Catalog::new(serial);
-                let image = build_checkpoint(
-                    0,
-                    1,
-                    &catalog,
-                    std::iter::empty(),
-                    0,
-                    layout.checkpoint_slot_len,
-                )
-                .map_err(media)?;
+                let image =
+                    build_checkpoint(0, 1, &catalog, &Forest::new(), layout.checkpoint_slot_len)
+                        .map_err(media)?;
                 write_checkpoint(&mut ring, &ssd, &layout, 0, &image).map_err(media)?;
                 let superblock = Superblock {
                     sequence: 2,
@@ -181,7 +210,7 @@ impl MetaStore {
                 };
                 write_superblock(&mut ring, &ssd, &superblock).map_err(media)?;
                 report.formatted = true;
-                (superblock, catalog, HashMap::new(), 1, Vec::new(), 0)
+                (superblock, catalog, Forest::new(), 1, Vec::new(), 0)
             }
             SuperblockState::Unreadable => {
                 return Err(MetaError::Media(format!(
@@ -200,18 +229,12 @@ impl MetaStore {
                     )));
                 }
                 let loaded = read_checkpoint(&mut ring, &ssd, &superblock).map_err(media)?;
-                let mut maps: HashMap<u32, BlockMap> = HashMap::new();
-                for id in loaded.catalog.volumes.keys() {
-                    maps.insert(*id, BlockMap::new());
-                }
-                for (volume, lba, entry) in loaded.entries {
-                    maps.entry(volume).or_default().set(lba, entry);
-                }
                 let mut replay = Replay {
                     catalog: loaded.catalog,
-                    maps,
+                    maps: loaded.forest,
                     recovered: HashMap::new(),
                     max_generation: loaded.generation,
+                    checkpoint_lsn: superblock.checkpoint_lsn,
                 };
                 let summary = Journal::replay(
                     &ssd,
@@ -235,11 +258,8 @@ impl MetaStore {
             }
         };
         report.recovered_blocks = recovered.len() as u64;
-        let alloc = SegmentAllocator::rebuild(
-            geometry,
-            maps.values()
-                .flat_map(|map| map.iter().map(|(_, e)| e.phys)),
-        );
+        let live = maps.live_blocks();
+        let alloc = SegmentAllocator::rebuild(geometry, live.iter().map(|(phys, _)| *phys));
         let ssd = Arc::new(ssd);
         let journal = Journal::new(
             ssd.clone(),
@@ -258,8 +278,19 @@ impl MetaStore {
             alloc,
             pools: HashMap::new(),
             volumes: HashMap::new(),
+            family_accounts: HashMap::new(),
         };
         rebuild_handles(&mut state);
+        let mut per_family: HashMap<u32, u64> = HashMap::new();
+        for (_, family) in &live {
+            *per_family.entry(*family).or_default() += 1;
+        }
+        for (family, blocks) in per_family {
+            if let Some(account) = state.family_accounts.get(&family) {
+                account.add(blocks);
+            }
+        }
+        let families = family_table(&state);
         let store = MetaStore {
             array,
             ssd,
@@ -271,6 +302,7 @@ impl MetaStore {
             usable_blocks: data_blocks.saturating_sub(reserve),
             repair_rows: BufferPool::new(2, row_buffer_len),
             failed: AtomicBool::new(false),
+            families: RwLock::new(families),
             counters: MetaCounters::default(),
         };
         report.elapsed = started.elapsed();
@@ -328,11 +360,41 @@ impl MetaStore {
     /// the journal: durable when it returns `Ok`. The caller holds the state write lock.
     fn log_catalog(&self, state: &mut MetaState, op: CatalogOp) -> Result<(), MetaError> {
         state.catalog.apply(&op);
+        apply_to_forest(&mut state.maps, &state.catalog, &op);
         let (ticket, _) = self
             .journal
             .append(records::CATALOG, |out| records::encode_catalog(&op, out));
         rebuild_handles(state);
+        *self.families.write() = family_table(state);
         self.journal.commit(ticket).map_err(MetaError::from)
+    }
+
+    /// The family whose identity `dataset`'s blocks carry (its own id when unknown).
+    /// Reads a leaf lock only: callable under cache shard locks.
+    pub fn family_of(&self, dataset: u32) -> u32 {
+        self.families
+            .read()
+            .get(&dataset)
+            .copied()
+            .unwrap_or(dataset)
+    }
+
+    /// Frees up to `budget` nodes of dropped trees (deleted snapshots, replaced contents)
+    /// and hands their last-referenced blocks back. Returns the nodes freed.
+    pub fn reclaim_step(&self, budget: usize) -> usize {
+        let mut state = self.state_mut();
+        let mut freed = Vec::new();
+        let done = state.maps.reclaim(budget, &mut freed);
+        if !freed.is_empty() {
+            let ticket = self.journal.last_ticket();
+            state.release_freed(&freed, ticket);
+        }
+        done
+    }
+
+    /// Tree nodes still waiting to be reclaimed.
+    pub fn reclaim_pending(&self) -> usize {
+        self.state.read().maps.pending()
     }
 
     /// Drops map entries of `[start, end)` written before `generation` and journals it
@@ -346,20 +408,17 @@ impl MetaStore {
         end: Lba,
         generation: u64,
     ) {
-        let Some(map) = state.maps.get_mut(&volume) else {
+        if !state.maps.contains(volume) {
             return;
-        };
+        }
         let mut freed = Vec::new();
-        map.remove_range(start, end, generation, |_, entry| freed.push(entry.phys));
+        state
+            .maps
+            .remove_range(volume, start, end, generation, &mut freed, &mut |_, _| {});
         let (ticket, _) = self.journal.append(records::TRIM, |out| {
             records::encode_trim(volume, start, end, generation, out)
         });
-        for phys in &freed {
-            state.alloc.remove_live(*phys, ticket);
-        }
-        if let Some(handle) = state.volumes.get(&volume) {
-            handle.pool.release(freed.len() as u64);
-        }
+        state.release_freed(&freed, ticket);
     }
 
     /// Reads one block of `volume` into `buf`, verifying it against the map and repairing
@@ -378,8 +437,8 @@ impl MetaStore {
                 return Ok(BlockRead::Unmapped);
             };
             let read = self.array.read_block(ring, entry.phys, buf);
-            if read.is_ok() && block_checksum(volume.id, lba, &buf[..BLOCK_SIZE]) == entry.checksum
-            {
+            let identity = VolumeId(volume.family);
+            if read.is_ok() && block_checksum(identity, lba, &buf[..BLOCK_SIZE]) == entry.checksum {
                 return Ok(BlockRead::Read {
                     generation: entry.generation,
                 });
@@ -387,7 +446,7 @@ impl MetaStore {
             if self.lookup(volume.id.0, lba) != Some(entry) {
                 continue; // moved while we read it: read the new copy
             }
-            let verify = |block: &[u8]| block_checksum(volume.id, lba, block) == entry.checksum;
+            let verify = |block: &[u8]| block_checksum(identity, lba, block) == entry.checksum;
             let geometry = self.array.geometry();
             let mut codec =
                 ParityCodec::new(geometry.data, geometry.unit as usize).map_err(|err| {
@@ -432,11 +491,7 @@ impl MetaStore {
     }
 
     pub fn lookup(&self, volume: u32, lba: Lba) -> Option<MapEntry> {
-        self.state
-            .read()
-            .maps
-            .get(&volume)
-            .and_then(|map| map.get(lba))
+        self.state.read().maps.get(volume, lba)
     }
 
     /// Writes a checkpoint of the current state. `vault_floor` is called under the state
@@ -448,19 +503,17 @@ impl MetaStore {
             |err: std::io::Error| MetaError::Media(format!("{}: {err}", self.ssd.path().display()));
         let (image, lsn, floor) = {
             let state = self.state.read();
+            // Every record appended so far goes to media before `lsn` is taken, so the
+            // checkpoint reflects exactly the records before `lsn` and replay applies
+            // only the ones after it (vault copies excepted).
+            self.journal.commit_all()?;
             let lsn = self.journal.next_lsn();
             let floor = vault_floor();
-            let count: u64 = state.maps.values().map(BlockMap::len).sum();
-            let entries = state
-                .maps
-                .iter()
-                .flat_map(|(volume, map)| map.iter().map(move |(lba, e)| (*volume, lba, e)));
             let image = build_checkpoint(
                 lsn,
                 self.generation.load(Ordering::Acquire),
                 &state.catalog,
-                entries,
-                count,
+                &state.maps,
                 superblock.layout.checkpoint_slot_len,
             )
             .map_err(media)?;

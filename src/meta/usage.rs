@@ -76,6 +76,8 @@ impl PoolUsage {
 #[derive(Debug)]
 pub struct VolumeHandle {
     pub id: VolumeId,
+    /// The family whose identity the dataset's blocks carry (checksums, summaries).
+    pub family: u32,
     pub name: String,
     pub size: AtomicU64,
     /// The account the volume's blocks are charged to: its pool's for a thin volume, its

@@ -40,6 +40,12 @@ fn mgmt_error(err: MetaError) -> MgmtError {
     match err {
         MetaError::PoolNotFound(what) => MgmtError::pool_not_found(what),
         MetaError::VolumeNotFound(what) => MgmtError::volume_not_found(what),
+        MetaError::CgNotFound(what) => MgmtError::new(
+            "CG_NOT_FOUND",
+            404,
+            format!("consistency group {what} does not exist"),
+        ),
+        MetaError::Locked(message) => MgmtError::new("SNAPSHOT_LOCKED", 409, message),
         MetaError::NameConflict { kind, name } => MgmtError::name_conflict(kind, &name),
         MetaError::PoolNotEmpty(name) => MgmtError::new(
             "POOL_NOT_EMPTY",
@@ -89,7 +95,7 @@ fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
 fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeInfo {
     // A thick volume's own account also counts blocks still in cache; a thin one's share
     // of its pool's account is not kept apart, so it shows its mapped blocks.
-    let mapped = state.maps.get(&volume.id).map_or(0, |map| map.len()) * BLOCK_SIZE as u64;
+    let mapped = state.maps.len(volume.id) * BLOCK_SIZE as u64;
     let used = match (volume.provtype, state.volumes.get(&volume.id)) {
         (Provisioning::Thick, Some(handle)) => handle.pool.used_bytes(),
         _ => mapped,

@@ -283,6 +283,7 @@ mod tests {
     pub(crate) fn handle(id: u32, name: &str) -> Arc<VolumeHandle> {
         let pool = PoolUsage::new("pool".into(), 1 << 30);
         Arc::new(VolumeHandle {
+            family: 0,
             id: VolumeId(id),
             name: name.into(),
             size: AtomicU64::new(1 << 20),

@@ -10,8 +10,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hashbrown::HashMap;
 
 use super::{MetaError, MetaState, MetaStore, now_ms};
-use crate::meta::catalog::{CapacityLevel, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
-use crate::meta::map::BlockMap;
+use crate::meta::catalog::{
+    CapacityLevel, Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord,
+};
+use crate::meta::forest::Forest;
 use crate::meta::usage::{PoolUsage, VolumeHandle};
 use crate::types::{BLOCK_SIZE, VolumeId};
 
@@ -82,7 +84,6 @@ impl MetaStore {
         let mut volume =
             VolumeRecord::new(state.catalog.next_volume_id, name, pool_id, size, now_ms());
         volume.provtype = provtype;
-        state.maps.insert(volume.id, BlockMap::new());
         self.log_catalog(&mut state, CatalogOp::CreateVolume(volume.clone()))?;
         Ok(volume)
     }
@@ -157,7 +158,7 @@ impl MetaStore {
             .catalog
             .volumes
             .values()
-            .filter(|volume| volume.pool_id == pool.id)
+            .filter(|volume| volume.pool_id == pool.id && !volume.is_snapshot())
             .map(|volume| volume.size)
             .sum();
         if pool.virtual_capacity < sizes {
@@ -226,6 +227,19 @@ impl MetaStore {
         volume.pool_id = before.pool_id;
         volume.provtype = before.provtype;
         volume.created_at = before.created_at;
+        volume.kind = before.kind;
+        volume.parent_id = before.parent_id;
+        volume.family_id = before.family_id;
+        volume.cg_id = before.cg_id;
+        let mut unchanged = volume.clone();
+        unchanged.lock_expires_at = before.lock_expires_at;
+        unchanged.updated_at = before.updated_at;
+        if unchanged != before {
+            check_unlocked(&before, "change")?;
+        }
+        if volume.lock_expires_at != before.lock_expires_at {
+            check_lock_change(&before, volume.lock_expires_at)?;
+        }
         volume.updated_at = now_ms();
         if volume.name != before.name {
             validate_name(&volume.name)?;
@@ -260,19 +274,90 @@ impl MetaStore {
         Ok(state.catalog.volumes[&id].clone())
     }
 
-    /// Deletes a volume and releases its space (the cache must already have dropped it).
+    /// Whether volume or snapshot `id` may be deleted: not while snapshots of it exist
+    /// or a lock holds it.
+    pub fn check_delete(&self, id: u32) -> Result<VolumeRecord, MetaError> {
+        let state = self.state();
+        let volume = volume_record(&state, id)?;
+        check_unlocked(&volume, "delete")?;
+        let children: Vec<&str> = state
+            .catalog
+            .volumes
+            .values()
+            .filter(|child| child.parent_id == id)
+            .map(|child| child.name.as_str())
+            .take(5)
+            .collect();
+        if !children.is_empty() {
+            return Err(MetaError::Invalid(format!(
+                "{} {:?} has snapshots ({}{}); delete them first",
+                if volume.is_snapshot() {
+                    "snapshot"
+                } else {
+                    "volume"
+                },
+                volume.name,
+                children.join(", "),
+                if children.len() == 5 { ", ..." } else { "" }
+            )));
+        }
+        Ok(volume)
+    }
+
+    /// Deletes a volume or snapshot (the cache must already have dropped it). Blocks no
+    /// other dataset refers to go back to the pool in the background
+    /// ([`MetaStore::reclaim_step`]).
     pub fn delete_volume(&self, id: u32) -> Result<VolumeRecord, MetaError> {
+        self.check_delete(id)?;
         let mut state = self.state_mut();
         let volume = volume_record(&state, id)?;
         if let Some(handle) = state.volumes.get(&id) {
             handle.deleted.store(true, Ordering::Release);
         }
-        let generation = self.next_generation();
-        self.trim_locked(&mut state, id, 0, u64::MAX / BLOCK_SIZE as u64, generation);
-        state.maps.remove(&id);
         self.log_catalog(&mut state, CatalogOp::DeleteVolume { id })?;
         Ok(volume)
     }
+}
+
+/// Applies a catalog change's effect on the maps (the same when a change is made and when
+/// it is replayed).
+pub(in crate::meta) fn apply_to_forest(forest: &mut Forest, catalog: &Catalog, op: &CatalogOp) {
+    let blocks = |id: &u32| {
+        catalog
+            .volumes
+            .get(id)
+            .map_or(0, |volume| volume.size / BLOCK_SIZE as u64)
+    };
+    match op {
+        CatalogOp::CreateVolume(volume) => {
+            forest.create(volume.id, volume.family(), blocks(&volume.id));
+        }
+        CatalogOp::ResizeVolume { id, .. } => forest.cover(*id, blocks(id)),
+        CatalogOp::DeleteVolume { id } => {
+            forest.drop_dataset(*id);
+        }
+        CatalogOp::CreateSnapshots(snapshots) => {
+            for snapshot in snapshots {
+                if !forest.contains(snapshot.id) {
+                    forest.share(snapshot.parent_id, snapshot.id);
+                }
+            }
+        }
+        CatalogOp::TakeContents { id, from } => {
+            forest.share(*from, *id);
+        }
+        _ => {}
+    }
+}
+
+/// Dataset → family for every dataset.
+pub(super) fn family_table(state: &MetaState) -> HashMap<u32, u32> {
+    state
+        .catalog
+        .volumes
+        .values()
+        .map(|volume| (volume.id, volume.family()))
+        .collect()
 }
 
 pub(super) fn rebuild_handles(state: &mut MetaState) {
@@ -288,30 +373,34 @@ pub(super) fn rebuild_handles(state: &mut MetaState) {
     }
     let pools = &state.catalog.pools;
     state.pools.retain(|id, _| pools.contains_key(id));
-    let mut fresh_pool_blocks: HashMap<u32, u64> = HashMap::new();
     let mut thick_blocks: HashMap<u32, u64> = HashMap::new();
     for volume in state.catalog.volumes.values() {
         let size_blocks = volume.size / BLOCK_SIZE as u64;
-        let thick = volume.provtype == Provisioning::Thick;
+        let thick = volume.provtype == Provisioning::Thick && !volume.is_snapshot();
         if thick {
             *thick_blocks.entry(volume.pool_id).or_default() += size_blocks;
         }
+        let home_pool = state.pools[&volume.pool_id].clone();
+        // A family's blocks are charged to one account: its pool's for a thin master,
+        // the master's own reservation for a thick one.
+        let account = state
+            .family_accounts
+            .entry(volume.family())
+            .or_insert_with(|| {
+                if thick {
+                    PoolUsage::new(home_pool.name.clone(), volume.size)
+                } else {
+                    home_pool.clone()
+                }
+            })
+            .clone();
         if !state.volumes.contains_key(&volume.id) {
-            let mapped = state.maps.get(&volume.id).map_or(0, BlockMap::len);
-            let home_pool = state.pools[&volume.pool_id].clone();
-            let account = if thick {
-                let own = PoolUsage::new(home_pool.name.clone(), volume.size);
-                own.add(mapped);
-                own
-            } else {
-                *fresh_pool_blocks.entry(volume.pool_id).or_default() += mapped;
-                home_pool.clone()
-            };
             let handle = Arc::new(VolumeHandle {
                 id: VolumeId(volume.id),
+                family: volume.family(),
                 name: volume.name.clone(),
                 size: AtomicU64::new(volume.size),
-                pool: account,
+                pool: account.clone(),
                 home_pool,
                 write_protected: AtomicBool::new(volume.write_protected),
                 deleted: AtomicBool::new(false),
@@ -324,8 +413,7 @@ pub(super) fn rebuild_handles(state: &mut MetaState) {
             .write_protected
             .store(volume.write_protected, Ordering::Release);
         if thick {
-            handle
-                .pool
+            account
                 .capacity_blocks
                 .store(size_blocks, Ordering::Release);
         }
@@ -333,9 +421,6 @@ pub(super) fn rebuild_handles(state: &mut MetaState) {
     for (id, usage) in &state.pools {
         let reserved = thick_blocks.get(id).copied().unwrap_or(0);
         usage.thick_blocks.store(reserved, Ordering::Release);
-    }
-    for (pool, blocks) in fresh_pool_blocks {
-        state.pools[&pool].add(blocks);
     }
     let volumes = &state.catalog.volumes;
     state.volumes.retain(|id, handle| {
@@ -347,7 +432,47 @@ pub(super) fn rebuild_handles(state: &mut MetaState) {
     });
 }
 
-fn pool_record(state: &MetaState, id: u32) -> Result<PoolRecord, MetaError> {
+/// A lock may be set on a snapshot, and extended but never shortened or removed while
+/// it holds.
+fn check_lock_change(volume: &VolumeRecord, until: Option<u64>) -> Result<(), MetaError> {
+    if !volume.is_snapshot() {
+        return Err(MetaError::Invalid(format!(
+            "volume {:?} is not a snapshot; only snapshots can be locked",
+            volume.name
+        )));
+    }
+    let now = now_ms();
+    match (volume.lock_expires_at.filter(|at| *at > now), until) {
+        (Some(current), Some(new)) if new >= current => Ok(()),
+        (Some(current), _) => Err(MetaError::Locked(format!(
+            "snapshot {:?} is locked until {}; a lock can be extended but not shortened or removed",
+            volume.name,
+            super::snapshots::format_time(current)
+        ))),
+        (None, _) => Ok(()),
+    }
+}
+
+/// Refuses changing or deleting a dataset a lock still holds.
+pub(super) fn check_unlocked(volume: &VolumeRecord, what: &str) -> Result<(), MetaError> {
+    let now = now_ms();
+    if let Some(until) = volume.lock_expires_at.filter(|until| *until > now) {
+        return Err(MetaError::Locked(format!(
+            "{} {:?} is locked until {} ({} s from now); nobody can {what} it before then",
+            if volume.is_snapshot() {
+                "snapshot"
+            } else {
+                "volume"
+            },
+            volume.name,
+            super::snapshots::format_time(until),
+            (until - now).div_ceil(1000)
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn pool_record(state: &MetaState, id: u32) -> Result<PoolRecord, MetaError> {
     state
         .catalog
         .pools
@@ -356,7 +481,7 @@ fn pool_record(state: &MetaState, id: u32) -> Result<PoolRecord, MetaError> {
         .ok_or_else(|| MetaError::PoolNotFound(id.to_string()))
 }
 
-fn volume_record(state: &MetaState, id: u32) -> Result<VolumeRecord, MetaError> {
+pub(super) fn volume_record(state: &MetaState, id: u32) -> Result<VolumeRecord, MetaError> {
     state
         .catalog
         .volumes
@@ -365,7 +490,7 @@ fn volume_record(state: &MetaState, id: u32) -> Result<VolumeRecord, MetaError> 
         .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))
 }
 
-fn validate_name(name: &str) -> Result<(), MetaError> {
+pub(super) fn validate_name(name: &str) -> Result<(), MetaError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -447,7 +572,9 @@ fn check_virtual(
         .catalog
         .volumes
         .values()
-        .filter(|volume| volume.pool_id == pool.id && Some(volume.id) != replacing)
+        .filter(|volume| {
+            volume.pool_id == pool.id && !volume.is_snapshot() && Some(volume.id) != replacing
+        })
         .map(|volume| volume.size)
         .sum();
     if others + size > pool.virtual_capacity {

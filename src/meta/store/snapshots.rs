@@ -1,0 +1,261 @@
+//! Snapshots and consistency groups in the catalog and the maps: creating snapshots (any
+//! number at one instant, in one journal record), a dataset taking another's contents
+//! (restore, refresh), space figures and changed blocks.
+//!
+//! Every operation here is O(1) in the size of the volumes involved: a snapshot or a
+//! restore points one tree at another's root. The caller (the node) makes the cache agree
+//! first: a snapshot's parents have no dirty blocks left in cache, a dataset that takes
+//! other contents has had its cached blocks dropped.
+
+use super::datasets::{check_unlocked, pool_record, validate_name, volume_record};
+use super::{MetaError, MetaStore, now_ms};
+use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, VolumeRecord};
+use crate::types::{BLOCK_SIZE, Lba, utc_time};
+
+/// Milliseconds since the epoch as an operator reads them.
+pub fn format_time(epoch_ms: u64) -> String {
+    format!("{} UTC", utc_time(epoch_ms))
+}
+
+/// One snapshot to take.
+#[derive(Clone, Debug)]
+pub struct SnapshotSpec {
+    pub parent: u32,
+    pub name: String,
+    /// Hosts may not write it (the default for a new snapshot).
+    pub write_protected: bool,
+    pub lock_expires_at: Option<u64>,
+    pub cg_id: Option<u32>,
+}
+
+/// Space figures of one dataset, in blocks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DatasetSpace {
+    /// Blocks the dataset maps (its own or shared).
+    pub mapped: u64,
+    /// Blocks no other dataset refers to: what deleting it gives back.
+    pub unique: u64,
+}
+
+impl MetaStore {
+    /// Takes the snapshots in `specs` at one instant: one journal record, so after a crash
+    /// either all exist or none.
+    pub fn create_snapshots(&self, specs: &[SnapshotSpec]) -> Result<Vec<VolumeRecord>, MetaError> {
+        let now = now_ms();
+        let mut state = self.state_mut();
+        let mut next_id = state.catalog.next_volume_id;
+        let mut records = Vec::with_capacity(specs.len());
+        for spec in specs {
+            validate_name(&spec.name)?;
+            let taken = state.catalog.volume_by_name(&spec.name).is_some()
+                || records.iter().any(|r: &VolumeRecord| r.name == spec.name);
+            if taken {
+                return Err(MetaError::NameConflict {
+                    kind: "volume",
+                    name: spec.name.clone(),
+                });
+            }
+            let parent = volume_record(&state, spec.parent)?;
+            if let Some(until) = spec.lock_expires_at
+                && until <= now
+            {
+                return Err(MetaError::Invalid(format!(
+                    "snapshot {:?}: lock_expires_at ({}) must be in the future (now {})",
+                    spec.name,
+                    format_time(until),
+                    format_time(now)
+                )));
+            }
+            let mut snapshot =
+                VolumeRecord::new(next_id, &spec.name, parent.pool_id, parent.size, now);
+            next_id += 1;
+            snapshot.kind = DatasetKind::Snapshot;
+            snapshot.parent_id = parent.id;
+            snapshot.family_id = parent.family();
+            snapshot.write_protected = spec.write_protected;
+            snapshot.ssd_enabled = parent.ssd_enabled;
+            snapshot.lock_expires_at = spec.lock_expires_at;
+            snapshot.cg_id = spec.cg_id;
+            records.push(snapshot);
+        }
+        self.log_catalog(&mut state, CatalogOp::CreateSnapshots(records.clone()))?;
+        Ok(records)
+    }
+
+    /// Checks that `id` may take `from`'s contents: both in one family, the same size,
+    /// and `id` not locked. `refresh` names the case of a snapshot taking its parent's.
+    pub fn check_take_contents(&self, id: u32, from: u32) -> Result<(), MetaError> {
+        let state = self.state();
+        let target = volume_record(&state, id)?;
+        let source = volume_record(&state, from)?;
+        check_unlocked(&target, "overwrite")?;
+        if id == from {
+            return Err(MetaError::Invalid(format!(
+                "{:?} cannot take its own contents",
+                target.name
+            )));
+        }
+        if target.family() != source.family() {
+            return Err(MetaError::Invalid(format!(
+                "{:?} and {:?} are not of one family: a dataset can only be restored from its own snapshots",
+                target.name, source.name
+            )));
+        }
+        if target.size != source.size {
+            return Err(MetaError::Invalid(format!(
+                "{:?} is {} bytes and {:?} is {} bytes; resize {:?} to {} bytes first",
+                target.name, target.size, source.name, source.size, target.name, source.size
+            )));
+        }
+        Ok(())
+    }
+
+    /// `id` takes `from`'s current contents (restore a volume from a snapshot, refresh a
+    /// snapshot from its parent). The cache must have dropped `id`'s blocks.
+    pub fn take_contents(&self, id: u32, from: u32) -> Result<VolumeRecord, MetaError> {
+        self.check_take_contents(id, from)?;
+        let mut state = self.state_mut();
+        self.log_catalog(&mut state, CatalogOp::TakeContents { id, from })?;
+        Ok(state.catalog.volumes[&id].clone())
+    }
+
+    pub fn dataset_space(&self, id: u32) -> DatasetSpace {
+        let state = self.state();
+        DatasetSpace {
+            mapped: state.maps.len(id),
+            unique: state.maps.unique_blocks(id),
+        }
+    }
+
+    /// The block ranges `[start, end)` whose contents differ between `a` and `b` (two
+    /// datasets of one family), merged and in order.
+    pub fn changed_ranges(&self, a: u32, b: u32) -> Result<Vec<(Lba, Lba)>, MetaError> {
+        let state = self.state();
+        let first = volume_record(&state, a)?;
+        let second = volume_record(&state, b)?;
+        if first.family() != second.family() {
+            return Err(MetaError::Invalid(format!(
+                "{:?} and {:?} are not of one family; changed blocks are only known between a volume and its snapshots",
+                first.name, second.name
+            )));
+        }
+        let end = first.size.max(second.size) / BLOCK_SIZE as u64;
+        let mut ranges: Vec<(Lba, Lba)> = Vec::new();
+        state.maps.diff(a, b, &mut |lba| {
+            if lba >= end {
+                return;
+            }
+            match ranges.last_mut() {
+                Some(last) if last.1 == lba => last.1 = lba + 1,
+                _ => ranges.push((lba, lba + 1)),
+            }
+        });
+        Ok(ranges)
+    }
+
+    // ---- consistency groups ---------------------------------------------------------
+
+    pub fn create_cg(
+        &self,
+        name: &str,
+        pool_id: u32,
+        parent_id: u32,
+        lock_expires_at: Option<u64>,
+    ) -> Result<CgRecord, MetaError> {
+        validate_name(name)?;
+        let mut state = self.state_mut();
+        if state.catalog.cg_by_name(name).is_some() {
+            return Err(MetaError::NameConflict {
+                kind: "consistency group",
+                name: name.into(),
+            });
+        }
+        pool_record(&state, pool_id)?;
+        let now = now_ms();
+        let cg = CgRecord {
+            id: state.catalog.next_cg_id.max(1),
+            name: name.into(),
+            pool_id,
+            parent_id,
+            created_at: now,
+            updated_at: now,
+            lock_expires_at,
+        };
+        self.log_catalog(&mut state, CatalogOp::CreateCg(cg.clone()))?;
+        Ok(cg)
+    }
+
+    pub fn update_cg(&self, cg: CgRecord) -> Result<CgRecord, MetaError> {
+        let mut state = self.state_mut();
+        let before = cg_record(&state, cg.id)?;
+        if cg.name != before.name {
+            validate_name(&cg.name)?;
+            if state.catalog.cg_by_name(&cg.name).is_some() {
+                return Err(MetaError::NameConflict {
+                    kind: "consistency group",
+                    name: cg.name,
+                });
+            }
+        }
+        let mut cg = cg;
+        cg.pool_id = before.pool_id;
+        cg.parent_id = before.parent_id;
+        cg.created_at = before.created_at;
+        cg.lock_expires_at = before.lock_expires_at;
+        cg.updated_at = now_ms();
+        self.log_catalog(&mut state, CatalogOp::UpdateCg(cg.clone()))?;
+        Ok(cg)
+    }
+
+    /// Deletes a group; its members stay (they leave the group).
+    pub fn delete_cg(&self, id: u32) -> Result<CgRecord, MetaError> {
+        let mut state = self.state_mut();
+        let cg = cg_record(&state, id)?;
+        self.log_catalog(&mut state, CatalogOp::DeleteCg { id })?;
+        Ok(cg)
+    }
+
+    /// Puts master volume `volume` into group `cg` (`None`: takes it out).
+    pub fn set_volume_cg(&self, volume: u32, cg: Option<u32>) -> Result<VolumeRecord, MetaError> {
+        let mut state = self.state_mut();
+        let record = volume_record(&state, volume)?;
+        if let Some(cg) = cg {
+            let group = cg_record(&state, cg)?;
+            if group.parent_id != 0 {
+                return Err(MetaError::Invalid(format!(
+                    "{:?} is a snapshot group; members are added to the group it was taken of",
+                    group.name
+                )));
+            }
+            if record.is_snapshot() {
+                return Err(MetaError::Invalid(format!(
+                    "{:?} is a snapshot; only master volumes join consistency groups",
+                    record.name
+                )));
+            }
+            if record.pool_id != group.pool_id {
+                return Err(MetaError::Invalid(format!(
+                    "volume {:?} is in another pool than group {:?}; a group's members share its pool",
+                    record.name, group.name
+                )));
+            }
+            if let Some(current) = record.cg_id.filter(|current| *current != cg) {
+                return Err(MetaError::Invalid(format!(
+                    "volume {:?} already belongs to consistency group {current}; remove it first",
+                    record.name
+                )));
+            }
+        }
+        self.log_catalog(&mut state, CatalogOp::SetVolumeCg { id: volume, cg })?;
+        Ok(state.catalog.volumes[&volume].clone())
+    }
+}
+
+pub(super) fn cg_record(state: &super::MetaState, id: u32) -> Result<CgRecord, MetaError> {
+    state
+        .catalog
+        .cgs
+        .get(&id)
+        .cloned()
+        .ok_or_else(|| MetaError::CgNotFound(id.to_string()))
+}
