@@ -85,6 +85,11 @@ pub struct Controllers {
     remirror: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
+/// Dirty data left for [`Controllers::at_one_instant`] to destage while hosts wait.
+const PAUSED_DESTAGE_BYTES: u64 = 4 << 20;
+/// How long it destages before pausing, whatever is left.
+const PRE_DESTAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Controllers {
     /// The controllers over `cache`, placing sections with `routing` (the router the
     /// cache was started with); all start ACTIVE.
@@ -126,6 +131,24 @@ impl Controllers {
 
     pub fn ids(&self) -> &[ControllerId] {
         &self.ids
+    }
+
+    /// Runs `change` at one instant every port agrees on: no ownership change under way,
+    /// host requests on all controllers paused, every write acknowledged before it
+    /// destaged to the array (so the maps hold it), none admitted until `change` returns.
+    /// Snapshots, restores and refreshes use it. Most dirty data is destaged before the
+    /// pause, so hosts wait only for what arrived meanwhile.
+    pub fn at_one_instant<T>(
+        &self,
+        change: impl FnOnce() -> Result<T, crate::types::IoError>,
+    ) -> Result<T, crate::types::IoError> {
+        let _control = self.control.lock();
+        self.cache
+            .destage_down_to(PAUSED_DESTAGE_BYTES, PRE_DESTAGE_LIMIT);
+        self.cache.pause();
+        let outcome = self.cache.drain().and_then(|()| change());
+        self.cache.resume();
+        outcome
     }
 
     pub fn cache(&self) -> &Arc<Cache> {

@@ -253,14 +253,15 @@ pub enum CatalogOp {
     /// Replaces a volume's settable fields (name, protection, ...); never its size, which
     /// only `ResizeVolume` changes together with the map.
     UpdateVolume(VolumeRecord),
-    /// New snapshots, each taking its parent's current contents, all at one instant.
-    CreateSnapshots(Vec<VolumeRecord>),
-    /// `id` takes the contents of `from` (a restore from a snapshot, or a snapshot's
-    /// refresh from its parent).
-    TakeContents {
-        id: u32,
-        from: u32,
+    /// New snapshots, each taking its parent's current contents, all at one instant;
+    /// with `group`, they form that new group snapshot.
+    CreateSnapshots {
+        snapshots: Vec<VolumeRecord>,
+        group: Option<CgRecord>,
     },
+    /// Each `(id, from)`: dataset `id` takes the contents of `from` (a restore from a
+    /// snapshot, or a snapshot's refresh from its parent), all at one instant.
+    TakeContents(Vec<(u32, u32)>),
     CreateCg(CgRecord),
     UpdateCg(CgRecord),
     DeleteCg {
@@ -334,7 +335,11 @@ impl Catalog {
                     current.size = size;
                 }
             }
-            CatalogOp::CreateSnapshots(snapshots) => {
+            CatalogOp::CreateSnapshots { snapshots, group } => {
+                if let Some(cg) = group {
+                    self.next_cg_id = self.next_cg_id.max(cg.id + 1);
+                    self.cgs.entry(cg.id).or_insert_with(|| cg.clone());
+                }
                 for snapshot in snapshots {
                     self.next_volume_id = self.next_volume_id.max(snapshot.id + 1);
                     self.volumes
@@ -342,10 +347,12 @@ impl Catalog {
                         .or_insert_with(|| snapshot.clone());
                 }
             }
-            CatalogOp::TakeContents { id, from } => {
-                let size = self.volumes.get(from).map(|source| source.size);
-                if let (Some(volume), Some(size)) = (self.volumes.get_mut(id), size) {
-                    volume.size = size;
+            CatalogOp::TakeContents(pairs) => {
+                for (id, from) in pairs {
+                    let size = self.volumes.get(from).map(|source| source.size);
+                    if let (Some(volume), Some(size)) = (self.volumes.get_mut(id), size) {
+                        volume.size = size;
+                    }
                 }
             }
             CatalogOp::CreateCg(cg) => {

@@ -156,16 +156,27 @@ impl Forest {
         let Some(source) = self.roots.get(&from).copied() else {
             return false;
         };
-        if source.node != NIL {
-            self.nodes[source.node as usize].refs += 1;
-        }
-        let before = self.roots.insert(to, source);
-        if let Some(before) = before {
-            self.release_node(before.node, before.family);
-            let height = before.height;
-            self.ensure_height(to, height);
-        }
+        self.share_all(&[(to, Some(source))]);
         true
+    }
+
+    /// Makes each `(to, root)` dataset's tree `root` (taken with [`Forest::root`] before
+    /// any of them changed, so the changes happen at one instant); `None` is skipped.
+    pub fn share_all(&mut self, pairs: &[(u32, Option<Root>)]) {
+        for (_, root) in pairs {
+            if let Some(root) = root
+                && root.node != NIL
+            {
+                self.nodes[root.node as usize].refs += 1;
+            }
+        }
+        for (to, root) in pairs {
+            let Some(root) = root else { continue };
+            if let Some(before) = self.roots.insert(*to, *root) {
+                self.release_node(before.node, before.family);
+                self.ensure_height(*to, before.height);
+            }
+        }
     }
 
     /// Drops a dataset; its nodes are reclaimed by [`Forest::reclaim`].

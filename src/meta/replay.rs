@@ -39,9 +39,13 @@ impl Replay {
         match record {
             Record::Catalog(op) => {
                 match &op {
-                    CatalogOp::DeleteVolume { id } | CatalogOp::TakeContents { id, .. } => {
+                    CatalogOp::DeleteVolume { id } => {
                         // The dataset's cached writes before this point were dropped.
                         self.recovered.retain(|(volume, _), _| volume != id);
+                    }
+                    CatalogOp::TakeContents(pairs) => {
+                        self.recovered
+                            .retain(|(volume, _), _| pairs.iter().all(|(id, _)| id != volume));
                     }
                     _ => {}
                 }

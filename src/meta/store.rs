@@ -71,6 +71,8 @@ pub struct MetaState {
     /// The account each family's blocks are charged to (kept after its last member goes,
     /// for the blocks still waiting to be reclaimed).
     pub family_accounts: HashMap<u32, Arc<PoolUsage>>,
+    /// How many snapshots each dataset has (only datasets that have some).
+    pub children: HashMap<u32, u32>,
 }
 
 impl MetaState {
@@ -279,6 +281,7 @@ impl MetaStore {
             pools: HashMap::new(),
             volumes: HashMap::new(),
             family_accounts: HashMap::new(),
+            children: HashMap::new(),
         };
         rebuild_handles(&mut state);
         let mut per_family: HashMap<u32, u64> = HashMap::new();

@@ -3,6 +3,22 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::snapshot_api::{
+    CgCreate, CgInfo, CgMemberAdd, CgUpdate, ChangedBlocks, ChangedRange, SnapshotCreate, SourceRef,
+};
+
+fn volume_dataset_type() -> String {
+    "VOLUME".into()
+}
+
+fn not_modelled(what: &str) -> MgmtError {
+    MgmtError::new(
+        "NOT_SUPPORTED",
+        501,
+        format!("this management back end does not model {what}"),
+    )
+}
+
 /// `GET /api/rest/system`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct SystemInfo {
@@ -118,6 +134,9 @@ pub struct VolumeUpdate {
     pub size: Option<u64>,
     pub write_protected: Option<bool>,
     pub ssd_enabled: Option<bool>,
+    /// A snapshot's lock: set or extended, never shortened while it holds.
+    #[serde(default)]
+    pub lock_expires_at: Option<u64>,
 }
 
 /// A volume as the API shows it.
@@ -129,9 +148,12 @@ pub struct VolumeInfo {
     pub pool_id: u32,
     pub pool_name: String,
     pub provtype: String,
-    /// MASTER (snapshots come later).
+    /// MASTER or SNAPSHOT.
     #[serde(rename = "type")]
     pub volume_type: String,
+    /// VOLUME (InfiniBox also has file systems).
+    #[serde(default = "volume_dataset_type")]
+    pub dataset_type: String,
     /// The volume a snapshot was taken from; `0` for a master volume.
     pub parent_id: u32,
     /// The master volume of the snapshot family (the volume's own id for a master).
@@ -145,11 +167,27 @@ pub struct VolumeInfo {
     pub used: u64,
     /// Same as `used` for thin volumes; the full size for thick ones.
     pub allocated: u64,
+    /// Bytes only this dataset refers to: what deleting it gives back.
+    #[serde(default)]
+    pub unique_size: u64,
+    /// Bytes the whole family (the master and all its snapshots) holds.
+    #[serde(default)]
+    pub tree_allocated: u64,
+    /// `size` in 512-byte blocks, as InfiniBox counts.
+    #[serde(default)]
+    pub num_blocks: u64,
+    /// Replication (none yet).
+    #[serde(default)]
+    pub rmr_source: bool,
+    #[serde(default)]
+    pub rmr_target: bool,
+    #[serde(default)]
+    pub rmr_snapshot_guid: Option<String>,
     /// Whether the volume is mapped to a host (LUN mapping comes with iSCSI).
     pub mapped: bool,
     pub cg_id: Option<u32>,
     pub lock_expires_at: Option<u64>,
-    /// UNLOCKED (snapshot locks come with snapshots).
+    /// UNLOCKED, LOCKED (until `lock_expires_at`) or EXPIRED.
     pub lock_state: String,
     pub serial: String,
     pub created_at: u64,
@@ -196,6 +234,13 @@ impl MgmtError {
             "NAME_CONFLICT",
             409,
             format!("a {kind} named {name:?} already exists; choose another name"),
+        )
+    }
+    pub fn cg_not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            "CONS_GROUP_NOT_FOUND",
+            404,
+            format!("consistency group {what} does not exist"),
         )
     }
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -286,4 +331,63 @@ pub trait Management: Send + Sync {
     /// to it gradually (RECOVERING, then ACTIVE). Refuses as `fail_controller` does when
     /// it is not FAILED.
     fn recover_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError>;
+
+    // ---- snapshots and consistency groups (the node; the test fake does not model them)
+
+    /// Takes snapshots of several datasets at one instant (one request: one snapshot).
+    fn create_snapshots(
+        &self,
+        _requests: Vec<SnapshotCreate>,
+    ) -> Result<Vec<VolumeInfo>, MgmtError> {
+        Err(not_modelled("snapshots"))
+    }
+    /// Volume `id` returns to snapshot `source`'s contents; hosts see them at once.
+    fn restore_volume(&self, _id: u32, _source: u32) -> Result<VolumeInfo, MgmtError> {
+        Err(not_modelled("snapshots"))
+    }
+    /// Snapshot `id` takes its parent's current contents.
+    fn refresh_snapshot(&self, _id: u32) -> Result<VolumeInfo, MgmtError> {
+        Err(not_modelled("snapshots"))
+    }
+    /// The blocks that differ between dataset `id` and `base` (one family).
+    fn changed_blocks(&self, _id: u32, _base: u32) -> Result<ChangedBlocks, MgmtError> {
+        Err(not_modelled("snapshots"))
+    }
+    fn cgs(&self) -> Vec<CgInfo> {
+        Vec::new()
+    }
+    fn cg(&self, id: u32) -> Result<CgInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(id))
+    }
+    /// A new group, or (with `parent_id`) a snapshot of every member of a group at one
+    /// instant.
+    fn create_cg(&self, _request: CgCreate) -> Result<CgInfo, MgmtError> {
+        Err(not_modelled("consistency groups"))
+    }
+    fn update_cg(&self, id: u32, _update: CgUpdate) -> Result<CgInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(id))
+    }
+    /// Deletes a group; a group snapshot's member snapshots go with it when
+    /// `delete_members` (a group's member volumes only leave it).
+    fn delete_cg(&self, id: u32, _delete_members: bool) -> Result<CgInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(id))
+    }
+    fn cg_members(&self, id: u32) -> Result<Vec<VolumeInfo>, MgmtError> {
+        Err(MgmtError::cg_not_found(id))
+    }
+    fn add_cg_member(&self, cg: u32, _volume: u32) -> Result<VolumeInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(cg))
+    }
+    fn remove_cg_member(&self, cg: u32, _volume: u32) -> Result<VolumeInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(cg))
+    }
+    /// Every member of group `id` returns to its snapshot in group snapshot `source`, at
+    /// one instant.
+    fn restore_cg(&self, id: u32, _source: u32) -> Result<CgInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(id))
+    }
+    /// Every member snapshot of group snapshot `id` takes its parent's current contents.
+    fn refresh_cg(&self, id: u32) -> Result<CgInfo, MgmtError> {
+        Err(MgmtError::cg_not_found(id))
+    }
 }

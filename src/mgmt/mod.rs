@@ -24,6 +24,7 @@ pub mod events;
 pub mod http;
 pub mod rest;
 pub mod server;
+pub mod snapshot_api;
 #[cfg(test)]
 mod tests;
 pub mod top;

@@ -36,15 +36,11 @@ pub struct NodeApi {
     pub started_at: u64,
 }
 
-fn mgmt_error(err: MetaError) -> MgmtError {
+pub(super) fn mgmt_error(err: MetaError) -> MgmtError {
     match err {
         MetaError::PoolNotFound(what) => MgmtError::pool_not_found(what),
         MetaError::VolumeNotFound(what) => MgmtError::volume_not_found(what),
-        MetaError::CgNotFound(what) => MgmtError::new(
-            "CG_NOT_FOUND",
-            404,
-            format!("consistency group {what} does not exist"),
-        ),
+        MetaError::CgNotFound(what) => MgmtError::cg_not_found(what),
         MetaError::Locked(message) => MgmtError::new("SNAPSHOT_LOCKED", 409, message),
         MetaError::NameConflict { kind, name } => MgmtError::name_conflict(kind, &name),
         MetaError::PoolNotEmpty(name) => MgmtError::new(
@@ -92,7 +88,7 @@ fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
     }
 }
 
-fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeInfo {
+pub(super) fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeInfo {
     // A thick volume's own account also counts blocks still in cache; a thin one's share
     // of its pool's account is not kept apart, so it shows its mapped blocks.
     let mapped = state.maps.len(volume.id) * BLOCK_SIZE as u64;
@@ -113,11 +109,12 @@ fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeI
         pool_id: volume.pool_id,
         pool_name,
         provtype: volume.provtype.as_str().into(),
-        volume_type: "MASTER".into(),
-        parent_id: 0,
-        family_id: volume.id,
-        depth: 0,
-        has_children: false,
+        volume_type: volume.kind.as_str().into(),
+        dataset_type: "VOLUME".into(),
+        parent_id: volume.parent_id,
+        family_id: volume.family(),
+        depth: state.catalog.depth(volume.id),
+        has_children: state.children.contains_key(&volume.id),
         write_protected: volume.write_protected,
         ssd_enabled: volume.ssd_enabled,
         used,
@@ -125,10 +122,19 @@ fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeI
             Provisioning::Thick => volume.size,
             Provisioning::Thin => used,
         },
+        unique_size: state.maps.unique_blocks(volume.id) * BLOCK_SIZE as u64,
+        tree_allocated: state
+            .family_accounts
+            .get(&volume.family())
+            .map_or(0, |account| account.used_bytes()),
+        num_blocks: volume.size / 512,
+        rmr_source: false,
+        rmr_target: false,
+        rmr_snapshot_guid: None,
         mapped: false,
-        cg_id: None,
-        lock_expires_at: None,
-        lock_state: "UNLOCKED".into(),
+        cg_id: volume.cg_id,
+        lock_expires_at: volume.lock_expires_at,
+        lock_state: super::snapshots::lock_state(volume.lock_expires_at).into(),
         serial: format!("6{:015x}{:016x}", serial & 0xFFF_FFFF_FFFF_FFFF, volume.id),
         created_at: volume.created_at,
         updated_at: volume.updated_at.max(volume.created_at),
@@ -357,6 +363,9 @@ impl Management for NodeApi {
                 if let Some(ssd) = update.ssd_enabled {
                     volume.ssd_enabled = ssd;
                 }
+                if let Some(until) = update.lock_expires_at {
+                    volume.lock_expires_at = Some(until);
+                }
             })
             .map_err(mgmt_error)?;
         self.with_volume(id)
@@ -374,14 +383,81 @@ impl Management for NodeApi {
     }
 
     fn delete_volume(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
-        let info = self.volume(id)?;
-        if let Some(handle) = self.meta.state().volumes.get(&id) {
-            handle.deleted.store(true, Ordering::Release);
-        }
-        self.cache
-            .discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
-        self.meta.delete_volume(id).map_err(mgmt_error)?;
-        Ok(info)
+        self.delete_volume_now(id)
+    }
+
+    fn create_snapshots(
+        &self,
+        requests: Vec<crate::mgmt::api::SnapshotCreate>,
+    ) -> Result<Vec<VolumeInfo>, MgmtError> {
+        self.take_snapshots(requests)
+    }
+
+    fn restore_volume(&self, id: u32, source: u32) -> Result<VolumeInfo, MgmtError> {
+        self.restore(id, source)
+    }
+
+    fn refresh_snapshot(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
+        self.refresh(id)
+    }
+
+    fn changed_blocks(
+        &self,
+        id: u32,
+        base: u32,
+    ) -> Result<crate::mgmt::api::ChangedBlocks, MgmtError> {
+        self.diff(id, base)
+    }
+
+    fn cgs(&self) -> Vec<crate::mgmt::api::CgInfo> {
+        self.all_cgs()
+    }
+
+    fn cg(&self, id: u32) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+        self.one_cg(id)
+    }
+
+    fn create_cg(
+        &self,
+        request: crate::mgmt::api::CgCreate,
+    ) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+        self.new_cg(request)
+    }
+
+    fn update_cg(
+        &self,
+        id: u32,
+        update: crate::mgmt::api::CgUpdate,
+    ) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+        self.change_cg(id, update)
+    }
+
+    fn delete_cg(
+        &self,
+        id: u32,
+        delete_members: bool,
+    ) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+        self.remove_cg(id, delete_members)
+    }
+
+    fn cg_members(&self, id: u32) -> Result<Vec<VolumeInfo>, MgmtError> {
+        self.cg_member_infos(id)
+    }
+
+    fn add_cg_member(&self, cg: u32, volume: u32) -> Result<VolumeInfo, MgmtError> {
+        self.join_cg(cg, volume)
+    }
+
+    fn remove_cg_member(&self, cg: u32, volume: u32) -> Result<VolumeInfo, MgmtError> {
+        self.leave_cg(cg, volume)
+    }
+
+    fn restore_cg(&self, id: u32, source: u32) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+        self.restore_group(id, source)
+    }
+
+    fn refresh_cg(&self, id: u32) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+        self.refresh_group(id)
     }
 
     fn metrics_text(&self) -> String {
@@ -406,5 +482,22 @@ impl Management for NodeApi {
 
     fn recover_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
         self.controllers.recover_by_number(id)
+    }
+}
+
+impl NodeApi {
+    /// Deletes a volume or snapshot: refused (changing nothing) while it has snapshots or
+    /// a lock holds it; otherwise its cached blocks go, then the catalog entry, and its
+    /// space comes back in the background.
+    pub(super) fn delete_volume_now(&self, id: u32) -> Result<VolumeInfo, MgmtError> {
+        let info = self.volume(id)?;
+        self.meta.check_delete(id).map_err(mgmt_error)?;
+        if let Some(handle) = self.meta.state().volumes.get(&id) {
+            handle.deleted.store(true, Ordering::Release);
+        }
+        self.cache
+            .discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
+        self.meta.delete_volume(id).map_err(mgmt_error)?;
+        Ok(info)
     }
 }

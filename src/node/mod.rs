@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 mod api;
 mod monitor;
+mod snapshots;
 
 use api::{NodeApi, now_ms};
 

@@ -336,15 +336,20 @@ pub(in crate::meta) fn apply_to_forest(forest: &mut Forest, catalog: &Catalog, o
         CatalogOp::DeleteVolume { id } => {
             forest.drop_dataset(*id);
         }
-        CatalogOp::CreateSnapshots(snapshots) => {
+        CatalogOp::CreateSnapshots { snapshots, .. } => {
             for snapshot in snapshots {
                 if !forest.contains(snapshot.id) {
                     forest.share(snapshot.parent_id, snapshot.id);
                 }
             }
         }
-        CatalogOp::TakeContents { id, from } => {
-            forest.share(*from, *id);
+        CatalogOp::TakeContents(pairs) => {
+            // Every source is read before any target changes: one instant for all.
+            let sources: Vec<(u32, Option<crate::meta::forest::Root>)> = pairs
+                .iter()
+                .map(|(id, from)| (*id, forest.root(*from)))
+                .collect();
+            forest.share_all(&sources);
         }
         _ => {}
     }
@@ -421,6 +426,12 @@ pub(super) fn rebuild_handles(state: &mut MetaState) {
     for (id, usage) in &state.pools {
         let reserved = thick_blocks.get(id).copied().unwrap_or(0);
         usage.thick_blocks.store(reserved, Ordering::Release);
+    }
+    state.children.clear();
+    for volume in state.catalog.volumes.values() {
+        if volume.parent_id != 0 {
+            *state.children.entry(volume.parent_id).or_default() += 1;
+        }
     }
     let volumes = &state.catalog.volumes;
     state.volumes.retain(|id, handle| {

@@ -25,7 +25,15 @@ pub struct SnapshotSpec {
     /// Hosts may not write it (the default for a new snapshot).
     pub write_protected: bool,
     pub lock_expires_at: Option<u64>,
-    pub cg_id: Option<u32>,
+}
+
+/// A group snapshot to take with the members' snapshots.
+#[derive(Clone, Debug)]
+pub struct GroupSpec {
+    /// The group it is a snapshot of.
+    pub parent: u32,
+    pub name: String,
+    pub lock_expires_at: Option<u64>,
 }
 
 /// Space figures of one dataset, in blocks.
@@ -40,9 +48,35 @@ pub struct DatasetSpace {
 impl MetaStore {
     /// Takes the snapshots in `specs` at one instant: one journal record, so after a crash
     /// either all exist or none.
-    pub fn create_snapshots(&self, specs: &[SnapshotSpec]) -> Result<Vec<VolumeRecord>, MetaError> {
+    pub fn create_snapshots(
+        &self,
+        specs: &[SnapshotSpec],
+        group: Option<GroupSpec>,
+    ) -> Result<(Vec<VolumeRecord>, Option<CgRecord>), MetaError> {
         let now = now_ms();
         let mut state = self.state_mut();
+        let group = match group {
+            None => None,
+            Some(spec) => {
+                validate_name(&spec.name)?;
+                if state.catalog.cg_by_name(&spec.name).is_some() {
+                    return Err(MetaError::NameConflict {
+                        kind: "consistency group",
+                        name: spec.name,
+                    });
+                }
+                let parent = cg_record(&state, spec.parent)?;
+                Some(CgRecord {
+                    id: state.catalog.next_cg_id.max(1),
+                    name: spec.name,
+                    pool_id: parent.pool_id,
+                    parent_id: parent.id,
+                    created_at: now,
+                    updated_at: now,
+                    lock_expires_at: spec.lock_expires_at,
+                })
+            }
+        };
         let mut next_id = state.catalog.next_volume_id;
         let mut records = Vec::with_capacity(specs.len());
         for spec in specs {
@@ -75,11 +109,17 @@ impl MetaStore {
             snapshot.write_protected = spec.write_protected;
             snapshot.ssd_enabled = parent.ssd_enabled;
             snapshot.lock_expires_at = spec.lock_expires_at;
-            snapshot.cg_id = spec.cg_id;
+            snapshot.cg_id = group.as_ref().map(|cg| cg.id);
             records.push(snapshot);
         }
-        self.log_catalog(&mut state, CatalogOp::CreateSnapshots(records.clone()))?;
-        Ok(records)
+        self.log_catalog(
+            &mut state,
+            CatalogOp::CreateSnapshots {
+                snapshots: records.clone(),
+                group: group.clone(),
+            },
+        )?;
+        Ok((records, group))
     }
 
     /// Checks that `id` may take `from`'s contents: both in one family, the same size,
@@ -110,13 +150,15 @@ impl MetaStore {
         Ok(())
     }
 
-    /// `id` takes `from`'s current contents (restore a volume from a snapshot, refresh a
-    /// snapshot from its parent). The cache must have dropped `id`'s blocks.
-    pub fn take_contents(&self, id: u32, from: u32) -> Result<VolumeRecord, MetaError> {
-        self.check_take_contents(id, from)?;
+    /// Each `(id, from)`: `id` takes `from`'s current contents (restore a volume from a
+    /// snapshot, refresh a snapshot from its parent), all at one instant, in one journal
+    /// record. The cache must have dropped the targets' blocks.
+    pub fn take_contents(&self, pairs: &[(u32, u32)]) -> Result<(), MetaError> {
+        for (id, from) in pairs {
+            self.check_take_contents(*id, *from)?;
+        }
         let mut state = self.state_mut();
-        self.log_catalog(&mut state, CatalogOp::TakeContents { id, from })?;
-        Ok(state.catalog.volumes[&id].clone())
+        self.log_catalog(&mut state, CatalogOp::TakeContents(pairs.to_vec()))
     }
 
     pub fn dataset_space(&self, id: u32) -> DatasetSpace {

@@ -23,6 +23,7 @@ pub mod list;
 pub mod objects;
 pub mod openapi;
 pub mod routes;
+pub mod snapshots;
 #[cfg(test)]
 mod tests;
 

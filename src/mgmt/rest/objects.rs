@@ -27,6 +27,9 @@ const FEATURES: &[(&str, u32)] = &[
     ("controllers", 1),
     ("events", 1),
     ("metrics", 1),
+    // infinisdk calls snapshots SNAPSHOT (not SNAP) when this is present.
+    ("snapshots", 1),
+    ("consistency_groups", 1),
 ];
 
 pub fn get_system(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
@@ -208,6 +211,13 @@ pub fn list_volumes(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 }
 
 pub fn create_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
+    let body: Value = call.body()?;
+    if body
+        .get("parent_id")
+        .is_some_and(|parent| !parent.is_null())
+    {
+        return super::snapshots::create_snapshot(mgmt, call);
+    }
     let request: VolumeCreate = call.body()?;
     let pool = mgmt.api.pool(request.pool_id)?;
     require_pool_owner(

@@ -92,6 +92,7 @@ pub const VOLUME: Schema = object(
         ("pool_name", "string"),
         ("provtype", "string"),
         ("type", "string"),
+        ("dataset_type", "string"),
         ("parent_id", "integer"),
         ("family_id", "integer"),
         ("depth", "integer"),
@@ -100,6 +101,12 @@ pub const VOLUME: Schema = object(
         ("ssd_enabled", "boolean"),
         ("used", "integer"),
         ("allocated", "integer"),
+        ("unique_size", "integer"),
+        ("tree_allocated", "integer"),
+        ("num_blocks", "integer"),
+        ("rmr_source", "boolean"),
+        ("rmr_target", "boolean"),
+        ("rmr_snapshot_guid", "string?"),
         ("mapped", "boolean"),
         ("cg_id", "integer?"),
         ("lock_expires_at", "integer?"),
@@ -107,6 +114,46 @@ pub const VOLUME: Schema = object(
         ("serial", "string"),
         ("created_at", "integer"),
         ("updated_at", "integer"),
+    ],
+);
+
+pub const CG: Schema = object(
+    "ConsistencyGroup",
+    &[
+        ("id", "integer"),
+        ("name", "string"),
+        ("pool_id", "integer"),
+        ("pool_name", "string"),
+        ("type", "string"),
+        ("parent_id", "integer"),
+        ("members_count", "integer"),
+        ("has_children", "boolean"),
+        ("lock_expires_at", "integer?"),
+        ("lock_state", "string"),
+        ("is_replicated", "boolean"),
+        ("created_at", "integer"),
+        ("updated_at", "integer"),
+    ],
+);
+
+pub const CHANGED_BLOCKS: Schema = object(
+    "ChangedBlocks",
+    &[
+        ("volume_id", "integer"),
+        ("base_id", "integer"),
+        ("block_size", "integer"),
+        ("changed_bytes", "integer"),
+        ("ranges", "[object]"),
+    ],
+);
+
+/// Replicas (none yet; infinisdk lists them before changing a group).
+pub const REPLICA: Schema = object(
+    "Replica",
+    &[
+        ("id", "integer"),
+        ("local_cg_id", "integer"),
+        ("entity_type", "string"),
     ],
 );
 
@@ -252,8 +299,57 @@ pub const BODIES: &[Schema] = &[
             ("size", "integer"),
             ("write_protected", "boolean"),
             ("ssd_enabled", "boolean"),
+            ("lock_expires_at", "integer"),
         ],
         required: &[],
+    },
+    Schema {
+        name: "SnapshotCreate",
+        fields: &[
+            ("name", "string"),
+            ("parent_id", "integer"),
+            ("write_protected", "boolean"),
+            ("lock_expires_at", "integer"),
+            ("ssd_enabled", "boolean"),
+        ],
+        required: &["parent_id"],
+    },
+    Schema {
+        name: "GroupSnapshot",
+        fields: &[
+            ("snap_prefix", "string"),
+            ("snap_suffix", "string"),
+            ("entities", "[object]"),
+        ],
+        required: &["entities"],
+    },
+    Schema {
+        name: "Source",
+        fields: &[("source_id", "integer")],
+        required: &["source_id"],
+    },
+    Schema {
+        name: "CgCreate",
+        fields: &[
+            ("name", "string"),
+            ("pool_id", "integer"),
+            ("parent_id", "integer"),
+            ("snap_prefix", "string"),
+            ("snap_suffix", "string"),
+            ("write_protected", "boolean"),
+            ("lock_expires_at", "integer"),
+        ],
+        required: &[],
+    },
+    Schema {
+        name: "CgUpdate",
+        fields: &[("name", "string")],
+        required: &[],
+    },
+    Schema {
+        name: "CgMember",
+        fields: &[("dataset_id", "integer")],
+        required: &["dataset_id"],
     },
 ];
 
@@ -263,6 +359,9 @@ pub const OBJECTS: &[&Schema] = &[
     &FEATURE,
     &POOL,
     &VOLUME,
+    &CG,
+    &CHANGED_BLOCKS,
+    &REPLICA,
     &CONTROLLER,
     &USER,
     &EVENT,

@@ -3,7 +3,7 @@
 //! `/api/rest/openapi.json` all read this one table.
 
 use super::auth::Access;
-use super::{Call, Mgmt, accounts, controllers, objects, openapi};
+use super::{Call, Mgmt, accounts, controllers, objects, openapi, snapshots};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
@@ -301,6 +301,154 @@ pub static ROUTES: &[Route] = &[
         Object("Volume"),
         objects::delete_volume,
     )),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/volumes/group_snapshot",
+            PoolAdmin,
+            "Takes snapshots of several volumes at one instant; each is named snap_prefix + volume + snap_suffix.",
+            List("Volume"),
+            snapshots::create_group_snapshot,
+        ),
+        "GroupSnapshot",
+        201,
+    ),
+    approved(with_body(
+        route(
+            "POST",
+            "/api/rest/volumes/{id}/restore",
+            PoolAdmin,
+            "Restores a volume (or snapshot) to the contents of a snapshot of its family: the body is the snapshot's id, bare or as source_id. Hosts see the restored data at once.",
+            Object("Volume"),
+            snapshots::restore_volume,
+        ),
+        "Source",
+        200,
+    )),
+    approved(with_body(
+        route(
+            "POST",
+            "/api/rest/volumes/{id}/refresh",
+            PoolAdmin,
+            "A snapshot takes its parent's current contents.",
+            Object("Volume"),
+            snapshots::refresh_snapshot,
+        ),
+        "Source",
+        200,
+    )),
+    route(
+        "GET",
+        "/api/rest/volumes/{id}/changed_blocks",
+        Authenticated,
+        "The byte ranges whose contents differ between a dataset and base_id (a snapshot or volume of its family).",
+        Object("ChangedBlocks"),
+        snapshots::changed_blocks,
+    ),
+    route(
+        "GET",
+        "/api/rest/cgs",
+        Authenticated,
+        "Lists consistency groups and group snapshots.",
+        List("ConsistencyGroup"),
+        snapshots::list_cgs,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/cgs",
+            PoolAdmin,
+            "Creates a consistency group (pool_id), or snapshots every member of group parent_id at one instant.",
+            Object("ConsistencyGroup"),
+            snapshots::create_cg,
+        ),
+        "CgCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/cgs/{id}",
+        Authenticated,
+        "One consistency group or group snapshot.",
+        Object("ConsistencyGroup"),
+        snapshots::get_cg,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/cgs/{id}",
+            PoolAdmin,
+            "Renames a consistency group.",
+            Object("ConsistencyGroup"),
+            snapshots::update_cg,
+        ),
+        "CgUpdate",
+        200,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/cgs/{id}",
+        PoolAdmin,
+        "Deletes a group (its volumes leave it; delete_members=true deletes them) or a group snapshot with its snapshots.",
+        Object("ConsistencyGroup"),
+        snapshots::delete_cg,
+    )),
+    route(
+        "GET",
+        "/api/rest/cgs/{id}/members",
+        Authenticated,
+        "The volumes of a group, or the snapshots of a group snapshot.",
+        List("Volume"),
+        snapshots::list_cg_members,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/cgs/{id}/members",
+            PoolAdmin,
+            "Adds a master volume of the group's pool to the group.",
+            Object("Volume"),
+            snapshots::add_cg_member,
+        ),
+        "CgMember",
+        201,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/cgs/{id}/members/{volume_id}",
+        PoolAdmin,
+        "Takes a volume out of the group.",
+        Object("Volume"),
+        snapshots::remove_cg_member,
+    ),
+    approved(with_body(
+        route(
+            "POST",
+            "/api/rest/cgs/{id}/restore",
+            PoolAdmin,
+            "Restores every member of a group from a group snapshot of it, at one instant.",
+            Object("ConsistencyGroup"),
+            snapshots::restore_cg,
+        ),
+        "Source",
+        200,
+    )),
+    approved(route(
+        "POST",
+        "/api/rest/cgs/{id}/refresh",
+        PoolAdmin,
+        "A group snapshot takes its group's current contents, at one instant.",
+        Object("ConsistencyGroup"),
+        snapshots::refresh_cg,
+    )),
+    route(
+        "GET",
+        "/api/rest/replicas",
+        Authenticated,
+        "Lists replicas (none: replication comes later).",
+        List("Replica"),
+        snapshots::list_replicas,
+    ),
     route(
         "GET",
         "/api/rest/controllers",

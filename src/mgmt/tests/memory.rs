@@ -403,6 +403,7 @@ impl Management for Memory {
             pool_name: pool.name,
             provtype: provtype.into(),
             volume_type: "MASTER".into(),
+            dataset_type: "VOLUME".into(),
             parent_id: 0,
             family_id: id,
             depth: 0,
@@ -411,6 +412,12 @@ impl Management for Memory {
             ssd_enabled: request.ssd_enabled.unwrap_or(true),
             used: 0,
             allocated: if provtype == "THICK" { request.size } else { 0 },
+            unique_size: 0,
+            tree_allocated: 0,
+            num_blocks: request.size / 512,
+            rmr_source: false,
+            rmr_target: false,
+            rmr_snapshot_guid: None,
             mapped: false,
             cg_id: None,
             lock_expires_at: None,
@@ -442,6 +449,7 @@ impl Management for Memory {
             size,
             write_protected,
             ssd_enabled,
+            lock_expires_at: _,
         } = update;
         let before = {
             let mut state = self.state.lock();
