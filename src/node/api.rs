@@ -62,8 +62,9 @@ fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
         .get(&pool.id)
         .map_or(0, |usage| usage.allocated_bytes());
     let (mut volumes_count, mut virtual_used) = (0, 0);
+    // Snapshots share their family's space and take no virtual capacity.
     for volume in state.catalog.volumes.values() {
-        if volume.pool_id == pool.id {
+        if volume.pool_id == pool.id && !volume.is_snapshot() {
             volumes_count += 1;
             virtual_used += volume.size;
         }
