@@ -231,7 +231,7 @@ impl Cache {
         )
     }
 
-    fn check_range(volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
+    pub(super) fn check_range(volume: &VolumeHandle, offset: u64, len: u64) -> Result<(), IoError> {
         let size = volume.size();
         if volume.is_deleted() {
             return Err(IoError::VolumeGone {

@@ -7,6 +7,9 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Cache;
+use crate::meta::VolumeHandle;
+use crate::target::ChangedExtent;
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
 
 /// Tree nodes reclaimed per step; each step holds the metadata lock briefly, so host I/O
 /// goes on between steps.
@@ -33,6 +36,75 @@ impl Cache {
         };
         self.drain_requested.store(false, Ordering::Release);
         reached
+    }
+
+    /// Which blocks of `[offset, offset+len)` of `volume` differ from dataset `base` (of
+    /// the same family): blocks whose committed map entries differ, and blocks written to
+    /// either and not destaged yet. At most 64 MiB is looked at per call.
+    pub fn changed_status(
+        &self,
+        volume: &VolumeHandle,
+        base: u32,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<ChangedExtent>,
+    ) -> Result<(), IoError> {
+        Self::check_range(volume, offset, len)?;
+        let block = BLOCK_SIZE as u64;
+        let end = offset + len.min((64 << 20) - offset % block);
+        let (first, last) = (offset / block, end.div_ceil(block));
+        // Blocks whose map entries differ, as a bitmap over the range (64 MiB at most:
+        // 16384 blocks, on the stack).
+        let mut differ = [0u64; (64 << 20) / BLOCK_SIZE / 64];
+        {
+            let state = self.meta.state();
+            if !state.maps.contains(base) {
+                return Err(IoError::Media {
+                    volume: volume.name.clone(),
+                    detail: format!(
+                        "the base dataset {base} of the changed-blocks context is gone"
+                    ),
+                });
+            }
+            state
+                .maps
+                .diff_range(volume.id.0, base, first, last, &mut |lba| {
+                    let bit = lba - first;
+                    differ[(bit / 64) as usize] |= 1 << (bit % 64);
+                });
+        }
+        let mut at = offset;
+        while at < end {
+            let section = at / SECTION_SIZE as u64;
+            let dirty = self.dirty_mask((volume.id.0, section)) | self.dirty_mask((base, section));
+            let section_end = ((section + 1) * SECTION_SIZE as u64).min(end);
+            while at < section_end {
+                let lba = at / block;
+                let index = (lba % BLOCKS_PER_SECTION as u64) as usize;
+                let bit = lba - first;
+                let changed = dirty & (1 << index) != 0
+                    || differ[(bit / 64) as usize] & (1 << (bit % 64)) != 0;
+                let next = ((lba + 1) * block).min(end);
+                match out.last_mut() {
+                    Some(last) if last.changed == changed => last.length += next - at,
+                    _ => out.push(ChangedExtent {
+                        length: next - at,
+                        changed,
+                    }),
+                }
+                at = next;
+            }
+        }
+        Ok(())
+    }
+
+    /// The blocks of a section written and not destaged yet.
+    fn dirty_mask(&self, key: super::shard::SectionKey) -> u16 {
+        let owner = self.router.route(key).owner;
+        let mut shard = self.domains[owner].shard(key).inner.lock();
+        shard
+            .find(key)
+            .map_or(0, |slot| shard.slots[slot as usize].dirty)
     }
 
     /// Starts the thread that reclaims the nodes of dropped trees in small steps. It ends

@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
-use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
+use crate::target::{BlockTarget, ChangedExtent, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
 pub use failover::EventSink;
 use routing::Routing;
@@ -439,5 +439,23 @@ impl BlockTarget for VolumeTarget {
 
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), IoError> {
         self.serve(|cache| cache.block_status(&self.handle, offset, len, out))
+    }
+
+    fn compare_with(&self, base: &str) -> Option<u64> {
+        let state = self.cache.meta().state();
+        let base = state.catalog.volume_by_name(base)?;
+        (base.family() == self.handle.family && base.id != self.handle.id.0)
+            .then_some(u64::from(base.id))
+    }
+
+    fn changed_status(
+        &self,
+        base: u64,
+        offset: u64,
+        len: u64,
+        out: &mut Vec<ChangedExtent>,
+    ) -> Result<(), IoError> {
+        let base = u32::try_from(base).unwrap_or(u32::MAX);
+        self.serve(|cache| cache.changed_status(&self.handle, base, offset, len, out))
     }
 }

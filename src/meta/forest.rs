@@ -642,12 +642,18 @@ impl Forest {
     /// The blocks whose entries differ between datasets `a` and `b` (mapped in one and not
     /// the other, or mapped to different copies), in order; shared subtrees are skipped.
     pub fn diff(&self, a: u32, b: u32, visit: &mut dyn FnMut(Lba)) {
+        self.diff_range(a, b, 0, u64::MAX, visit);
+    }
+
+    /// [`Forest::diff`] limited to the blocks in `[start, end)`.
+    pub fn diff_range(&self, a: u32, b: u32, start: Lba, end: Lba, visit: &mut dyn FnMut(Lba)) {
         let (Some(ra), Some(rb)) = (self.root(a), self.root(b)) else {
             return;
         };
         let height = ra.height.max(rb.height);
         let (na, nb) = (self.lift(ra, height), self.lift(rb, height));
-        self.diff_in(na, nb, height, 0, visit);
+        let mut range = DiffRange { start, end, visit };
+        self.diff_in(na, nb, height, 0, &mut range);
     }
 
     /// The node standing for `root` at `height`: its own node, or, for a shorter tree,
@@ -660,11 +666,14 @@ impl Forest {
         }
     }
 
-    fn diff_in(&self, a: Lifted, b: Lifted, level: u8, base: Lba, visit: &mut dyn FnMut(Lba)) {
+    fn diff_in(&self, a: Lifted, b: Lifted, level: u8, base: Lba, range: &mut DiffRange<'_>) {
         if a.below == b.below && a.node == b.node {
             return;
         }
         if a.is_empty() && b.is_empty() {
+            return;
+        }
+        if base >= range.end || base.saturating_add(span(level)) <= range.start {
             return;
         }
         if level == 0 {
@@ -676,8 +685,9 @@ impl Forest {
                     (Some(x), Some(y)) => x.phys != y.phys || x.checksum != y.checksum,
                     _ => true,
                 };
-                if differ {
-                    visit(base + index as u64);
+                let lba = base + index as u64;
+                if differ && lba >= range.start && lba < range.end {
+                    (range.visit)(lba);
                 }
             }
             return;
@@ -686,7 +696,7 @@ impl Forest {
         for index in 0..FANOUT {
             let ca = self.lifted_child(a, index);
             let cb = self.lifted_child(b, index);
-            self.diff_in(ca, cb, level - 1, base + index as u64 * child_span, visit);
+            self.diff_in(ca, cb, level - 1, base + index as u64 * child_span, range);
         }
     }
 
@@ -871,6 +881,12 @@ impl Forest {
             level -= 1;
         }
     }
+}
+
+struct DiffRange<'a> {
+    start: Lba,
+    end: Lba,
+    visit: &'a mut dyn FnMut(Lba),
 }
 
 struct RemoveRange<'a> {

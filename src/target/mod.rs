@@ -22,6 +22,14 @@ pub struct Extent {
     pub zero: bool,
 }
 
+/// One extent of a `troika:changed:<base>` answer: whether the blocks differ from the
+/// base dataset's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChangedExtent {
+    pub length: u64,
+    pub changed: bool,
+}
+
 /// What a front end may list and open.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ExportInfo {
@@ -71,4 +79,21 @@ pub trait BlockTarget: Send + Sync {
     /// Describes allocation of `[offset, offset+len)` by appending extents to `out`, which
     /// cover the range from `offset` contiguously (they may stop early, never go past it).
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), IoError>;
+    /// The dataset named `base` when this one can be compared with it (the same family):
+    /// a token for [`BlockTarget::changed_status`]. `None` when it cannot.
+    fn compare_with(&self, _base: &str) -> Option<u64> {
+        None
+    }
+    /// Tells which blocks of `[offset, offset+len)` differ from the dataset `base` (a
+    /// [`BlockTarget::compare_with`] token) by appending extents to `out`, contiguous from
+    /// `offset` (they may stop early, never go past the range).
+    fn changed_status(
+        &self,
+        _base: u64,
+        _offset: u64,
+        _len: u64,
+        _out: &mut Vec<ChangedExtent>,
+    ) -> Result<(), IoError> {
+        Ok(())
+    }
 }

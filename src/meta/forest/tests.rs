@@ -213,7 +213,16 @@ impl Oracle {
                 .into_iter()
                 .filter(|lba| ma.get(lba).map(|e| e.phys) != mb.get(lba).map(|e| e.phys))
                 .collect();
+            let window: Vec<u64> = expected
+                .iter()
+                .copied()
+                .filter(|lba| (100..4150).contains(lba))
+                .collect();
             prop_assert_eq!(got, expected);
+            let mut got = Vec::new();
+            self.forest
+                .diff_range(a, b, 100, 4150, &mut |lba| got.push(lba));
+            prop_assert_eq!(got, window);
         }
         Ok(())
     }

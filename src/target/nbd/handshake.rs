@@ -34,6 +34,8 @@ pub(super) struct Session {
     pub target: Arc<dyn BlockTarget>,
     pub structured: bool,
     pub base_allocation: bool,
+    /// The `troika:changed:` base selected, as the target's token.
+    pub changed: Option<u64>,
     pub block_size_negotiated: bool,
 }
 
@@ -52,8 +54,16 @@ struct Haggle<'a> {
     shutdown: &'a AtomicBool,
     no_zeroes: bool,
     structured: bool,
-    /// Export named by the last `SET_META_CONTEXT`, and whether it selected our context.
-    meta: Option<(String, bool)>,
+    /// What the last `SET_META_CONTEXT` selected.
+    meta: Option<Selected>,
+}
+
+/// The contexts a `SET_META_CONTEXT` selected for an export.
+struct Selected {
+    export: String,
+    base_allocation: bool,
+    /// The `troika:changed:` base, as the target's token.
+    changed: Option<u64>,
 }
 
 /// Runs the handshake on a freshly accepted connection.
@@ -186,7 +196,7 @@ impl Haggle<'_> {
                 self.reply(option, proto::REP_ACK, &[])?;
             }
             OptionRequest::ListMetaContext(query) => {
-                self.meta_context(option, query.export, query.base_allocation, 0)?;
+                self.meta_context(option, &query, false)?;
             }
             OptionRequest::SetMetaContext(query) => {
                 self.meta = None;
@@ -196,13 +206,12 @@ impl Haggle<'_> {
                         proto::REP_ERR_INVALID,
                         b"negotiate structured replies first",
                     )?;
-                } else if self.meta_context(
-                    option,
-                    query.export,
-                    query.base_allocation,
-                    proto::BASE_ALLOCATION_ID,
-                )? {
-                    self.meta = Some((query.export.to_owned(), query.base_allocation));
+                } else if let Some(changed) = self.meta_context(option, &query, true)? {
+                    self.meta = Some(Selected {
+                        export: query.export.to_owned(),
+                        base_allocation: query.base_allocation,
+                        changed,
+                    });
                 }
             }
             OptionRequest::Unsupported(_) => {
@@ -290,7 +299,8 @@ impl Haggle<'_> {
         Ok(Some(Session {
             target,
             structured: self.structured,
-            base_allocation: self.meta_selected(export),
+            base_allocation: self.meta_selected(export).0,
+            changed: self.meta_selected(export).1,
             block_size_negotiated: wanted.block_size,
         }))
     }
@@ -303,34 +313,52 @@ impl Haggle<'_> {
         self.reply(option, proto::REP_INFO, &data)
     }
 
-    /// Whether `base:allocation` was selected for the export now being entered (a
-    /// selection made for another export does not carry over).
-    fn meta_selected(&self, export: &str) -> bool {
-        self.meta
-            .as_ref()
-            .is_some_and(|(name, selected)| *selected && name == export)
+    /// The contexts selected for the export now being entered: `base:allocation`, and the
+    /// `troika:changed:` base (a selection made for another export does not carry over).
+    fn meta_selected(&self, export: &str) -> (bool, Option<u64>) {
+        match &self.meta {
+            Some(selected) if selected.export == export => {
+                (selected.base_allocation, selected.changed)
+            }
+            _ => (false, None),
+        }
     }
 
-    /// Answers LIST_META_CONTEXT or SET_META_CONTEXT; returns whether it succeeded.
+    /// Answers LIST_META_CONTEXT or SET_META_CONTEXT (`set`: with context ids); returns
+    /// `None` when it failed, else the `troika:changed:` base token, if one was named and
+    /// can be served.
     fn meta_context(
         &self,
         option: u32,
-        export: &str,
-        base_allocation: bool,
-        context_id: u32,
-    ) -> std::io::Result<bool> {
-        if self.resolve(export).is_none() {
+        query: &proto::MetaContextQuery<'_>,
+        set: bool,
+    ) -> std::io::Result<Option<Option<u64>>> {
+        let Some((_, target)) = self.resolve(query.export) else {
             self.reply(option, proto::REP_ERR_UNKNOWN, b"no such export")?;
-            return Ok(false);
-        }
-        if base_allocation {
+            return Ok(None);
+        };
+        let id = |id: u32| if set { id } else { 0 };
+        if query.base_allocation {
             let mut data = Vec::with_capacity(4 + proto::BASE_ALLOCATION.len());
-            data.extend_from_slice(&context_id.to_be_bytes());
+            data.extend_from_slice(&id(proto::BASE_ALLOCATION_ID).to_be_bytes());
             data.extend_from_slice(proto::BASE_ALLOCATION.as_bytes());
             self.reply(option, proto::REP_META_CONTEXT, &data)?;
         }
+        // A base that is not of the export's family is simply not selected (spec: unknown
+        // contexts are left out, never an error).
+        let changed = query.changed.and_then(|base| {
+            let token = target.compare_with(base)?;
+            Some((base, token))
+        });
+        if let Some((base, _)) = changed {
+            let name = format!("{}{base}", proto::CHANGED_PREFIX);
+            let mut data = Vec::with_capacity(4 + name.len());
+            data.extend_from_slice(&id(proto::CHANGED_ID).to_be_bytes());
+            data.extend_from_slice(name.as_bytes());
+            self.reply(option, proto::REP_META_CONTEXT, &data)?;
+        }
         self.reply(option, proto::REP_ACK, &[])?;
-        Ok(true)
+        Ok(Some(changed.map(|(_, token)| token)))
     }
 
     /// The legacy way into transmission: no error reply is possible, so failure closes.
@@ -347,7 +375,8 @@ impl Haggle<'_> {
         Ok(Outcome::Transmission(Session {
             target,
             structured: self.structured,
-            base_allocation: self.meta_selected(name),
+            base_allocation: self.meta_selected(name).0,
+            changed: self.meta_selected(name).1,
             block_size_negotiated: false,
         }))
     }

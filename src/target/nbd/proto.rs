@@ -91,9 +91,15 @@ pub const REPLY_TYPE_ERROR: u16 = (1 << 15) + 1;
 pub const STATE_HOLE: u32 = 1 << 0;
 pub const STATE_ZERO: u32 = 1 << 1;
 
-/// The one metadata context we serve, and the id it gets on `NBD_OPT_SET_META_CONTEXT`.
+/// The metadata contexts we serve, and the ids they get on `NBD_OPT_SET_META_CONTEXT`.
 pub const BASE_ALLOCATION: &str = "base:allocation";
 pub const BASE_ALLOCATION_ID: u32 = 1;
+/// `troika:changed:<base>`: which blocks differ from dataset `<base>` of the same family
+/// (a snapshot, or the volume), so backup tools read only what changed.
+pub const CHANGED_PREFIX: &str = "troika:changed:";
+pub const CHANGED_ID: u32 = 2;
+/// `troika:changed:` descriptor flag: the blocks differ from the base.
+pub const STATE_CHANGED: u32 = 1 << 0;
 
 /// Strings on the wire (export names, queries) must not exceed this (spec).
 pub const MAX_STRING: usize = 4096;
@@ -132,6 +138,8 @@ pub struct MetaContextQuery<'a> {
     pub export: &'a str,
     /// Whether the queries select (SET) or match (LIST) `base:allocation`.
     pub base_allocation: bool,
+    /// The base named by a `troika:changed:<base>` query (the last one).
+    pub changed: Option<&'a str>,
 }
 
 /// A parsed option request.
@@ -261,6 +269,7 @@ fn parse_meta_context(data: &[u8], mode: MetaMode) -> Result<MetaContextQuery<'_
     let count = cursor.u32().ok_or(OptionError("truncated query count"))?;
     // LIST with no queries lists everything; SET with no queries selects nothing.
     let mut base_allocation = count == 0 && mode == MetaMode::List;
+    let mut changed = None;
     for _ in 0..count {
         let len = cursor.u32().ok_or(OptionError("truncated query length"))?;
         let query = cursor
@@ -271,6 +280,12 @@ fn parse_meta_context(data: &[u8], mode: MetaMode) -> Result<MetaContextQuery<'_
             return Err(OptionError(
                 "a query must start with a namespace and a colon",
             ));
+        }
+        if let Some(base) = query.strip_prefix(CHANGED_PREFIX)
+            && !base.is_empty()
+        {
+            changed = Some(base);
+            continue;
         }
         match query {
             BASE_ALLOCATION => base_allocation = true,
@@ -286,6 +301,7 @@ fn parse_meta_context(data: &[u8], mode: MetaMode) -> Result<MetaContextQuery<'_
     Ok(MetaContextQuery {
         export,
         base_allocation,
+        changed,
     })
 }
 
@@ -415,6 +431,8 @@ pub struct Negotiated {
     pub read_only: bool,
     pub structured: bool,
     pub base_allocation: bool,
+    /// A `troika:changed:` context was selected.
+    pub changed: bool,
     /// The client asked for `NBD_INFO_BLOCK_SIZE` in `NBD_OPT_GO`, so it promised to
     /// respect `min_block`.
     pub block_size_negotiated: bool,
@@ -454,7 +472,7 @@ pub fn validate_request(request: &Request, negotiated: &Negotiated) -> Result<()
         return reject(Errno::EINVAL, "length exceeds the maximum payload");
     }
     if command == Command::BlockStatus {
-        if !negotiated.base_allocation {
+        if !negotiated.base_allocation && !negotiated.changed {
             return reject(Errno::EINVAL, "no metadata context was negotiated");
         }
         if request.length == 0 {

@@ -642,6 +642,7 @@ fn negotiated() -> impl Strategy<Value = Negotiated> {
                 read_only,
                 structured,
                 base_allocation,
+                changed: false,
                 block_size_negotiated: block_size,
                 min_block: 1 << shift,
                 max_payload,
@@ -702,4 +703,40 @@ proptest! {
         prop_assert!(descriptors.windows(2).all(|w| w[0].1 != w[1].1));
         prop_assert!(descriptors.iter().map(|&(l, _)| u64::from(l)).sum::<u64>() <= u64::from(len));
     }
+}
+
+#[test]
+fn changed_block_contexts_parse_by_base_name() {
+    use super::proto::{MetaContextQuery, OptionRequest, parse_option};
+    let payload = meta_payload("vol1", &[BASE_ALLOCATION, "troika:changed:snap-1"]);
+    match parse_option(OPT_SET_META_CONTEXT, &payload) {
+        Ok(OptionRequest::SetMetaContext(MetaContextQuery {
+            export: "vol1",
+            base_allocation: true,
+            changed: Some("snap-1"),
+        })) => {}
+        other => panic!("unexpected parse: {other:?}"),
+    }
+    // An empty base names nothing; other troika leaves are ignored.
+    let payload = meta_payload("vol1", &["troika:changed:", "troika:other"]);
+    match parse_option(OPT_SET_META_CONTEXT, &payload) {
+        Ok(OptionRequest::SetMetaContext(query)) => {
+            assert_eq!((query.base_allocation, query.changed), (false, None));
+        }
+        other => panic!("unexpected parse: {other:?}"),
+    }
+}
+
+#[test]
+fn a_changed_context_the_export_cannot_serve_is_left_out() {
+    // The test disk belongs to no family: the context is not selected, the ACK still comes.
+    let server = TestServer::tcp(vec![disk("vol1")]);
+    let mut client = Client::start(&server.address, CLIENT_FLAGS_KNOWN);
+    client.send_option(OPT_STRUCTURED_REPLY, &[]);
+    assert_eq!(client.read_option_reply().1, REP_ACK);
+    client.send_option(
+        OPT_SET_META_CONTEXT,
+        &meta_payload("vol1", &["troika:changed:snap"]),
+    );
+    assert_eq!(client.read_option_reply().1, REP_ACK);
 }

@@ -24,7 +24,7 @@ use super::handshake::Session;
 use super::proto::{self, Command, Errno, Negotiated, Rejection, Request, RequestError};
 use super::stream::{FrameReader, Stream, write_all};
 use super::{NbdConfig, nbd_errno};
-use crate::target::Extent;
+use crate::target::{ChangedExtent, Extent};
 
 /// Largest write payload above the maximum that we read and drop to keep the stream in
 /// sync (fio caps requests here); a larger one closes the connection.
@@ -63,6 +63,7 @@ struct WorkerBuffers {
     /// Bytes of `payload` beyond [`SMALL_PAYLOAD`], taken from the process-wide budget.
     budget_held: usize,
     extents: Vec<Extent>,
+    changed: Vec<ChangedExtent>,
     status: Vec<u8>,
 }
 
@@ -230,6 +231,7 @@ impl<'a> Connection<'a> {
             read_only: self.session.target.read_only(),
             structured: self.session.structured,
             base_allocation: self.session.base_allocation,
+            changed: self.session.changed.is_some(),
             block_size_negotiated: self.session.block_size_negotiated,
             min_block: self.config.min_block,
             max_payload: self.config.max_payload,
@@ -309,19 +311,56 @@ impl<'a> Connection<'a> {
                 };
             }
             Command::BlockStatus => {
-                buffers.extents.clear();
-                if let Err(err) =
-                    target.block_status(offset, u64::from(request.length), &mut buffers.extents)
-                {
-                    return failed(&err, request.command);
+                // One chunk per selected context; the last one carries DONE.
+                buffers.status.clear();
+                let req_one = request.has(proto::CMD_FLAG_REQ_ONE);
+                let changed = self.session.changed;
+                if self.session.base_allocation {
+                    buffers.extents.clear();
+                    if let Err(err) =
+                        target.block_status(offset, u64::from(request.length), &mut buffers.extents)
+                    {
+                        return failed(&err, request.command);
+                    }
+                    encode_status_chunk(
+                        request.cookie,
+                        request.length,
+                        req_one,
+                        (proto::BASE_ALLOCATION_ID, changed.is_none()),
+                        buffers.extents.iter().map(|extent| {
+                            let flags = (if extent.hole { proto::STATE_HOLE } else { 0 })
+                                | (if extent.zero { proto::STATE_ZERO } else { 0 });
+                            (extent.length, flags)
+                        }),
+                        &mut buffers.status,
+                    );
                 }
-                encode_block_status(
-                    request.cookie,
-                    request.length,
-                    request.has(proto::CMD_FLAG_REQ_ONE),
-                    &buffers.extents,
-                    &mut buffers.status,
-                );
+                if let Some(base) = changed {
+                    buffers.changed.clear();
+                    if let Err(err) = target.changed_status(
+                        base,
+                        offset,
+                        u64::from(request.length),
+                        &mut buffers.changed,
+                    ) {
+                        return failed(&err, request.command);
+                    }
+                    encode_status_chunk(
+                        request.cookie,
+                        request.length,
+                        req_one,
+                        (proto::CHANGED_ID, true),
+                        buffers.changed.iter().map(|extent| {
+                            let flags = if extent.changed {
+                                proto::STATE_CHANGED
+                            } else {
+                                0
+                            };
+                            (extent.length, flags)
+                        }),
+                        &mut buffers.status,
+                    );
+                }
                 return Outcome::Status(&buffers.status);
             }
             Command::Flush => target.flush(),
@@ -416,18 +455,20 @@ fn simple_header(out: &mut [u8; 32], error: u32, cookie: u64) {
 }
 
 fn chunk_header(out: &mut [u8], kind: u16, cookie: u64, len: u32) {
+    chunk_header_flags(out, kind, proto::REPLY_FLAG_DONE, cookie, len);
+}
+
+fn chunk_header_flags(out: &mut [u8], kind: u16, flags: u16, cookie: u64, len: u32) {
     out[0..4].copy_from_slice(&proto::STRUCTURED_REPLY_MAGIC.to_be_bytes());
-    out[4..6].copy_from_slice(&proto::REPLY_FLAG_DONE.to_be_bytes());
+    out[4..6].copy_from_slice(&flags.to_be_bytes());
     out[6..8].copy_from_slice(&kind.to_be_bytes());
     out[8..16].copy_from_slice(&cookie.to_be_bytes());
     out[16..20].copy_from_slice(&len.to_be_bytes());
 }
 
-/// Encodes a complete `NBD_REPLY_TYPE_BLOCK_STATUS` chunk (header included) into `out`.
-/// Adjacent extents with equal flags merge; zero-length extents are skipped; the total
-/// never exceeds `len`; with `req_one` exactly one descriptor is sent. When the export
-/// describes nothing, the whole range is reported as allocated data (flags 0), which the
-/// spec allows.
+/// Encodes a complete `base:allocation` `NBD_REPLY_TYPE_BLOCK_STATUS` chunk (header
+/// included, DONE set) into `out`, replacing what it held.
+#[cfg(test)]
 pub(super) fn encode_block_status(
     cookie: u64,
     len: u32,
@@ -436,20 +477,46 @@ pub(super) fn encode_block_status(
     out: &mut Vec<u8>,
 ) {
     out.clear();
-    out.resize(24, 0);
-    out[20..24].copy_from_slice(&proto::BASE_ALLOCATION_ID.to_be_bytes());
+    encode_status_chunk(
+        cookie,
+        len,
+        req_one,
+        (proto::BASE_ALLOCATION_ID, true),
+        extents.iter().map(|extent| {
+            let flags = (if extent.hole { proto::STATE_HOLE } else { 0 })
+                | (if extent.zero { proto::STATE_ZERO } else { 0 });
+            (extent.length, flags)
+        }),
+        out,
+    );
+}
+
+/// Appends one `NBD_REPLY_TYPE_BLOCK_STATUS` chunk (header included) for context
+/// `context.0`, with DONE when `context.1`, built from `(length, flags)` descriptors.
+/// Adjacent descriptors with equal flags merge; zero-length ones are skipped; the total
+/// never exceeds `len`; with `req_one` exactly one descriptor is sent. When nothing is
+/// described, the whole range is reported with flags 0, which the spec allows.
+pub(super) fn encode_status_chunk(
+    cookie: u64,
+    len: u32,
+    req_one: bool,
+    context: (u32, bool),
+    descriptors: impl Iterator<Item = (u64, u32)>,
+    out: &mut Vec<u8>,
+) {
+    let start = out.len();
+    out.resize(start + 24, 0);
+    out[start + 20..start + 24].copy_from_slice(&context.0.to_be_bytes());
     let limit = if req_one { 1 } else { MAX_DESCRIPTORS };
     let mut count = 0;
     let mut remaining = u64::from(len);
     let mut current: Option<(u64, u32)> = None;
-    for extent in extents {
-        let length = extent.length.min(remaining);
+    for (length, flags) in descriptors {
+        let length = length.min(remaining);
         if length == 0 {
             continue;
         }
         remaining -= length;
-        let flags = (if extent.hole { proto::STATE_HOLE } else { 0 })
-            | (if extent.zero { proto::STATE_ZERO } else { 0 });
         match current {
             Some((run, run_flags)) if run_flags == flags => current = Some((run + length, flags)),
             Some((run, run_flags)) => {
@@ -471,8 +538,15 @@ pub(super) fn encode_block_status(
     if count == 0 {
         push_descriptor(out, u64::from(len), 0);
     }
-    let payload = (out.len() - 20) as u32;
-    chunk_header(out, proto::REPLY_TYPE_BLOCK_STATUS, cookie, payload);
+    let payload = (out.len() - start - 20) as u32;
+    let flags = if context.1 { proto::REPLY_FLAG_DONE } else { 0 };
+    chunk_header_flags(
+        &mut out[start..],
+        proto::REPLY_TYPE_BLOCK_STATUS,
+        flags,
+        cookie,
+        payload,
+    );
 }
 
 fn push_descriptor(out: &mut Vec<u8>, length: u64, flags: u32) {
