@@ -17,6 +17,8 @@ use anyhow::{Context, bail};
 
 mod api;
 mod monitor;
+#[cfg(test)]
+mod snapshot_tests;
 mod snapshots;
 
 use api::{NodeApi, now_ms};
