@@ -101,6 +101,34 @@ pub struct VolumeRecord {
     /// The consistency group the dataset belongs to.
     #[serde(default)]
     pub cg_id: Option<u32>,
+    /// For a snapshot a policy took: the policy and the schedule that took it.
+    #[serde(default)]
+    pub policy: Option<(u32, String)>,
+}
+
+/// A snapshot policy: schedules that each take a snapshot of every asset every
+/// `interval_secs` and keep the newest `retention` of them.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PolicyRecord {
+    pub id: u32,
+    pub name: String,
+    pub enabled: bool,
+    pub schedules: Vec<ScheduleRecord>,
+    /// Master volumes the policy snapshots.
+    pub assets: Vec<u32>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// One schedule of a snapshot policy.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ScheduleRecord {
+    pub name: String,
+    pub interval_secs: u64,
+    pub retention: u32,
+    /// Each snapshot is locked for this long after it is taken.
+    #[serde(default)]
+    pub lock_secs: Option<u64>,
 }
 
 /// Whether a dataset is a master volume or a snapshot.
@@ -211,6 +239,7 @@ impl VolumeRecord {
             family_id: 0,
             lock_expires_at: None,
             cg_id: None,
+            policy: None,
         }
     }
 
@@ -267,6 +296,12 @@ pub enum CatalogOp {
     DeleteCg {
         id: u32,
     },
+    CreatePolicy(PolicyRecord),
+    /// Replaces a policy (name, schedules, assets, enabled).
+    UpdatePolicy(PolicyRecord),
+    DeletePolicy {
+        id: u32,
+    },
     /// Puts a volume into a group (`Some`) or takes it out (`None`).
     SetVolumeCg {
         id: u32,
@@ -286,6 +321,10 @@ pub struct Catalog {
     pub cgs: BTreeMap<u32, CgRecord>,
     #[serde(default)]
     pub next_cg_id: u32,
+    #[serde(default)]
+    pub policies: BTreeMap<u32, PolicyRecord>,
+    #[serde(default)]
+    pub next_policy_id: u32,
 }
 
 impl Catalog {
@@ -322,6 +361,9 @@ impl Catalog {
             }
             CatalogOp::DeleteVolume { id } => {
                 self.volumes.remove(id);
+                for policy in self.policies.values_mut() {
+                    policy.assets.retain(|asset| asset != id);
+                }
             }
             CatalogOp::UpdatePool(pool) => {
                 if let Some(current) = self.pools.get_mut(&pool.id) {
@@ -371,6 +413,20 @@ impl Catalog {
                         volume.cg_id = None;
                     }
                 }
+            }
+            CatalogOp::CreatePolicy(policy) => {
+                self.next_policy_id = self.next_policy_id.max(policy.id + 1);
+                self.policies
+                    .entry(policy.id)
+                    .or_insert_with(|| policy.clone());
+            }
+            CatalogOp::UpdatePolicy(policy) => {
+                if let Some(current) = self.policies.get_mut(&policy.id) {
+                    *current = policy.clone();
+                }
+            }
+            CatalogOp::DeletePolicy { id } => {
+                self.policies.remove(id);
             }
             CatalogOp::SetVolumeCg { id, cg } => {
                 if let Some(volume) = self.volumes.get_mut(id) {

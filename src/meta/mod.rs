@@ -19,8 +19,8 @@ pub mod store;
 pub mod usage;
 
 pub use catalog::{
-    CapacityLevel, Catalog, CatalogOp, CgRecord, DatasetKind, PoolRecord, Provisioning,
-    VolumeRecord,
+    CapacityLevel, Catalog, CatalogOp, CgRecord, DatasetKind, PolicyRecord, PoolRecord,
+    Provisioning, ScheduleRecord, VolumeRecord,
 };
 pub use forest::{Forest, MapEntry};
 pub use journal::{Journal, JournalError};

@@ -4,7 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 pub use super::snapshot_api::{
-    CgCreate, CgInfo, CgMemberAdd, CgUpdate, ChangedBlocks, ChangedRange, SnapshotCreate, SourceRef,
+    CgCreate, CgInfo, CgMemberAdd, CgUpdate, ChangedBlocks, ChangedRange, PolicyAsset,
+    PolicyCreate, PolicyInfo, PolicyUpdate, ScheduleInfo, SnapshotCreate, SourceRef,
 };
 
 fn volume_dataset_type() -> String {
@@ -243,6 +244,13 @@ impl MgmtError {
             format!("consistency group {what} does not exist"),
         )
     }
+    pub fn policy_not_found(what: impl std::fmt::Display) -> Self {
+        Self::new(
+            "SNAPSHOT_POLICY_NOT_FOUND",
+            404,
+            format!("snapshot policy {what} does not exist"),
+        )
+    }
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new("BAD_REQUEST", 400, message)
     }
@@ -389,5 +397,25 @@ pub trait Management: Send + Sync {
     /// Every member snapshot of group snapshot `id` takes its parent's current contents.
     fn refresh_cg(&self, id: u32) -> Result<CgInfo, MgmtError> {
         Err(MgmtError::cg_not_found(id))
+    }
+    fn policies(&self) -> Vec<PolicyInfo> {
+        Vec::new()
+    }
+    fn policy(&self, id: u32) -> Result<PolicyInfo, MgmtError> {
+        Err(MgmtError::policy_not_found(id))
+    }
+    fn create_policy(&self, _request: PolicyCreate) -> Result<PolicyInfo, MgmtError> {
+        Err(not_modelled("snapshot policies"))
+    }
+    fn update_policy(&self, id: u32, _update: PolicyUpdate) -> Result<PolicyInfo, MgmtError> {
+        Err(MgmtError::policy_not_found(id))
+    }
+    /// Deletes a policy; the snapshots it took stay.
+    fn delete_policy(&self, id: u32) -> Result<PolicyInfo, MgmtError> {
+        Err(MgmtError::policy_not_found(id))
+    }
+    /// The policy starts (`add`) or stops snapshotting master volume `volume`.
+    fn set_policy_asset(&self, id: u32, _volume: u32, _add: bool) -> Result<PolicyInfo, MgmtError> {
+        Err(MgmtError::policy_not_found(id))
     }
 }

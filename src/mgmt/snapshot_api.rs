@@ -117,3 +117,61 @@ impl SourceRef {
         }
     }
 }
+
+/// One schedule of a snapshot policy as the API shows and takes it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleInfo {
+    pub name: String,
+    /// Seconds between snapshots.
+    pub interval: u64,
+    /// How many of the schedule's snapshots of each asset are kept (the newest).
+    pub retention: u32,
+    /// Each snapshot is locked for this many seconds after it is taken.
+    #[serde(default)]
+    pub lock_duration: Option<u64>,
+}
+
+/// `GET /api/rest/snapshot_policies`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyInfo {
+    pub id: u32,
+    pub name: String,
+    pub enabled: bool,
+    pub schedules: Vec<ScheduleInfo>,
+    /// The master volumes it snapshots.
+    pub assets: Vec<u32>,
+    pub assets_count: u64,
+    /// Snapshots it took that exist now.
+    pub snapshots_count: u64,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// `POST /api/rest/snapshot_policies`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyCreate {
+    pub name: String,
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    pub schedules: Vec<ScheduleInfo>,
+    #[serde(default)]
+    pub assets: Option<Vec<u32>>,
+}
+
+/// `PUT /api/rest/snapshot_policies/{id}`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyUpdate {
+    pub name: Option<String>,
+    pub enabled: Option<bool>,
+    pub schedules: Option<Vec<ScheduleInfo>>,
+}
+
+/// `POST /api/rest/snapshot_policies/{id}/assets`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyAsset {
+    pub entity_id: u32,
+}

@@ -123,6 +123,7 @@ impl NodeApi {
                 name,
                 write_protected: request.write_protected.unwrap_or(true),
                 lock_expires_at: request.lock_expires_at,
+                policy: None,
             });
         }
         let (records, _) = self
@@ -271,6 +272,7 @@ impl NodeApi {
                     name: format!("{prefix}{}{suffix}", member.name),
                     write_protected: request.write_protected.unwrap_or(true),
                     lock_expires_at: request.lock_expires_at,
+                    policy: None,
                 })
                 .collect();
             let group = GroupSpec {

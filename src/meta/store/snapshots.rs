@@ -9,7 +9,7 @@
 
 use super::datasets::{check_unlocked, pool_record, validate_name, volume_record};
 use super::{MetaError, MetaStore, now_ms};
-use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, VolumeRecord};
+use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, PolicyRecord, VolumeRecord};
 use crate::types::{BLOCK_SIZE, Lba, utc_time};
 
 /// Milliseconds since the epoch as an operator reads them.
@@ -25,6 +25,8 @@ pub struct SnapshotSpec {
     /// Hosts may not write it (the default for a new snapshot).
     pub write_protected: bool,
     pub lock_expires_at: Option<u64>,
+    /// The policy and schedule taking it, if one is.
+    pub policy: Option<(u32, String)>,
 }
 
 /// A group snapshot to take with the members' snapshots.
@@ -110,6 +112,7 @@ impl MetaStore {
             snapshot.ssd_enabled = parent.ssd_enabled;
             snapshot.lock_expires_at = spec.lock_expires_at;
             snapshot.cg_id = group.as_ref().map(|cg| cg.id);
+            snapshot.policy = spec.policy.clone();
             records.push(snapshot);
         }
         self.log_catalog(
@@ -290,6 +293,83 @@ impl MetaStore {
         }
         self.log_catalog(&mut state, CatalogOp::SetVolumeCg { id: volume, cg })?;
         Ok(state.catalog.volumes[&volume].clone())
+    }
+}
+
+impl MetaStore {
+    /// Checks a policy (a unique valid name, schedules with unique names, intervals of at
+    /// least a second, retention of at least one, assets that are master volumes) and
+    /// stores it as new (`id` 0) or in place of policy `id`.
+    pub fn save_policy(&self, mut policy: PolicyRecord) -> Result<PolicyRecord, MetaError> {
+        validate_name(&policy.name)?;
+        let mut state = self.state_mut();
+        if state
+            .catalog
+            .policies
+            .values()
+            .any(|other| other.name == policy.name && other.id != policy.id)
+        {
+            return Err(MetaError::NameConflict {
+                kind: "snapshot policy",
+                name: policy.name,
+            });
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for schedule in &policy.schedules {
+            validate_name(&schedule.name)?;
+            if !names.insert(schedule.name.as_str()) {
+                return Err(MetaError::Invalid(format!(
+                    "snapshot policy {:?} has two schedules named {:?}",
+                    policy.name, schedule.name
+                )));
+            }
+            if schedule.interval_secs == 0 || schedule.retention == 0 {
+                return Err(MetaError::Invalid(format!(
+                    "schedule {:?} of snapshot policy {:?}: interval must be at least 1 second and retention at least 1 snapshot (got {} s, {})",
+                    schedule.name, policy.name, schedule.interval_secs, schedule.retention
+                )));
+            }
+        }
+        policy.assets.sort_unstable();
+        policy.assets.dedup();
+        for asset in &policy.assets {
+            let volume = volume_record(&state, *asset)?;
+            if volume.is_snapshot() {
+                return Err(MetaError::Invalid(format!(
+                    "{:?} is a snapshot; snapshot policies take snapshots of master volumes",
+                    volume.name
+                )));
+            }
+        }
+        let now = now_ms();
+        policy.updated_at = now;
+        let op = if policy.id == 0 {
+            policy.id = state.catalog.next_policy_id.max(1);
+            policy.created_at = now;
+            CatalogOp::CreatePolicy(policy.clone())
+        } else {
+            let before = state
+                .catalog
+                .policies
+                .get(&policy.id)
+                .ok_or_else(|| MetaError::Invalid(format!("snapshot policy {} does not exist", policy.id)))?;
+            policy.created_at = before.created_at;
+            CatalogOp::UpdatePolicy(policy.clone())
+        };
+        self.log_catalog(&mut state, op)?;
+        Ok(policy)
+    }
+
+    pub fn delete_policy(&self, id: u32) -> Result<PolicyRecord, MetaError> {
+        let mut state = self.state_mut();
+        let policy = state
+            .catalog
+            .policies
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| MetaError::Invalid(format!("snapshot policy {id} does not exist")))?;
+        self.log_catalog(&mut state, CatalogOp::DeletePolicy { id })?;
+        Ok(policy)
     }
 }
 
