@@ -217,8 +217,14 @@ fn locked_snapshots_refuse_deletion_and_bad_input_exits_with_its_code() {
     );
 
     node.cli_ok(&["snap", "create", "V", "--name", "U"]);
-    let extended = json(&node, &["snap", "lock", "U", "--until", "2099-01-01 00:00:00"]);
-    assert_eq!(extended["lock_expires_at"], 4_070_908_800_000u64, "{extended:#}");
+    let extended = json(
+        &node,
+        &["snap", "lock", "U", "--until", "2099-01-01 00:00:00"],
+    );
+    assert_eq!(
+        extended["lock_expires_at"], 4_070_908_800_000u64,
+        "{extended:#}"
+    );
     let table = node.cli_ok(&["snap", "ls"]);
     assert!(
         table.contains("LOCKED until 2099-01-01 00:00:00"),
@@ -247,7 +253,10 @@ fn locked_snapshots_refuse_deletion_and_bad_input_exits_with_its_code() {
     assert!(out.contains("volume \"NOPE\" does not exist"), "{out}");
     let out = cli_fails(&node, 1, &["snap", "create", "NOPE"]);
     assert!(out.contains("NOPE"), "{out}");
-    assert_eq!(names(&json(&node, &["vol", "ls", "--pool", "P"])), ["L", "U", "V"]);
+    assert_eq!(
+        names(&json(&node, &["vol", "ls", "--pool", "P"])),
+        ["L", "U", "V"]
+    );
 
     // Lock ends: malformed ones are usage errors naming the value and the forms accepted,
     // and so is one in the past.

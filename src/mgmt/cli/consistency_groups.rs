@@ -54,7 +54,10 @@ impl Session {
                 let body = json!({ "dataset_id": volume_id });
                 let member = self.call("POST", &path, Some(&body))?;
                 self.render(member, |member: VolumeInfo| {
-                    format!("added volume {:?} to consistency group {group:?}\n", member.name)
+                    format!(
+                        "added volume {:?} to consistency group {group:?}\n",
+                        member.name
+                    )
                 })
             }
             CgCommand::Remove { group, volume } => {
@@ -89,7 +92,8 @@ impl Session {
                 }
                 let snapgroup: CgInfo = self.typed(snapgroup)?;
                 let group_names = Names::from([(id, group)]);
-                let mut text = tables::consistency_groups(&[snapgroup.clone()], &group_names);
+                let mut text =
+                    tables::consistency_groups(std::slice::from_ref(&snapgroup), &group_names);
                 text.push('\n');
                 text.push_str(&self.members_table(&snapgroup)?);
                 Ok(text)

@@ -64,7 +64,9 @@ impl LockUntil {
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
 }
 
 /// `<digits><unit>` with unit s, m, h, d or w; zero is refused.
@@ -110,13 +112,8 @@ fn parse_time(text: &str) -> Result<u64, String> {
             .ok_or("the date must be followed by a space or T and the time of day")?;
         parse_clock(clock)?
     };
-    let midnight_ms = i64::try_from(days)
-        .ok()
-        .and_then(|days| days.checked_mul(86_400_000))
-        .ok_or("the date is out of range")?;
-    let at = midnight_ms
-        .checked_add(day_ms)
-        .ok_or("the time is out of range")?;
+    // Years are 0..=9999, so this is within ±4e14 and cannot overflow.
+    let at = days * 86_400_000 + day_ms;
     u64::try_from(at).map_err(|_| "the time is before 1970".to_owned())
 }
 
@@ -152,8 +149,7 @@ fn parse_clock(clock: &str) -> Result<i64, String> {
     let hour = number(hour, 0, 23, "hour")?;
     let minute = number(minute, 0, 59, "minute")?;
     let second = number(second, 0, 59, "second")?;
-    if !fraction.bytes().all(|b| b.is_ascii_digit()) || (time.len() < 8 && !fraction.is_empty())
-    {
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) || (time.len() < 8 && !fraction.is_empty()) {
         return Err(format!("{fraction:?} is not a fraction of a second"));
     }
     let millis = format!("{fraction:0<3}")[..3].parse::<i64>().unwrap_or(0);

@@ -204,8 +204,8 @@ impl Session {
         }
         let noun = kind.noun;
         let listing = format!("`troika {} ls` lists the {noun}s", kind.command);
-        let other_kind = !kind.only.is_empty()
-            && self.find_id(kind.collection, "", name)?.is_some();
+        let other_kind =
+            !kind.only.is_empty() && self.find_id(kind.collection, "", name)?.is_some();
         let message = if other_kind {
             format!("{name:?} is not a {noun}; {listing}")
         } else {

@@ -63,7 +63,10 @@ impl Session {
                 let path = format!("/api/rest/volumes/{id}?approved=true");
                 let snapshot = self.call("DELETE", &path, None)?;
                 self.render(snapshot, |snapshot: VolumeInfo| {
-                    format!("deleted snapshot {:?} (id {})\n", snapshot.name, snapshot.id)
+                    format!(
+                        "deleted snapshot {:?} (id {})\n",
+                        snapshot.name, snapshot.id
+                    )
                 })
             }
             SnapCommand::Refresh { name } => {
