@@ -6,23 +6,35 @@
 //! password from `TROIKA_PASSWORD` or a prompt with echo off).
 //!
 //! Objects are named by NAME on the command line; each name is resolved to an id with a
-//! filtered list (`?name=eq:NAME`). Controllers are named by their number (1, 2, ...).
-//! Destructive commands (delete, resize, update, controller fail) pass `approved=true`:
-//! typing the command is the operator's approval.
+//! filtered list (`?name=eq:NAME`, with `type=eq:SNAPSHOT` where only a snapshot or group
+//! snapshot will do, so `snap delete` never deletes a master volume). Controllers are named
+//! by their number (1, 2, ...). Destructive commands (delete, resize, update, restore,
+//! refresh, lock, controller fail) pass `approved=true`: typing the command is the
+//! operator's approval.
+//!
+//! Snapshots (`snap create|ls|delete|refresh|lock|diff`, `vol restore`) are volumes of type
+//! SNAPSHOT; consistency groups (`cg create|ls|show|add|remove|snap|restore|delete`) snapshot
+//! and restore their member volumes at one instant, a group snapshot (`cg snap`) being a
+//! group of type SNAPSHOT whose members are the snapshots. Lock ends (`--lock-until`,
+//! `--until`) are UTC times or durations from now, see [`LockUntil`].
 //!
 //! Exit codes: 0 success, 1 the API refused (its code and message go to stderr), 2 usage,
 //! 3 the node cannot be reached, 4 the node refused the credentials.
 //!
 //! Pieces: `session` holds the client and the calls every verb shares, `objects` the pool,
-//! volume and system verbs, `accounts` the user verbs, `controllers` the controller verbs,
-//! `events` the event log and `top`, `tables` the human output, `terminal` the password
-//! prompt.
+//! volume and system verbs, `snapshots` the snapshot verbs and `vol restore`,
+//! `consistency_groups` the group verbs, `lock_until` the lock end parser, `accounts` the
+//! user verbs, `controllers` the controller verbs, `events` the event log and `top`,
+//! `tables` the human output, `terminal` the password prompt.
 
 mod accounts;
+mod consistency_groups;
 mod controllers;
 mod events;
+mod lock_until;
 mod objects;
 mod session;
+mod snapshots;
 mod tables;
 mod terminal;
 
@@ -31,6 +43,7 @@ use std::path::Path;
 
 use super::client::{Client, ClientError, Endpoint};
 use crate::types::parse_size;
+pub use lock_until::LockUntil;
 use session::Session;
 
 pub const EXIT_OK: i32 = 0;
@@ -54,11 +67,22 @@ pub enum CliCommand {
         #[command(subcommand)]
         cmd: PoolCommand,
     },
-    /// Create, list, change, resize and delete volumes.
+    /// Create, list, change, resize, restore and delete volumes.
     #[command(alias = "volume")]
     Vol {
         #[command(subcommand)]
         cmd: VolCommand,
+    },
+    /// Take, list, lock, refresh, compare and delete snapshots.
+    #[command(alias = "snapshot")]
+    Snap {
+        #[command(subcommand)]
+        cmd: SnapCommand,
+    },
+    /// Consistency groups: volumes snapshotted and restored together, at one instant.
+    Cg {
+        #[command(subcommand)]
+        cmd: CgCommand,
     },
     /// Create, list, change and delete users.
     User {
@@ -198,8 +222,110 @@ pub enum VolCommand {
         #[arg(value_parser = size_arg)]
         size: u64,
     },
+    /// Replace a volume's contents with a snapshot's (hosts see the snapshot's data at once).
+    Restore {
+        name: String,
+        /// A snapshot of the volume's family.
+        snapshot: String,
+    },
     /// Delete a volume and its data.
     Delete { name: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum SnapCommand {
+    /// Take a snapshot of a volume (or of a snapshot); it is read-only unless --writable.
+    Create {
+        /// The volume or snapshot to take it of.
+        volume: String,
+        /// The snapshot's name (default: the node names it after the volume).
+        #[arg(long)]
+        name: Option<String>,
+        /// Nobody may delete or change it until then: a UTC time ("2030-01-31 12:00:00",
+        /// 2030-01-31T12:00:00Z) or a duration from now (30m, 12h, 7d).
+        #[arg(long, value_parser = LockUntil::parse, value_name = "TIME")]
+        lock_until: Option<LockUntil>,
+        /// Let hosts write the snapshot.
+        #[arg(long)]
+        writable: bool,
+    },
+    /// List the snapshots with their space and locks, or only those taken of VOL.
+    Ls {
+        /// A volume or snapshot whose snapshots to list.
+        volume: Option<String>,
+    },
+    /// Delete a snapshot (refused while it is locked or has snapshots of its own).
+    Delete { name: String },
+    /// Replace a snapshot's contents with its parent's current contents.
+    Refresh { name: String },
+    /// Lock a snapshot, or extend its lock (a lock is never shortened).
+    Lock {
+        name: String,
+        /// A UTC time ("2030-01-31 12:00:00", 2030-01-31T12:00:00Z) or a duration from now
+        /// (30m, 12h, 7d).
+        #[arg(long, value_parser = LockUntil::parse, value_name = "TIME")]
+        until: LockUntil,
+    },
+    /// The byte ranges where A differs from B (two volumes or snapshots of one family).
+    Diff {
+        #[arg(value_name = "A")]
+        name: String,
+        #[arg(value_name = "B")]
+        base: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum CgCommand {
+    /// Create an empty consistency group.
+    Create {
+        name: String,
+        /// The pool of the group and its volumes.
+        #[arg(long)]
+        pool: String,
+    },
+    /// List the consistency groups and group snapshots.
+    Ls,
+    /// Show a consistency group or group snapshot, and its members.
+    Show { name: String },
+    /// Add a volume of the group's pool to the group.
+    Add {
+        #[arg(value_name = "CG")]
+        group: String,
+        volume: String,
+    },
+    /// Take a volume out of the group (the volume and its data stay).
+    Remove {
+        #[arg(value_name = "CG")]
+        group: String,
+        volume: String,
+    },
+    /// Snapshot every member at one instant (a group snapshot).
+    Snap {
+        #[arg(value_name = "CG")]
+        group: String,
+        /// The group snapshot's name (default: the node names it after the group).
+        #[arg(long)]
+        name: Option<String>,
+        /// Nobody may delete or change the snapshots until then: a UTC time ("2030-01-31
+        /// 12:00:00", 2030-01-31T12:00:00Z) or a duration from now (30m, 12h, 7d).
+        #[arg(long, value_parser = LockUntil::parse, value_name = "TIME")]
+        lock_until: Option<LockUntil>,
+    },
+    /// Replace every member's contents with a group snapshot's, at one instant.
+    Restore {
+        #[arg(value_name = "CG")]
+        group: String,
+        snapgroup: String,
+    },
+    /// Delete a consistency group (its volumes stay unless --delete-members) or a group
+    /// snapshot with its snapshots.
+    Delete {
+        name: String,
+        /// Delete the group's volumes too.
+        #[arg(long)]
+        delete_members: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]

@@ -1,4 +1,5 @@
-//! `pool` and `vol`: create, list, update, resize, delete, and pool owners.
+//! `pool` and `vol`: create, list, update, resize, delete, and pool owners (`vol restore`
+//! is with the snapshot verbs).
 
 use serde_json::{Map, Value, json};
 
@@ -7,8 +8,8 @@ use super::{CliError, PoolCommand, VolCommand, tables};
 use crate::mgmt::api::{PoolInfo, VolumeInfo};
 use crate::mgmt::users::UserInfo;
 
-/// A JSON object of the fields that are set.
-fn changes(fields: &[(&str, Option<Value>)]) -> Value {
+/// A JSON object of the fields that are set (absent ones are left out, not null).
+pub(super) fn changes(fields: &[(&str, Option<Value>)]) -> Value {
     let set: Map<String, Value> = fields
         .iter()
         .filter_map(|(name, value)| Some(((*name).to_owned(), value.clone()?)))
@@ -150,6 +151,7 @@ impl Session {
                 let volume = self.call("PUT", &path, Some(&json!({ "size": size })))?;
                 self.render(volume, |volume: VolumeInfo| tables::volumes(&[volume]))
             }
+            VolCommand::Restore { name, snapshot } => self.restore_volume(&name, &snapshot),
             VolCommand::Delete { name } => {
                 let id = self.resolve(VOLUME, &name)?;
                 let path = format!("/api/rest/volumes/{id}?approved=true");

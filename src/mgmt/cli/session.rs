@@ -16,27 +16,68 @@ use crate::mgmt::rest::MAX_PAGE_SIZE;
 pub(super) struct Kind {
     /// The collection under `/api/rest/`.
     pub collection: &'static str,
+    /// A filter (`&field=op:value`) that picks this kind out of a collection it shares
+    /// with others (a snapshot is a volume of type SNAPSHOT); empty for none.
+    pub only: &'static str,
     /// The API's error code for a missing one.
     pub not_found: &'static str,
-    /// The word for one, and the CLI command that lists them.
+    /// The word for one.
     pub noun: &'static str,
+    /// The CLI command that lists them.
+    pub command: &'static str,
 }
 
 pub(super) const POOL: Kind = Kind {
     collection: "pools",
+    only: "",
     not_found: "POOL_NOT_FOUND",
     noun: "pool",
+    command: "pool",
 };
+/// A master volume or a snapshot: anything a host can read.
 pub(super) const VOLUME: Kind = Kind {
     collection: "volumes",
+    only: "",
     not_found: "VOLUME_NOT_FOUND",
-    noun: "vol",
+    noun: "volume",
+    command: "vol",
+};
+pub(super) const SNAPSHOT: Kind = Kind {
+    collection: "volumes",
+    only: "&type=eq:SNAPSHOT",
+    not_found: "VOLUME_NOT_FOUND",
+    noun: "snapshot",
+    command: "snap",
 };
 pub(super) const USER: Kind = Kind {
     collection: "users",
+    only: "",
     not_found: "USER_NOT_FOUND",
     noun: "user",
+    command: "user",
 };
+pub(super) const CONSISTENCY_GROUP: Kind = Kind {
+    collection: "cgs",
+    only: "&type=eq:MASTER",
+    not_found: "CONS_GROUP_NOT_FOUND",
+    noun: "consistency group",
+    command: "cg",
+};
+/// A consistency group or a group snapshot.
+pub(super) const ANY_GROUP: Kind = Kind {
+    only: "",
+    ..CONSISTENCY_GROUP
+};
+pub(super) const GROUP_SNAPSHOT: Kind = Kind {
+    only: "&type=eq:SNAPSHOT",
+    noun: "group snapshot",
+    ..CONSISTENCY_GROUP
+};
+
+/// What `--json` prints: the value, pretty, and a newline.
+pub(super) fn json_text(value: &Value) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_default() + "\n"
+}
 
 pub(super) struct Session {
     pub client: Client,
@@ -69,6 +110,8 @@ impl Session {
             } => return self.event(EventCommand::Ls { filter, limit }, out),
             CliCommand::Top { interval, count } => return self.top(interval, count, out),
             CliCommand::Controller { cmd } => self.controller(cmd)?,
+            CliCommand::Snap { cmd } => self.snapshot(cmd)?,
+            CliCommand::Cg { cmd } => self.consistency_group(cmd)?,
             CliCommand::System {
                 cmd: SystemCommand::Show,
             } => {
@@ -87,10 +130,36 @@ impl Session {
         human: impl FnOnce(T) -> String,
     ) -> Result<String, CliError> {
         if self.settings.json {
-            let text = serde_json::to_string_pretty(&result).unwrap_or_default();
-            return Ok(text + "\n");
+            return Ok(json_text(&result));
         }
         Ok(human(self.typed(result)?))
+    }
+
+    /// Names of the datasets (volumes and snapshots) by id for a human table; none with
+    /// `--json`, which shows ids only.
+    pub fn dataset_names(&self) -> Result<tables::Names, CliError> {
+        self.names("/api/rest/volumes?fields=id,name")
+    }
+
+    /// Names of the consistency groups and group snapshots by id, as [`Self::dataset_names`].
+    pub fn group_names(&self) -> Result<tables::Names, CliError> {
+        self.names("/api/rest/cgs?fields=id,name")
+    }
+
+    fn names(&self, path: &str) -> Result<tables::Names, CliError> {
+        if self.settings.json {
+            return Ok(tables::Names::new());
+        }
+        let objects = self.list_all(path)?;
+        Ok(objects
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|object| {
+                let id = u32::try_from(object["id"].as_u64()?).ok()?;
+                Some((id, object["name"].as_str()?.to_owned()))
+            })
+            .collect())
     }
 
     /// The result as the API type it should be.
@@ -130,30 +199,32 @@ impl Session {
 
     /// The id of the `kind` object named `name`.
     pub fn resolve(&self, kind: Kind, name: &str) -> Result<u32, CliError> {
+        if let Some(id) = self.find_id(kind.collection, kind.only, name)? {
+            return Ok(id);
+        }
+        let noun = kind.noun;
+        let listing = format!("`troika {} ls` lists the {noun}s", kind.command);
+        let other_kind =
+            !kind.only.is_empty() && self.find_id(kind.collection, "", name)?.is_some();
+        let message = if other_kind {
+            format!("{name:?} is not a {noun}; {listing}")
+        } else {
+            format!("{noun} {name:?} does not exist; {listing}")
+        };
+        Err(CliError::api(kind.not_found, message))
+    }
+
+    /// The id of the object named `name` in `collection` that passes the `only` filter.
+    fn find_id(&self, collection: &str, only: &str, name: &str) -> Result<Option<u32>, CliError> {
         let path = format!(
-            "/api/rest/{}?name=eq:{}&fields=id",
-            kind.collection,
+            "/api/rest/{collection}?name=eq:{}{only}&fields=id",
             encode_query_value(name)
         );
         let found = self.call("GET", &path, None)?;
-        found
+        Ok(found
             .get(0)
             .and_then(|object| object["id"].as_u64())
-            .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| {
-                let noun = if kind.noun == "vol" {
-                    "volume"
-                } else {
-                    kind.noun
-                };
-                CliError::api(
-                    kind.not_found,
-                    format!(
-                        "{noun} {name:?} does not exist; `troika {} ls` lists the {noun}s",
-                        kind.noun
-                    ),
-                )
-            })
+            .and_then(|id| u32::try_from(id).ok()))
     }
 
     /// The `result` of an envelope; its `error`, or a non-2xx status, becomes a

@@ -1,6 +1,8 @@
 //! The human output: left-aligned tables of the API objects, and one line per followed event.
 
-use crate::mgmt::api::{ControllerInfo, PoolInfo, SystemInfo, VolumeInfo};
+use std::collections::HashMap;
+
+use crate::mgmt::api::{CgInfo, ChangedBlocks, ControllerInfo, PoolInfo, SystemInfo, VolumeInfo};
 use crate::mgmt::events::Event;
 use crate::mgmt::users::UserInfo;
 use crate::types::format_size;
@@ -101,6 +103,123 @@ pub fn volumes(volumes: &[VolumeInfo]) -> String {
         ],
         &rows,
     )
+}
+
+/// Object names by id, for the columns that name another object (a snapshot's parent).
+pub type Names = HashMap<u32, String>;
+
+/// The name of `id` if known, else its number; `-` for none (id 0).
+fn name_of(names: &Names, id: u32) -> String {
+    match (id, names.get(&id)) {
+        (0, _) => "-".to_owned(),
+        (_, Some(name)) => name.clone(),
+        (_, None) => format!("id {id}"),
+    }
+}
+
+/// A lock as `LOCKED until TIME`, `EXPIRED at TIME` or `UNLOCKED`.
+fn lock(state: &str, until: Option<u64>) -> String {
+    match until {
+        Some(until) if state == "LOCKED" => format!("LOCKED until {}", utc_time(until)),
+        Some(until) if state == "EXPIRED" => format!("EXPIRED at {}", utc_time(until)),
+        _ => state.to_owned(),
+    }
+}
+
+pub fn snapshots(snapshots: &[VolumeInfo], names: &Names) -> String {
+    let rows: Vec<Vec<String>> = snapshots
+        .iter()
+        .map(|snapshot| {
+            vec![
+                snapshot.name.clone(),
+                snapshot.id.to_string(),
+                name_of(names, snapshot.parent_id),
+                utc_time(snapshot.created_at),
+                format_size(snapshot.used),
+                format_size(snapshot.unique_size),
+                lock(&snapshot.lock_state, snapshot.lock_expires_at),
+                yes_no(!snapshot.write_protected),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "ID", "PARENT", "CREATED", "USED", "UNIQUE", "LOCK", "WRITABLE",
+        ],
+        &rows,
+    )
+}
+
+/// The ranges where `name` differs from `base`, in bytes, and their total.
+pub fn changed_blocks(diff: &ChangedBlocks, name: &str, base: &str) -> String {
+    if diff.ranges.is_empty() {
+        return format!("{name:?} and {base:?} hold the same data\n");
+    }
+    let rows: Vec<Vec<String>> = diff
+        .ranges
+        .iter()
+        .map(|range| {
+            vec![
+                range.offset.to_string(),
+                range.length.to_string(),
+                format_size(range.length),
+            ]
+        })
+        .collect();
+    let mut text = table(&["OFFSET", "LENGTH", "SIZE"], &rows);
+    text.push_str(&format!(
+        "{} bytes ({}) of {name:?} differ from {base:?} in {} range{} ({}-byte blocks)\n",
+        diff.changed_bytes,
+        format_size(diff.changed_bytes),
+        diff.ranges.len(),
+        if diff.ranges.len() == 1 { "" } else { "s" },
+        diff.block_size
+    ));
+    text
+}
+
+pub fn consistency_groups(groups: &[CgInfo], names: &Names) -> String {
+    let rows: Vec<Vec<String>> = groups
+        .iter()
+        .map(|group| {
+            vec![
+                group.name.clone(),
+                group.id.to_string(),
+                group.cg_type.clone(),
+                name_of(names, group.parent_id),
+                group.pool_name.clone(),
+                group.members_count.to_string(),
+                lock(&group.lock_state, group.lock_expires_at),
+                utc_time(group.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME", "ID", "TYPE", "PARENT", "POOL", "MEMBERS", "LOCK", "CREATED",
+        ],
+        &rows,
+    )
+}
+
+/// One group's fields; its members follow in their own table.
+pub fn consistency_group(group: &CgInfo, names: &Names) -> String {
+    let rows: Vec<Vec<String>> = [
+        ("name", group.name.clone()),
+        ("id", group.id.to_string()),
+        ("type", group.cg_type.clone()),
+        ("snapshot of", name_of(names, group.parent_id)),
+        ("pool", group.pool_name.clone()),
+        ("members", group.members_count.to_string()),
+        ("has snapshots", yes_no(group.has_children)),
+        ("lock", lock(&group.lock_state, group.lock_expires_at)),
+        ("created", utc_time(group.created_at)),
+        ("updated", utc_time(group.updated_at)),
+    ]
+    .into_iter()
+    .map(|(field, value)| vec![field.to_owned(), value])
+    .collect();
+    table(&["FIELD", "VALUE"], &rows)
 }
 
 /// Progress from 0.0 to 1.0 as a ten-cell bar and a percentage, `[#####.....] 50%`.
