@@ -473,14 +473,24 @@ static ROWS: &[Row] = &[
         "/api/rest/volumes/{id}",
         Who::PoolOwner,
         200,
-        |world, _| call(format!("/api/rest/volumes/{}?approved=true", world.locked_a)),
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}?approved=true",
+                world.locked_a
+            ))
+        },
     ))),
     locked(row(
         "DELETE",
         "/api/rest/volumes/{id}",
         Who::PoolOwner,
         200,
-        |world, _| call(format!("/api/rest/volumes/{}?approved=true", world.locked_b)),
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}?approved=true",
+                world.locked_b
+            ))
+        },
     )),
     locked(in_owned_pool(row(
         "PUT",
@@ -512,7 +522,12 @@ static ROWS: &[Row] = &[
         "/api/rest/volumes/{id}/refresh",
         Who::PoolOwner,
         200,
-        |world, _| call(format!("/api/rest/volumes/{}/refresh?approved=true", world.locked_a)),
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}/refresh?approved=true",
+                world.locked_a
+            ))
+        },
     ))),
     locked(in_owned_pool(row(
         "POST",
@@ -545,27 +560,41 @@ static ROWS: &[Row] = &[
     row("GET", "/api/rest/cgs", Who::AnyUser, 200, |_, _| {
         call("/api/rest/cgs")
     }),
-    in_owned_pool(row("POST", "/api/rest/cgs", Who::PoolOwner, 201, |world, _| {
-        call_with(
-            "/api/rest/cgs",
-            json!({"name": "scratch-cg", "pool_id": world.pool_a}),
-        )
-    })),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs",
+        Who::PoolOwner,
+        201,
+        |world, _| {
+            call_with(
+                "/api/rest/cgs",
+                json!({"name": "scratch-cg", "pool_id": world.pool_a}),
+            )
+        },
+    )),
     row("POST", "/api/rest/cgs", Who::PoolOwner, 201, |world, _| {
         call_with(
             "/api/rest/cgs",
             json!({"name": "scratch-cg", "pool_id": world.pool_b}),
         )
     }),
-    in_owned_pool(row("POST", "/api/rest/cgs", Who::PoolOwner, 201, |world, _| {
-        snapgroup_of(world.scratch_group(world.pool_a).0)
-    })),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs",
+        Who::PoolOwner,
+        201,
+        |world, _| snapgroup_of(world.scratch_group(world.pool_a).0),
+    )),
     row("POST", "/api/rest/cgs", Who::PoolOwner, 201, |world, _| {
         snapgroup_of(world.scratch_group(world.pool_b).0)
     }),
-    row("GET", "/api/rest/cgs/{id}", Who::AnyUser, 200, |world, _| {
-        call(format!("/api/rest/cgs/{}", world.cg_b))
-    }),
+    row(
+        "GET",
+        "/api/rest/cgs/{id}",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/cgs/{}", world.cg_b)),
+    ),
     in_owned_pool(row(
         "PUT",
         "/api/rest/cgs/{id}",
@@ -657,9 +686,13 @@ static ROWS: &[Row] = &[
         200,
         |world, _| refresh_snapgroup(world, world.pool_b),
     ),
-    row("GET", "/api/rest/replicas", Who::AnyUser, 200, |world, _| {
-        call(format!("/api/rest/replicas?local_cg_id=eq:{}", world.cg_b))
-    }),
+    row(
+        "GET",
+        "/api/rest/replicas",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/replicas?local_cg_id=eq:{}", world.cg_b)),
+    ),
     row("GET", "/api/rest/controllers", Who::AnyUser, 200, |_, _| {
         call("/api/rest/controllers")
     }),
