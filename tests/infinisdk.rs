@@ -1,11 +1,17 @@
-//! infinisdk, InfiniBox's own Python SDK, manages a running node over TCP: logs in, creates
-//! pools and volumes, lists them with filters and paging, resizes, renames, reads events,
-//! and is refused what READ_ONLY and POOL_ADMIN users may not do. The scenario is
-//! `tests/infinisdk/test_infinisdk.py`; NOTES.md beside it says what infinisdk sends.
+//! infinisdk, InfiniBox's own Python SDK, manages a running node over TCP. Two scenarios,
+//! each against its own node:
+//!
+//! * `tests/infinisdk/test_infinisdk.py`: logs in, creates pools and volumes, lists them
+//!   with filters and paging, resizes, renames, reads events, and is refused what
+//!   READ_ONLY and POOL_ADMIN users may not do;
+//! * `tests/infinisdk/test_snapshots.py`: snapshots, group snapshots, restores, refreshes,
+//!   consistency groups and snapshot locks, with infinisdk's own calls.
+//!
+//! NOTES.md beside them says what infinisdk sends.
 //!
 //! The Python interpreter with infinisdk comes from `TROIKA_INFINISDK_PYTHON` or the venv
-//! `.ci/run` builds at `target/infinisdk-venv`. Without either the test says so and
-//! passes, unless `TROIKA_REQUIRE_INFINISDK=1` (set by `.ci/run`) makes it fail.
+//! `.ci/run` builds at `target/infinisdk-venv`. Without either a test says so and passes,
+//! unless `TROIKA_REQUIRE_INFINISDK=1` (set by `.ci/run`) makes it fail.
 
 mod common;
 
@@ -22,19 +28,22 @@ fn infinisdk_python() -> Option<PathBuf> {
     venv.exists().then_some(venv)
 }
 
-#[test]
-fn infinisdk_manages_the_node_over_tcp() {
+/// Runs `tests/infinisdk/<script>` against a fresh node with the REST API on TCP; the
+/// script must exit 0 and report no failed step.
+fn run_scenario(script: &str) {
     let Some(python) = infinisdk_python() else {
         assert!(
             std::env::var("TROIKA_REQUIRE_INFINISDK").as_deref() != Ok("1"),
             "infinisdk is required but neither TROIKA_INFINISDK_PYTHON nor target/infinisdk-venv exists; run .ci/run's venv step"
         );
-        eprintln!("skipping: no Python with infinisdk (see tests/infinisdk.rs)");
+        eprintln!("skipping {script}: no Python with infinisdk (see tests/infinisdk.rs)");
         return;
     };
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw/api.toml");
     let mut node = TestNode::start_with_api(model);
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/infinisdk/test_infinisdk.py");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/infinisdk")
+        .join(script);
     let output = Command::new(&python)
         .arg(&script)
         .env("TROIKA_URL_HOST", "127.0.0.1")
@@ -51,10 +60,21 @@ fn infinisdk_manages_the_node_over_tcp() {
     println!("{stdout}");
     assert!(
         output.status.success(),
-        "the infinisdk scenario failed ({}):\n{stdout}\n{stderr}\nnode log:\n{}",
+        "the infinisdk scenario {} failed ({}):\n{stdout}\n{stderr}\nnode log:\n{}",
+        script.display(),
         output.status,
         node.log_text()
     );
     assert!(stdout.contains(" 0 failed"), "{stdout}");
     node.stop();
+}
+
+#[test]
+fn infinisdk_manages_the_node_over_tcp() {
+    run_scenario("test_infinisdk.py");
+}
+
+#[test]
+fn infinisdk_manages_snapshots_and_consistency_groups() {
+    run_scenario("test_snapshots.py");
 }

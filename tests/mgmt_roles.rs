@@ -6,8 +6,15 @@
 //! without a row fails), then sends every row as every role and as an anonymous caller.
 //! An allowed request must succeed with the row's status; a denied one must answer 403
 //! `PERMISSION_DENIED` (401 `UNAUTHORIZED` when anonymous) and change nothing: pools,
-//! volumes, users and which controllers are FAILED, as an admin reads them, are compared
-//! before and after.
+//! volumes (snapshots too), consistency groups, users and which controllers are FAILED,
+//! as an admin reads them, are compared before and after.
+//!
+//! Snapshots follow the volume rules: READ_ONLY may not take, restore or refresh them,
+//! POOL_ADMIN only in its own pools. A locked snapshot is the exception to "allowed means
+//! success": rows marked [`locked`] try to delete it, shorten its lock, change it, refresh
+//! it or restore into it, and every caller the role check admits gets 409
+//! `SNAPSHOT_LOCKED` with nothing changed (the others get 403, or 401, as usual), so
+//! nobody (ADMIN, POOL_ADMIN, TECHNICIAN, READ_ONLY) gets rid of it before it expires.
 //!
 //! Each cell starts from the same state: objects a row changes are scratch objects
 //! (named `scratch...`) made by the admin just before the request and removed after it,
@@ -124,6 +131,9 @@ struct Row {
     owned_pool: bool,
     /// The request names a controller (see the module doc for a node that lists none).
     on_controller: bool,
+    /// The status and error code that even an admitted caller gets (a locked snapshot):
+    /// the request passes the role check and is refused after it, changing nothing.
+    refusal: Option<(u16, &'static str)>,
     /// Makes the row's scratch objects as the admin and builds the request.
     build: fn(&World, Role) -> Call,
 }
@@ -142,6 +152,7 @@ const fn row(
         status,
         owned_pool: false,
         on_controller: false,
+        refusal: None,
         build,
     }
 }
@@ -153,6 +164,12 @@ const fn in_owned_pool(mut row: Row) -> Row {
 
 const fn on_controller(mut row: Row) -> Row {
     row.on_controller = true;
+    row
+}
+
+/// A lock holds: admitted callers get 409 `SNAPSHOT_LOCKED`.
+const fn locked(mut row: Row) -> Row {
+    row.refusal = Some((409, "SNAPSHOT_LOCKED"));
     row
 }
 
@@ -381,6 +398,301 @@ static ROWS: &[Row] = &[
             call(format!("/api/rest/volumes/{id}?approved=true"))
         },
     ),
+    // ---- snapshots: whoever may change a pool's volumes may snapshot them ----
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/volumes",
+        Who::PoolOwner,
+        201,
+        |world, _| snapshot_of(world.volume_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/volumes",
+        Who::PoolOwner,
+        201,
+        |world, _| snapshot_of(world.volume_b),
+    ),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/volumes/group_snapshot",
+        Who::PoolOwner,
+        201,
+        |world, _| group_snapshot_of(world.volume_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/volumes/group_snapshot",
+        Who::PoolOwner,
+        201,
+        |world, _| group_snapshot_of(world.volume_b),
+    ),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/volumes/{id}/restore",
+        Who::PoolOwner,
+        200,
+        |world, _| restore_volume(world, world.pool_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/volumes/{id}/restore",
+        Who::PoolOwner,
+        200,
+        |world, _| restore_volume(world, world.pool_b),
+    ),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/volumes/{id}/refresh",
+        Who::PoolOwner,
+        200,
+        |world, _| refresh_snapshot(world, world.pool_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/volumes/{id}/refresh",
+        Who::PoolOwner,
+        200,
+        |world, _| refresh_snapshot(world, world.pool_b),
+    ),
+    row(
+        "GET",
+        "/api/rest/volumes/{id}/changed_blocks",
+        Who::AnyUser,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}/changed_blocks?base_id={}",
+                world.volume_b, world.snapshot_b
+            ))
+        },
+    ),
+    // ---- a locked snapshot: nobody may delete, change, refresh or restore into it ----
+    locked(in_owned_pool(row(
+        "DELETE",
+        "/api/rest/volumes/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}?approved=true",
+                world.locked_a
+            ))
+        },
+    ))),
+    locked(row(
+        "DELETE",
+        "/api/rest/volumes/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}?approved=true",
+                world.locked_b
+            ))
+        },
+    )),
+    locked(in_owned_pool(row(
+        "PUT",
+        "/api/rest/volumes/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            // Shortening a lock (by a minute) is refused like removing it.
+            call_with(
+                format!("/api/rest/volumes/{}?approved=true", world.locked_a),
+                json!({"lock_expires_at": world.lock_until - 60_000}),
+            )
+        },
+    ))),
+    locked(in_owned_pool(row(
+        "PUT",
+        "/api/rest/volumes/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            call_with(
+                format!("/api/rest/volumes/{}?approved=true", world.locked_a),
+                json!({"name": "locked-a-renamed", "write_protected": false}),
+            )
+        },
+    ))),
+    locked(in_owned_pool(row(
+        "POST",
+        "/api/rest/volumes/{id}/refresh",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/volumes/{}/refresh?approved=true",
+                world.locked_a
+            ))
+        },
+    ))),
+    locked(in_owned_pool(row(
+        "POST",
+        "/api/rest/volumes/{id}/restore",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            let source = world.scratch_snapshot(world.volume_a, "scratch-source");
+            call_with(
+                format!("/api/rest/volumes/{}/restore?approved=true", world.locked_a),
+                json!(source),
+            )
+        },
+    ))),
+    in_owned_pool(row(
+        "PUT",
+        "/api/rest/volumes/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| {
+            // Extending is allowed: to the same later instant in every cell, so the rows
+            // that shorten or break the lock see the same lock whatever the order.
+            call_with(
+                format!("/api/rest/volumes/{}?approved=true", world.locked_a),
+                json!({"lock_expires_at": world.lock_until + 60_000}),
+            )
+        },
+    )),
+    // ---- consistency groups ----
+    row("GET", "/api/rest/cgs", Who::AnyUser, 200, |_, _| {
+        call("/api/rest/cgs")
+    }),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs",
+        Who::PoolOwner,
+        201,
+        |world, _| {
+            call_with(
+                "/api/rest/cgs",
+                json!({"name": "scratch-cg", "pool_id": world.pool_a}),
+            )
+        },
+    )),
+    row("POST", "/api/rest/cgs", Who::PoolOwner, 201, |world, _| {
+        call_with(
+            "/api/rest/cgs",
+            json!({"name": "scratch-cg", "pool_id": world.pool_b}),
+        )
+    }),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs",
+        Who::PoolOwner,
+        201,
+        |world, _| snapgroup_of(world.scratch_group(world.pool_a).0),
+    )),
+    row("POST", "/api/rest/cgs", Who::PoolOwner, 201, |world, _| {
+        snapgroup_of(world.scratch_group(world.pool_b).0)
+    }),
+    row(
+        "GET",
+        "/api/rest/cgs/{id}",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/cgs/{}", world.cg_b)),
+    ),
+    in_owned_pool(row(
+        "PUT",
+        "/api/rest/cgs/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| rename_cg(world.scratch_cg(world.pool_a)),
+    )),
+    row(
+        "PUT",
+        "/api/rest/cgs/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| rename_cg(world.scratch_cg(world.pool_b)),
+    ),
+    in_owned_pool(row(
+        "DELETE",
+        "/api/rest/cgs/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| delete_cg(world.scratch_group(world.pool_a).0),
+    )),
+    row(
+        "DELETE",
+        "/api/rest/cgs/{id}",
+        Who::PoolOwner,
+        200,
+        |world, _| delete_cg(world.scratch_group(world.pool_b).0),
+    ),
+    row(
+        "GET",
+        "/api/rest/cgs/{id}/members",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/cgs/{}/members", world.cg_b)),
+    ),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs/{id}/members",
+        Who::PoolOwner,
+        201,
+        |world, _| add_member(world, world.pool_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/cgs/{id}/members",
+        Who::PoolOwner,
+        201,
+        |world, _| add_member(world, world.pool_b),
+    ),
+    in_owned_pool(row(
+        "DELETE",
+        "/api/rest/cgs/{id}/members/{volume_id}",
+        Who::PoolOwner,
+        200,
+        |world, _| remove_member(world.scratch_group(world.pool_a)),
+    )),
+    row(
+        "DELETE",
+        "/api/rest/cgs/{id}/members/{volume_id}",
+        Who::PoolOwner,
+        200,
+        |world, _| remove_member(world.scratch_group(world.pool_b)),
+    ),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs/{id}/restore",
+        Who::PoolOwner,
+        200,
+        |world, _| restore_cg(world, world.pool_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/cgs/{id}/restore",
+        Who::PoolOwner,
+        200,
+        |world, _| restore_cg(world, world.pool_b),
+    ),
+    in_owned_pool(row(
+        "POST",
+        "/api/rest/cgs/{id}/refresh",
+        Who::PoolOwner,
+        200,
+        |world, _| refresh_snapgroup(world, world.pool_a),
+    )),
+    row(
+        "POST",
+        "/api/rest/cgs/{id}/refresh",
+        Who::PoolOwner,
+        200,
+        |world, _| refresh_snapgroup(world, world.pool_b),
+    ),
+    row(
+        "GET",
+        "/api/rest/replicas",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/replicas?local_cg_id=eq:{}", world.cg_b)),
+    ),
     row("GET", "/api/rest/controllers", Who::AnyUser, 200, |_, _| {
         call("/api/rest/controllers")
     }),
@@ -439,13 +751,113 @@ fn update_volume(world: &World, pool: u32) -> Call {
     )
 }
 
+/// A snapshot of `volume`.
+fn snapshot_of(volume: u32) -> Call {
+    call_with(
+        "/api/rest/volumes",
+        json!({"name": "scratch-snap", "parent_id": volume}),
+    )
+}
+
+/// A group snapshot of `volume` alone (named `scratch-` + the volume's name).
+fn group_snapshot_of(volume: u32) -> Call {
+    call_with(
+        "/api/rest/volumes/group_snapshot",
+        json!({"snap_prefix": "scratch-", "entities": [{"id": volume}]}),
+    )
+}
+
+/// Restores a scratch volume of `pool` from its snapshot (a bare id, as infinisdk sends).
+fn restore_volume(world: &World, pool: u32) -> Call {
+    let volume = world.scratch_volume(pool);
+    let snapshot = world.scratch_snapshot(volume, "scratch-snap");
+    call_with(
+        format!("/api/rest/volumes/{volume}/restore?approved=true"),
+        json!(snapshot),
+    )
+}
+
+/// Refreshes a snapshot of a scratch volume of `pool`.
+fn refresh_snapshot(world: &World, pool: u32) -> Call {
+    let volume = world.scratch_volume(pool);
+    let snapshot = world.scratch_snapshot(volume, "scratch-snap");
+    call_with(
+        format!("/api/rest/volumes/{snapshot}/refresh?approved=true"),
+        json!({"source_id": volume}),
+    )
+}
+
+/// A group snapshot of group `cg`, as infinisdk asks for one.
+fn snapgroup_of(cg: u32) -> Call {
+    call_with(
+        "/api/rest/cgs",
+        json!({"snap_prefix": null, "parent_id": cg, "snap_suffix": "-sg", "name": "scratch-sg"}),
+    )
+}
+
+fn rename_cg(cg: u32) -> Call {
+    call_with(
+        format!("/api/rest/cgs/{cg}"),
+        json!({"name": "scratch-cg-renamed"}),
+    )
+}
+
+fn delete_cg(cg: u32) -> Call {
+    call(format!(
+        "/api/rest/cgs/{cg}?delete_members=true&approved=true"
+    ))
+}
+
+/// Adds a scratch volume of `pool` to a scratch group of `pool`.
+fn add_member(world: &World, pool: u32) -> Call {
+    let cg = world.scratch_cg(pool);
+    let volume = world.scratch_volume(pool);
+    call_with(
+        format!("/api/rest/cgs/{cg}/members"),
+        json!({"dataset_id": volume}),
+    )
+}
+
+fn remove_member((cg, volume): (u32, u32)) -> Call {
+    call(format!("/api/rest/cgs/{cg}/members/{volume}"))
+}
+
+/// Restores a scratch group of `pool` from its group snapshot.
+fn restore_cg(world: &World, pool: u32) -> Call {
+    let (cg, _) = world.scratch_group(pool);
+    let snapgroup = world.scratch_snapgroup(cg);
+    call_with(
+        format!("/api/rest/cgs/{cg}/restore?approved=true"),
+        json!({"source_id": snapgroup}),
+    )
+}
+
+/// Refreshes a group snapshot of a scratch group of `pool`.
+fn refresh_snapgroup(world: &World, pool: u32) -> Call {
+    let (cg, _) = world.scratch_group(pool);
+    let snapgroup = world.scratch_snapgroup(cg);
+    call_with(
+        format!("/api/rest/cgs/{snapgroup}/refresh?approved=true"),
+        json!({"source_id": cg}),
+    )
+}
+
 /// The node, its users and the fixed objects every row may read.
 struct World {
     node: TestNode,
     admin_password: String,
     pool_a: u32,
     pool_b: u32,
+    volume_a: u32,
     volume_b: u32,
+    /// A snapshot of `volume_b`.
+    snapshot_b: u32,
+    /// A consistency group in `pool_b` with `volume_b` in it.
+    cg_b: u32,
+    /// Snapshots of `volume_a` and `volume_b` locked until `lock_until` (a day on).
+    locked_a: u32,
+    locked_b: u32,
+    lock_until: u64,
     event_id: u64,
     users: Vec<(Role, u32)>,
     /// Whether the node lists its controllers.
@@ -461,7 +873,13 @@ impl World {
             admin_password,
             pool_a: 0,
             pool_b: 0,
+            volume_a: 0,
             volume_b: 0,
+            snapshot_b: 0,
+            cg_b: 0,
+            locked_a: 0,
+            locked_b: 0,
+            lock_until: 0,
             event_id: 0,
             users: Vec::new(),
             has_controllers: false,
@@ -481,8 +899,37 @@ impl World {
         }
         world.pool_a = world.create_pool("pool-a", Some(world.user_id(Role::PoolAdmin)));
         world.pool_b = world.create_pool("pool-b", None);
-        world.create_volume("vol-a", world.pool_a);
+        world.volume_a = world.create_volume("vol-a", world.pool_a);
         world.volume_b = world.create_volume("vol-b", world.pool_b);
+        world.snapshot_b = world.scratch_snapshot(world.volume_b, "snap-b");
+        world.cg_b = id_of(&world.admin_ok(
+            "POST",
+            "/api/rest/cgs",
+            Some(json!({"name": "cg-b", "pool_id": world.pool_b})),
+            201,
+        ));
+        world.admin_ok(
+            "POST",
+            &format!("/api/rest/cgs/{}/members", world.cg_b),
+            Some(json!({"dataset_id": world.volume_b})),
+            201,
+        );
+        world.lock_until = now_ms() + 24 * 3_600_000;
+        for (volume, name) in [(world.volume_a, "locked-a"), (world.volume_b, "locked-b")] {
+            let locked = world.admin_ok(
+                "POST",
+                "/api/rest/volumes",
+                Some(json!({"name": name, "parent_id": volume,
+                            "lock_expires_at": world.lock_until})),
+                201,
+            );
+            assert_eq!(locked["lock_state"], "LOCKED", "{locked}");
+            if volume == world.volume_a {
+                world.locked_a = id_of(&locked);
+            } else {
+                world.locked_b = id_of(&locked);
+            }
+        }
         let events = world.admin_ok("GET", "/api/rest/events?page_size=1", None, 200);
         world.event_id = events[0]["id"].as_u64().expect("an event id");
         world.has_controllers = !world.list("controllers").is_empty();
@@ -557,6 +1004,44 @@ impl World {
         self.create_volume("scratch-vol", pool)
     }
 
+    fn scratch_snapshot(&self, parent: u32, name: &str) -> u32 {
+        let snapshot = self.admin_ok(
+            "POST",
+            "/api/rest/volumes",
+            Some(json!({"name": name, "parent_id": parent})),
+            201,
+        );
+        id_of(&snapshot)
+    }
+
+    fn scratch_cg(&self, pool: u32) -> u32 {
+        let cg = self.admin_ok(
+            "POST",
+            "/api/rest/cgs",
+            Some(json!({"name": "scratch-cg", "pool_id": pool})),
+            201,
+        );
+        id_of(&cg)
+    }
+
+    /// A scratch group of `pool` with one scratch volume in it: (group, volume).
+    fn scratch_group(&self, pool: u32) -> (u32, u32) {
+        let cg = self.scratch_cg(pool);
+        let volume = self.scratch_volume(pool);
+        self.admin_ok(
+            "POST",
+            &format!("/api/rest/cgs/{cg}/members"),
+            Some(json!({"dataset_id": volume})),
+            201,
+        );
+        (cg, volume)
+    }
+
+    fn scratch_snapgroup(&self, cg: u32) -> u32 {
+        let request = snapgroup_of(cg);
+        id_of(&self.admin_ok("POST", &request.target, request.body, 201))
+    }
+
     /// Fails controller `number` as the admin, when the node lists its controllers.
     fn fail_controller(&self, number: u32) {
         if self.has_controllers {
@@ -569,9 +1054,25 @@ impl World {
         }
     }
 
-    /// Removes every scratch object, so the next cell starts from the fixed state.
+    /// Removes every scratch object, so the next cell starts from the fixed state: group
+    /// snapshots (with their snapshots) before groups, snapshots before their parents
+    /// (a snapshot's id is above its parent's).
     fn clean(&self) {
-        for volume in self.list("volumes") {
+        let mut cgs = self.list("cgs");
+        cgs.sort_by_key(|cg| cg["parent_id"] == 0);
+        for cg in cgs {
+            if is_scratch(&cg) {
+                self.admin_ok(
+                    "DELETE",
+                    &format!("/api/rest/cgs/{}?approved=true", id_of(&cg)),
+                    None,
+                    200,
+                );
+            }
+        }
+        let mut volumes = self.list("volumes");
+        volumes.sort_by_key(|volume| std::cmp::Reverse(id_of(volume)));
+        for volume in volumes {
             if is_scratch(&volume) {
                 self.admin_ok(
                     "DELETE",
@@ -659,7 +1160,8 @@ impl World {
         };
         json!({
             "pools": strip(self.list("pools"), &["allocated_physical_space", "free_physical_space"]),
-            "volumes": strip(self.list("volumes"), &["used", "allocated"]),
+            "volumes": strip(self.list("volumes"), &["used", "allocated", "unique_size", "tree_allocated"]),
+            "cgs": self.list("cgs"),
             "users": strip(self.list("users"), &["last_login"]),
             "failed_controllers": self.list("controllers").iter()
                 .filter(|controller| is_failed(controller))
@@ -672,6 +1174,13 @@ impl World {
 fn id_of(object: &Value) -> u32 {
     let id = object["id"].as_u64().expect("an object with an id");
     u32::try_from(id).expect("an id that fits u32")
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("a clock after 1970")
+        .as_millis() as u64
 }
 
 fn is_failed(controller: &Value) -> bool {
@@ -733,6 +1242,17 @@ fn every_route_admits_exactly_the_roles_the_specification_names() {
                         (status, &answer["error"]["code"]),
                         (404, &json!("CONTROLLER_NOT_FOUND")),
                         "{what} must pass the role check to a node without controllers: {answer}"
+                    );
+                } else if let Some((want_status, want_code)) = row.refusal {
+                    assert_eq!(
+                        (status, answer["error"]["code"].as_str()),
+                        (want_status, Some(want_code)),
+                        "{what} passes the role check but must be refused: {answer}"
+                    );
+                    assert_eq!(
+                        world.snapshot(),
+                        before,
+                        "{what} was refused but changed the state"
                     );
                 } else {
                     assert_eq!(status, row.status, "{what} must be allowed: {answer}");

@@ -4,7 +4,8 @@
 //! of a group, a restore, a refresh) runs inside [`Controllers::at_one_instant`]: host
 //! I/O on every controller is paused, the cache's dirty blocks are on the array, and the
 //! catalog change (one journal record) is made before hosts resume. A write acknowledged
-//! before the pause is in the snapshot; one admitted after it is not. A dataset that takes
+//! before the pause is in the snapshot; one admitted after it is not. The changed-blocks
+//! diff reads the maps in such a pause too, so it sees every acknowledged write. A dataset that takes
 //! other contents has its cached blocks dropped in the same pause, so hosts read the new
 //! contents at once.
 
@@ -186,8 +187,15 @@ impl NodeApi {
         self.volume(id)
     }
 
+    /// The blocks whose contents differ between `id` and `base`. The maps lack what is
+    /// still dirty in the cache, so the diff runs at one instant like a snapshot: every
+    /// write acknowledged before the call is in the answer.
     pub(super) fn diff(&self, id: u32, base: u32) -> Result<ChangedBlocks, MgmtError> {
-        let ranges = self.meta.changed_ranges(base, id).map_err(mgmt_error)?;
+        let ranges = self
+            .controllers
+            .at_one_instant(|| Ok(self.meta.changed_ranges(base, id)))
+            .map_err(io_error)?
+            .map_err(mgmt_error)?;
         let block = BLOCK_SIZE as u64;
         let ranges: Vec<ChangedRange> = ranges
             .into_iter()

@@ -155,7 +155,9 @@ pub fn refresh_snapshot(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError>
         snapshot.pool_id,
         "refresh a snapshot in this pool",
     )?;
+    // A master volume has no parent to compare with: the node says it is no snapshot.
     if let Some(source) = source(call)?
+        && snapshot.parent_id != 0
         && source != snapshot.parent_id
     {
         return Err(MgmtError::bad_request(format!(
