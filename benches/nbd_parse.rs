@@ -24,6 +24,7 @@ fn bench_requests(c: &mut Criterion) {
         read_only: false,
         structured: true,
         base_allocation: true,
+        changed: false,
         block_size_negotiated: true,
         min_block: 512,
         max_payload: 32 << 20,

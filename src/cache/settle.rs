@@ -98,6 +98,29 @@ impl Cache {
         Ok(())
     }
 
+    /// Every block of dataset `volume` written and not destaged yet (their owners' dirty
+    /// blocks), in no particular order. Walks the cache's index: for the control plane.
+    pub fn dirty_blocks(&self, volume: u32) -> Vec<u64> {
+        let mut blocks = Vec::new();
+        for domain in self.domains.iter() {
+            for shard in domain.shards.iter() {
+                let shard = shard.inner.lock();
+                for (key, slot) in shard.index.iter() {
+                    let entry = &shard.slots[*slot as usize];
+                    if key.0 != volume || entry.role != super::shard::Role::Primary {
+                        continue;
+                    }
+                    for block in 0..BLOCKS_PER_SECTION {
+                        if entry.dirty & (1 << block) != 0 {
+                            blocks.push(key.1 * BLOCKS_PER_SECTION as u64 + block as u64);
+                        }
+                    }
+                }
+            }
+        }
+        blocks
+    }
+
     /// The blocks of a section written and not destaged yet.
     fn dirty_mask(&self, key: super::shard::SectionKey) -> u16 {
         let owner = self.router.route(key).owner;

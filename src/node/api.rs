@@ -461,6 +461,42 @@ impl Management for NodeApi {
         self.refresh_group(id)
     }
 
+    fn policies(&self) -> Vec<crate::mgmt::api::PolicyInfo> {
+        self.all_policies()
+    }
+
+    fn policy(&self, id: u32) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+        self.one_policy(id)
+    }
+
+    fn create_policy(
+        &self,
+        request: crate::mgmt::api::PolicyCreate,
+    ) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+        self.new_policy(request)
+    }
+
+    fn update_policy(
+        &self,
+        id: u32,
+        update: crate::mgmt::api::PolicyUpdate,
+    ) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+        self.change_policy(id, update)
+    }
+
+    fn delete_policy(&self, id: u32) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+        self.remove_policy(id)
+    }
+
+    fn set_policy_asset(
+        &self,
+        id: u32,
+        volume: u32,
+        add: bool,
+    ) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+        self.policy_asset(id, volume, add)
+    }
+
     fn metrics_text(&self) -> String {
         let mut out = String::new();
         crate::stats::render_node_metrics(

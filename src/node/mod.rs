@@ -17,6 +17,7 @@ use anyhow::{Context, bail};
 
 mod api;
 mod monitor;
+mod policies;
 #[cfg(test)]
 mod snapshot_tests;
 mod snapshots;
@@ -189,6 +190,11 @@ impl Node {
             controllers: controllers.clone(),
             started_at: now_ms(),
         });
+        threads.push(policies::spawn(
+            api.clone(),
+            events.clone(),
+            shutdown.clone(),
+        ));
         let mgmt = Arc::new(Mgmt {
             api,
             users: Arc::new(users),

@@ -452,3 +452,68 @@ fn snapshots_restores_and_deletions_match_the_model() {
         );
     }
 }
+
+#[test]
+fn policies_take_snapshots_when_due_and_keep_the_newest() {
+    use crate::mgmt::api::{PolicyCreate, ScheduleInfo};
+    let oracle = Oracle::start(5);
+    let api = &oracle.node().api;
+    let volume = *oracle.model.keys().next().unwrap();
+    let policy = api
+        .create_policy(PolicyCreate {
+            name: "minutely".into(),
+            enabled: None,
+            schedules: vec![ScheduleInfo {
+                name: "every-minute".into(),
+                interval: 60,
+                retention: 2,
+                lock_duration: None,
+            }],
+            assets: Some(vec![volume]),
+        })
+        .unwrap();
+    let start = super::api::now_ms();
+    let taken: Vec<usize> = [0u64, 10, 60, 61, 120, 180]
+        .iter()
+        .map(|seconds| {
+            let report = api.run_policies(start + seconds * 1000);
+            assert!(
+                report
+                    .events
+                    .iter()
+                    .all(|(code, _)| *code != "SNAPSHOT_POLICY_FAILED"),
+                "{:?}",
+                report.events
+            );
+            report.taken.len()
+        })
+        .collect();
+    assert_eq!(taken, [1, 0, 1, 0, 1, 1], "snapshots taken per pass");
+    let info = api.policy(policy.id).unwrap();
+    assert_eq!(info.snapshots_count, 2, "retention keeps the newest two");
+    let names: Vec<String> = api
+        .volumes()
+        .into_iter()
+        .filter(|volume| volume.volume_type == "SNAPSHOT")
+        .map(|volume| volume.name)
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // A disabled policy takes nothing; a deleted one leaves its snapshots.
+    api.update_policy(
+        policy.id,
+        crate::mgmt::api::PolicyUpdate {
+            enabled: Some(false),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(api.run_policies(start + 600_000).taken.is_empty());
+    api.delete_policy(policy.id).unwrap();
+    assert_eq!(
+        api.volumes()
+            .iter()
+            .filter(|volume| volume.volume_type == "SNAPSHOT")
+            .count(),
+        2
+    );
+}

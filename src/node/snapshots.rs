@@ -191,11 +191,24 @@ impl NodeApi {
     /// still dirty in the cache, so the diff runs at one instant like a snapshot: every
     /// write acknowledged before the call is in the answer.
     pub(super) fn diff(&self, id: u32, base: u32) -> Result<ChangedBlocks, MgmtError> {
-        let ranges = self
-            .controllers
-            .at_one_instant(|| Ok(self.meta.changed_ranges(base, id)))
-            .map_err(io_error)?
-            .map_err(mgmt_error)?;
+        // The maps' differences plus the blocks written to either and not destaged yet:
+        // every acknowledged write counts, without pausing hosts.
+        let mut ranges = self.meta.changed_ranges(base, id).map_err(mgmt_error)?;
+        let mut dirty = self.cache.dirty_blocks(id);
+        dirty.extend(self.cache.dirty_blocks(base));
+        if !dirty.is_empty() {
+            dirty.extend(ranges.iter().flat_map(|(start, end)| *start..*end));
+            dirty.sort_unstable();
+            dirty.dedup();
+            let size = self.record(id)?.size.max(self.record(base)?.size) / BLOCK_SIZE as u64;
+            ranges.clear();
+            for lba in dirty.into_iter().filter(|lba| *lba < size) {
+                match ranges.last_mut() {
+                    Some(last) if last.1 == lba => last.1 = lba + 1,
+                    _ => ranges.push((lba, lba + 1)),
+                }
+            }
+        }
         let block = BLOCK_SIZE as u64;
         let ranges: Vec<ChangedRange> = ranges
             .into_iter()

@@ -25,8 +25,9 @@ pub struct SnapshotSpec {
     /// Hosts may not write it (the default for a new snapshot).
     pub write_protected: bool,
     pub lock_expires_at: Option<u64>,
-    /// The policy and schedule taking it, if one is.
-    pub policy: Option<(u32, String)>,
+    /// The policy and schedule taking it, if one is, and the time of the schedule's
+    /// pass (its `created_at`, so the schedule's clock decides when the next is due).
+    pub policy: Option<(u32, String, u64)>,
 }
 
 /// A group snapshot to take with the members' snapshots.
@@ -79,9 +80,9 @@ impl MetaStore {
                 })
             }
         };
-        let mut next_id = state.catalog.next_volume_id;
+        let first_id = state.catalog.next_volume_id;
         let mut records = Vec::with_capacity(specs.len());
-        for spec in specs {
+        for (id, spec) in (first_id..).zip(specs) {
             validate_name(&spec.name)?;
             let taken = state.catalog.volume_by_name(&spec.name).is_some()
                 || records.iter().any(|r: &VolumeRecord| r.name == spec.name);
@@ -102,9 +103,7 @@ impl MetaStore {
                     format_time(now)
                 )));
             }
-            let mut snapshot =
-                VolumeRecord::new(next_id, &spec.name, parent.pool_id, parent.size, now);
-            next_id += 1;
+            let mut snapshot = VolumeRecord::new(id, &spec.name, parent.pool_id, parent.size, now);
             snapshot.kind = DatasetKind::Snapshot;
             snapshot.parent_id = parent.id;
             snapshot.family_id = parent.family();
@@ -112,7 +111,11 @@ impl MetaStore {
             snapshot.ssd_enabled = parent.ssd_enabled;
             snapshot.lock_expires_at = spec.lock_expires_at;
             snapshot.cg_id = group.as_ref().map(|cg| cg.id);
-            snapshot.policy = spec.policy.clone();
+            if let Some((policy, schedule, at)) = &spec.policy {
+                snapshot.policy = Some((*policy, schedule.clone()));
+                snapshot.created_at = *at;
+                snapshot.updated_at = *at;
+            }
             records.push(snapshot);
         }
         self.log_catalog(
@@ -348,11 +351,9 @@ impl MetaStore {
             policy.created_at = now;
             CatalogOp::CreatePolicy(policy.clone())
         } else {
-            let before = state
-                .catalog
-                .policies
-                .get(&policy.id)
-                .ok_or_else(|| MetaError::Invalid(format!("snapshot policy {} does not exist", policy.id)))?;
+            let before = state.catalog.policies.get(&policy.id).ok_or_else(|| {
+                MetaError::Invalid(format!("snapshot policy {} does not exist", policy.id))
+            })?;
             policy.created_at = before.created_at;
             CatalogOp::UpdatePolicy(policy.clone())
         };
@@ -362,12 +363,10 @@ impl MetaStore {
 
     pub fn delete_policy(&self, id: u32) -> Result<PolicyRecord, MetaError> {
         let mut state = self.state_mut();
-        let policy = state
-            .catalog
-            .policies
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| MetaError::Invalid(format!("snapshot policy {id} does not exist")))?;
+        let policy =
+            state.catalog.policies.get(&id).cloned().ok_or_else(|| {
+                MetaError::Invalid(format!("snapshot policy {id} does not exist"))
+            })?;
         self.log_catalog(&mut state, CatalogOp::DeletePolicy { id })?;
         Ok(policy)
     }

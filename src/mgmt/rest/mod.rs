@@ -22,6 +22,7 @@ pub mod controllers;
 pub mod list;
 pub mod objects;
 pub mod openapi;
+pub mod policies;
 pub mod routes;
 pub mod snapshots;
 #[cfg(test)]

@@ -147,6 +147,21 @@ pub const CHANGED_BLOCKS: Schema = object(
     ],
 );
 
+pub const SNAPSHOT_POLICY: Schema = object(
+    "SnapshotPolicy",
+    &[
+        ("id", "integer"),
+        ("name", "string"),
+        ("enabled", "boolean"),
+        ("schedules", "[object]"),
+        ("assets", "[integer]"),
+        ("assets_count", "integer"),
+        ("snapshots_count", "integer"),
+        ("created_at", "integer"),
+        ("updated_at", "integer"),
+    ],
+);
+
 /// Replicas (none yet; infinisdk lists them before changing a group).
 pub const REPLICA: Schema = object(
     "Replica",
@@ -342,6 +357,30 @@ pub const BODIES: &[Schema] = &[
         required: &[],
     },
     Schema {
+        name: "PolicyCreate",
+        fields: &[
+            ("name", "string"),
+            ("enabled", "boolean"),
+            ("schedules", "[object]"),
+            ("assets", "[integer]"),
+        ],
+        required: &["name", "schedules"],
+    },
+    Schema {
+        name: "PolicyUpdate",
+        fields: &[
+            ("name", "string"),
+            ("enabled", "boolean"),
+            ("schedules", "[object]"),
+        ],
+        required: &[],
+    },
+    Schema {
+        name: "PolicyAsset",
+        fields: &[("entity_id", "integer")],
+        required: &["entity_id"],
+    },
+    Schema {
         name: "CgUpdate",
         fields: &[("name", "string")],
         required: &[],
@@ -362,6 +401,7 @@ pub const OBJECTS: &[&Schema] = &[
     &CG,
     &CHANGED_BLOCKS,
     &REPLICA,
+    &SNAPSHOT_POLICY,
     &CONTROLLER,
     &USER,
     &EVENT,

@@ -3,7 +3,7 @@
 //! `/api/rest/openapi.json` all read this one table.
 
 use super::auth::Access;
-use super::{Call, Mgmt, accounts, controllers, objects, openapi, snapshots};
+use super::{Call, Mgmt, accounts, controllers, objects, openapi, policies, snapshots};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
@@ -441,6 +441,74 @@ pub static ROUTES: &[Route] = &[
         Object("ConsistencyGroup"),
         snapshots::refresh_cg,
     )),
+    route(
+        "GET",
+        "/api/rest/snapshot_policies",
+        Authenticated,
+        "Lists snapshot policies: schedules that snapshot their assets every interval and keep the newest.",
+        List("SnapshotPolicy"),
+        policies::list_policies,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/snapshot_policies",
+            Admin,
+            "Creates a snapshot policy with its schedules (name, interval in seconds, retention, optional lock_duration) and assets.",
+            Object("SnapshotPolicy"),
+            policies::create_policy,
+        ),
+        "PolicyCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/snapshot_policies/{id}",
+        Authenticated,
+        "One snapshot policy.",
+        Object("SnapshotPolicy"),
+        policies::get_policy,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/snapshot_policies/{id}",
+            Admin,
+            "Renames, enables or disables a snapshot policy or replaces its schedules.",
+            Object("SnapshotPolicy"),
+            policies::update_policy,
+        ),
+        "PolicyUpdate",
+        200,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/snapshot_policies/{id}",
+        Admin,
+        "Deletes a snapshot policy; the snapshots it took stay.",
+        Object("SnapshotPolicy"),
+        policies::delete_policy,
+    )),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/snapshot_policies/{id}/assets",
+            Admin,
+            "Makes a master volume an asset of the policy.",
+            Object("SnapshotPolicy"),
+            policies::add_asset,
+        ),
+        "PolicyAsset",
+        201,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/snapshot_policies/{id}/assets/{entity_id}",
+        Admin,
+        "Stops the policy snapshotting a volume.",
+        Object("SnapshotPolicy"),
+        policies::remove_asset,
+    ),
     route(
         "GET",
         "/api/rest/replicas",

@@ -84,6 +84,18 @@ fn real_object(node: &Node, schema: &str) -> Value {
             updated_at: 0,
         })
         .unwrap(),
+        "SnapshotPolicy" => serde_json::to_value(crate::mgmt::api::PolicyInfo {
+            id: 1,
+            name: "hourly".into(),
+            enabled: true,
+            schedules: Vec::new(),
+            assets: Vec::new(),
+            assets_count: 0,
+            snapshots_count: 0,
+            created_at: 0,
+            updated_at: 0,
+        })
+        .unwrap(),
         "Replica" => json!({"id": 1, "local_cg_id": 1, "entity_type": "CONSISTENCY_GROUP"}),
         "ChangedBlocks" => serde_json::to_value(crate::mgmt::api::ChangedBlocks {
             volume_id: 2,
@@ -131,6 +143,7 @@ fn sample(field: &str, kind: &str) -> Value {
         (_, "boolean") => json!(true),
         (_, "[integer]") => json!([1]),
         ("entities", "[object]") => json!([{"id": 1}]),
+        ("schedules", "[object]") => json!([{"name": "hourly", "interval": 3600, "retention": 24}]),
         (field, kind) => panic!("no sample for {field}: {kind}"),
     }
 }
@@ -316,6 +329,36 @@ fn fields_received(name: &str, body: &Value) -> Result<Vec<&'static str>, String
                 ("lock_expires_at", lock_expires_at.is_some()),
             ])
         }
+        "PolicyCreate" => {
+            let crate::mgmt::api::PolicyCreate {
+                name: _,
+                enabled,
+                schedules: _,
+                assets,
+            } = parse(body)?;
+            present(&[
+                ("name", true),
+                ("enabled", enabled.is_some()),
+                ("schedules", true),
+                ("assets", assets.is_some()),
+            ])
+        }
+        "PolicyUpdate" => {
+            let crate::mgmt::api::PolicyUpdate {
+                name,
+                enabled,
+                schedules,
+            } = parse(body)?;
+            present(&[
+                ("name", name.is_some()),
+                ("enabled", enabled.is_some()),
+                ("schedules", schedules.is_some()),
+            ])
+        }
+        "PolicyAsset" => {
+            let crate::mgmt::api::PolicyAsset { entity_id: _ } = parse(body)?;
+            present(&[("entity_id", true)])
+        }
         "CgUpdate" => {
             let crate::mgmt::api::CgUpdate { name } = parse(body)?;
             present(&[("name", name.is_some())])
@@ -352,6 +395,10 @@ const NODE_ONLY_PATHS: &[&str] = &[
     "/api/rest/cgs/{id}/members/{volume_id}",
     "/api/rest/cgs/{id}/restore",
     "/api/rest/cgs/{id}/refresh",
+    "/api/rest/snapshot_policies",
+    "/api/rest/snapshot_policies/{id}",
+    "/api/rest/snapshot_policies/{id}/assets",
+    "/api/rest/snapshot_policies/{id}/assets/{entity_id}",
 ];
 /// Bodies whose structs are private to their handler, checked through [`handle`].
 const HANDLER_BODIES: &[&str] = &["Login", "PoolOwner"];
