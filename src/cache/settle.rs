@@ -98,6 +98,19 @@ impl Cache {
         Ok(())
     }
 
+    /// Whether any of `datasets` has blocks written and not destaged yet. Walks the
+    /// cache's index: for the control plane.
+    pub fn any_dirty(&self, datasets: &[u32]) -> bool {
+        self.domains.iter().any(|domain| {
+            domain.shards.iter().any(|shard| {
+                let shard = shard.inner.lock();
+                shard.index.iter().any(|(key, slot)| {
+                    datasets.contains(&key.0) && shard.slots[*slot as usize].dirty != 0
+                })
+            })
+        })
+    }
+
     /// Every block of dataset `volume` written and not destaged yet (their owners' dirty
     /// blocks), in no particular order. Walks the cache's index: for the control plane.
     pub fn dirty_blocks(&self, volume: u32) -> Vec<u64> {

@@ -138,15 +138,27 @@ impl Controllers {
     /// destaged to the array (so the maps hold it), none admitted until `change` returns.
     /// Snapshots, restores and refreshes use it. Most dirty data is destaged before the
     /// pause, so hosts wait only for what arrived meanwhile.
+    ///
+    /// `needs_destage` says whether the datasets `change` reads have blocks not destaged
+    /// (asked before the pause, and again once hosts are paused); when they have none,
+    /// nothing is destaged and hosts wait only for `change`.
     pub fn at_one_instant<T>(
         &self,
+        needs_destage: impl Fn() -> bool,
         change: impl FnOnce() -> Result<T, crate::types::IoError>,
     ) -> Result<T, crate::types::IoError> {
         let _control = self.control.lock();
-        self.cache
-            .destage_down_to(PAUSED_DESTAGE_BYTES, PRE_DESTAGE_LIMIT);
+        if needs_destage() {
+            self.cache
+                .destage_down_to(PAUSED_DESTAGE_BYTES, PRE_DESTAGE_LIMIT);
+        }
         self.cache.pause();
-        let outcome = self.cache.drain().and_then(|()| change());
+        let settled = if needs_destage() {
+            self.cache.drain()
+        } else {
+            Ok(())
+        };
+        let outcome = settled.and_then(|()| change());
         self.cache.resume();
         outcome
     }

@@ -229,9 +229,11 @@ impl NodeApi {
             }
         }
         if !specs.is_empty() {
-            let outcome = self
-                .controllers
-                .at_one_instant(|| Ok(self.meta.create_snapshots(&specs, None)));
+            let parents: Vec<u32> = specs.iter().map(|spec| spec.parent).collect();
+            let outcome = self.controllers.at_one_instant(
+                || self.cache.any_dirty(&parents),
+                || Ok(self.meta.create_snapshots(&specs, None)),
+            );
             match outcome {
                 Ok(Ok((records, _))) => {
                     for (record, policy) in records.iter().zip(&taken_by) {

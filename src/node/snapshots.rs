@@ -127,9 +127,13 @@ impl NodeApi {
                 policy: None,
             });
         }
+        let parents: Vec<u32> = specs.iter().map(|spec| spec.parent).collect();
         let (records, _) = self
             .controllers
-            .at_one_instant(|| Ok(self.meta.create_snapshots(&specs, None)))
+            .at_one_instant(
+                || self.cache.any_dirty(&parents),
+                || Ok(self.meta.create_snapshots(&specs, None)),
+            )
             .map_err(io_error)?
             .map_err(mgmt_error)?;
         for (record, request) in records.iter().zip(&requests) {
@@ -151,14 +155,18 @@ impl NodeApi {
                 .check_take_contents(*id, *from)
                 .map_err(mgmt_error)?;
         }
+        let sources: Vec<u32> = pairs.iter().map(|(_, from)| *from).collect();
         self.controllers
-            .at_one_instant(|| {
-                for (id, _) in pairs {
-                    self.cache
-                        .discard_blocks(*id, 0, u64::MAX / BLOCK_SIZE as u64);
-                }
-                Ok(self.meta.take_contents(pairs))
-            })
+            .at_one_instant(
+                || self.cache.any_dirty(&sources),
+                || {
+                    for (id, _) in pairs {
+                        self.cache
+                            .discard_blocks(*id, 0, u64::MAX / BLOCK_SIZE as u64);
+                    }
+                    Ok(self.meta.take_contents(pairs))
+                },
+            )
             .map_err(io_error)?
             .map_err(mgmt_error)
     }
@@ -301,9 +309,13 @@ impl NodeApi {
                 name,
                 lock_expires_at: request.lock_expires_at,
             };
+            let parents: Vec<u32> = specs.iter().map(|spec| spec.parent).collect();
             let (_, group) = self
                 .controllers
-                .at_one_instant(|| Ok(self.meta.create_snapshots(&specs, Some(group))))
+                .at_one_instant(
+                    || self.cache.any_dirty(&parents),
+                    || Ok(self.meta.create_snapshots(&specs, Some(group))),
+                )
                 .map_err(io_error)?
                 .map_err(mgmt_error)?;
             let group = group.expect("a group snapshot was asked for");

@@ -68,6 +68,31 @@ pub fn render_node_metrics(
         "counter",
         load(&meta.counters.media_rows_written),
     );
+    let maps = meta.state().maps.stats();
+    single(
+        "troika_map_nodes",
+        "Nodes of the redirect-on-write maps (shared between a volume and its snapshots).",
+        "gauge",
+        maps.nodes,
+    );
+    single(
+        "troika_map_bytes",
+        "Memory the redirect-on-write maps hold.",
+        "gauge",
+        maps.bytes,
+    );
+    single(
+        "troika_map_shared_blocks",
+        "Physical blocks referred to from more than one map leaf.",
+        "gauge",
+        maps.shared_blocks,
+    );
+    single(
+        "troika_reclaim_pending_nodes",
+        "Map nodes of deleted snapshots and replaced contents not reclaimed yet.",
+        "gauge",
+        maps.pending_nodes,
+    );
     single(
         "troika_host_blocks_written_total",
         "4 KiB blocks written by hosts into the cache.",

@@ -1,0 +1,362 @@
+#!/usr/bin/env python3
+"""Snapshot benchmark (issue 5): what snapshots cost, measured in one run on one node.
+
+Sections (SECTIONS env, default all, in this order):
+  create   snapshot creation time, p50/p99 over N snapshots (default 40), of a 1 GiB volume
+           written whole and of a 1 TiB thin volume with 20 GiB written (WRITTEN_GIB);
+           the two alternate, so both see the same machine.
+  many     10,000 snapshots (MANY) of one 1 GiB volume, taken while a few blocks change
+           between batches; then 4k random read and write IOPS (fio, nbd engine, iodepth 16)
+           on that live volume and on a twin volume with no snapshots, alternating for
+           ROUNDS rounds; metadata memory per snapshot from the node's RSS.
+  restore  restore time of a 100 GiB thin volume and of a 1 GiB one, each from a snapshot
+           taken before 256 MiB of it was overwritten; the data is checked after each.
+  delete   deleting a snapshot that alone holds 10 GiB (UNIQUE_GIB): the pool's allocated
+           space before, during and after, with 4k random read IOPS of another volume
+           sampled every second (fio) while idle and while the space is reclaimed.
+
+The node runs hw/bench-snap.toml in a temporary directory. Prints one table per section
+and a JSON summary line at the end. Timings on a shared machine are noisy: compare figures
+taken in the same run, side by side.
+"""
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TROIKA = os.environ.get("TROIKA", os.path.join(REPO, "target/release/troika"))
+HW = os.path.join(REPO, "hw/bench-snap.toml")
+SECTIONS = os.environ.get("SECTIONS", "create many restore delete").split()
+SNAPS = int(os.environ.get("SNAPS", "40"))
+WRITTEN_GIB = int(os.environ.get("WRITTEN_GIB", "20"))
+MANY = int(os.environ.get("MANY", "10000"))
+ROUNDS = int(os.environ.get("ROUNDS", "3"))
+RUNTIME = int(os.environ.get("RUNTIME", "8"))
+UNIQUE_GIB = int(os.environ.get("UNIQUE_GIB", "10"))
+GIB = 1 << 30
+
+
+class UnixHTTP(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=600)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(600)
+        self.sock.connect(self.path)
+
+
+class Node:
+    def __init__(self, data):
+        self.data = data
+        self.log = open(os.path.join(data, "serve.log"), "ab")
+        self.proc = subprocess.Popen(
+            [TROIKA, "serve", "--hw", HW, "--data", data, "--nbd-listen", "none",
+             "--mgmt-listen", "none"],
+            stdout=self.log, stderr=self.log)
+        deadline = time.time() + 120
+        while not (os.path.exists(self.sock("troika.sock")) and os.path.exists(self.sock("nbd.sock"))):
+            if time.time() > deadline or self.proc.poll() is not None:
+                raise SystemExit("troika did not come up; see " + os.path.join(data, "serve.log"))
+            time.sleep(0.1)
+        self.conn = UnixHTTP(self.sock("troika.sock"))
+
+    def sock(self, name):
+        return os.path.join(self.data, name)
+
+    def uri(self, export):
+        return f"nbd+unix:///{export}?socket={self.sock('nbd.sock')}"
+
+    def call(self, method, path, body=None):
+        data = None if body is None else json.dumps(body)
+        headers = {"content-type": "application/json"} if data is not None else {}
+        try:
+            self.conn.request(method, path, body=data, headers=headers)
+            response = self.conn.getresponse()
+            text = response.read()
+        except (http.client.HTTPException, OSError):
+            self.conn.close()
+            self.conn = UnixHTTP(self.sock("troika.sock"))
+            self.conn.request(method, path, body=data, headers=headers)
+            response = self.conn.getresponse()
+            text = response.read()
+        answer = json.loads(text)
+        if response.status >= 300:
+            raise RuntimeError(f"{method} {path}: {response.status} {answer.get('error')}")
+        return answer["result"]
+
+    def timed(self, method, path, body=None):
+        started = time.perf_counter()
+        result = self.call(method, path, body)
+        return result, (time.perf_counter() - started) * 1000
+
+    def rss_bytes(self):
+        with open(f"/proc/{self.proc.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        return 0
+
+    def metric(self, name):
+        self.conn.request("GET", "/metrics")
+        response = self.conn.getresponse()
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        return 0.0
+
+    def dirty_bytes(self):
+        return sum(c["dirty_bytes"] + c["mirror_bytes"] for c in self.call("GET", "/api/rest/controllers"))
+
+    def settle(self, limit=300):
+        deadline = time.time() + limit
+        while self.dirty_bytes() > 0 and time.time() < deadline:
+            time.sleep(0.5)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def fio(uri, rw, runtime, size=None, bs="4k", iodepth=16, extra=()):
+    cmd = ["fio", "--name=job", "--ioengine=nbd", f"--uri={uri}", f"--rw={rw}", f"--bs={bs}",
+           f"--iodepth={iodepth}", "--output-format=json", "--group_reporting"]
+    if runtime:
+        cmd += [f"--runtime={runtime}", "--time_based", "--ramp_time=1"]
+    if size:
+        cmd += [f"--size={size}"]
+    cmd += list(extra)
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    job = json.loads(out[out.index("{"):])["jobs"][0]
+    return job
+
+
+def iops(job):
+    return job["read"]["iops"] + job["write"]["iops"]
+
+
+def pct(values, q):
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q / 100 * (len(values) - 1))))]
+
+
+def table(title, header, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(cell) for cell in row) + " |")
+    sys.stdout.flush()
+
+
+def volume(node, pool, name, size):
+    return node.call("POST", "/api/rest/volumes", {"name": name, "pool_id": pool, "size": size})["id"]
+
+
+def delete(node, vid):
+    node.call("DELETE", f"/api/rest/volumes/{vid}?approved=true")
+
+
+def wait_pool(node, pool, below, limit=600):
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        allocated = node.call("GET", f"/api/rest/pools/{pool}")["allocated_physical_space"]
+        if allocated <= below:
+            return allocated
+        time.sleep(0.5)
+    return node.call("GET", f"/api/rest/pools/{pool}")["allocated_physical_space"]
+
+
+def section_create(node, pool, summary):
+    small = volume(node, pool, "small", GIB)
+    big = volume(node, pool, "big", 1 << 40)
+    fio(node.uri("small"), "write", 0, size="1G", bs="1M", iodepth=8)
+    fio(node.uri("big"), "write", 0, size=f"{WRITTEN_GIB}G", bs="1M", iodepth=8)
+    node.settle()
+    times = {"small": [], "big": []}
+    for index in range(SNAPS):
+        for name, vid in (("small", small), ("big", big)):
+            _, ms = node.timed("POST", "/api/rest/volumes",
+                               {"name": f"{name}-s{index}", "parent_id": vid})
+            times[name].append(ms)
+    rows = []
+    for name, label in (("small", "1 GiB volume, 1 GiB written"),
+                        ("big", f"1 TiB thin volume, {WRITTEN_GIB} GiB written")):
+        values = times[name]
+        rows.append([label, len(values), f"{statistics.median(values):.2f}", f"{pct(values, 99):.2f}",
+                     f"{max(values):.2f}"])
+        summary[f"create_{name}_p50_ms"] = statistics.median(values)
+        summary[f"create_{name}_p99_ms"] = pct(values, 99)
+    ratio = summary["create_big_p99_ms"] / summary["create_small_p99_ms"]
+    rows.append(["big/small p99 ratio", "", "", f"{ratio:.2f}", ""])
+    summary["create_p99_ratio"] = ratio
+    table("Snapshot creation (REST call round trip, ms)", ["volume", "snapshots", "p50", "p99", "max"], rows)
+    for index in range(SNAPS):
+        for name in ("small", "big"):
+            snap = node.call("GET", f"/api/rest/volumes?name=eq:{name}-s{index}")[0]
+            delete(node, snap["id"])
+    delete(node, big)
+    delete(node, small)
+    wait_pool(node, pool, 0)
+
+
+def section_many(node, pool, summary):
+    live = volume(node, pool, "live", GIB)
+    twin = volume(node, pool, "twin", GIB)
+    for name in ("live", "twin"):
+        fio(node.uri(name), "write", 0, size="1G", bs="1M", iodepth=8)
+    node.settle()
+    rss_before = node.rss_bytes()
+    maps_before = node.metric("troika_map_bytes")
+    started = time.time()
+    create_ms = []
+    for index in range(MANY):
+        _, ms = node.timed("POST", "/api/rest/volumes", {"name": f"m{index}", "parent_id": live})
+        create_ms.append(ms)
+        if index % 500 == 499:
+            # A few blocks change between batches: the snapshots do not all share one tree.
+            fio(node.uri("live"), "randwrite", 0, size="1G", bs="4k", iodepth=4,
+                extra=("--number_ios=256", f"--randseed={index}"))
+    took = time.time() - started
+    node.settle()
+    rss_after = node.rss_bytes()
+    maps_after = node.metric("troika_map_bytes")
+    per_snapshot = (rss_after - rss_before) / MANY
+    rows = []
+    results = {"live": {"randread": [], "randwrite": []}, "twin": {"randread": [], "randwrite": []}}
+    for round_index in range(ROUNDS):
+        for rw in ("randread", "randwrite"):
+            for name in (("live", "twin") if round_index % 2 == 0 else ("twin", "live")):
+                job = fio(node.uri(name), rw, RUNTIME, size="1G")
+                results[name][rw].append(iops(job))
+    for rw in ("randread", "randwrite"):
+        with_snaps = statistics.median(results["live"][rw])
+        without = statistics.median(results["twin"][rw])
+        rows.append([rw, f"{with_snaps:,.0f}", f"{without:,.0f}", f"{with_snaps / without:.3f}",
+                     " / ".join(f"{a:,.0f}:{b:,.0f}" for a, b in zip(results["live"][rw], results["twin"][rw]))])
+        summary[f"many_{rw}_ratio"] = with_snaps / without
+    table(f"4k IOPS, iodepth 16, {ROUNDS} rounds x {RUNTIME} s: a volume with {MANY} snapshots vs one with none",
+          ["test", f"{MANY} snapshots", "no snapshots", "ratio", "per round (snaps:none)"], rows)
+    table("Taking them", ["snapshots", "total s", "p50 ms", "p99 ms", "RSS growth", "RSS per snapshot",
+                          "map bytes growth", "map bytes per snapshot"],
+          [[MANY, f"{took:.1f}", f"{statistics.median(create_ms):.2f}", f"{pct(create_ms, 99):.2f}",
+            f"{(rss_after - rss_before) / 2**20:.1f} MiB", f"{per_snapshot:,.0f}",
+            f"{(maps_after - maps_before) / 2**20:.1f} MiB", f"{(maps_after - maps_before) / MANY:,.0f}"]])
+    summary["many_map_bytes_per_snapshot"] = (maps_after - maps_before) / MANY
+    summary["many_bytes_per_snapshot"] = per_snapshot
+    summary["many_create_p99_ms"] = pct(create_ms, 99)
+    started = time.time()
+    for index in range(MANY):
+        node.call("DELETE", f"/api/rest/volumes/{live + 2 + index}?approved=true")
+    summary["many_delete_s"] = time.time() - started
+    delete(node, live)
+    delete(node, twin)
+    wait_pool(node, pool, 0)
+
+
+def section_restore(node, pool, summary):
+    rows = []
+    for name, size in (("r100g", 100 * GIB), ("r1g", GIB)):
+        vid = volume(node, pool, name, size)
+        fio(node.uri(name), "write", 0, size="256M", bs="1M", iodepth=8,
+            extra=("--verify=crc32c", "--do_verify=0", "--verify_state_save=0", "--randseed=7"))
+        snap = node.call("POST", "/api/rest/volumes", {"name": f"{name}-snap", "parent_id": vid})["id"]
+        fio(node.uri(name), "write", 0, size="256M", bs="1M", iodepth=8, extra=("--buffer_pattern=0x5a",))
+        _, ms = node.timed("POST", f"/api/rest/volumes/{vid}/restore?approved=true", snap)
+        check = subprocess.run(
+            ["fio", "--name=job", "--ioengine=nbd", f"--uri={node.uri(name)}", "--rw=write", "--bs=1M",
+             "--size=256M", "--iodepth=8", "--verify=crc32c", "--verify_only", "--randseed=7",
+             "--verify_state_load=0", "--output-format=json"],
+            capture_output=True, text=True)
+        verified = "yes" if check.returncode == 0 else f"NO ({check.stderr.strip()[:80]})"
+        rows.append([f"{size // GIB} GiB", f"{ms:.2f}", verified])
+        summary[f"restore_{name}_ms"] = ms
+        delete(node, snap)
+        delete(node, vid)
+    table("Restore (REST call round trip)", ["volume", "ms", "data is the snapshot's"], rows)
+    wait_pool(node, pool, 0)
+
+
+def section_delete(node, pool, summary):
+    holder = volume(node, pool, "holder", (UNIQUE_GIB + 1) * GIB)
+    busy = volume(node, pool, "busy", GIB)
+    fio(node.uri("busy"), "write", 0, size="1G", bs="1M", iodepth=8)
+    fio(node.uri("holder"), "write", 0, size=f"{UNIQUE_GIB}G", bs="1M", iodepth=8)
+    snap = node.call("POST", "/api/rest/volumes", {"name": "holder-snap", "parent_id": holder})["id"]
+    fio(node.uri("holder"), "write", 0, size=f"{UNIQUE_GIB}G", bs="1M", iodepth=8, extra=("--buffer_pattern=0x77",))
+    node.settle()
+    unique = node.call("GET", f"/api/rest/volumes/{snap}")["unique_size"]
+    before = node.call("GET", f"/api/rest/pools/{pool}")["allocated_physical_space"]
+
+    def sampled_randread(seconds):
+        job = fio(node.uri("busy"), "randread", seconds, size="1G", extra=("--log_avg_msec=1000",))
+        return iops(job)
+
+    idle = [sampled_randread(RUNTIME) for _ in range(2)]
+    # Reclaim runs in the background after the DELETE returns; fio runs meanwhile.
+    started = time.time()
+    proc = subprocess.Popen(
+        ["fio", "--name=job", "--ioengine=nbd", f"--uri={node.uri('busy')}", "--rw=randread", "--bs=4k",
+         "--iodepth=16", "--size=1G", "--runtime=600", "--time_based", "--output-format=json"],
+        stdout=subprocess.PIPE, text=True)
+    time.sleep(2)
+    io_before = node.call("GET", "/api/rest/volumes/" + str(busy))
+    delete(node, snap)
+    deleted_at = time.time()
+    after = wait_pool(node, pool, before - unique + (64 << 20), limit=600)
+    reclaim_s = time.time() - deleted_at
+    time.sleep(max(0.0, 2 - (time.time() - deleted_at)))
+    proc.terminate()
+    out = proc.communicate()[0]
+    during_job = json.loads(out[out.index("{"):])["jobs"][0] if "{" in out else None
+    during = iops(during_job) if during_job else 0.0
+    _ = io_before
+    rows = [[f"{unique / GIB:.2f} GiB", f"{before / GIB:.2f} GiB", f"{after / GIB:.2f} GiB", f"{reclaim_s:.1f}",
+             f"{statistics.median(idle):,.0f}", f"{during:,.0f}", f"{during / statistics.median(idle):.2f}"]]
+    table("Deleting a snapshot that alone holds the space (4k randread iodepth 16 on another volume)",
+          ["unique", "pool before", "pool after", "reclaim s", "idle IOPS", "IOPS during delete+reclaim",
+           "ratio"], rows)
+    summary.update(delete_unique_gib=unique / GIB, delete_reclaim_s=reclaim_s,
+                   delete_iops_ratio=during / statistics.median(idle), started=started)
+    delete(node, holder)
+    delete(node, busy)
+
+
+def main():
+    for tool in ("fio",):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"{tool} is needed")
+    data = tempfile.mkdtemp(prefix="troika-snapbench.")
+    node = Node(data)
+    summary = {}
+    try:
+        system = node.call("GET", "/api/rest/system")
+        pool = node.call("POST", "/api/rest/pools",
+                         {"name": "bench", "physical_capacity": system["free_physical_capacity"] // GIB * GIB,
+                          "virtual_capacity": 4 << 40})["id"]
+        for section in SECTIONS:
+            {"create": section_create, "many": section_many, "restore": section_restore,
+             "delete": section_delete}[section](node, pool, summary)
+        print("\nsummary " + json.dumps(summary, sort_keys=True))
+    finally:
+        node.stop()
+        if os.environ.get("KEEP"):
+            print("data kept in", data)
+        else:
+            shutil.rmtree(data, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
