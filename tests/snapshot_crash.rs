@@ -77,7 +77,9 @@ static SERIAL: Mutex<()> = Mutex::new(());
 static NEXT_VERSION: AtomicU64 = AtomicU64::new(1);
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn next_version() -> u64 {
@@ -215,7 +217,9 @@ fn first_difference(a: &[u64], b: &[u64]) -> Option<usize> {
 type Shared = Arc<Mutex<History>>;
 
 fn lock(history: &Shared) -> MutexGuard<'_, History> {
-    history.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    history
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A verifying writer: random single-block writes to its history's blocks through one
@@ -542,7 +546,9 @@ impl Rig {
         let mut last = 0;
         while Instant::now() < deadline {
             let pool = rest_unix::ok(&self.socket, "GET", &target, None);
-            last = pool["allocated_physical_space"].as_u64().unwrap_or(u64::MAX);
+            last = pool["allocated_physical_space"]
+                .as_u64()
+                .unwrap_or(u64::MAX);
             if last == expected {
                 return;
             }
@@ -592,6 +598,138 @@ fn stop_writers(stop: &AtomicBool, writers: Vec<JoinHandle<()>>) {
 }
 
 // ----------------------------------------------------------------------------------------
+// Volumes with writers, and the snapshots that must keep their contents.
+
+/// A volume with a verifying writer on its first `WRITER_BLOCKS` blocks.
+struct Member {
+    name: String,
+    tag: u32,
+    id: u32,
+    history: Shared,
+}
+
+/// A snapshot that took effect, and the contents it must keep.
+struct Kept {
+    name: String,
+    tag: u32,
+    versions: Vec<u64>,
+}
+
+impl Rig {
+    /// A volume whose writer's blocks are all written and flushed.
+    fn member(&mut self, name: &str, tag: u32) -> Member {
+        let id = self.volume(name);
+        let lbas: Vec<u64> = (0..WRITER_BLOCKS).collect();
+        let prefill = self.fill(name, tag, &lbas);
+        let base = apply(&vec![0; WRITER_BLOCKS as usize], &prefill);
+        Member {
+            name: name.to_owned(),
+            tag,
+            id,
+            history: Arc::new(Mutex::new(History::new(0, base))),
+        }
+    }
+
+    /// Starts a writer on each member, the member at index i on controller port i mod 3
+    /// shifted by a seeded offset, and lets them run for 30-100 ms.
+    fn start_writers(&mut self, members: &[Member]) -> (Arc<AtomicBool>, Vec<JoinHandle<()>>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let shift = self.rng.below(3) as usize;
+        let writers = members
+            .iter()
+            .enumerate()
+            .map(|(index, member)| {
+                start_writer(
+                    self.node.nbd_ports[(index + shift) % 3],
+                    member.name.clone(),
+                    member.tag,
+                    member.history.clone(),
+                    stop.clone(),
+                    self.rng.next_u64(),
+                )
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(30 + self.rng.below(70)));
+        (stop, writers)
+    }
+
+    /// Member `index`'s snapshot `name` holds exactly its volume's contents at one instant
+    /// within the call; returns them and the number of writes they hold.
+    fn check_taken(
+        &mut self,
+        context: &str,
+        member: &Member,
+        index: usize,
+        crash: &Crash,
+        name: &str,
+    ) -> (Kept, usize) {
+        let versions = self.read(name, member.tag, 0, WRITER_BLOCKS);
+        let cut = lock(&member.history)
+            .cut_of(&versions)
+            .unwrap_or_else(|why| self.fail(&format!("{context}: snapshot {name}: {why}")));
+        let (low, high) = (crash.acked_before[index], crash.sent_before_answer[index]);
+        if cut < low || cut > high {
+            self.fail(&format!(
+                "{context}: snapshot {name} holds the first {cut} writes of {}; it must hold at \
+                 least the {low} acknowledged before the call and at most the {high} sent \
+                 before its answer",
+                member.name
+            ));
+        }
+        let kept = Kept {
+            name: name.to_owned(),
+            tag: member.tag,
+            versions,
+        };
+        (kept, cut)
+    }
+
+    /// After a crash each member holds its writes after the first `durable[i]` or newer
+    /// ones; its history starts over from what it holds.
+    fn check_members(&mut self, context: &str, members: &[Member], durable: &[usize]) {
+        for (member, durable) in members.iter().zip(durable) {
+            let read = self.read(&member.name, member.tag, 0, WRITER_BLOCKS);
+            let mut history = lock(&member.history);
+            if let Err(why) = history.check_crash(&read, *durable) {
+                self.fail(&format!("{context}: volume {}: {why}", member.name));
+            }
+            history.rebase(read);
+        }
+    }
+
+    /// Every kept snapshot still holds its contents.
+    fn check_kept<'a>(&mut self, context: &str, kept: impl IntoIterator<Item = &'a Kept>) {
+        for snapshot in kept {
+            if self.read(&snapshot.name, snapshot.tag, 0, WRITER_BLOCKS) != snapshot.versions {
+                self.fail(&format!(
+                    "{context}: snapshot {} changed after a crash",
+                    snapshot.name
+                ));
+            }
+        }
+    }
+
+    /// The pool holds exactly the members' blocks and the kept snapshots'.
+    fn expect_member_space<'a>(
+        &self,
+        context: &str,
+        members: &[Member],
+        kept: impl IntoIterator<Item = &'a Kept>,
+    ) {
+        let bases: Vec<(u32, Vec<u64>)> = members
+            .iter()
+            .map(|member| (member.tag, lock(&member.history).base.clone()))
+            .collect();
+        let mut datasets: Vec<(u32, &[u64])> = bases
+            .iter()
+            .map(|(tag, base)| (*tag, base.as_slice()))
+            .collect();
+        datasets.extend(kept.into_iter().map(|k| (k.tag, k.versions.as_slice())));
+        self.expect_space(context, &datasets);
+    }
+}
+
+// ----------------------------------------------------------------------------------------
 // The tests.
 
 /// The checks themselves: each must refuse what it exists to catch.
@@ -621,93 +759,61 @@ fn snapshot_create_happens_whole_or_not_at_all_across_kill_9() {
     let _serial = serial();
     let started = Instant::now();
     let mut rig = Rig::start(0xA);
-    let (tag, name) = (1, "snapvol");
-    let volume = rig.volume(name);
-    let lbas: Vec<u64> = (0..WRITER_BLOCKS).collect();
-    let prefill = rig.fill(name, tag, &lbas);
-    let history: Shared = Arc::new(Mutex::new(History::new(
-        0,
-        apply(&vec![0; WRITER_BLOCKS as usize], &prefill),
-    )));
-    let mut snapshots: Vec<(String, Vec<u64>)> = Vec::new();
+    let members = [rig.member("snapvol", 1)];
+    let volume = &members[0];
+    let mut kept: Vec<Kept> = Vec::new();
     for round in 0..rounds(8) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let port = rig.port();
-        let writer = start_writer(
-            port,
-            name.into(),
-            tag,
-            history.clone(),
-            stop.clone(),
-            rig.rng.next_u64(),
-        );
-        std::thread::sleep(Duration::from_millis(30 + rig.rng.below(70)));
-        let snapshot = format!("{name}-snap-{round}");
-        let body = json!({"name": snapshot, "parent_id": volume}).to_string();
+        let (stop, writers) = rig.start_writers(&members);
+        let snapshot = format!("{}-snap-{round}", volume.name);
+        let body = json!({"name": snapshot, "parent_id": volume.id}).to_string();
         let crash = rig.crash_during(
-            std::slice::from_ref(&history),
+            std::slice::from_ref(&volume.history),
             Kill::AfterCall,
             "POST",
             "/api/rest/volumes".into(),
             Some(body),
         );
-        stop_writers(&stop, vec![writer]);
+        stop_writers(&stop, writers);
         let context = format!("round {round}: {}", crash.describe());
-        let mut history = lock(&history);
-        let mut durable = history.flushed;
+        let mut durable = lock(&volume.history).flushed;
         if rig.find_volume(&snapshot).is_some() {
             rig.happened += 1;
-            let read = rig.read(&snapshot, tag, 0, WRITER_BLOCKS);
-            let cut = history
-                .cut_of(&read)
-                .unwrap_or_else(|why| rig.fail(&format!("{context}: snapshot {snapshot}: {why}")));
-            let (low, high) = (crash.acked_before[0], crash.sent_before_answer[0]);
-            if cut < low || cut > high {
-                rig.fail(&format!(
-                    "{context}: snapshot {snapshot} holds the first {cut} writes; it must hold \
-                     at least the {low} acknowledged before the call and at most the {high} \
-                     sent before its answer"
-                ));
-            }
+            let (taken, cut) = rig.check_taken(&context, volume, 0, &crash, &snapshot);
             eprintln!(
-                "  {context}: snapshot holds {cut} writes (acknowledged before: {low}, sent \
-                 before the answer: {high}, sent in all: {})",
-                history.writes.len()
+                "  {context}: snapshot holds {cut} writes (acknowledged before: {}, sent \
+                 before the answer: {}, sent in all: {})",
+                crash.acked_before[0],
+                crash.sent_before_answer[0],
+                lock(&volume.history).writes.len()
             );
             durable = durable.max(cut);
-            snapshots.push((snapshot, read));
+            kept.push(taken);
         } else {
             rig.not_happened += 1;
             eprintln!("  {context}: no snapshot");
             if crash.acknowledged() {
-                rig.fail(&format!("{context}: snapshot {snapshot} is gone after the crash"));
+                rig.fail(&format!(
+                    "{context}: snapshot {snapshot} is gone after the crash"
+                ));
             }
         }
-        let read = rig.read(name, tag, 0, WRITER_BLOCKS);
-        if let Err(why) = history.check_crash(&read, durable) {
-            rig.fail(&format!("{context}: volume {name}: {why}"));
-        }
-        history.rebase(read);
-        for (snapshot, versions) in &snapshots {
-            if rig.read(snapshot, tag, 0, WRITER_BLOCKS) != *versions {
-                rig.fail(&format!("{context}: snapshot {snapshot} changed after a crash"));
-            }
-        }
-        let mut datasets: Vec<(u32, &[u64])> = vec![(tag, &history.base)];
-        datasets.extend(snapshots.iter().map(|(_, read)| (tag, read.as_slice())));
-        rig.expect_space(&context, &datasets);
+        rig.check_members(&context, &members, &[durable]);
+        rig.check_kept(&context, &kept);
+        rig.expect_member_space(&context, &members, &kept);
     }
     // Nothing outside the writer's blocks; then every snapshot goes and only the volume's
     // blocks keep space.
-    let base = lock(&history).base.clone();
-    let whole = rig.read(name, tag, 0, VOLUME_BLOCKS);
-    assert_eq!(whole[..WRITER_BLOCKS as usize], base[..]);
+    let whole = rig.read(&volume.name, volume.tag, 0, VOLUME_BLOCKS);
+    assert_eq!(
+        whole[..WRITER_BLOCKS as usize],
+        lock(&volume.history).base[..]
+    );
     assert!(whole[WRITER_BLOCKS as usize..].iter().all(|v| *v == 0));
-    for (snapshot, _) in &snapshots {
-        let id = rest_unix::id_of(&rig.find_volume(snapshot).expect("a surviving snapshot"));
-        rig.delete_volume(id);
+    for snapshot in &kept {
+        let found = rig.find_volume(&snapshot.name).expect("a kept snapshot");
+        rig.delete_volume(rest_unix::id_of(&found));
     }
-    rig.expect_space("after deleting every snapshot", &[(tag, &base)]);
+    rig.expect_member_space("after deleting every snapshot", &members, []);
     rig.summary("snapshot create", started);
 }
 
@@ -758,7 +864,9 @@ fn snapshot_delete_during_reclaim_loses_neither_data_nor_space_across_kill_9() {
                 rig.fail(&format!("{context}: {snapshot} is back after its deletion"));
             }
             if rig.read(&snapshot, tag, 0, VOLUME_BLOCKS) != old {
-                rig.fail(&format!("{context}: {snapshot} survived with other contents"));
+                rig.fail(&format!(
+                    "{context}: {snapshot} survived with other contents"
+                ));
             }
         } else {
             rig.happened += 1;
@@ -774,7 +882,9 @@ fn snapshot_delete_during_reclaim_loses_neither_data_nor_space_across_kill_9() {
             rig.fail(&format!("{context}: volume {name}: {why}"));
         }
         if read[writer_blocks..] != current[writer_blocks..] {
-            rig.fail(&format!("{context}: volume {name} lost blocks nobody wrote"));
+            rig.fail(&format!(
+                "{context}: volume {name} lost blocks nobody wrote"
+            ));
         }
         current = read;
         if survived {
@@ -792,15 +902,11 @@ fn restore_happens_whole_or_not_at_all_across_kill_9() {
     let started = Instant::now();
     let mut rig = Rig::start(0xC);
     let (tag, name) = (3, "restvol");
-    let (writer_tag, writer_volume) = (4, "busyvol");
     let volume = rig.volume(name);
-    rig.volume(writer_volume);
+    // The writer runs on another volume while this one is restored.
+    let busy = [rig.member("busyvol", 4)];
     const RESTORED_BLOCKS: u64 = 2048;
     let mut current = vec![0; VOLUME_BLOCKS as usize];
-    let history: Shared = Arc::new(Mutex::new(History::new(
-        0,
-        vec![0; WRITER_BLOCKS as usize],
-    )));
     for round in 0..rounds(5) {
         // The snapshot, then half of the blocks change (some were zero in the snapshot).
         let chosen = |rng: &mut XorShift| -> Vec<u64> {
@@ -817,25 +923,15 @@ fn restore_happens_whole_or_not_at_all_across_kill_9() {
         let snapshot_id = rig.snapshot(volume, &snapshot);
         let lbas = chosen(&mut rig.rng);
         let before = apply(&current, &rig.fill(name, tag, &lbas));
-        let stop = Arc::new(AtomicBool::new(false));
-        let port = rig.port();
-        let writer = start_writer(
-            port,
-            writer_volume.into(),
-            writer_tag,
-            history.clone(),
-            stop.clone(),
-            rig.rng.next_u64(),
-        );
-        std::thread::sleep(Duration::from_millis(30 + rig.rng.below(70)));
+        let (stop, writers) = rig.start_writers(&busy);
         let crash = rig.crash_during(
-            std::slice::from_ref(&history),
+            std::slice::from_ref(&busy[0].history),
             Kill::AfterCall,
             "POST",
             format!("/api/rest/volumes/{volume}/restore?approved=true"),
             Some(snapshot_id.to_string()),
         );
-        stop_writers(&stop, vec![writer]);
+        stop_writers(&stop, writers);
         let context = format!("round {round}: {}", crash.describe());
         let read = rig.read(name, tag, 0, VOLUME_BLOCKS);
         if read == snapshot_content {
@@ -865,24 +961,19 @@ fn restore_happens_whole_or_not_at_all_across_kill_9() {
         if rig.read(&snapshot, tag, 0, VOLUME_BLOCKS) != snapshot_content {
             rig.fail(&format!("{context}: snapshot {snapshot} changed"));
         }
-        let mut history = lock(&history);
-        let busy = rig.read(writer_volume, writer_tag, 0, WRITER_BLOCKS);
-        if let Err(why) = history.check_crash(&busy, history.flushed) {
-            rig.fail(&format!("{context}: volume {writer_volume}: {why}"));
-        }
-        history.rebase(busy);
-        rig.expect_space(
-            &context,
-            &[
-                (tag, &current),
-                (tag, &snapshot_content),
-                (writer_tag, &history.base),
-            ],
-        );
+        let flushed = lock(&busy[0].history).flushed;
+        rig.check_members(&context, &busy, &[flushed]);
+        let busy_blocks = lock(&busy[0].history).base.clone();
+        let datasets = [
+            (tag, current.as_slice()),
+            (tag, snapshot_content.as_slice()),
+            (busy[0].tag, busy_blocks.as_slice()),
+        ];
+        rig.expect_space(&context, &datasets);
         rig.delete_volume(snapshot_id);
         rig.expect_space(
             &format!("{context}, snapshot deleted"),
-            &[(tag, &current), (writer_tag, &history.base)],
+            &[datasets[0], datasets[2]],
         );
     }
     rig.summary("restore", started);
@@ -893,52 +984,30 @@ fn group_snapshot_takes_every_member_or_none_across_kill_9() {
     let _serial = serial();
     let started = Instant::now();
     let mut rig = Rig::start(0xD);
-    let cg = rest_unix::id_of(&rig.post(
-        "/api/rest/cgs",
-        &json!({"name": "crashgroup", "pool_id": rig.pool}),
-    ));
-    let mut members = Vec::new();
-    for index in 0..3u32 {
-        let name = format!("member{}", index + 1);
-        let id = rig.volume(&name);
-        rig.post(
-            &format!("/api/rest/cgs/{cg}/members"),
-            &json!({"dataset_id": id}),
-        );
-        let lbas: Vec<u64> = (0..WRITER_BLOCKS).collect();
-        let prefill = rig.fill(&name, 10 + index, &lbas);
-        let history = History::new(0, apply(&vec![0; WRITER_BLOCKS as usize], &prefill));
-        members.push((name, 10 + index, id, Arc::new(Mutex::new(history))));
+    let body = json!({"name": "crashgroup", "pool_id": rig.pool});
+    let cg = rest_unix::id_of(&rig.post("/api/rest/cgs", &body));
+    let members: Vec<Member> = (1..=3)
+        .map(|index| rig.member(&format!("member{index}"), 10 + index))
+        .collect();
+    for member in &members {
+        let body = json!({"dataset_id": member.id});
+        rig.post(&format!("/api/rest/cgs/{cg}/members"), &body);
     }
-    let histories: Vec<Shared> = members.iter().map(|m| m.3.clone()).collect();
-    // Surviving group snapshots: name, and per member the snapshot's name and contents.
-    let mut groups: Vec<(String, Vec<(String, Vec<u64>)>)> = Vec::new();
+    let histories: Vec<Shared> = members.iter().map(|m| m.history.clone()).collect();
+    // The group snapshots that took effect: name and member snapshots.
+    let mut groups: Vec<(String, Vec<Kept>)> = Vec::new();
     for round in 0..rounds(8) {
-        let stop = Arc::new(AtomicBool::new(false));
-        let writers: Vec<JoinHandle<()>> = members
-            .iter()
-            .enumerate()
-            .map(|(index, (name, tag, _, history))| {
-                start_writer(
-                    rig.node.nbd_ports[index],
-                    name.clone(),
-                    *tag,
-                    history.clone(),
-                    stop.clone(),
-                    rig.rng.next_u64(),
-                )
-            })
-            .collect();
-        std::thread::sleep(Duration::from_millis(30 + rig.rng.below(70)));
+        let (stop, writers) = rig.start_writers(&members);
         let group = format!("sg{round}");
         let body = json!({"parent_id": cg, "name": group}).to_string();
-        let crash = rig.crash_during(&histories, Kill::AfterCall, "POST", "/api/rest/cgs".into(), Some(body));
+        let target = "/api/rest/cgs".to_owned();
+        let crash = rig.crash_during(&histories, Kill::AfterCall, "POST", target, Some(body));
         stop_writers(&stop, writers);
         let context = format!("round {round}: {}", crash.describe());
         let found = rest_unix::list(&rig.socket, "cgs", &format!("name=eq:{group}"));
         let snapshots: Vec<Option<Value>> = members
             .iter()
-            .map(|(name, ..)| rig.find_volume(&format!("{name}-{group}")))
+            .map(|member| rig.find_volume(&format!("{}-{group}", member.name)))
             .collect();
         let present = snapshots.iter().filter(|s| s.is_some()).count();
         if present != 0 && (present != members.len() || found.len() != 1) {
@@ -962,92 +1031,53 @@ fn group_snapshot_takes_every_member_or_none_across_kill_9() {
             rig.happened += 1;
             let group_id = rest_unix::id_of(&found[0]);
             let listed = rest_unix::list(&rig.socket, &format!("cgs/{group_id}/members"), "");
-            let mut taken = Vec::new();
-            let mut cuts = Vec::new();
-            for (index, ((name, tag, id, history), snapshot)) in
-                members.iter().zip(&snapshots).enumerate()
-            {
-                let snapshot = snapshot.as_ref().expect("checked present");
-                let snapshot_name = format!("{name}-{group}");
-                let snapshot_id = rest_unix::id_of(snapshot);
-                if snapshot["parent_id"] != json!(id)
-                    || !listed.iter().any(|m| rest_unix::id_of(m) == snapshot_id)
-                {
-                    rig.fail(&format!(
-                        "{context}: {snapshot_name} is not {name}'s snapshot in {group}: \
-                         {snapshot}; members {listed:?}"
-                    ));
-                }
-                let read = rig.read(&snapshot_name, *tag, 0, WRITER_BLOCKS);
-                let cut = lock(history).cut_of(&read).unwrap_or_else(|why| {
-                    rig.fail(&format!("{context}: {snapshot_name}: {why}"))
-                });
-                let (low, high) = (crash.acked_before[index], crash.sent_before_answer[index]);
-                if cut < low || cut > high {
-                    rig.fail(&format!(
-                        "{context}: {snapshot_name} holds the first {cut} writes; it must hold \
-                         at least {low} and at most {high}"
-                    ));
-                }
-                durable[index] = durable[index].max(cut);
-                cuts.push(cut);
-                taken.push((snapshot_name, read));
-            }
             if listed.len() != members.len() {
                 rig.fail(&format!("{context}: {group} lists {listed:?}"));
             }
+            let mut taken = Vec::new();
+            let mut cuts = Vec::new();
+            for (index, (member, snapshot)) in members.iter().zip(&snapshots).enumerate() {
+                let snapshot = snapshot.as_ref().expect("checked present");
+                let name = format!("{}-{group}", member.name);
+                let id = rest_unix::id_of(snapshot);
+                if snapshot["parent_id"] != json!(member.id)
+                    || !listed.iter().any(|m| rest_unix::id_of(m) == id)
+                {
+                    rig.fail(&format!(
+                        "{context}: {name} is not {}'s snapshot in {group}: {snapshot}; \
+                         members {listed:?}",
+                        member.name
+                    ));
+                }
+                let (kept, cut) = rig.check_taken(&context, member, index, &crash, &name);
+                durable[index] = durable[index].max(cut);
+                cuts.push(cut);
+                taken.push(kept);
+            }
             eprintln!(
-                "  {context}: group snapshot taken; members hold {:?} writes (acknowledged \
+                "  {context}: group snapshot taken; members hold {cuts:?} writes (acknowledged \
                  before: {:?}, sent before the answer: {:?})",
-                cuts, crash.acked_before, crash.sent_before_answer
+                crash.acked_before, crash.sent_before_answer
             );
             groups.push((group, taken));
         } else {
             rig.not_happened += 1;
             eprintln!("  {context}: no group snapshot");
         }
-        for ((name, tag, _, history), durable) in members.iter().zip(durable) {
-            let read = rig.read(name, *tag, 0, WRITER_BLOCKS);
-            let mut history = lock(history);
-            if let Err(why) = history.check_crash(&read, durable) {
-                rig.fail(&format!("{context}: volume {name}: {why}"));
-            }
-            history.rebase(read);
-        }
-        for (_, taken) in &groups {
-            for (snapshot, versions) in taken {
-                let tag = members
-                    .iter()
-                    .find(|(name, ..)| snapshot.starts_with(&format!("{name}-")))
-                    .map(|m| m.1)
-                    .expect("a member's snapshot");
-                if rig.read(snapshot, tag, 0, WRITER_BLOCKS) != *versions {
-                    rig.fail(&format!("{context}: snapshot {snapshot} changed after a crash"));
-                }
-            }
-        }
-        let bases: Vec<(u32, Vec<u64>)> = members
-            .iter()
-            .map(|(_, tag, _, history)| (*tag, lock(history).base.clone()))
-            .collect();
-        let mut datasets: Vec<(u32, &[u64])> = bases.iter().map(|(t, b)| (*t, &b[..])).collect();
-        for (_, taken) in &groups {
-            for ((_, tag, ..), (_, versions)) in members.iter().zip(taken) {
-                datasets.push((*tag, versions));
-            }
-        }
-        rig.expect_space(&context, &datasets);
+        rig.check_members(&context, &members, &durable);
+        rig.check_kept(&context, groups.iter().flat_map(|(_, taken)| taken));
+        rig.expect_member_space(
+            &context,
+            &members,
+            groups.iter().flat_map(|(_, taken)| taken),
+        );
     }
     for (group, _) in &groups {
         let found = rest_unix::list(&rig.socket, "cgs", &format!("name=eq:{group}"));
-        let target = format!("/api/rest/cgs/{}?approved=true", rest_unix::id_of(&found[0]));
+        let id = rest_unix::id_of(&found[0]);
+        let target = format!("/api/rest/cgs/{id}?approved=true");
         rest_unix::ok(&rig.socket, "DELETE", &target, None);
     }
-    let bases: Vec<(u32, Vec<u64>)> = members
-        .iter()
-        .map(|(_, tag, _, history)| (*tag, lock(history).base.clone()))
-        .collect();
-    let datasets: Vec<(u32, &[u64])> = bases.iter().map(|(t, b)| (*t, &b[..])).collect();
-    rig.expect_space("after deleting every group snapshot", &datasets);
+    rig.expect_member_space("after deleting every group snapshot", &members, []);
     rig.summary("group snapshot", started);
 }

@@ -19,7 +19,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 /// One request with an optional body (sent as it is: JSON text, or a bare number); the
 /// status and the answer parsed as JSON. `Err` when the node is not there (killed,
 /// restarting) or closes before answering.
-pub fn call(socket: &Path, method: &str, target: &str, body: Option<&str>) -> io::Result<(u16, Value)> {
+pub fn call(
+    socket: &Path,
+    method: &str,
+    target: &str,
+    body: Option<&str>,
+) -> io::Result<(u16, Value)> {
     let mut stream = UnixStream::connect(socket)?;
     stream.set_read_timeout(Some(TIMEOUT))?;
     stream.set_write_timeout(Some(TIMEOUT))?;

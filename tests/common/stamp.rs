@@ -15,10 +15,12 @@ const SUM_AT: usize = BLOCK - 8;
 
 /// A checksum of whole 8-byte words (cheap enough to check every block of a volume).
 fn checksum(bytes: &[u8]) -> u64 {
-    bytes.chunks_exact(8).fold(0x9E37_79B9_7F4A_7C15, |hash, word| {
-        let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
-        (hash ^ word).wrapping_mul(0x0100_0000_01b3).rotate_left(29)
-    })
+    bytes
+        .chunks_exact(8)
+        .fold(0x9E37_79B9_7F4A_7C15, |hash, word| {
+            let word = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+            (hash ^ word).wrapping_mul(0x0100_0000_01b3).rotate_left(29)
+        })
 }
 
 /// The bytes of block `lba` of the volume tagged `tag` at `version` (never 0: version 0
