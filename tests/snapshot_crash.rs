@@ -996,7 +996,7 @@ fn group_snapshot_takes_every_member_or_none_across_kill_9() {
     let histories: Vec<Shared> = members.iter().map(|m| m.history.clone()).collect();
     // The group snapshots that took effect: name and member snapshots.
     let mut groups: Vec<(String, Vec<Kept>)> = Vec::new();
-    for round in 0..rounds(8) {
+    for round in 0..rounds(6) {
         let (stop, writers) = rig.start_writers(&members);
         let group = format!("sg{round}");
         let body = json!({"parent_id": cg, "name": group}).to_string();
