@@ -12,7 +12,7 @@ use crate::mgmt::api::ScheduleInfo;
 use super::lock_until::parse_duration;
 
 /// The form, with examples, that the parse errors and `--help` show.
-pub(super) const FORM: &str = "NAME:EVERY:KEEP[:LOCK], e.g. hourly:1h:24 or daily:1d:7:30d \
+const FORM: &str = "NAME:EVERY:KEEP[:LOCK], e.g. hourly:1h:24 or daily:1d:7:30d \
                                (EVERY and LOCK are durations such as 30s, 15m, 1h, 1d; KEEP \
                                is how many snapshots to keep)";
 
@@ -78,7 +78,7 @@ pub(super) fn text(schedule: &ScheduleInfo) -> String {
 pub(super) fn duration_text(seconds: u64) -> String {
     let (per_unit, unit) = [(86_400, "d"), (3_600, "h"), (60, "m")]
         .into_iter()
-        .find(|(per_unit, _)| seconds != 0 && seconds % per_unit == 0)
+        .find(|(per_unit, _)| seconds != 0 && seconds.is_multiple_of(*per_unit))
         .unwrap_or((1, "s"));
     format!("{}{unit}", seconds / per_unit)
 }
@@ -102,8 +102,14 @@ mod tests {
             ("often:1s:2", schedule("often", 1, 2, None)),
             ("quarter:15m:4", schedule("quarter", 900, 4, None)),
             ("hourly:1h:24", schedule("hourly", 3_600, 24, None)),
-            ("daily:1d:7:30d", schedule("daily", 86_400, 7, Some(30 * 86_400))),
-            ("weekly:2w:3:90s", schedule("weekly", 14 * 86_400, 3, Some(90))),
+            (
+                "daily:1d:7:30d",
+                schedule("daily", 86_400, 7, Some(30 * 86_400)),
+            ),
+            (
+                "weekly:2w:3:90s",
+                schedule("weekly", 14 * 86_400, 3, Some(90)),
+            ),
             (" spaced:30s:1 ", schedule("spaced", 30, 1, None)),
         ];
         for (spec, want) in cases {
@@ -113,7 +119,13 @@ mod tests {
 
     #[test]
     fn printed_schedules_read_back() {
-        for spec in ["often:1s:2", "a:90s:1", "b:15m:4", "c:36h:2:1d", "d:7d:7:2h"] {
+        for spec in [
+            "often:1s:2",
+            "a:90s:1",
+            "b:15m:4",
+            "c:36h:2:1d",
+            "d:7d:7:2h",
+        ] {
             let schedule = parse(spec).unwrap();
             assert_eq!(text(&schedule), spec);
             assert_eq!(parse(&text(&schedule)), Ok(schedule));
