@@ -1,12 +1,15 @@
-//! Snapshots and consistency groups through the operator's CLI against the real node: data
-//! written with nbdcopy survives in snapshots, comes back with `vol restore` and `cg
-//! restore`, `snap diff` finds what changed, locks refuse deletion, and bad names or lock
-//! ends exit with the documented codes.
+//! Snapshots, consistency groups and snapshot policies through the operator's CLI against
+//! the real node: data written with nbdcopy survives in snapshots, comes back with `vol
+//! restore` and `cg restore`, `snap diff` finds what changed, locks refuse deletion, a
+//! policy's schedule snapshots its volume and keeps the newest until it is disabled or
+//! deleted (its snapshots staying), and bad names, lock ends or schedules exit with the
+//! documented codes.
 
 mod common;
 
 use std::path::Path;
 use std::process::{Command, Output};
+use std::time::{Duration, Instant};
 
 use common::{TestNode, have};
 use serde_json::Value;
@@ -339,4 +342,265 @@ fn consistency_groups_snapshot_and_restore_their_members_together() {
     assert_eq!(json(&node, &["cg", "ls"]), Value::Array(vec![]));
     assert_eq!(names(&json(&node, &["vol", "ls"])), ["B"]);
     assert_export(&node, "B", &b_old, "B after the group was deleted");
+}
+
+/// The snapshot names in the newest events with `code`, oldest first (the node's policy
+/// events say `... snapshot "NAME"`).
+fn event_snapshots(node: &TestNode, code: &str) -> Vec<String> {
+    let events = json(node, &["event", "ls", "--code", code, "--limit", "1000"]);
+    events
+        .as_array()
+        .expect("a JSON list of events")
+        .iter()
+        .map(|event| {
+            assert_eq!(event["code"], code, "{event:#}");
+            let description = event["description"].as_str().expect("a description");
+            let quoted = description
+                .split("snapshot \"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next());
+            quoted
+                .unwrap_or_else(|| panic!("no snapshot named in {description:?}"))
+                .to_owned()
+        })
+        .collect()
+}
+
+fn snapshot_names(node: &TestNode, volume: &str) -> Vec<String> {
+    names(&json(node, &["snap", "ls", volume]))
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+const TAKEN: &str = "SNAPSHOT_POLICY_SNAPSHOT_CREATED";
+const RETIRED: &str = "SNAPSHOT_POLICY_SNAPSHOT_DELETED";
+
+#[test]
+fn a_policy_snapshots_its_volume_keeps_the_newest_and_leaves_them_when_deleted() {
+    let node = TestNode::start();
+    node.pool_and_volume("P", "256M", "V", "4M");
+
+    let policy = json(
+        &node,
+        &["policy", "create", "SP", "--schedule", "often:1s:2"],
+    );
+    assert_eq!(
+        (&policy["name"], &policy["enabled"], &policy["assets"]),
+        (
+            &serde_json::json!("SP"),
+            &serde_json::json!(true),
+            &serde_json::json!([])
+        ),
+        "{policy:#}"
+    );
+    assert_eq!(
+        policy["schedules"],
+        serde_json::json!([{"name": "often", "interval": 1, "retention": 2,
+                            "lock_duration": null}]),
+        "{policy:#}"
+    );
+    let table = node.cli_ok(&["policy", "ls"]);
+    let row = table
+        .lines()
+        .find(|line| line.starts_with("SP "))
+        .unwrap_or_default();
+    assert!(row.contains("often:1s:2") && row.contains("yes"), "{table}");
+
+    let added = node.cli_ok(&["policy", "add", "SP", "V"]);
+    assert!(
+        added.contains("added volume \"V\" to snapshot policy \"SP\""),
+        "{added}"
+    );
+
+    // The node takes a snapshot a second and keeps the newest two: wait until it has taken
+    // three (and so retired one).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let taken = event_snapshots(&node, TAKEN);
+        let kept = snapshot_names(&node, "V");
+        let shown = json(&node, &["policy", "show", "SP"]);
+        if taken.len() >= 3 && kept.len() == 2 && shown["snapshots_count"] == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "in 10 s the policy took {taken:?} and V has snapshots {kept:?}:\n{shown:#}\n{}",
+            node.cli_ok(&["event", "ls"])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let shown = node.cli_ok(&["policy", "show", "SP"]);
+    for expected in ["SCHEDULE", "often", "1s", "snapshots", "SERIAL"] {
+        assert!(shown.contains(expected), "no {expected}:\n{shown}");
+    }
+    assert!(
+        shown.lines().any(|line| line.starts_with("V ")),
+        "V is not among the volumes:\n{shown}"
+    );
+
+    // Disabled, it takes nothing more. Once a pass under way has finished, what it took
+    // and retired adds up: the newest two taken are kept, every older one was retired.
+    let disabled = json(&node, &["policy", "disable", "SP"]);
+    assert_eq!(disabled["enabled"], false, "{disabled:#}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let taken = event_snapshots(&node, TAKEN);
+    let kept = snapshot_names(&node, "V");
+    let retired = event_snapshots(&node, RETIRED);
+    assert!(taken.len() >= 3, "{taken:?}");
+    for name in &taken {
+        assert!(
+            name.starts_with("V.often."),
+            "{name} is not named after V and often"
+        );
+    }
+    let newest = taken.len() - 2;
+    assert_eq!(kept, taken[newest..], "kept are not the newest taken");
+    assert_eq!(retired, taken[..newest], "retired are not the older taken");
+    assert_eq!(json(&node, &["policy", "show", "SP"])["snapshots_count"], 2);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        (event_snapshots(&node, TAKEN), snapshot_names(&node, "V")),
+        (taken, kept.clone()),
+        "a disabled policy went on taking snapshots"
+    );
+
+    // Deleted, its snapshots stay, and nothing retires them.
+    let deleted = node.cli_ok(&["policy", "delete", "SP"]);
+    assert!(
+        deleted.contains("deleted snapshot policy \"SP\"")
+            && deleted.contains("the 2 snapshots it took stay"),
+        "{deleted}"
+    );
+    assert_eq!(json(&node, &["policy", "ls"]), Value::Array(vec![]));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(snapshot_names(&node, "V"), kept);
+    let out = cli_fails(&node, 1, &["policy", "show", "SP"]);
+    assert!(
+        out.contains("SNAPSHOT_POLICY_NOT_FOUND")
+            && out.contains("snapshot policy \"SP\" does not exist")
+            && out.contains("`troika policy ls` lists the snapshot policies"),
+        "{out}"
+    );
+    let events = node.cli_ok(&["event", "ls", "--code", "SNAPSHOT_POLICY_DELETED"]);
+    assert!(events.contains("\"SP\" deleted"), "{events}");
+}
+
+#[test]
+fn policy_verbs_refuse_bad_schedules_names_and_volumes() {
+    let node = TestNode::start();
+    node.pool_and_volume("P", "256M", "V", "4M");
+    node.cli_ok(&["snap", "create", "V", "--name", "S"]);
+
+    // Schedules: malformed ones are usage errors naming the value and the form.
+    for bad in [
+        "hourly:1h",
+        "hourly:1h:24:7d:x",
+        ":1h:24",
+        "hourly:60:24",
+        "hourly:1y:24",
+        "hourly:0s:24",
+        "hourly:1h:0",
+        "hourly:1h:many",
+        "hourly:1h:24:0d",
+        "hourly:1h:24:later",
+    ] {
+        let out = cli_fails(&node, 2, &["policy", "create", "X", "--schedule", bad]);
+        assert!(
+            out.contains(bad) && out.contains("NAME:EVERY:KEEP[:LOCK]"),
+            "--schedule {bad}: {out}"
+        );
+    }
+    let out = cli_fails(
+        &node,
+        2,
+        &[
+            "policy",
+            "create",
+            "X",
+            "--schedule",
+            "a:1h:2",
+            "--schedule",
+            "a:1d:7",
+        ],
+    );
+    assert!(out.contains("two schedules are named \"a\""), "{out}");
+    cli_fails(&node, 2, &["policy", "create", "X"]);
+    assert_eq!(json(&node, &["policy", "ls"]), Value::Array(vec![]));
+
+    // Two schedules, one with a lock, shown in the form they were given.
+    let created = node.cli_ok(&[
+        "policy",
+        "create",
+        "SP",
+        "--schedule",
+        "hourly:1h:24",
+        "--schedule",
+        "daily:1d:7:30d",
+    ]);
+    assert!(created.contains("hourly:1h:24,daily:1d:7:30d"), "{created}");
+    let shown = json(&node, &["policy", "show", "SP"]);
+    assert_eq!(
+        shown["schedules"][1],
+        serde_json::json!({"name": "daily", "interval": 86_400, "retention": 7,
+                           "lock_duration": 30 * 86_400}),
+        "{shown:#}"
+    );
+    let shown = node.cli_ok(&["policy", "show", "SP"]);
+    let daily = shown
+        .lines()
+        .find(|line| line.starts_with("daily "))
+        .unwrap_or_default();
+    assert!(
+        daily.split_whitespace().eq(["daily", "1d", "7", "30d"]),
+        "{shown}"
+    );
+    assert!(shown.contains("no volumes yet"), "{shown}");
+    let out = cli_fails(
+        &node,
+        1,
+        &["policy", "create", "SP", "--schedule", "a:1h:2"],
+    );
+    assert!(out.contains("NAME_CONFLICT"), "{out}");
+
+    // Names and volumes: unknown ones, a snapshot, one added twice or never added.
+    for args in [
+        ["policy", "show", "NOPE"].as_slice(),
+        &["policy", "enable", "NOPE"],
+        &["policy", "disable", "NOPE"],
+        &["policy", "delete", "NOPE"],
+        &["policy", "add", "NOPE", "V"],
+        &["policy", "remove", "NOPE", "V"],
+    ] {
+        let out = cli_fails(&node, 1, args);
+        assert!(
+            out.contains("snapshot policy \"NOPE\" does not exist"),
+            "{args:?}: {out}"
+        );
+    }
+    let out = cli_fails(&node, 1, &["policy", "add", "SP", "NOPE"]);
+    assert!(out.contains("volume \"NOPE\" does not exist"), "{out}");
+    let out = cli_fails(&node, 1, &["policy", "add", "SP", "S"]);
+    assert!(out.contains("\"S\" is a snapshot"), "{out}");
+    node.cli_ok(&["policy", "add", "SP", "V"]);
+    let out = cli_fails(&node, 1, &["policy", "add", "SP", "V"]);
+    assert!(out.contains("ASSET_ALREADY_ASSIGNED"), "{out}");
+    let removed = node.cli_ok(&["policy", "remove", "SP", "V"]);
+    assert!(
+        removed.contains("removed volume \"V\" from snapshot policy \"SP\""),
+        "{removed}"
+    );
+    let out = cli_fails(&node, 1, &["policy", "remove", "SP", "V"]);
+    assert!(out.contains("is not an asset"), "{out}");
+
+    let enabled = node.cli_ok(&["policy", "disable", "SP"]);
+    assert!(
+        enabled
+            .lines()
+            .any(|line| line.starts_with("SP ") && line.contains(" no "))
+    );
+    assert_eq!(json(&node, &["policy", "enable", "SP"])["enabled"], true);
+    let deleted = json(&node, &["policy", "delete", "SP"]);
+    assert_eq!(deleted["name"], "SP", "{deleted:#}");
+    assert_eq!(json(&node, &["policy", "ls"]), Value::Array(vec![]));
 }

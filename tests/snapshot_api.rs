@@ -7,6 +7,11 @@
 //!   from another family, a refresh of a master volume, deleting a volume with snapshots,
 //!   changed blocks without a base, an unknown group, a restore without approval, a
 //!   snapshot of a volume that does not exist, a shortened lock, a locked snapshot.
+//! * [`every_snapshot_policy_route_answers`] calls each snapshot policy route with its
+//!   refusals (an unknown policy, a schedule every 0 s, keeping none or named twice, a
+//!   snapshot as asset, an asset added twice, a delete without approval, READ_ONLY and
+//!   POOL_ADMIN changing one), and sees an enabled policy take its snapshots, with events,
+//!   and those snapshots outlive it.
 //! * [`snapshots_hold_their_data`] writes through NBD (qemu-io) and reads back with
 //!   nbdcopy: a snapshot keeps the old data after the volume is overwritten, a restore
 //!   brings it back, a refresh moves a snapshot forward, changed blocks lists exactly the
@@ -826,6 +831,330 @@ fn every_snapshot_route_answers() {
         "BAD_REQUEST",
     );
     assert!(api.exists("volumes", locked));
+    api.node
+        .stop_within(std::time::Duration::from_secs(30))
+        .expect("a clean stop");
+}
+
+/// The password of the users [`every_snapshot_policy_route_answers`] creates.
+const USER_PASSWORD: &str = "policy-test-password";
+
+/// A schedule as the API takes it.
+fn schedule(name: &str, interval: u64, retention: u32) -> Value {
+    json!({"name": name, "interval": interval, "retention": retention})
+}
+
+#[test]
+fn every_snapshot_policy_route_answers() {
+    let mut api = Api::start();
+    let pool = api.pool("P");
+    let v1 = api.volume("v1", pool, 8 * MIB);
+    let v2 = api.volume("v2", pool, 8 * MIB);
+    let s1 = id_of(&api.snapshot(v1, "v1.s1"));
+    let policies = "/api/rest/snapshot_policies";
+
+    // POST /api/rest/snapshot_policies: 201 with the policy as given (assets sorted),
+    // disabled here so nothing is taken until it is enabled below.
+    let before = now_ms();
+    let daily = json!({"name": "daily", "interval": 86_400, "retention": 7,
+                       "lock_duration": 3_600});
+    let created = api.ok(
+        "POST",
+        policies,
+        Some(json!({"name": "pol", "enabled": false,
+                    "schedules": [schedule("hourly", 3_600, 24), daily],
+                    "assets": [v2, v1]})),
+        201,
+    );
+    let id = id_of(&created);
+    assert_eq!(
+        (
+            &created["name"],
+            &created["enabled"],
+            &created["assets"],
+            &created["assets_count"],
+            &created["snapshots_count"]
+        ),
+        (
+            &json!("pol"),
+            &json!(false),
+            &json!([v1, v2]),
+            &json!(2),
+            &json!(0)
+        ),
+        "{created}"
+    );
+    assert_eq!(
+        created["schedules"],
+        json!([{"name": "hourly", "interval": 3_600, "retention": 24, "lock_duration": null},
+               daily]),
+        "{created}"
+    );
+    for field in ["created_at", "updated_at"] {
+        let at = created[field].as_u64().expect("a time");
+        assert!(at >= before && at <= now_ms(), "{field} {at}: {created}");
+    }
+    let minimal = api.ok(
+        "POST",
+        policies,
+        Some(json!({"name": "minimal", "schedules": [schedule("s", 60, 1)]})),
+        201,
+    );
+    assert_eq!(
+        (&minimal["enabled"], &minimal["assets"]),
+        (&json!(true), &json!([])),
+        "enabled, without assets, unless told: {minimal}"
+    );
+    let minimal = id_of(&minimal);
+
+    // Refusals: a bad schedule, a snapshot or unknown volume as asset, a taken name, a
+    // field the API does not know.
+    for (body, status, code) in [
+        (
+            json!({"name": "bad", "schedules": [schedule("s", 0, 1)]}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"name": "bad", "schedules": [schedule("s", 60, 0)]}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"name": "bad", "schedules": [schedule("s", 60, 1), schedule("s", 120, 2)]}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"name": "bad", "schedules": [schedule("s", 60, 1)], "assets": [s1]}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (
+            json!({"name": "bad", "schedules": [schedule("s", 60, 1)], "assets": [MISSING]}),
+            404,
+            "VOLUME_NOT_FOUND",
+        ),
+        (
+            json!({"name": "pol", "schedules": [schedule("s", 60, 1)]}),
+            409,
+            "NAME_CONFLICT",
+        ),
+        (
+            json!({"name": "bad", "schedules": [schedule("s", 60, 1)], "pool_id": pool}),
+            400,
+            "BAD_REQUEST",
+        ),
+        (json!({"name": "bad"}), 400, "BAD_REQUEST"),
+    ] {
+        api.refused("POST", policies, Some(body), status, code);
+    }
+
+    // Only an ADMIN changes policies; everyone signed in reads them.
+    for (user, role) in [("reader", "READ_ONLY"), ("owner", "POOL_ADMIN")] {
+        api.ok(
+            "POST",
+            "/api/rest/users",
+            Some(json!({"name": user, "password": USER_PASSWORD, "role": role})),
+            201,
+        );
+        let as_user = |method: &str, target: &str, body: Option<Value>| {
+            api.node
+                .api_json(method, target, Some((user, USER_PASSWORD)), body.as_ref())
+        };
+        let (status, answer) = as_user(
+            "POST",
+            policies,
+            Some(json!({"name": "mine", "schedules": [schedule("s", 60, 1)]})),
+        );
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (403, Some("PERMISSION_DENIED")),
+            "{role} creating a policy: {answer}"
+        );
+        let (status, answer) = as_user(
+            "PUT",
+            &format!("{policies}/{id}"),
+            Some(json!({"enabled": true})),
+        );
+        assert_eq!(status, 403, "{role} enabling a policy: {answer}");
+        let (status, answer) = as_user("GET", &format!("{policies}/{id}"), None);
+        assert_eq!(status, 200, "{role} reading a policy: {answer}");
+    }
+    let (status, answer) = api.node.api_json("GET", policies, None, None);
+    assert_eq!(status, 401, "an anonymous caller: {answer}");
+
+    // GET /api/rest/snapshot_policies (filtered like every list) and GET .../{id}.
+    assert_eq!(ids(&api.get(policies)), vec![id, minimal]);
+    let found = api.get(&format!("{policies}?name=eq:pol"));
+    assert_eq!(ids(&found), vec![id]);
+    assert_eq!(found[0], created, "the list shows the object as created");
+    assert_eq!(api.get(&format!("{policies}/{id}")), created);
+
+    // An unknown policy, on every route that names one.
+    let asset_path = format!("/assets/{v1}");
+    for (method, suffix, body) in [
+        ("GET", "", None),
+        ("PUT", "", Some(json!({"enabled": true}))),
+        ("DELETE", "?approved=true", None),
+        ("POST", "/assets", Some(json!({"entity_id": v1}))),
+        ("DELETE", asset_path.as_str(), None),
+    ] {
+        api.refused(
+            method,
+            &format!("{policies}/{MISSING}{suffix}"),
+            body,
+            404,
+            "SNAPSHOT_POLICY_NOT_FOUND",
+        );
+    }
+
+    // DELETE .../{id}/assets/{volume} and POST .../{id}/assets.
+    let target = format!("{policies}/{id}");
+    let removed = api.ok("DELETE", &format!("{target}/assets/{v2}"), None, 200);
+    assert_eq!(
+        (&removed["assets"], &removed["assets_count"]),
+        (&json!([v1]), &json!(1)),
+        "{removed}"
+    );
+    api.refused(
+        "DELETE",
+        &format!("{target}/assets/{v2}"),
+        None,
+        400,
+        "BAD_REQUEST",
+    );
+    let added = api.ok(
+        "POST",
+        &format!("{target}/assets"),
+        Some(json!({"entity_id": v2})),
+        201,
+    );
+    assert_eq!(added["assets"], json!([v1, v2]), "{added}");
+    for (body, status, code) in [
+        (json!({"entity_id": v2}), 409, "ASSET_ALREADY_ASSIGNED"),
+        (json!({"entity_id": s1}), 400, "BAD_REQUEST"),
+        (json!({"entity_id": MISSING}), 404, "VOLUME_NOT_FOUND"),
+        (json!({"volume": v2}), 400, "BAD_REQUEST"),
+    ] {
+        api.refused(
+            "POST",
+            &format!("{target}/assets"),
+            Some(body),
+            status,
+            code,
+        );
+    }
+    assert_eq!(api.get(&target)["assets"], json!([v1, v2]));
+
+    // PUT .../{id}: schedules are replaced and checked like new ones; enabling it makes the
+    // node take one snapshot of each asset (the schedule is hourly).
+    for body in [
+        json!({"schedules": [schedule("s", 0, 1)]}),
+        json!({"schedules": [schedule("s", 60, 1), schedule("s", 60, 1)]}),
+        json!({"assets": [v1]}),
+    ] {
+        api.refused("PUT", &target, Some(body), 400, "BAD_REQUEST");
+    }
+    api.refused(
+        "PUT",
+        &target,
+        Some(json!({"name": "minimal"})),
+        409,
+        "NAME_CONFLICT",
+    );
+    let updated = api.ok(
+        "PUT",
+        &target,
+        Some(json!({"name": "pol2", "enabled": true,
+                    "schedules": [schedule("hourly", 3_600, 2)]})),
+        200,
+    );
+    assert_eq!(
+        (&updated["name"], &updated["enabled"], &updated["schedules"]),
+        (
+            &json!("pol2"),
+            &json!(true),
+            &json!([{"name": "hourly", "interval": 3_600, "retention": 2,
+                     "lock_duration": null}])
+        ),
+        "{updated}"
+    );
+    assert_eq!(updated["created_at"], created["created_at"], "{updated}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let taken = loop {
+        let taken = api.get("/api/rest/events?code=eq:SNAPSHOT_POLICY_SNAPSHOT_CREATED");
+        if api.get(&target)["snapshots_count"] == 2
+            && taken.as_array().is_some_and(|t| t.len() == 2)
+        {
+            break taken;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the enabled policy took no snapshots of v1 and v2 in 10 s: {}\n{taken}",
+            api.get(&target)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let mut policy_snapshots = Vec::new();
+    for (volume, name) in [(v1, "v1"), (v2, "v2")] {
+        let own = api.get(&format!(
+            "/api/rest/volumes?parent_id=eq:{volume}&name=like:{name}.hourly."
+        ));
+        let own = own.as_array().expect("a list");
+        assert_eq!(own.len(), 1, "{own:?}");
+        assert_eq!(
+            (&own[0]["type"], &own[0]["write_protected"]),
+            (&json!("SNAPSHOT"), &json!(true)),
+            "{own:?}"
+        );
+        let snapshot_name = own[0]["name"].as_str().expect("a name");
+        assert!(
+            taken.to_string().contains(snapshot_name),
+            "no event for {snapshot_name}: {taken}"
+        );
+        policy_snapshots.push(id_of(&own[0]));
+    }
+    assert!(
+        !api.get("/api/rest/events?code=eq:SNAPSHOT_POLICY_UPDATED")
+            .as_array()
+            .expect("events")
+            .is_empty()
+    );
+
+    // DELETE .../{id}: only approved; the policy's snapshots stay.
+    api.refused("DELETE", &target, None, 403, "APPROVAL_REQUIRED");
+    assert!(api.exists("snapshot_policies", id));
+    let deleted = api.ok("DELETE", &format!("{target}?approved=true"), None, 200);
+    assert_eq!(
+        (
+            id_of(&deleted),
+            &deleted["name"],
+            &deleted["snapshots_count"]
+        ),
+        (id, &json!("pol2"), &json!(2)),
+        "{deleted}"
+    );
+    assert!(!api.exists("snapshot_policies", id));
+    api.refused(
+        "DELETE",
+        &format!("{target}?approved=true"),
+        None,
+        404,
+        "SNAPSHOT_POLICY_NOT_FOUND",
+    );
+    for snapshot in policy_snapshots {
+        assert!(
+            api.exists("volumes", snapshot),
+            "snapshot {snapshot} went with its policy"
+        );
+    }
+    let events = api.get("/api/rest/events?code=eq:SNAPSHOT_POLICY_DELETED");
+    assert!(
+        events.to_string().contains("\\\"pol2\\\" deleted"),
+        "{events}"
+    );
+    assert_eq!(ids(&api.get(policies)), vec![minimal]);
     api.node
         .stop_within(std::time::Duration::from_secs(30))
         .expect("a clean stop");

@@ -5,7 +5,8 @@
 //!
 //! Parsing is pure, so clap can refuse a malformed value as a usage error; a duration
 //! becomes a time only when the command runs ([`LockUntil::epoch_ms`]), which also refuses a
-//! time that has already passed.
+//! time that has already passed. The duration form ([`parse_duration`]) is also the one of
+//! snapshot policy schedules.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -32,7 +33,13 @@ impl LockUntil {
             && text.ends_with(|c: char| c.is_ascii_alphabetic())
             && !text.contains(['-', ':'])
         {
-            parse_duration(text).map(LockUntil::After)
+            parse_duration(text).and_then(|duration| {
+                if duration.is_zero() {
+                    Err("a lock must last longer than zero".to_owned())
+                } else {
+                    Ok(LockUntil::After(duration))
+                }
+            })
         } else {
             parse_time(text).map(LockUntil::At)
         };
@@ -69,9 +76,12 @@ pub fn now_ms() -> u64 {
         })
 }
 
-/// `<digits><unit>` with unit s, m, h, d or w; zero is refused.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let split = text.len() - 1;
+/// `<digits><unit>` with unit s, m, h, d or w (zero is a duration; callers that need a
+/// positive one refuse it in their own words).
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    let Some((split, _)) = text.char_indices().last() else {
+        return Err("the duration is empty".to_owned());
+    };
     let (digits, unit) = text.split_at(split);
     let seconds_per_unit: u64 = match unit {
         "s" => 1,
@@ -79,6 +89,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "h" => 3_600,
         "d" => 86_400,
         "w" => 7 * 86_400,
+        _ if unit.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err("no unit: end it with s, m, h, d or w".to_owned());
+        }
         _ => return Err(format!("unknown unit {unit:?}: use s, m, h, d or w")),
     };
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
@@ -87,9 +100,6 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let count: u64 = digits
         .parse()
         .map_err(|_| format!("{digits:?} is too large"))?;
-    if count == 0 {
-        return Err("a lock must last longer than zero".to_owned());
-    }
     count
         .checked_mul(seconds_per_unit)
         .map(Duration::from_secs)

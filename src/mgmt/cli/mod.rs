@@ -18,14 +18,20 @@
 //! group of type SNAPSHOT whose members are the snapshots. Lock ends (`--lock-until`,
 //! `--until`) are UTC times or durations from now, see [`LockUntil`].
 //!
+//! Snapshot policies (`policy create|ls|show|add|remove|enable|disable|delete`) are run by
+//! the node: each schedule (`--schedule NAME:EVERY:KEEP[:LOCK]`, e.g. `hourly:1h:24`)
+//! snapshots every volume of the policy once per EVERY, locks each snapshot for LOCK, and
+//! keeps the newest KEEP per volume; deleting a policy leaves its snapshots.
+//!
 //! Exit codes: 0 success, 1 the API refused (its code and message go to stderr), 2 usage,
 //! 3 the node cannot be reached, 4 the node refused the credentials.
 //!
 //! Pieces: `session` holds the client and the calls every verb shares, `objects` the pool,
 //! volume and system verbs, `snapshots` the snapshot verbs and `vol restore`,
-//! `consistency_groups` the group verbs, `lock_until` the lock end parser, `accounts` the
-//! user verbs, `controllers` the controller verbs, `events` the event log and `top`,
-//! `tables` the human output, `terminal` the password prompt.
+//! `consistency_groups` the group verbs, `lock_until` the lock end parser, `policies` the
+//! snapshot policy verbs, `schedule_spec` the schedule parser, `accounts` the user verbs,
+//! `controllers` the controller verbs, `events` the event log and `top`, `tables` the human
+//! output, `terminal` the password prompt.
 
 mod accounts;
 mod consistency_groups;
@@ -33,6 +39,8 @@ mod controllers;
 mod events;
 mod lock_until;
 mod objects;
+mod policies;
+mod schedule_spec;
 mod session;
 mod snapshots;
 mod tables;
@@ -42,6 +50,7 @@ use std::io::Write;
 use std::path::Path;
 
 use super::client::{Client, ClientError, Endpoint};
+use crate::mgmt::api::ScheduleInfo;
 use crate::types::parse_size;
 pub use lock_until::LockUntil;
 use session::Session;
@@ -83,6 +92,11 @@ pub enum CliCommand {
     Cg {
         #[command(subcommand)]
         cmd: CgCommand,
+    },
+    /// Snapshot policies: schedules by which the node snapshots volumes and keeps the newest.
+    Policy {
+        #[command(subcommand)]
+        cmd: PolicyCommand,
     },
     /// Create, list, change and delete users.
     User {
@@ -326,6 +340,42 @@ pub enum CgCommand {
         #[arg(long)]
         delete_members: bool,
     },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Create a snapshot policy (enabled, without volumes until `policy add`).
+    Create {
+        name: String,
+        /// A schedule (repeatable): every EVERY take a snapshot of each volume, locked for
+        /// LOCK if given, and keep the newest KEEP, e.g. hourly:1h:24 or daily:1d:7:30d
+        /// (durations such as 30s, 15m, 1h, 1d).
+        #[arg(long = "schedule", required = true, value_parser = schedule_spec::parse,
+              value_name = "NAME:EVERY:KEEP[:LOCK]")]
+        schedules: Vec<ScheduleInfo>,
+    },
+    /// List the snapshot policies with their schedules, volumes and snapshots.
+    Ls,
+    /// Show a snapshot policy, its schedules and its volumes.
+    Show { name: String },
+    /// Let the policy snapshot a master volume.
+    Add {
+        #[arg(value_name = "POLICY")]
+        policy: String,
+        volume: String,
+    },
+    /// Stop the policy snapshotting a volume (the snapshots it took stay).
+    Remove {
+        #[arg(value_name = "POLICY")]
+        policy: String,
+        volume: String,
+    },
+    /// Let the node take and retire the policy's snapshots again.
+    Enable { name: String },
+    /// Stop the policy taking and retiring snapshots; its snapshots stay.
+    Disable { name: String },
+    /// Delete a snapshot policy; the snapshots it took stay.
+    Delete { name: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]

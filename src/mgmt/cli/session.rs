@@ -23,6 +23,8 @@ pub(super) struct Kind {
     pub not_found: &'static str,
     /// The word for one.
     pub noun: &'static str,
+    /// The word for several.
+    pub plural: &'static str,
     /// The CLI command that lists them.
     pub command: &'static str,
 }
@@ -32,6 +34,7 @@ pub(super) const POOL: Kind = Kind {
     only: "",
     not_found: "POOL_NOT_FOUND",
     noun: "pool",
+    plural: "pools",
     command: "pool",
 };
 /// A master volume or a snapshot: anything a host can read.
@@ -40,6 +43,7 @@ pub(super) const VOLUME: Kind = Kind {
     only: "",
     not_found: "VOLUME_NOT_FOUND",
     noun: "volume",
+    plural: "volumes",
     command: "vol",
 };
 pub(super) const SNAPSHOT: Kind = Kind {
@@ -47,6 +51,7 @@ pub(super) const SNAPSHOT: Kind = Kind {
     only: "&type=eq:SNAPSHOT",
     not_found: "VOLUME_NOT_FOUND",
     noun: "snapshot",
+    plural: "snapshots",
     command: "snap",
 };
 pub(super) const USER: Kind = Kind {
@@ -54,6 +59,7 @@ pub(super) const USER: Kind = Kind {
     only: "",
     not_found: "USER_NOT_FOUND",
     noun: "user",
+    plural: "users",
     command: "user",
 };
 pub(super) const CONSISTENCY_GROUP: Kind = Kind {
@@ -61,6 +67,7 @@ pub(super) const CONSISTENCY_GROUP: Kind = Kind {
     only: "&type=eq:MASTER",
     not_found: "CONS_GROUP_NOT_FOUND",
     noun: "consistency group",
+    plural: "consistency groups",
     command: "cg",
 };
 /// A consistency group or a group snapshot.
@@ -71,7 +78,16 @@ pub(super) const ANY_GROUP: Kind = Kind {
 pub(super) const GROUP_SNAPSHOT: Kind = Kind {
     only: "&type=eq:SNAPSHOT",
     noun: "group snapshot",
+    plural: "group snapshots",
     ..CONSISTENCY_GROUP
+};
+pub(super) const POLICY: Kind = Kind {
+    collection: "snapshot_policies",
+    only: "",
+    not_found: "SNAPSHOT_POLICY_NOT_FOUND",
+    noun: "snapshot policy",
+    plural: "snapshot policies",
+    command: "policy",
 };
 
 /// What `--json` prints: the value, pretty, and a newline.
@@ -112,6 +128,7 @@ impl Session {
             CliCommand::Controller { cmd } => self.controller(cmd)?,
             CliCommand::Snap { cmd } => self.snapshot(cmd)?,
             CliCommand::Cg { cmd } => self.consistency_group(cmd)?,
+            CliCommand::Policy { cmd } => self.policy(cmd)?,
             CliCommand::System {
                 cmd: SystemCommand::Show,
             } => {
@@ -203,7 +220,7 @@ impl Session {
             return Ok(id);
         }
         let noun = kind.noun;
-        let listing = format!("`troika {} ls` lists the {noun}s", kind.command);
+        let listing = format!("`troika {} ls` lists the {}", kind.command, kind.plural);
         let other_kind =
             !kind.only.is_empty() && self.find_id(kind.collection, "", name)?.is_some();
         let message = if other_kind {

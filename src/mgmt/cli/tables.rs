@@ -2,7 +2,11 @@
 
 use std::collections::HashMap;
 
-use crate::mgmt::api::{CgInfo, ChangedBlocks, ControllerInfo, PoolInfo, SystemInfo, VolumeInfo};
+use super::schedule_spec;
+use crate::mgmt::api::{
+    CgInfo, ChangedBlocks, ControllerInfo, PolicyInfo, PoolInfo, ScheduleInfo, SystemInfo,
+    VolumeInfo,
+};
 use crate::mgmt::events::Event;
 use crate::mgmt::users::UserInfo;
 use crate::types::format_size;
@@ -220,6 +224,71 @@ pub fn consistency_group(group: &CgInfo, names: &Names) -> String {
     .map(|(field, value)| vec![field.to_owned(), value])
     .collect();
     table(&["FIELD", "VALUE"], &rows)
+}
+
+/// The policies with their schedules in the `--schedule` form, comma-separated.
+pub fn policies(policies: &[PolicyInfo]) -> String {
+    let rows: Vec<Vec<String>> = policies
+        .iter()
+        .map(|policy| {
+            let schedules: Vec<String> = policy.schedules.iter().map(schedule_spec::text).collect();
+            vec![
+                policy.name.clone(),
+                policy.id.to_string(),
+                yes_no(policy.enabled),
+                schedules.join(","),
+                policy.assets_count.to_string(),
+                policy.snapshots_count.to_string(),
+                utc_time(policy.created_at),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "NAME",
+            "ID",
+            "ENABLED",
+            "SCHEDULES",
+            "VOLUMES",
+            "SNAPSHOTS",
+            "CREATED",
+        ],
+        &rows,
+    )
+}
+
+/// One policy's fields; its schedules and volumes follow in their own tables.
+pub fn policy(policy: &PolicyInfo) -> String {
+    let rows: Vec<Vec<String>> = [
+        ("name", policy.name.clone()),
+        ("id", policy.id.to_string()),
+        ("enabled", yes_no(policy.enabled)),
+        ("volumes", policy.assets_count.to_string()),
+        ("snapshots", policy.snapshots_count.to_string()),
+        ("created", utc_time(policy.created_at)),
+        ("updated", utc_time(policy.updated_at)),
+    ]
+    .into_iter()
+    .map(|(field, value)| vec![field.to_owned(), value])
+    .collect();
+    table(&["FIELD", "VALUE"], &rows)
+}
+
+pub fn schedules(schedules: &[ScheduleInfo]) -> String {
+    let rows: Vec<Vec<String>> = schedules
+        .iter()
+        .map(|schedule| {
+            vec![
+                schedule.name.clone(),
+                schedule_spec::duration_text(schedule.interval),
+                schedule.retention.to_string(),
+                schedule
+                    .lock_duration
+                    .map_or_else(|| "-".to_owned(), schedule_spec::duration_text),
+            ]
+        })
+        .collect();
+    table(&["SCHEDULE", "EVERY", "KEEP", "LOCK"], &rows)
 }
 
 /// Progress from 0.0 to 1.0 as a ten-cell bar and a percentage, `[#####.....] 50%`.
