@@ -450,8 +450,8 @@ fn a_policy_snapshots_its_volume_keeps_the_newest_and_leaves_them_when_deleted()
     assert!(taken.len() >= 3, "{taken:?}");
     for name in &taken {
         assert!(
-            name.starts_with("V.often."),
-            "{name} is not named after V and often"
+            name.starts_with("V.p") && name.contains(".often."),
+            "{name} is not named after V, its policy and often"
         );
     }
     let newest = taken.len() - 2;

@@ -688,6 +688,96 @@ static ROWS: &[Row] = &[
     ),
     row(
         "GET",
+        "/api/rest/snapshot_policies",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/snapshot_policies"),
+    ),
+    row(
+        "POST",
+        "/api/rest/snapshot_policies",
+        Who::Admin,
+        201,
+        |_, _| {
+            call_with(
+                "/api/rest/snapshot_policies",
+                json!({"name": "scratch-policy", "enabled": false,
+                       "schedules": [{"name": "hourly", "interval": 3600, "retention": 2}]}),
+            )
+        },
+    ),
+    row(
+        "GET",
+        "/api/rest/snapshot_policies/{id}",
+        Who::AnyUser,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/snapshot_policies/{}",
+                world.scratch_policy()
+            ))
+        },
+    ),
+    row(
+        "PUT",
+        "/api/rest/snapshot_policies/{id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call_with(
+                format!("/api/rest/snapshot_policies/{}", world.scratch_policy()),
+                json!({"name": "scratch-policy-renamed"}),
+            )
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/snapshot_policies/{id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/snapshot_policies/{}?approved=true",
+                world.scratch_policy()
+            ))
+        },
+    ),
+    row(
+        "POST",
+        "/api/rest/snapshot_policies/{id}/assets",
+        Who::Admin,
+        201,
+        |world, _| {
+            call_with(
+                format!(
+                    "/api/rest/snapshot_policies/{}/assets",
+                    world.scratch_policy()
+                ),
+                json!({"entity_id": world.volume_b}),
+            )
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/snapshot_policies/{id}/assets/{entity_id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            let id = world.scratch_policy();
+            world.admin_ok(
+                "POST",
+                &format!("/api/rest/snapshot_policies/{id}/assets"),
+                Some(json!({"entity_id": world.volume_b})),
+                201,
+            );
+            call(format!(
+                "/api/rest/snapshot_policies/{id}/assets/{}",
+                world.volume_b
+            ))
+        },
+    ),
+    row(
+        "GET",
         "/api/rest/replicas",
         Who::AnyUser,
         200,
@@ -1057,7 +1147,31 @@ impl World {
     /// Removes every scratch object, so the next cell starts from the fixed state: group
     /// snapshots (with their snapshots) before groups, snapshots before their parents
     /// (a snapshot's id is above its parent's).
+    /// A disabled scratch policy with one schedule and no assets.
+    fn scratch_policy(&self) -> u32 {
+        id_of(&self.admin_ok(
+            "POST",
+            "/api/rest/snapshot_policies",
+            Some(json!({"name": "scratch-policy", "enabled": false,
+                        "schedules": [{"name": "hourly", "interval": 3600, "retention": 2}]})),
+            201,
+        ))
+    }
+
     fn clean(&self) {
+        for policy in self.list("snapshot_policies") {
+            if is_scratch(&policy) {
+                self.admin_ok(
+                    "DELETE",
+                    &format!(
+                        "/api/rest/snapshot_policies/{}?approved=true",
+                        id_of(&policy)
+                    ),
+                    None,
+                    200,
+                );
+            }
+        }
         let mut cgs = self.list("cgs");
         cgs.sort_by_key(|cg| cg["parent_id"] == 0);
         for cg in cgs {
@@ -1162,6 +1276,7 @@ impl World {
             "pools": strip(self.list("pools"), &["allocated_physical_space", "free_physical_space"]),
             "volumes": strip(self.list("volumes"), &["used", "allocated", "unique_size", "tree_allocated"]),
             "cgs": self.list("cgs"),
+            "snapshot_policies": self.list("snapshot_policies"),
             "users": strip(self.list("users"), &["last_login"]),
             "failed_controllers": self.list("controllers").iter()
                 .filter(|controller| is_failed(controller))

@@ -1099,7 +1099,7 @@ fn every_snapshot_policy_route_answers() {
     let mut policy_snapshots = Vec::new();
     for (volume, name) in [(v1, "v1"), (v2, "v2")] {
         let own = api.get(&format!(
-            "/api/rest/volumes?parent_id=eq:{volume}&name=like:{name}.hourly."
+            "/api/rest/volumes?parent_id=eq:{volume}&name=like:{name}.p{id}.hourly."
         ));
         let own = own.as_array().expect("a list");
         assert_eq!(own.len(), 1, "{own:?}");

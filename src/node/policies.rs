@@ -47,8 +47,9 @@ fn schedule_info(record: &ScheduleRecord) -> ScheduleInfo {
 pub struct PassReport {
     pub taken: Vec<String>,
     pub deleted: Vec<String>,
-    /// Event code and description of what it did and what failed.
-    pub events: Vec<(&'static str, String)>,
+    /// Event code and description of what it did and what failed; a failure also names
+    /// its policy and schedule, so the scheduler reports a repeating one once.
+    pub events: Vec<(&'static str, String, Option<(u32, String)>)>,
 }
 
 impl NodeApi {
@@ -196,9 +197,10 @@ impl NodeApi {
                 state.catalog.volumes.values().cloned().collect(),
             )
         };
-        let mut specs = Vec::new();
-        let mut taken_by = Vec::new();
+        // Each policy's due snapshots are taken at one instant; one policy's failure does
+        // not hold up the others.
         for policy in &policies {
+            let mut specs = Vec::new();
             for schedule in &policy.schedules {
                 for asset in &policy.assets {
                     let Some(volume) = volumes.iter().find(|volume| volume.id == *asset) else {
@@ -207,55 +209,55 @@ impl NodeApi {
                     let newest = own_snapshots(&volumes, policy.id, &schedule.name, *asset)
                         .map(|snapshot| snapshot.created_at)
                         .max();
-                    let due = newest
-                        .is_none_or(|at| now.saturating_sub(at) >= schedule.interval_secs * 1000);
-                    if !due {
+                    let interval = schedule.interval_secs.saturating_mul(1000);
+                    if newest.is_some_and(|at| now.saturating_sub(at) < interval) {
                         continue;
                     }
                     specs.push(SnapshotSpec {
                         parent: *asset,
-                        name: format!(
-                            "{}.{}.{}",
-                            volume.name,
-                            schedule.name,
-                            utc_time(now).replace([' ', ':'], "-")
-                        ),
+                        name: snapshot_name(&volume.name, policy.id, &schedule.name, now),
                         write_protected: true,
-                        lock_expires_at: schedule.lock_secs.map(|secs| now + secs * 1000),
+                        lock_expires_at: schedule
+                            .lock_secs
+                            .map(|secs| now.saturating_add(secs.saturating_mul(1000))),
                         policy: Some((policy.id, schedule.name.clone(), now)),
                     });
-                    taken_by.push(policy.name.clone());
                 }
             }
-        }
-        if !specs.is_empty() {
+            if specs.is_empty() {
+                continue;
+            }
             let parents: Vec<u32> = specs.iter().map(|spec| spec.parent).collect();
             let outcome = self.controllers.at_one_instant(
                 || self.cache.any_dirty(&parents),
                 || Ok(self.meta.create_snapshots(&specs, None)),
             );
-            match outcome {
+            let failure = match outcome {
                 Ok(Ok((records, _))) => {
-                    for (record, policy) in records.iter().zip(&taken_by) {
-                        report.taken.push(record.name.clone());
+                    for record in records {
                         report.events.push((
                             "SNAPSHOT_POLICY_SNAPSHOT_CREATED",
-                            format!("snapshot policy {policy:?} took snapshot {:?}", record.name),
+                            format!(
+                                "snapshot policy {:?} took snapshot {:?}",
+                                policy.name, record.name
+                            ),
+                            None,
                         ));
+                        report.taken.push(record.name);
                     }
+                    continue;
                 }
-                Ok(Err(err)) => report.events.push((
-                    "SNAPSHOT_POLICY_FAILED",
-                    format!(
-                        "snapshot policies {:?} could not take their snapshots: {err}",
-                        taken_by.iter().collect::<BTreeSet<_>>()
-                    ),
-                )),
-                Err(err) => report.events.push((
-                    "SNAPSHOT_POLICY_FAILED",
-                    format!("snapshot policies could not take their snapshots: {err}"),
-                )),
-            }
+                Ok(Err(err)) => err.to_string(),
+                Err(err) => err.to_string(),
+            };
+            report.events.push((
+                "SNAPSHOT_POLICY_FAILED",
+                format!(
+                    "snapshot policy {:?} could not take its snapshots: {failure}; it tries again every second",
+                    policy.name
+                ),
+                Some((policy.id, String::new())),
+            ));
         }
         self.retire(&policies, now, &mut report);
         report
@@ -291,6 +293,7 @@ impl NodeApi {
                                         "snapshot policy {:?} deleted snapshot {:?} (schedule {:?} keeps {})",
                                         policy.name, snapshot.name, schedule.name, schedule.retention
                                     ),
+                                    None,
                                 ));
                             }
                             Err(err) => report.events.push((
@@ -299,6 +302,7 @@ impl NodeApi {
                                     "snapshot policy {:?} cannot delete snapshot {:?} past its retention: {}",
                                     policy.name, snapshot.name, err.message
                                 ),
+                                Some((policy.id, snapshot.name.clone())),
                             )),
                         }
                     }
@@ -306,6 +310,22 @@ impl NodeApi {
             }
         }
     }
+}
+
+/// `<volume>.p<policy>.<schedule>.<YYYY-MM-DD-HH-MM-SS>`, the front cut so the whole fits a
+/// name's 64 characters; distinct for two policies with a schedule of the same name.
+fn snapshot_name(volume: &str, policy: u32, schedule: &str, now: u64) -> String {
+    let stamp = utc_time(now).replace([' ', ':'], "-");
+    let mut front = format!("{volume}.p{policy}.{schedule}");
+    let room = 64 - 1 - stamp.len();
+    if front.len() > room {
+        let cut = (0..=room)
+            .rev()
+            .find(|at| front.is_char_boundary(*at))
+            .unwrap_or(0);
+        front.truncate(cut);
+    }
+    format!("{front}.{stamp}")
 }
 
 /// The snapshots `policy`'s schedule `schedule` took of `asset`.
@@ -333,14 +353,15 @@ pub fn spawn(
     thread::Builder::new()
         .name("snapshot-policies".into())
         .spawn(move || {
-            let mut reported: BTreeSet<String> = BTreeSet::new();
+            let mut reported: BTreeSet<(u32, String)> = BTreeSet::new();
             while !shutdown.load(Ordering::Acquire) {
                 let report = api.run_policies(now_ms());
                 let mut now_failing = BTreeSet::new();
-                for (code, description) in report.events {
-                    if code == "SNAPSHOT_POLICY_FAILED" {
-                        now_failing.insert(description.clone());
-                        if reported.contains(&description) {
+                for (code, description, key) in report.events {
+                    if let Some(key) = key {
+                        let repeated = reported.contains(&key);
+                        now_failing.insert(key);
+                        if repeated {
                             continue;
                         }
                     }

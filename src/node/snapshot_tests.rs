@@ -481,7 +481,7 @@ fn policies_take_snapshots_when_due_and_keep_the_newest() {
                 report
                     .events
                     .iter()
-                    .all(|(code, _)| *code != "SNAPSHOT_POLICY_FAILED"),
+                    .all(|(code, _, _)| *code != "SNAPSHOT_POLICY_FAILED"),
                 "{:?}",
                 report.events
             );

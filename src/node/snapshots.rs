@@ -359,6 +359,22 @@ impl NodeApi {
                 ),
             ));
         }
+        let snapgroups: Vec<String> = self
+            .meta
+            .state()
+            .catalog
+            .cgs
+            .values()
+            .filter(|other| other.parent_id == id)
+            .map(|other| other.name.clone())
+            .collect();
+        if !snapgroups.is_empty() {
+            return Err(MgmtError::bad_request(format!(
+                "consistency group {:?} has group snapshots ({}); delete them first",
+                cg.name,
+                snapgroups.join(", ")
+            )));
+        }
         if delete_members || cg.parent_id != 0 {
             let members = self.members(id);
             // Check every member first so a refusal deletes nothing.

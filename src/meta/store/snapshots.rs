@@ -17,6 +17,11 @@ pub fn format_time(epoch_ms: u64) -> String {
     format!("{} UTC", utc_time(epoch_ms))
 }
 
+/// The longest interval a snapshot schedule may have (10 years).
+pub const MAX_INTERVAL_SECS: u64 = 10 * 365 * 86_400;
+/// The longest lock a snapshot schedule may put on its snapshots (100 years).
+pub const MAX_LOCK_SECS: u64 = 100 * 365 * 86_400;
+
 /// One snapshot to take.
 #[derive(Clone, Debug)]
 pub struct SnapshotSpec {
@@ -324,6 +329,16 @@ impl MetaStore {
                 return Err(MetaError::Invalid(format!(
                     "snapshot policy {:?} has two schedules named {:?}",
                     policy.name, schedule.name
+                )));
+            }
+            if schedule.interval_secs > MAX_INTERVAL_SECS
+                || schedule
+                    .lock_secs
+                    .is_some_and(|secs| secs == 0 || secs > MAX_LOCK_SECS)
+            {
+                return Err(MetaError::Invalid(format!(
+                    "schedule {:?} of snapshot policy {:?}: the interval may be at most {MAX_INTERVAL_SECS} s (10 years) and a lock from 1 s to {MAX_LOCK_SECS} s (100 years)",
+                    schedule.name, policy.name
                 )));
             }
             if schedule.interval_secs == 0 || schedule.retention == 0 {
