@@ -42,14 +42,17 @@ fn schedule_info(record: &ScheduleRecord) -> ScheduleInfo {
     }
 }
 
+/// A failure's policy and the snapshot it concerns (empty: taking snapshots).
+pub type FailureKey = (u32, String);
+
 /// What one scheduler pass did, for events (and tests).
 #[derive(Debug, Default)]
 pub struct PassReport {
     pub taken: Vec<String>,
     pub deleted: Vec<String>,
     /// Event code and description of what it did and what failed; a failure also names
-    /// its policy and schedule, so the scheduler reports a repeating one once.
-    pub events: Vec<(&'static str, String, Option<(u32, String)>)>,
+    /// its policy and snapshot, so the scheduler reports a repeating one once.
+    pub events: Vec<(&'static str, String, Option<FailureKey>)>,
 }
 
 impl NodeApi {
