@@ -385,6 +385,10 @@ impl MetaStore {
     /// Frees up to `budget` nodes of dropped trees (deleted snapshots, replaced contents)
     /// and hands their last-referenced blocks back. Returns the nodes freed.
     pub fn reclaim_step(&self, budget: usize) -> usize {
+        // The common case, nothing to reclaim, costs a read lock, not the write lock.
+        if self.state.read().maps.pending() == 0 {
+            return 0;
+        }
         let mut state = self.state_mut();
         let mut freed = Vec::new();
         let done = state.maps.reclaim(budget, &mut freed);
