@@ -18,4 +18,6 @@ pub mod mgmt;
 pub mod node;
 pub mod stats;
 pub mod target;
+#[cfg(test)]
+mod testing;
 pub mod types;

@@ -487,7 +487,7 @@ impl Cache {
                         }
                     }
                     Source::Relocation { old } => {
-                        let members = state.family_of_block(block.family);
+                        let members = state.family_member_ids(block.family);
                         let moved = state
                             .maps
                             .relocate(&members, block.lba, old, phys, &mut freed);

@@ -10,9 +10,8 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::cache::tests::FaultPoint;
-use crate::io::Device;
-use crate::layout::Array;
-use crate::meta::{MetaStore, Provisioning};
+use crate::meta::Provisioning;
+use crate::testing::{Rng, open_small_store};
 use crate::types::BLOCK_SIZE;
 
 #[test]
@@ -23,22 +22,6 @@ fn controller_ids_are_checked() {
 }
 
 const VOLUME_SIZE: u64 = 8 << 20;
-
-/// A deterministic generator (xorshift64*), so a failing seed replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 struct Harness {
     _dir: tempfile::TempDir,
@@ -54,15 +37,7 @@ struct Harness {
 impl Harness {
     fn start(seed: u64) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let ssd = Device::open(&dir.path().join("ssd.img"), Some(256 << 20), None).unwrap();
-        let drives = (0..6)
-            .map(|index| {
-                let path = dir.path().join(format!("nlsas{index}.img"));
-                Device::open(&path, Some(32 << 20), None).unwrap()
-            })
-            .collect();
-        let array = Array::new(drives, 4, 64 << 10, 4);
-        let (meta, recovered, _) = MetaStore::open(ssd, array).unwrap();
+        let (meta, recovered) = open_small_store(dir.path());
         let meta = Arc::new(meta);
         let routing = Arc::new(routing::Routing::new(3));
         // 16 MiB per controller (16 slots per shard): the volume's sections and their

@@ -6,22 +6,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::hw::LatencyModel;
-
-/// A small deterministic generator (xorshift64*), so failures reproduce from the seed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use crate::testing::Rng;
 
 fn temp_device(size: u64) -> (tempfile::TempDir, PathBuf, Device) {
     let dir = tempfile::tempdir().unwrap();

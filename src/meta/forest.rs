@@ -26,6 +26,7 @@ use crate::layout::PhysBlock;
 use crate::types::Lba;
 
 mod codec;
+mod diff;
 #[cfg(test)]
 mod tests;
 
@@ -146,10 +147,6 @@ impl Forest {
         self.roots.get(&dataset).copied()
     }
 
-    pub fn datasets(&self) -> impl Iterator<Item = u32> + '_ {
-        self.roots.keys().copied()
-    }
-
     /// Makes `to` a dataset with `from`'s contents (a snapshot, a restore, a refresh): O(1).
     /// `to`'s previous tree, if any, is dropped.
     pub fn share(&mut self, from: u32, to: u32) -> bool {
@@ -242,16 +239,6 @@ impl Forest {
             .get(&dataset)
             .filter(|root| root.node != NIL)
             .map_or(0, |root| self.nodes[root.node as usize].mapped)
-    }
-
-    /// True when any block in `[start, end)` of `dataset` is mapped.
-    pub fn any_mapped(&self, dataset: u32, start: Lba, end: Lba) -> bool {
-        let mut found = false;
-        self.visit_range(dataset, start, end, &mut |_, _| {
-            found = true;
-            false
-        });
-        found
     }
 
     /// Every mapped block of `dataset` in `[start, end)`, in order, until `visit` returns
@@ -637,99 +624,6 @@ impl Forest {
         }
     }
 
-    // ---- comparing --------------------------------------------------------------------
-
-    /// The blocks whose entries differ between datasets `a` and `b` (mapped in one and not
-    /// the other, or mapped to different copies), in order; shared subtrees are skipped.
-    pub fn diff(&self, a: u32, b: u32, visit: &mut dyn FnMut(Lba)) {
-        self.diff_range(a, b, 0, u64::MAX, visit);
-    }
-
-    /// [`Forest::diff`] limited to the blocks in `[start, end)`.
-    pub fn diff_range(&self, a: u32, b: u32, start: Lba, end: Lba, visit: &mut dyn FnMut(Lba)) {
-        let (Some(ra), Some(rb)) = (self.root(a), self.root(b)) else {
-            return;
-        };
-        let height = ra.height.max(rb.height);
-        let (na, nb) = (self.lift(ra, height), self.lift(rb, height));
-        let mut range = DiffRange { start, end, visit };
-        self.diff_in(na, nb, height, 0, &mut range);
-    }
-
-    /// The node standing for `root` at `height`: its own node, or, for a shorter tree,
-    /// the node it would sit under child 0 of (inner nodes that would only add NILs are
-    /// modelled by `Lifted`).
-    fn lift(&self, root: Root, height: u8) -> Lifted {
-        Lifted {
-            node: root.node,
-            below: height - root.height,
-        }
-    }
-
-    fn diff_in(&self, a: Lifted, b: Lifted, level: u8, base: Lba, range: &mut DiffRange<'_>) {
-        if a.below == b.below && a.node == b.node {
-            return;
-        }
-        if a.is_empty() && b.is_empty() {
-            return;
-        }
-        if base >= range.end || base.saturating_add(span(level)) <= range.start {
-            return;
-        }
-        if level == 0 {
-            for index in 0..FANOUT {
-                let ea = self.leaf_entry(a, index);
-                let eb = self.leaf_entry(b, index);
-                let differ = match (ea, eb) {
-                    (None, None) => false,
-                    (Some(x), Some(y)) => x.phys != y.phys || x.checksum != y.checksum,
-                    _ => true,
-                };
-                let lba = base + index as u64;
-                if differ && lba >= range.start && lba < range.end {
-                    (range.visit)(lba);
-                }
-            }
-            return;
-        }
-        let child_span = span(level - 1);
-        for index in 0..FANOUT {
-            let ca = self.lifted_child(a, index);
-            let cb = self.lifted_child(b, index);
-            self.diff_in(ca, cb, level - 1, base + index as u64 * child_span, range);
-        }
-    }
-
-    fn lifted_child(&self, at: Lifted, index: usize) -> Lifted {
-        if at.below > 0 {
-            return if index == 0 {
-                Lifted {
-                    node: at.node,
-                    below: at.below - 1,
-                }
-            } else {
-                Lifted::EMPTY
-            };
-        }
-        if at.node == NIL {
-            return Lifted::EMPTY;
-        }
-        Lifted {
-            node: self.child(at.node, index),
-            below: 0,
-        }
-    }
-
-    fn leaf_entry(&self, at: Lifted, index: usize) -> Option<MapEntry> {
-        if at.below > 0 || at.node == NIL {
-            return None;
-        }
-        match &self.nodes[at.node as usize].body {
-            Body::Leaf(entries) => Some(entries[index]).filter(|entry| !is_vacant(entry)),
-            _ => None,
-        }
-    }
-
     // ---- arena ------------------------------------------------------------------------
 
     fn alloc(&mut self, body: Body, mapped: u64) -> u32 {
@@ -883,12 +777,6 @@ impl Forest {
     }
 }
 
-struct DiffRange<'a> {
-    start: Lba,
-    end: Lba,
-    visit: &'a mut dyn FnMut(Lba),
-}
-
 struct RemoveRange<'a> {
     start: Lba,
     end: Lba,
@@ -896,23 +784,4 @@ struct RemoveRange<'a> {
     family: u32,
     freed: &'a mut Vec<Freed>,
     removed: &'a mut dyn FnMut(Lba, MapEntry),
-}
-
-/// A node seen from a taller tree: `below` levels of would-be inner nodes whose only
-/// child is at index 0 sit above it.
-#[derive(Clone, Copy)]
-struct Lifted {
-    node: u32,
-    below: u8,
-}
-
-impl Lifted {
-    const EMPTY: Lifted = Lifted {
-        node: NIL,
-        below: 0,
-    };
-
-    fn is_empty(&self) -> bool {
-        self.node == NIL
-    }
 }

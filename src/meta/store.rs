@@ -89,7 +89,7 @@ impl MetaState {
 
     /// The ids of every member of `dataset`'s family (the datasets that may share its
     /// blocks).
-    pub fn family_of_block(&self, family: u32) -> Vec<u32> {
+    pub fn family_member_ids(&self, family: u32) -> Vec<u32> {
         self.catalog
             .family_members(family)
             .map(|volume| volume.id)

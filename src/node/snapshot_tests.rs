@@ -16,37 +16,15 @@ use super::api::NodeApi;
 use crate::cache::Cache;
 use crate::controller::{Controllers, routing::Routing};
 use crate::hw::HwModel;
-use crate::io::Device;
-use crate::layout::Array;
-use crate::meta::MetaStore;
 use crate::mgmt::api::{PoolCreate, SnapshotCreate, VolumeCreate, VolumeUpdate};
 use crate::mgmt::{Management, MgmtError};
 use crate::target::BlockTarget;
+use crate::testing::{Rng, open_small_store};
 use crate::types::BLOCK_SIZE;
 
 const VOLUME_SIZE: u64 = 2 << 20;
 const BLOCKS: usize = (VOLUME_SIZE / BLOCK_SIZE as u64) as usize;
 const STEPS: usize = 220;
-
-/// A deterministic generator (xorshift64*), so a failing seed replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn pick<T: Copy>(&mut self, items: &[T]) -> T {
-        items[self.below(items.len() as u64) as usize]
-    }
-}
 
 /// What the model knows of one dataset: for each block, the version written there (0:
 /// never written), and the parent it was taken of.
@@ -82,15 +60,7 @@ struct Node {
 
 impl Node {
     fn open(dir: tempfile::TempDir) -> Node {
-        let ssd = Device::open(&dir.path().join("ssd.img"), Some(256 << 20), None).unwrap();
-        let drives = (0..6)
-            .map(|index| {
-                let path = dir.path().join(format!("nlsas{index}.img"));
-                Device::open(&path, Some(32 << 20), None).unwrap()
-            })
-            .collect();
-        let array = Array::new(drives, 4, 64 << 10, 4);
-        let (meta, recovered, _) = MetaStore::open(ssd, array).unwrap();
+        let (meta, recovered) = open_small_store(dir.path());
         let meta = Arc::new(meta);
         let routing = Arc::new(Routing::new(3));
         let cache = Cache::start(meta.clone(), 3, 8 << 20, recovered, routing.clone());

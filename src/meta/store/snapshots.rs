@@ -44,15 +44,6 @@ pub struct GroupSpec {
     pub lock_expires_at: Option<u64>,
 }
 
-/// Space figures of one dataset, in blocks.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DatasetSpace {
-    /// Blocks the dataset maps (its own or shared).
-    pub mapped: u64,
-    /// Blocks no other dataset refers to: what deleting it gives back.
-    pub unique: u64,
-}
-
 impl MetaStore {
     /// Takes the snapshots in `specs` at one instant: one journal record, so after a crash
     /// either all exist or none.
@@ -170,14 +161,6 @@ impl MetaStore {
         }
         let mut state = self.state_mut();
         self.log_catalog(&mut state, CatalogOp::TakeContents(pairs.to_vec()))
-    }
-
-    pub fn dataset_space(&self, id: u32) -> DatasetSpace {
-        let state = self.state();
-        DatasetSpace {
-            mapped: state.maps.len(id),
-            unique: state.maps.unique_blocks(id),
-        }
     }
 
     /// The block ranges `[start, end)` whose contents differ between `a` and `b` (two

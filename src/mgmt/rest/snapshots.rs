@@ -33,6 +33,20 @@ fn path_cg(mgmt: &Mgmt, call: &Call) -> Result<CgInfo, MgmtError> {
     mgmt.api.cg(call.id(0, MgmtError::cg_not_found)?)
 }
 
+/// The group the path names, once the caller may change groups in its pool (`what`).
+fn cg_for_change(mgmt: &Mgmt, call: &Call, what: &str) -> Result<CgInfo, MgmtError> {
+    let cg = path_cg(mgmt, call)?;
+    may_change(mgmt, call, cg.pool_id, what)?;
+    Ok(cg)
+}
+
+/// The volume the path names, once the caller may change volumes in its pool (`what`).
+fn volume_for_change(mgmt: &Mgmt, call: &Call, what: &str) -> Result<VolumeInfo, MgmtError> {
+    let volume = path_volume(mgmt, call)?;
+    may_change(mgmt, call, volume.pool_id, what)?;
+    Ok(volume)
+}
+
 fn snapshot_event(mgmt: &Mgmt, call: &Call, snapshot: &VolumeInfo) {
     call.raise(
         mgmt,
@@ -130,8 +144,7 @@ fn source(call: &Call) -> Result<Option<u32>, MgmtError> {
 
 /// `POST /api/rest/volumes/{id}/restore` with the snapshot's id.
 pub fn restore_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let volume = path_volume(mgmt, call)?;
-    may_change(mgmt, call, volume.pool_id, "restore a volume in this pool")?;
+    let volume = volume_for_change(mgmt, call, "restore a volume in this pool")?;
     let snapshot = source(call)?.ok_or_else(|| {
         MgmtError::bad_request("name the snapshot to restore from: a bare id or {\"source_id\": N}")
     })?;
@@ -148,13 +161,7 @@ pub fn restore_volume(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 
 /// `POST /api/rest/volumes/{id}/refresh`: a snapshot takes its parent's contents.
 pub fn refresh_snapshot(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let snapshot = path_volume(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        snapshot.pool_id,
-        "refresh a snapshot in this pool",
-    )?;
+    let snapshot = volume_for_change(mgmt, call, "refresh a snapshot in this pool")?;
     // A master volume has no parent to compare with: the node says it is no snapshot.
     if let Some(source) = source(call)?
         && snapshot.parent_id != 0
@@ -246,25 +253,13 @@ pub fn create_cg(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 }
 
 pub fn update_cg(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = path_cg(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        cg.pool_id,
-        "change a consistency group in this pool",
-    )?;
+    let cg = cg_for_change(mgmt, call, "change a consistency group in this pool")?;
     let update: CgUpdate = call.body()?;
     call.object(200, &mgmt.api.update_cg(cg.id, update)?)
 }
 
 pub fn delete_cg(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = path_cg(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        cg.pool_id,
-        "delete a consistency group in this pool",
-    )?;
+    let cg = cg_for_change(mgmt, call, "delete a consistency group in this pool")?;
     call.require_approval("deleting a consistency group")?;
     let delete_members = call
         .query
@@ -298,13 +293,7 @@ pub fn list_cg_members(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> 
 }
 
 pub fn add_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = path_cg(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        cg.pool_id,
-        "change a consistency group in this pool",
-    )?;
+    let cg = cg_for_change(mgmt, call, "change a consistency group in this pool")?;
     let request: CgMemberAdd = call.body()?;
     let volume = request.dataset_id;
     let member = mgmt.api.add_cg_member(cg.id, volume)?;
@@ -321,13 +310,7 @@ pub fn add_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 }
 
 pub fn remove_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = path_cg(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        cg.pool_id,
-        "change a consistency group in this pool",
-    )?;
+    let cg = cg_for_change(mgmt, call, "change a consistency group in this pool")?;
     let volume = call.id(1, MgmtError::volume_not_found)?;
     let member = mgmt.api.remove_cg_member(cg.id, volume)?;
     call.raise(
@@ -344,13 +327,7 @@ pub fn remove_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError>
 
 /// `POST /api/rest/cgs/{id}/restore {"source_id": group snapshot}`.
 pub fn restore_cg(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = path_cg(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        cg.pool_id,
-        "restore a consistency group in this pool",
-    )?;
+    let cg = cg_for_change(mgmt, call, "restore a consistency group in this pool")?;
     let snapgroup = source(call)?.ok_or_else(|| {
         MgmtError::bad_request("name the group snapshot to restore from: {\"source_id\": N}")
     })?;
@@ -370,13 +347,7 @@ pub fn restore_cg(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
 
 /// `POST /api/rest/cgs/{id}/refresh`: a group snapshot takes its group's contents.
 pub fn refresh_cg(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = path_cg(mgmt, call)?;
-    may_change(
-        mgmt,
-        call,
-        cg.pool_id,
-        "refresh a group snapshot in this pool",
-    )?;
+    let cg = cg_for_change(mgmt, call, "refresh a group snapshot in this pool")?;
     call.require_approval("refreshing a group snapshot (its contents are replaced)")?;
     let refreshed = mgmt.api.refresh_cg(cg.id)?;
     call.raise(

@@ -3,8 +3,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::controller::{ControllerId, Controllers};
-use crate::io::Device;
-use crate::layout::Array;
 use crate::meta::Provisioning;
 use crate::stats::{BUCKETS, IoStats};
 
@@ -290,15 +288,7 @@ struct SmallNode {
 impl SmallNode {
     fn start() -> SmallNode {
         let dir = tempfile::tempdir().unwrap();
-        let ssd = Device::open(&dir.path().join("ssd.img"), Some(256 << 20), None).unwrap();
-        let drives = (0..6)
-            .map(|index| {
-                let path = dir.path().join(format!("nlsas{index}.img"));
-                Device::open(&path, Some(32 << 20), None).unwrap()
-            })
-            .collect();
-        let array = Array::new(drives, 4, 64 << 10, 4);
-        let (meta, recovered, _) = MetaStore::open(ssd, array).unwrap();
+        let (meta, recovered) = crate::testing::open_small_store(dir.path());
         let meta = Arc::new(meta);
         let routing = Arc::new(crate::controller::routing::Routing::new(3));
         let cache = Cache::start(meta.clone(), 3, 8 << 20, recovered, routing.clone());
