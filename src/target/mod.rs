@@ -1,4 +1,4 @@
-//! Target ports: the wire protocols hosts speak (NBD now, iSCSI later).
+//! Target ports: the wire protocols hosts speak (NBD, iSCSI over the SCSI command set).
 //!
 //! A front end promises to turn every well-formed request into calls on a [`BlockTarget`],
 //! to answer malformed input with the protocol's own error, and to confine a broken stream
@@ -6,7 +6,9 @@
 //! controllers) is safe to call from many connection threads at once and that every call
 //! returns once the operation has the durability its flags ask for.
 
+pub mod iscsi;
 pub mod nbd;
+pub mod scsi;
 
 use std::sync::Arc;
 
