@@ -49,6 +49,11 @@ enum Command {
         /// REST API TCP address (authenticated); `none` to serve only DATA/troika.sock.
         #[arg(long, default_value = "127.0.0.1:8080")]
         mgmt_listen: String,
+        /// iSCSI portals: one address, the first of consecutive ports, one per controller
+        /// (3260, 3261, 3262 by default); a comma-separated list (controller 1 first); or
+        /// `none`.
+        #[arg(long, default_value = "127.0.0.1:3260")]
+        iscsi_listen: String,
     },
     #[command(flatten)]
     Manage(CliCommand),
@@ -64,27 +69,31 @@ fn listen_address(flag: &str, value: &str, example: &str) -> anyhow::Result<Opti
     })
 }
 
-/// `--nbd-listen`: `none`; one address, the first of consecutive ports, one per
-/// controller (10809, 10810, 10811 by default); or a comma-separated list, controller 1
-/// first.
-fn nbd_addresses(value: &str, controllers: usize) -> anyhow::Result<Vec<SocketAddr>> {
+/// `--nbd-listen` / `--iscsi-listen`: `none`; one address, the first of consecutive
+/// ports, one per controller; or a comma-separated list, controller 1 first.
+fn port_addresses(
+    flag: &str,
+    value: &str,
+    example: &str,
+    controllers: usize,
+) -> anyhow::Result<Vec<SocketAddr>> {
     if value.contains(',') {
         return value
             .split(',')
             .map(|item| {
-                listen_address("nbd-listen", item.trim(), "127.0.0.1:10809")?
-                    .ok_or_else(|| anyhow::anyhow!("--nbd-listen: `none` cannot be in a list"))
+                listen_address(flag, item.trim(), example)?
+                    .ok_or_else(|| anyhow::anyhow!("--{flag}: `none` cannot be in a list"))
             })
             .collect();
     }
-    let Some(first) = listen_address("nbd-listen", value, "127.0.0.1:10809")? else {
+    let Some(first) = listen_address(flag, value, example)? else {
         return Ok(Vec::new());
     };
     (0..controllers)
         .map(|index| {
             let port = u16::try_from(usize::from(first.port()) + index).map_err(|_| {
                 anyhow::anyhow!(
-                    "--nbd-listen {value}: controller {} would need a port past 65535",
+                    "--{flag} {value}: controller {} would need a port past 65535",
                     index + 1
                 )
             })?;
@@ -93,24 +102,29 @@ fn nbd_addresses(value: &str, controllers: usize) -> anyhow::Result<Vec<SocketAd
         .collect()
 }
 
-fn serve(
-    data: PathBuf,
-    hw: Option<PathBuf>,
-    nbd_listen: &str,
-    mgmt_listen: &str,
-) -> anyhow::Result<()> {
+/// Where `troika serve` listens, as given on its command line.
+struct Listen<'a> {
+    nbd: &'a str,
+    mgmt: &'a str,
+    iscsi: &'a str,
+}
+
+fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
     let model = match hw {
         Some(path) => HwModel::load(&path).map_err(|err| anyhow::anyhow!("{err}"))?,
         None => HwModel::embedded_default(),
     };
-    let nbd_tcp = nbd_addresses(nbd_listen, model.controllers)?;
-    let mgmt_tcp = listen_address("mgmt-listen", mgmt_listen, "127.0.0.1:8080")?;
+    let nbd_tcp = port_addresses("nbd-listen", listen.nbd, "127.0.0.1:10809", model.controllers)?;
+    let iscsi_tcp =
+        port_addresses("iscsi-listen", listen.iscsi, "127.0.0.1:3260", model.controllers)?;
+    let mgmt_tcp = listen_address("mgmt-listen", listen.mgmt, "127.0.0.1:8080")?;
     let node = Node::start(
         model,
         &NodeOptions {
             data_dir: data,
             nbd_tcp: nbd_tcp.clone(),
             mgmt_tcp,
+            iscsi_tcp: iscsi_tcp.clone(),
         },
     )?;
     eprintln!(
@@ -124,6 +138,18 @@ fn serve(
             .map(|(index, address)| format!(" and {address} (controller {})", index + 1))
             .collect::<String>()
     );
+    if !iscsi_tcp.is_empty() {
+        eprintln!(
+            "troika: iSCSI target {} on {}",
+            troika::node::iscsi::target_name(node.serial()),
+            iscsi_tcp
+                .iter()
+                .enumerate()
+                .map(|(index, address)| format!("{address} (controller {})", index + 1))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     node.run_until_signal()
 }
 
@@ -139,7 +165,16 @@ fn main() -> ExitCode {
             hw,
             nbd_listen,
             mgmt_listen,
-        } => match serve(cli.data, hw, &nbd_listen, &mgmt_listen) {
+            iscsi_listen,
+        } => match serve(
+            cli.data,
+            hw,
+            &Listen {
+                nbd: &nbd_listen,
+                mgmt: &mgmt_listen,
+                iscsi: &iscsi_listen,
+            },
+        ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
                 eprintln!("troika: error: {err:#}");

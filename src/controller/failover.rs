@@ -141,6 +141,9 @@ impl Controllers {
         let started = Instant::now();
         self.cache.set_accepting(index, false);
         self.ports.close(index);
+        for set in self.portal_sets() {
+            set.close(id);
+        }
         self.cache.pause();
         let old = self.routing.load();
         let new = old.without(id);
@@ -155,6 +158,9 @@ impl Controllers {
             record.failovers += 1;
             record.state_changed_at = now_ms();
             record.failback_step = 0;
+        }
+        for set in self.portal_sets() {
+            set.states_changed();
         }
         let survivors_text = survivors
             .indexes()
@@ -283,6 +289,10 @@ impl Controllers {
             record.state_changed_at = now_ms();
             record.failback_step = 0;
         }
+        for set in self.portal_sets() {
+            set.reopen(id);
+            set.states_changed();
+        }
         let controllers = self.clone();
         std::thread::spawn(move || controllers.failback(id));
         Ok(())
@@ -339,6 +349,9 @@ impl Controllers {
         record.state = next;
         record.state_changed_at = now_ms();
         drop(records);
+        for set in self.portal_sets() {
+            set.states_changed();
+        }
         self.raise(
             "CONTROLLER_RECOVERED",
             format!(

@@ -83,6 +83,21 @@ pub struct Controllers {
     ports: ports::Ports,
     events: Mutex<Option<EventSink>>,
     remirror: Mutex<Option<std::thread::JoinHandle<()>>>,
+    portal_sets: Mutex<Vec<Arc<dyn PortalSet>>>,
+}
+
+/// A front end with a listener per controller besides NBD (the iSCSI portals): closed when
+/// its controller fails, reopened when it comes back, told when any controller's state
+/// changed (ALUA unit attentions).
+pub trait PortalSet: Send + Sync {
+    /// Controller `controller` failed: stop its listener and drop its connections.
+    fn close(&self, controller: ControllerId);
+    /// Controller `controller` is back: listen again.
+    fn reopen(&self, controller: ControllerId);
+    /// Some controller's state changed (after the change is visible in `state`).
+    fn states_changed(&self);
+    /// The node stops: close every listener and wait for the connections.
+    fn close_all(&self);
 }
 
 /// Dirty data left for [`Controllers::at_one_instant`] to destage while hosts wait.
@@ -119,6 +134,7 @@ impl Controllers {
             ports: ports::Ports::new(count),
             events: Mutex::new(None),
             remirror: Mutex::new(None),
+            portal_sets: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&controllers);
         controllers.cache.set_panic_hook(Arc::new(move |index| {
@@ -190,9 +206,21 @@ impl Controllers {
         )
     }
 
+    /// Adds a front end whose listeners follow the controllers' states.
+    pub fn add_portal_set(&self, set: Arc<dyn PortalSet>) {
+        self.portal_sets.lock().push(set);
+    }
+
+    fn portal_sets(&self) -> Vec<Arc<dyn PortalSet>> {
+        self.portal_sets.lock().clone()
+    }
+
     /// Closes every port and waits for their connections (node shutdown).
     pub fn close_ports(&self) {
         self.ports.close_all();
+        for set in self.portal_sets() {
+            set.close_all();
+        }
         if let Some(worker) = self.remirror.lock().take() {
             let _ = worker.join();
         }
@@ -210,12 +238,19 @@ impl Controllers {
         name: &str,
         controller: ControllerId,
     ) -> Option<Arc<dyn BlockTarget>> {
+        let id = self.cache.meta().state().catalog.volume_by_name(name)?.id;
+        self.open_dataset_on(id, controller)
+    }
+
+    /// Opens dataset `id` (volume or snapshot) for a connection on `controller`'s port;
+    /// `None` when there is no such dataset or no such controller.
+    pub fn open_dataset_on(
+        self: &Arc<Self>,
+        id: u32,
+        controller: ControllerId,
+    ) -> Option<Arc<dyn BlockTarget>> {
         let controller_stats = self.stats.controller(controller)?.clone();
-        let handle = {
-            let state = self.cache.meta().state();
-            let volume = state.catalog.volume_by_name(name)?;
-            state.volumes.get(&volume.id)?.clone()
-        };
+        let handle = self.cache.meta().state().volumes.get(&id)?.clone();
         let volume_stats = self.stats.volume(&handle);
         Some(Arc::new(VolumeTarget {
             controllers: self.clone(),

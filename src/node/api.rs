@@ -136,7 +136,7 @@ pub(super) fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord)
         cg_id: volume.cg_id,
         lock_expires_at: volume.lock_expires_at,
         lock_state: super::snapshots::lock_state(volume.lock_expires_at).into(),
-        serial: format!("6{:015x}{:016x}", serial & 0xFFF_FFFF_FFFF_FFFF, volume.id),
+        serial: super::iscsi::dataset_serial(serial, volume.id),
         created_at: volume.created_at,
         updated_at: volume.updated_at.max(volume.created_at),
     }

@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 mod api;
+pub mod iscsi;
 mod monitor;
 mod policies;
 #[cfg(test)]
@@ -47,6 +48,8 @@ pub struct NodeOptions {
     pub nbd_tcp: Vec<SocketAddr>,
     /// The REST API's TCP address (authenticated); `None` serves only the unix socket.
     pub mgmt_tcp: Option<SocketAddr>,
+    /// iSCSI portals, one per controller in order (controller 1 first); empty for none.
+    pub iscsi_tcp: Vec<SocketAddr>,
 }
 
 /// A running node.
@@ -183,6 +186,23 @@ impl Node {
                 })?;
         }
 
+        if options.iscsi_tcp.len() > controllers.ids().len() {
+            bail!(
+                "{} iSCSI portal addresses were given but the model has {} controllers; give one address per controller at most",
+                options.iscsi_tcp.len(),
+                controllers.ids().len()
+            );
+        }
+        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone());
+        for (address, controller) in options.iscsi_tcp.iter().zip(controllers.ids()) {
+            iscsi_node.open_portal(*controller, *address).with_context(|| {
+                format!(
+                    "cannot listen for iSCSI on {address} (controller {controller}); is another target using the port? Choose others with --iscsi-listen"
+                )
+            })?;
+        }
+        controllers.add_portal_set(iscsi_node);
+
         let api = Arc::new(NodeApi {
             hw,
             meta: meta.clone(),
@@ -232,6 +252,11 @@ impl Node {
             sockets,
             _lock: lock,
         })
+    }
+
+    /// The node's serial number (names its iSCSI target and datasets).
+    pub fn serial(&self) -> u64 {
+        self.cache.meta().serial()
     }
 
     /// Serves until SIGINT or SIGTERM, then shuts down cleanly.

@@ -58,6 +58,18 @@ pub fn split_response(response: &str) -> (u16, String) {
     (status, body)
 }
 
+/// `127.0.0.1:P,127.0.0.1:Q,...` for the ports, or `none`.
+fn list_or_none(ports: &[u16]) -> String {
+    if ports.is_empty() {
+        return "none".to_owned();
+    }
+    let addresses: Vec<String> = ports
+        .iter()
+        .map(|port| format!("127.0.0.1:{port}"))
+        .collect();
+    addresses.join(",")
+}
+
 /// A running node.
 pub struct TestNode {
     pub dir: tempfile::TempDir,
@@ -69,6 +81,8 @@ pub struct TestNode {
     /// NBD TCP ports, one per controller (controller 1 first); empty for the unix socket
     /// only.
     pub nbd_ports: Vec<u16>,
+    /// iSCSI portal ports, one per controller (controller 1 first); empty for none.
+    pub iscsi_ports: Vec<u16>,
 }
 
 impl TestNode {
@@ -92,19 +106,33 @@ impl TestNode {
         Self::start_on(model, None, (0..controllers).map(|_| free_port()).collect())
     }
 
+    /// Starts a node with the REST API and an iSCSI portal on each of `controllers`
+    /// controllers.
+    pub fn start_with_iscsi(model: PathBuf, controllers: usize) -> TestNode {
+        let mut node = Self::prepare(model, Some(free_port()), Vec::new());
+        node.iscsi_ports = (0..controllers).map(|_| free_port()).collect();
+        node.spawn();
+        node
+    }
+
     fn start_on(model: PathBuf, api_port: Option<u16>, nbd_ports: Vec<u16>) -> TestNode {
+        let mut node = Self::prepare(model, api_port, nbd_ports);
+        node.spawn();
+        node
+    }
+
+    fn prepare(model: PathBuf, api_port: Option<u16>, nbd_ports: Vec<u16>) -> TestNode {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("serve.log");
-        let mut node = TestNode {
+        TestNode {
             dir,
             child: None,
             log,
             model,
             api_port,
             nbd_ports,
-        };
-        node.spawn();
-        node
+            iscsi_ports: Vec::new(),
+        }
     }
 
     /// The generated password of the built-in `admin` user.
@@ -179,21 +207,14 @@ impl TestNode {
             .arg("--data")
             .arg(self.data())
             .arg("--nbd-listen")
-            .arg(if self.nbd_ports.is_empty() {
-                "none".to_owned()
-            } else {
-                let addresses: Vec<String> = self
-                    .nbd_ports
-                    .iter()
-                    .map(|port| format!("127.0.0.1:{port}"))
-                    .collect();
-                addresses.join(",")
-            })
+            .arg(list_or_none(&self.nbd_ports))
             .arg("--mgmt-listen")
             .arg(
                 self.api_port
                     .map_or_else(|| "none".to_owned(), |port| format!("127.0.0.1:{port}")),
             )
+            .arg("--iscsi-listen")
+            .arg(list_or_none(&self.iscsi_ports))
             .stdout(Stdio::from(log.try_clone().expect("log")))
             .stderr(Stdio::from(log))
             .spawn()
@@ -207,6 +228,7 @@ impl TestNode {
             let nbd_up = self
                 .nbd_ports
                 .iter()
+                .chain(&self.iscsi_ports)
                 .all(|port| std::net::TcpStream::connect(("127.0.0.1", *port)).is_ok());
             if UnixStream::connect(self.mgmt_socket()).is_ok()
                 && UnixStream::connect(self.nbd_socket()).is_ok()

@@ -1,0 +1,345 @@
+//! The node's iSCSI wiring: one target named from the system serial, one portal and one
+//! target port group per controller, hosts and LUN mappings from the catalog, persistent
+//! reservations in files beside the metadata.
+//!
+//! Promises: a portal listens while its controller's ports are open (closed, connections
+//! dropped, when it fails; reopened when it comes back); every controller state change
+//! raises ASYMMETRIC ACCESS STATE CHANGED on every logical unit; an initiator sees only the
+//! datasets mapped to its host (or its host's cluster); a reservation is on disk before
+//! PERSISTENT RESERVE OUT answers.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::controller::state::ControllerState;
+use crate::controller::{ControllerId, Controllers, PortalSet};
+use crate::meta::MetaStore;
+use crate::meta::catalog::ChapMethod;
+use crate::target::iscsi::{
+    self, Authentication, ChapCredentials, IscsiBackend, IscsiConfig, Portal,
+};
+use crate::target::scsi::{
+    AluaState, LogicalUnit, LuIdentity, LuRegistry, PortGroup, PortGroups, PrStore,
+};
+
+/// The node's iSCSI target name.
+pub fn target_name(serial: u64) -> String {
+    format!("iqn.2026-11.io.troika:node-{serial:016x}")
+}
+
+/// A dataset's 16-byte NAA 6h designator: the same digits as its `serial` in the REST API.
+pub fn dataset_naa(serial: u64, id: u32) -> [u8; 16] {
+    let high = (6u64 << 60) | (serial & 0x0FFF_FFFF_FFFF_FFFF);
+    let mut naa = [0u8; 16];
+    naa[..8].copy_from_slice(&high.to_be_bytes());
+    naa[8..].copy_from_slice(&u64::from(id).to_be_bytes());
+    naa
+}
+
+/// The REST API's `serial` of a dataset (32 hex digits of its NAA designator).
+pub fn dataset_serial(serial: u64, id: u32) -> String {
+    dataset_naa(serial, id)
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
+}
+
+/// The ALUA state a controller's target port group reports.
+fn alua_state(state: ControllerState) -> AluaState {
+    match state {
+        ControllerState::Active => AluaState::ActiveOptimized,
+        ControllerState::Recovering => AluaState::ActiveNonOptimized,
+        ControllerState::Starting => AluaState::Transitioning,
+        ControllerState::Failed | ControllerState::Stopped => AluaState::Offline,
+    }
+}
+
+/// Port groups as the controllers' states make them.
+struct ControllerGroups {
+    controllers: Arc<Controllers>,
+    target: String,
+}
+
+impl PortGroups for ControllerGroups {
+    fn groups(&self) -> Vec<PortGroup> {
+        self.controllers
+            .ids()
+            .iter()
+            .map(|id| {
+                let number = (id.index() + 1) as u16;
+                PortGroup {
+                    id: number,
+                    state: alua_state(self.controllers.state(*id)),
+                    relative_ports: vec![number],
+                }
+            })
+            .collect()
+    }
+
+    fn target_port_name(&self, relative_port: u16) -> String {
+        format!("{},t,0x{relative_port:04x}", self.target)
+    }
+
+    fn target_name(&self) -> String {
+        self.target.clone()
+    }
+}
+
+/// Persistent reservations, one file per dataset under `<data>/reservations`, replaced
+/// atomically (write, fsync, rename, fsync the directory).
+struct ReservationFiles {
+    dir: PathBuf,
+}
+
+impl ReservationFiles {
+    fn path(&self, dataset_id: u32) -> PathBuf {
+        self.dir.join(format!("dataset-{dataset_id}.pr"))
+    }
+}
+
+impl PrStore for ReservationFiles {
+    fn load(&self, dataset_id: u32) -> Option<Vec<u8>> {
+        std::fs::read(self.path(dataset_id)).ok()
+    }
+
+    fn save(&self, dataset_id: u32, state: &[u8]) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self.path(dataset_id);
+        let temporary = path.with_extension("pr.new");
+        {
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(state)?;
+            file.sync_all()?;
+        }
+        std::fs::rename(&temporary, &path)?;
+        std::fs::File::open(&self.dir)?.sync_all()
+    }
+
+    fn remove(&self, dataset_id: u32) {
+        let _ = std::fs::remove_file(self.path(dataset_id));
+    }
+}
+
+/// One controller's portal.
+#[derive(Default)]
+struct PortalSlot {
+    address: Option<SocketAddr>,
+    shutdown: Option<Arc<AtomicBool>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// The node's iSCSI target: backend of every portal, and the portals themselves.
+pub struct IscsiNode {
+    meta: Arc<MetaStore>,
+    controllers: Arc<Controllers>,
+    registry: Arc<LuRegistry>,
+    groups: Arc<ControllerGroups>,
+    target: String,
+    config: IscsiConfig,
+    portals: Mutex<Vec<PortalSlot>>,
+    retired: Mutex<Vec<JoinHandle<()>>>,
+    /// This node itself, for portals reopened from [`PortalSet::reopen`].
+    me: Weak<IscsiNode>,
+}
+
+impl IscsiNode {
+    /// The target of this node, with no portal open yet.
+    pub fn new(
+        meta: Arc<MetaStore>,
+        controllers: Arc<Controllers>,
+        data_dir: PathBuf,
+    ) -> Arc<IscsiNode> {
+        let target = target_name(meta.serial());
+        let groups = Arc::new(ControllerGroups {
+            controllers: controllers.clone(),
+            target: target.clone(),
+        });
+        let store = Arc::new(ReservationFiles {
+            dir: data_dir.join("reservations"),
+        });
+        let registry = LuRegistry::new(store, groups.clone());
+        let count = controllers.ids().len();
+        Arc::new_cyclic(|me| IscsiNode {
+            me: me.clone(),
+            meta,
+            controllers,
+            registry,
+            groups,
+            target,
+            config: IscsiConfig::default(),
+            portals: Mutex::new((0..count).map(|_| PortalSlot::default()).collect()),
+            retired: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Listens on `address` as controller `controller`'s portal (remembered for reopening).
+    pub fn open_portal(
+        self: &Arc<Self>,
+        controller: ControllerId,
+        address: SocketAddr,
+    ) -> std::io::Result<()> {
+        let mut portals = self.portals.lock();
+        let slot = &mut portals[controller.index()];
+        slot.address = Some(address);
+        if slot.thread.is_some() {
+            return Ok(());
+        }
+        // A portal closed a moment ago may still hold the address.
+        let mut attempts = 0;
+        let listener = loop {
+            match TcpListener::bind(address) {
+                Ok(listener) => break listener,
+                Err(err) if attempts < 40 && err.kind() == std::io::ErrorKind::AddrInUse => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(err) => return Err(err),
+            }
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let backend: Arc<dyn IscsiBackend> = self.clone();
+        slot.thread = Some(iscsi::spawn_portal(
+            listener,
+            (controller.index() + 1) as u16,
+            backend,
+            self.config.clone(),
+            shutdown.clone(),
+        ));
+        slot.shutdown = Some(shutdown);
+        Ok(())
+    }
+
+    fn close_portal(&self, index: usize) {
+        let mut portals = self.portals.lock();
+        let slot = &mut portals[index];
+        if let Some(shutdown) = slot.shutdown.take() {
+            shutdown.store(true, Ordering::Release);
+        }
+        if let Some(thread) = slot.thread.take() {
+            self.retired.lock().push(thread);
+        }
+    }
+
+    fn controller_of(&self, tpgt: u16) -> Option<ControllerId> {
+        let index = usize::from(tpgt).checked_sub(1)?;
+        ControllerId::new(index, self.controllers.ids().len())
+    }
+}
+
+impl PortalSet for IscsiNode {
+    fn close(&self, controller: ControllerId) {
+        self.close_portal(controller.index());
+    }
+
+    fn reopen(&self, controller: ControllerId) {
+        let address = self.portals.lock()[controller.index()].address;
+        if let (Some(address), Some(me)) = (address, self.me.upgrade())
+            && let Err(err) = me.open_portal(controller, address)
+        {
+            eprintln!("troika: controller {controller} cannot reopen its iSCSI portal {address}: {err}");
+        }
+    }
+
+    fn states_changed(&self) {
+        self.registry.alua_changed();
+    }
+
+    fn close_all(&self) {
+        let count = self.portals.lock().len();
+        for index in 0..count {
+            self.close_portal(index);
+        }
+        let threads = std::mem::take(&mut *self.retired.lock());
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl IscsiBackend for IscsiNode {
+    fn target_name(&self) -> String {
+        self.target.clone()
+    }
+
+    fn portals(&self) -> Vec<Portal> {
+        let portals = self.portals.lock();
+        portals
+            .iter()
+            .enumerate()
+            .filter(|(_, slot)| slot.thread.is_some())
+            .filter_map(|(index, slot)| {
+                Some(Portal {
+                    address: slot.address?,
+                    tpgt: (index + 1) as u16,
+                })
+            })
+            .collect()
+    }
+
+    fn authentication(&self, initiator: &str) -> Option<Authentication> {
+        let state = self.meta.state();
+        let host = state.catalog.host_by_initiator(initiator)?;
+        let chap = &host.chap;
+        let inbound = ChapCredentials {
+            user: chap.inbound_user.clone(),
+            secret: chap.inbound_secret.clone(),
+        };
+        Some(match chap.method {
+            ChapMethod::None => Authentication::None,
+            ChapMethod::Chap => Authentication::Chap {
+                inbound,
+                outbound: None,
+            },
+            ChapMethod::MutualChap => Authentication::Chap {
+                inbound,
+                outbound: Some(ChapCredentials {
+                    user: chap.outbound_user.clone(),
+                    secret: chap.outbound_secret.clone(),
+                }),
+            },
+        })
+    }
+
+    fn luns(&self, initiator: &str) -> Vec<(u64, u32)> {
+        let state = self.meta.state();
+        let Some(host) = state.catalog.host_by_initiator(initiator) else {
+            return Vec::new();
+        };
+        state
+            .catalog
+            .luns_of_host(host.id)
+            .into_iter()
+            .filter(|(_, volume)| state.volumes.contains_key(volume))
+            .map(|(lun, volume)| (u64::from(lun), volume))
+            .collect()
+    }
+
+    fn open_unit(&self, dataset_id: u32, tpgt: u16) -> Option<LogicalUnit> {
+        let controller = self.controller_of(tpgt)?;
+        let target = self.controllers.open_dataset_on(dataset_id, controller)?;
+        let serial = self.meta.serial();
+        let identity = LuIdentity {
+            dataset_id,
+            naa: dataset_naa(serial, dataset_id),
+            serial: dataset_serial(serial, dataset_id),
+            name: target.name().to_owned(),
+        };
+        Some(LogicalUnit {
+            target,
+            identity: Arc::new(identity),
+            shared: self.registry.shared(dataset_id),
+            ports: self.groups.clone(),
+        })
+    }
+
+    fn generation(&self) -> u64 {
+        self.meta.catalog_generation()
+    }
+}

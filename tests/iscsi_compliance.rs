@@ -1,0 +1,111 @@
+//! libiscsi's compliance suite (`iscsi-test-cu`, Debian's libiscsi-bin) against the real
+//! binary: every test on one portal with `--dataloss`, and the multipath and reservation
+//! tests across two portals on different controllers. Zero failures; the VAAI, multipath
+//! and reservation suites must run, not skip.
+
+mod common;
+#[path = "common/iscsi.rs"]
+mod iscsi;
+
+use std::time::Duration;
+
+use common::have;
+use iscsi::{Outcome, node_with_lun, run_cu, target_name};
+
+/// Suites that must run every test (a skip means a missing feature).
+const MUST_RUN: [&str; 7] = [
+    "CompareAndWrite.",
+    "ExtendedCopy.",
+    "ReceiveCopyResults.",
+    "GetLBAStatus.",
+    "Unmap.",
+    "WriteSame10.",
+    "WriteSame16.",
+];
+
+fn tools_present() -> bool {
+    if have("iscsi-test-cu") {
+        return true;
+    }
+    assert!(
+        std::env::var_os("CI").is_none() && std::env::var_os("TROIKA_REQUIRE_ISCSI").is_none(),
+        "iscsi-test-cu is missing (Debian package libiscsi-bin)"
+    );
+    eprintln!("skipping: iscsi-test-cu is not installed (Debian package libiscsi-bin)");
+    false
+}
+
+fn report(run: &iscsi::CuRun, label: &str) {
+    eprintln!("iscsi-test-cu {label}: {}", run.summary_line());
+    for name in run.in_suite("", Outcome::Failed) {
+        eprintln!("  FAILED {name}");
+    }
+    for name in run.in_suite("", Outcome::Skipped) {
+        eprintln!("  skipped {name}");
+    }
+}
+
+#[test]
+fn every_compliance_test_passes_on_one_portal() {
+    if !tools_present() {
+        return;
+    }
+    let node = node_with_lun("cu1", "128M");
+    let url = format!(
+        "iscsi://127.0.0.1:{}/{}/1",
+        node.iscsi_ports[0],
+        target_name(&node)
+    );
+    let run = run_cu("ALL", &[url], Duration::from_secs(900));
+    report(&run, "ALL, one portal");
+    let failed = run.in_suite("", Outcome::Failed);
+    assert!(
+        failed.is_empty() && run.summary_failed == Some(0),
+        "{} tests failed: {failed:?}\n{}",
+        failed.len(),
+        run.output
+    );
+    for suite in MUST_RUN {
+        let skipped = run.in_suite(suite, Outcome::Skipped);
+        assert!(skipped.is_empty(), "{suite} tests skipped: {skipped:?}");
+        assert!(
+            !run.in_suite(suite, Outcome::Passed).is_empty(),
+            "no {suite} test ran"
+        );
+    }
+    assert!(node.log_text().lines().all(|line| !line.contains("panicked")), "{}", node.log_text());
+}
+
+#[test]
+fn multipath_and_reservation_tests_pass_across_two_controllers() {
+    if !tools_present() {
+        return;
+    }
+    let node = node_with_lun("cu2", "64M");
+    let target = target_name(&node);
+    let urls: Vec<String> = node.iscsi_ports[..2]
+        .iter()
+        .map(|port| format!("iscsi://127.0.0.1:{port}/{target}/1"))
+        .collect();
+    let run = run_cu(
+        "ALL.MultipathIO,ALL.Prin*,ALL.Prout*,ALL.Reserve6*,ALL.Release6*",
+        &urls,
+        Duration::from_secs(600),
+    );
+    report(&run, "multipath and reservations, two portals");
+    let failed = run.in_suite("", Outcome::Failed);
+    assert!(
+        failed.is_empty() && run.summary_failed == Some(0),
+        "{} tests failed: {failed:?}\n{}",
+        failed.len(),
+        run.output
+    );
+    for suite in ["MultipathIO.", "Prin", "Prout"] {
+        let skipped = run.in_suite(suite, Outcome::Skipped);
+        assert!(skipped.is_empty(), "{suite} tests skipped: {skipped:?}");
+        assert!(
+            !run.in_suite(suite, Outcome::Passed).is_empty(),
+            "no {suite} test ran"
+        );
+    }
+}
