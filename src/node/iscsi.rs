@@ -127,10 +127,13 @@ impl PrStore for ReservationFiles {
     }
 }
 
-/// One controller's portal.
+/// One controller's portal address: served by its own controller, or, while that one is
+/// failed, by a survivor that took the address over (as an array moves a failed node's IP).
 #[derive(Default)]
 struct PortalSlot {
     address: Option<SocketAddr>,
+    /// The controller serving the address now (its index).
+    served_by: usize,
     shutdown: Option<Arc<AtomicBool>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -185,10 +188,20 @@ impl IscsiNode {
         controller: ControllerId,
         address: SocketAddr,
     ) -> std::io::Result<()> {
+        self.serve_portal(controller.index(), controller.index(), address)
+    }
+
+    /// Serves slot `slot`'s address with controller `server`'s target port group.
+    fn serve_portal(
+        self: &Arc<Self>,
+        slot: usize,
+        server: usize,
+        address: SocketAddr,
+    ) -> std::io::Result<()> {
         let mut portals = self.portals.lock();
-        let slot = &mut portals[controller.index()];
-        slot.address = Some(address);
-        if slot.thread.is_some() {
+        let portal = &mut portals[slot];
+        portal.address = Some(address);
+        if portal.thread.is_some() {
             return Ok(());
         }
         // A portal closed a moment ago may still hold the address.
@@ -205,15 +218,41 @@ impl IscsiNode {
         };
         let shutdown = Arc::new(AtomicBool::new(false));
         let backend: Arc<dyn IscsiBackend> = self.clone();
-        slot.thread = Some(iscsi::spawn_portal(
+        portal.thread = Some(iscsi::spawn_portal(
             listener,
-            (controller.index() + 1) as u16,
+            (server + 1) as u16,
             backend,
             self.config.clone(),
             shutdown.clone(),
         ));
-        slot.shutdown = Some(shutdown);
+        portal.served_by = server;
+        portal.shutdown = Some(shutdown);
         Ok(())
+    }
+
+    /// A surviving controller takes over failed controller `failed`'s portal address, so
+    /// initiators reconnecting to it reach the target again.
+    fn take_over(self: &Arc<Self>, failed: usize) {
+        let Some(address) = self.portals.lock()[failed].address else {
+            return;
+        };
+        let survivor = self
+            .controllers
+            .ids()
+            .iter()
+            .map(|id| id.index())
+            .find(|index| {
+                *index != failed
+                    && self.controllers.state(self.controllers.ids()[*index]).ports_open()
+            });
+        let Some(survivor) = survivor else { return };
+        if let Err(err) = self.serve_portal(failed, survivor, address) {
+            eprintln!(
+                "troika: controller {} cannot take over the iSCSI portal {address} of failed controller {}: {err}",
+                survivor + 1,
+                failed + 1
+            );
+        }
     }
 
     fn close_portal(&self, index: usize) {
@@ -235,11 +274,37 @@ impl IscsiNode {
 
 impl PortalSet for IscsiNode {
     fn close(&self, controller: ControllerId) {
-        self.close_portal(controller.index());
+        let index = controller.index();
+        // Portals this controller had taken over go too; their own controllers are back
+        // or will be taken over below.
+        let count = self.portals.lock().len();
+        let mut orphans = Vec::new();
+        for slot in 0..count {
+            let served_by = self.portals.lock()[slot].served_by;
+            if served_by == index {
+                self.close_portal(slot);
+                if slot != index {
+                    orphans.push(slot);
+                }
+            }
+        }
+        let Some(me) = self.me.upgrade() else { return };
+        // Taking over waits for the closed listener to let go of the address: not under
+        // the caller's locks.
+        std::thread::spawn(move || {
+            // The failed controller's state is set after `close` returns.
+            std::thread::sleep(Duration::from_millis(100));
+            me.take_over(index);
+            for slot in orphans {
+                me.take_over(slot);
+            }
+        });
     }
 
     fn reopen(&self, controller: ControllerId) {
-        let address = self.portals.lock()[controller.index()].address;
+        let index = controller.index();
+        let address = self.portals.lock()[index].address;
+        self.close_portal(index);
         if let (Some(address), Some(me)) = (address, self.me.upgrade())
             && let Err(err) = me.open_portal(controller, address)
         {
@@ -272,12 +337,11 @@ impl IscsiBackend for IscsiNode {
         let portals = self.portals.lock();
         portals
             .iter()
-            .enumerate()
-            .filter(|(_, slot)| slot.thread.is_some())
-            .filter_map(|(index, slot)| {
+            .filter(|slot| slot.thread.is_some())
+            .filter_map(|slot| {
                 Some(Portal {
                     address: slot.address?,
-                    tpgt: (index + 1) as u16,
+                    tpgt: (slot.served_by + 1) as u16,
                 })
             })
             .collect()
