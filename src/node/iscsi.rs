@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use crate::controller::state::ControllerState;
 use crate::controller::{ControllerId, Controllers, PortalSet};
 use crate::meta::MetaStore;
-use crate::meta::catalog::ChapMethod;
+use crate::meta::hosts::ChapMethod;
 use crate::target::iscsi::{
     self, Authentication, ChapCredentials, IscsiBackend, IscsiConfig, Portal,
 };
