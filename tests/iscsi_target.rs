@@ -181,7 +181,7 @@ fn chap_admits_only_the_right_secrets_one_way_and_mutual() {
         "security_chap_inbound_username": "host-a",
         "security_chap_inbound_secret": "inbound-secret-1",
         "security_chap_outbound_username": "array",
-        "security_chap_outbound_secret": "outbound-secret-2",
+        "security_chap_outbound_secret": "outbound-sec-2",
     }));
     let mut mutual = Session::login(
         port,
@@ -191,7 +191,7 @@ fn chap_admits_only_the_right_secrets_one_way_and_mutual() {
             user: "host-a",
             secret: "inbound-secret-1",
             target_user: "array",
-            target_secret: "outbound-secret-2",
+            target_secret: "outbound-sec-2",
         },
     )
     .expect("mutual CHAP login");

@@ -139,11 +139,14 @@ impl Controllers {
             )));
         }
         let started = Instant::now();
-        self.cache.set_accepting(index, false);
-        self.ports.close(index);
+        // Portals close first: a command that fails because its controller stopped
+        // accepting then finds its connection closing and is retried by the initiator
+        // on another path instead of getting an error.
         for set in self.portal_sets() {
             set.close(id);
         }
+        self.cache.set_accepting(index, false);
+        self.ports.close(index);
         self.cache.pause();
         let old = self.routing.load();
         let new = old.without(id);
