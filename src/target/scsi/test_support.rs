@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -24,6 +24,8 @@ pub struct MemTarget {
     state: Mutex<(Vec<u8>, Vec<bool>)>,
     pub flushes: AtomicUsize,
     pub trims: AtomicUsize,
+    /// Reads pause after copying, to widen read-modify-write windows.
+    pub slow_reads: AtomicBool,
 }
 
 impl MemTarget {
@@ -36,6 +38,7 @@ impl MemTarget {
             )),
             flushes: AtomicUsize::new(0),
             trims: AtomicUsize::new(0),
+            slow_reads: AtomicBool::new(false),
         }
     }
 
@@ -81,8 +84,13 @@ impl BlockTarget for MemTarget {
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.check(offset, buf.len() as u64, false)?;
-        let state = self.state.lock();
-        buf.copy_from_slice(&state.0[offset as usize..offset as usize + buf.len()]);
+        {
+            let state = self.state.lock();
+            buf.copy_from_slice(&state.0[offset as usize..offset as usize + buf.len()]);
+        }
+        if self.slow_reads.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_micros(200));
+        }
         Ok(())
     }
     fn write(&self, offset: u64, data: &[u8], _fua: bool) -> Result<(), IoError> {

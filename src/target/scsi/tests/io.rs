@@ -152,6 +152,7 @@ fn compare_and_write() {
 fn compare_and_write_is_atomic_against_writes() {
     const INCREMENTS: u32 = 150;
     let rig = Arc::new(Rig::new());
+    rig.target.slow_reads.store(true, Ordering::Relaxed);
     let lba = 3u64;
     let counter_block = |value: u32| {
         let mut block = vec![0u8; 512];
