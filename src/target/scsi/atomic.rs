@@ -55,13 +55,16 @@ impl LogicalUnit {
                 MISCOMPARE_DURING_VERIFY.with_information(at as u32),
             ));
         }
-        self.target
-            .write(offset, write, fua)
-            .map_err(write_failure)
+        self.target.write(offset, write, fua).map_err(write_failure)
     }
 
     /// ORWRITE(16): each block becomes its old contents OR the Data-Out.
-    pub(crate) fn or_write(&self, cdb: &[u8], data_out: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn or_write(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         require(cdb, 16)?;
         if cdb[1] >> 5 != 0 {
             return Err(Sense::bad_cdb_field(1).into());
@@ -95,7 +98,9 @@ impl LogicalUnit {
                 for (byte, bits) in merged.iter_mut().zip(mask) {
                     *byte |= bits;
                 }
-                self.target.write(offset, merged, fua).map_err(write_failure)
+                self.target
+                    .write(offset, merged, fua)
+                    .map_err(write_failure)
             });
         merged.clear();
         result

@@ -70,7 +70,12 @@ fn push_name(out: &mut Vec<u8>, piv_assoc_type: u8, name: &str) {
 
 impl LogicalUnit {
     /// INQUIRY (0x12).
-    pub(crate) fn inquiry(&self, nexus_port: u16, cdb: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn inquiry(
+        &self,
+        nexus_port: u16,
+        cdb: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         require(cdb, 6)?;
         let evpd = cdb[1] & 0x01 != 0;
         if cdb[1] & 0x02 != 0 {
@@ -99,8 +104,7 @@ impl LogicalUnit {
                     out[5] = 0x01; // non-rotating medium
                 }
                 0xB2 => out.extend_from_slice(&[
-                    0x00,
-                    0xE6, // LBPU LBPWS LBPWS10 LBPRZ=1 ANC_SUP
+                    0x00, 0xE6, // LBPU LBPWS LBPWS10 LBPRZ=1 ANC_SUP
                     0x02, // provisioning type: thin
                     0x00,
                 ]),

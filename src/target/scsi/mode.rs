@@ -4,9 +4,7 @@
 //! SELECT accepts the current values back and refuses any change.
 
 use super::cdb::{be16, require};
-use super::sense::{
-    CmdResult, PARAMETER_LIST_LENGTH_ERROR, SAVING_NOT_SUPPORTED, Sense,
-};
+use super::sense::{CmdResult, PARAMETER_LIST_LENGTH_ERROR, SAVING_NOT_SUPPORTED, Sense};
 use super::{BLOCK_SIZE, LogicalUnit, Response};
 
 /// The pages served, in page-code order (what page 0x3F returns).
@@ -118,7 +116,12 @@ impl LogicalUnit {
     }
 
     /// MODE SELECT (6) and (10): the current values are accepted back, nothing else.
-    pub(crate) fn mode_select(&self, cdb: &[u8], data_out: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn mode_select(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         let ten = cdb.first() == Some(&super::cdb::op::MODE_SELECT_10);
         require(cdb, if ten { 10 } else { 6 })?;
         if cdb[1] & 0x01 != 0 {
@@ -152,12 +155,8 @@ impl LogicalUnit {
         let mut at = header;
         while at + descriptor_size <= pages_at {
             let length_at = at + descriptor_size - 3;
-            let block_length = u32::from_be_bytes([
-                0,
-                list[length_at],
-                list[length_at + 1],
-                list[length_at + 2],
-            ]);
+            let block_length =
+                u32::from_be_bytes([0, list[length_at], list[length_at + 1], list[length_at + 2]]);
             if block_length != BLOCK_SIZE {
                 return Err(Sense::bad_param_field(length_at as u16).into());
             }

@@ -50,28 +50,88 @@ pub(crate) static COMMANDS: &[Command] = &[
     cmd(op::READ_CAPACITY_10, &[0x25, 0, FF, FF, FF, FF, 0, 0, 0, 0]),
     cmd(op::READ_10, &[0x28, 0x18, FF, FF, FF, FF, 0, FF, FF, 0]),
     cmd(op::WRITE_10, &[0x2A, 0x18, FF, FF, FF, FF, 0, FF, FF, 0]),
-    cmd(op::WRITE_AND_VERIFY_10, &[0x2E, 0x12, FF, FF, FF, FF, 0, FF, FF, 0]),
+    cmd(
+        op::WRITE_AND_VERIFY_10,
+        &[0x2E, 0x12, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
     cmd(op::VERIFY_10, &[0x2F, 0x16, FF, FF, FF, FF, 0, FF, FF, 0]),
-    cmd(op::PRE_FETCH_10, &[0x34, 0x02, FF, FF, FF, FF, 0, FF, FF, 0]),
-    cmd(op::SYNCHRONIZE_CACHE_10, &[0x35, 0x02, FF, FF, FF, FF, 0, FF, FF, 0]),
-    cmd(op::WRITE_SAME_10, &[0x41, 0x08, FF, FF, FF, FF, 0, FF, FF, 0]),
+    cmd(
+        op::PRE_FETCH_10,
+        &[0x34, 0x02, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    cmd(
+        op::SYNCHRONIZE_CACHE_10,
+        &[0x35, 0x02, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
+    cmd(
+        op::WRITE_SAME_10,
+        &[0x41, 0x08, FF, FF, FF, FF, 0, FF, FF, 0],
+    ),
     cmd(op::UNMAP, &[0x42, 0x01, 0, 0, 0, 0, 0, FF, FF, 0]),
     cmd(op::MODE_SELECT_10, &[0x55, 0x11, 0, 0, 0, 0, 0, FF, FF, 0]),
     cmd(op::RESERVE_10, &[0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
     cmd(op::RELEASE_10, &[0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
     cmd(op::MODE_SENSE_10, &[0x5A, 0x18, FF, 0, 0, 0, 0, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_IN, 0x00, &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_IN, 0x01, &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_IN, 0x02, &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_IN, 0x03, &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x00, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x01, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x02, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x03, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x04, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x05, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x06, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
-    cmd_sa(op::PERSISTENT_RESERVE_OUT, 0x07, &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0]),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_IN,
+        0x00,
+        &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_IN,
+        0x01,
+        &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_IN,
+        0x02,
+        &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_IN,
+        0x03,
+        &[0x5E, 0x1F, 0, 0, 0, 0, 0, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x00,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x01,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x02,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x03,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x04,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x05,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x06,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
+    cmd_sa(
+        op::PERSISTENT_RESERVE_OUT,
+        0x07,
+        &[0x5F, 0x1F, FF, 0, 0, FF, FF, FF, FF, 0],
+    ),
     cmd_sa(
         op::EXTENDED_COPY,
         0x00,
@@ -87,24 +147,60 @@ pub(crate) static COMMANDS: &[Command] = &[
         sa::OPERATING_PARAMETERS,
         &[0x84, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, FF, FF, FF, FF, 0, 0],
     ),
-    cmd(op::READ_16, &[0x88, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(
+        op::READ_16,
+        &[
+            0x88, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+    ),
     cmd(
         op::COMPARE_AND_WRITE,
-        &[0x89, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, 0, FF, 0, 0],
+        &[
+            0x89, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0, 0, FF, 0, 0,
+        ],
     ),
-    cmd(op::WRITE_16, &[0x8A, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
-    cmd(op::ORWRITE_16, &[0x8B, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(
+        op::WRITE_16,
+        &[
+            0x8A, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+    ),
+    cmd(
+        op::ORWRITE_16,
+        &[
+            0x8B, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+    ),
     cmd(
         op::WRITE_AND_VERIFY_16,
-        &[0x8E, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+        &[
+            0x8E, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
     ),
-    cmd(op::VERIFY_16, &[0x8F, 0x16, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
-    cmd(op::PRE_FETCH_16, &[0x90, 0x02, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(
+        op::VERIFY_16,
+        &[
+            0x8F, 0x16, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+    ),
+    cmd(
+        op::PRE_FETCH_16,
+        &[
+            0x90, 0x02, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+    ),
     cmd(
         op::SYNCHRONIZE_CACHE_16,
-        &[0x91, 0x02, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+        &[
+            0x91, 0x02, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
     ),
-    cmd(op::WRITE_SAME_16, &[0x93, 0x09, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(
+        op::WRITE_SAME_16,
+        &[
+            0x93, 0x09, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
+    ),
     cmd_sa(
         op::SERVICE_ACTION_IN_16,
         sa::READ_CAPACITY_16,
@@ -113,9 +209,14 @@ pub(crate) static COMMANDS: &[Command] = &[
     cmd_sa(
         op::SERVICE_ACTION_IN_16,
         sa::GET_LBA_STATUS,
-        &[0x9E, 0x1F, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+        &[
+            0x9E, 0x1F, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0,
+        ],
     ),
-    cmd(op::REPORT_LUNS, &[0xA0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0]),
+    cmd(
+        op::REPORT_LUNS,
+        &[0xA0, 0, FF, 0, 0, 0, FF, FF, FF, FF, 0, 0],
+    ),
     cmd_sa(
         op::MAINTENANCE_IN,
         sa::REPORT_TARGET_PORT_GROUPS,
@@ -126,10 +227,22 @@ pub(crate) static COMMANDS: &[Command] = &[
         sa::REPORT_SUPPORTED_OPCODES,
         &[0xA3, 0x1F, 0x87, FF, FF, FF, FF, FF, FF, FF, 0, 0],
     ),
-    cmd(op::READ_12, &[0xA8, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
-    cmd(op::WRITE_12, &[0xAA, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
-    cmd(op::WRITE_AND_VERIFY_12, &[0xAE, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
-    cmd(op::VERIFY_12, &[0xAF, 0x16, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0]),
+    cmd(
+        op::READ_12,
+        &[0xA8, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+    ),
+    cmd(
+        op::WRITE_12,
+        &[0xAA, 0x18, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+    ),
+    cmd(
+        op::WRITE_AND_VERIFY_12,
+        &[0xAE, 0x12, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+    ),
+    cmd(
+        op::VERIFY_12,
+        &[0xAF, 0x16, FF, FF, FF, FF, FF, FF, FF, FF, 0, 0],
+    ),
 ];
 
 /// Whether `opcode` is in the table (with any service action).
@@ -156,7 +269,11 @@ fn push_timeouts(out: &mut Vec<u8>) {
 impl LogicalUnit {
     /// REPORT SUPPORTED OPERATION CODES: every reporting option (0 all, 1 opcode, 2 opcode
     /// and service action, 3 either), with command timeouts when RCTD is set.
-    pub(crate) fn report_supported_opcodes(&self, cdb: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn report_supported_opcodes(
+        &self,
+        cdb: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         require(cdb, 12)?;
         let rctd = cdb[2] & 0x80 != 0;
         let option = cdb[2] & 0x07;
@@ -171,7 +288,9 @@ impl LogicalUnit {
                 for command in COMMANDS {
                     out.push(command.opcode);
                     out.push(0);
-                    out.extend_from_slice(&u16::from(command.service_action.unwrap_or(0)).to_be_bytes());
+                    out.extend_from_slice(
+                        &u16::from(command.service_action.unwrap_or(0)).to_be_bytes(),
+                    );
                     out.push(0);
                     let mut flags = 0;
                     if command.service_action.is_some() {
@@ -233,7 +352,11 @@ impl LogicalUnit {
 
     /// REPORT TARGET PORT GROUPS: one descriptor per port group, length-only or extended
     /// header as the PARAMETER DATA FORMAT field asks.
-    pub(crate) fn report_target_port_groups(&self, cdb: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn report_target_port_groups(
+        &self,
+        cdb: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         require(cdb, 12)?;
         let extended = match cdb[1] >> 5 {
             0 => false,

@@ -8,8 +8,8 @@ use super::inquiry::{
 };
 use super::rw::SHORT_DATA_OUT;
 use super::sense::{
-    CmdResult, LBA_OUT_OF_RANGE, PARAMETER_LIST_LENGTH_ERROR, Sense, WRITE_PROTECTED,
-    read_failure, write_failure,
+    CmdResult, LBA_OUT_OF_RANGE, PARAMETER_LIST_LENGTH_ERROR, Sense, WRITE_PROTECTED, read_failure,
+    write_failure,
 };
 use super::{BLOCK_SIZE, LogicalUnit, Response};
 use crate::target::Extent;
@@ -51,7 +51,12 @@ impl LogicalUnit {
 
     /// WRITE SAME (10/16): UNMAP with a zero block releases the range, a zero block
     /// without it zeroes the range (kept allocated), anything else is written repeated.
-    pub(crate) fn write_same(&self, cdb: &[u8], data_out: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn write_same(
+        &self,
+        cdb: &[u8],
+        data_out: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         let request = block_cdb(cdb)?;
         let sixteen = cdb[0] == super::cdb::op::WRITE_SAME_16;
         let unmap = request.flags & 0x08 != 0;

@@ -138,7 +138,9 @@ impl LogicalUnit {
                 };
                 if let Some(at) = differs {
                     let offset = (done + at) as u32;
-                    return Err(Failure::Check(MISCOMPARE_DURING_VERIFY.with_information(offset)));
+                    return Err(Failure::Check(
+                        MISCOMPARE_DURING_VERIFY.with_information(offset),
+                    ));
                 }
             }
             done += step;
@@ -166,7 +168,11 @@ impl LogicalUnit {
     /// before answering, which SBC allows).
     pub(crate) fn synchronize_cache(&self, cdb: &[u8]) -> CmdResult {
         let request = block_cdb(cdb)?;
-        check_range(request.lba, u64::from(request.blocks), self.capacity_blocks())?;
+        check_range(
+            request.lba,
+            u64::from(request.blocks),
+            self.capacity_blocks(),
+        )?;
         self.target.flush().map_err(write_failure)
     }
 }

@@ -128,8 +128,7 @@ pub(crate) const ALUA_TRANSITIONING: Sense = Sense::new(key::NOT_READY, 0x04, 0x
 pub(crate) const TOO_MANY_TARGET_DESCRIPTORS: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x06);
 pub(crate) const UNSUPPORTED_TARGET_DESCRIPTOR: Sense =
     Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x07);
-pub(crate) const TOO_MANY_SEGMENT_DESCRIPTORS: Sense =
-    Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x08);
+pub(crate) const TOO_MANY_SEGMENT_DESCRIPTORS: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x08);
 pub(crate) const UNSUPPORTED_SEGMENT_DESCRIPTOR: Sense =
     Sense::new(key::ILLEGAL_REQUEST, 0x26, 0x09);
 pub(crate) const COPY_TARGET_NOT_REACHABLE: Sense = Sense::new(key::COPY_ABORTED, 0x0D, 0x02);

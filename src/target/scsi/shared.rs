@@ -119,8 +119,7 @@ impl LuShared {
     /// Takes the write side of the stripes `[lba, lba+blocks)` touches (COMPARE AND WRITE).
     pub(crate) fn lock_exclusive(&self, lba: u64, blocks: u64) -> StripeGuards<'_> {
         let mask = stripe_mask(lba, blocks);
-        let mut write: [Option<RwLockWriteGuard<'_, ()>>; STRIPES] =
-            std::array::from_fn(|_| None);
+        let mut write: [Option<RwLockWriteGuard<'_, ()>>; STRIPES] = std::array::from_fn(|_| None);
         for (stripe, slot) in write.iter_mut().enumerate() {
             if mask & (1 << stripe) != 0 {
                 *slot = Some(self.inner.stripes[stripe].write());

@@ -295,7 +295,11 @@ pub fn nexus(n: u32) -> Nexus {
 
 /// (sense key, ASC, ASCQ) of a CHECK CONDITION response.
 pub fn sense_of(response: &Response) -> (u8, u8, u8) {
-    assert_eq!(response.status, super::status::CHECK_CONDITION, "{response:?}");
+    assert_eq!(
+        response.status,
+        super::status::CHECK_CONDITION,
+        "{response:?}"
+    );
     (
         response.sense[2] & 0x0F,
         response.sense[12],

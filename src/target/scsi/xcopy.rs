@@ -11,9 +11,9 @@
 
 use super::cdb::{be16, be32, be64, require, sa};
 use super::sense::{
-    COPY_TARGET_NOT_REACHABLE, CmdResult, Failure, PARAMETER_LIST_LENGTH_ERROR, Sense, TOO_MANY_SEGMENT_DESCRIPTORS,
-    TOO_MANY_TARGET_DESCRIPTORS, UNSUPPORTED_SEGMENT_DESCRIPTOR, UNSUPPORTED_TARGET_DESCRIPTOR,
-    WRITE_PROTECTED, io_error_sense, key,
+    COPY_TARGET_NOT_REACHABLE, CmdResult, Failure, PARAMETER_LIST_LENGTH_ERROR, Sense,
+    TOO_MANY_SEGMENT_DESCRIPTORS, TOO_MANY_TARGET_DESCRIPTORS, UNSUPPORTED_SEGMENT_DESCRIPTOR,
+    UNSUPPORTED_TARGET_DESCRIPTOR, WRITE_PROTECTED, io_error_sense, key,
 };
 use super::shared::CopyResult;
 use super::{BLOCK_SIZE, CopyPeers, LogicalUnit, Response};
@@ -120,7 +120,11 @@ impl LogicalUnit {
     }
 
     /// Resolves the CSCD descriptors to logical units.
-    fn copy_targets(&self, area: &[u8], peers: &dyn CopyPeers) -> Result<Vec<LogicalUnit>, Failure> {
+    fn copy_targets(
+        &self,
+        area: &[u8],
+        peers: &dyn CopyPeers,
+    ) -> Result<Vec<LogicalUnit>, Failure> {
         let mut units = Vec::new();
         let mut at = 0;
         while at < area.len() {
@@ -149,7 +153,8 @@ impl LogicalUnit {
                 return Err(COPY_TARGET_NOT_REACHABLE.into());
             }
             let designator = &descriptor[8..8 + designator_length];
-            let block_length = u32::from_be_bytes([0, descriptor[29], descriptor[30], descriptor[31]]);
+            let block_length =
+                u32::from_be_bytes([0, descriptor[29], descriptor[30], descriptor[31]]);
             if block_length != BLOCK_SIZE {
                 return Err(Sense::bad_param_field(field + 29).into());
             }
@@ -242,7 +247,8 @@ impl LogicalUnit {
                 out[10..12].copy_from_slice(&limits::MAX_SEGMENT_DESCRIPTORS.to_be_bytes());
                 out[12..16].copy_from_slice(&limits::MAX_DESCRIPTOR_LIST_LENGTH.to_be_bytes());
                 out[16..20].copy_from_slice(&limits::MAX_SEGMENT_BYTES.to_be_bytes());
-                out[34..36].copy_from_slice(&u16::from(limits::MAX_CONCURRENT_COPIES).to_be_bytes());
+                out[34..36]
+                    .copy_from_slice(&u16::from(limits::MAX_CONCURRENT_COPIES).to_be_bytes());
                 out[36] = limits::MAX_CONCURRENT_COPIES;
                 out[37] = BLOCK_SIZE.trailing_zeros() as u8;
                 out[43] = 2;
@@ -281,9 +287,7 @@ fn copy_segment(
             .target
             .read(from, scratch)
             .map_err(|error| aborted(error, true))?;
-        let _interlock = destination
-            .shared
-            .lock_for_write(to / block, step / block);
+        let _interlock = destination.shared.lock_for_write(to / block, step / block);
         destination
             .target
             .write(to, scratch, false)

@@ -34,7 +34,11 @@ fn unsupported_opcode_is_invalid_command_operation_code() {
     let rig = Rig::new();
     for opcode in [0x01u8, 0x04, 0x3B, 0x48, 0x7F, 0xC0, 0xFF] {
         let response = rig.run(&[opcode, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
-        assert_eq!(sense_of(&response), (0x05, 0x20, 0x00), "opcode {opcode:#x}");
+        assert_eq!(
+            sense_of(&response),
+            (0x05, 0x20, 0x00),
+            "opcode {opcode:#x}"
+        );
     }
     assert_eq!(sense_of(&rig.run(&[], &[])), (0x05, 0x24, 0x00));
 }
@@ -51,8 +55,14 @@ fn unsupported_service_action_is_invalid_field() {
 #[test]
 fn short_cdb_is_invalid_field() {
     let rig = Rig::new();
-    assert_eq!(sense_of(&rig.run(&[0x28, 0, 0, 0], &[])), (0x05, 0x24, 0x00));
-    assert_eq!(sense_of(&rig.run(&[0x88, 0, 0, 0, 0, 0, 0, 0], &[])), (0x05, 0x24, 0x00));
+    assert_eq!(
+        sense_of(&rig.run(&[0x28, 0, 0, 0], &[])),
+        (0x05, 0x24, 0x00)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&[0x88, 0, 0, 0, 0, 0, 0, 0], &[])),
+        (0x05, 0x24, 0x00)
+    );
     assert_eq!(sense_of(&rig.run(&[0x12, 0, 0], &[])), (0x05, 0x24, 0x00));
 }
 
@@ -67,26 +77,47 @@ fn unit_attention_rules() {
     // REQUEST SENSE reports and clears it.
     let sense = rig.run_as(&first, &[0x03, 0, 0, 0, 18, 0], &[]);
     assert_eq!(sense.status, status::GOOD);
-    assert_eq!((sense.data_in[2], sense.data_in[12], sense.data_in[13]), (6, 0x29, 0));
+    assert_eq!(
+        (sense.data_in[2], sense.data_in[12], sense.data_in[13]),
+        (6, 0x29, 0)
+    );
     let sense = rig.run_as(&first, &[0x03, 0, 0, 0, 18, 0], &[]);
     assert_eq!((sense.data_in[2], sense.data_in[12]), (0, 0));
     // Another nexus gets its own power-on, once.
-    assert_eq!(sense_of(&rig.run_as(&second, &[0; 6], &[])), (0x06, 0x29, 0x00));
+    assert_eq!(
+        sense_of(&rig.run_as(&second, &[0; 6], &[])),
+        (0x06, 0x29, 0x00)
+    );
     assert_eq!(rig.run_as(&second, &[0; 6], &[]).status, status::GOOD);
     // A LUN reset from the first raises BUS DEVICE RESET on the second only.
     rig.unit.lun_reset(&first);
     assert_eq!(rig.run_as(&first, &[0; 6], &[]).status, status::GOOD);
-    assert_eq!(sense_of(&rig.run_as(&second, &[0; 6], &[])), (0x06, 0x29, 0x03));
+    assert_eq!(
+        sense_of(&rig.run_as(&second, &[0; 6], &[])),
+        (0x06, 0x29, 0x03)
+    );
     // ALUA changes reach every known nexus.
     rig.registry.alua_changed();
-    assert_eq!(sense_of(&rig.run_as(&first, &[0; 6], &[])), (0x06, 0x2A, 0x06));
-    assert_eq!(sense_of(&rig.run_as(&second, &[0; 6], &[])), (0x06, 0x2A, 0x06));
+    assert_eq!(
+        sense_of(&rig.run_as(&first, &[0; 6], &[])),
+        (0x06, 0x2A, 0x06)
+    );
+    assert_eq!(
+        sense_of(&rig.run_as(&second, &[0; 6], &[])),
+        (0x06, 0x2A, 0x06)
+    );
     assert_eq!(rig.run_as(&second, &[0; 6], &[]).status, status::GOOD);
     // A nexus that comes back after being lost starts with POWER ON again.
     rig.unit.nexus_lost(&second);
-    assert_eq!(sense_of(&rig.run_as(&second, &[0; 6], &[])), (0x06, 0x29, 0x00));
+    assert_eq!(
+        sense_of(&rig.run_as(&second, &[0; 6], &[])),
+        (0x06, 0x29, 0x00)
+    );
     // REQUEST SENSE with DESC set is refused.
-    assert_eq!(sense_of(&rig.run(&[0x03, 1, 0, 0, 18, 0], &[])), (0x05, 0x24, 0x00));
+    assert_eq!(
+        sense_of(&rig.run(&[0x03, 1, 0, 0, 18, 0], &[])),
+        (0x05, 0x24, 0x00)
+    );
 }
 
 #[test]
@@ -109,9 +140,18 @@ fn standard_inquiry_layout() {
     assert_eq!(rig.run(&[0x12, 0, 0, 0, 0, 0], &[]).data_in.len(), 0);
     assert_eq!(rig.run(&[0x12, 0, 0, 0, 5, 0], &[]).data_in.len(), 5);
     // EVPD=0 with a page code, CmdDt, unknown VPD page.
-    assert_eq!(sense_of(&rig.run(&[0x12, 0, 0x80, 0, 96, 0], &[])), (5, 0x24, 0));
-    assert_eq!(sense_of(&rig.run(&[0x12, 2, 0, 0, 96, 0], &[])), (5, 0x24, 0));
-    assert_eq!(sense_of(&rig.run(&[0x12, 1, 0x99, 0, 96, 0], &[])), (5, 0x24, 0));
+    assert_eq!(
+        sense_of(&rig.run(&[0x12, 0, 0x80, 0, 96, 0], &[])),
+        (5, 0x24, 0)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&[0x12, 2, 0, 0, 96, 0], &[])),
+        (5, 0x24, 0)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&[0x12, 1, 0x99, 0, 96, 0], &[])),
+        (5, 0x24, 0)
+    );
 }
 
 fn vpd(rig: &Rig, page: u8) -> Vec<u8> {
@@ -119,7 +159,10 @@ fn vpd(rig: &Rig, page: u8) -> Vec<u8> {
     assert_eq!(response.status, status::GOOD, "page {page:#x}");
     let data = response.data_in;
     assert_eq!(data[1], page);
-    assert_eq!(usize::from(u16::from_be_bytes([data[2], data[3]])) + 4, data.len());
+    assert_eq!(
+        usize::from(u16::from_be_bytes([data[2], data[3]])) + 4,
+        data.len()
+    );
     data
 }
 
@@ -127,7 +170,10 @@ fn vpd(rig: &Rig, page: u8) -> Vec<u8> {
 fn vpd_pages() {
     let rig = Rig::new();
     let list = vpd(&rig, 0x00);
-    assert_eq!(&list[4..], &[0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2]);
+    assert_eq!(
+        &list[4..],
+        &[0x00, 0x80, 0x83, 0x86, 0x8F, 0xB0, 0xB1, 0xB2]
+    );
     for page in &list[4..] {
         vpd(&rig, *page);
     }
@@ -140,7 +186,10 @@ fn vpd_pages() {
     assert_eq!(provisioning[5] & 0xE0, 0xE0, "LBPU LBPWS LBPWS10");
     assert_eq!((provisioning[5] >> 2) & 7, 1, "LBPRZ");
     assert_eq!(provisioning[6] & 7, 2, "thin");
-    assert_eq!(u16::from_be_bytes([vpd(&rig, 0xB1)[4], vpd(&rig, 0xB1)[5]]), 1);
+    assert_eq!(
+        u16::from_be_bytes([vpd(&rig, 0xB1)[4], vpd(&rig, 0xB1)[5]]),
+        1
+    );
 }
 
 #[test]
@@ -152,7 +201,11 @@ fn device_identification_designators() {
     while at < page.len() {
         let length = usize::from(page[at + 3]);
         let designator = &page[at + 4..at + 4 + length];
-        seen.push((page[at] & 0x0F, (page[at + 1] >> 4) & 3, page[at + 1] & 0x0F));
+        seen.push((
+            page[at] & 0x0F,
+            (page[at + 1] >> 4) & 3,
+            page[at + 1] & 0x0F,
+        ));
         match page[at + 1] & 0x0F {
             3 => assert_eq!(designator, naa(7)),
             4 | 5 => assert_eq!(designator, &[0, 0, 0, 1]),
@@ -166,7 +219,10 @@ fn device_identification_designators() {
         at += 4 + length;
     }
     assert_eq!(at, page.len());
-    assert_eq!(seen, vec![(1, 0, 3), (1, 1, 4), (1, 1, 5), (3, 1, 8), (3, 2, 8)]);
+    assert_eq!(
+        seen,
+        vec![(1, 0, 3), (1, 1, 4), (1, 1, 5), (3, 1, 8), (3, 2, 8)]
+    );
 }
 
 #[test]
@@ -194,10 +250,16 @@ fn read_capacity() {
     let rig = Rig::new();
     let ten = rig.run(&[0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[]);
     assert_eq!(ten.data_in, [0, 0, 0x07, 0xFF, 0, 0, 2, 0]);
-    assert_eq!(sense_of(&rig.run(&[0x25, 0, 0, 0, 0, 1, 0, 0, 0, 0], &[])), (5, 0x24, 0));
+    assert_eq!(
+        sense_of(&rig.run(&[0x25, 0, 0, 0, 0, 1, 0, 0, 0, 0], &[])),
+        (5, 0x24, 0)
+    );
     let sixteen = rig.run(&cdb16(0x9E, 0x10, 0, 32), &[]);
     assert_eq!(sixteen.data_in.len(), 32);
-    assert_eq!(&sixteen.data_in[..12], &[0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 2, 0]);
+    assert_eq!(
+        &sixteen.data_in[..12],
+        &[0, 0, 0, 0, 0, 0, 0x07, 0xFF, 0, 0, 2, 0]
+    );
     assert_eq!(sixteen.data_in[13], 3);
     assert_eq!(sixteen.data_in[14] & 0xC0, 0xC0);
     assert_eq!(rig.run(&cdb16(0x9E, 0x10, 0, 12), &[]).data_in.len(), 12);
@@ -218,9 +280,18 @@ fn mode_sense_and_select() {
     assert_eq!(&data[32..34], &[0x0A, 0x0A]);
     assert_eq!(&data[44..46], &[0x1C, 0x0A]);
     // Saved values are not supported; unknown pages and subpages are refused.
-    assert_eq!(sense_of(&rig.run(&[0x1A, 0, 0xFF, 0, 255, 0], &[])), (5, 0x39, 0));
-    assert_eq!(sense_of(&rig.run(&[0x1A, 0, 0x19, 0, 255, 0], &[])), (5, 0x24, 0));
-    assert_eq!(sense_of(&rig.run(&[0x1A, 0, 0x08, 1, 255, 0], &[])), (5, 0x24, 0));
+    assert_eq!(
+        sense_of(&rig.run(&[0x1A, 0, 0xFF, 0, 255, 0], &[])),
+        (5, 0x39, 0)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&[0x1A, 0, 0x19, 0, 255, 0], &[])),
+        (5, 0x24, 0)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&[0x1A, 0, 0x08, 1, 255, 0], &[])),
+        (5, 0x24, 0)
+    );
     // MODE SENSE(10) with long LBA descriptor, and DBD.
     let ten = rig.run(&[0x5A, 0x10, 0x08, 0, 0, 0, 0, 1, 0, 0], &[]);
     assert_eq!(ten.data_in[4] & 1, 1);
@@ -240,7 +311,10 @@ fn mode_sense_and_select() {
     assert_eq!(sense_of(&rig.run(&select, &list)), (5, 0x26, 0));
     assert_eq!(sense_of(&rig.run(&select, &list[..3])), (5, 0x1A, 0));
     assert_eq!(rig.run(&[0x15, 0x10, 0, 0, 0, 0], &[]).status, status::GOOD);
-    assert_eq!(sense_of(&rig.run(&[0x15, 0x11, 0, 0, 0, 0], &[])), (5, 0x24, 0));
+    assert_eq!(
+        sense_of(&rig.run(&[0x15, 0x11, 0, 0, 0, 0], &[])),
+        (5, 0x24, 0)
+    );
 }
 
 #[test]
@@ -271,14 +345,36 @@ fn report_supported_opcodes() {
     // Unsupported opcode: SUPPORT = 1; opcode with service actions under option 1: error.
     let missing = rig.run(&[0xA3, 0x0C, 1, 0xC5, 0, 0, 0, 0, 1, 0, 0, 0], &[]);
     assert_eq!(missing.data_in, [0, 1, 0, 0]);
-    assert_eq!(sense_of(&rig.run(&[0xA3, 0x0C, 1, 0x9E, 0, 0, 0, 0, 1, 0, 0, 0], &[])).1, 0x24);
+    assert_eq!(
+        sense_of(&rig.run(&[0xA3, 0x0C, 1, 0x9E, 0, 0, 0, 0, 1, 0, 0, 0], &[])).1,
+        0x24
+    );
     let with_sa = rig.run(&[0xA3, 0x0C, 2, 0x9E, 0, 0x10, 0, 0, 1, 0, 0, 0], &[]);
     assert_eq!(with_sa.data_in[1] & 7, 3);
-    assert_eq!(sense_of(&rig.run(&[0xA3, 0x0C, 2, 0x28, 0, 0, 0, 0, 1, 0, 0, 0], &[])).1, 0x24);
-    assert_eq!(sense_of(&rig.run(&[0xA3, 0x0C, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[])).1, 0x24);
+    assert_eq!(
+        sense_of(&rig.run(&[0xA3, 0x0C, 2, 0x28, 0, 0, 0, 0, 1, 0, 0, 0], &[])).1,
+        0x24
+    );
+    assert_eq!(
+        sense_of(&rig.run(&[0xA3, 0x0C, 7, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[])).1,
+        0x24
+    );
     // Usage data of every listed command starts with its opcode and matches its length.
     for descriptor in data[4..].chunks(8) {
-        let cdb = [0xA3, 0x0C, 3, descriptor[0], descriptor[2], descriptor[3], 0, 0, 1, 0, 0, 0];
+        let cdb = [
+            0xA3,
+            0x0C,
+            3,
+            descriptor[0],
+            descriptor[2],
+            descriptor[3],
+            0,
+            0,
+            1,
+            0,
+            0,
+            0,
+        ];
         let one = rig.run(&cdb, &[]);
         assert_eq!(one.data_in[1] & 7, 3);
         assert_eq!(one.data_in[4], descriptor[0]);
@@ -297,7 +393,12 @@ fn report_target_port_groups() {
     let extended = rig.run(&[0xA3, 0x2A, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0], &[]);
     assert_eq!(extended.data_in[4], 0x10);
     assert_eq!(extended.data_in.len(), 32);
-    assert_eq!(rig.run(&[0xA3, 0x0A, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0], &[]).data_in.len(), 4);
+    assert_eq!(
+        rig.run(&[0xA3, 0x0A, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0], &[])
+            .data_in
+            .len(),
+        4
+    );
 }
 
 #[test]
@@ -313,11 +414,23 @@ fn report_luns_encoding() {
     assert_eq!(&response.data_in[..8], &[0, 0, 0, 24, 0, 0, 0, 0]);
     assert_eq!(&response.data_in[16..18], &[0, 1]);
     assert_eq!(&response.data_in[24..26], &[0x41, 0x2C]);
-    report_luns(&[0, 1], &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 0], &mut response);
+    report_luns(
+        &[0, 1],
+        &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 15, 0, 0],
+        &mut response,
+    );
     assert_eq!(sense_of(&response), (5, 0x24, 0));
-    report_luns(&[0, 1], &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0], &mut response);
+    report_luns(
+        &[0, 1],
+        &[0xA0, 0, 0, 0, 0, 0, 0, 0, 0, 16, 0, 0],
+        &mut response,
+    );
     assert_eq!(response.data_in.len(), 16);
-    report_luns(&[0], &[0xA0, 0, 0x10, 0, 0, 0, 0, 0, 1, 0, 0, 0], &mut response);
+    report_luns(
+        &[0],
+        &[0xA0, 0, 0x10, 0, 0, 0, 0, 0, 1, 0, 0, 0],
+        &mut response,
+    );
     assert_eq!(sense_of(&response), (5, 0x24, 0));
     report_luns(&[0], &[0xA0, 0], &mut response);
     assert_eq!(sense_of(&response), (5, 0x24, 0));
@@ -343,5 +456,8 @@ fn registry_shares_and_forgets() {
     let again = rig.registry.shared(7);
     assert!(std::sync::Arc::ptr_eq(&again, &rig.unit.shared));
     rig.registry.forget(7);
-    assert!(!std::sync::Arc::ptr_eq(&rig.registry.shared(7), &rig.unit.shared));
+    assert!(!std::sync::Arc::ptr_eq(
+        &rig.registry.shared(7),
+        &rig.unit.shared
+    ));
 }

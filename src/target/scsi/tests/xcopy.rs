@@ -97,7 +97,10 @@ fn copies_to_a_peer_unit() {
     assert_eq!(xcopy(&rig, &list).status, status::GOOD);
     assert_eq!(peer.target.bytes(20 * 512, 2048), vec![b'Z'; 2048]);
     // An unknown designator is unreachable.
-    let unknown = [target_descriptor(&naa(7), 0), target_descriptor(&naa(99), 0)];
+    let unknown = [
+        target_descriptor(&naa(7), 0),
+        target_descriptor(&naa(99), 0),
+    ];
     let list = parameter_list(4, 0, &unknown, &[segment(0, 1, 4, 10, 20)]);
     assert_eq!(sense_of(&xcopy(&rig, &list)), (0x0A, 0x0D, 0x02));
     // A read-only destination is write protected.
@@ -115,8 +118,14 @@ fn parameter_list_checks() {
     let me = target_descriptor(&naa(7), 0);
     let good = parameter_list(1, 0, &[me], &[segment(0, 0, 8, 0, 100)]);
     // Truncated by the parameter list length.
-    assert_eq!(sense_of(&rig.run(&xcopy_cdb(HEADER + 31), &good)), (5, 0x1A, 0));
-    assert_eq!(sense_of(&rig.run(&xcopy_cdb(good.len() - 1), &good)), (5, 0x1A, 0));
+    assert_eq!(
+        sense_of(&rig.run(&xcopy_cdb(HEADER + 31), &good)),
+        (5, 0x1A, 0)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&xcopy_cdb(good.len() - 1), &good)),
+        (5, 0x1A, 0)
+    );
     assert_eq!(sense_of(&rig.run(&xcopy_cdb(8), &good)), (5, 0x1A, 0));
     // Too many descriptors of each kind.
     let list = parameter_list(1, 0, &[me; 3], &[segment(0, 0, 1, 0, 100)]);
@@ -136,9 +145,19 @@ fn parameter_list_checks() {
     let list = parameter_list(1, 0, &[me], &[stream]);
     assert_eq!(sense_of(&xcopy(&rig, &list)), (5, 0x26, 0x09));
     // LU ID TYPE, NUL, bad index, beyond the end of the unit.
-    let list = parameter_list(1, 0, &[target_descriptor(&naa(7), 0xC0)], &[segment(0, 0, 1, 0, 1)]);
+    let list = parameter_list(
+        1,
+        0,
+        &[target_descriptor(&naa(7), 0xC0)],
+        &[segment(0, 0, 1, 0, 1)],
+    );
     assert_eq!(sense_of(&xcopy(&rig, &list)).1, 0x26);
-    let list = parameter_list(1, 0, &[target_descriptor(&naa(7), 0x20)], &[segment(0, 0, 1, 0, 1)]);
+    let list = parameter_list(
+        1,
+        0,
+        &[target_descriptor(&naa(7), 0x20)],
+        &[segment(0, 0, 1, 0, 1)],
+    );
     assert_eq!(sense_of(&xcopy(&rig, &list)).0, 0x0A);
     let list = parameter_list(1, 0, &[me], &[segment(0, 1, 1, 0, 1)]);
     assert_eq!(sense_of(&xcopy(&rig, &list)).0, 0x0A);
