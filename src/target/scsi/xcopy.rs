@@ -9,6 +9,8 @@
 //! is kept in the unit's [`super::LuShared`] for RECEIVE COPY RESULTS when the list
 //! identifier is held (LIST ID USAGE 00b).
 
+use std::sync::Arc;
+
 use super::cdb::{be16, be32, be64, require, sa};
 use super::sense::{
     COPY_TARGET_NOT_REACHABLE, CmdResult, Failure, PARAMETER_LIST_LENGTH_ERROR, Sense,
@@ -273,9 +275,19 @@ fn copy_segment(
     let destination = &units[segment.destination];
     let block = u64::from(BLOCK_SIZE);
     let total = segment.blocks * block;
-    let mut done = 0u64;
-    while done < total {
-        let step = (total - done).min(COPY_CHUNK);
+    // Within one unit, a destination above an overlapping source is copied from the
+    // end backwards so no chunk reads what an earlier chunk already overwrote.
+    let backwards = Arc::ptr_eq(&source.shared, &destination.shared)
+        && segment.destination_lba > segment.source_lba;
+    let mut remaining = total;
+    while remaining > 0 {
+        let step = remaining.min(COPY_CHUNK);
+        let done = if backwards {
+            remaining - step
+        } else {
+            total - remaining
+        };
+        remaining -= step;
         scratch.resize(step as usize, 0);
         let from = segment.source_lba * block + done;
         let to = segment.destination_lba * block + done;
@@ -292,7 +304,6 @@ fn copy_segment(
             .target
             .write(to, scratch, false)
             .map_err(|error| aborted(error, false))?;
-        done += step;
         *transferred += step;
     }
     Ok(())

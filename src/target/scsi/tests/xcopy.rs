@@ -181,3 +181,16 @@ fn operating_parameters() {
     assert_eq!(&data[43..46], &[2, 0x02, 0xE4]);
     assert_eq!(sense_of(&rig.run(&copy_results(4, 0), &[])), (5, 0x24, 0));
 }
+
+#[test]
+fn overlapping_copy_within_a_unit() {
+    let rig = Rig::new();
+    let data: Vec<u8> = (0..2048u32 * 512).map(|i| (i / 512) as u8).collect();
+    rig.run(&cdb16(0x8A, 0, 0, 2048), &data);
+    let me = target_descriptor(&naa(7), 0);
+    // Blocks 0..2047 move up by one: more than one copy chunk, source and destination
+    // overlapping.
+    let list = parameter_list(1, 0, &[me], &[segment(0, 0, 2047, 0, 1)]);
+    assert_eq!(xcopy(&rig, &list).status, status::GOOD);
+    assert_eq!(rig.target.bytes(512, 2047 * 512), data[..2047 * 512]);
+}
