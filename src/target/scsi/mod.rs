@@ -138,9 +138,23 @@ pub struct LogicalUnit {
     pub ports: Arc<dyn PortGroups>,
 }
 
+mod atomic;
+mod cdb;
+mod inquiry;
+mod mode;
+mod opcodes;
 mod pr;
+mod provisioning;
 mod registry;
+mod rw;
+mod sense;
 mod shared;
 mod unit;
+mod xcopy;
+
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
 
 pub use unit::{lun_not_present, report_luns};

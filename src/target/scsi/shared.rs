@@ -1,4 +1,219 @@
-//! State shared by every path to one dataset.
-//! SKELETON: the scsi helper owns this file.
+//! State shared by every path to one dataset: reservations, unit attentions, the
+//! COMPARE AND WRITE interlock and the results of recent EXTENDED COPY commands.
+//!
+//! Interlock: the LBA space is cut into 64 Ki-block regions mapped onto 64 stripes. A
+//! command that writes takes the read side of every stripe its range touches, in
+//! ascending stripe order (so two multi-stripe commands cannot deadlock); COMPARE AND
+//! WRITE takes the write side, so its read-compare-write sees no other write in between.
+//!
+//! Unit attentions: the first command of a nexus this unit has never seen gets POWER ON,
+//! RESET, OR BUS DEVICE RESET OCCURRED (0x29/0x00); later conditions are queued per
+//! initiator port (no duplicates, bounded) and reported oldest first.
 
-pub(crate) struct Inner {}
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use super::pr::{PendingAttention, Reservations};
+use super::{LuShared, Nexus, PrStore};
+
+/// Stripes of the interlock.
+const STRIPES: usize = 64;
+/// log2 of the blocks per interlock region.
+const REGION_SHIFT: u32 = 16;
+/// Unit attentions kept per initiator port; older ones are dropped beyond it.
+const MAX_PENDING_ATTENTIONS: usize = 8;
+/// Copy results kept per unit for RECEIVE COPY RESULTS.
+const MAX_COPY_RESULTS: usize = 16;
+
+/// What a finished EXTENDED COPY left for RECEIVE COPY RESULTS (COPY STATUS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct CopyResult {
+    pub list_id: u8,
+    /// COPY MANAGER STATUS: 0x01 done without errors, 0x02 done with errors.
+    pub status: u8,
+    pub segments_processed: u16,
+    /// Bytes copied.
+    pub transferred: u64,
+}
+
+pub(crate) struct Inner {
+    dataset_id: u32,
+    pr_store: Arc<dyn PrStore>,
+    reservations: Mutex<Reservations>,
+    attentions: Mutex<HashMap<String, VecDeque<(u8, u8)>>>,
+    stripes: [RwLock<()>; STRIPES],
+    copies: Mutex<VecDeque<CopyResult>>,
+}
+
+/// Guards of the stripes one command holds; released on drop.
+pub(crate) struct StripeGuards<'a> {
+    _read: [Option<RwLockReadGuard<'a, ()>>; STRIPES],
+    _write: [Option<RwLockWriteGuard<'a, ()>>; STRIPES],
+}
+
+/// Which stripes `[lba, lba+blocks)` touches, as a bit mask.
+fn stripe_mask(lba: u64, blocks: u64) -> u64 {
+    if blocks == 0 {
+        return 0;
+    }
+    let first = lba >> REGION_SHIFT;
+    let last = lba.saturating_add(blocks - 1) >> REGION_SHIFT;
+    if last - first >= STRIPES as u64 - 1 {
+        return u64::MAX;
+    }
+    let mut mask = 0u64;
+    for region in first..=last {
+        mask |= 1 << (region % STRIPES as u64);
+    }
+    mask
+}
+
+impl LuShared {
+    pub(crate) fn new(dataset_id: u32, pr_store: Arc<dyn PrStore>) -> LuShared {
+        let saved = pr_store.load(dataset_id);
+        LuShared {
+            inner: Inner {
+                dataset_id,
+                reservations: Mutex::new(Reservations::load(saved.as_deref())),
+                pr_store,
+                attentions: Mutex::new(HashMap::new()),
+                stripes: std::array::from_fn(|_| RwLock::new(())),
+                copies: Mutex::new(VecDeque::new()),
+            },
+        }
+    }
+
+    /// The reservations of the unit, locked.
+    pub(crate) fn reservations(&self) -> parking_lot::MutexGuard<'_, Reservations> {
+        self.inner.reservations.lock()
+    }
+
+    /// Saves the persistent part of `reservations` (PR OUT answers GOOD only after it).
+    pub(crate) fn persist(&self, reservations: &Reservations) -> std::io::Result<()> {
+        self.inner
+            .pr_store
+            .save(self.inner.dataset_id, &reservations.encode())
+    }
+
+    pub(crate) fn remove_persisted(&self) {
+        self.inner.pr_store.remove(self.inner.dataset_id);
+    }
+
+    /// Takes the read side of the stripes `[lba, lba+blocks)` touches (plain writes).
+    pub(crate) fn lock_for_write(&self, lba: u64, blocks: u64) -> StripeGuards<'_> {
+        let mask = stripe_mask(lba, blocks);
+        let mut read: [Option<RwLockReadGuard<'_, ()>>; STRIPES] = std::array::from_fn(|_| None);
+        for (stripe, slot) in read.iter_mut().enumerate() {
+            if mask & (1 << stripe) != 0 {
+                *slot = Some(self.inner.stripes[stripe].read());
+            }
+        }
+        StripeGuards {
+            _read: read,
+            _write: std::array::from_fn(|_| None),
+        }
+    }
+
+    /// Takes the write side of the stripes `[lba, lba+blocks)` touches (COMPARE AND WRITE).
+    pub(crate) fn lock_exclusive(&self, lba: u64, blocks: u64) -> StripeGuards<'_> {
+        let mask = stripe_mask(lba, blocks);
+        let mut write: [Option<RwLockWriteGuard<'_, ()>>; STRIPES] = std::array::from_fn(|_| None);
+        for (stripe, slot) in write.iter_mut().enumerate() {
+            if mask & (1 << stripe) != 0 {
+                *slot = Some(self.inner.stripes[stripe].write());
+            }
+        }
+        StripeGuards {
+            _read: std::array::from_fn(|_| None),
+            _write: write,
+        }
+    }
+
+    /// Registers `nexus` (raising POWER ON for a newcomer) and, when `consume`, takes its
+    /// oldest pending unit attention.
+    pub(crate) fn attention(&self, nexus: &Nexus, consume: bool) -> Option<(u8, u8)> {
+        let mut attentions = self.inner.attentions.lock();
+        let queue = match attentions.get_mut(nexus.initiator_port.as_str()) {
+            Some(queue) => queue,
+            None => attentions
+                .entry(nexus.initiator_port.clone())
+                .or_insert_with(|| VecDeque::from([(0x29, 0x00)])),
+        };
+        if consume { queue.pop_front() } else { None }
+    }
+
+    /// Queues `(asc, ascq)` for every known initiator port except `except`.
+    pub(crate) fn raise_for_all(&self, asc: u8, ascq: u8, except: Option<&str>) {
+        let mut attentions = self.inner.attentions.lock();
+        for (port, queue) in attentions.iter_mut() {
+            if Some(port.as_str()) != except {
+                push_attention(queue, asc, ascq);
+            }
+        }
+    }
+
+    /// Queues the unit attentions a PR OUT asked for.
+    pub(crate) fn raise_pending(&self, pending: &[PendingAttention]) {
+        let mut attentions = self.inner.attentions.lock();
+        for attention in pending {
+            let queue = attentions
+                .entry(attention.initiator_port.clone())
+                .or_default();
+            push_attention(queue, attention.asc, attention.ascq);
+        }
+    }
+
+    /// Forgets the unit attentions of a nexus that is gone.
+    pub(crate) fn forget_nexus(&self, nexus: &Nexus) {
+        self.inner
+            .attentions
+            .lock()
+            .remove(nexus.initiator_port.as_str());
+    }
+
+    /// Keeps the result of a finished copy (newest replaces one with the same list id).
+    pub(crate) fn record_copy(&self, result: CopyResult) {
+        let mut copies = self.inner.copies.lock();
+        copies.retain(|kept| kept.list_id != result.list_id);
+        if copies.len() == MAX_COPY_RESULTS {
+            copies.pop_front();
+        }
+        copies.push_back(result);
+    }
+
+    pub(crate) fn copy_result(&self, list_id: u8) -> Option<CopyResult> {
+        self.inner
+            .copies
+            .lock()
+            .iter()
+            .find(|kept| kept.list_id == list_id)
+            .copied()
+    }
+}
+
+fn push_attention(queue: &mut VecDeque<(u8, u8)>, asc: u8, ascq: u8) {
+    if queue.contains(&(asc, ascq)) {
+        return;
+    }
+    if queue.len() == MAX_PENDING_ATTENTIONS {
+        queue.pop_front();
+    }
+    queue.push_back((asc, ascq));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stripe_mask;
+
+    #[test]
+    fn stripe_mask_covers_touched_regions() {
+        assert_eq!(stripe_mask(0, 0), 0);
+        assert_eq!(stripe_mask(0, 1), 1);
+        assert_eq!(stripe_mask(65535, 2), 0b11);
+        assert_eq!(stripe_mask(63 << 16, (1 << 16) + 1), 1 << 63 | 1);
+        assert_eq!(stripe_mask(0, u64::MAX), u64::MAX);
+        assert_eq!(stripe_mask(u64::MAX, 1), 1 << 63);
+    }
+}
