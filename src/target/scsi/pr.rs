@@ -128,7 +128,9 @@ pub(crate) struct RegistrantId {
 impl RegistrantId {
     fn covers(&self, nexus: &Nexus) -> bool {
         self.initiator_port == nexus.initiator_port
-            && self.relative_port.is_none_or(|port| port == nexus.relative_port)
+            && self
+                .relative_port
+                .is_none_or(|port| port == nexus.relative_port)
     }
 }
 

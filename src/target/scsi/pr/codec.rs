@@ -43,13 +43,18 @@ pub(super) fn encode(state: &Reservations) -> Vec<u8> {
     out.push(flags);
     let (code, holder) = match &state.reservation {
         Some(reservation) => {
-            let holder = reservation.holder.as_ref().map_or(EVERY_REGISTRANT, |holder| {
-                let index = state
-                    .registrations
-                    .iter()
-                    .position(|registration| &registration.id == holder);
-                index.and_then(|index| u32::try_from(index).ok()).unwrap_or(EVERY_REGISTRANT)
-            });
+            let holder = reservation
+                .holder
+                .as_ref()
+                .map_or(EVERY_REGISTRANT, |holder| {
+                    let index = state
+                        .registrations
+                        .iter()
+                        .position(|registration| &registration.id == holder);
+                    index
+                        .and_then(|index| u32::try_from(index).ok())
+                        .unwrap_or(EVERY_REGISTRANT)
+                });
             (reservation.kind.code(), holder)
         }
         None => (0, EVERY_REGISTRANT),

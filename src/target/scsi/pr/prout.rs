@@ -6,8 +6,8 @@
 //! (RESERVATION CONFLICT on mismatch), then the action's own fields.
 
 use super::{
-    Nexus, PendingAttention, PersistentReservation, PrOutcome, PrType, RegistrantId,
-    Registration, Reservations, conflict, fail, sense,
+    Nexus, PendingAttention, PersistentReservation, PrOutcome, PrType, RegistrantId, Registration,
+    Reservations, conflict, fail, sense,
 };
 use crate::target::scsi::{PortGroups, Response};
 
@@ -330,10 +330,9 @@ impl Action<'_> {
                 if victim_key == 0 {
                     return fail(self.response, sense::INVALID_FIELD_IN_PARAMETER_LIST);
                 }
-                self.reservations
-                    .registrations
-                    .iter()
-                    .any(|registration| registration.id == *holder && registration.key == victim_key)
+                self.reservations.registrations.iter().any(|registration| {
+                    registration.id == *holder && registration.key == victim_key
+                })
             }
         };
         if !preempts_reservation {
