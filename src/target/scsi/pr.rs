@@ -220,20 +220,22 @@ impl Reservations {
             return fail(response, sense::INVALID_FIELD_IN_CDB);
         }
         let reserve = matches!(opcode, 0x16 | 0x56);
+        if !reserve {
+            // RELEASE: drops our own SPC-2 reservation, never a persistent one; from
+            // anyone else it is a GOOD no-op.
+            self.nexus_lost(nexus);
+            return;
+        }
         if let Some(reservation) = &self.reservation {
-            // CRH=1: the persistent reservation decides; RELEASE never touches it.
-            if reserve && !self.is_holder(reservation, nexus) {
+            // CRH=1: the persistent reservation holder gets GOOD and nothing changes.
+            if !self.is_holder(reservation, nexus) {
                 response.status = status::RESERVATION_CONFLICT;
             }
             return;
         }
-        match (&self.spc2_holder, reserve) {
-            (Some(holder), true) if holder != nexus => {
-                response.status = status::RESERVATION_CONFLICT;
-            }
-            (_, true) => self.spc2_holder = Some(nexus.clone()),
-            (Some(holder), false) if holder == nexus => self.spc2_holder = None,
-            (_, false) => {}
+        match &self.spc2_holder {
+            Some(holder) if holder != nexus => response.status = status::RESERVATION_CONFLICT,
+            _ => self.spc2_holder = Some(nexus.clone()),
         }
     }
 

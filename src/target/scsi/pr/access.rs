@@ -43,6 +43,8 @@ fn classify(cdb: &[u8]) -> AccessClass {
         // SERVICE ACTION IN(16): READ CAPACITY(16) always; GET LBA STATUS reads.
         0x9E if service_action == 0x10 => AccessClass::Always,
         0x9E => AccessClass::Read,
+        // START STOP UNIT that only starts the unit (SBC-4); any other use changes it.
+        0x1B if cdb.get(4).is_some_and(|byte| byte & 0xF1 == 0x01) => AccessClass::Always,
         // MODE SELECT/SENSE (6)/(10), LOG SELECT, READ/WRITE BUFFER, RECEIVE/SEND
         // DIAGNOSTIC.
         0x15 | 0x55 | 0x1A | 0x5A | 0x4C | 0x3B | 0x3C | 0x1C | 0x1D => {

@@ -123,3 +123,12 @@ fn all_target_ports_registration_is_the_holder_on_every_port() {
     assert!(state.allows(&alice_on_3, WRITE10));
     assert!(!state.allows(&bob(), READ10));
 }
+
+#[test]
+fn start_stop_unit_passes_only_to_start() {
+    let state = reserved(EA);
+    assert!(state.allows(&carol(), &[0x1B, 0, 0, 0, 0x01, 0]));
+    assert!(!state.allows(&carol(), &[0x1B, 0, 0, 0, 0x00, 0]));
+    assert!(!state.allows(&carol(), &[0x1B, 0, 0, 0, 0x31, 0]));
+    assert!(!state.allows(&carol(), &[0x1B]));
+}

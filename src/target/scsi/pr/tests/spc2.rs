@@ -117,3 +117,15 @@ fn encode_leaves_the_spc2_reservation_out() {
     let loaded = Reservations::load(Some(&state.encode()));
     assert!(loaded.allows(&bob(), &READ10));
 }
+
+#[test]
+fn release_drops_the_spc2_reservation_even_under_a_persistent_one() {
+    let mut state = Reservations::default();
+    assert_good(&run(&mut state, &alice(), &RESERVE6));
+    register(&mut state, &alice(), 0xA1);
+    reserve(&mut state, &alice(), 0xA1, WE);
+    assert!(!state.allows(&bob(), &READ10));
+    assert_good(&run(&mut state, &alice(), &RELEASE10));
+    assert!(state.allows(&bob(), &READ10));
+    assert_eq!(read_reservation(&state), Some((0xA1, WE)));
+}
