@@ -21,14 +21,17 @@
 //! registration, or for the all-registrants types by every registrant. The SPC-2
 //! reservation belongs to one exact nexus and is never persisted. We report CRH=1 (SPC-5
 //! 5.14.3): RESERVE from the persistent reservation holder is a GOOD no-op, from anyone
-//! else a conflict; RELEASE under a persistent reservation is a GOOD no-op.
+//! else a conflict; RELEASE only ever drops the sender's own SPC-2 reservation.
 //!
-//! PRgeneration increases on every REGISTER, REGISTER AND IGNORE EXISTING KEY that
-//! changed something, CLEAR, PREEMPT, PREEMPT AND ABORT and REGISTER AND MOVE; never on
-//! RESERVE or RELEASE. SPEC_I_PT is not supported (SIP_C=0): it is refused with INVALID
-//! FIELD IN PARAMETER LIST. PREEMPT AND ABORT cannot abort tasks from here (the
-//! dispatcher runs one command at a time per unit under the mutex) and otherwise
-//! behaves as PREEMPT.
+//! PRgeneration increases on every successful REGISTER and REGISTER AND IGNORE EXISTING
+//! KEY (except an unregistered nexus registering key zero, a no-op), CLEAR, PREEMPT,
+//! PREEMPT AND ABORT and REGISTER AND MOVE; never on RESERVE or RELEASE.
+//!
+//! Not supported: SPEC_I_PT (SIP_C=0; refused with INVALID FIELD IN PARAMETER LIST),
+//! scopes other than LU (INVALID FIELD IN CDB), and the task aborts of PREEMPT AND ABORT:
+//! this layer has no handle on tasks, so it behaves as PREEMPT (the caller may abort the
+//! preempted initiator ports' tasks, they are named in the REGISTRATIONS PREEMPTED
+//! attentions).
 
 mod access;
 mod codec;
