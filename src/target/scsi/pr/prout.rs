@@ -479,6 +479,15 @@ fn register_and_move(
     if parameters.service_action_key == 0 || !port_exists {
         return fail(action.response, sense::INVALID_FIELD_IN_PARAMETER_LIST);
     }
+    // Names and ISIDs compare without regard to case: take a known registrant's spelling.
+    let port = action
+        .reservations
+        .registrations
+        .iter()
+        .map(|registration| &registration.id.initiator_port)
+        .find(|known| known.eq_ignore_ascii_case(&port))
+        .cloned()
+        .unwrap_or(port);
     let destination_nexus = Nexus {
         initiator_port: port,
         initiator_name: name,

@@ -472,3 +472,25 @@ fn aptpl_is_remembered_for_report_capabilities() {
     assert_good(&response);
     assert_eq!(prin(&state, 0x02, 8).data_in[3] & 0x01, 0x01);
 }
+
+#[test]
+fn register_and_move_matches_port_names_without_regard_to_case() {
+    let mut state = Reservations::default();
+    register(&mut state, &alice(), 0xA1);
+    register(&mut state, &carol(), 0xC1);
+    reserve(&mut state, &alice(), 0xA1, EA);
+    let shouting = carol().initiator_port.to_ascii_uppercase();
+    let list = move_list(0xA1, 0xC2, false, 2, &iscsi_transport_id(&shouting));
+    let (response, _) = register_and_move(&mut state, &alice(), &list);
+    assert_good(&response);
+    assert_eq!(read_keys(&state).1, vec![0xA1, 0xC2]);
+    assert!(state.allows(&carol(), &[0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0]));
+    // Moving onto itself, however spelled, is refused.
+    let own = alice().initiator_port.to_ascii_uppercase();
+    let list = move_list(0xC2, 0xA9, false, 1, &iscsi_transport_id(&own));
+    let (response, _) = register_and_move(&mut state, &carol(), &list);
+    assert_good(&response);
+    let list = move_list(0xA9, 0xA8, false, 1, &iscsi_transport_id(&own));
+    let (response, _) = register_and_move(&mut state, &alice(), &list);
+    assert_illegal(&response, 0x26, 0x00);
+}
