@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod checkpoint;
 pub mod forest;
+pub mod hosts;
 pub mod journal;
 pub mod records;
 mod replay;
@@ -21,6 +22,9 @@ pub mod usage;
 pub use catalog::{
     CapacityLevel, Catalog, CatalogOp, CgRecord, DatasetKind, PolicyRecord, PoolRecord,
     Provisioning, ScheduleRecord, VolumeRecord,
+};
+pub use hosts::{
+    ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
 };
 pub use forest::{Forest, MapEntry};
 pub use journal::{Journal, JournalError};
