@@ -177,7 +177,8 @@ impl Catalog {
             }
             CatalogOp::DeleteCluster { id } => {
                 self.clusters.remove(id);
-                self.luns.retain(|_, lun| lun.owner != LunOwner::Cluster(*id));
+                self.luns
+                    .retain(|_, lun| lun.owner != LunOwner::Cluster(*id));
                 for host in self.hosts.values_mut() {
                     if host.cluster_id == Some(*id) {
                         host.cluster_id = None;

@@ -23,10 +23,10 @@ pub use catalog::{
     CapacityLevel, Catalog, CatalogOp, CgRecord, DatasetKind, PolicyRecord, PoolRecord,
     Provisioning, ScheduleRecord, VolumeRecord,
 };
+pub use forest::{Forest, MapEntry};
 pub use hosts::{
     ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
 };
-pub use forest::{Forest, MapEntry};
 pub use journal::{Journal, JournalError};
 pub use store::{BlockRead, MetaError, MetaState, MetaStore, OpenReport, RecoveredBlock};
 pub use usage::{PoolUsage, VolumeHandle};

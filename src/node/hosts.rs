@@ -117,15 +117,16 @@ fn cluster_info(catalog: &Catalog, cluster: &ClusterRecord) -> ClusterInfo {
 
 fn port_kind(text: &str) -> Result<PortKind, MgmtError> {
     PortKind::parse(text).ok_or_else(|| {
-        MgmtError::bad_request(format!(
-            "port type {text:?} is not known: use ISCSI or FC"
-        ))
+        MgmtError::bad_request(format!("port type {text:?} is not known: use ISCSI or FC"))
     })
 }
 
 fn host_type(text: &str) -> Result<String, MgmtError> {
     let lower = text.to_ascii_lowercase();
-    if ["default", "linux", "windows", "esxi", "aix", "solaris", "hpux"].contains(&lower.as_str())
+    if [
+        "default", "linux", "windows", "esxi", "aix", "solaris", "hpux",
+    ]
+    .contains(&lower.as_str())
     {
         Ok(lower)
     } else {

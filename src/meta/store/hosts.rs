@@ -136,8 +136,7 @@ pub fn validate_chap(chap: &ChapSettings) -> Result<(), HostError> {
                 chap.method.as_str()
             ));
         }
-        if !CHAP_SECRET_LEN.contains(&secret.len())
-            || !secret.chars().all(|c| c.is_ascii_graphic())
+        if !CHAP_SECRET_LEN.contains(&secret.len()) || !secret.chars().all(|c| c.is_ascii_graphic())
         {
             return bad(format!(
                 "the {direction} CHAP secret must be 12 to 16 printable characters (got {})",
@@ -204,12 +203,8 @@ fn taken_luns(state: &MetaState, owner: LunOwner) -> Vec<u32> {
         .values()
         .filter(|lun| match (owner, lun.owner) {
             (a, b) if a == b => true,
-            (LunOwner::Host(host), LunOwner::Cluster(cluster)) => {
-                cluster_of(host) == Some(cluster)
-            }
-            (LunOwner::Cluster(cluster), LunOwner::Host(host)) => {
-                cluster_of(host) == Some(cluster)
-            }
+            (LunOwner::Host(host), LunOwner::Cluster(cluster)) => cluster_of(host) == Some(cluster),
+            (LunOwner::Cluster(cluster), LunOwner::Host(host)) => cluster_of(host) == Some(cluster),
             _ => false,
         })
         .map(|lun| lun.lun)
@@ -422,7 +417,9 @@ impl MetaStore {
                 return Err(refused(
                     "LUN_ALREADY_IN_USE",
                     409,
-                    format!("LUN {lun} is already in use in the view of {owner_text}; choose another or leave it out"),
+                    format!(
+                        "LUN {lun} is already in use in the view of {owner_text}; choose another or leave it out"
+                    ),
                 ));
             }
             Some(lun) => lun,
@@ -455,7 +452,12 @@ impl MetaStore {
     }
 
     /// A mapping of `volume_id` that `owner` (or a host sharing its view) already sees.
-    fn view_mapping(&self, state: &MetaState, owner: LunOwner, volume_id: u32) -> Option<LunRecord> {
+    fn view_mapping(
+        &self,
+        state: &MetaState,
+        owner: LunOwner,
+        volume_id: u32,
+    ) -> Option<LunRecord> {
         let catalog = &state.catalog;
         let cluster_of = |host: u32| catalog.hosts.get(&host).and_then(|h| h.cluster_id);
         catalog
