@@ -409,3 +409,6 @@ impl HostManagement for NodeApi {
         Ok(lun_info(&lun))
     }
 }
+
+#[cfg(test)]
+mod tests;
