@@ -1,11 +1,13 @@
-//! infinisdk, InfiniBox's own Python SDK, manages a running node over TCP. Two scenarios,
+//! infinisdk, InfiniBox's own Python SDK, manages a running node over TCP. Three scenarios,
 //! each against its own node:
 //!
 //! * `tests/infinisdk/test_infinisdk.py`: logs in, creates pools and volumes, lists them
 //!   with filters and paging, resizes, renames, reads events, and is refused what
 //!   READ_ONLY and POOL_ADMIN users may not do;
 //! * `tests/infinisdk/test_snapshots.py`: snapshots, group snapshots, restores, refreshes,
-//!   consistency groups and snapshot locks, with infinisdk's own calls.
+//!   consistency groups and snapshot locks, with infinisdk's own calls;
+//! * `tests/infinisdk/test_hosts.py`: hosts, iSCSI ports, CHAP, LUN mappings and host
+//!   clusters (`map_volume`, `get_luns`, `unmap_volume`, `add_host`).
 //!
 //! NOTES.md beside them says what infinisdk sends.
 //!
@@ -77,4 +79,9 @@ fn infinisdk_manages_the_node_over_tcp() {
 #[test]
 fn infinisdk_manages_snapshots_and_consistency_groups() {
     run_scenario("test_snapshots.py");
+}
+
+#[test]
+fn infinisdk_manages_hosts_clusters_and_mappings() {
+    run_scenario("test_hosts.py");
 }

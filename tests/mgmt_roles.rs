@@ -6,7 +6,7 @@
 //! without a row fails), then sends every row as every role and as an anonymous caller.
 //! An allowed request must succeed with the row's status; a denied one must answer 403
 //! `PERMISSION_DENIED` (401 `UNAUTHORIZED` when anonymous) and change nothing: pools,
-//! volumes (snapshots too), consistency groups, users and which controllers are FAILED,
+//! volumes (snapshots too), consistency groups, hosts, host clusters, users and which controllers are FAILED,
 //! as an admin reads them, are compared before and after.
 //!
 //! Snapshots follow the volume rules: READ_ONLY may not take, restore or refresh them,
@@ -35,6 +35,8 @@ use serde_json::{Value, json};
 
 const PASSWORD: &str = "role-matrix-password";
 const MIB: u64 = 1024 * 1024;
+/// The initiator of the scratch host.
+const SCRATCH_IQN: &str = "iqn.2024-01.com.example:scratch";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Role {
@@ -776,6 +778,249 @@ static ROWS: &[Row] = &[
             ))
         },
     ),
+    row("GET", "/api/rest/hosts", Who::AnyUser, 200, |_, _| {
+        call("/api/rest/hosts")
+    }),
+    row("POST", "/api/rest/hosts", Who::Admin, 201, |_, _| {
+        call_with(
+            "/api/rest/hosts",
+            json!({"name": "scratch-host", "ports": [{"type": "ISCSI", "address": SCRATCH_IQN}]}),
+        )
+    }),
+    row(
+        "GET",
+        "/api/rest/hosts/{id}",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/hosts/{}", world.scratch_host())),
+    ),
+    row(
+        "PUT",
+        "/api/rest/hosts/{id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call_with(
+                format!("/api/rest/hosts/{}", world.scratch_host()),
+                json!({"name": "scratch-renamed"}),
+            )
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/hosts/{id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/hosts/{}?approved=true",
+                world.scratch_host()
+            ))
+        },
+    ),
+    row(
+        "POST",
+        "/api/rest/hosts/{id}/ports",
+        Who::Admin,
+        201,
+        |world, _| {
+            call_with(
+                format!("/api/rest/hosts/{}/ports", world.scratch_host()),
+                json!({"type": "ISCSI", "address": "iqn.2024-01.com.example:scratch-extra"}),
+            )
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/hosts/{id}/ports/{type}/{address}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/hosts/{}/ports/ISCSI/{SCRATCH_IQN}",
+                world.scratch_host()
+            ))
+        },
+    ),
+    row(
+        "GET",
+        "/api/rest/hosts/{id}/luns",
+        Who::AnyUser,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/hosts/{}/luns",
+                world.scratch_mapping("hosts").0
+            ))
+        },
+    ),
+    row(
+        "POST",
+        "/api/rest/hosts/{id}/luns",
+        Who::Admin,
+        201,
+        |world, _| {
+            call_with(
+                format!("/api/rest/hosts/{}/luns", world.scratch_host()),
+                json!({"volume_id": world.volume_b}),
+            )
+        },
+    ),
+    row(
+        "GET",
+        "/api/rest/hosts/{id}/luns/{lun}",
+        Who::AnyUser,
+        200,
+        |world, _| {
+            let (owner, lun) = world.scratch_mapping("hosts");
+            call(format!("/api/rest/hosts/{owner}/luns/{lun}"))
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/hosts/{id}/luns/lun/{lun}",
+        Who::Admin,
+        200,
+        |world, _| {
+            let (owner, lun) = world.scratch_mapping("hosts");
+            call(format!("/api/rest/hosts/{owner}/luns/lun/{lun}"))
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/hosts/{id}/luns/volume_id/{volume_id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            let (owner, _) = world.scratch_mapping("hosts");
+            call(format!(
+                "/api/rest/hosts/{owner}/luns/volume_id/{}",
+                world.volume_b
+            ))
+        },
+    ),
+    row("GET", "/api/rest/clusters", Who::AnyUser, 200, |_, _| {
+        call("/api/rest/clusters")
+    }),
+    row("POST", "/api/rest/clusters", Who::Admin, 201, |_, _| {
+        call_with("/api/rest/clusters", json!({"name": "scratch-cluster"}))
+    }),
+    row(
+        "GET",
+        "/api/rest/clusters/{id}",
+        Who::AnyUser,
+        200,
+        |world, _| call(format!("/api/rest/clusters/{}", world.scratch_cluster())),
+    ),
+    row(
+        "PUT",
+        "/api/rest/clusters/{id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call_with(
+                format!("/api/rest/clusters/{}", world.scratch_cluster()),
+                json!({"name": "scratch-renamed"}),
+            )
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/clusters/{id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/clusters/{}?approved=true",
+                world.scratch_cluster()
+            ))
+        },
+    ),
+    row(
+        "POST",
+        "/api/rest/clusters/{id}/hosts",
+        Who::Admin,
+        201,
+        |world, _| {
+            call_with(
+                format!("/api/rest/clusters/{}/hosts", world.scratch_cluster()),
+                json!({"id": world.scratch_host()}),
+            )
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/clusters/{id}/hosts/{host_id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            let (cluster, host) = (world.scratch_cluster(), world.scratch_host());
+            world.admin_ok(
+                "POST",
+                &format!("/api/rest/clusters/{cluster}/hosts"),
+                Some(json!({"id": host})),
+                201,
+            );
+            call(format!("/api/rest/clusters/{cluster}/hosts/{host}"))
+        },
+    ),
+    row(
+        "GET",
+        "/api/rest/clusters/{id}/luns",
+        Who::AnyUser,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/clusters/{}/luns",
+                world.scratch_mapping("clusters").0
+            ))
+        },
+    ),
+    row(
+        "POST",
+        "/api/rest/clusters/{id}/luns",
+        Who::Admin,
+        201,
+        |world, _| {
+            call_with(
+                format!("/api/rest/clusters/{}/luns", world.scratch_cluster()),
+                json!({"volume_id": world.volume_b}),
+            )
+        },
+    ),
+    row(
+        "GET",
+        "/api/rest/clusters/{id}/luns/{lun}",
+        Who::AnyUser,
+        200,
+        |world, _| {
+            let (owner, lun) = world.scratch_mapping("clusters");
+            call(format!("/api/rest/clusters/{owner}/luns/{lun}"))
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/clusters/{id}/luns/lun/{lun}",
+        Who::Admin,
+        200,
+        |world, _| {
+            let (owner, lun) = world.scratch_mapping("clusters");
+            call(format!("/api/rest/clusters/{owner}/luns/lun/{lun}"))
+        },
+    ),
+    row(
+        "DELETE",
+        "/api/rest/clusters/{id}/luns/volume_id/{volume_id}",
+        Who::Admin,
+        200,
+        |world, _| {
+            let (owner, _) = world.scratch_mapping("clusters");
+            call(format!(
+                "/api/rest/clusters/{owner}/luns/volume_id/{}",
+                world.volume_b
+            ))
+        },
+    ),
     row(
         "GET",
         "/api/rest/replicas",
@@ -1158,7 +1403,56 @@ impl World {
         ))
     }
 
+    fn scratch_host(&self) -> u32 {
+        let host = self.admin_ok(
+            "POST",
+            "/api/rest/hosts",
+            Some(json!({"name": "scratch-host", "ports": [{"type": "ISCSI", "address": SCRATCH_IQN}]})),
+            201,
+        );
+        id_of(&host)
+    }
+
+    fn scratch_cluster(&self) -> u32 {
+        let cluster = self.admin_ok(
+            "POST",
+            "/api/rest/clusters",
+            Some(json!({"name": "scratch-cluster"})),
+            201,
+        );
+        id_of(&cluster)
+    }
+
+    /// `volume_b` mapped to a scratch host or cluster (`kind`): (its id, the LUN).
+    fn scratch_mapping(&self, kind: &str) -> (u32, u64) {
+        let owner = if kind == "hosts" {
+            self.scratch_host()
+        } else {
+            self.scratch_cluster()
+        };
+        let lun = self.admin_ok(
+            "POST",
+            &format!("/api/rest/{kind}/{owner}/luns"),
+            Some(json!({"volume_id": self.volume_b})),
+            201,
+        );
+        (owner, lun["lun"].as_u64().expect("a LUN"))
+    }
+
     fn clean(&self) {
+        // Hosts and clusters first: deleting them drops their mappings.
+        for kind in ["clusters", "hosts"] {
+            for object in self.list(kind) {
+                if is_scratch(&object) {
+                    self.admin_ok(
+                        "DELETE",
+                        &format!("/api/rest/{kind}/{}?approved=true", id_of(&object)),
+                        None,
+                        200,
+                    );
+                }
+            }
+        }
         for policy in self.list("snapshot_policies") {
             if is_scratch(&policy) {
                 self.admin_ok(
@@ -1277,6 +1571,8 @@ impl World {
             "volumes": strip(self.list("volumes"), &["used", "allocated", "unique_size", "tree_allocated"]),
             "cgs": self.list("cgs"),
             "snapshot_policies": self.list("snapshot_policies"),
+            "hosts": self.list("hosts"),
+            "clusters": self.list("clusters"),
             "users": strip(self.list("users"), &["last_login"]),
             "failed_controllers": self.list("controllers").iter()
                 .filter(|controller| is_failed(controller))

@@ -6,6 +6,10 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use super::hosts::{
+    ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
+};
+
 /// A pool. Fields added after the first release carry serde defaults, so catalogs
 /// written before them still load.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
@@ -307,6 +311,23 @@ pub enum CatalogOp {
         id: u32,
         cg: Option<u32>,
     },
+    /// Creates a host or replaces it whole (name, ports, CHAP, cluster, ...).
+    SaveHost(HostRecord),
+    /// Deletes a host and its own mappings.
+    DeleteHost {
+        id: u32,
+    },
+    /// Creates a host cluster or replaces it (its name).
+    SaveCluster(ClusterRecord),
+    /// Deletes a cluster and its mappings; its hosts stay, outside any cluster.
+    DeleteCluster {
+        id: u32,
+    },
+    /// Maps a dataset to a host or cluster.
+    MapLun(LunRecord),
+    UnmapLun {
+        id: u32,
+    },
 }
 
 /// Every pool and volume, and the next identifiers to hand out.
@@ -325,6 +346,19 @@ pub struct Catalog {
     pub policies: BTreeMap<u32, PolicyRecord>,
     #[serde(default)]
     pub next_policy_id: u32,
+    #[serde(default)]
+    pub hosts: BTreeMap<u32, HostRecord>,
+    #[serde(default)]
+    pub next_host_id: u32,
+    #[serde(default)]
+    pub clusters: BTreeMap<u32, ClusterRecord>,
+    #[serde(default)]
+    pub next_cluster_id: u32,
+    /// LUN mappings by their own id.
+    #[serde(default)]
+    pub luns: BTreeMap<u32, LunRecord>,
+    #[serde(default)]
+    pub next_lun_id: u32,
 }
 
 impl Catalog {
@@ -361,6 +395,7 @@ impl Catalog {
             }
             CatalogOp::DeleteVolume { id } => {
                 self.volumes.remove(id);
+                self.unmap_dataset(*id);
                 for policy in self.policies.values_mut() {
                     policy.assets.retain(|asset| asset != id);
                 }
@@ -433,6 +468,12 @@ impl Catalog {
                     volume.cg_id = *cg;
                 }
             }
+            CatalogOp::SaveHost(_)
+            | CatalogOp::DeleteHost { .. }
+            | CatalogOp::SaveCluster(_)
+            | CatalogOp::DeleteCluster { .. }
+            | CatalogOp::MapLun(_)
+            | CatalogOp::UnmapLun { .. } => self.apply_host_op(op),
         }
     }
 

@@ -12,6 +12,7 @@
 pub mod catalog;
 pub mod checkpoint;
 pub mod forest;
+pub mod hosts;
 pub mod journal;
 pub mod records;
 mod replay;
@@ -23,6 +24,9 @@ pub use catalog::{
     Provisioning, ScheduleRecord, VolumeRecord,
 };
 pub use forest::{Forest, MapEntry};
+pub use hosts::{
+    ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
+};
 pub use journal::{Journal, JournalError};
 pub use store::{BlockRead, MetaError, MetaState, MetaStore, OpenReport, RecoveredBlock};
 pub use usage::{PoolUsage, VolumeHandle};

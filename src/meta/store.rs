@@ -31,6 +31,7 @@ use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
 mod datasets;
+pub mod hosts;
 pub mod snapshots;
 
 pub(super) use datasets::apply_to_forest;
@@ -146,6 +147,8 @@ pub struct MetaStore {
     superblock: Mutex<Superblock>,
     generation: AtomicU64,
     map_version: AtomicU64,
+    /// Moves after every applied catalog change (see `catalog_generation`).
+    catalog_generation: AtomicU64,
     usable_blocks: u64,
     repair_rows: Arc<BufferPool>,
     failed: AtomicBool,
@@ -302,6 +305,7 @@ impl MetaStore {
             superblock: Mutex::new(superblock),
             generation: AtomicU64::new(generation),
             map_version: AtomicU64::new(0),
+            catalog_generation: AtomicU64::new(0),
             usable_blocks: data_blocks.saturating_sub(reserve),
             repair_rows: BufferPool::new(2, row_buffer_len),
             failed: AtomicBool::new(false),
@@ -364,6 +368,7 @@ impl MetaStore {
     fn log_catalog(&self, state: &mut MetaState, op: CatalogOp) -> Result<(), MetaError> {
         state.catalog.apply(&op);
         apply_to_forest(&mut state.maps, &state.catalog, &op);
+        self.catalog_generation.fetch_add(1, Ordering::AcqRel);
         let (ticket, _) = self
             .journal
             .append(records::CATALOG, |out| records::encode_catalog(&op, out));

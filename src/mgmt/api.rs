@@ -294,7 +294,7 @@ pub struct ControllerInfo {
 
 /// What the REST server needs from the node. Every method is a whole, atomic control-plane
 /// operation: it either happened (and is durable when it returns) or it did not.
-pub trait Management: Send + Sync {
+pub trait Management: Send + Sync + HostManagement {
     fn system(&self) -> SystemInfo;
     fn create_pool(&self, request: PoolCreate) -> Result<PoolInfo, MgmtError>;
     fn pools(&self) -> Vec<PoolInfo>;
@@ -417,5 +417,247 @@ pub trait Management: Send + Sync {
     /// The policy starts (`add`) or stops snapshotting master volume `volume`.
     fn set_policy_asset(&self, id: u32, _volume: u32, _add: bool) -> Result<PolicyInfo, MgmtError> {
         Err(MgmtError::policy_not_found(id))
+    }
+}
+
+// ---- hosts, host clusters and LUN mappings ------------------------------------------
+
+fn not_found_host(id: u32) -> MgmtError {
+    MgmtError::new("HOST_NOT_FOUND", 404, format!("host {id} does not exist"))
+}
+
+fn not_found_cluster(id: u32) -> MgmtError {
+    MgmtError::new(
+        "CLUSTER_NOT_FOUND",
+        404,
+        format!("host cluster {id} does not exist"),
+    )
+}
+
+/// One initiator port of a host: `{"type": "ISCSI" | "FC", "address": ...}` (the type is
+/// accepted in any case).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostPortInfo {
+    #[serde(rename = "type")]
+    pub port_type: String,
+    pub address: String,
+}
+
+/// One LUN mapping as InfiniBox shows it. A host's own mapping has `host_cluster_id` 0;
+/// a cluster's has `host_id` 0 and `clustered` true.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LunInfo {
+    pub id: u32,
+    pub lun: u32,
+    pub volume_id: u32,
+    pub host_id: u32,
+    pub host_cluster_id: u32,
+    pub clustered: bool,
+}
+
+/// A host as the API shows it. CHAP secrets are never shown, only whether they are set.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct HostInfo {
+    pub id: u32,
+    pub name: String,
+    pub ports: Vec<HostPortInfo>,
+    pub ports_count: u64,
+    /// Its own mappings and its cluster's.
+    pub luns: Vec<LunInfo>,
+    pub luns_count: u64,
+    /// 0 when it is in no cluster.
+    pub host_cluster_id: u32,
+    pub host_type: String,
+    pub san_client_type: String,
+    /// NONE, CHAP or MUTUAL_CHAP.
+    pub security_method: String,
+    pub security_chap_inbound_username: String,
+    pub security_chap_has_inbound_secret: bool,
+    pub security_chap_outbound_username: String,
+    pub security_chap_has_outbound_secret: bool,
+    pub optimized: bool,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// `POST /api/rest/hosts` body.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct HostCreate {
+    pub name: String,
+    #[serde(default)]
+    pub ports: Option<Vec<HostPortInfo>>,
+    #[serde(default)]
+    pub host_type: Option<String>,
+    #[serde(default)]
+    pub optimized: Option<bool>,
+    #[serde(default)]
+    pub security_method: Option<String>,
+    #[serde(default)]
+    pub security_chap_inbound_username: Option<String>,
+    #[serde(default)]
+    pub security_chap_inbound_secret: Option<String>,
+    #[serde(default)]
+    pub security_chap_outbound_username: Option<String>,
+    #[serde(default)]
+    pub security_chap_outbound_secret: Option<String>,
+}
+
+/// `PUT /api/rest/hosts/{id}` body: every field optional; CHAP fields not given keep
+/// their values.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HostUpdate {
+    pub name: Option<String>,
+    pub host_type: Option<String>,
+    pub optimized: Option<bool>,
+    pub security_method: Option<String>,
+    pub security_chap_inbound_username: Option<String>,
+    pub security_chap_inbound_secret: Option<String>,
+    pub security_chap_outbound_username: Option<String>,
+    pub security_chap_outbound_secret: Option<String>,
+}
+
+/// `POST .../luns` body: the dataset and, optionally, the LUN number.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LunCreate {
+    pub volume_id: u32,
+    #[serde(default)]
+    pub lun: Option<u32>,
+}
+
+/// A host cluster as the API shows it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterInfo {
+    pub id: u32,
+    pub name: String,
+    /// `{"id", "name"}` of each member host.
+    pub hosts: Vec<ClusterHost>,
+    pub hosts_count: u64,
+    pub luns: Vec<LunInfo>,
+    pub luns_count: u64,
+    pub host_type: String,
+    pub san_client_type: String,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// A member host as a cluster lists it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterHost {
+    pub id: u32,
+    pub name: String,
+}
+
+/// `POST /api/rest/clusters` body.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterCreate {
+    pub name: String,
+    #[serde(default)]
+    pub host_type: Option<String>,
+}
+
+/// `PUT /api/rest/clusters/{id}` body.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterUpdate {
+    pub name: Option<String>,
+}
+
+/// `POST /api/rest/clusters/{id}/hosts` body: the host to add.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ClusterHostAdd {
+    pub id: u32,
+}
+
+/// Whom a LUN mapping presents its dataset to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MappingTarget {
+    Host(u32),
+    Cluster(u32),
+}
+
+impl MappingTarget {
+    fn not_found(self) -> MgmtError {
+        match self {
+            MappingTarget::Host(id) => not_found_host(id),
+            MappingTarget::Cluster(id) => not_found_cluster(id),
+        }
+    }
+}
+
+/// Hosts, clusters and mappings: the node implements them; the test fake does not model
+/// them (every call answers not found or NOT_SUPPORTED). Every change is whole and
+/// durable when it returns.
+pub trait HostManagement: Send + Sync {
+    fn hosts(&self) -> Vec<HostInfo> {
+        Vec::new()
+    }
+    fn host(&self, id: u32) -> Result<HostInfo, MgmtError> {
+        Err(not_found_host(id))
+    }
+    /// The id of the host one of whose ports is `address` (case-insensitive).
+    fn host_id_by_initiator(&self, address: &str) -> Result<u32, MgmtError> {
+        Err(MgmtError::new(
+            "HOST_NOT_FOUND",
+            404,
+            format!("no host has initiator {address}"),
+        ))
+    }
+    fn create_host(&self, _request: HostCreate) -> Result<HostInfo, MgmtError> {
+        Err(not_modelled("hosts"))
+    }
+    fn update_host(&self, id: u32, _update: HostUpdate) -> Result<HostInfo, MgmtError> {
+        Err(not_found_host(id))
+    }
+    /// Deletes a host; its own mappings go with it.
+    fn delete_host(&self, id: u32) -> Result<HostInfo, MgmtError> {
+        Err(not_found_host(id))
+    }
+    fn add_host_port(&self, id: u32, _port: HostPortInfo) -> Result<HostInfo, MgmtError> {
+        Err(not_found_host(id))
+    }
+    fn remove_host_port(
+        &self,
+        id: u32,
+        _port_type: &str,
+        _address: &str,
+    ) -> Result<HostInfo, MgmtError> {
+        Err(not_found_host(id))
+    }
+    fn clusters(&self) -> Vec<ClusterInfo> {
+        Vec::new()
+    }
+    fn cluster(&self, id: u32) -> Result<ClusterInfo, MgmtError> {
+        Err(not_found_cluster(id))
+    }
+    fn create_cluster(&self, _request: ClusterCreate) -> Result<ClusterInfo, MgmtError> {
+        Err(not_modelled("host clusters"))
+    }
+    fn update_cluster(&self, id: u32, _update: ClusterUpdate) -> Result<ClusterInfo, MgmtError> {
+        Err(not_found_cluster(id))
+    }
+    /// Deletes a cluster and its mappings; its hosts stay, outside any cluster.
+    fn delete_cluster(&self, id: u32) -> Result<ClusterInfo, MgmtError> {
+        Err(not_found_cluster(id))
+    }
+    /// Host `host` joins (`Some(cluster)`) or leaves (`None`) a cluster.
+    fn set_host_cluster(&self, host: u32, _cluster: Option<u32>) -> Result<HostInfo, MgmtError> {
+        Err(not_found_host(host))
+    }
+    /// The mappings `target` sees (for a host, its own and its cluster's), by LUN.
+    fn luns(&self, target: MappingTarget) -> Result<Vec<LunInfo>, MgmtError> {
+        Err(target.not_found())
+    }
+    fn map_lun(&self, target: MappingTarget, _request: LunCreate) -> Result<LunInfo, MgmtError> {
+        Err(target.not_found())
+    }
+    /// Removes `target`'s own mapping of LUN `key` (of volume `key` with `by_volume`).
+    fn unmap_lun(
+        &self,
+        target: MappingTarget,
+        _key: u32,
+        _by_volume: bool,
+    ) -> Result<LunInfo, MgmtError> {
+        Err(target.not_found())
     }
 }

@@ -132,7 +132,7 @@ pub(super) fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord)
         rmr_source: false,
         rmr_target: false,
         rmr_snapshot_guid: None,
-        mapped: false,
+        mapped: state.catalog.is_mapped(volume.id),
         cg_id: volume.cg_id,
         lock_expires_at: volume.lock_expires_at,
         lock_state: super::snapshots::lock_state(volume.lock_expires_at).into(),

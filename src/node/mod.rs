@@ -16,6 +16,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 mod api;
+mod hosts;
 pub mod iscsi;
 mod monitor;
 mod policies;

@@ -29,7 +29,7 @@
 //! Pieces: `session` holds the client and the calls every verb shares, `objects` the pool,
 //! volume and system verbs, `snapshots` the snapshot verbs and `vol restore`,
 //! `consistency_groups` the group verbs, `lock_until` the lock end parser, `policies` the
-//! snapshot policy verbs, `schedule_spec` the schedule parser, `accounts` the user verbs,
+//! snapshot policy verbs, `hosts` the host and host cluster verbs, `schedule_spec` the schedule parser, `accounts` the user verbs,
 //! `controllers` the controller verbs, `events` the event log and `top`, `tables` the human
 //! output, `terminal` the password prompt.
 
@@ -37,6 +37,7 @@ mod accounts;
 mod consistency_groups;
 mod controllers;
 mod events;
+mod hosts;
 mod lock_until;
 mod objects;
 mod policies;
@@ -52,6 +53,7 @@ use std::path::Path;
 use super::client::{Client, ClientError, Endpoint};
 use crate::mgmt::api::ScheduleInfo;
 use crate::types::parse_size;
+pub use hosts::{ChapArg, ChapArgs, ClusterCommand, HostCommand};
 pub use lock_until::LockUntil;
 use session::Session;
 
@@ -97,6 +99,16 @@ pub enum CliCommand {
     Policy {
         #[command(subcommand)]
         cmd: PolicyCommand,
+    },
+    /// Hosts: the iSCSI initiators the node admits, their CHAP settings and LUN mappings.
+    Host {
+        #[command(subcommand)]
+        cmd: HostCommand,
+    },
+    /// Host clusters: hosts that share LUN mappings.
+    Cluster {
+        #[command(subcommand)]
+        cmd: ClusterCommand,
     },
     /// Create, list, change and delete users.
     User {

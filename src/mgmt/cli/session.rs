@@ -129,6 +129,8 @@ impl Session {
             CliCommand::Snap { cmd } => self.snapshot(cmd)?,
             CliCommand::Cg { cmd } => self.consistency_group(cmd)?,
             CliCommand::Policy { cmd } => self.policy(cmd)?,
+            CliCommand::Host { cmd } => self.host(cmd)?,
+            CliCommand::Cluster { cmd } => self.cluster(cmd)?,
             CliCommand::System {
                 cmd: SystemCommand::Show,
             } => {

@@ -12,7 +12,7 @@ use crate::mgmt::users::UserInfo;
 use crate::types::format_size;
 
 /// Left-aligned columns separated by two spaces, no trailing blanks.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|title| title.len()).collect();
     for row in rows {
         for (width, cell) in widths.iter_mut().zip(row) {

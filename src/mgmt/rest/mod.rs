@@ -19,6 +19,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod controllers;
+pub mod hosts;
 pub mod list;
 pub mod objects;
 pub mod openapi;

@@ -163,6 +163,57 @@ pub const SNAPSHOT_POLICY: Schema = object(
 );
 
 /// Replicas (none yet; infinisdk lists them before changing a group).
+pub const HOST: Schema = object(
+    "Host",
+    &[
+        ("id", "integer"),
+        ("name", "string"),
+        ("ports", "[object]"),
+        ("ports_count", "integer"),
+        ("luns", "[object]"),
+        ("luns_count", "integer"),
+        ("host_cluster_id", "integer"),
+        ("host_type", "string"),
+        ("san_client_type", "string"),
+        ("security_method", "string"),
+        ("security_chap_inbound_username", "string"),
+        ("security_chap_has_inbound_secret", "boolean"),
+        ("security_chap_outbound_username", "string"),
+        ("security_chap_has_outbound_secret", "boolean"),
+        ("optimized", "boolean"),
+        ("created_at", "integer"),
+        ("updated_at", "integer"),
+    ],
+);
+
+pub const CLUSTER: Schema = object(
+    "HostCluster",
+    &[
+        ("id", "integer"),
+        ("name", "string"),
+        ("hosts", "[object]"),
+        ("hosts_count", "integer"),
+        ("luns", "[object]"),
+        ("luns_count", "integer"),
+        ("host_type", "string"),
+        ("san_client_type", "string"),
+        ("created_at", "integer"),
+        ("updated_at", "integer"),
+    ],
+);
+
+pub const LUN: Schema = object(
+    "Lun",
+    &[
+        ("id", "integer"),
+        ("lun", "integer"),
+        ("volume_id", "integer"),
+        ("host_id", "integer"),
+        ("host_cluster_id", "integer"),
+        ("clustered", "boolean"),
+    ],
+);
+
 pub const REPLICA: Schema = object(
     "Replica",
     &[
@@ -390,6 +441,60 @@ pub const BODIES: &[Schema] = &[
         fields: &[("dataset_id", "integer")],
         required: &["dataset_id"],
     },
+    Schema {
+        name: "HostCreate",
+        fields: &[
+            ("name", "string"),
+            ("ports", "[object]"),
+            ("host_type", "string"),
+            ("optimized", "boolean"),
+            ("security_method", "string"),
+            ("security_chap_inbound_username", "string"),
+            ("security_chap_inbound_secret", "string"),
+            ("security_chap_outbound_username", "string"),
+            ("security_chap_outbound_secret", "string"),
+        ],
+        required: &["name"],
+    },
+    Schema {
+        name: "HostUpdate",
+        fields: &[
+            ("name", "string"),
+            ("host_type", "string"),
+            ("optimized", "boolean"),
+            ("security_method", "string"),
+            ("security_chap_inbound_username", "string"),
+            ("security_chap_inbound_secret", "string"),
+            ("security_chap_outbound_username", "string"),
+            ("security_chap_outbound_secret", "string"),
+        ],
+        required: &[],
+    },
+    Schema {
+        name: "HostPort",
+        fields: &[("type", "string"), ("address", "string")],
+        required: &["type", "address"],
+    },
+    Schema {
+        name: "LunCreate",
+        fields: &[("volume_id", "integer"), ("lun", "integer")],
+        required: &["volume_id"],
+    },
+    Schema {
+        name: "ClusterCreate",
+        fields: &[("name", "string"), ("host_type", "string")],
+        required: &["name"],
+    },
+    Schema {
+        name: "ClusterUpdate",
+        fields: &[("name", "string")],
+        required: &[],
+    },
+    Schema {
+        name: "ClusterHost",
+        fields: &[("id", "integer")],
+        required: &["id"],
+    },
 ];
 
 /// Every object schema the answers use.
@@ -402,6 +507,9 @@ pub const OBJECTS: &[&Schema] = &[
     &CHANGED_BLOCKS,
     &REPLICA,
     &SNAPSHOT_POLICY,
+    &HOST,
+    &CLUSTER,
+    &LUN,
     &CONTROLLER,
     &USER,
     &EVENT,

@@ -3,7 +3,7 @@
 //! `/api/rest/openapi.json` all read this one table.
 
 use super::auth::Access;
-use super::{Call, Mgmt, accounts, controllers, objects, openapi, policies, snapshots};
+use super::{Call, Mgmt, accounts, controllers, hosts, objects, openapi, policies, snapshots};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
@@ -71,6 +71,10 @@ const fn approved(mut route: Route) -> Route {
     route.approval = true;
     route
 }
+
+mod matching;
+
+pub use matching::{Found, find};
 
 use Access::{Admin, Authenticated, PoolAdmin, Public, Technician};
 use Answer::{Document, List, Metrics, Object};
@@ -511,6 +515,230 @@ pub static ROUTES: &[Route] = &[
     ),
     route(
         "GET",
+        "/api/rest/hosts",
+        Authenticated,
+        "Lists hosts: their initiator ports, CHAP method (never secrets), cluster and LUNs.",
+        List("Host"),
+        hosts::list_hosts,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/hosts",
+            Admin,
+            "Creates a host with optional ports ({type, address}) and CHAP settings (secrets 12 to 16 characters).",
+            Object("Host"),
+            hosts::create_host,
+        ),
+        "HostCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/hosts/{id}",
+        Authenticated,
+        "One host.",
+        Object("Host"),
+        hosts::get_host,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/hosts/{id}",
+            Admin,
+            "Renames a host or changes its type or CHAP settings.",
+            Object("Host"),
+            hosts::update_host,
+        ),
+        "HostUpdate",
+        200,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/hosts/{id}",
+        Admin,
+        "Deletes a host with its own LUN mappings.",
+        Object("Host"),
+        hosts::delete_host,
+    )),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/hosts/{id}/ports",
+            Admin,
+            "Adds an initiator port (an iSCSI name belongs to one host only).",
+            Object("Host"),
+            hosts::add_port,
+        ),
+        "HostPort",
+        201,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/hosts/{id}/ports/{type}/{address}",
+        Admin,
+        "Removes an initiator port.",
+        Object("Host"),
+        hosts::remove_port,
+    ),
+    route(
+        "GET",
+        "/api/rest/hosts/{id}/luns",
+        Authenticated,
+        "Lists the LUN mappings the host sees.",
+        List("Lun"),
+        hosts::list_luns,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/hosts/{id}/luns",
+            Admin,
+            "Maps a volume or snapshot ({volume_id[, lun]}; free LUNs from 1).",
+            Object("Lun"),
+            hosts::map_lun,
+        ),
+        "LunCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/hosts/{id}/luns/{lun}",
+        Authenticated,
+        "One LUN mapping by its number.",
+        Object("Lun"),
+        hosts::get_lun,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/hosts/{id}/luns/lun/{lun}",
+        Admin,
+        "Unmaps a LUN by its number.",
+        Object("Lun"),
+        hosts::unmap_by_lun,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/hosts/{id}/luns/volume_id/{volume_id}",
+        Admin,
+        "Unmaps a volume.",
+        Object("Lun"),
+        hosts::unmap_by_volume,
+    ),
+    route(
+        "GET",
+        "/api/rest/clusters",
+        Authenticated,
+        "Lists host clusters: their hosts and the LUNs they share.",
+        List("HostCluster"),
+        hosts::list_clusters,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/clusters",
+            Admin,
+            "Creates a host cluster.",
+            Object("HostCluster"),
+            hosts::create_cluster,
+        ),
+        "ClusterCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/clusters/{id}",
+        Authenticated,
+        "One host cluster.",
+        Object("HostCluster"),
+        hosts::get_cluster,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/clusters/{id}",
+            Admin,
+            "Renames a host cluster.",
+            Object("HostCluster"),
+            hosts::update_cluster,
+        ),
+        "ClusterUpdate",
+        200,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/clusters/{id}",
+        Admin,
+        "Deletes a host cluster with its LUN mappings; its hosts stay.",
+        Object("HostCluster"),
+        hosts::delete_cluster,
+    )),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/clusters/{id}/hosts",
+            Admin,
+            "Adds a host ({id}) to the cluster; its own LUNs must not clash with the cluster's.",
+            Object("HostCluster"),
+            hosts::add_cluster_host,
+        ),
+        "ClusterHost",
+        201,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/clusters/{id}/hosts/{host_id}",
+        Admin,
+        "Takes a host out of the cluster.",
+        Object("HostCluster"),
+        hosts::remove_cluster_host,
+    ),
+    route(
+        "GET",
+        "/api/rest/clusters/{id}/luns",
+        Authenticated,
+        "Lists the LUN mappings the cluster sees.",
+        List("Lun"),
+        hosts::list_luns,
+    ),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/clusters/{id}/luns",
+            Admin,
+            "Maps a volume or snapshot ({volume_id[, lun]}; free LUNs from 11).",
+            Object("Lun"),
+            hosts::map_lun,
+        ),
+        "LunCreate",
+        201,
+    ),
+    route(
+        "GET",
+        "/api/rest/clusters/{id}/luns/{lun}",
+        Authenticated,
+        "One LUN mapping by its number.",
+        Object("Lun"),
+        hosts::get_lun,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/clusters/{id}/luns/lun/{lun}",
+        Admin,
+        "Unmaps a LUN by its number.",
+        Object("Lun"),
+        hosts::unmap_by_lun,
+    ),
+    route(
+        "DELETE",
+        "/api/rest/clusters/{id}/luns/volume_id/{volume_id}",
+        Admin,
+        "Unmaps a volume.",
+        Object("Lun"),
+        hosts::unmap_by_volume,
+    ),
+    route(
+        "GET",
         "/api/rest/replicas",
         Authenticated,
         "Lists replicas (none: replication comes later).",
@@ -582,156 +810,3 @@ pub static ROUTES: &[Route] = &[
         objects::get_metrics,
     ),
 ];
-
-/// What a method and path lead to.
-pub enum Found<'a> {
-    Route(&'static Route, Vec<&'a str>),
-    /// The path exists with other methods, listed for the `Allow` header.
-    MethodNotAllowed(String),
-    NotFound,
-}
-
-/// Finds the route for `method` and `path` (a trailing `/` is ignored). A literal segment
-/// wins over a `{param}` one, so `/users/login` is not user `login`.
-pub fn find<'a>(method: &str, path: &'a str) -> Found<'a> {
-    let path = path
-        .strip_suffix('/')
-        .filter(|p| !p.is_empty())
-        .unwrap_or(path);
-    let mut best: Option<(&'static Route, Vec<&'a str>, usize)> = None;
-    let mut allowed: Vec<&'static str> = Vec::new();
-    for route in ROUTES {
-        let Some((params, literals)) = match_path(route.path, path) else {
-            continue;
-        };
-        if route.method != method {
-            // A path that some literal route claims is not a `{param}` route's too.
-            allowed.push(route.method);
-            continue;
-        }
-        if best.as_ref().is_none_or(|(_, _, most)| literals > *most) {
-            best = Some((route, params, literals));
-        }
-    }
-    match best {
-        Some((route, params, literals)) => {
-            // `POST /users/login` must not be shadowed, and `GET /users/login` must not
-            // fall through to `GET /users/{id}`: a more literal match on another method
-            // means this path belongs to that route.
-            let shadowed = ROUTES.iter().any(|other| {
-                other.method != method
-                    && match_path(other.path, path).is_some_and(|(_, l)| l > literals)
-            });
-            if shadowed {
-                Found::MethodNotAllowed(literal_methods(path))
-            } else {
-                Found::Route(route, params)
-            }
-        }
-        None if allowed.is_empty() => Found::NotFound,
-        None => {
-            allowed.dedup();
-            Found::MethodNotAllowed(allowed.join(", "))
-        }
-    }
-}
-
-/// The methods of the most literal routes matching `path`.
-fn literal_methods(path: &str) -> String {
-    let most = ROUTES
-        .iter()
-        .filter_map(|route| match_path(route.path, path).map(|(_, literals)| literals))
-        .max()
-        .unwrap_or(0);
-    let mut methods: Vec<&str> = ROUTES
-        .iter()
-        .filter(|route| match_path(route.path, path).is_some_and(|(_, l)| l == most))
-        .map(|route| route.method)
-        .collect();
-    methods.dedup();
-    methods.join(", ")
-}
-
-/// The parameters of `path` under `pattern` and how many segments matched literally.
-fn match_path<'a>(pattern: &str, path: &'a str) -> Option<(Vec<&'a str>, usize)> {
-    let mut params = Vec::new();
-    let mut literals = 0;
-    let mut want = pattern.split('/');
-    let mut have = path.split('/');
-    loop {
-        match (want.next(), have.next()) {
-            (None, None) => return Some((params, literals)),
-            (Some(w), Some(h)) if w.starts_with('{') && w.ends_with('}') && !h.is_empty() => {
-                params.push(h);
-            }
-            (Some(w), Some(h)) if w == h => literals += 1,
-            _ => return None,
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn route_of(method: &str, path: &str) -> Option<(&'static str, Vec<String>)> {
-        match find(method, path) {
-            Found::Route(route, params) => {
-                Some((route.path, params.into_iter().map(str::to_owned).collect()))
-            }
-            _ => None,
-        }
-    }
-
-    #[test]
-    fn literal_segments_win_over_parameters() {
-        assert_eq!(
-            route_of("POST", "/api/rest/users/login"),
-            Some(("/api/rest/users/login", vec![]))
-        );
-        assert_eq!(
-            route_of("GET", "/api/rest/users/7"),
-            Some(("/api/rest/users/{id}", vec!["7".to_owned()]))
-        );
-        assert_eq!(
-            route_of("GET", "/api/rest/events/types/"),
-            Some(("/api/rest/events/types", vec![]))
-        );
-        assert!(matches!(
-            find("GET", "/api/rest/users/login"),
-            Found::MethodNotAllowed(allow) if allow == "POST"
-        ));
-        assert!(matches!(
-            find("PATCH", "/api/rest/volumes/3"),
-            Found::MethodNotAllowed(allow) if allow == "GET, PUT, DELETE"
-        ));
-        assert_eq!(
-            route_of("POST", "/api/rest/controllers/2/fail"),
-            Some(("/api/rest/controllers/{id}/fail", vec!["2".to_owned()]))
-        );
-        assert!(matches!(
-            find("GET", "/api/rest/controllers/2/recover"),
-            Found::MethodNotAllowed(allow) if allow == "POST"
-        ));
-        assert!(matches!(find("GET", "/api/rest/nothing"), Found::NotFound));
-        assert!(matches!(
-            find("GET", "/api/rest/volumes//"),
-            Found::NotFound
-        ));
-        assert!(matches!(find("GET", ""), Found::NotFound));
-    }
-
-    #[test]
-    fn every_route_is_unique() {
-        for (index, route) in ROUTES.iter().enumerate() {
-            for other in &ROUTES[index + 1..] {
-                assert!(
-                    !(route.method == other.method && route.path == other.path),
-                    "{} {} is in the table twice",
-                    route.method,
-                    route.path
-                );
-            }
-        }
-    }
-}

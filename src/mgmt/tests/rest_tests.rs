@@ -416,7 +416,7 @@ fn unknown_paths_and_wrong_methods_are_refused() {
         "/",
         "/api",
         "/api/rest",
-        "/api/rest/hosts",
+        "/api/rest/filesystems",
         "/api/rest/pools/1/luns",
     ] {
         let (status, refused) = server.call("GET", path, None);

@@ -7,6 +7,7 @@
 mod auth;
 mod controllers;
 mod events_and_lists;
+mod hosts;
 mod openapi;
 
 use std::collections::BTreeSet;
