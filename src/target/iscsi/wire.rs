@@ -10,7 +10,7 @@ use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::pdu::{self, BHS_LEN, Pdu, PduError, PduLimits};
+use super::pdu::{self, Pdu, PduError, PduLimits};
 
 /// How long a blocked read or write waits before rechecking the stop flags.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(50);
