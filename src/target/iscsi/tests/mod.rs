@@ -4,6 +4,7 @@
 mod client;
 mod fake;
 mod hostile;
+mod libiscsi;
 mod pdu_codec;
 
 use std::sync::atomic::Ordering;

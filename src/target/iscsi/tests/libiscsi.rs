@@ -1,0 +1,47 @@
+//! libiscsi's own tools against the portal (skipped with a message when not installed).
+
+use std::process::Command;
+
+use super::fake::{self, Portal1};
+
+fn tool(name: &str) -> Option<String> {
+    let path = format!("/usr/bin/{name}");
+    if std::path::Path::new(&path).exists() {
+        Some(path)
+    } else {
+        eprintln!("skipped: {name} (libiscsi-bin) is not installed");
+        None
+    }
+}
+
+fn run(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool).args(args).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{tool} {args:?} failed:\n{text}");
+    text
+}
+
+#[test]
+fn iscsi_ls_and_iscsi_inq() {
+    let (Some(ls), Some(inq)) = (tool("iscsi-ls"), tool("iscsi-inq")) else {
+        return;
+    };
+    let portal = Portal1::start();
+    let url = format!("iscsi://{}", portal.addr);
+    let listing = run(&ls, &["-i", fake::OPEN, &url]);
+    assert!(listing.contains(fake::TARGET), "{listing}");
+    let lun = format!("{url}/{}/0", fake::TARGET);
+    let inquiry = run(&inq, &["-i", fake::OPEN, &lun]);
+    assert!(inquiry.contains("TROIKA"), "{inquiry}");
+    let digest = format!("{lun}?header_digest=crc32c");
+    let inquiry = run(&inq, &["-i", fake::OPEN, &digest]);
+    assert!(inquiry.contains("TROIKA"), "{inquiry}");
+    // CHAP through the URL's user%password.
+    let chap = format!("iscsi://alice%alice-secret-1@{}/{}/0", portal.addr, fake::TARGET);
+    let inquiry = run(&inq, &["-i", fake::CHAP, &chap]);
+    assert!(inquiry.contains("TROIKA"), "{inquiry}");
+}
