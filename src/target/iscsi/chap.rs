@@ -94,13 +94,23 @@ impl Challenge {
         };
         let want = response(self.id, secret.as_bytes(), &self.challenge);
         // Constant-time comparison: no early exit on the first differing byte.
-        got.len() == want.len() && got.iter().zip(want.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        got.len() == want.len()
+            && got
+                .iter()
+                .zip(want.iter())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
     }
 }
 
 /// Answers an initiator's mutual CHAP challenge (CHAP_I, CHAP_C as sent) with `secret`.
 /// `None` when the values are malformed or the challenge reflects ours.
-pub fn answer_initiator(ours: &Challenge, id: &str, challenge: &str, secret: &str) -> Option<String> {
+pub fn answer_initiator(
+    ours: &Challenge,
+    id: &str,
+    challenge: &str,
+    secret: &str,
+) -> Option<String> {
     let id: u8 = id.parse().ok()?;
     let challenge = decode_binary(challenge)?;
     if challenge.is_empty() || challenge == ours.challenge {
@@ -127,7 +137,11 @@ mod tests {
         assert!(!ours.verify("alice", "secret12345678", "alice", "garbage"));
         let b64 = format!(
             "0b{}",
-            base64::engine::general_purpose::STANDARD.encode(response(7, b"secret12345678", &[3; 16]))
+            base64::engine::general_purpose::STANDARD.encode(response(
+                7,
+                b"secret12345678",
+                &[3; 16]
+            ))
         );
         assert!(ours.verify("alice", "secret12345678", "alice", &b64));
     }

@@ -157,12 +157,10 @@ pub fn serve(
     let shared = Shared {
         responder: Responder::new(
             stream,
+            &params,
             statsn,
             exp_cmdsn,
             config.queue_depth,
-            (params.header_digest, params.data_digest),
-            params.initiator_max_recv,
-            params.max_burst,
             flags,
         ),
         nexus,
@@ -205,7 +203,12 @@ pub fn serve(
     });
 }
 
-fn read_loop(shared: &Shared<'_>, reader: &mut PduReader, dir: &dyn Directory, flags: &[&AtomicBool]) {
+fn read_loop(
+    shared: &Shared<'_>,
+    reader: &mut PduReader,
+    dir: &dyn Directory,
+    flags: &[&AtomicBool],
+) {
     let limits = PduLimits {
         header_digest: shared.params.header_digest,
         data_digest: shared.params.data_digest,
@@ -253,7 +256,9 @@ fn read_loop(shared: &Shared<'_>, reader: &mut PduReader, dir: &dyn Directory, f
                 true
             }
             _ => {
-                shared.responder.reject(reject::COMMAND_NOT_SUPPORTED, &pdu.bhs);
+                shared
+                    .responder
+                    .reject(reject::COMMAND_NOT_SUPPORTED, &pdu.bhs);
                 true
             }
         };
@@ -333,7 +338,9 @@ fn scsi_command(shared: &Shared<'_>, pdu: &Pdu, cdb: &mut Vec<u8>) {
     }
     let immediate_len = pdu.data.len() as u32;
     if immediate_len > 0
-        && (!write || !shared.params.immediate_data || immediate_len > edtl
+        && (!write
+            || !shared.params.immediate_data
+            || immediate_len > edtl
             || immediate_len > shared.params.first_burst)
     {
         if counted {
@@ -468,12 +475,16 @@ fn worker(shared: &Shared<'_>, sink: &dyn CommandSink, jobs: Receiver<Job>) {
                         // The SCSI layer failed: INTERNAL TARGET FAILURE.
                         response.clear();
                         response.status = status::CHECK_CONDITION;
-                        response.sense.extend_from_slice(&respond::sense(0x04, 0x44, 0x00));
+                        response
+                            .sense
+                            .extend_from_slice(&respond::sense(0x04, 0x44, 0x00));
                     }
                 }
                 None => {
                     response.status = status::CHECK_CONDITION;
-                    response.sense.extend_from_slice(&respond::sense(0x05, 0x25, 0x00));
+                    response
+                        .sense
+                        .extend_from_slice(&respond::sense(0x05, 0x25, 0x00));
                 }
             }
         }

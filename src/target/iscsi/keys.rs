@@ -135,7 +135,13 @@ const NORMAL_ONLY: &[&str] = &[
 
 /// Negotiates one operational key into `params`; `limits` are the target's configured
 /// maxima. Login keys handled elsewhere (names, AuthMethod, CHAP_*) are not passed here.
-pub fn negotiate(key: &str, value: &str, discovery: bool, params: &mut Params, config: &IscsiConfig) -> Answer {
+pub fn negotiate(
+    key: &str,
+    value: &str,
+    discovery: bool,
+    params: &mut Params,
+    config: &IscsiConfig,
+) -> Answer {
     let v = |s: &str| Answer::Value(s.to_owned());
     if discovery && NORMAL_ONLY.contains(&key) {
         return v("Irrelevant");

@@ -157,7 +157,8 @@ impl Login<'_> {
         pdu::put32(
             &mut bhs,
             32,
-            self.exp_cmdsn.wrapping_add(self.config.queue_depth.max(1) - 1),
+            self.exp_cmdsn
+                .wrapping_add(self.config.queue_depth.max(1) - 1),
         );
         bhs[36..38].copy_from_slice(&status.to_be_bytes());
         bhs
@@ -168,7 +169,11 @@ impl Login<'_> {
         (self.reply(flags, status), Vec::new(), Step::Failed)
     }
 
-    fn step(&mut self, req: &Pdu, allocate_tsih: &mut dyn FnMut() -> u16) -> ([u8; BHS_LEN], Vec<u8>, Step) {
+    fn step(
+        &mut self,
+        req: &Pdu,
+        allocate_tsih: &mut dyn FnMut() -> u16,
+    ) -> ([u8; BHS_LEN], Vec<u8>, Step) {
         if self.first {
             self.isid.copy_from_slice(&req.bhs[8..14]);
             self.itt = req.itt();
@@ -198,7 +203,10 @@ impl Login<'_> {
         if transit && cont {
             return self.fail(status::INITIATOR_ERROR);
         }
-        if csg == 2 || csg == FULL_FEATURE || (csg != self.stage && !(self.stage == SECURITY && csg == OPERATIONAL)) {
+        if csg == 2
+            || csg == FULL_FEATURE
+            || (csg != self.stage && !(self.stage == SECURITY && csg == OPERATIONAL))
+        {
             return self.fail(status::INITIATOR_ERROR);
         }
         if csg == OPERATIONAL && self.stage == SECURITY {
@@ -241,7 +249,11 @@ impl Login<'_> {
         }
         if self.stage == OPERATIONAL || first {
             // Declare our receive limit once we are past authentication.
-            if self.stage == OPERATIONAL && !answer.windows(25).any(|w| w == b"MaxRecvDataSegmentLength=") {
+            if self.stage == OPERATIONAL
+                && !answer
+                    .windows(25)
+                    .any(|w| w == b"MaxRecvDataSegmentLength=")
+            {
                 keys::push(
                     &mut answer,
                     "MaxRecvDataSegmentLength",
@@ -266,7 +278,10 @@ impl Login<'_> {
             self.stage = OPERATIONAL;
             return (bhs, answer, Step::Continue);
         }
-        if !answer.windows(25).any(|w| w == b"MaxRecvDataSegmentLength=") {
+        if !answer
+            .windows(25)
+            .any(|w| w == b"MaxRecvDataSegmentLength=")
+        {
             keys::push(
                 &mut answer,
                 "MaxRecvDataSegmentLength",
@@ -285,7 +300,12 @@ impl Login<'_> {
 
     /// Checks the names and session type of the first request.
     fn identify(&mut self, pairs: &[(String, String)]) -> Result<(), u16> {
-        let find = |k: &str| pairs.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
+        let find = |k: &str| {
+            pairs
+                .iter()
+                .find(|(key, _)| key == k)
+                .map(|(_, v)| v.as_str())
+        };
         let initiator = find("InitiatorName").ok_or(status::MISSING_PARAMETER)?;
         if initiator.is_empty() {
             return Err(status::MISSING_PARAMETER);
@@ -351,15 +371,19 @@ impl Login<'_> {
                 "CHAP_I" => chap_i = Some(value.as_str()),
                 "CHAP_C" => chap_c = Some(value.as_str()),
                 _ if self.stage == SECURITY && !key.starts_with("X-") && is_operational(key) => {
-                    let result = keys::negotiate(key, value, self.discovery, &mut self.params, self.config);
+                    let result =
+                        keys::negotiate(key, value, self.discovery, &mut self.params, self.config);
                     if let Answer::Value(v) = result {
                         keys::push(answer, key, &v);
                     }
                 }
-                _ => match keys::negotiate(key, value, self.discovery, &mut self.params, self.config) {
-                    Answer::Silent => {}
-                    Answer::Value(v) => keys::push(answer, key, &v),
-                },
+                _ => {
+                    match keys::negotiate(key, value, self.discovery, &mut self.params, self.config)
+                    {
+                        Answer::Silent => {}
+                        Answer::Value(v) => keys::push(answer, key, &v),
+                    }
+                }
             }
         }
         if chap_n.is_some() || chap_r.is_some() {
@@ -391,7 +415,8 @@ impl Login<'_> {
         match (id, challenge, outbound) {
             (None, None, _) => {}
             (Some(id), Some(challenge), Some(out)) => {
-                let reply = chap::answer_initiator(ours, id, challenge, &out.secret).ok_or(status::AUTH_FAILURE)?;
+                let reply = chap::answer_initiator(ours, id, challenge, &out.secret)
+                    .ok_or(status::AUTH_FAILURE)?;
                 keys::push(answer, "CHAP_N", &out.user);
                 keys::push(answer, "CHAP_R", &reply);
             }

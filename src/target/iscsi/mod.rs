@@ -111,4 +111,3 @@ mod wire;
 
 #[cfg(test)]
 mod tests;
-

@@ -9,6 +9,7 @@ use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, PoisonError};
 
+use super::keys::Params;
 use super::pdu::{self, BHS_LEN, NO_TAG, op};
 use super::wire;
 use crate::target::scsi::status;
@@ -46,14 +47,14 @@ pub struct Completion<'d> {
 }
 
 impl<'a> Responder<'a> {
+    /// `statsn` and `exp_cmdsn` continue from the login; `params` give the digests and the
+    /// initiator's segment and burst limits.
     pub fn new(
         stream: &'a TcpStream,
+        params: &Params,
         statsn: u32,
         exp_cmdsn: u32,
         queue_depth: u32,
-        digests: (bool, bool),
-        max_segment: u32,
-        max_burst: u32,
         stop: &'a [&'a AtomicBool],
     ) -> Self {
         Responder {
@@ -65,23 +66,27 @@ impl<'a> Responder<'a> {
             exp_cmdsn: AtomicU32::new(exp_cmdsn),
             inflight: AtomicU32::new(0),
             queue_depth: queue_depth.max(1),
-            digests,
-            max_segment: max_segment.max(512) as usize,
-            max_burst: max_burst.max(512) as usize,
+            digests: (params.header_digest, params.data_digest),
+            max_segment: params.initiator_max_recv.max(512) as usize,
+            max_burst: params.max_burst.max(512) as usize,
             stop,
         }
     }
 
     pub fn max_cmdsn(&self) -> u32 {
         let exp = self.exp_cmdsn.load(Ordering::Acquire);
-        let free = self.queue_depth.saturating_sub(self.inflight.load(Ordering::Acquire));
+        let free = self
+            .queue_depth
+            .saturating_sub(self.inflight.load(Ordering::Acquire));
         exp.wrapping_add(free).wrapping_sub(1)
     }
 
     /// Whether `cmdsn` lies in [ExpCmdSN, MaxCmdSN] (serial arithmetic).
     pub fn in_window(&self, cmdsn: u32) -> bool {
         let exp = self.exp_cmdsn.load(Ordering::Acquire);
-        let free = self.queue_depth.saturating_sub(self.inflight.load(Ordering::Acquire));
+        let free = self
+            .queue_depth
+            .saturating_sub(self.inflight.load(Ordering::Acquire));
         cmdsn.wrapping_sub(exp) < free
     }
 
@@ -195,7 +200,12 @@ impl<'a> Responder<'a> {
             }
             let mut bhs = [0u8; BHS_LEN];
             bhs[0] = op::SCSI_RESPONSE;
-            bhs[1] = 0x80 | if c.status == status::GOOD { residual_flags } else { 0 };
+            bhs[1] = 0x80
+                | if c.status == status::GOOD {
+                    residual_flags
+                } else {
+                    0
+                };
             bhs[3] = c.status;
             pdu::put32(&mut bhs, 16, c.itt);
             pdu::put32(&mut bhs, 24, *statsn);

@@ -29,7 +29,14 @@ pub trait Directory: Send + Sync {
 
 /// Where a session's SCSI commands go. `lun` is the decoded LUN number.
 pub trait CommandSink: Send + Sync {
-    fn execute(&self, nexus: &Nexus, lun: u64, cdb: &[u8], data_out: &[u8], response: &mut Response);
+    fn execute(
+        &self,
+        nexus: &Nexus,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        response: &mut Response,
+    );
     /// LOGICAL UNIT RESET; false when the session does not see `lun`.
     fn lun_reset(&self, nexus: &Nexus, lun: u64) -> bool;
     /// The LUNs the session sees now.
@@ -129,7 +136,14 @@ impl CopyPeers for BackendSink {
 }
 
 impl CommandSink for BackendSink {
-    fn execute(&self, nexus: &Nexus, lun: u64, cdb: &[u8], data_out: &[u8], response: &mut Response) {
+    fn execute(
+        &self,
+        nexus: &Nexus,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        response: &mut Response,
+    ) {
         self.refresh();
         if cdb.first() == Some(&0xa0) {
             let luns: Vec<u64> = self.state.read().luns.iter().map(|(l, _)| *l).collect();
@@ -209,16 +223,22 @@ impl SessionControl {
     }
 }
 
+/// A session's key for reinstatement: initiator name and ISID.
+type SessionKey = (String, [u8; 6]);
+
 /// The sessions of one portal, by (initiator name, ISID).
 #[derive(Default)]
 pub struct SessionTable {
-    sessions: Mutex<HashMap<(String, [u8; 6]), Arc<SessionControl>>>,
+    sessions: Mutex<HashMap<SessionKey, Arc<SessionControl>>>,
     next_tsih: Mutex<u16>,
 }
 
 impl SessionTable {
     pub fn allocate_tsih(&self) -> u16 {
-        let mut next = self.next_tsih.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut next = self
+            .next_tsih
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         *next = next.wrapping_add(1).max(1);
         *next
     }

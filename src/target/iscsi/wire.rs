@@ -110,9 +110,9 @@ impl PduReader {
         let mut scratch = std::mem::take(&mut self.scratch);
         scratch.clear();
         scratch.resize(lens.header_rest(limits), 0);
-        let result = self.fill(&mut scratch, stop).and_then(|()| {
-            pdu::check_header(&pdu.bhs, &scratch, limits).map_err(ReadError::Pdu)
-        });
+        let result = self
+            .fill(&mut scratch, stop)
+            .and_then(|()| pdu::check_header(&pdu.bhs, &scratch, limits).map_err(ReadError::Pdu));
         if result.is_ok() {
             pdu.ahs.clear();
             pdu.ahs.extend_from_slice(&scratch[..lens.ahs]);
@@ -145,7 +145,9 @@ pub fn write_all(stream: &TcpStream, mut bytes: &[u8], stop: &[&AtomicBool]) -> 
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) =>
             {
                 if stop.iter().any(|flag| flag.load(Ordering::Acquire)) {

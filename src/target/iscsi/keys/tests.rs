@@ -63,10 +63,24 @@ fn declarative_and_discovery_keys() {
     let (answer, params) = run("MaxRecvDataSegmentLength", "4096", false);
     assert_eq!(answer, Answer::Silent);
     assert_eq!(params.initiator_max_recv, 4096);
-    assert_eq!(run("MaxRecvDataSegmentLength", "10", false).0, value("Reject"));
-    assert_eq!(run("MaxRecvDataSegmentLength", "0x1000", false).1.initiator_max_recv, 4096);
+    assert_eq!(
+        run("MaxRecvDataSegmentLength", "10", false).0,
+        value("Reject")
+    );
+    assert_eq!(
+        run("MaxRecvDataSegmentLength", "0x1000", false)
+            .1
+            .initiator_max_recv,
+        4096
+    );
     assert_eq!(run("InitiatorAlias", "host", false).0, Answer::Silent);
-    for key in ["ImmediateData", "InitialR2T", "MaxBurstLength", "FirstBurstLength", "MaxOutstandingR2T"] {
+    for key in [
+        "ImmediateData",
+        "InitialR2T",
+        "MaxBurstLength",
+        "FirstBurstLength",
+        "MaxOutstandingR2T",
+    ] {
         assert_eq!(run(key, "Yes", true).0, value("Irrelevant"), "{key}");
     }
     assert_eq!(run("HeaderDigest", "CRC32C", true).0, value("CRC32C"));
@@ -76,10 +90,20 @@ fn declarative_and_discovery_keys() {
 fn results_land_in_params() {
     let config = config();
     let mut params = Params::new(&config);
-    assert_eq!((params.max_burst, params.first_burst, params.initiator_max_recv), (262_144, 65_536, 8192));
+    assert_eq!(
+        (
+            params.max_burst,
+            params.first_burst,
+            params.initiator_max_recv
+        ),
+        (262_144, 65_536, 8192)
+    );
     negotiate("MaxBurstLength", "4096", false, &mut params, &config);
     negotiate("FirstBurstLength", "65536", false, &mut params, &config);
-    assert_eq!(params.first_burst, 4096, "FirstBurstLength <= MaxBurstLength");
+    assert_eq!(
+        params.first_burst, 4096,
+        "FirstBurstLength <= MaxBurstLength"
+    );
     negotiate("HeaderDigest", "CRC32C", false, &mut params, &config);
     negotiate("InitialR2T", "No", false, &mut params, &config);
     assert!(params.header_digest && !params.initial_r2t);
@@ -89,7 +113,11 @@ fn results_land_in_params() {
 fn parsing_text() {
     assert_eq!(
         parse(b"A=1\0B=\0C=x=y\0").unwrap(),
-        vec![("A".into(), "1".into()), ("B".into(), "".into()), ("C".into(), "x=y".into())]
+        vec![
+            ("A".into(), "1".into()),
+            ("B".into(), "".into()),
+            ("C".into(), "x=y".into())
+        ]
     );
     assert!(parse(b"novalue\0").is_err());
     assert!(parse(b"=1\0").is_err());

@@ -50,7 +50,10 @@ pub fn text(pairs: &[(String, String)]) -> Vec<u8> {
 }
 
 pub fn get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
-    pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
 }
 
 /// Operational keys the tests negotiate.
@@ -68,7 +71,9 @@ pub const OPERATIONAL: &[(&str, &str)] = &[
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
         let stream = TcpStream::connect(addr).unwrap();
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
         stream.set_nodelay(true).unwrap();
         Client {
             stream,
@@ -116,7 +121,12 @@ impl Client {
         let (pdu, _) = pdu::decode(&whole, &limits).expect("target sent a bad PDU");
         if matches!(
             pdu.opcode(),
-            op::SCSI_RESPONSE | op::NOP_IN | op::TEXT_RESPONSE | op::LOGOUT_RESPONSE | op::TASK_MGMT_RESPONSE | op::REJECT
+            op::SCSI_RESPONSE
+                | op::NOP_IN
+                | op::TEXT_RESPONSE
+                | op::LOGOUT_RESPONSE
+                | op::TASK_MGMT_RESPONSE
+                | op::REJECT
         ) || (pdu.opcode() == op::DATA_IN && pdu.flags() & 1 != 0)
         {
             self.exp_statsn = pdu.field(24).wrapping_add(1);
@@ -171,13 +181,18 @@ impl Client {
             let id: u8 = get(&answer, "CHAP_I").unwrap().parse().unwrap();
             let challenge = chap::decode_binary(get(&answer, "CHAP_C").unwrap()).unwrap();
             let response = chap::encode_hex(&chap::response(id, secret.as_bytes(), &challenge));
-            let mut pairs = vec![("CHAP_N".to_owned(), user.to_owned()), ("CHAP_R".to_owned(), response)];
+            let mut pairs = vec![
+                ("CHAP_N".to_owned(), user.to_owned()),
+                ("CHAP_R".to_owned(), response),
+            ];
             let my_challenge = [0x5a; 16];
             if let Some(challenge) = mutual {
                 pairs.push(("CHAP_I".into(), "77".into()));
                 pairs.push(("CHAP_C".into(), challenge.to_owned()));
             }
-            let reply = self.login_pdu(0x80 | 0x01, &text(&pairs)).ok_or(0xffff_u16)?;
+            let reply = self
+                .login_pdu(0x80 | 0x01, &text(&pairs))
+                .ok_or(0xffff_u16)?;
             if status_of(&reply) != 0 {
                 return Err(status_of(&reply));
             }
@@ -192,8 +207,13 @@ impl Client {
             assert_eq!(get(&answer, "AuthMethod"), Some("None"));
             assert_ne!(reply.flags() & 0x80, 0);
         }
-        let ops: Vec<(String, String)> = operational.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let reply = self.login_pdu(0x80 | (1 << 2) | 0x03, &text(&ops)).ok_or(0xffff_u16)?;
+        let ops: Vec<(String, String)> = operational
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let reply = self
+            .login_pdu(0x80 | (1 << 2) | 0x03, &text(&ops))
+            .ok_or(0xffff_u16)?;
         if status_of(&reply) != 0 {
             return Err(status_of(&reply));
         }
@@ -213,7 +233,13 @@ impl Client {
     }
 
     /// A SCSI Command header.
-    pub fn command_bhs(&mut self, lun: u64, cdb: &[u8], flags: u8, edtl: u32) -> (u32, [u8; BHS_LEN]) {
+    pub fn command_bhs(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        flags: u8,
+        edtl: u32,
+    ) -> (u32, [u8; BHS_LEN]) {
         let itt = self.next_itt();
         let mut bhs = [0u8; BHS_LEN];
         bhs[0] = op::SCSI_COMMAND;
@@ -228,7 +254,15 @@ impl Client {
         (itt, bhs)
     }
 
-    pub fn data_out(&mut self, itt: u32, ttt: u32, datasn: u32, offset: u32, data: &[u8], last: bool) {
+    pub fn data_out(
+        &mut self,
+        itt: u32,
+        ttt: u32,
+        datasn: u32,
+        offset: u32,
+        data: &[u8],
+        last: bool,
+    ) {
         let mut bhs = [0u8; BHS_LEN];
         bhs[0] = op::DATA_OUT;
         bhs[1] = if last { 0x80 } else { 0 };
@@ -264,13 +298,24 @@ impl Client {
                     assert_eq!(pdu.itt(), itt);
                     assert_eq!(pdu.field(36), outcome.r2ts, "R2TSN");
                     outcome.r2ts += 1;
-                    let (ttt, offset, length) = (pdu.field(20), pdu.field(40) as usize, pdu.field(44) as usize);
+                    let (ttt, offset, length) = (
+                        pdu.field(20),
+                        pdu.field(40) as usize,
+                        pdu.field(44) as usize,
+                    );
                     let mut sent = 0;
                     let mut datasn = 0;
                     while sent < length {
                         let n = chunk.min(length - sent);
                         let piece = write[offset + sent..offset + sent + n].to_vec();
-                        self.data_out(itt, ttt, datasn, (offset + sent) as u32, &piece, sent + n == length);
+                        self.data_out(
+                            itt,
+                            ttt,
+                            datasn,
+                            (offset + sent) as u32,
+                            &piece,
+                            sent + n == length,
+                        );
                         sent += n;
                         datasn += 1;
                     }
@@ -301,7 +346,15 @@ impl Client {
 
     /// WRITE(10) of `data` at `lba` with `immediate` bytes of immediate data and
     /// `unsolicited` bytes of unsolicited Data-Out (in `chunk`-sized PDUs).
-    pub fn write10(&mut self, lun: u64, lba: u32, data: &[u8], immediate: usize, unsolicited: usize, chunk: usize) -> Outcome {
+    pub fn write10(
+        &mut self,
+        lun: u64,
+        lba: u32,
+        data: &[u8],
+        immediate: usize,
+        unsolicited: usize,
+        chunk: usize,
+    ) -> Outcome {
         let blocks = (data.len() / 512) as u16;
         let mut cdb = [0u8; 10];
         cdb[0] = 0x2a;
@@ -315,7 +368,14 @@ impl Client {
         while sent < unsolicited {
             let n = chunk.min(unsolicited - sent);
             let piece = data[immediate + sent..immediate + sent + n].to_vec();
-            self.data_out(itt, NO_TAG, datasn, (immediate + sent) as u32, &piece, sent + n == unsolicited);
+            self.data_out(
+                itt,
+                NO_TAG,
+                datasn,
+                (immediate + sent) as u32,
+                &piece,
+                sent + n == unsolicited,
+            );
             sent += n;
             datasn += 1;
         }

@@ -75,7 +75,14 @@ fn check(response: &mut Response, key: u8, asc: u8) {
 }
 
 impl CommandSink for FakeSink {
-    fn execute(&self, _nexus: &Nexus, lun: u64, cdb: &[u8], data_out: &[u8], response: &mut Response) {
+    fn execute(
+        &self,
+        _nexus: &Nexus,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        response: &mut Response,
+    ) {
         self.0.executing.fetch_add(1, Ordering::AcqRel);
         if lun == 1 {
             while self.0.hold_lun1.load(Ordering::Acquire) {
@@ -86,10 +93,14 @@ impl CommandSink for FakeSink {
         if cdb[0] == 0xa0 {
             let mut list: Vec<u64> = luns.keys().copied().collect();
             list.sort();
-            response.data_in.extend_from_slice(&((list.len() * 8) as u32).to_be_bytes());
+            response
+                .data_in
+                .extend_from_slice(&((list.len() * 8) as u32).to_be_bytes());
             response.data_in.extend_from_slice(&[0; 4]);
             for l in list {
-                response.data_in.extend_from_slice(&[0, l as u8, 0, 0, 0, 0, 0, 0]);
+                response
+                    .data_in
+                    .extend_from_slice(&[0, l as u8, 0, 0, 0, 0, 0, 0]);
             }
         } else if let Some(disk) = luns.get_mut(&lun) {
             match cdb[0] {
@@ -107,7 +118,9 @@ impl CommandSink for FakeSink {
                     if start + len > disk.len() {
                         check(response, 0x05, 0x21);
                     } else if cdb[0] == 0x28 {
-                        response.data_in.extend_from_slice(&disk[start..start + len]);
+                        response
+                            .data_in
+                            .extend_from_slice(&disk[start..start + len]);
                     } else if data_out.len() < len {
                         check(response, 0x05, 0x24);
                     } else {

@@ -40,7 +40,10 @@ fn alive(c: &mut Client) -> bool {
             None => return false,
             Some(p) if p.opcode() == op::NOP_IN && p.itt() == itt => return true,
             Some(p) => assert!(
-                matches!(p.opcode(), op::REJECT | op::SCSI_RESPONSE | op::R2T | op::DATA_IN),
+                matches!(
+                    p.opcode(),
+                    op::REJECT | op::SCSI_RESPONSE | op::R2T | op::DATA_IN
+                ),
                 "unexpected {:#x}",
                 p.opcode()
             ),
@@ -53,7 +56,9 @@ fn garbage_connection(portal: &Portal1, bytes: &[u8]) {
     let mut c = Client::connect(portal.addr);
     let _ = c.send_raw(bytes);
     let _ = c.stream.shutdown(Shutdown::Write);
-    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut sink = Vec::new();
     // Whatever the target answers, it must end the connection.
     let _ = c.stream.read_to_end(&mut sink);
@@ -81,7 +86,12 @@ fn survives_a_hostile_initiator() {
             0 => rng.bytes(300),
             1 => b"InitiatorName=\0TargetName=x\0".to_vec(),
             2 => format!("InitiatorName={}\0AuthMethod=Bogus\0", fake::OPEN).into_bytes(),
-            3 => format!("InitiatorName={}\0TargetName={}\0CHAP_N=x\0CHAP_R=0x00\0", fake::CHAP, fake::TARGET).into_bytes(),
+            3 => format!(
+                "InitiatorName={}\0TargetName={}\0CHAP_N=x\0CHAP_R=0x00\0",
+                fake::CHAP,
+                fake::TARGET
+            )
+            .into_bytes(),
             4 => vec![b'A'; 5000],
             _ => format!("InitiatorName={}\0SessionType=Weird\0", fake::OPEN).into_bytes(),
         };
@@ -171,7 +181,8 @@ fn survives_a_hostile_initiator() {
                 // Bidirectional and huge transfers.
                 let (_, mut bhs) = c.command_bhs(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 0xe0, 512);
                 c.send(&mut bhs, &[], &[]);
-                let (_, mut bhs) = c.command_bhs(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 0xc0, u32::MAX);
+                let (_, mut bhs) =
+                    c.command_bhs(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], 0xc0, u32::MAX);
                 c.send(&mut bhs, &[], &[]);
             }
             _ => {
@@ -198,8 +209,12 @@ fn survives_a_hostile_initiator() {
     // Data digest errors on a digest session.
     let mut d = Client::connect(portal.addr);
     d.isid[5] = 0xfe;
-    d.login(fake::OPEN, None, &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")])
-        .unwrap();
+    d.login(
+        fake::OPEN,
+        None,
+        &[("HeaderDigest", "CRC32C"), ("DataDigest", "CRC32C")],
+    )
+    .unwrap();
     for _ in 0..20 {
         let itt = d.next_itt();
         let mut bhs = [0u8; BHS_LEN];

@@ -41,7 +41,11 @@ fn iscsi_ls_and_iscsi_inq() {
     let inquiry = run(&inq, &["-i", fake::OPEN, &digest]);
     assert!(inquiry.contains("TROIKA"), "{inquiry}");
     // CHAP through the URL's user%password.
-    let chap = format!("iscsi://alice%alice-secret-1@{}/{}/0", portal.addr, fake::TARGET);
+    let chap = format!(
+        "iscsi://alice%alice-secret-1@{}/{}/0",
+        portal.addr,
+        fake::TARGET
+    );
     let inquiry = run(&inq, &["-i", fake::CHAP, &chap]);
     assert!(inquiry.contains("TROIKA"), "{inquiry}");
 }

@@ -16,7 +16,9 @@ use fake::Portal1;
 use super::pdu::{self, BHS_LEN, NO_TAG, op};
 
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
 }
 
 #[test]
@@ -55,7 +57,10 @@ fn login_none_report_luns_inquiry_and_logout() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let lost = portal.disks.lost.lock().unwrap();
-    assert_eq!(lost[0].initiator_port, format!("{},i,0x800000123456", fake::OPEN));
+    assert_eq!(
+        lost[0].initiator_port,
+        format!("{},i,0x800000123456", fake::OPEN)
+    );
     assert_eq!(lost[0].relative_port, 1);
 }
 
@@ -69,7 +74,10 @@ fn write_with_immediate_unsolicited_and_r2t_then_read_across_data_ins() {
     let out = c.write10(1, 8, &data, 4096, 4096, 4096);
     assert_eq!(out.status, 0, "{out:?}");
     assert_eq!(out.r2ts, 2);
-    assert_eq!(&portal.disks.luns.lock().unwrap()[&1][4096..4096 + 32768], &data[..]);
+    assert_eq!(
+        &portal.disks.luns.lock().unwrap()[&1][4096..4096 + 32768],
+        &data[..]
+    );
     let out = c.read10(1, 8, 64);
     assert_eq!(out.status, 0);
     assert_eq!(out.data, data);
@@ -89,14 +97,21 @@ fn write_with_immediate_unsolicited_and_r2t_then_read_across_data_ins() {
     assert_eq!((out.status, out.flags & 0x06, out.residual), (0, 0x02, 512));
     // READ with EDTL smaller than the data: overflow, truncated.
     let out = c.read(0, &[0x28, 0, 0, 0, 0, 0, 0, 0, 2, 0], 512);
-    assert_eq!((out.data.len(), out.flags & 0x06, out.residual), (512, 0x04, 512));
+    assert_eq!(
+        (out.data.len(), out.flags & 0x06, out.residual),
+        (512, 0x04, 512)
+    );
 }
 
 #[test]
 fn digests_nop_and_sendtargets() {
     let portal = Portal1::start();
     let mut c = Client::connect(portal.addr);
-    let ops = [("HeaderDigest", "CRC32C,None"), ("DataDigest", "CRC32C"), ("MaxRecvDataSegmentLength", "4096")];
+    let ops = [
+        ("HeaderDigest", "CRC32C,None"),
+        ("DataDigest", "CRC32C"),
+        ("MaxRecvDataSegmentLength", "4096"),
+    ];
     let answer = c.login(fake::OPEN, None, &ops).unwrap();
     assert_eq!(get(&answer, "HeaderDigest"), Some("CRC32C"));
     assert_eq!(c.digests, (true, true));
@@ -116,7 +131,11 @@ fn digests_nop_and_sendtargets() {
     let text = String::from_utf8(reply.data).unwrap();
     assert_eq!(
         text,
-        format!("TargetName={}\0TargetAddress={},1\0", fake::TARGET, portal.addr)
+        format!(
+            "TargetName={}\0TargetAddress={},1\0",
+            fake::TARGET,
+            portal.addr
+        )
     );
     // A bad header digest closes the connection.
     let (_, mut bhs) = c.command_bhs(0, &[0; 6], 0x80, 0);
@@ -151,9 +170,14 @@ fn discovery_session_sendtargets_and_multi_pdu_text() {
     // SendTargets split over two PDUs with the C bit.
     let itt = c.next_itt();
     let first = c.simple(op::TEXT | 0x40, 0x40, itt, b"SendTar").unwrap();
-    assert_eq!((first.opcode(), first.flags() & 0x80), (op::TEXT_RESPONSE, 0));
+    assert_eq!(
+        (first.opcode(), first.flags() & 0x80),
+        (op::TEXT_RESPONSE, 0)
+    );
     let reply = c.simple(op::TEXT | 0x40, 0x80, itt, b"gets=All\0").unwrap();
-    assert!(String::from_utf8_lossy(&reply.data).starts_with("TargetName=iqn.2025-01.io.troika:test\0"));
+    assert!(
+        String::from_utf8_lossy(&reply.data).starts_with("TargetName=iqn.2025-01.io.troika:test\0")
+    );
     // SCSI commands are not allowed in discovery.
     let (_, mut bhs) = c.command_bhs(0, &[0; 6], 0x80, 0);
     c.send(&mut bhs, &[], &[]);
@@ -166,9 +190,19 @@ fn login_failures() {
     let mut c = Client::connect(portal.addr);
     assert_eq!(c.login("iqn.unknown:host", None, OPERATIONAL), Err(0x0202));
     let mut c = Client::connect(portal.addr);
-    assert_eq!(c.login(fake::CHAP, Some(("alice", "wrong", None)), OPERATIONAL), Err(0x0201));
+    assert_eq!(
+        c.login(fake::CHAP, Some(("alice", "wrong", None)), OPERATIONAL),
+        Err(0x0201)
+    );
     let mut c = Client::connect(portal.addr);
-    assert_eq!(c.login(fake::CHAP, Some(("mallory", "alice-secret-1", None)), OPERATIONAL), Err(0x0201));
+    assert_eq!(
+        c.login(
+            fake::CHAP,
+            Some(("mallory", "alice-secret-1", None)),
+            OPERATIONAL
+        ),
+        Err(0x0201)
+    );
     // CHAP required but None offered.
     let mut c = Client::connect(portal.addr);
     assert_eq!(c.login(fake::CHAP, None, OPERATIONAL), Err(0x0201));
@@ -177,7 +211,8 @@ fn login_failures() {
     let mut bhs = [0u8; BHS_LEN];
     bhs[0] = op::LOGIN | 0x40;
     bhs[1] = 0x81;
-    let keys = b"InitiatorName=iqn.1994-05.com.example:open\0TargetName=iqn.nope\0AuthMethod=None\0";
+    let keys =
+        b"InitiatorName=iqn.1994-05.com.example:open\0TargetName=iqn.nope\0AuthMethod=None\0";
     c.send(&mut bhs, &[], keys);
     let reply = c.recv().unwrap();
     assert_eq!(u16::from_be_bytes([reply.bhs[36], reply.bhs[37]]), 0x0203);
@@ -196,13 +231,21 @@ fn login_failures() {
 fn chap_one_way_and_mutual() {
     let portal = Portal1::start();
     let mut c = Client::connect(portal.addr);
-    c.login(fake::CHAP, Some(("alice", "alice-secret-1", None)), OPERATIONAL)
-        .unwrap();
+    c.login(
+        fake::CHAP,
+        Some(("alice", "alice-secret-1", None)),
+        OPERATIONAL,
+    )
+    .unwrap();
     assert_eq!(c.read(0, &[0; 6], 0).status, 0);
     let mut c = Client::connect(portal.addr);
     let challenge = super::chap::encode_hex(&[0x5a; 16]);
-    c.login(fake::MUTUAL, Some(("alice", "alice-secret-1", Some(&challenge))), OPERATIONAL)
-        .unwrap();
+    c.login(
+        fake::MUTUAL,
+        Some(("alice", "alice-secret-1", Some(&challenge))),
+        OPERATIONAL,
+    )
+    .unwrap();
     assert_eq!(c.read(0, &[0; 6], 0).status, 0);
 }
 
@@ -292,13 +335,17 @@ fn cmdsn_outside_the_window_is_ignored() {
     let portal = Portal1::start();
     let mut c = Client::connect(portal.addr);
     c.login_open();
-    c.stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     let saved = c.cmdsn;
     c.cmdsn = saved + 100;
     let (_, mut bhs) = c.command_bhs(0, &[0; 6], 0x80, 0);
     c.send(&mut bhs, &[], &[]);
     assert!(c.recv().is_none(), "too high: no answer");
-    c.stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     c.cmdsn = saved;
     let out = c.read(0, &[0; 6], 0);
     assert_eq!(out.status, 0);

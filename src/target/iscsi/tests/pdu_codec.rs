@@ -41,18 +41,27 @@ fn round_trips_with_and_without_digests_and_padding() {
             assert_eq!(&cdb[16..], &[0xaa, 0xbb, 0xcc, 0xdd]);
             // Every truncation is reported, never a panic.
             for cut in 0..bytes.len() {
-                assert_eq!(decode(&bytes[..cut], &limits(hd, dd)).unwrap_err(), PduError::Truncated);
+                assert_eq!(
+                    decode(&bytes[..cut], &limits(hd, dd)).unwrap_err(),
+                    PduError::Truncated
+                );
             }
             if hd {
                 let mut bad = bytes.clone();
                 bad[3] ^= 0x10;
-                assert_eq!(decode(&bad, &limits(hd, dd)).unwrap_err(), PduError::HeaderDigest);
+                assert_eq!(
+                    decode(&bad, &limits(hd, dd)).unwrap_err(),
+                    PduError::HeaderDigest
+                );
             }
             if dd && len > 0 {
                 let mut bad = bytes.clone();
                 let at = bad.len() - 5;
                 bad[at] ^= 1;
-                assert_eq!(decode(&bad, &limits(hd, dd)).unwrap_err(), PduError::DataDigest);
+                assert_eq!(
+                    decode(&bad, &limits(hd, dd)).unwrap_err(),
+                    PduError::DataDigest
+                );
             }
         }
     }
@@ -64,9 +73,15 @@ fn oversized_segments_are_refused_before_reading() {
     bhs[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
     let mut bytes = bhs.to_vec();
     bytes.resize(100, 0);
-    assert_eq!(decode(&bytes, &limits(false, false)).unwrap_err(), PduError::TooLong);
+    assert_eq!(
+        decode(&bytes, &limits(false, false)).unwrap_err(),
+        PduError::TooLong
+    );
     bhs[5..8].copy_from_slice(&[0, 0x20, 0x01]);
-    assert_eq!(pdu::lengths(&bhs, &limits(false, false)).unwrap_err(), PduError::TooLong);
+    assert_eq!(
+        pdu::lengths(&bhs, &limits(false, false)).unwrap_err(),
+        PduError::TooLong
+    );
 }
 
 #[test]
@@ -74,10 +89,10 @@ fn malformed_ahs_is_refused() {
     let mut pdu = Pdu::default();
     let mut scratch = Vec::new();
     for ahs in [
-        vec![0, 0, 1, 0],                 // zero length
-        vec![0, 9, 1, 0, 1, 2, 3, 4],     // longer than present
-        vec![0, 1, 2, 0],                 // bidirectional read length: unsupported
-        vec![0, 5, 1],                    // truncated
+        vec![0, 0, 1, 0],             // zero length
+        vec![0, 9, 1, 0, 1, 2, 3, 4], // longer than present
+        vec![0, 1, 2, 0],             // bidirectional read length: unsupported
+        vec![0, 5, 1],                // truncated
     ] {
         pdu.ahs = ahs;
         assert!(pdu::cdb_of(&pdu, &mut scratch).is_none());
