@@ -362,7 +362,7 @@ fn scsi_command(shared: &Shared<'_>, pdu: &Pdu, cdb: &mut Vec<u8>) {
         data,
         edtl,
         read,
-        wanted: if write { write_length(cdb) } else { None },
+        wanted: write_length(cdb),
         counted,
         charged: 0,
     };

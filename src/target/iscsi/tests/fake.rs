@@ -111,13 +111,31 @@ impl CommandSink for FakeSink {
                     inq[8..16].copy_from_slice(b"TROIKA  ");
                     response.data_in.extend_from_slice(&inq);
                 }
-                0x28 | 0x2a if cdb.len() >= 10 => {
-                    let lba = u32::from_be_bytes(cdb[2..6].try_into().unwrap()) as usize;
-                    let len = u16::from_be_bytes([cdb[7], cdb[8]]) as usize * 512;
-                    let start = lba * 512;
-                    if start + len > disk.len() {
+                0x25 => {
+                    let last = (disk.len() / 512 - 1) as u32;
+                    response.data_in.extend_from_slice(&last.to_be_bytes());
+                    response.data_in.extend_from_slice(&512u32.to_be_bytes());
+                }
+                0x9e if cdb[1] & 0x1f == 0x10 => {
+                    let last = (disk.len() / 512 - 1) as u64;
+                    response.data_in.extend_from_slice(&last.to_be_bytes());
+                    response.data_in.extend_from_slice(&512u32.to_be_bytes());
+                    response.data_in.resize(32, 0);
+                }
+                0x28 | 0x2a | 0x88 | 0x8a => {
+                    let (lba, len) = if cdb[0] & 0x80 == 0 && cdb.len() >= 10 {
+                        let lba = u32::from_be_bytes(cdb[2..6].try_into().unwrap()) as usize;
+                        (lba, u16::from_be_bytes([cdb[7], cdb[8]]) as usize * 512)
+                    } else if cdb.len() >= 16 {
+                        let lba = u64::from_be_bytes(cdb[2..10].try_into().unwrap()) as usize;
+                        (lba, u32::from_be_bytes(cdb[10..14].try_into().unwrap()) as usize * 512)
+                    } else {
+                        (usize::MAX / 2, 0)
+                    };
+                    let start = lba.saturating_mul(512);
+                    if start.saturating_add(len) > disk.len() {
                         check(response, 0x05, 0x21);
-                    } else if cdb[0] == 0x28 {
+                    } else if cdb[0] & 0x0f == 0x08 {
                         response
                             .data_in
                             .extend_from_slice(&disk[start..start + len]);

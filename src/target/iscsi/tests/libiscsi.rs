@@ -49,3 +49,20 @@ fn iscsi_ls_and_iscsi_inq() {
     let inquiry = run(&inq, &["-i", fake::CHAP, &chap]);
     assert!(inquiry.contains("TROIKA"), "{inquiry}");
 }
+
+/// 4k random reads at 32 in flight against the fake backend (a throughput smoke test:
+/// `cargo test --release --lib iscsi_perf -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn iscsi_perf_random_4k_reads() {
+    let Some(perf) = tool("iscsi-perf") else {
+        return;
+    };
+    let portal = Portal1::start();
+    let lun = format!("iscsi://{}/{}/0", portal.addr, fake::TARGET);
+    let out = Command::new(perf)
+        .args(["-i", fake::OPEN, "-m", "32", "-b", "8", "-t", "5", "-r", &lun])
+        .output()
+        .unwrap();
+    eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+}
