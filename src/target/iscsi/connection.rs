@@ -218,9 +218,9 @@ fn read_loop(
     let mut text_in: Vec<u8> = Vec::new();
     let mut text_out: Vec<u8> = Vec::new();
     let mut cdb = Vec::new();
+    let mut all: Vec<&AtomicBool> = flags.to_vec();
+    all.push(shared.stop);
     loop {
-        let mut all: Vec<&AtomicBool> = flags.to_vec();
-        all.push(shared.stop);
         match reader.read_pdu(&mut pdu, &limits, &all) {
             Ok(()) => {}
             Err(ReadError::Closed) => return,

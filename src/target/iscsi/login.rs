@@ -76,6 +76,7 @@ struct Login<'a> {
     statsn: u32,
     exp_cmdsn: u32,
     text: Vec<u8>,
+    declared_limit: bool,
 }
 
 /// Runs the login on a fresh connection; `None` when it failed (the reply was sent).
@@ -106,6 +107,7 @@ pub fn run(
         statsn: 0,
         exp_cmdsn: 0,
         text: Vec::new(),
+        declared_limit: false,
     };
     let limits = PduLimits {
         header_digest: false,
@@ -247,19 +249,8 @@ impl Login<'_> {
             }
             self.authenticated = true;
         }
-        if self.stage == OPERATIONAL || first {
-            // Declare our receive limit once we are past authentication.
-            if self.stage == OPERATIONAL
-                && !answer
-                    .windows(25)
-                    .any(|w| w == b"MaxRecvDataSegmentLength=")
-            {
-                keys::push(
-                    &mut answer,
-                    "MaxRecvDataSegmentLength",
-                    &self.params.target_max_recv.to_string(),
-                );
-            }
+        if self.stage == OPERATIONAL {
+            self.declare_limit(&mut answer);
         }
         let may_transit = transit
             && match self.stage {
@@ -278,20 +269,23 @@ impl Login<'_> {
             self.stage = OPERATIONAL;
             return (bhs, answer, Step::Continue);
         }
-        if !answer
-            .windows(25)
-            .any(|w| w == b"MaxRecvDataSegmentLength=")
-        {
-            keys::push(
-                &mut answer,
-                "MaxRecvDataSegmentLength",
-                &self.params.target_max_recv.to_string(),
-            );
-        }
+        self.declare_limit(&mut answer);
         let tsih = allocate_tsih();
         let mut bhs = self.reply(0x80 | (self.stage << 2) | FULL_FEATURE, status::SUCCESS);
         bhs[14..16].copy_from_slice(&tsih.to_be_bytes());
         (bhs, answer, Step::Done(tsih))
+    }
+
+    /// Declares our MaxRecvDataSegmentLength, once per login, past authentication.
+    fn declare_limit(&mut self, answer: &mut Vec<u8>) {
+        if !self.declared_limit {
+            self.declared_limit = true;
+            keys::push(
+                answer,
+                "MaxRecvDataSegmentLength",
+                &self.params.target_max_recv.to_string(),
+            );
+        }
     }
 
     fn requires_chap(&self) -> bool {

@@ -128,7 +128,10 @@ impl CommandSink for FakeSink {
                         (lba, u16::from_be_bytes([cdb[7], cdb[8]]) as usize * 512)
                     } else if cdb.len() >= 16 {
                         let lba = u64::from_be_bytes(cdb[2..10].try_into().unwrap()) as usize;
-                        (lba, u32::from_be_bytes(cdb[10..14].try_into().unwrap()) as usize * 512)
+                        (
+                            lba,
+                            u32::from_be_bytes(cdb[10..14].try_into().unwrap()) as usize * 512,
+                        )
                     } else {
                         (usize::MAX / 2, 0)
                     };

@@ -61,8 +61,23 @@ fn iscsi_perf_random_4k_reads() {
     let portal = Portal1::start();
     let lun = format!("iscsi://{}/{}/0", portal.addr, fake::TARGET);
     let out = Command::new(perf)
-        .args(["-i", fake::OPEN, "-m", "32", "-b", "8", "-t", "5", "-r", &lun])
+        .args([
+            "-i",
+            fake::OPEN,
+            "-m",
+            "32",
+            "-b",
+            "8",
+            "-t",
+            "5",
+            "-r",
+            &lun,
+        ])
         .output()
         .unwrap();
-    eprintln!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
