@@ -81,3 +81,25 @@ fn iscsi_perf_random_4k_reads() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The iSCSI protocol family of libiscsi's compliance suite against the fake backend
+/// (`cargo test --release --lib iscsi_test_cu -- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn iscsi_test_cu_protocol_tests() {
+    let Some(cu) = tool("iscsi-test-cu") else {
+        return;
+    };
+    let portal = Portal1::start();
+    let lun = format!("iscsi://{}/{}/0", portal.addr, fake::TARGET);
+    let family = std::env::var("ISCSI_CU_TESTS").unwrap_or_else(|_| "iSCSI".to_owned());
+    let out = Command::new(cu)
+        .args(["--dataloss", "-t", &family, &lun])
+        .output()
+        .unwrap();
+    eprintln!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
