@@ -92,6 +92,22 @@ pub fn spawn_portal(
     config: IscsiConfig,
     shutdown: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::thread::JoinHandle<()> {
-    let _ = (listener, tpgt, backend, config, shutdown);
-    todo!("iscsi helper")
+    let directory: Arc<dyn session::Directory> = Arc::new(session::BackendDirectory(backend));
+    server::spawn(listener, tpgt, directory, config, shutdown)
 }
+
+mod chap;
+mod connection;
+mod dataout;
+mod keys;
+mod login;
+pub mod pdu;
+mod respond;
+mod server;
+mod session;
+mod text;
+mod tmf;
+mod wire;
+
+#[cfg(test)]
+mod tests;
