@@ -114,9 +114,18 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
         Some(path) => HwModel::load(&path).map_err(|err| anyhow::anyhow!("{err}"))?,
         None => HwModel::embedded_default(),
     };
-    let nbd_tcp = port_addresses("nbd-listen", listen.nbd, "127.0.0.1:10809", model.controllers)?;
-    let iscsi_tcp =
-        port_addresses("iscsi-listen", listen.iscsi, "127.0.0.1:3260", model.controllers)?;
+    let nbd_tcp = port_addresses(
+        "nbd-listen",
+        listen.nbd,
+        "127.0.0.1:10809",
+        model.controllers,
+    )?;
+    let iscsi_tcp = port_addresses(
+        "iscsi-listen",
+        listen.iscsi,
+        "127.0.0.1:3260",
+        model.controllers,
+    )?;
     let mgmt_tcp = listen_address("mgmt-listen", listen.mgmt, "127.0.0.1:8080")?;
     let node = Node::start(
         model,

@@ -73,7 +73,13 @@ fn every_compliance_test_passes_on_one_portal() {
             "no {suite} test ran"
         );
     }
-    assert!(node.log_text().lines().all(|line| !line.contains("panicked")), "{}", node.log_text());
+    assert!(
+        node.log_text()
+            .lines()
+            .all(|line| !line.contains("panicked")),
+        "{}",
+        node.log_text()
+    );
 }
 
 #[test]

@@ -62,14 +62,17 @@ fn clear_attentions(session: &mut Session, lun: u64) {
 #[test]
 fn discovery_lists_every_portal_of_the_one_target() {
     let node = node_with_two_hosts();
-    let mut session = Session::login(node.iscsi_ports[1], HOST_A, None, Auth::None)
-        .expect("discovery login");
+    let mut session =
+        Session::login(node.iscsi_ports[1], HOST_A, None, Auth::None).expect("discovery login");
     let targets = session.send_targets();
     assert_eq!(targets.len(), 1, "{targets:?}");
     assert_eq!(targets[0].0, target_name(&node));
     for (index, port) in node.iscsi_ports.iter().enumerate() {
         let expected = format!("127.0.0.1:{port},{}", index + 1);
-        assert!(targets[0].1.contains(&expected), "{expected} missing: {targets:?}");
+        assert!(
+            targets[0].1.contains(&expected),
+            "{expected} missing: {targets:?}"
+        );
     }
     if have("iscsi-ls") {
         let out = Command::new("iscsi-ls")
@@ -128,10 +131,21 @@ fn each_host_sees_exactly_its_luns_and_data_is_one_with_nbd() {
         assert!(read.data.iter().all(|byte| *byte == 0x5c));
     }
     // A stranger cannot log in to the target at all.
-    let refused = Session::login(node.iscsi_ports[0], STRANGER, Some(&target_name(&node)), Auth::None)
-        .err()
-        .expect("a stranger logged in");
-    assert_eq!(refused, LoginRefused { class: 2, detail: 2 });
+    let refused = Session::login(
+        node.iscsi_ports[0],
+        STRANGER,
+        Some(&target_name(&node)),
+        Auth::None,
+    )
+    .err()
+    .expect("a stranger logged in");
+    assert_eq!(
+        refused,
+        LoginRefused {
+            class: 2,
+            detail: 2
+        }
+    );
     // Unmapping takes the LUN away from a running session.
     let host_b = api(&node, "GET", "/api/rest/hosts?name=eq:host-b", json!(null))[0]["id"]
         .as_u64()
@@ -171,10 +185,32 @@ fn chap_admits_only_the_right_secrets_one_way_and_mutual() {
     let port = node.iscsi_ports[2];
     let none = Session::login(port, HOST_A, Some(&target), Auth::None);
     assert!(none.is_err(), "a CHAP host logged in without CHAP");
-    let wrong = Session::login(port, HOST_A, Some(&target), Auth::Chap { user: "host-a", secret: "not-the-secret" });
-    assert_eq!(wrong.err(), Some(LoginRefused { class: 2, detail: 1 }));
-    let mut good = Session::login(port, HOST_A, Some(&target), Auth::Chap { user: "host-a", secret: "inbound-secret-1" })
-        .expect("CHAP login");
+    let wrong = Session::login(
+        port,
+        HOST_A,
+        Some(&target),
+        Auth::Chap {
+            user: "host-a",
+            secret: "not-the-secret",
+        },
+    );
+    assert_eq!(
+        wrong.err(),
+        Some(LoginRefused {
+            class: 2,
+            detail: 1
+        })
+    );
+    let mut good = Session::login(
+        port,
+        HOST_A,
+        Some(&target),
+        Auth::Chap {
+            user: "host-a",
+            secret: "inbound-secret-1",
+        },
+    )
+    .expect("CHAP login");
     assert_eq!(report_luns(&mut good), vec![1]);
     set(json!({
         "security_method": "MUTUAL_CHAP",
@@ -229,19 +265,30 @@ fn alua_groups_follow_a_controller_failure_with_unit_attentions() {
     let answer = iscsi_client::report_target_port_groups(&mut session, 1);
     let groups = port_groups(&answer.data);
     let failed = groups.iter().find(|g| g.0 == 2).expect("group 2");
-    assert!(failed.1 == 0x0e || failed.1 == 0x03, "group 2 reports {:#x}", failed.1);
+    assert!(
+        failed.1 == 0x0e || failed.1 == 0x03,
+        "group 2 reports {:#x}",
+        failed.1
+    );
     assert_eq!(groups.iter().find(|g| g.0 == 1).unwrap().1, 0);
 }
 
 #[test]
 fn an_initiator_reconnects_to_a_failed_controllers_portal_with_no_error() {
     if !have("iscsi-perf") {
-        assert!(std::env::var_os("TROIKA_REQUIRE_ISCSI").is_none(), "iscsi-perf missing");
+        assert!(
+            std::env::var_os("TROIKA_REQUIRE_ISCSI").is_none(),
+            "iscsi-perf missing"
+        );
         eprintln!("skipping: iscsi-perf is not installed (libiscsi-bin)");
         return;
     }
     let node = node_with_two_hosts();
-    let url = format!("iscsi://127.0.0.1:{}/{}/1", node.iscsi_ports[0], target_name(&node));
+    let url = format!(
+        "iscsi://127.0.0.1:{}/{}/1",
+        node.iscsi_ports[0],
+        target_name(&node)
+    );
     let mut perf = Command::new("iscsi-perf")
         .args(["-i", HOST_A, "-m", "16", "-x", "20", "-t", "8"])
         .arg(&url)
@@ -272,7 +319,10 @@ fn an_initiator_reconnects_to_a_failed_controllers_portal_with_no_error() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(exit.success(), "iscsi-perf failed across the failover: {text}");
+    assert!(
+        exit.success(),
+        "iscsi-perf failed across the failover: {text}"
+    );
     assert!(text.contains("iops average"), "{text}");
     // The address is served by a survivor now: a new session works and sees the LUN.
     let mut session = login(&node, 0, HOST_A);
@@ -290,7 +340,9 @@ fn a_thousand_malformed_pdus_leave_the_target_serving() {
     let started = Instant::now();
     for round in 0..1000u32 {
         let mut stream = iscsi_client::connect(port);
-        stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
         let mut header = [0u8; 48];
         for byte in header.iter_mut() {
             *byte = rng.next_u32() as u8;
@@ -316,7 +368,10 @@ fn a_thousand_malformed_pdus_leave_the_target_serving() {
         let _ = stream.write_all(&body);
         let mut sink = [0u8; 512];
         let _ = std::io::Read::read(&mut stream, &mut sink);
-        assert!(started.elapsed() < Duration::from_secs(240), "hostile loop too slow");
+        assert!(
+            started.elapsed() < Duration::from_secs(240),
+            "hostile loop too slow"
+        );
     }
     // Malformed PDUs inside a logged-in session: bad opcode, bad lengths, CmdSN far away.
     let mut victim = login(&node, 0, HOST_A);
@@ -329,7 +384,8 @@ fn a_thousand_malformed_pdus_leave_the_target_serving() {
     // The target is up, other sessions work, new sessions work.
     let read = good.command(1, &read10(0, 8), &[], 4096);
     assert_eq!(read.status, 0, "{read:?}");
-    let mut fresh = Session::login(port, HOST_A, Some(&target), Auth::None).expect("login after abuse");
+    let mut fresh =
+        Session::login(port, HOST_A, Some(&target), Auth::None).expect("login after abuse");
     assert_eq!(report_luns(&mut fresh), vec![1]);
     assert!(
         !node.log_text().contains("panicked"),

@@ -11,8 +11,8 @@
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
-use std::sync::{Arc, Weak};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -243,7 +243,10 @@ impl IscsiNode {
             .map(|id| id.index())
             .find(|index| {
                 *index != failed
-                    && self.controllers.state(self.controllers.ids()[*index]).ports_open()
+                    && self
+                        .controllers
+                        .state(self.controllers.ids()[*index])
+                        .ports_open()
             });
         let Some(survivor) = survivor else { return };
         if let Err(err) = self.serve_portal(failed, survivor, address) {
@@ -308,7 +311,9 @@ impl PortalSet for IscsiNode {
         if let (Some(address), Some(me)) = (address, self.me.upgrade())
             && let Err(err) = me.open_portal(controller, address)
         {
-            eprintln!("troika: controller {controller} cannot reopen its iSCSI portal {address}: {err}");
+            eprintln!(
+                "troika: controller {controller} cannot reopen its iSCSI portal {address}: {err}"
+            );
         }
     }
 

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use super::TestNode;
+use crate::common::{TestNode, ci_model};
 
 /// The initiator names `iscsi-test-cu` logs in with.
 pub const TEST_INITIATORS: [&str; 2] = [
@@ -27,13 +27,21 @@ pub fn target_name(node: &TestNode) -> String {
             let rest = &line[line.find("iSCSI target ").unwrap() + "iSCSI target ".len()..];
             return rest.split_whitespace().next().unwrap().to_owned();
         }
-        assert!(Instant::now() < deadline, "no iSCSI target line in the log:\n{log}");
+        assert!(
+            Instant::now() < deadline,
+            "no iSCSI target line in the log:\n{log}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 /// Calls the REST API as admin; panics unless the answer is 2xx. Returns `result`.
-pub fn api(node: &TestNode, method: &str, path: &str, body: serde_json::Value) -> serde_json::Value {
+pub fn api(
+    node: &TestNode,
+    method: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> serde_json::Value {
     let password = node.admin_password();
     let body = (method != "GET" && method != "DELETE").then_some(body);
     let (status, answer) = node.api_json(method, path, Some(("admin", &password)), body.as_ref());
@@ -61,7 +69,12 @@ pub fn create_host(node: &TestNode, name: &str, initiators: &[&str]) -> u64 {
 
 /// Maps volume `volume` (by name) to host `host` at `lun`.
 pub fn map_volume(node: &TestNode, host: u64, volume: &str, lun: u32) {
-    let volumes = api(node, "GET", &format!("/api/rest/volumes?name=eq:{volume}"), json!(null));
+    let volumes = api(
+        node,
+        "GET",
+        &format!("/api/rest/volumes?name=eq:{volume}"),
+        json!(null),
+    );
     let volume_id = volumes[0]["id"].as_u64().expect("volume id");
     api(
         node,
@@ -74,7 +87,7 @@ pub fn map_volume(node: &TestNode, host: u64, volume: &str, lun: u32) {
 /// A node with three portals, pool `pool1` and a thin volume `name` of `size` mapped at
 /// LUN 1 to a host holding both libiscsi test initiators.
 pub fn node_with_lun(name: &str, size: &str) -> TestNode {
-    let node = TestNode::start_with_iscsi(super::ci_model(), 3);
+    let node = TestNode::start_with_iscsi(ci_model(), 3);
     node.pool_and_volume("pool1", "400M", name, size);
     let host = create_host(&node, "libiscsi", &TEST_INITIATORS);
     map_volume(&node, host, name, 1);
@@ -133,7 +146,7 @@ pub fn parse_cu(output: &str) -> CuRun {
     };
     let mut suite = String::new();
     let mut current: Option<(String, String)> = None;
-    let mut finish = |current: &mut Option<(String, String)>, run: &mut CuRun| {
+    let finish = |current: &mut Option<(String, String)>, run: &mut CuRun| {
         if let Some((name, text)) = current.take() {
             let outcome = if text.contains("FAILED") {
                 Outcome::Failed

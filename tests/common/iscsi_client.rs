@@ -60,8 +60,16 @@ impl ScsiResult {
 #[derive(Clone, Debug)]
 pub enum Auth<'a> {
     None,
-    Chap { user: &'a str, secret: &'a str },
-    Mutual { user: &'a str, secret: &'a str, target_user: &'a str, target_secret: &'a str },
+    Chap {
+        user: &'a str,
+        secret: &'a str,
+    },
+    Mutual {
+        user: &'a str,
+        secret: &'a str,
+        target_user: &'a str,
+        target_secret: &'a str,
+    },
 }
 
 pub struct Session {
@@ -75,7 +83,9 @@ pub struct Session {
 
 pub fn connect(port: u16) -> TcpStream {
     let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the portal");
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     stream.set_nodelay(true).unwrap();
     stream
 }
@@ -190,8 +200,15 @@ impl Session {
     ) -> Result<(Pdu, Vec<(String, String)>), LoginRefused> {
         let header = self.login_header(csg, nsg, transit);
         send_pdu(&mut self.stream, &header, &text_keys(keys)).expect("send login");
-        let answer = read_pdu(&mut self.stream).ok_or(LoginRefused { class: 0xff, detail: 0xff })?;
-        assert_eq!(answer.opcode(), LOGIN_RESPONSE, "answer to a login: {answer:?}");
+        let answer = read_pdu(&mut self.stream).ok_or(LoginRefused {
+            class: 0xff,
+            detail: 0xff,
+        })?;
+        assert_eq!(
+            answer.opcode(),
+            LOGIN_RESPONSE,
+            "answer to a login: {answer:?}"
+        );
         let (class, detail) = (answer.header[36], answer.header[37]);
         if class != 0 {
             return Err(LoginRefused { class, detail });
@@ -231,9 +248,12 @@ impl Session {
                 session.login_step(0, 1, true, &first)?;
             }
             Auth::Chap { user, secret } => session.chap(&first, user, secret, None)?,
-            Auth::Mutual { user, secret, target_user, target_secret } => {
-                session.chap(&first, user, secret, Some((target_user, target_secret)))?
-            }
+            Auth::Mutual {
+                user,
+                secret,
+                target_user,
+                target_secret,
+            } => session.chap(&first, user, secret, Some((target_user, target_secret)))?,
         }
         let operational = [
             ("HeaderDigest", "None"),
@@ -244,9 +264,16 @@ impl Session {
             ("MaxBurstLength", "262144"),
             ("FirstBurstLength", "65536"),
         ];
-        let ops: &[(&str, &str)] = if target.is_some() { &operational } else { &operational[..2] };
+        let ops: &[(&str, &str)] = if target.is_some() {
+            &operational
+        } else {
+            &operational[..2]
+        };
         let (answer, _) = session.login_step(1, 3, true, ops)?;
-        assert!(answer.header[1] & 0x80 != 0, "login did not transit to full feature");
+        assert!(
+            answer.header[1] & 0x80 != 0,
+            "login did not transit to full feature"
+        );
         Ok(session)
     }
 
@@ -284,7 +311,13 @@ impl Session {
 
     /// Runs one SCSI command on `lun`; `data_out` is sent as immediate data (keep it at or
     /// under FirstBurstLength); `expected_in` is the Data-In length allowed.
-    pub fn command(&mut self, lun: u64, cdb: &[u8], data_out: &[u8], expected_in: u32) -> ScsiResult {
+    pub fn command(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        expected_in: u32,
+    ) -> ScsiResult {
         let mut h = [0u8; 48];
         h[0] = SCSI_COMMAND;
         h[1] = 0x80 | 0x01; // F, simple task attribute
@@ -297,7 +330,11 @@ impl Session {
         h[8..16].copy_from_slice(&encode_lun(lun));
         self.itt = self.itt.wrapping_add(1);
         h[16..20].copy_from_slice(&self.itt.to_be_bytes());
-        let edtl = if data_out.is_empty() { expected_in } else { data_out.len() as u32 };
+        let edtl = if data_out.is_empty() {
+            expected_in
+        } else {
+            data_out.len() as u32
+        };
         h[20..24].copy_from_slice(&edtl.to_be_bytes());
         h[24..28].copy_from_slice(&self.cmd_sn.to_be_bytes());
         h[28..32].copy_from_slice(&self.exp_stat_sn.to_be_bytes());
@@ -422,7 +459,8 @@ pub fn port_groups(data: &[u8]) -> Vec<(u16, u8, Vec<u16>)> {
         let ports = (0..count)
             .filter_map(|i| {
                 let p = at + 8 + 4 * i;
-                data.get(p + 2..p + 4).map(|b| u16::from_be_bytes([b[0], b[1]]))
+                data.get(p + 2..p + 4)
+                    .map(|b| u16::from_be_bytes([b[0], b[1]]))
             })
             .collect();
         groups.push((id, state, ports));
