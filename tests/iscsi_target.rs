@@ -393,3 +393,55 @@ fn a_thousand_malformed_pdus_leave_the_target_serving() {
         node.log_text()
     );
 }
+
+#[test]
+fn persistent_reservations_survive_a_restart_and_hold_across_controllers() {
+    let mut node = node_with_two_hosts();
+    // Host B registers key 0xabc on controller 2 and takes a Write Exclusive reservation.
+    let mut b = login(&node, 1, HOST_B);
+    clear_attentions(&mut b, 1);
+    let pr_out = |session: &mut Session, action: u8, kind: u8, key: u64, new_key: u64| {
+        let mut cdb = [0u8; 10];
+        cdb[0] = 0x5f;
+        cdb[1] = action;
+        cdb[2] = kind;
+        cdb[8] = 24;
+        let mut parameters = [0u8; 24];
+        parameters[0..8].copy_from_slice(&key.to_be_bytes());
+        parameters[8..16].copy_from_slice(&new_key.to_be_bytes());
+        session.command(1, &cdb, &parameters, 0)
+    };
+    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xabc).status, 0, "REGISTER");
+    assert_eq!(pr_out(&mut b, 0x01, 0x01, 0xabc, 0).status, 0, "RESERVE");
+    // A second session of host B through controller 3 (another I_T nexus, unregistered)
+    // may read but not write.
+    let mut other = login(&node, 2, HOST_B);
+    clear_attentions(&mut other, 1);
+    assert_eq!(other.command(1, &read10(0, 1), &[], 512).status, 0);
+    let denied = other.command(1, &write10(0, 1), &[0u8; 512], 0);
+    assert_eq!(
+        denied.status, 0x18,
+        "write under another's reservation: {denied:?}"
+    );
+    drop((b, other));
+    node.restart();
+    let mut after = login(&node, 0, HOST_B);
+    clear_attentions(&mut after, 1);
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x5e;
+    cdb[1] = 0x00; // READ KEYS
+    cdb[8] = 64;
+    let keys = after.command(1, &cdb, &[], 64);
+    assert_eq!(keys.status, 0, "{keys:?}");
+    let length = u32::from_be_bytes(keys.data[4..8].try_into().unwrap());
+    assert_eq!(length, 8, "one key after the restart: {keys:?}");
+    assert_eq!(&keys.data[8..16], &0xabcu64.to_be_bytes());
+    cdb[1] = 0x01; // READ RESERVATION
+    let reservation = after.command(1, &cdb, &[], 64);
+    assert_eq!(reservation.status, 0);
+    assert_eq!(
+        u32::from_be_bytes(reservation.data[4..8].try_into().unwrap()),
+        16
+    );
+    assert_eq!(reservation.data[21] & 0x0f, 0x01, "Write Exclusive kept");
+}

@@ -104,6 +104,29 @@ impl ReservationFiles {
     }
 }
 
+impl ReservationFiles {
+    /// Removes the reservations of datasets that no longer exist (deleted while the node
+    /// ran; dataset ids are not reused, this only keeps the directory clean).
+    fn prune(&self, exists: impl Fn(u32) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let dataset = name
+                .to_str()
+                .and_then(|name| name.strip_prefix("dataset-"))
+                .and_then(|rest| rest.strip_suffix(".pr"))
+                .and_then(|id| id.parse::<u32>().ok());
+            if let Some(dataset) = dataset
+                && !exists(dataset)
+            {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
 impl PrStore for ReservationFiles {
     fn load(&self, dataset_id: u32) -> Option<Vec<u8>> {
         std::fs::read(self.path(dataset_id)).ok()
@@ -167,6 +190,7 @@ impl IscsiNode {
         let store = Arc::new(ReservationFiles {
             dir: data_dir.join("reservations"),
         });
+        store.prune(|dataset| meta.state().volumes.contains_key(&dataset));
         let registry = LuRegistry::new(store, groups.clone());
         let count = controllers.ids().len();
         Arc::new_cyclic(|me| IscsiNode {
