@@ -4,7 +4,7 @@
 
 use super::cdb::{be32, be64, check_range, require};
 use super::inquiry::{MAX_COMPARE_AND_WRITE_BLOCKS, MAX_TRANSFER_BLOCKS};
-use super::rw::{SHORT_DATA_OUT, first_difference};
+use super::rw::{DATA_OUT_MISMATCH, first_difference};
 use super::sense::{
     CmdResult, Failure, MISCOMPARE_DURING_VERIFY, Sense, WRITE_PROTECTED, read_failure,
     write_failure,
@@ -12,7 +12,9 @@ use super::sense::{
 use super::{BLOCK_SIZE, LogicalUnit, Response};
 
 impl LogicalUnit {
-    /// COMPARE AND WRITE: Data-Out holds the verify blocks then the write blocks; on a
+    /// COMPARE AND WRITE: Data-Out holds the verify blocks then the write blocks, exactly
+    /// (any other length is refused as an invalid NUMBER OF LOGICAL BLOCKS: which half
+    /// would be which is unknowable); on a
     /// miscompare nothing is written and INFORMATION is the offset of the first
     /// differing byte.
     pub(crate) fn compare_and_write(
@@ -34,14 +36,15 @@ impl LogicalUnit {
         if self.target.read_only() {
             return Err(WRITE_PROTECTED.into());
         }
+        let bytes = blocks as usize * BLOCK_SIZE as usize;
+        if data_out.len() != 2 * bytes {
+            // NUMBER OF LOGICAL BLOCKS does not describe the Data-Out sent.
+            return Err(Sense::bad_cdb_field(13).into());
+        }
         if blocks == 0 {
             return Ok(());
         }
-        let bytes = blocks as usize * BLOCK_SIZE as usize;
-        let Some(both) = data_out.get(..2 * bytes) else {
-            return Err(SHORT_DATA_OUT.into());
-        };
-        let (verify, write) = both.split_at(bytes);
+        let (verify, write) = data_out.split_at(bytes);
         let offset = lba * u64::from(BLOCK_SIZE);
         let fua = cdb[1] & 0x08 != 0;
         let _interlock = self.shared.lock_exclusive(lba, u64::from(blocks));
@@ -83,7 +86,7 @@ impl LogicalUnit {
         }
         let bytes = blocks as usize * BLOCK_SIZE as usize;
         let Some(mask) = data_out.get(..bytes) else {
-            return Err(SHORT_DATA_OUT.into());
+            return Err(DATA_OUT_MISMATCH.into());
         };
         let offset = lba * u64::from(BLOCK_SIZE);
         let fua = cdb[1] & 0x08 != 0;

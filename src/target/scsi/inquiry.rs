@@ -12,13 +12,14 @@ const OPTIMAL_TRANSFER_BLOCKS: u32 = 2_048;
 /// OPTIMAL TRANSFER LENGTH GRANULARITY and OPTIMAL UNMAP GRANULARITY: 4 KiB.
 pub(crate) const GRANULARITY_BLOCKS: u32 = 8;
 /// MAXIMUM COMPARE AND WRITE LENGTH (blocks).
-pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u32 = 1;
+pub(crate) const MAX_COMPARE_AND_WRITE_BLOCKS: u32 = 64;
 /// MAXIMUM UNMAP LBA COUNT.
-pub(crate) const MAX_UNMAP_BLOCKS: u32 = 1 << 22;
+pub(crate) const MAX_UNMAP_BLOCKS: u32 = 1 << 20;
 /// MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
 pub(crate) const MAX_UNMAP_DESCRIPTORS: u32 = 256;
-/// MAXIMUM WRITE SAME LENGTH (blocks).
-pub(crate) const MAX_WRITE_SAME_BLOCKS: u64 = 1 << 22;
+/// MAXIMUM WRITE SAME LENGTH (blocks), also the bound of NUMBER OF LOGICAL BLOCKS 0 (to
+/// the end of the medium).
+pub(crate) const MAX_WRITE_SAME_BLOCKS: u64 = 1 << 15;
 
 const VENDOR: &[u8; 8] = b"TROIKA  ";
 const PRODUCT: &[u8; 16] = b"TROIKA VOLUME   ";
@@ -143,7 +144,7 @@ fn block_limits(out: &mut Vec<u8>) {
     let start = out.len() - 4;
     out.resize(start + 64, 0);
     let page = &mut out[start..];
-    page[4] = 0x01; // WSNZ: WRITE SAME with NUMBER OF BLOCKS 0 is refused
+    page[4] = 0x00; // WSNZ 0: WRITE SAME with NUMBER OF BLOCKS 0 runs to the end
     page[5] = MAX_COMPARE_AND_WRITE_BLOCKS as u8;
     page[6..8].copy_from_slice(&(GRANULARITY_BLOCKS as u16).to_be_bytes());
     page[8..12].copy_from_slice(&MAX_TRANSFER_BLOCKS.to_be_bytes());

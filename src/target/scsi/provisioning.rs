@@ -1,12 +1,12 @@
 //! Capacity and thin provisioning: READ CAPACITY (10/16), WRITE SAME (10/16), UNMAP and
-//! GET LBA STATUS. Unmapped blocks read as zeroes (LBPRZ=1), so a WRITE SAME of a zero
-//! block with UNMAP set releases the range.
+//! GET LBA STATUS. Unmapped blocks read as zeroes (LBPRZ=1); a WRITE SAME with UNMAP set
+//! releases the range.
 
 use super::cdb::{be16, be32, be64, block_cdb, check_range, require};
 use super::inquiry::{
     GRANULARITY_BLOCKS, MAX_UNMAP_BLOCKS, MAX_UNMAP_DESCRIPTORS, MAX_WRITE_SAME_BLOCKS,
 };
-use super::rw::SHORT_DATA_OUT;
+use super::rw::DATA_OUT_MISMATCH;
 use super::sense::{
     CmdResult, LBA_OUT_OF_RANGE, PARAMETER_LIST_LENGTH_ERROR, Sense, WRITE_PROTECTED, read_failure,
     write_failure,
@@ -49,8 +49,13 @@ impl LogicalUnit {
         Ok(())
     }
 
-    /// WRITE SAME (10/16): UNMAP with a zero block releases the range, a zero block
-    /// without it zeroes the range (kept allocated), anything else is written repeated.
+    /// WRITE SAME (10/16): UNMAP releases the range (unmap requested: the blocks then
+    /// read as zeroes, LBPRZ=1, whatever the Data-Out block held, as the usual targets
+    /// do), a zero block without it zeroes the range (kept allocated), anything else is
+    /// written repeated.
+    /// NUMBER OF LOGICAL BLOCKS 0 (WSNZ is 0) means up to the end of the medium; the
+    /// count, given or implied, is bounded by MAXIMUM WRITE SAME LENGTH. The Data-Out is
+    /// exactly one block (none with NDOB).
     pub(crate) fn write_same(
         &self,
         cdb: &[u8],
@@ -66,32 +71,44 @@ impl LogicalUnit {
             return Err(Sense::bad_cdb_field(1).into());
         }
         let length_byte = if sixteen { 10 } else { 7 };
-        if request.blocks == 0 || u64::from(request.blocks) > MAX_WRITE_SAME_BLOCKS {
+        let capacity = self.capacity_blocks();
+        let blocks = if request.blocks == 0 {
+            // To the end of the medium, from an LBA inside it.
+            if request.lba >= capacity {
+                return Err(LBA_OUT_OF_RANGE.into());
+            }
+            capacity - request.lba
+        } else {
+            request.check_range(capacity)?;
+            u64::from(request.blocks)
+        };
+        if blocks > MAX_WRITE_SAME_BLOCKS {
             return Err(Sense::bad_cdb_field(length_byte).into());
         }
-        request.check_range(self.capacity_blocks())?;
         if self.target.read_only() {
             return Err(WRITE_PROTECTED.into());
         }
         let block = BLOCK_SIZE as usize;
-        let pattern: &[u8] = if no_data_out {
-            &[]
-        } else {
-            data_out.get(..block).ok_or(SHORT_DATA_OUT)?
-        };
+        let expected_data_out = if no_data_out { 0 } else { block };
+        if data_out.len() != expected_data_out {
+            return Err(DATA_OUT_MISMATCH.into());
+        }
+        let pattern = data_out;
         let zero = pattern.iter().all(|&byte| byte == 0);
         let offset = request.lba * u64::from(BLOCK_SIZE);
-        let total = u64::from(request.blocks) * u64::from(BLOCK_SIZE);
-        let _interlock = self
-            .shared
-            .lock_for_write(request.lba, u64::from(request.blocks));
+        let total = blocks * u64::from(BLOCK_SIZE);
+        let _interlock = self.shared.lock_for_write(request.lba, blocks);
+        if unmap {
+            return self
+                .target
+                .trim(offset, total, false)
+                .map_err(write_failure);
+        }
         if zero {
-            let result = if unmap {
-                self.target.trim(offset, total, false)
-            } else {
-                self.target.write_zeroes(offset, total, true, false, false)
-            };
-            return result.map_err(write_failure);
+            return self
+                .target
+                .write_zeroes(offset, total, true, false, false)
+                .map_err(write_failure);
         }
         let scratch = &mut response.data_in;
         let chunk = (total as usize).min(WRITE_SAME_CHUNK);

@@ -3,9 +3,11 @@
 //!
 //! Reads land in `response.data_in` (resized, its allocation reused between commands);
 //! writes go straight from the Data-Out buffer under the read side of the interlock
-//! stripes they touch. A Data-Out shorter than the CDB asks writes nothing and answers
-//! INVALID FIELD IN COMMAND INFORMATION UNIT (one of the two answers SAM allows); extra
-//! Data-Out is ignored.
+//! stripes they touch. A Data-Out shorter than the CDB asks (the initiator's expected
+//! data transfer length was smaller: the transport reports the overflow residual) writes
+//! the whole blocks that arrived, from the starting LBA, and answers GOOD, as SAM-5 and
+//! RFC 7143 allow for an overflow; a trailing partial block is not written. Extra Data-Out
+//! is ignored (underflow).
 
 use super::cdb::{BlockCdb, block_cdb, check_range};
 use super::inquiry::MAX_TRANSFER_BLOCKS;
@@ -15,8 +17,9 @@ use super::sense::{
 };
 use super::{BLOCK_SIZE, LogicalUnit, Response};
 
-/// Data-Out shorter than the transfer length.
-pub(crate) const SHORT_DATA_OUT: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x0E, 0x03);
+/// Data-Out whose length does not fit the command (INVALID FIELD IN COMMAND INFORMATION
+/// UNIT): too short for VERIFY, not exactly what COMPARE AND WRITE / WRITE SAME need.
+pub(crate) const DATA_OUT_MISMATCH: Sense = Sense::new(key::ILLEGAL_REQUEST, 0x0E, 0x03);
 
 /// Bytes read per step when a command walks a long range (VERIFY).
 const CHUNK_BYTES: usize = 1 << 20;
@@ -63,16 +66,13 @@ impl LogicalUnit {
         if self.target.read_only() {
             return Err(WRITE_PROTECTED.into());
         }
-        if request.blocks == 0 {
+        let block = BLOCK_SIZE as usize;
+        let blocks = (request.blocks as usize).min(data_out.len() / block);
+        if blocks == 0 {
             return Ok(());
         }
-        let bytes = request.blocks as usize * BLOCK_SIZE as usize;
-        let Some(data) = data_out.get(..bytes) else {
-            return Err(SHORT_DATA_OUT.into());
-        };
-        let _interlock = self
-            .shared
-            .lock_for_write(request.lba, u64::from(request.blocks));
+        let data = &data_out[..blocks * block];
+        let _interlock = self.shared.lock_for_write(request.lba, blocks as u64);
         self.target
             .write(
                 request.lba * u64::from(BLOCK_SIZE),
@@ -97,8 +97,8 @@ impl LogicalUnit {
         let total = request.blocks as usize * block;
         let expected = match bytchk {
             0 => None,
-            1 => Some(data_out.get(..total).ok_or(SHORT_DATA_OUT)?),
-            _ => Some(data_out.get(..block).ok_or(SHORT_DATA_OUT)?),
+            1 => Some(data_out.get(..total).ok_or(DATA_OUT_MISMATCH)?),
+            _ => Some(data_out.get(..block).ok_or(DATA_OUT_MISMATCH)?),
         };
         let result = self.verify_range(request.lba, total, expected, bytchk == 3, response);
         response.data_in.clear();

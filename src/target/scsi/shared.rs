@@ -6,9 +6,13 @@
 //! ascending stripe order (so two multi-stripe commands cannot deadlock); COMPARE AND
 //! WRITE takes the write side, so its read-compare-write sees no other write in between.
 //!
+//! EXTENDED COPY results are kept per I_T nexus (list identifiers belong to the nexus
+//! that sent the copy, SPC-5) and forgotten with it.
+//!
 //! Unit attentions: the first command of a nexus this unit has never seen gets POWER ON,
 //! RESET, OR BUS DEVICE RESET OCCURRED (0x29/0x00); later conditions are queued per
-//! initiator port (no duplicates, bounded) and reported oldest first.
+//! I_T nexus (initiator port and relative target port: two paths of one initiator port
+//! are two nexuses; no duplicates, bounded) and reported oldest first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -42,9 +46,16 @@ pub(crate) struct Inner {
     dataset_id: u32,
     pr_store: Arc<dyn PrStore>,
     reservations: Mutex<Reservations>,
-    attentions: Mutex<HashMap<String, VecDeque<(u8, u8)>>>,
+    attentions: Mutex<HashMap<NexusKey, VecDeque<(u8, u8)>>>,
     stripes: [RwLock<()>; STRIPES],
-    copies: Mutex<VecDeque<CopyResult>>,
+    copies: Mutex<VecDeque<(NexusKey, CopyResult)>>,
+}
+
+/// The I_T nexus a unit attention queue belongs to: initiator port, relative target port.
+type NexusKey = (String, u16);
+
+fn key_of(nexus: &Nexus) -> NexusKey {
+    (nexus.initiator_port.clone(), nexus.relative_port)
 }
 
 /// Guards of the stripes one command holds; released on drop.
@@ -135,61 +146,64 @@ impl LuShared {
     /// oldest pending unit attention.
     pub(crate) fn attention(&self, nexus: &Nexus, consume: bool) -> Option<(u8, u8)> {
         let mut attentions = self.inner.attentions.lock();
-        let queue = match attentions.get_mut(nexus.initiator_port.as_str()) {
-            Some(queue) => queue,
-            None => attentions
-                .entry(nexus.initiator_port.clone())
-                .or_insert_with(|| VecDeque::from([(0x29, 0x00)])),
-        };
+        let queue = attentions
+            .entry(key_of(nexus))
+            .or_insert_with(|| VecDeque::from([(0x29, 0x00)]));
         if consume { queue.pop_front() } else { None }
     }
 
-    /// Queues `(asc, ascq)` for every known initiator port except `except`.
-    pub(crate) fn raise_for_all(&self, asc: u8, ascq: u8, except: Option<&str>) {
+    /// Queues `(asc, ascq)` for every known I_T nexus except `except`.
+    pub(crate) fn raise_for_all(&self, asc: u8, ascq: u8, except: Option<&Nexus>) {
+        let skip = except.map(key_of);
         let mut attentions = self.inner.attentions.lock();
-        for (port, queue) in attentions.iter_mut() {
-            if Some(port.as_str()) != except {
+        for (key, queue) in attentions.iter_mut() {
+            if Some(key) != skip.as_ref() {
                 push_attention(queue, asc, ascq);
             }
         }
     }
 
-    /// Queues the unit attentions a PR OUT asked for.
+    /// Queues the unit attentions a PR OUT asked for, on every known nexus of each named
+    /// initiator port (a nexus not seen yet gets POWER ON on its first command anyway).
     pub(crate) fn raise_pending(&self, pending: &[PendingAttention]) {
         let mut attentions = self.inner.attentions.lock();
         for attention in pending {
-            let queue = attentions
-                .entry(attention.initiator_port.clone())
-                .or_default();
-            push_attention(queue, attention.asc, attention.ascq);
+            for ((port, _), queue) in attentions.iter_mut() {
+                if *port == attention.initiator_port {
+                    push_attention(queue, attention.asc, attention.ascq);
+                }
+            }
         }
     }
 
-    /// Forgets the unit attentions of a nexus that is gone.
+    /// Forgets the unit attentions and copy results of a nexus that is gone.
     pub(crate) fn forget_nexus(&self, nexus: &Nexus) {
-        self.inner
-            .attentions
-            .lock()
-            .remove(nexus.initiator_port.as_str());
+        let owner = key_of(nexus);
+        self.inner.attentions.lock().remove(&owner);
+        self.inner.copies.lock().retain(|(who, _)| *who != owner);
     }
 
-    /// Keeps the result of a finished copy (newest replaces one with the same list id).
-    pub(crate) fn record_copy(&self, result: CopyResult) {
+    /// Keeps the result of a copy `nexus` finished (newest replaces one of the same
+    /// nexus with the same list id).
+    pub(crate) fn record_copy(&self, nexus: &Nexus, result: CopyResult) {
+        let owner = key_of(nexus);
         let mut copies = self.inner.copies.lock();
-        copies.retain(|kept| kept.list_id != result.list_id);
+        copies.retain(|(who, kept)| !(*who == owner && kept.list_id == result.list_id));
         if copies.len() == MAX_COPY_RESULTS {
             copies.pop_front();
         }
-        copies.push_back(result);
+        copies.push_back((owner, result));
     }
 
-    pub(crate) fn copy_result(&self, list_id: u8) -> Option<CopyResult> {
+    /// The result of `nexus`'s copy with `list_id`, if still kept.
+    pub(crate) fn copy_result(&self, nexus: &Nexus, list_id: u8) -> Option<CopyResult> {
+        let owner = key_of(nexus);
         self.inner
             .copies
             .lock()
             .iter()
-            .find(|kept| kept.list_id == list_id)
-            .copied()
+            .find(|(who, kept)| *who == owner && kept.list_id == list_id)
+            .map(|(_, kept)| *kept)
     }
 }
 

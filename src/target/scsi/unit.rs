@@ -130,8 +130,8 @@ impl LogicalUnit {
             },
             op::MODE_SENSE_6 | op::MODE_SENSE_10 => self.mode_sense(cdb, response),
             op::MODE_SELECT_6 | op::MODE_SELECT_10 => self.mode_select(cdb, data_out, response),
-            op::EXTENDED_COPY => self.extended_copy(cdb, data_out, peers, response),
-            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(cdb, response),
+            op::EXTENDED_COPY => self.extended_copy(nexus, cdb, data_out, peers, response),
+            op::RECEIVE_COPY_RESULTS => self.receive_copy_results(nexus, cdb, response),
             _ => Err(INVALID_OPCODE.into()),
         }
     }
@@ -179,13 +179,15 @@ impl LogicalUnit {
         Ok(())
     }
 
-    /// LOGICAL UNIT RESET from `from` (task management): releases SPC-2 reservations and
-    /// raises BUS DEVICE RESET (0x29/0x03) unit attentions on every other nexus.
+    /// LOGICAL UNIT RESET from `from` (task management; TARGET WARM/COLD RESET do the same
+    /// for every logical unit): releases SPC-2 reservations and raises BUS DEVICE RESET
+    /// FUNCTION OCCURRED (0x29/0x03) on every I_T nexus, the one that asked included
+    /// (SAM-5 LOGICAL UNIT RESET: every I_T nexus; paths of one initiator port are
+    /// separate nexuses).
     pub fn lun_reset(&self, from: &Nexus) {
         self.shared.reservations().lun_reset();
         self.shared.attention(from, false);
-        self.shared
-            .raise_for_all(0x29, 0x03, Some(from.initiator_port.as_str()));
+        self.shared.raise_for_all(0x29, 0x03, None);
     }
 
     /// The nexus is gone (session closed): forget its unit attentions and SPC-2

@@ -18,7 +18,7 @@ use super::sense::{
     UNSUPPORTED_TARGET_DESCRIPTOR, WRITE_PROTECTED, io_error_sense, key,
 };
 use super::shared::CopyResult;
-use super::{BLOCK_SIZE, CopyPeers, LogicalUnit, Response};
+use super::{BLOCK_SIZE, CopyPeers, LogicalUnit, Nexus, Response};
 
 /// What this copy manager advertises (VPD 0x8F and OPERATING PARAMETERS) and enforces.
 pub(crate) mod limits {
@@ -56,6 +56,7 @@ impl LogicalUnit {
     /// EXTENDED COPY (LID1).
     pub(crate) fn extended_copy(
         &self,
+        nexus: &Nexus,
         cdb: &[u8],
         data_out: &[u8],
         peers: &dyn CopyPeers,
@@ -111,12 +112,15 @@ impl LogicalUnit {
         }
         response.data_in.clear();
         if list_id_usage == 0 {
-            self.shared.record_copy(CopyResult {
-                list_id,
-                status: if outcome.is_ok() { 0x01 } else { 0x02 },
-                segments_processed: processed,
-                transferred,
-            });
+            self.shared.record_copy(
+                nexus,
+                CopyResult {
+                    list_id,
+                    status: if outcome.is_ok() { 0x01 } else { 0x02 },
+                    segments_processed: processed,
+                    transferred,
+                },
+            );
         }
         outcome
     }
@@ -141,9 +145,8 @@ impl LogicalUnit {
                 return Err(PARAMETER_LIST_LENGTH_ERROR.into());
             };
             let field = (HEADER_LEN + at) as u16;
-            if descriptor[1] >> 6 != 0 {
-                return Err(Sense::bad_param_field(field + 1).into());
-            }
+            // Byte 1 bits 7-6 (LU ID TYPE) are ignored since SPC-4: the designator
+            // names the logical unit.
             if descriptor[1] & 0x20 != 0 {
                 return Err(COPY_TARGET_NOT_REACHABLE.into());
             }
@@ -224,14 +227,19 @@ impl LogicalUnit {
     }
 
     /// RECEIVE COPY RESULTS: COPY STATUS of a held list identifier, OPERATING PARAMETERS.
-    pub(crate) fn receive_copy_results(&self, cdb: &[u8], response: &mut Response) -> CmdResult {
+    pub(crate) fn receive_copy_results(
+        &self,
+        nexus: &Nexus,
+        cdb: &[u8],
+        response: &mut Response,
+    ) -> CmdResult {
         require(cdb, 16)?;
         let allocation = be32(cdb, 10) as usize;
         let out = &mut response.data_in;
         out.clear();
         match cdb[1] & 0x1F {
             sa::COPY_STATUS => {
-                let Some(result) = self.shared.copy_result(cdb[2]) else {
+                let Some(result) = self.shared.copy_result(nexus, cdb[2]) else {
                     return Err(Sense::bad_cdb_field(2).into());
                 };
                 out.extend_from_slice(&8u32.to_be_bytes());

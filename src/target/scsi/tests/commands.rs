@@ -5,7 +5,7 @@
 use super::super::sense::{INVALID_FIELD_IN_CDB, MISCOMPARE_DURING_VERIFY, Sense};
 use super::super::test_support::*;
 use super::super::unit::encode_lun;
-use super::super::{Response, lun_not_present, report_luns, status};
+use super::super::{Nexus, Response, lun_not_present, report_luns, status};
 
 #[test]
 fn fixed_sense_layout() {
@@ -89,13 +89,26 @@ fn unit_attention_rules() {
         (0x06, 0x29, 0x00)
     );
     assert_eq!(rig.run_as(&second, &[0; 6], &[]).status, status::GOOD);
-    // A LUN reset from the first raises BUS DEVICE RESET on the second only.
-    rig.unit.lun_reset(&first);
-    assert_eq!(rig.run_as(&first, &[0; 6], &[]).status, status::GOOD);
+    // The same initiator port through another target port is another I_T nexus.
+    let first_other_path = Nexus {
+        relative_port: 2,
+        ..first.clone()
+    };
     assert_eq!(
-        sense_of(&rig.run_as(&second, &[0; 6], &[])),
-        (0x06, 0x29, 0x03)
+        sense_of(&rig.run_as(&first_other_path, &[0; 6], &[])),
+        (0x06, 0x29, 0x00)
     );
+    assert_eq!(
+        rig.run_as(&first_other_path, &[0; 6], &[]).status,
+        status::GOOD
+    );
+    // A LUN reset raises BUS DEVICE RESET on every nexus, the asking one included.
+    rig.unit.lun_reset(&first);
+    for who in [&first, &first_other_path, &second] {
+        assert_eq!(sense_of(&rig.run_as(who, &[0; 6], &[])), (0x06, 0x29, 0x03));
+        assert_eq!(rig.run_as(who, &[0; 6], &[]).status, status::GOOD);
+    }
+    rig.unit.nexus_lost(&first_other_path);
     // ALUA changes reach every known nexus.
     rig.registry.alua_changed();
     assert_eq!(
@@ -180,7 +193,15 @@ fn vpd_pages() {
     assert_eq!(&vpd(&rig, 0x80)[4..], b"SERIAL0007");
     let limits = vpd(&rig, 0xB0);
     assert_eq!(limits.len(), 64);
-    assert_eq!(limits[5], 1, "MAXIMUM COMPARE AND WRITE LENGTH");
+    assert_eq!(limits[4] & 1, 0, "WSNZ");
+    assert_eq!(limits[5], 64, "MAXIMUM COMPARE AND WRITE LENGTH");
+    let max_unmap = u32::from_be_bytes(limits[20..24].try_into().unwrap());
+    assert!(
+        max_unmap > 0 && max_unmap <= 1 << 20,
+        "MAXIMUM UNMAP LBA COUNT"
+    );
+    let max_write_same = u64::from_be_bytes(limits[36..44].try_into().unwrap());
+    assert_eq!(max_write_same, 1 << 15, "MAXIMUM WRITE SAME LENGTH");
     assert_eq!(u16::from_be_bytes([limits[6], limits[7]]), 8);
     let provisioning = vpd(&rig, 0xB2);
     assert_eq!(provisioning[5] & 0xE0, 0xE0, "LBPU LBPWS LBPWS10");

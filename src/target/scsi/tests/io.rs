@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
+use super::super::inquiry::MAX_WRITE_SAME_BLOCKS;
 use super::super::status;
 use super::super::test_support::*;
 
@@ -94,16 +95,29 @@ fn transfer_length_and_range_checks() {
         sense_of(&rig.run(&cdb10(0x2A, 0x20, 0, 1), &[0; 512])),
         (5, 0x24, 0)
     );
-    // Short Data-Out writes nothing.
-    rig.run(&cdb10(0x2A, 0, 0, 1), &[7; 512]);
+    // Short Data-Out (overflow): the whole blocks that arrived are written, GOOD.
+    rig.run(&cdb10(0x2A, 0, 0, 2), &[7; 1024]);
     assert_eq!(
-        sense_of(&rig.run(&cdb10(0x2A, 0, 0, 2), &[1; 600])),
-        (5, 0x0E, 0x03)
+        rig.run(&cdb10(0x2A, 0, 0, 2), &[1; 600]).status,
+        status::GOOD
     );
-    assert_eq!(rig.target.bytes(0, 512), vec![7; 512]);
-    // Longer Data-Out: only the transfer length is written.
+    assert_eq!(rig.target.bytes(0, 512), vec![1; 512]);
+    assert_eq!(rig.target.bytes(512, 512), vec![7; 512]);
+    assert_eq!(rig.run(&cdb10(0x2A, 0, 0, 1), &[]).status, status::GOOD);
+    assert_eq!(
+        rig.run(&cdb10(0x2A, 0, 0, 1), &[2; 200]).status,
+        status::GOOD
+    );
+    assert_eq!(rig.target.bytes(0, 512), vec![1; 512]);
+    // The same for WRITE AND VERIFY.
+    assert_eq!(
+        rig.run(&cdb10(0x2E, 0, 0, 2), &[4; 512]).status,
+        status::GOOD
+    );
+    assert_eq!(rig.target.bytes(0, 1024), [[4; 512], [7; 512]].concat());
+    // Longer Data-Out (underflow): only the transfer length is written.
     rig.run(&cdb10(0x2A, 0, 0, 1), &[3; 1024]);
-    assert_eq!(rig.target.bytes(512, 512), vec![0; 512]);
+    assert_eq!(rig.target.bytes(0, 1024), [[3; 512], [7; 512]].concat());
 }
 
 #[test]
@@ -218,13 +232,25 @@ fn compare_and_write() {
         first as u32
     );
     assert_eq!(rig.target.bytes(5 * 512, 512), new);
-    // Zero blocks is a no-op; more than the maximum is refused; short Data-Out too.
+    // Zero blocks is a no-op; more than the maximum is refused; Data-Out other than
+    // twice the blocks too (short, long, or blocks 0 with data).
     cdb[13] = 0;
     assert_eq!(rig.run(&cdb, &[]).status, status::GOOD);
-    cdb[13] = 2;
-    assert_eq!(sense_of(&rig.run(&cdb, &[0; 2048])), (5, 0x24, 0));
+    assert_eq!(sense_of(&rig.run(&cdb, &[0; 1024])), (5, 0x24, 0));
+    cdb[13] = 65;
+    assert_eq!(sense_of(&rig.run(&cdb, &[0; 65 * 1024])), (5, 0x24, 0));
     cdb[13] = 1;
-    assert_eq!(sense_of(&rig.run(&cdb, &[0; 600])), (5, 0x0E, 3));
+    assert_eq!(sense_of(&rig.run(&cdb, &[0; 600])), (5, 0x24, 0));
+    assert_eq!(sense_of(&rig.run(&cdb, &[0; 2048])), (5, 0x24, 0));
+    assert_eq!(rig.target.bytes(5 * 512, 512), new);
+    // Several blocks at once.
+    rig.run(&cdb10(0x2A, 0, 20, 3), &[1; 1536]);
+    cdb = cdb16(0x89, 0, 20, 0);
+    cdb[13] = 3;
+    let both = [vec![1u8; 1536], vec![2u8; 1536]].concat();
+    assert_eq!(rig.run(&cdb, &both).status, status::GOOD);
+    assert_eq!(rig.target.bytes(20 * 512, 1536), vec![2; 1536]);
+    assert_eq!(sense_of(&rig.run(&cdb, &both)), (0x0E, 0x1D, 0));
     let mut beyond = cdb16(0x89, 0, RIG_BLOCKS, 0);
     beyond[13] = 1;
     assert_eq!(sense_of(&rig.run(&beyond, &[0; 1024])), (5, 0x21, 0));
@@ -340,15 +366,49 @@ fn write_same_round_trips() {
     );
     let mapped = rig.run(&cdb16(0x9E, 0x12, 64, 1024), &[]);
     assert_eq!(mapped.data_in[8 + 12], 0);
-    // Errors: 0 blocks (WSNZ), beyond the maximum, out of range, ANCHOR without UNMAP,
-    // no Data-Out.
+    // UNMAP releases the range whatever the Data-Out block holds.
+    rig.run(&cdb16(0x93, 0, 80, 8), &block);
     assert_eq!(
-        sense_of(&rig.run(&cdb16(0x93, 0, 0, 0), &block)),
+        rig.run(&cdb16(0x93, 0x08, 80, 8), &block).status,
+        status::GOOD
+    );
+    assert_eq!(rig.target.bytes(80 * 512, 4096), vec![0; 4096]);
+    // 0 blocks (WSNZ 0): to the end of the medium.
+    rig.run(&cdb16(0x93, 0, RIG_BLOCKS - 3, 3), &[6; 512]);
+    assert_eq!(
+        rig.run(&cdb16(0x93, 0, RIG_BLOCKS - 2, 0), &block).status,
+        status::GOOD
+    );
+    assert_eq!(rig.target.bytes((RIG_BLOCKS - 3) * 512, 512), vec![6; 512]);
+    assert_eq!(rig.target.bytes((RIG_BLOCKS - 2) * 512, 512), block);
+    assert_eq!(rig.target.bytes((RIG_BLOCKS - 1) * 512, 512), block);
+    assert_eq!(
+        sense_of(&rig.run(&cdb16(0x93, 0, RIG_BLOCKS, 0), &block)),
+        (5, 0x21, 0)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&cdb16(0x93, 0, u64::MAX, 0), &block)),
+        (5, 0x21, 0)
+    );
+    // Errors: beyond the maximum (given or implied by 0), out of range, ANCHOR without
+    // UNMAP, Data-Out other than one block.
+    let big = Rig::with((MAX_WRITE_SAME_BLOCKS + 8) * 512, false);
+    assert_eq!(
+        sense_of(&big.run(&cdb16(0x93, 0, 0, 0), &block)),
+        (5, 0x24, 0)
+    );
+    assert_eq!(big.run(&cdb16(0x93, 0, 8, 0), &block).status, status::GOOD);
+    assert_eq!(
+        sense_of(&big.run(&cdb16(0x93, 0, 0, MAX_WRITE_SAME_BLOCKS as u32 + 1), &block)),
         (5, 0x24, 0)
     );
     assert_eq!(
-        sense_of(&rig.run(&cdb16(0x93, 0, 0, (1 << 22) + 1), &block)),
-        (5, 0x24, 0)
+        sense_of(&rig.run(&cdb10(0x41, 0, 0, 1), &[0; 256])),
+        (5, 0x0E, 3)
+    );
+    assert_eq!(
+        sense_of(&rig.run(&cdb10(0x41, 0, 0, 1), &[0; 1024])),
+        (5, 0x0E, 3)
     );
     assert_eq!(
         sense_of(&rig.run(&cdb16(0x93, 0, RIG_BLOCKS - 1, 2), &block)),

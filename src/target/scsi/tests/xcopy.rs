@@ -2,7 +2,7 @@
 //! makes.
 
 use super::super::test_support::*;
-use super::super::{Response, status};
+use super::super::{Nexus, Response, status};
 
 const HEADER: usize = 16;
 
@@ -78,6 +78,21 @@ fn copies_within_a_unit_and_reports_status() {
     assert_eq!(result.status, status::GOOD);
     assert_eq!(&result.data_in[..8], &[0, 0, 0, 8, 0x01, 0, 1, 0xF1]);
     assert_eq!(&result.data_in[8..12], &8u32.to_be_bytes());
+    // List identifiers belong to the nexus that sent the copy: another nexus (another
+    // path of the same initiator port too) sees nothing, and a lost nexus's results go.
+    let other_path = Nexus {
+        relative_port: 2,
+        ..nexus(1)
+    };
+    for who in [nexus(2), other_path] {
+        rig.unit.shared.attention(&who, true);
+        assert_eq!(
+            sense_of(&rig.run_as(&who, &copy_results(0, 1), &[])),
+            (5, 0x24, 0)
+        );
+    }
+    rig.unit.nexus_lost(&nexus(1));
+    assert_eq!(sense_of(&rig.run(&copy_results(0, 1), &[])), (5, 0x24, 0));
     // Discarded list identifiers leave no result.
     let list = parameter_list(2, 2, &[me], &[segment(0, 0, 1, 0, 5)]);
     assert_eq!(xcopy(&rig, &list).status, status::GOOD);
@@ -144,14 +159,14 @@ fn parameter_list_checks() {
     stream[0] = 0x03;
     let list = parameter_list(1, 0, &[me], &[stream]);
     assert_eq!(sense_of(&xcopy(&rig, &list)), (5, 0x26, 0x09));
-    // LU ID TYPE, NUL, bad index, beyond the end of the unit.
+    // LU ID TYPE is ignored (SPC-4); NUL, bad index, beyond the end of the unit fail.
     let list = parameter_list(
         1,
         0,
         &[target_descriptor(&naa(7), 0xC0)],
         &[segment(0, 0, 1, 0, 1)],
     );
-    assert_eq!(sense_of(&xcopy(&rig, &list)).1, 0x26);
+    assert_eq!(xcopy(&rig, &list).status, status::GOOD);
     let list = parameter_list(
         1,
         0,
