@@ -23,6 +23,30 @@ const MUST_RUN: [&str; 7] = [
     "WriteSame16.",
 ];
 
+/// libiscsi 1.19's GetLBAStatus.UnmapSingle asks for the status at LBA i+1 and expects the
+/// first descriptor to start at i + (logical blocks per physical block): right only when a
+/// physical block is one logical block. SBC-4 says the first descriptor starts at the LBA
+/// asked for, which is what troika answers; it reports 4 KiB physical blocks (8 logical
+/// blocks), which the suites CompareAndWrite and WriteSame need to run their
+/// InvalidDataOutSize tests at all (they skip unless there are at least 2). So this one
+/// failure, with exactly that message and no other, is the test's and is allowed.
+fn known_test_defect(run: &iscsi::CuRun, name: &str) -> bool {
+    if name != "GetLBAStatus.UnmapSingle" {
+        return false;
+    }
+    let section = run
+        .output
+        .split("Test: UnmapSingle")
+        .nth(1)
+        .and_then(|rest| rest.split("  Test: ").next())
+        .unwrap_or("");
+    let failures: Vec<&str> = section
+        .lines()
+        .filter(|line| line.contains("CU_FAIL") || line.contains("CU_ASSERT"))
+        .collect();
+    failures.len() == 1 && failures[0].contains("lba offset in first descriptor does not")
+}
+
 fn tools_present() -> bool {
     if have("iscsi-test-cu") {
         return true;
@@ -58,9 +82,14 @@ fn every_compliance_test_passes_on_one_portal() {
     );
     let run = run_cu("ALL", &[url], Duration::from_secs(900));
     report(&run, "ALL, one portal");
-    let failed = run.in_suite("", Outcome::Failed);
+    let failed: Vec<String> = run
+        .in_suite("", Outcome::Failed)
+        .into_iter()
+        .filter(|name| !known_test_defect(&run, name))
+        .collect();
+    let allowed = run.in_suite("", Outcome::Failed).len() - failed.len();
     assert!(
-        failed.is_empty() && run.summary_failed == Some(0),
+        failed.is_empty() && run.summary_failed.unwrap_or(u64::MAX) <= allowed as u64,
         "{} tests failed: {failed:?}\n{}",
         failed.len(),
         run.output
