@@ -464,7 +464,8 @@ fn worker(shared: &Shared<'_>, sink: &dyn CommandSink, jobs: Receiver<Job>) {
                 .is_none_or(|t| t.aborted)
         };
         response.clear();
-        let stopped = shared.stop.load(Ordering::Acquire);
+        // A closing portal runs nothing more: the initiator reissues on its next connection.
+        let stopped = shared.stop.load(Ordering::Acquire) || shared.responder.stopping();
         if !stopped && !aborted(shared) {
             match lun_from_wire(job.lun_field) {
                 Some(lun) => {
