@@ -31,6 +31,8 @@ use crate::target::scsi::{Nexus, Response, status};
 
 /// Largest transfer one command may announce (EDTL); larger ones get CHECK CONDITION.
 pub const MAX_TRANSFER: u32 = 64 << 20;
+/// Commands moving at most this many bytes may run on the reading thread.
+const INLINE_MAX: u32 = 64 << 10;
 /// Buffers kept between commands are trimmed to this.
 const KEEP_BUFFER: usize = 1 << 20;
 
@@ -67,6 +69,10 @@ pub struct Shared<'a> {
     /// Solicited write data bytes charged by commands of this connection.
     pub held: AtomicUsize,
     pub stop: &'a AtomicBool,
+    /// Workers waiting for a job.
+    idle: AtomicUsize,
+    /// The reader's own response buffer (fast path).
+    inline: Mutex<Response>,
     pool: (Sender<Vec<u8>>, Receiver<Vec<u8>>),
     jobs: Mutex<Option<Sender<Job>>>,
 }
@@ -96,6 +102,16 @@ impl Shared<'_> {
                     aborted: false,
                 },
             );
+        // Fast path: when every worker is busy, a small command runs here on the reading
+        // thread rather than waiting in the queue (no hand-off, no wake-up).
+        if let Some(sink) = self.sink
+            && job.edtl <= INLINE_MAX
+            && self.idle.load(Ordering::Acquire) == 0
+        {
+            let mut response = self.inline.lock().unwrap_or_else(PoisonError::into_inner);
+            run(self, sink, job, &mut response);
+            return;
+        }
         let jobs = self.jobs.lock().unwrap_or_else(PoisonError::into_inner);
         let sent = jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok());
         if !sent {
@@ -171,6 +187,8 @@ pub fn serve(
         writes: Mutex::new(Writes::default()),
         held: AtomicUsize::new(0),
         stop,
+        idle: AtomicUsize::new(0),
+        inline: Mutex::new(Response::default()),
         pool,
         jobs: Mutex::new(Some(jobs_tx)),
     };
@@ -454,7 +472,18 @@ fn logout(shared: &Shared<'_>, pdu: &Pdu) -> bool {
 
 fn worker(shared: &Shared<'_>, sink: &dyn CommandSink, jobs: Receiver<Job>) {
     let mut response = Response::default();
-    while let Ok(job) = jobs.recv() {
+    loop {
+        shared.idle.fetch_add(1, Ordering::AcqRel);
+        let next = jobs.recv();
+        shared.idle.fetch_sub(1, Ordering::AcqRel);
+        let Ok(job) = next else { break };
+        run(shared, sink, job, &mut response);
+    }
+}
+
+/// Executes one command and sends its result.
+fn run(shared: &Shared<'_>, sink: &dyn CommandSink, job: Job, response: &mut Response) {
+    {
         let aborted = |shared: &Shared<'_>| {
             shared
                 .tasks
@@ -464,12 +493,13 @@ fn worker(shared: &Shared<'_>, sink: &dyn CommandSink, jobs: Receiver<Job>) {
                 .is_none_or(|t| t.aborted)
         };
         response.clear();
-        let stopped = shared.stop.load(Ordering::Acquire);
+        // A closing portal runs nothing more: the initiator reissues on its next connection.
+        let stopped = shared.stop.load(Ordering::Acquire) || shared.responder.stopping();
         if !stopped && !aborted(shared) {
             match lun_from_wire(job.lun_field) {
                 Some(lun) => {
                     let run = catch_unwind(AssertUnwindSafe(|| {
-                        sink.execute(&shared.nexus, lun, &job.cdb, &job.data, &mut response)
+                        sink.execute(&shared.nexus, lun, &job.cdb, &job.data, response)
                     }));
                     if run.is_err() {
                         // The SCSI layer failed: INTERNAL TARGET FAILURE.

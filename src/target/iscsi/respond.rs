@@ -90,9 +90,27 @@ impl<'a> Responder<'a> {
         cmdsn.wrapping_sub(exp) < free
     }
 
+    /// Whether the portal is closing or the session was taken over.
+    pub fn stopping(&self) -> bool {
+        self.stop.iter().any(|flag| flag.load(Ordering::Acquire))
+    }
+
     /// Fills in sequence numbers and sends the PDUs `build` appends, in one write.
     fn send_with(&self, build: impl FnOnce(&mut Vec<u8>, &mut u32, u32, u32)) -> bool {
+        self.send_checked(false, build)
+    }
+
+    /// [`Self::send_with`]; with `unless_stopping`, sends nothing and returns false when a
+    /// stop flag is set (checked under the writer lock, so nothing slips out after it).
+    fn send_checked(
+        &self,
+        unless_stopping: bool,
+        build: impl FnOnce(&mut Vec<u8>, &mut u32, u32, u32),
+    ) -> bool {
         let mut out = self.out.lock().unwrap_or_else(PoisonError::into_inner);
+        if unless_stopping && self.stopping() {
+            return false;
+        }
         let Out { statsn, buf } = &mut *out;
         buf.clear();
         let exp = self.exp_cmdsn.load(Ordering::Acquire);
@@ -142,6 +160,11 @@ impl<'a> Responder<'a> {
 
     /// Sends the result of a SCSI command: Data-In PDUs, then status (collapsed into the
     /// last Data-In when GOOD without sense), with residual counts.
+    ///
+    /// Once the portal is closing (or the session was reinstated) no result goes out and
+    /// this returns false: a command that ends then may have failed only because its
+    /// controller is going away (NOT READY, state transition), and the initiator, which
+    /// sees the connection drop, reissues it on its new connection instead.
     pub fn complete(&self, c: &Completion<'_>) -> bool {
         let edtl = c.edtl as usize;
         let (sent, residual_flags, residual) = if c.read {
@@ -163,7 +186,7 @@ impl<'a> Responder<'a> {
         let max_segment = self.max_segment;
         let max_burst = self.max_burst;
         let data = &c.data[..sent];
-        self.send_with(|buf, statsn, exp, max| {
+        self.send_checked(true, |buf, statsn, exp, max| {
             let mut offset = 0usize;
             let mut datasn = 0u32;
             while offset < sent {

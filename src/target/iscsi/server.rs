@@ -66,6 +66,10 @@ fn accept_loop(
         return;
     }
     let sessions = Arc::new(SessionTable::default());
+    // Set once the listener is closed: connections of a closing portal drop only then, so
+    // an initiator that reconnects at once is refused instead of being accepted into the
+    // backlog of a listener about to close (and reset in the middle of its login).
+    let closed = Arc::new(AtomicBool::new(false));
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
     while !shutdown.load(Ordering::Acquire) {
         let stream = match listener.accept() {
@@ -89,6 +93,7 @@ fn accept_loop(
         let config = Arc::clone(&config);
         let shutdown = Arc::clone(&shutdown);
         let sessions = Arc::clone(&sessions);
+        let closed = Arc::clone(&closed);
         let spawned = std::thread::Builder::new()
             .name("iscsi-conn".to_owned())
             .spawn(move || {
@@ -96,14 +101,27 @@ fn accept_loop(
                 let _ = catch_unwind(AssertUnwindSafe(|| {
                     serve_connection(&stream, tpgt, &*dir, &config, &shutdown, &sessions)
                 }));
+                if shutdown.load(Ordering::Acquire) {
+                    wait_closed(&closed);
+                }
                 wire::shutdown(&stream);
             });
         if let Ok(handle) = spawned {
             connections.push(handle);
         }
     }
+    drop(listener);
+    closed.store(true, Ordering::Release);
     for handle in connections {
         let _ = handle.join();
+    }
+}
+
+/// Waits (bounded) until the accept loop has closed the listener.
+fn wait_closed(closed: &AtomicBool) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while !closed.load(Ordering::Acquire) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 

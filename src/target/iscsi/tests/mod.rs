@@ -366,3 +366,31 @@ fn closing_the_portal_drops_connections_promptly() {
     }
     assert!(started.elapsed() < Duration::from_millis(1000));
 }
+
+#[test]
+fn a_closing_portal_answers_no_command_that_ends_after_the_close() {
+    let portal = Portal1::start();
+    let addr = portal.addr;
+    let mut c = Client::connect(addr);
+    c.login_open();
+    portal.disks.hold_lun1.store(true, Ordering::Release);
+    let (_, mut bhs) = c.command_bhs(1, &[0; 6], 0x80, 0);
+    c.send(&mut bhs, &[], &[]);
+    while portal.disks.executing.load(Ordering::Acquire) == 0 {
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // The portal closes, then the held command ends (as one failing because its
+    // controller went away would): its result must not go out.
+    portal.shutdown.store(true, Ordering::Release);
+    std::thread::sleep(Duration::from_millis(20));
+    portal.disks.hold_lun1.store(false, Ordering::Release);
+    loop {
+        match c.recv() {
+            None => break,
+            Some(pdu) => assert_eq!(pdu.opcode(), op::ASYNC, "only a logout request"),
+        }
+    }
+    // By the time the connection dropped, the listener was gone: a reconnect is refused
+    // rather than accepted and reset.
+    assert!(std::net::TcpStream::connect(addr).is_err());
+}
