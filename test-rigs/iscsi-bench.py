@@ -180,9 +180,12 @@ def compliance(url):
             current = None
         elif current:
             outcome[current] += "\n" + line
-    failed = sorted(name for name, t in outcome.items() if "FAILED" in t)
+    # CUnit lists each failed assertion as "  1. test_x.c:71  - CU_ASSERT..."; the tests'
+    # own "[FAILED]" log lines are not verdicts.
+    verdict = re.compile(r"^\s*\d+\. \S+\.c:\d+", re.M)
+    failed = sorted(name for name, t in outcome.items() if verdict.search(t))
     skipped = sorted(name for name, t in outcome.items()
-                     if "FAILED" not in t and "[SKIPPED]" in t)
+                     if not verdict.search(t) and "[SKIPPED]" in t)
     return {"tests": len(outcome), "passed": len(outcome) - len(failed) - len(skipped),
             "skipped": len(skipped), "failed": len(failed), "failed_tests": failed}
 

@@ -137,6 +137,22 @@ impl CuRun {
     }
 }
 
+/// CUnit's record of a failed assertion, `    1. test_x.c:71  - CU_ASSERT...` (the tests'
+/// own `[FAILED]` log lines are not verdicts: libiscsi's helpers print them for commands a
+/// test expects to fail).
+fn is_failure_record(line: &str) -> bool {
+    let line = line.trim_start();
+    let Some((number, rest)) = line.split_once(". ") else {
+        return false;
+    };
+    number.chars().all(|c| c.is_ascii_digit())
+        && !number.is_empty()
+        && rest
+            .split_whitespace()
+            .next()
+            .is_some_and(|file| file.contains(".c:"))
+}
+
 /// Reads CUnit's verbose output: `Suite: S` then `  Test: T ...` lines, each followed by
 /// what happened until the next test (`[SKIPPED]`, `FAILED`, or `passed`).
 pub fn parse_cu(output: &str) -> CuRun {
@@ -148,7 +164,7 @@ pub fn parse_cu(output: &str) -> CuRun {
     let mut current: Option<(String, String)> = None;
     let finish = |current: &mut Option<(String, String)>, run: &mut CuRun| {
         if let Some((name, text)) = current.take() {
-            let outcome = if text.contains("FAILED") {
+            let outcome = if text.lines().any(is_failure_record) {
                 Outcome::Failed
             } else if text.contains("[SKIPPED]") {
                 Outcome::Skipped

@@ -458,6 +458,12 @@ fn logout(shared: &Shared<'_>, pdu: &Pdu) -> bool {
     if response == 0 {
         dataout::drop_all(shared);
         shared.wait_tasks(|_| true);
+        // The nexus ends before the initiator hears so: another initiator that acts on
+        // this logout (RESERVE after the holder logged out) must find the SPC-2
+        // reservation gone.
+        if let Some(sink) = shared.sink {
+            sink.nexus_lost(&shared.nexus);
+        }
     }
     let mut bhs = [0u8; BHS_LEN];
     bhs[0] = op::LOGOUT_RESPONSE;

@@ -9,8 +9,10 @@
 //! EXTENDED COPY results are kept per I_T nexus (list identifiers belong to the nexus
 //! that sent the copy, SPC-5) and forgotten with it.
 //!
-//! Unit attentions: the first command of a nexus this unit has never seen gets POWER ON,
-//! RESET, OR BUS DEVICE RESET OCCURRED (0x29/0x00); later conditions are queued per
+//! Unit attentions: a nexus is registered by its first command, with nothing pending (an
+//! initiator that logs in again after a connection loss must not have its re-issued
+//! commands fail: libiscsi's reconnect does not clear attentions first, and a node that
+//! has been running is not newly powered on for it); later conditions are queued per
 //! I_T nexus (initiator port and relative target port: two paths of one initiator port
 //! are two nexuses; no duplicates, bounded) and reported oldest first.
 
@@ -142,13 +144,11 @@ impl LuShared {
         }
     }
 
-    /// Registers `nexus` (raising POWER ON for a newcomer) and, when `consume`, takes its
-    /// oldest pending unit attention.
+    /// Registers `nexus` (with nothing pending for a newcomer) and, when `consume`, takes
+    /// its oldest pending unit attention.
     pub(crate) fn attention(&self, nexus: &Nexus, consume: bool) -> Option<(u8, u8)> {
         let mut attentions = self.inner.attentions.lock();
-        let queue = attentions
-            .entry(key_of(nexus))
-            .or_insert_with(|| VecDeque::from([(0x29, 0x00)]));
+        let queue = attentions.entry(key_of(nexus)).or_default();
         if consume { queue.pop_front() } else { None }
     }
 
@@ -164,7 +164,7 @@ impl LuShared {
     }
 
     /// Queues the unit attentions a PR OUT asked for, on every known nexus of each named
-    /// initiator port (a nexus not seen yet gets POWER ON on its first command anyway).
+    /// initiator port (a nexus not seen yet has nothing to be told).
     pub(crate) fn raise_pending(&self, pending: &[PendingAttention]) {
         let mut attentions = self.inner.attentions.lock();
         for attention in pending {

@@ -71,33 +71,14 @@ fn unit_attention_rules() {
     let rig = Rig::new();
     let first = nexus(1);
     let second = nexus(2);
-    // INQUIRY and REPORT LUNS neither see nor clear the power-on attention.
-    let inquiry = rig.run_as(&first, &[0x12, 0, 0, 0, 96, 0], &[]);
-    assert_eq!(inquiry.status, status::GOOD);
-    // REQUEST SENSE reports and clears it.
-    let sense = rig.run_as(&first, &[0x03, 0, 0, 0, 18, 0], &[]);
-    assert_eq!(sense.status, status::GOOD);
-    assert_eq!(
-        (sense.data_in[2], sense.data_in[12], sense.data_in[13]),
-        (6, 0x29, 0)
-    );
-    let sense = rig.run_as(&first, &[0x03, 0, 0, 0, 18, 0], &[]);
-    assert_eq!((sense.data_in[2], sense.data_in[12]), (0, 0));
-    // Another nexus gets its own power-on, once.
-    assert_eq!(
-        sense_of(&rig.run_as(&second, &[0; 6], &[])),
-        (0x06, 0x29, 0x00)
-    );
+    // A newcomer has nothing pending: its first command runs.
+    assert_eq!(rig.run_as(&first, &[0; 6], &[]).status, status::GOOD);
     assert_eq!(rig.run_as(&second, &[0; 6], &[]).status, status::GOOD);
     // The same initiator port through another target port is another I_T nexus.
     let first_other_path = Nexus {
         relative_port: 2,
         ..first.clone()
     };
-    assert_eq!(
-        sense_of(&rig.run_as(&first_other_path, &[0; 6], &[])),
-        (0x06, 0x29, 0x00)
-    );
     assert_eq!(
         rig.run_as(&first_other_path, &[0; 6], &[]).status,
         status::GOOD
@@ -120,12 +101,23 @@ fn unit_attention_rules() {
         (0x06, 0x2A, 0x06)
     );
     assert_eq!(rig.run_as(&second, &[0; 6], &[]).status, status::GOOD);
-    // A nexus that comes back after being lost starts with POWER ON again.
+    // A lost nexus forgets what was pending for it.
+    rig.registry.alua_changed();
     rig.unit.nexus_lost(&second);
+    assert_eq!(rig.run_as(&second, &[0; 6], &[]).status, status::GOOD);
+    // INQUIRY neither sees nor clears a pending attention; REQUEST SENSE reports and
+    // clears it.
+    rig.registry.alua_changed();
+    let inquiry = rig.run_as(&first, &[0x12, 0, 0, 0, 96, 0], &[]);
+    assert_eq!(inquiry.status, status::GOOD);
+    let sense = rig.run_as(&first, &[0x03, 0, 0, 0, 18, 0], &[]);
+    assert_eq!(sense.status, status::GOOD);
     assert_eq!(
-        sense_of(&rig.run_as(&second, &[0; 6], &[])),
-        (0x06, 0x29, 0x00)
+        (sense.data_in[2], sense.data_in[12], sense.data_in[13]),
+        (6, 0x2A, 0x06)
     );
+    let sense = rig.run_as(&first, &[0x03, 0, 0, 0, 18, 0], &[]);
+    assert_eq!((sense.data_in[2], sense.data_in[12]), (0, 0));
     // REQUEST SENSE with DESC set is refused.
     assert_eq!(
         sense_of(&rig.run(&[0x03, 1, 0, 0, 18, 0], &[])),
