@@ -60,6 +60,7 @@ class UnixHTTP(http.client.HTTPConnection):
 class Troika:
     def __init__(self, data):
         self.data = data
+        os.makedirs(data, exist_ok=True)
         self.log_path = os.path.join(data, "serve.log")
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
@@ -137,15 +138,27 @@ class Tgt:
         subprocess.run(["tgtadm", "--lld", "iscsi", "--op", "delete", "--mode", "target",
                         "--tid", "1", "--force"], check=False)
         self.proc.terminate()
-        self.proc.wait(timeout=30)
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def image_opts(url):
+    """qemu's --image-opts for an iscsi:// URL, logging in as INITIATOR."""
+    found = re.match(r"iscsi://([^/]+)/([^/]+)/(\d+)", url)
+    portal, target, lun = found.groups()
+    return (f"driver=raw,file.driver=iscsi,file.transport=tcp,file.portal={portal},"
+            f"file.target={target},file.lun={lun},file.initiator-name={INITIATOR}")
 
 
 def qemu_bench(url, write, count):
-    args = ["qemu-img", "bench", "-f", "raw", "-s", "256k", "-d", "8", "-c", str(count)]
+    args = ["qemu-img", "bench", "-s", "256k", "-d", "8", "-c", str(count), "--image-opts"]
     if write:
         args.append("-w")
     started = time.time()
-    out = subprocess.run(args + [url], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(args + [image_opts(url)], capture_output=True, text=True, timeout=900)
     if out.returncode != 0:
         raise SystemExit(f"qemu-img bench failed on {url}: {out.stderr}")
     found = re.search(r"Run completed in ([0-9.]+) seconds", out.stdout)
@@ -193,7 +206,11 @@ def compliance(url):
 def main():
     workdir = tempfile.mkdtemp(prefix="iscsi-bench-")
     troika = Troika(os.path.join(workdir, "troika"))
-    tgt = Tgt(workdir)
+    try:
+        tgt = Tgt(workdir)
+    except BaseException:
+        troika.stop()
+        raise
     summary = {}
     try:
         targets = {"troika": troika.setup(), "tgt": tgt.url}
@@ -232,8 +249,11 @@ def main():
                       f"{result['skipped']} skips, {result['failed']} failures "
                       f"{result['failed_tests']}")
     finally:
-        tgt.stop()
-        troika.stop()
+        for stop in (tgt.stop, troika.stop):
+            try:
+                stop()
+            except Exception as err:  # keep stopping the other one
+                print(f"stopping: {err}", file=sys.stderr)
         shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(summary))
 
