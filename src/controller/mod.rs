@@ -21,6 +21,7 @@
 mod failover;
 pub mod placement;
 mod ports;
+pub use ports::bind_retrying;
 pub mod routing;
 pub mod state;
 #[cfg(test)]

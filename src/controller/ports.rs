@@ -12,6 +12,22 @@ use parking_lot::Mutex;
 use crate::target::ExportProvider;
 use crate::target::nbd::{self, NbdConfig, NbdListener};
 
+/// Listens on `address`, retrying for up to 2 s while it is in use: a port closed a moment
+/// ago may still be held by its listener thread.
+pub fn bind_retrying(address: SocketAddr) -> std::io::Result<TcpListener> {
+    let mut attempts = 0;
+    loop {
+        match TcpListener::bind(address) {
+            Ok(listener) => return Ok(listener),
+            Err(err) if attempts < 40 && err.kind() == std::io::ErrorKind::AddrInUse => {
+                attempts += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(err) => return Err(err),
+        }
+    }
+}
+
 /// One controller's port.
 #[derive(Default)]
 struct Port {
@@ -52,18 +68,7 @@ impl Ports {
         if port.thread.is_some() {
             return Ok(());
         }
-        // A port closed a moment ago may still be held by its listener thread.
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(address) {
-                Ok(listener) => break listener,
-                Err(err) if attempts < 40 && err.kind() == std::io::ErrorKind::AddrInUse => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => return Err(err),
-            }
-        };
+        let listener = bind_retrying(address)?;
         let shutdown = Arc::new(AtomicBool::new(false));
         port.thread = Some(nbd::spawn_server(
             NbdListener::Tcp(listener),

@@ -9,7 +9,7 @@
 //! PERSISTENT RESERVE OUT answers.
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
@@ -19,7 +19,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::controller::state::ControllerState;
-use crate::controller::{ControllerId, Controllers, PortalSet};
+use crate::controller::{ControllerId, Controllers, PortalSet, bind_retrying};
 use crate::meta::MetaStore;
 use crate::meta::hosts::ChapMethod;
 use crate::target::iscsi::{
@@ -228,18 +228,7 @@ impl IscsiNode {
         if portal.thread.is_some() {
             return Ok(());
         }
-        // A portal closed a moment ago may still hold the address.
-        let mut attempts = 0;
-        let listener = loop {
-            match TcpListener::bind(address) {
-                Ok(listener) => break listener,
-                Err(err) if attempts < 40 && err.kind() == std::io::ErrorKind::AddrInUse => {
-                    attempts += 1;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
-                Err(err) => return Err(err),
-            }
-        };
+        let listener = bind_retrying(address)?;
         let shutdown = Arc::new(AtomicBool::new(false));
         let backend: Arc<dyn IscsiBackend> = self.clone();
         portal.thread = Some(iscsi::spawn_portal(
