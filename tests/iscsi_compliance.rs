@@ -1,7 +1,8 @@
 //! libiscsi's compliance suite (`iscsi-test-cu`, Debian's libiscsi-bin) against the real
 //! binary: every test on one portal with `--dataloss`, and the multipath and reservation
 //! tests across two portals on different controllers. Zero failures; the VAAI, multipath
-//! and reservation suites must run, not skip.
+//! and reservation suites must run, not skip. The read-only tests run against a
+//! write-protected snapshot mapped as a LUN.
 
 mod common;
 #[path = "common/iscsi.rs"]
@@ -143,4 +144,30 @@ fn multipath_and_reservation_tests_pass_across_two_controllers() {
             "no {suite} test ran"
         );
     }
+}
+
+#[test]
+fn the_read_only_suite_passes_on_a_write_protected_snapshot() {
+    if !tools_present() {
+        return;
+    }
+    let node = common::TestNode::start_with_iscsi(common::ci_model(), 3);
+    node.pool_and_volume("pool1", "400M", "base", "64M");
+    node.cli_ok(&["snap", "create", "base", "--name", "base.ro"]);
+    let host = iscsi::create_host(&node, "libiscsi", &iscsi::TEST_INITIATORS);
+    iscsi::map_volume(&node, host, "base.ro", 2);
+    let url = format!(
+        "iscsi://127.0.0.1:{}/{}/2",
+        node.iscsi_ports[0],
+        target_name(&node)
+    );
+    let run = run_cu("ALL.ReadOnly", &[url], Duration::from_secs(300));
+    report(&run, "ReadOnly on a snapshot");
+    assert!(
+        !run.in_suite("ReadOnly.", Outcome::Passed).is_empty()
+            && run.in_suite("ReadOnly.", Outcome::Failed).is_empty()
+            && run.in_suite("ReadOnly.", Outcome::Skipped).is_empty(),
+        "{}",
+        run.output
+    );
 }
