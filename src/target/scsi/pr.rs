@@ -181,6 +181,12 @@ impl Reservations {
         codec::encode(self)
     }
 
+    /// No reservation is held (SPC-2 or persistent): `allows` answers true for every
+    /// command, whatever the registrations.
+    pub(crate) fn reserves_nothing(&self) -> bool {
+        self.spc2_holder.is_none() && self.reservation.is_none()
+    }
+
     /// Whether `cdb` from `nexus` may run under the current reservations (SPC-5 5.13.1 and
     /// the SPC-2 rules); `false` answers RESERVATION CONFLICT.
     pub(crate) fn allows(&self, nexus: &Nexus, cdb: &[u8]) -> bool {

@@ -18,6 +18,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -48,12 +49,20 @@ pub(crate) struct Inner {
     dataset_id: u32,
     pr_store: Arc<dyn PrStore>,
     reservations: Mutex<Reservations>,
-    attentions: Mutex<HashMap<NexusKey, VecDeque<(u8, u8)>>>,
+    /// Some reservation (SPC-2 or persistent) is held: commands must ask `reservations`.
+    /// Written under the `reservations` lock after every change, read without it.
+    reserved: AtomicBool,
+    /// Pending unit attentions per initiator port, then per relative target port: looked
+    /// up by the port name without building a key (every command looks).
+    attentions: Mutex<HashMap<String, PathAttentions>>,
     stripes: [RwLock<()>; STRIPES],
     copies: Mutex<VecDeque<(NexusKey, CopyResult)>>,
 }
 
-/// The I_T nexus a unit attention queue belongs to: initiator port, relative target port.
+/// One initiator port's pending unit attentions, per relative target port (oldest first).
+type PathAttentions = Vec<(u16, VecDeque<(u8, u8)>)>;
+
+/// The I_T nexus a copy result belongs to: initiator port, relative target port.
 type NexusKey = (String, u16);
 
 fn key_of(nexus: &Nexus) -> NexusKey {
@@ -86,10 +95,12 @@ fn stripe_mask(lba: u64, blocks: u64) -> u64 {
 impl LuShared {
     pub(crate) fn new(dataset_id: u32, pr_store: Arc<dyn PrStore>) -> LuShared {
         let saved = pr_store.load(dataset_id);
+        let reservations = Reservations::load(saved.as_deref());
         LuShared {
             inner: Inner {
                 dataset_id,
-                reservations: Mutex::new(Reservations::load(saved.as_deref())),
+                reserved: AtomicBool::new(!reservations.reserves_nothing()),
+                reservations: Mutex::new(reservations),
                 pr_store,
                 attentions: Mutex::new(HashMap::new()),
                 stripes: std::array::from_fn(|_| RwLock::new(())),
@@ -98,9 +109,21 @@ impl LuShared {
         }
     }
 
-    /// The reservations of the unit, locked.
-    pub(crate) fn reservations(&self) -> parking_lot::MutexGuard<'_, Reservations> {
-        self.inner.reservations.lock()
+    /// Runs `change` on the unit's reservations, locked, and notes whether any is held.
+    pub(crate) fn with_reservations<T>(&self, change: impl FnOnce(&mut Reservations) -> T) -> T {
+        let mut reservations = self.inner.reservations.lock();
+        let outcome = change(&mut reservations);
+        self.inner
+            .reserved
+            .store(!reservations.reserves_nothing(), Ordering::Release);
+        outcome
+    }
+
+    /// Whether `cdb` from `nexus` may run under the unit's reservations; without any
+    /// reservation held, without taking the lock.
+    pub(crate) fn reservations_allow(&self, nexus: &Nexus, cdb: &[u8]) -> bool {
+        !self.inner.reserved.load(Ordering::Acquire)
+            || self.inner.reservations.lock().allows(nexus, cdb)
     }
 
     /// Saves the persistent part of `reservations` (PR OUT answers GOOD only after it).
@@ -148,17 +171,34 @@ impl LuShared {
     /// its oldest pending unit attention.
     pub(crate) fn attention(&self, nexus: &Nexus, consume: bool) -> Option<(u8, u8)> {
         let mut attentions = self.inner.attentions.lock();
-        let queue = attentions.entry(key_of(nexus)).or_default();
+        let paths = match attentions.get_mut(nexus.initiator_port.as_str()) {
+            Some(paths) => paths,
+            None => attentions.entry(nexus.initiator_port.clone()).or_default(),
+        };
+        let queue = match paths
+            .iter()
+            .position(|(port, _)| *port == nexus.relative_port)
+        {
+            Some(index) => &mut paths[index].1,
+            None => {
+                paths.push((nexus.relative_port, VecDeque::new()));
+                &mut paths.last_mut().expect("just pushed").1
+            }
+        };
         if consume { queue.pop_front() } else { None }
     }
 
     /// Queues `(asc, ascq)` for every known I_T nexus except `except`.
     pub(crate) fn raise_for_all(&self, asc: u8, ascq: u8, except: Option<&Nexus>) {
-        let skip = except.map(key_of);
         let mut attentions = self.inner.attentions.lock();
-        for (key, queue) in attentions.iter_mut() {
-            if Some(key) != skip.as_ref() {
-                push_attention(queue, asc, ascq);
+        for (initiator_port, paths) in attentions.iter_mut() {
+            for (relative_port, queue) in paths.iter_mut() {
+                let skipped = except.is_some_and(|nexus| {
+                    nexus.initiator_port == *initiator_port && nexus.relative_port == *relative_port
+                });
+                if !skipped {
+                    push_attention(queue, asc, ascq);
+                }
             }
         }
     }
@@ -168,8 +208,8 @@ impl LuShared {
     pub(crate) fn raise_pending(&self, pending: &[PendingAttention]) {
         let mut attentions = self.inner.attentions.lock();
         for attention in pending {
-            for ((port, _), queue) in attentions.iter_mut() {
-                if *port == attention.initiator_port {
+            if let Some(paths) = attentions.get_mut(attention.initiator_port.as_str()) {
+                for (_, queue) in paths.iter_mut() {
                     push_attention(queue, attention.asc, attention.ascq);
                 }
             }
@@ -179,7 +219,14 @@ impl LuShared {
     /// Forgets the unit attentions and copy results of a nexus that is gone.
     pub(crate) fn forget_nexus(&self, nexus: &Nexus) {
         let owner = key_of(nexus);
-        self.inner.attentions.lock().remove(&owner);
+        let mut attentions = self.inner.attentions.lock();
+        if let Some(paths) = attentions.get_mut(nexus.initiator_port.as_str()) {
+            paths.retain(|(port, _)| *port != nexus.relative_port);
+            if paths.is_empty() {
+                attentions.remove(nexus.initiator_port.as_str());
+            }
+        }
+        drop(attentions);
         self.inner.copies.lock().retain(|(who, _)| *who != owner);
     }
 

@@ -90,7 +90,7 @@ impl LogicalUnit {
         if reservation_command(opcode) {
             return self.reservation(nexus, cdb, data_out, response);
         }
-        if !self.shared.reservations().allows(nexus, cdb) {
+        if !self.shared.reservations_allow(nexus, cdb) {
             return Err(Failure::ReservationConflict);
         }
         match opcode {
@@ -145,23 +145,29 @@ impl LogicalUnit {
         data_out: &[u8],
         response: &mut Response,
     ) -> CmdResult {
-        let mut reservations = self.shared.reservations();
-        match cdb[0] {
-            op::PERSISTENT_RESERVE_IN => reservations.reserve_in(nexus, cdb, response),
-            op::PERSISTENT_RESERVE_OUT => {
-                let outcome =
-                    reservations.reserve_out(nexus, cdb, data_out, self.ports.as_ref(), response);
-                if outcome.persist
-                    && response.status == status::GOOD
-                    && self.shared.persist(&reservations).is_err()
-                {
-                    return Err(INTERNAL_TARGET_FAILURE.into());
+        self.shared.with_reservations(|reservations| {
+            match cdb[0] {
+                op::PERSISTENT_RESERVE_IN => reservations.reserve_in(nexus, cdb, response),
+                op::PERSISTENT_RESERVE_OUT => {
+                    let outcome = reservations.reserve_out(
+                        nexus,
+                        cdb,
+                        data_out,
+                        self.ports.as_ref(),
+                        response,
+                    );
+                    if outcome.persist
+                        && response.status == status::GOOD
+                        && self.shared.persist(reservations).is_err()
+                    {
+                        return Err(INTERNAL_TARGET_FAILURE.into());
+                    }
+                    self.shared.raise_pending(&outcome.attentions);
                 }
-                self.shared.raise_pending(&outcome.attentions);
+                _ => reservations.reserve_release(nexus, cdb, response),
             }
-            _ => reservations.reserve_release(nexus, cdb, response),
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// REQUEST SENSE: the oldest pending unit attention (cleared), else NO SENSE.
@@ -185,7 +191,8 @@ impl LogicalUnit {
     /// (SAM-5 LOGICAL UNIT RESET: every I_T nexus; paths of one initiator port are
     /// separate nexuses).
     pub fn lun_reset(&self, from: &Nexus) {
-        self.shared.reservations().lun_reset();
+        self.shared
+            .with_reservations(|reservations| reservations.lun_reset());
         self.shared.attention(from, false);
         self.shared.raise_for_all(0x29, 0x03, None);
     }
@@ -193,7 +200,8 @@ impl LogicalUnit {
     /// The nexus is gone (session closed): forget its unit attentions and SPC-2
     /// reservation (persistent reservations stay).
     pub fn nexus_lost(&self, nexus: &Nexus) {
-        self.shared.reservations().nexus_lost(nexus);
+        self.shared
+            .with_reservations(|reservations| reservations.nexus_lost(nexus));
         self.shared.forget_nexus(nexus);
     }
 }
