@@ -17,16 +17,17 @@ TROIKA_PORT (3300); tgtd listens on TGT_PORT (3310). Needs root for tgtd. Prints
 per section and a JSON summary line.
 """
 
-import http.client
 import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from unix_http import UnixHTTP  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TROIKA = os.environ.get("TROIKA", os.path.join(REPO, "target/release/troika"))
@@ -45,17 +46,6 @@ TEST_INITIATORS = [
     "iqn.2007-10.com.github:sahlberg:libiscsi:iscsi-test-2",
 ]
 TGT_IQN = "iqn.2026-11.io.troika:tgt-bench"
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=600)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(600)
-        self.sock.connect(self.path)
 
 
 class Troika:

@@ -25,12 +25,14 @@ import http.client
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from unix_http import UnixHTTP  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TROIKA = os.environ.get("TROIKA", os.path.join(REPO, "target/release/troika"))
@@ -45,17 +47,6 @@ if ROUNDS % 2:
 RUNTIME = int(os.environ.get("RUNTIME", "8"))
 UNIQUE_GIB = int(os.environ.get("UNIQUE_GIB", "10"))
 GIB = 1 << 30
-
-
-class UnixHTTP(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=600)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(600)
-        self.sock.connect(self.path)
 
 
 class Node:
