@@ -684,14 +684,17 @@ impl Cache {
                         .enumerate()
                         .filter_map(|(slot, id)| {
                             let phys = geometry.phys(row, slot as u64);
-                            state
-                                .catalog
-                                .family_members(id.volume)
-                                .find_map(|member| {
-                                    let entry = state.maps.get(member.id, id.lba)?;
-                                    (entry.phys == phys).then_some(member.id).zip(Some(entry))
+                            // Where the block was written for, then every address it
+                            // was shared to (a copy by reference).
+                            std::iter::once(id.lba)
+                                .chain(state.maps.aliases(phys).iter().copied())
+                                .find_map(|lba| {
+                                    state.catalog.family_members(id.volume).find_map(|member| {
+                                        let entry = state.maps.get(member.id, lba)?;
+                                        (entry.phys == phys).then_some((member.id, lba, entry))
+                                    })
                                 })
-                                .map(|(dataset, entry)| (phys, id.volume, dataset, id.lba, entry))
+                                .map(|(dataset, lba, entry)| (phys, id.volume, dataset, lba, entry))
                         })
                         .collect()
                 } else {

@@ -38,6 +38,7 @@ mod gate;
 mod mirror;
 mod settle;
 mod shard;
+mod share;
 #[cfg(test)]
 pub mod tests;
 mod vault;
@@ -55,6 +56,7 @@ use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
 use domain::{Domain, SHARDS, shard_of};
 pub use failover::RemirrorProgress;
 pub use gate::Admission;
+pub use share::{SHARE_CHUNK_BLOCKS, ShareOutcome};
 use shard::Role;
 pub use shard::SectionKey;
 
@@ -576,6 +578,24 @@ impl Cache {
     pub fn discard_blocks(&self, volume: u32, start: u64, end: u64) {
         let mut state = self.meta.state_mut();
         let generation = self.meta.next_generation();
+        let released_any = self.discard_locked(&mut state, volume, start, end, generation);
+        drop(state);
+        if released_any {
+            self.signals.space.notify_all();
+        }
+    }
+
+    /// [`Cache::discard_blocks`] for a caller holding the metadata lock: drops cached
+    /// blocks written before `generation` and trims the map. Returns whether dirty blocks
+    /// were dropped (writers waiting for room should be woken once the lock is released).
+    fn discard_locked(
+        &self,
+        state: &mut crate::meta::MetaState,
+        volume: u32,
+        start: u64,
+        end: u64,
+        generation: u64,
+    ) -> bool {
         let first_section = start / BLOCKS_PER_SECTION as u64;
         let end_section = end.div_ceil(BLOCKS_PER_SECTION as u64);
         let mut released_any = false;
@@ -646,12 +666,8 @@ impl Cache {
                 }
             }
         }
-        self.meta
-            .trim_locked(&mut state, volume, start, end, generation);
-        drop(state);
-        if released_any {
-            self.signals.space.notify_all();
-        }
+        self.meta.trim_locked(state, volume, start, end, generation);
+        released_any
     }
 
     fn write_zero_bytes(

@@ -135,7 +135,7 @@ impl Cache {
     }
 
     /// The blocks of a section written and not destaged yet.
-    fn dirty_mask(&self, key: super::shard::SectionKey) -> u16 {
+    pub(super) fn dirty_mask(&self, key: super::shard::SectionKey) -> u16 {
         let owner = self.router.route(key).owner;
         let mut shard = self.domains[owner].shard(key).inner.lock();
         shard

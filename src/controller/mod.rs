@@ -36,8 +36,10 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
-use crate::target::{BlockTarget, ChangedExtent, ExportInfo, ExportProvider, Extent};
-use crate::types::IoError;
+use crate::target::{
+    BlockTarget, ChangedExtent, ExportInfo, ExportProvider, Extent, ShareOutcome,
+};
+use crate::types::{BLOCK_SIZE, IoError};
 pub use failover::EventSink;
 use routing::Routing;
 use state::{ControllerEvent, ControllerState};
@@ -505,5 +507,40 @@ impl BlockTarget for VolumeTarget {
     ) -> Result<(), IoError> {
         let base = u32::try_from(base).unwrap_or(u32::MAX);
         self.serve(|cache| cache.changed_status(&self.handle, base, offset, len, out))
+    }
+
+    fn copy_by_reference(
+        &self,
+        source: &dyn BlockTarget,
+        from: u64,
+        to: u64,
+        len: u64,
+    ) -> Result<Option<ShareOutcome>, IoError> {
+        let Some(source) = source
+            .as_any()
+            .and_then(|any| any.downcast_ref::<VolumeTarget>())
+        else {
+            return Ok(None);
+        };
+        let block = BLOCK_SIZE as u64;
+        let (from_block, to_block, blocks) = (from / block, to / block, len / block);
+        if (from | to | len) % block != 0
+            || !Arc::ptr_eq(&self.cache, &source.cache)
+            || !Cache::can_share(&source.handle, from_block, &self.handle, to_block, blocks)
+        {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let result = self.serve(|cache| {
+            cache.share_blocks(&source.handle, from_block, &self.handle, to_block, blocks)
+        });
+        self.account(result, started, |stats, latency| {
+            stats.record_write(len, latency)
+        })
+        .map(Some)
+    }
+
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }

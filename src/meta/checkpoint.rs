@@ -35,8 +35,10 @@ use crate::types::BLOCK_SIZE;
 const SUPER_MAGIC: u64 = 0x5452_4f49_4b41_5342; // "TROIKASB"
 /// The first format: a flat list of map entries.
 const CHECKPOINT_MAGIC: u64 = 0x5452_4f49_4b41_4350; // "TROIKACP"
-/// The current format: the forest of shared maps.
+/// The second format: the forest of shared maps.
 const CHECKPOINT_MAGIC_FOREST: u64 = 0x5452_4f49_4b41_4346; // "TROIKACF"
+/// The current format: the forest with the aliases of blocks copied by reference.
+const CHECKPOINT_MAGIC_ALIASES: u64 = 0x5452_4f49_4b41_4341; // "TROIKACA"
 const FORMAT_VERSION: u64 = 1;
 const PAGE: u64 = 4096;
 const ENTRY_LEN: usize = 36;
@@ -230,7 +232,7 @@ pub fn build_checkpoint(
     }
     let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
     let header = [
-        CHECKPOINT_MAGIC_FOREST,
+        CHECKPOINT_MAGIC_ALIASES,
         lsn,
         generation,
         catalog_json.len() as u64,
@@ -305,8 +307,10 @@ pub fn read_checkpoint(
     let catalog: Catalog =
         serde_json::from_slice(&body[64..catalog_end]).map_err(io::Error::other)?;
     let forest = match field(0) {
-        CHECKPOINT_MAGIC_FOREST => {
-            let (forest, used) = Forest::decode(&body[catalog_end..]).map_err(io::Error::other)?;
+        magic @ (CHECKPOINT_MAGIC_FOREST | CHECKPOINT_MAGIC_ALIASES) => {
+            let with_aliases = magic == CHECKPOINT_MAGIC_ALIASES;
+            let (forest, used) =
+                Forest::decode(&body[catalog_end..], with_aliases).map_err(io::Error::other)?;
             if catalog_end + used != body.len() || used as u64 != field(4) {
                 return Err(io::Error::other("checkpoint lengths do not add up"));
             }

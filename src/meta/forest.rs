@@ -16,7 +16,11 @@
 //! - dropping a dataset only drops its root's reference: nodes whose count falls to zero
 //!   wait in a queue that [`Forest::reclaim`] works through in bounded steps;
 //! - two datasets of a family are compared by walking both trees and skipping the nodes
-//!   they share, so the changed blocks cost what changed, not the volume's size.
+//!   they share, so the changed blocks cost what changed, not the volume's size;
+//! - a block can also be shared at another address of its family (a copy by reference,
+//!   [`Forest::share_block`]): such a block keeps, in `aliases`, every other address it
+//!   was shared to, so the cleaner, which knows a block only by the address it was
+//!   written for, finds and moves every reference to it.
 //!
 //! The forest is plain data under the metadata lock; it does no I/O.
 
@@ -102,6 +106,9 @@ pub struct Forest {
     shared: HashMap<PhysBlock, u32>,
     /// Nodes no longer referenced, with the family their blocks are charged to.
     pending: Vec<(u32, u32)>,
+    /// Addresses, other than the one it was written for, that a block was shared to
+    /// (entries may be stale: the address was overwritten since). Dropped with the block.
+    aliases: HashMap<PhysBlock, Vec<Lba>>,
     leaves: u64,
 }
 
@@ -461,9 +468,9 @@ impl Forest {
     }
 
     /// Points every reference to `old` at `new` (the cleaner moved the block): the
-    /// entries of `lba` in `datasets` whose block is `old`. Works through the reclaim
-    /// queue first, so no unreachable leaf still names `old`. Returns false when nothing
-    /// referred to `old` any more.
+    /// entries of `lba`, and of every address `old` was shared to, in `datasets` whose
+    /// block is `old`. Works through the reclaim queue first, so no unreachable leaf still
+    /// names `old`. Returns false when nothing referred to `old` any more.
     pub fn relocate(
         &mut self,
         datasets: &[u32],
@@ -473,27 +480,69 @@ impl Forest {
         freed: &mut Vec<Freed>,
     ) -> bool {
         self.reclaim(usize::MAX, freed);
-        let mut visited: HashSet<u32> = HashSet::new();
+        let mut places = vec![lba];
+        if let Some(aliases) = self.aliases.get(&old) {
+            places.extend(aliases.iter().filter(|alias| **alias != lba));
+        }
         let mut moved = false;
-        for dataset in datasets {
-            let Some(leaf) = self.leaf_of(*dataset, lba) else {
-                continue;
-            };
-            if !visited.insert(leaf) {
-                continue;
-            }
-            if let Body::Leaf(entries) = &mut self.nodes[leaf as usize].body {
-                let slot = &mut entries[index_at(lba, 0)];
-                if slot.phys == old {
-                    slot.phys = new;
-                    moved = true;
+        for place in places {
+            let mut visited: HashSet<u32> = HashSet::new();
+            for dataset in datasets {
+                let Some(leaf) = self.leaf_of(*dataset, place) else {
+                    continue;
+                };
+                if !visited.insert(leaf) {
+                    continue;
+                }
+                if let Body::Leaf(entries) = &mut self.nodes[leaf as usize].body {
+                    let slot = &mut entries[index_at(place, 0)];
+                    if slot.phys == old {
+                        slot.phys = new;
+                        moved = true;
+                    }
                 }
             }
         }
-        if moved && let Some(count) = self.shared.remove(&old) {
-            self.shared.insert(new, count);
+        if moved {
+            if let Some(count) = self.shared.remove(&old) {
+                self.shared.insert(new, count);
+            }
+            if let Some(aliases) = self.aliases.remove(&old) {
+                self.aliases.insert(new, aliases);
+            }
         }
         moved
+    }
+
+    /// Addresses other than the one it was written for that `phys` was shared to (some
+    /// may no longer name it).
+    pub fn aliases(&self, phys: PhysBlock) -> &[Lba] {
+        self.aliases.get(&phys).map_or(&[], Vec::as_slice)
+    }
+
+    /// Makes `lba` of `dataset` refer to a block another entry of the same family already
+    /// refers to (a copy by reference): `entry` names that block, with the checksum it
+    /// has at `lba`; `home` is an address the block is known by (where it was read from).
+    /// The previous entry of `lba` is replaced as by [`Forest::set`].
+    pub fn share_block(
+        &mut self,
+        dataset: u32,
+        lba: Lba,
+        home: Lba,
+        entry: MapEntry,
+        freed: &mut Vec<Freed>,
+    ) -> Option<MapEntry> {
+        if !self.roots.contains_key(&dataset) {
+            return None;
+        }
+        *self.shared.entry(entry.phys).or_insert(0) += 1;
+        if lba != home {
+            let aliases = self.aliases.entry(entry.phys).or_default();
+            if !aliases.contains(&lba) {
+                aliases.push(lba);
+            }
+        }
+        self.set(dataset, lba, entry, freed)
     }
 
     fn leaf_of(&self, dataset: u32, lba: Lba) -> Option<u32> {
@@ -618,6 +667,7 @@ impl Forest {
             bytes: self.leaves * (std::mem::size_of::<[MapEntry; FANOUT]>() as u64 + 24)
                 + inner * (std::mem::size_of::<[u32; FANOUT]>() as u64 + 24)
                 + self.shared.len() as u64 * 24
+                + self.aliases.values().map(|a| 48 + a.len() as u64 * 8).sum::<u64>()
                 + self.roots.len() as u64 * 32,
             shared_blocks: self.shared.len() as u64,
             pending_nodes: self.pending.len() as u64,
@@ -679,7 +729,10 @@ impl Forest {
             Some(_) => {
                 self.shared.remove(&phys);
             }
-            None => freed.push((phys, family)),
+            None => {
+                self.aliases.remove(&phys);
+                freed.push((phys, family));
+            }
         }
     }
 

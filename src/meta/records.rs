@@ -6,7 +6,8 @@
 //! | `MAP_SET` 2 | volume u32, count u32, then per block: lba u64, phys u64, checksum u64, generation u64 |
 //! | `TRIM` 3 | volume u32, pad u32, start lba u64, end lba u64, generation u64 |
 //! | `VAULT` 4 | count u32, pad u32, then per block: volume u32, pad u32, lba u64, generation u64; then the blocks' 4 KiB data in the same order |
-//! | `RELOCATE` 5 | family u32, pad u32, lba u64, old phys u64, new phys u64: the cleaner moved a block; every map of the family naming `old` at `lba` now names `new` |
+//! | `RELOCATE` 5 | family u32, pad u32, lba u64, old phys u64, new phys u64: the cleaner moved a block; every map of the family naming `old` at `lba` (or at an address it was shared to) now names `new` |
+//! | `SHARE` 6 | volume u32, count u32, then per block: lba u64, home lba u64, phys u64, checksum u64, generation u64: a copy by reference; each `lba` now also refers to `phys`, which the same family already refers to at `home` |
 
 use super::catalog::CatalogOp;
 use super::forest::MapEntry;
@@ -17,6 +18,7 @@ pub const MAP_SET: u8 = 2;
 pub const TRIM: u8 = 3;
 pub const VAULT: u8 = 4;
 pub const RELOCATE: u8 = 5;
+pub const SHARE: u8 = 6;
 
 /// Most blocks in one VAULT record (keeps a record well under a batch).
 pub const VAULT_BLOCKS_PER_RECORD: usize = 256;
@@ -44,6 +46,31 @@ pub enum Record<'a> {
         old: u64,
         new: u64,
     },
+    Share {
+        volume: u32,
+        blocks: Vec<SharedBlock>,
+    },
+}
+
+/// One block of a copy by reference: `lba` takes `entry`, whose block the family
+/// already refers to at `home`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SharedBlock {
+    pub lba: Lba,
+    pub home: Lba,
+    pub entry: MapEntry,
+}
+
+pub fn encode_share(volume: u32, blocks: &[SharedBlock], out: &mut Vec<u8>) {
+    out.extend_from_slice(&volume.to_le_bytes());
+    out.extend_from_slice(&(blocks.len() as u32).to_le_bytes());
+    for block in blocks {
+        out.extend_from_slice(&block.lba.to_le_bytes());
+        out.extend_from_slice(&block.home.to_le_bytes());
+        out.extend_from_slice(&block.entry.phys.to_le_bytes());
+        out.extend_from_slice(&block.entry.checksum.to_le_bytes());
+        out.extend_from_slice(&block.entry.generation.to_le_bytes());
+    }
 }
 
 pub fn encode_relocate(family: u32, lba: Lba, old: u64, new: u64, out: &mut Vec<u8>) {
@@ -122,6 +149,28 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Record<'_>> {
                 })
                 .collect::<Option<Vec<_>>>()?;
             Some(Record::MapSet { volume, entries })
+        }
+        SHARE => {
+            let volume = u32_at(body, 0)?;
+            let count = u32_at(body, 4)? as usize;
+            if body.len() != 8 + count * 40 {
+                return None;
+            }
+            let blocks = (0..count)
+                .map(|i| {
+                    let at = 8 + i * 40;
+                    Some(SharedBlock {
+                        lba: u64_at(body, at)?,
+                        home: u64_at(body, at + 8)?,
+                        entry: MapEntry {
+                            phys: u64_at(body, at + 16)?,
+                            checksum: u64_at(body, at + 24)?,
+                            generation: u64_at(body, at + 32)?,
+                        },
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(Record::Share { volume, blocks })
         }
         RELOCATE if body.len() == 32 => Some(Record::Relocate {
             family: u32_at(body, 0)?,

@@ -84,6 +84,21 @@ impl Replay {
                     self.maps.relocate(&members, lba, old, new, &mut freed);
                 }
             }
+            Record::Share { volume, blocks } => {
+                let mut freed = Vec::new();
+                for block in blocks {
+                    self.max_generation = self.max_generation.max(block.entry.generation);
+                    if apply && self.maps.contains(volume) {
+                        self.maps
+                            .share_block(volume, block.lba, block.home, block.entry, &mut freed);
+                    }
+                    if let Some((generation, _, _)) = self.recovered.get(&(volume, block.lba))
+                        && *generation <= block.entry.generation
+                    {
+                        self.recovered.remove(&(volume, block.lba));
+                    }
+                }
+            }
             Record::Trim {
                 volume,
                 start,

@@ -30,6 +30,7 @@ use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
+mod clones;
 mod datasets;
 pub mod hosts;
 pub mod snapshots;

@@ -12,6 +12,7 @@ pub mod scsi;
 
 use std::sync::Arc;
 
+pub use crate::cache::ShareOutcome;
 use crate::types::IoError;
 
 /// One extent of a block-status answer: `length` bytes with the given allocation state.
@@ -97,5 +98,24 @@ pub trait BlockTarget: Send + Sync {
         _out: &mut Vec<ChangedExtent>,
     ) -> Result<(), IoError> {
         Ok(())
+    }
+    /// Makes `[to, to+len)` of this dataset read what `[from, from+len)` of `source`
+    /// reads by sharing the source's blocks on the array (a copy by reference: no data
+    /// written, no space taken) where both are datasets of one family on this node.
+    /// `Ok(None)` when it cannot be done that way (another kind of dataset, another
+    /// family, a range not in whole blocks): the caller copies bytes.
+    fn copy_by_reference(
+        &self,
+        _source: &dyn BlockTarget,
+        _from: u64,
+        _to: u64,
+        _len: u64,
+    ) -> Result<Option<ShareOutcome>, IoError> {
+        Ok(None)
+    }
+    /// The concrete dataset behind this handle, for [`BlockTarget::copy_by_reference`];
+    /// `None` for handles that cannot share blocks.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
     }
 }

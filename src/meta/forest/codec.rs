@@ -7,7 +7,11 @@
 //!   leaf:  index u8 | phys u64 | checksum u64 | generation u64
 //!   inner: level u8 once, then per child: index u8 | child ordinal u32
 //! roots u32, then per root: dataset u32 | family u32 | height u8 | node ordinal u32 (MAX: empty)
+//! aliases u32, then per block shared to other addresses: phys u64 | count u32 | lba u64 x count
 //! ```
+//!
+//! Checkpoints written before copies by reference existed end after the roots; they are
+//! read with `with_aliases` false.
 
 use hashbrown::HashMap;
 
@@ -44,6 +48,16 @@ impl Forest {
                 ordinals[&root.node]
             };
             out.extend_from_slice(&ordinal.to_le_bytes());
+        }
+        let mut aliases: Vec<(&u64, &Vec<u64>)> = self.aliases.iter().collect();
+        aliases.sort_by_key(|(phys, _)| **phys);
+        out.extend_from_slice(&(aliases.len() as u32).to_le_bytes());
+        for (phys, lbas) in aliases {
+            out.extend_from_slice(&phys.to_le_bytes());
+            out.extend_from_slice(&(lbas.len() as u32).to_le_bytes());
+            for lba in lbas {
+                out.extend_from_slice(&lba.to_le_bytes());
+            }
         }
     }
 
@@ -86,8 +100,9 @@ impl Forest {
         ordinals.insert(id, ordinal);
     }
 
-    /// Reads a forest written by [`Forest::encode`]; returns it and the bytes used.
-    pub fn decode(bytes: &[u8]) -> Result<(Forest, usize), DecodeError> {
+    /// Reads a forest written by [`Forest::encode`] (`with_aliases` false: by a version
+    /// without the aliases section); returns it and the bytes used.
+    pub fn decode(bytes: &[u8], with_aliases: bool) -> Result<(Forest, usize), DecodeError> {
         let mut reader = Reader { bytes, at: 0 };
         let count = reader.u32()? as usize;
         if count > bytes.len() {
@@ -197,10 +212,29 @@ impl Forest {
             }
         }
         forest.shared = references
-            .into_iter()
-            .filter(|(_, count)| *count > 1)
-            .map(|(phys, count)| (phys, count - 1))
+            .iter()
+            .filter(|(_, count)| **count > 1)
+            .map(|(phys, count)| (*phys, count - 1))
             .collect();
+        if with_aliases {
+            let blocks = reader.u32()? as usize;
+            if blocks > bytes.len() {
+                return Err(DecodeError(format!("{blocks} aliased blocks cannot fit")));
+            }
+            for _ in 0..blocks {
+                let phys = reader.u64()?;
+                let count = reader.u32()? as usize;
+                if count == 0 || count > bytes.len() / 8 || !references.contains_key(&phys) {
+                    return Err(DecodeError(format!(
+                        "the aliases of block {phys} are malformed"
+                    )));
+                }
+                let lbas = (0..count)
+                    .map(|_| reader.u64())
+                    .collect::<Result<Vec<_>, _>>()?;
+                forest.aliases.insert(phys, lbas);
+            }
+        }
         Ok((forest, reader.at))
     }
 }

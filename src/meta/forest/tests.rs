@@ -1,6 +1,7 @@
 //! Oracle tests: the forest against one `BTreeMap` per dataset, with physical blocks
-//! counted by hand, under random writes, trims, snapshots, restores, drops, relocations
-//! and reclaims, and through an encode/decode round trip.
+//! counted by hand, under random writes, trims, snapshots, restores, drops, copies of a
+//! block by reference to another address, relocations and reclaims, and through an
+//! encode/decode round trip.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,6 +16,7 @@ enum Op {
     Share { from: u32, to: u32 },
     Drop { dataset: u32 },
     Relocate { dataset: u32, lba: u64 },
+    ShareBlock { from: u32, lba: u64, to: u32, at: u64 },
     Reclaim { budget: usize },
     RoundTrip,
 }
@@ -30,7 +32,9 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(dataset, start, len)| Op::Trim { dataset, start, len }),
         2 => (0..DATASETS, 0..DATASETS).prop_map(|(from, to)| Op::Share { from, to }),
         1 => (0..DATASETS).prop_map(|dataset| Op::Drop { dataset }),
-        2 => (0..DATASETS, lba).prop_map(|(dataset, lba)| Op::Relocate { dataset, lba }),
+        2 => (0..DATASETS, lba.clone()).prop_map(|(dataset, lba)| Op::Relocate { dataset, lba }),
+        3 => (0..DATASETS, lba.clone(), 0..DATASETS, lba)
+            .prop_map(|(from, lba, to, at)| Op::ShareBlock { from, lba, to, at }),
         1 => (0usize..50).prop_map(|budget| Op::Reclaim { budget }),
         1 => Just(Op::RoundTrip),
     ]
@@ -41,6 +45,8 @@ struct Oracle {
     model: BTreeMap<u32, BTreeMap<u64, MapEntry>>,
     /// Blocks handed out and not yet freed.
     live: BTreeSet<u64>,
+    /// The address each block was written for (what the cleaner reads in a summary).
+    home: BTreeMap<u64, u64>,
     next_phys: u64,
 }
 
@@ -50,6 +56,7 @@ impl Oracle {
             forest: Forest::new(),
             model: BTreeMap::new(),
             live: BTreeSet::new(),
+            home: BTreeMap::new(),
             next_phys: 0,
         };
         for dataset in 0..DATASETS {
@@ -63,6 +70,7 @@ impl Oracle {
         for (phys, family) in freed {
             prop_assert_eq!(family, 1);
             prop_assert!(self.live.remove(&phys), "block {} freed twice", phys);
+            prop_assert!(self.forest.aliases(phys).is_empty(), "block {} freed with aliases", phys);
             let referenced = self
                 .model
                 .values()
@@ -84,6 +92,7 @@ impl Oracle {
                 self.next_phys += 1;
                 if let Some(map) = self.model.get_mut(&dataset) {
                     self.live.insert(entry.phys);
+                    self.home.insert(entry.phys, lba);
                     let old = self.forest.set(dataset, lba, entry, &mut freed);
                     prop_assert_eq!(old, map.insert(lba, entry));
                 } else {
@@ -141,18 +150,35 @@ impl Oracle {
                 };
                 let (old, new) = (entry.phys, self.next_phys);
                 self.next_phys += 1;
+                // The cleaner knows a block by the address it was written for.
+                let home = self.home[&old];
                 let datasets: Vec<u32> = self.model.keys().copied().collect();
-                prop_assert!(self.forest.relocate(&datasets, lba, old, new, &mut freed));
+                prop_assert!(self.forest.relocate(&datasets, home, old, new, &mut freed));
                 self.take_freed(std::mem::take(&mut freed))?;
                 self.live.remove(&old);
                 self.live.insert(new);
+                self.home.insert(new, home);
                 for map in self.model.values_mut() {
-                    if let Some(entry) = map.get_mut(&lba)
-                        && entry.phys == old
-                    {
-                        entry.phys = new;
+                    for entry in map.values_mut() {
+                        if entry.phys == old {
+                            entry.phys = new;
+                        }
                     }
                 }
+            }
+            Op::ShareBlock { from, lba, to, at } => {
+                let source = self.model.get(&from).and_then(|map| map.get(&lba)).copied();
+                let (Some(source), true) = (source, self.model.contains_key(&to)) else {
+                    return Ok(());
+                };
+                let entry = MapEntry {
+                    phys: source.phys,
+                    checksum: at,
+                    generation: step as u64,
+                };
+                let old = self.forest.share_block(to, at, lba, entry, &mut freed);
+                let map = self.model.get_mut(&to).expect("checked");
+                prop_assert_eq!(old, map.insert(at, entry));
             }
             Op::Reclaim { budget } => {
                 self.forest.reclaim(budget, &mut freed);
@@ -161,10 +187,11 @@ impl Oracle {
                 let mut bytes = Vec::new();
                 self.forest.reclaim(usize::MAX, &mut freed);
                 self.forest.encode(&mut bytes);
-                let (decoded, used) = Forest::decode(&bytes)
+                let (decoded, used) = Forest::decode(&bytes, true)
                     .map_err(|err| TestCaseError::fail(format!("decode failed: {err}")))?;
                 prop_assert_eq!(used, bytes.len());
                 prop_assert_eq!(decoded.shared.clone(), self.forest.shared.clone());
+                prop_assert_eq!(decoded.aliases.clone(), self.forest.aliases.clone());
                 self.forest = decoded;
             }
         }
@@ -304,11 +331,11 @@ fn decode_refuses_damage() {
     let mut bytes = Vec::new();
     forest.encode(&mut bytes);
     for cut in 0..bytes.len() {
-        assert!(Forest::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+        assert!(Forest::decode(&bytes[..cut], true).is_err(), "cut at {cut}");
     }
     for at in 0..bytes.len() {
         let mut bad = bytes.clone();
         bad[at] ^= 0xFF;
-        let _ = Forest::decode(&bad); // must not panic
+        let _ = Forest::decode(&bad, true); // must not panic
     }
 }

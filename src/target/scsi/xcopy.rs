@@ -4,8 +4,12 @@
 //!
 //! A copy runs to completion inside the command: the whole parameter list is checked
 //! first (lengths, counts, descriptor types, that every CSCD is reachable and every
-//! segment lies inside its units), then each segment is copied in bounded chunks through
-//! the response buffer, the destination's interlock stripes held per chunk. Its result
+//! segment lies inside its units), then each segment is copied in bounded chunks, the
+//! destination's interlock stripes held per chunk. Between datasets of one family (the
+//! same volume, its snapshots) a chunk is copied by reference: the destination's map
+//! takes the source's blocks and no data is written
+//! ([`crate::target::BlockTarget::copy_by_reference`]); otherwise, or for a range that
+//! is not in whole 4 KiB blocks, its bytes go through the response buffer. Its result
 //! is kept in the unit's [`super::LuShared`] for RECEIVE COPY RESULTS when the list
 //! identifier is held (LIST ID USAGE 00b).
 
@@ -296,22 +300,30 @@ fn copy_segment(
             total - remaining
         };
         remaining -= step;
-        scratch.resize(step as usize, 0);
         let from = segment.source_lba * block + done;
         let to = segment.destination_lba * block + done;
         let aborted = |error: crate::types::IoError, reading: bool| {
             let cause = io_error_sense(&error, reading);
             Failure::Check(Sense::new(key::COPY_ABORTED, cause.asc, cause.ascq))
         };
-        source
-            .target
-            .read(from, scratch)
-            .map_err(|error| aborted(error, true))?;
         let _interlock = destination.shared.lock_for_write(to / block, step / block);
-        destination
+        // Inside one family the destination takes references to the source's blocks;
+        // otherwise the bytes go through the response buffer.
+        let by_reference = destination
             .target
-            .write(to, scratch, false)
+            .copy_by_reference(&*source.target, from, to, step)
             .map_err(|error| aborted(error, false))?;
+        if by_reference.is_none() {
+            scratch.resize(step as usize, 0);
+            source
+                .target
+                .read(from, scratch)
+                .map_err(|error| aborted(error, true))?;
+            destination
+                .target
+                .write(to, scratch, false)
+                .map_err(|error| aborted(error, false))?;
+        }
         *transferred += step;
     }
     Ok(())
