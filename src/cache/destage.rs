@@ -651,7 +651,7 @@ impl Cache {
 
     /// Moves the live blocks of the emptiest segment elsewhere so it can be reused.
     /// Returns `false` when no segment is worth cleaning.
-    fn clean_one_segment(&self, batch: &mut Batch) -> Result<bool, String> {
+    pub(super) fn clean_one_segment(&self, batch: &mut Batch) -> Result<bool, String> {
         let geometry = *self.meta.array().geometry();
         let Some(victim) = self.meta.state().alloc.pick_victim() else {
             return Ok(false);

@@ -63,6 +63,26 @@ impl Cache {
         self.destage_batch(index, &mut batch)
     }
 
+    /// Cleans the emptiest segment on this thread; `false` when no segment is worth it.
+    pub fn clean_now(&self) -> Result<bool, String> {
+        let mut batch = self.new_batch(0);
+        let _writer = self.array_writer.lock();
+        self.clean_one_segment(&mut batch)
+    }
+
+    /// Destages every domain until nothing is dirty (at most `rounds` batches each).
+    pub fn destage_all(&self, rounds: usize) -> Result<(), String> {
+        for _ in 0..rounds {
+            if self.dirty_bytes() == 0 {
+                return Ok(());
+            }
+            for index in 0..self.domains.len() {
+                self.destage_now(index)?;
+            }
+        }
+        Err(format!("{} bytes still dirty", self.dirty_bytes()))
+    }
+
     pub(super) fn fault_hit(&self, at: FaultPoint) -> bool {
         self.fault_point(at).is_err()
     }

@@ -25,6 +25,8 @@ pub use ports::bind_retrying;
 pub mod routing;
 pub mod state;
 #[cfg(test)]
+mod share_tests;
+#[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;

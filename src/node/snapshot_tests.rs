@@ -1,5 +1,6 @@
 //! The snapshot oracle: a seeded sequence of writes (to volumes and writable snapshots),
-//! snapshots of volumes and of snapshots, restores, refreshes and deletions, run on three
+//! snapshots of volumes and of snapshots, restores, refreshes, deletions and copies by
+//! reference inside a family (EXTENDED COPY), run on three
 //! controllers over a small real store through the node's own management calls, against
 //! an in-memory model. Every dataset must read back exactly as the model says, and the
 //! space accounting must match the model's count of distinct written block versions: the
@@ -313,6 +314,52 @@ impl Oracle {
         self.model.get_mut(&id).unwrap().writable = true;
     }
 
+    /// A copy by reference (EXTENDED COPY inside a family), within one dataset or between
+    /// two of one family. Everything is destaged first, so every block is shared and the
+    /// copy takes no space (`check_space` counts each version once).
+    fn copy(&mut self) {
+        let writable = self.ids(|d| d.writable);
+        let destination = self.rng.pick(&writable);
+        let family = self.master_of(destination);
+        let sources: Vec<u32> = self
+            .ids(|_| true)
+            .into_iter()
+            .filter(|id| self.master_of(*id) == family)
+            .collect();
+        let source = self.rng.pick(&sources);
+        let count = 1 + self.rng.below(64) as usize;
+        let from = self.rng.below((BLOCKS - count + 1) as u64) as usize;
+        let to = self.rng.below((BLOCKS - count + 1) as u64) as usize;
+        if source == destination && from < to + count && to < from + count {
+            return;
+        }
+        self.node().settle();
+        let (port_a, port_b) = (self.rng.below(3) as usize, self.rng.below(3) as usize);
+        let source_target = self.node().target(&self.model[&source].name, port_a);
+        let outcome = self
+            .node()
+            .target(&self.model[&destination].name, port_b)
+            .copy_by_reference(
+                &*source_target,
+                (from * BLOCK_SIZE) as u64,
+                (to * BLOCK_SIZE) as u64,
+                (count * BLOCK_SIZE) as u64,
+            )
+            .unwrap_or_else(|err| {
+                panic!("{}: copy {source} -> {destination}: {err}", self.context())
+            })
+            .unwrap_or_else(|| panic!("{}: one family shares blocks", self.context()));
+        assert_eq!(outcome.copied, 0, "{}: {outcome:?}", self.context());
+        assert_eq!(
+            outcome.shared + outcome.released,
+            count as u64,
+            "{}: {outcome:?}",
+            self.context()
+        );
+        let blocks = self.model[&source].blocks[from..from + count].to_vec();
+        self.model.get_mut(&destination).unwrap().blocks[to..to + count].copy_from_slice(&blocks);
+    }
+
     fn check_read(&mut self, id: u32, first: usize, count: usize) {
         let dataset = &self.model[&id];
         let port = self.rng.below(3) as usize;
@@ -343,13 +390,16 @@ impl Oracle {
     }
 
     /// Once destaged and reclaimed, the pool holds exactly the distinct versions some
-    /// dataset refers to, and each dataset's unique space is the versions only it has.
+    /// dataset refers to, and each dataset's unique space is the versions only it has, at
+    /// one address (a block copied by reference within a dataset counts as shared).
     fn check_space(&mut self) {
         self.node().settle();
         let mut holders: BTreeMap<u64, BTreeSet<u32>> = BTreeMap::new();
+        let mut places: BTreeMap<u64, usize> = BTreeMap::new();
         for (id, dataset) in &self.model {
             for version in dataset.blocks.iter().filter(|v| **v != 0) {
                 holders.entry(*version).or_default().insert(*id);
+                *places.entry(*version).or_default() += 1;
             }
         }
         let pool = self.node().api.pool(self.pool).unwrap();
@@ -361,8 +411,10 @@ impl Oracle {
         );
         for id in self.ids(|_| true) {
             let unique = holders
-                .values()
-                .filter(|datasets| datasets.len() == 1 && datasets.contains(&id))
+                .iter()
+                .filter(|(version, datasets)| {
+                    datasets.len() == 1 && datasets.contains(&id) && places[version] == 1
+                })
                 .count() as u64;
             let info = self.node().api.volume(id).unwrap();
             assert_eq!(
@@ -386,6 +438,7 @@ impl Oracle {
                 13 => self.delete(),
                 14 => self.make_writable(),
                 15 => self.check_space(),
+                16 => self.copy(),
                 _ => {
                     let ids = self.ids(|_| true);
                     let id = self.rng.pick(&ids);
