@@ -56,9 +56,9 @@ use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
 use domain::{Domain, SHARDS, shard_of};
 pub use failover::RemirrorProgress;
 pub use gate::Admission;
-pub use share::{SHARE_CHUNK_BLOCKS, ShareOutcome};
 use shard::Role;
 pub use shard::SectionKey;
+pub use share::{SHARE_CHUNK_BLOCKS, ShareOutcome};
 
 /// Where a section lives: the index of its owner's domain and of its mirror's, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

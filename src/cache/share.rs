@@ -82,7 +82,14 @@ impl Cache {
         let mut done = 0;
         while done < blocks {
             let count = (blocks - done).min(SHARE_CHUNK_BLOCKS);
-            self.share_chunk(source, from + done, destination, to + done, count, &mut outcome)?;
+            self.share_chunk(
+                source,
+                from + done,
+                destination,
+                to + done,
+                count,
+                &mut outcome,
+            )?;
             done += count;
         }
         Ok(outcome)
@@ -113,7 +120,11 @@ impl Cache {
             let read = with_thread_ring(|ring| {
                 self.meta.read_block(ring, source, from + offset, &mut buf)
             })?;
-            if read == (BlockRead::Read { generation: entry.generation }) {
+            if read
+                == (BlockRead::Read {
+                    generation: entry.generation,
+                })
+            {
                 sealed.push(Sealed {
                     offset: *offset,
                     source: *entry,

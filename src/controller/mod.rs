@@ -23,9 +23,9 @@ pub mod placement;
 mod ports;
 pub use ports::bind_retrying;
 pub mod routing;
-pub mod state;
 #[cfg(test)]
 mod share_tests;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
@@ -38,9 +38,7 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
-use crate::target::{
-    BlockTarget, ChangedExtent, ExportInfo, ExportProvider, Extent, ShareOutcome,
-};
+use crate::target::{BlockTarget, ChangedExtent, ExportInfo, ExportProvider, Extent, ShareOutcome};
 use crate::types::{BLOCK_SIZE, IoError};
 pub use failover::EventSink;
 use routing::Routing;
@@ -526,7 +524,7 @@ impl BlockTarget for VolumeTarget {
         };
         let block = BLOCK_SIZE as u64;
         let (from_block, to_block, blocks) = (from / block, to / block, len / block);
-        if (from | to | len) % block != 0
+        if !(from | to | len).is_multiple_of(block)
             || !Arc::ptr_eq(&self.cache, &source.cache)
             || !Cache::can_share(&source.handle, from_block, &self.handle, to_block, blocks)
         {

@@ -117,8 +117,18 @@ fn unmapped_source_blocks_release_the_destination() {
         .unwrap();
     assert_eq!(outcome.released, 50, "{outcome:?}");
     assert!(read_block(&*rig.volume, 120).iter().all(|byte| *byte == 0));
-    assert!(rig.volume.copy_by_reference(&*rig.volume, 0, 4096, 8192).unwrap().is_none());
-    assert!(rig.volume.copy_by_reference(&*rig.volume, 0, 512, 4096).unwrap().is_none());
+    assert!(
+        rig.volume
+            .copy_by_reference(&*rig.volume, 0, 4096, 8192)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        rig.volume
+            .copy_by_reference(&*rig.volume, 0, 512, 4096)
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]
@@ -152,7 +162,10 @@ fn the_cleaner_moves_blocks_that_live_on_only_where_they_were_shared_to() {
         assert!(rig.cache.clean_now().unwrap(), "nothing left to clean");
     }
     for (index, lba) in (3000..3010).enumerate() {
-        assert_ne!(meta.lookup(volume_id, lba).unwrap().phys, phys_before[index]);
+        assert_ne!(
+            meta.lookup(volume_id, lba).unwrap().phys,
+            phys_before[index]
+        );
     }
     // Write well over the array's size so freed segments are reused, then read the
     // copies back.

@@ -667,7 +667,11 @@ impl Forest {
             bytes: self.leaves * (std::mem::size_of::<[MapEntry; FANOUT]>() as u64 + 24)
                 + inner * (std::mem::size_of::<[u32; FANOUT]>() as u64 + 24)
                 + self.shared.len() as u64 * 24
-                + self.aliases.values().map(|a| 48 + a.len() as u64 * 8).sum::<u64>()
+                + self
+                    .aliases
+                    .values()
+                    .map(|a| 48 + a.len() as u64 * 8)
+                    .sum::<u64>()
                 + self.roots.len() as u64 * 32,
             shared_blocks: self.shared.len() as u64,
             pending_nodes: self.pending.len() as u64,

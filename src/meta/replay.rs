@@ -89,8 +89,13 @@ impl Replay {
                 for block in blocks {
                     self.max_generation = self.max_generation.max(block.entry.generation);
                     if apply && self.maps.contains(volume) {
-                        self.maps
-                            .share_block(volume, block.lba, block.home, block.entry, &mut freed);
+                        self.maps.share_block(
+                            volume,
+                            block.lba,
+                            block.home,
+                            block.entry,
+                            &mut freed,
+                        );
                     }
                     if let Some((generation, _, _)) = self.recovered.get(&(volume, block.lba))
                         && *generation <= block.entry.generation

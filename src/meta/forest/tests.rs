@@ -11,13 +11,35 @@ use super::*;
 
 #[derive(Debug, Clone)]
 enum Op {
-    Set { dataset: u32, lba: u64 },
-    Trim { dataset: u32, start: u64, len: u64 },
-    Share { from: u32, to: u32 },
-    Drop { dataset: u32 },
-    Relocate { dataset: u32, lba: u64 },
-    ShareBlock { from: u32, lba: u64, to: u32, at: u64 },
-    Reclaim { budget: usize },
+    Set {
+        dataset: u32,
+        lba: u64,
+    },
+    Trim {
+        dataset: u32,
+        start: u64,
+        len: u64,
+    },
+    Share {
+        from: u32,
+        to: u32,
+    },
+    Drop {
+        dataset: u32,
+    },
+    Relocate {
+        dataset: u32,
+        lba: u64,
+    },
+    ShareBlock {
+        from: u32,
+        lba: u64,
+        to: u32,
+        at: u64,
+    },
+    Reclaim {
+        budget: usize,
+    },
     RoundTrip,
 }
 
@@ -70,7 +92,11 @@ impl Oracle {
         for (phys, family) in freed {
             prop_assert_eq!(family, 1);
             prop_assert!(self.live.remove(&phys), "block {} freed twice", phys);
-            prop_assert!(self.forest.aliases(phys).is_empty(), "block {} freed with aliases", phys);
+            prop_assert!(
+                self.forest.aliases(phys).is_empty(),
+                "block {} freed with aliases",
+                phys
+            );
             let referenced = self
                 .model
                 .values()
