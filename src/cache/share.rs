@@ -113,24 +113,40 @@ impl Cache {
                 mapped.push((lba - from, entry));
                 true
             });
-        // 2. Read and verify each block, and seal its checksum for its new address.
+        // 2. Read the blocks (all in flight together), verify each, and seal its checksum
+        //    for its new address. A block that fails is read again through the verified
+        //    path, which repairs it from parity; a repaired block is copied, not shared.
+        let mut data = crate::io::AlignedBuf::new(mapped.len().max(1) * BLOCK_SIZE);
+        let phys: Vec<u64> = mapped.iter().map(|(_, entry)| entry.phys).collect();
+        let mut failed = Vec::new();
+        with_thread_ring(|ring| {
+            self.meta
+                .array()
+                .read_blocks(ring, &phys, &mut data, &mut failed)
+        });
         let mut sealed = Vec::with_capacity(mapped.len());
         let mut buf = crate::io::AlignedBuf::new(BLOCK_SIZE);
-        for (offset, entry) in &mapped {
-            let read = with_thread_ring(|ring| {
-                self.meta.read_block(ring, source, from + offset, &mut buf)
-            })?;
-            if read
-                == (BlockRead::Read {
-                    generation: entry.generation,
-                })
-            {
-                sealed.push(Sealed {
-                    offset: *offset,
-                    source: *entry,
-                    checksum: block_checksum(VolumeId(destination.family), to + offset, &buf),
-                });
-            }
+        let identity = VolumeId(source.family);
+        for (index, (offset, entry)) in mapped.iter().enumerate() {
+            let bytes = &data[index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE];
+            let verified = !failed.contains(&index)
+                && block_checksum(identity, from + offset, bytes) == entry.checksum;
+            let block = if verified {
+                bytes
+            } else {
+                let read = with_thread_ring(|ring| {
+                    self.meta.read_block(ring, source, from + offset, &mut buf)
+                })?;
+                if read != (BlockRead::Read { generation: entry.generation }) {
+                    continue;
+                }
+                &buf[..]
+            };
+            sealed.push(Sealed {
+                offset: *offset,
+                source: *entry,
+                checksum: block_checksum(VolumeId(destination.family), to + offset, block),
+            });
         }
         // 3. Under the metadata lock: keep what is unchanged and not in cache, release the
         //    destination range, share.

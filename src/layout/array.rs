@@ -80,6 +80,37 @@ impl Array {
         ring.read_at(&self.devices[device], offset, &mut buf[..BLOCK_SIZE])
     }
 
+    /// Reads 4 KiB blocks `phys[i]` into `buf[i * 4 KiB..]`, all in flight together;
+    /// `failed` gets the indexes of blocks that could not be read.
+    pub fn read_blocks(
+        &self,
+        ring: &mut IoRing,
+        phys: &[PhysBlock],
+        buf: &mut [u8],
+        failed: &mut Vec<usize>,
+    ) {
+        failed.clear();
+        let mut requests: Vec<IoRequest<'_>> = phys
+            .iter()
+            .zip(buf.chunks_mut(BLOCK_SIZE))
+            .map(|(phys, chunk)| {
+                let (device, offset) = self.geometry.locate(*phys);
+                IoRequest {
+                    device: &self.devices[device],
+                    offset,
+                    kind: IoKind::Read(chunk),
+                }
+            })
+            .collect();
+        let mut results = Vec::with_capacity(requests.len());
+        ring.execute(&mut requests, &mut results);
+        for (index, result) in results.iter().enumerate() {
+            if !matches!(result, Ok(done) if *done == BLOCK_SIZE) {
+                failed.push(index);
+            }
+        }
+    }
+
     /// Reads the summary block of `row`.
     pub fn read_summary(&self, ring: &mut IoRing, row: u64, buf: &mut [u8]) -> io::Result<()> {
         self.read_block(
