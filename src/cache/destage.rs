@@ -112,12 +112,7 @@ impl Cache {
 
     fn destage_loop(&self, index: usize) {
         let domain = &self.domains[index];
-        let array = self.meta.array();
-        let geometry = *array.geometry();
         let mut batch = self.new_batch(index);
-        // Above the destage's reserve, or a small array could stop with exactly the
-        // reserve free: too few rows to destage, too many to start cleaning.
-        let clean_below = (geometry.segments() / 32).max(CLEANER_RESERVE_SEGMENTS + 4);
         // Hot data stays in cache: destage starts at the high watermark and goes down to
         // the low one. When hosts stop doing I/O for a while, everything is written out so
         // the vault and the recovery time stay small without competing with host I/O.
@@ -190,22 +185,11 @@ impl Cache {
                 || idle
                 || (journal_filling && quiet_since.elapsed() > Duration::from_millis(100))
                 || destaging;
-            // Keep free segments ahead of destage: clean the emptiest segments first.
-            let mut cleaned = 0;
-            while cleaned < 16 && self.meta.state().alloc.free_segments() < clean_below {
-                let writer = self.array_writer.lock();
-                let outcome = self.clean_one_segment(&mut batch);
-                drop(writer);
-                match outcome {
-                    Ok(true) => cleaned += 1,
-                    Ok(false) => break,
-                    Err(err) => {
-                        eprintln!("troika: segment cleaning failed: {err}");
-                        self.meta.fail();
-                        self.signals.space.notify_all();
-                        return;
-                    }
-                }
+            if let Err(err) = self.clean_if_low(&mut batch) {
+                eprintln!("troika: segment cleaning failed: {err}");
+                self.meta.fail();
+                self.signals.space.notify_all();
+                return;
             }
             #[cfg(test)]
             let drain = drain
@@ -233,6 +217,26 @@ impl Cache {
                 .destage_wake
                 .wait_for(&mut guard, Duration::from_millis(200));
         }
+    }
+
+    /// Keeps free segments ahead of destage: cleans up to 16 of the emptiest segments
+    /// while free segments are short.
+    pub(super) fn clean_if_low(&self, batch: &mut Batch) -> Result<(), String> {
+        let geometry = *self.meta.array().geometry();
+        // Above the destage's reserve, or a small array could stop with exactly the
+        // reserve free: too few rows to destage, too many to start cleaning.
+        let clean_below = (geometry.segments() / 32).max(CLEANER_RESERVE_SEGMENTS + 4);
+        let mut cleaned = 0;
+        while cleaned < 16 && self.meta.state().alloc.free_segments() < clean_below {
+            let writer = self.array_writer.lock();
+            let outcome = self.clean_one_segment(batch);
+            drop(writer);
+            if !outcome? {
+                break;
+            }
+            cleaned += 1;
+        }
+        Ok(())
     }
 
     /// Blocks hosts have read or written so far (to tell when they go quiet).

@@ -24,6 +24,12 @@
 //! - Ownership changes (`fail_domain`, `reassign`) happen while requests are paused (see
 //!   `gate`): a failed domain's DRAM is dropped and its sections' mirror copies become
 //!   primaries; moved sections take their data, clean and dirty, to their new owner.
+//! - At start, every block recovered from the vault is back in cache, dirty in its owner
+//!   and mirrored, or already destaged with its map entry committed: when the blocks do
+//!   not fit the shards under the start-up placement (it may differ from the one they
+//!   were written under), what is installed is destaged first to make room. Their vault
+//!   records stay until each block is destaged, so a crash right after start recovers
+//!   them again. Start fails (with the reason) only when the array cannot take the data.
 //! - Memory is the configured budget per domain, allocated once; writers wait
 //!   (back-pressure) while dirty data fills it, and reads bypass the cache when no clean
 //!   slot can be freed.
@@ -36,6 +42,8 @@ mod domain;
 mod failover;
 mod gate;
 mod mirror;
+#[cfg(test)]
+mod recovery_tests;
 mod settle;
 mod shard;
 mod share;
@@ -170,7 +178,12 @@ impl Cache {
             #[cfg(test)]
             faults: tests::Faults::default(),
         });
-        cache.install_recovered(recovered);
+        if let Err(err) = cache.install_recovered(recovered) {
+            eprintln!(
+                "troika: cannot start: the data recovered from the vault could not be put back into cache or written to the array ({err}); the vault still holds it, so check the NL-SAS devices (or add capacity) and start again"
+            );
+            std::process::exit(1);
+        }
         for index in 0..cache.domains.len() {
             cache.start_destager(index);
         }

@@ -2,6 +2,13 @@
 //! current generation is not yet in the vault into VAULT records of the journal, syncs the
 //! journal, and only then marks those generations vaulted. Also checkpoints (under the same lock, so no vault record can slip
 //! between the computed replay floor and the checkpoint) and re-installs recovered blocks.
+//!
+//! Recovery promises: every block given to `install_recovered` either ends up dirty in
+//! its owner's cache (with its mirror copy) or is destaged with its map entry committed,
+//! and it reads back with its recovered bytes. Its vault record outlives every checkpoint
+//! until then (an installed block pins it through its slot's `vault_lsn`; one not
+//! installed yet through the floor passed to the checkpoints taken while making room), so
+//! a kill -9 right after start loses nothing either.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -157,9 +164,14 @@ impl Cache {
 
     /// Writes a checkpoint and lets the journal reuse the space before it.
     pub fn checkpoint(&self) -> Result<(), crate::meta::MetaError> {
+        self.checkpoint_keeping(u64::MAX)
+    }
+
+    /// A checkpoint that also keeps every journal record from `pinned` on.
+    fn checkpoint_keeping(&self, pinned: u64) -> Result<(), crate::meta::MetaError> {
         let _writer = self.array_writer.lock();
         let _flush = self.flush_lock.lock();
-        self.meta.checkpoint(|| self.vault_floor())
+        self.meta.checkpoint(|| self.vault_floor().min(pinned))
     }
 
     /// The oldest journal position holding a vault copy still needed, by a primary or by
@@ -181,60 +193,159 @@ impl Cache {
 
     /// Puts blocks recovered from the vault back into cache as dirty, vaulted data: in
     /// their owner's domain and, as a mirror copy, in their mirror's.
-    pub(super) fn install_recovered(&self, blocks: Vec<RecoveredBlock>) {
+    ///
+    /// Placement at start (all controllers up) need not be the placement the blocks were
+    /// written under (e.g. two survivors carried a failed controller's sections), so a
+    /// shard can be offered more recovered sections than it has slots. When a block finds
+    /// no slot, everything installed so far is destaged to the array first (which leaves
+    /// every slot clean or free), and installing goes on. No checkpoint can drop the
+    /// vault records of blocks not installed yet meanwhile (see
+    /// [`Cache::destage_for_recovery`]). Fails only when the array cannot take the data.
+    pub(super) fn install_recovered(&self, blocks: Vec<RecoveredBlock>) -> Result<(), String> {
+        let mut destaged_rounds = 0u32;
+        for (at, block) in blocks.iter().enumerate() {
+            if self.install_one(block) {
+                continue;
+            }
+            // The records of this block and of every later one must outlive any
+            // checkpoint taken while destaging.
+            let pinned = blocks[at..]
+                .iter()
+                .map(|block| block.lsn)
+                .min()
+                .unwrap_or(u64::MAX);
+            self.destage_for_recovery(pinned)?;
+            destaged_rounds += 1;
+            // Nothing is dirty now, so both shards can evict a clean slot.
+            if !self.install_one(block) {
+                return Err(format!(
+                    "no cache slot for block {} of volume {} even with nothing dirty",
+                    block.lba, block.volume
+                ));
+            }
+        }
+        if destaged_rounds > 0 {
+            eprintln!(
+                "troika: the data recovered from the vault did not fit the caches under the current section placement; destaged it to the array during start ({destaged_rounds} rounds)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Installs one recovered block in its owner's and its mirror's domains, or in
+    /// neither (`false`: one of the two shards has no slot it can take).
+    fn install_one(&self, block: &RecoveredBlock) -> bool {
         let state = self.meta.state();
-        for block in blocks {
-            let Some(volume) = state.volumes.get(&block.volume) else {
+        let Some(volume) = state.volumes.get(&block.volume) else {
+            return true;
+        };
+        let entry = state.maps.get(block.volume, block.lba);
+        if entry.is_some_and(|entry| entry.generation >= block.generation) {
+            // Destaged while making room for recovery.
+            return true;
+        }
+        let mapped = entry.is_some();
+        let section = block.lba / BLOCKS_PER_SECTION as u64;
+        let index = (block.lba % BLOCKS_PER_SECTION as u64) as usize;
+        let key = (block.volume, section);
+        let route = self.router.route(key);
+        let bit = 1u16 << index;
+        let targets = [
+            (Some(route.owner), Role::Primary),
+            (route.mirror, Role::Mirror),
+        ];
+        // Take both slots before writing either (nothing else runs during start, so a
+        // slot taken stays).
+        for (domain_index, role) in targets {
+            let Some(domain_index) = domain_index else {
                 continue;
             };
-            let section = block.lba / BLOCKS_PER_SECTION as u64;
-            let index = (block.lba % BLOCKS_PER_SECTION as u64) as usize;
-            let key = (block.volume, section);
-            let route = self.router.route(key);
-            let mapped = state.maps.get(block.volume, block.lba).is_some();
-            let bit = 1u16 << index;
-            for (domain_index, role) in [
-                (Some(route.owner), Role::Primary),
-                (route.mirror, Role::Mirror),
-            ] {
-                let Some(domain_index) = domain_index else {
-                    continue;
-                };
-                let domain = &self.domains[domain_index];
-                let mut shard = domain.shard(key).inner.lock();
-                let Some(slot) = shard.find_or_insert(key, role) else {
-                    eprintln!(
-                        "troika: the cache is too small to hold the data recovered from the vault; start with the hardware model this node was created with"
-                    );
-                    std::process::exit(1);
-                };
-                shard.block_mut(slot, index).copy_from_slice(&block.data);
-                let entry = &mut shard.slots[slot as usize];
-                let newly = entry.dirty & bit == 0;
-                entry.valid |= bit;
-                entry.dirty |= bit;
-                entry.generation[index] = block.generation;
-                entry.vault_lsn = entry.vault_lsn.min(block.lsn);
-                if role == Role::Primary {
-                    entry.known |= bit;
-                    if mapped {
-                        entry.mapped |= bit;
-                    } else if entry.reserved & bit == 0 {
-                        entry.reserved |= bit;
-                        volume.pool.add(1);
-                        entry.pool = Some(volume.pool.clone());
-                    }
-                    shard.queue_dirty(slot);
+            let mut shard = self.domains[domain_index].shard(key).inner.lock();
+            if shard.find_or_insert(key, role).is_none() {
+                return false;
+            }
+        }
+        for (domain_index, role) in targets {
+            let Some(domain_index) = domain_index else {
+                continue;
+            };
+            let domain = &self.domains[domain_index];
+            let mut shard = domain.shard(key).inner.lock();
+            let slot = shard
+                .find(key)
+                .expect("the slot taken above is still there");
+            shard.block_mut(slot, index).copy_from_slice(&block.data);
+            let entry = &mut shard.slots[slot as usize];
+            let newly = entry.dirty & bit == 0;
+            entry.valid |= bit;
+            entry.dirty |= bit;
+            entry.generation[index] = block.generation;
+            entry.vault_lsn = entry.vault_lsn.min(block.lsn);
+            if role == Role::Primary {
+                entry.known |= bit;
+                if mapped {
+                    entry.mapped |= bit;
+                } else if entry.reserved & bit == 0 {
+                    entry.reserved |= bit;
+                    volume.pool.add(1);
+                    entry.pool = Some(volume.pool.clone());
                 }
-                drop(shard);
-                if newly {
-                    let counter = match role {
-                        Role::Primary => &domain.primary_dirty,
-                        Role::Mirror => &domain.mirror_dirty,
-                    };
-                    counter.fetch_add(1, Ordering::AcqRel);
+                shard.queue_dirty(slot);
+            }
+            drop(shard);
+            if newly {
+                let counter = match role {
+                    Role::Primary => &domain.primary_dirty,
+                    Role::Mirror => &domain.mirror_dirty,
+                };
+                counter.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        true
+    }
+
+    /// Destages every dirty block of every domain on this thread (during start, before
+    /// the destage threads run), cleaning segments when free rows run short. A checkpoint
+    /// taken to keep the journal from filling keeps every record from `pinned` on: the
+    /// vault copies of recovered blocks not installed yet.
+    fn destage_for_recovery(&self, pinned: u64) -> Result<(), String> {
+        for index in 0..self.domains.len() {
+            let domain = &self.domains[index];
+            if !domain.is_alive() {
+                continue;
+            }
+            let mut batch = self.new_batch(index);
+            let mut stalled = 0;
+            loop {
+                let dirty = domain.primary_dirty.load(Ordering::Acquire);
+                if dirty == 0 {
+                    break;
+                }
+                let journal = self.meta.journal();
+                if journal.used() > journal.region_len() / 2 {
+                    self.checkpoint_keeping(pinned)
+                        .map_err(|err| err.to_string())?;
+                }
+                self.clean_if_low(&mut batch)?;
+                self.destage_batch(index, &mut batch)?;
+                if domain.primary_dirty.load(Ordering::Acquire) < dirty {
+                    stalled = 0;
+                    continue;
+                }
+                // No free rows outside the cleaner's reserve: clean one segment, however
+                // full, and try again.
+                stalled += 1;
+                let writer = self.array_writer.lock();
+                let cleaned = self.clean_one_segment(&mut batch)?;
+                drop(writer);
+                if !cleaned || stalled > 64 {
+                    return Err(format!(
+                        "the NL-SAS drives have no free space left for {dirty} dirty blocks of controller {}",
+                        index + 1
+                    ));
                 }
             }
         }
+        Ok(())
     }
 }
