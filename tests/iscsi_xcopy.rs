@@ -131,7 +131,15 @@ fn read_export(node: &TestNode, export: &str, offset: u64, len: usize) -> Vec<u8
 fn extended_copy_shares_blocks_and_survives_kill_9() {
     let mut node = TestNode::start_with_iscsi(ci_model(), 3);
     node.pool_and_volume("pool1", "400M", "clones", "64M");
-    node.cli_ok(&["vol", "create", "elsewhere", "--pool", "pool1", "--size", "64M"]);
+    node.cli_ok(&[
+        "vol",
+        "create",
+        "elsewhere",
+        "--pool",
+        "pool1",
+        "--size",
+        "64M",
+    ]);
     let host = create_host(&node, "cloner", &[HOST]);
     map_volume(&node, host, "clones", 1);
     map_volume(&node, host, "elsewhere", 2);
@@ -157,8 +165,7 @@ fn extended_copy_shares_blocks_and_survives_kill_9() {
     }
     let clones = naa(&mut session, 1);
     let blocks = (COPY_BYTES / 512) as u16;
-    let by_reference =
-        extended_copy(&mut session, &clones, &clones, 0, DESTINATION / 512, blocks);
+    let by_reference = extended_copy(&mut session, &clones, &clones, 0, DESTINATION / 512, blocks);
     let sync = session.command(1, &[0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0], &[], 0);
     assert_eq!(sync.status, 0, "SYNCHRONIZE CACHE: {sync:?}");
 

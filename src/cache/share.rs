@@ -137,7 +137,11 @@ impl Cache {
                 let read = with_thread_ring(|ring| {
                     self.meta.read_block(ring, source, from + offset, &mut buf)
                 })?;
-                if read != (BlockRead::Read { generation: entry.generation }) {
+                if read
+                    != (BlockRead::Read {
+                        generation: entry.generation,
+                    })
+                {
                     continue;
                 }
                 &buf[..]
