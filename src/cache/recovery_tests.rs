@@ -76,6 +76,28 @@ fn check_all(cache: &Cache, volume: &VolumeHandle, sections: &[u64], when: &str)
 }
 
 /// A crash: open the store again from its files, as a restart after kill -9 would.
+/// Starts a cache over `meta` with `recovered` installed (every section routed to
+/// controller 1, mirrored on 2) and checks its counters, mirrors and every block.
+fn start_and_check(
+    meta: &Arc<MetaStore>,
+    recovered: Vec<RecoveredBlock>,
+    volume: u32,
+    sections: &[u64],
+    when: &str,
+) {
+    let cache = Cache::start(
+        meta.clone(),
+        3,
+        DOMAIN_BYTES,
+        recovered,
+        Arc::new(AllOnFirst),
+    );
+    cache.set_manual_destage(true);
+    cache.check_counters().unwrap();
+    cache.check_mirrors().unwrap();
+    check_all(&cache, &handle(meta, volume), sections, when);
+}
+
 fn reopen(dir: &Path) -> (Arc<MetaStore>, Vec<RecoveredBlock>) {
     let (meta, recovered) = open_small_store(dir);
     (Arc::new(meta), recovered)
@@ -131,32 +153,16 @@ fn recovered_blocks_beyond_a_shards_slots_are_kept_and_survive_another_crash() {
     // slots.
     let (meta, recovered) = reopen(dir.path());
     assert_eq!(recovered.len(), SECTIONS * BLOCKS_PER_SECTION);
-    let cache = Cache::start(
-        meta.clone(),
-        3,
-        DOMAIN_BYTES,
-        recovered,
-        Arc::new(AllOnFirst),
-    );
-    cache.set_manual_destage(true);
-    cache.check_counters().unwrap();
-    cache.check_mirrors().unwrap();
-    let volume = handle(&meta, record.id);
-    check_all(&cache, &volume, &sections, "after the restart");
+    start_and_check(&meta, recovered, record.id, &sections, "after the restart");
 
     // kill -9 right after start: nothing recovered may have been given up.
     let (meta, recovered) = reopen(dir.path());
     assert!(recovered.len() <= SECTIONS * BLOCKS_PER_SECTION);
-    let cache = Cache::start(
-        meta.clone(),
-        3,
-        DOMAIN_BYTES,
+    start_and_check(
+        &meta,
         recovered,
-        Arc::new(AllOnFirst),
+        record.id,
+        &sections,
+        "after a second crash",
     );
-    cache.set_manual_destage(true);
-    cache.check_counters().unwrap();
-    cache.check_mirrors().unwrap();
-    let volume = handle(&meta, record.id);
-    check_all(&cache, &volume, &sections, "after a second crash");
 }
