@@ -129,7 +129,7 @@ impl Cache {
         let identity = VolumeId(source.family);
         for (index, (offset, entry)) in mapped.iter().enumerate() {
             let bytes = &data[index * BLOCK_SIZE..(index + 1) * BLOCK_SIZE];
-            let verified = !failed.contains(&index)
+            let verified = failed.binary_search(&index).is_err()
                 && block_checksum(identity, from + offset, bytes) == entry.checksum;
             let block = if verified {
                 bytes
@@ -156,6 +156,7 @@ impl Cache {
         //    destination range, share.
         let mut copy: Vec<u64> = Vec::new();
         let mut shares: Vec<SharedBlock> = Vec::with_capacity(sealed.len());
+        let released_dirty;
         {
             let mut state = self.meta.state_mut();
             let generation = self.meta.next_generation();
@@ -190,11 +191,14 @@ impl Cache {
                     _ => copy.push(offset),
                 }
             }
-            self.discard_locked(&mut state, destination.id.0, to, to + count, generation);
+            released_dirty =
+                self.discard_locked(&mut state, destination.id.0, to, to + count, generation);
             self.meta
                 .share_locked(&mut state, destination.id.0, &shares);
         }
-        self.signals.space.notify_all();
+        if released_dirty {
+            self.signals.space.notify_all();
+        }
         outcome.shared += shares.len() as u64;
         // 4. The rest as bytes, through the cache.
         for offset in copy {

@@ -7,8 +7,6 @@
 use std::sync::Arc;
 
 use super::*;
-use crate::meta::Provisioning;
-use crate::testing::open_small_store;
 
 const VOLUME_SIZE: u64 = 16 << 20;
 const BLOCK: u64 = BLOCK_SIZE as u64;
@@ -23,15 +21,7 @@ struct Rig {
 
 fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let (meta, recovered) = open_small_store(dir.path());
-    let meta = Arc::new(meta);
-    let routing = Arc::new(routing::Routing::new(3));
-    let cache = Cache::start(meta.clone(), 3, 16 << 20, recovered, routing.clone());
-    cache.set_manual_destage(true);
-    let controllers = Controllers::new(cache.clone(), routing, 3);
-    let pool = meta.create_pool("pool", 96 << 20, 1 << 30).unwrap();
-    meta.create_volume("v", pool.id, VOLUME_SIZE, Provisioning::Thin)
-        .unwrap();
+    let (cache, controllers) = super::tests::small_node(dir.path(), 96 << 20, VOLUME_SIZE);
     let ids = controllers.ids().to_vec();
     let volume = controllers.open_export_on("v", ids[0]).unwrap();
     let other_port = controllers.open_export_on("v", ids[1]).unwrap();

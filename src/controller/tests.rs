@@ -23,6 +23,27 @@ fn controller_ids_are_checked() {
 
 const VOLUME_SIZE: u64 = 8 << 20;
 
+/// Three controllers over a small real store in `dir`, with 16 MiB of cache each (16
+/// slots per shard: a small volume's sections and their mirror copies fit even when all
+/// are dirty) destaged only when a test asks, and a thin volume "v" of `volume_size` in a
+/// pool of `pool_size`.
+pub(super) fn small_node(
+    dir: &std::path::Path,
+    pool_size: u64,
+    volume_size: u64,
+) -> (Arc<Cache>, Arc<Controllers>) {
+    let (meta, recovered) = open_small_store(dir);
+    let meta = Arc::new(meta);
+    let routing = Arc::new(routing::Routing::new(3));
+    let cache = Cache::start(meta.clone(), 3, 16 << 20, recovered, routing.clone());
+    cache.set_manual_destage(true);
+    let controllers = Controllers::new(cache.clone(), routing, 3);
+    let pool = meta.create_pool("pool", pool_size, 1 << 30).unwrap();
+    meta.create_volume("v", pool.id, volume_size, Provisioning::Thin)
+        .unwrap();
+    (cache, controllers)
+}
+
 struct Harness {
     _dir: tempfile::TempDir,
     cache: Arc<Cache>,
@@ -37,18 +58,7 @@ struct Harness {
 impl Harness {
     fn start(seed: u64) -> Harness {
         let dir = tempfile::tempdir().unwrap();
-        let (meta, recovered) = open_small_store(dir.path());
-        let meta = Arc::new(meta);
-        let routing = Arc::new(routing::Routing::new(3));
-        // 16 MiB per controller (16 slots per shard): the volume's sections and their
-        // mirror copies fit even when all are dirty, as the test destages only when it
-        // chooses to; clean slots are still evicted.
-        let cache = Cache::start(meta.clone(), 3, 16 << 20, recovered, routing.clone());
-        cache.set_manual_destage(true);
-        let controllers = Controllers::new(cache.clone(), routing, 3);
-        let pool = meta.create_pool("pool", 64 << 20, 1 << 30).unwrap();
-        meta.create_volume("v", pool.id, VOLUME_SIZE, Provisioning::Thin)
-            .unwrap();
+        let (cache, controllers) = small_node(dir.path(), 64 << 20, VOLUME_SIZE);
         let targets = controllers
             .ids()
             .iter()

@@ -81,7 +81,7 @@ impl Array {
     }
 
     /// Reads 4 KiB blocks `phys[i]` into `buf[i * 4 KiB..]`, all in flight together;
-    /// `failed` gets the indexes of blocks that could not be read.
+    /// `failed` gets the indexes of blocks that could not be read, in ascending order.
     pub fn read_blocks(
         &self,
         ring: &mut IoRing,

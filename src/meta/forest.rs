@@ -480,27 +480,10 @@ impl Forest {
         freed: &mut Vec<Freed>,
     ) -> bool {
         self.reclaim(usize::MAX, freed);
-        let mut places = vec![lba];
-        if let Some(aliases) = self.aliases.get(&old) {
-            places.extend(aliases.iter().filter(|alias| **alias != lba));
-        }
-        let mut moved = false;
-        for place in places {
-            let mut visited: HashSet<u32> = HashSet::new();
-            for dataset in datasets {
-                let Some(leaf) = self.leaf_of(*dataset, place) else {
-                    continue;
-                };
-                if !visited.insert(leaf) {
-                    continue;
-                }
-                if let Body::Leaf(entries) = &mut self.nodes[leaf as usize].body {
-                    let slot = &mut entries[index_at(place, 0)];
-                    if slot.phys == old {
-                        slot.phys = new;
-                        moved = true;
-                    }
-                }
+        let mut moved = self.relocate_at(datasets, lba, old, new);
+        if let Some(aliases) = self.aliases.get(&old).cloned() {
+            for alias in aliases.into_iter().filter(|alias| *alias != lba) {
+                moved |= self.relocate_at(datasets, alias, old, new);
             }
         }
         if moved {
@@ -509,6 +492,35 @@ impl Forest {
             }
             if let Some(aliases) = self.aliases.remove(&old) {
                 self.aliases.insert(new, aliases);
+            }
+        }
+        moved
+    }
+
+    /// Points the entries of `place` in `datasets` that name `old` at `new`; each leaf is
+    /// changed once however many datasets share it.
+    fn relocate_at(
+        &mut self,
+        datasets: &[u32],
+        place: Lba,
+        old: PhysBlock,
+        new: PhysBlock,
+    ) -> bool {
+        let mut visited: HashSet<u32> = HashSet::new();
+        let mut moved = false;
+        for dataset in datasets {
+            let Some(leaf) = self.leaf_of(*dataset, place) else {
+                continue;
+            };
+            if !visited.insert(leaf) {
+                continue;
+            }
+            if let Body::Leaf(entries) = &mut self.nodes[leaf as usize].body {
+                let slot = &mut entries[index_at(place, 0)];
+                if slot.phys == old {
+                    slot.phys = new;
+                    moved = true;
+                }
             }
         }
         moved

@@ -67,9 +67,7 @@ pub fn encode_share(volume: u32, blocks: &[SharedBlock], out: &mut Vec<u8>) {
     for block in blocks {
         out.extend_from_slice(&block.lba.to_le_bytes());
         out.extend_from_slice(&block.home.to_le_bytes());
-        out.extend_from_slice(&block.entry.phys.to_le_bytes());
-        out.extend_from_slice(&block.entry.checksum.to_le_bytes());
-        out.extend_from_slice(&block.entry.generation.to_le_bytes());
+        push_entry(&block.entry, out);
     }
 }
 
@@ -90,10 +88,24 @@ pub fn encode_map_set(volume: u32, entries: &[(Lba, MapEntry)], out: &mut Vec<u8
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for (lba, entry) in entries {
         out.extend_from_slice(&lba.to_le_bytes());
-        out.extend_from_slice(&entry.phys.to_le_bytes());
-        out.extend_from_slice(&entry.checksum.to_le_bytes());
-        out.extend_from_slice(&entry.generation.to_le_bytes());
+        push_entry(entry, out);
     }
+}
+
+/// A map entry as 24 bytes: phys u64, checksum u64, generation u64.
+fn push_entry(entry: &MapEntry, out: &mut Vec<u8>) {
+    out.extend_from_slice(&entry.phys.to_le_bytes());
+    out.extend_from_slice(&entry.checksum.to_le_bytes());
+    out.extend_from_slice(&entry.generation.to_le_bytes());
+}
+
+/// The map entry [`push_entry`] wrote at `at`.
+fn entry_at(body: &[u8], at: usize) -> Option<MapEntry> {
+    Some(MapEntry {
+        phys: u64_at(body, at)?,
+        checksum: u64_at(body, at + 8)?,
+        generation: u64_at(body, at + 16)?,
+    })
 }
 
 pub fn encode_trim(volume: u32, start: Lba, end: Lba, generation: u64, out: &mut Vec<u8>) {
@@ -138,14 +150,7 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Record<'_>> {
             let entries = (0..count)
                 .map(|i| {
                     let at = 8 + i * 32;
-                    Some((
-                        u64_at(body, at)?,
-                        MapEntry {
-                            phys: u64_at(body, at + 8)?,
-                            checksum: u64_at(body, at + 16)?,
-                            generation: u64_at(body, at + 24)?,
-                        },
-                    ))
+                    Some((u64_at(body, at)?, entry_at(body, at + 8)?))
                 })
                 .collect::<Option<Vec<_>>>()?;
             Some(Record::MapSet { volume, entries })
@@ -162,11 +167,7 @@ pub fn decode(kind: u8, body: &[u8]) -> Option<Record<'_>> {
                     Some(SharedBlock {
                         lba: u64_at(body, at)?,
                         home: u64_at(body, at + 8)?,
-                        entry: MapEntry {
-                            phys: u64_at(body, at + 16)?,
-                            checksum: u64_at(body, at + 24)?,
-                            generation: u64_at(body, at + 32)?,
-                        },
+                        entry: entry_at(body, at + 16)?,
                     })
                 })
                 .collect::<Option<Vec<_>>>()?;
