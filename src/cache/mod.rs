@@ -598,6 +598,24 @@ impl Cache {
         }
     }
 
+    /// Drops every cached block of `volume` (dirty ones too, giving back their space
+    /// reservations) and leaves its map alone: for a dataset about to be deleted or to
+    /// take other contents, whose map the catalog change then drops or replaces whole.
+    /// Trimming that map first would cost a walk of every mapped block (and a copy of
+    /// every tree node a snapshot shares); recovery drops the vault copies of a deleted
+    /// or replaced dataset's blocks by the catalog record itself.
+    ///
+    /// Holds the metadata lock as [`Cache::discard_blocks`] does, for the same reasons.
+    pub fn forget_volume(&self, volume: u32) {
+        let state = self.meta.state_mut();
+        let generation = self.meta.next_generation();
+        let released_any = self.drop_cached(volume, 0, u64::MAX, generation);
+        drop(state);
+        if released_any {
+            self.signals.space.notify_all();
+        }
+    }
+
     /// [`Cache::discard_blocks`] for a caller holding the metadata lock: drops cached
     /// blocks written before `generation` and trims the map. Returns whether dirty blocks
     /// were dropped (writers waiting for room should be woken once the lock is released).
@@ -609,6 +627,14 @@ impl Cache {
         end: u64,
         generation: u64,
     ) -> bool {
+        let released_any = self.drop_cached(volume, start, end, generation);
+        self.meta.trim_locked(state, volume, start, end, generation);
+        released_any
+    }
+
+    /// The cache's part of a discard: drops blocks `[start, end)` of `volume` written
+    /// before `generation` from every domain. The caller holds the metadata lock.
+    fn drop_cached(&self, volume: u32, start: u64, end: u64, generation: u64) -> bool {
         let first_section = start / BLOCKS_PER_SECTION as u64;
         let end_section = end.div_ceil(BLOCKS_PER_SECTION as u64);
         let mut released_any = false;
@@ -679,7 +705,6 @@ impl Cache {
                 }
             }
         }
-        self.meta.trim_locked(state, volume, start, end, generation);
         released_any
     }
 

@@ -602,6 +602,15 @@ impl Forest {
         done
     }
 
+    /// Frees every node waiting to be reclaimed, forgetting the blocks it frees: at start,
+    /// before live space is counted from the roots.
+    pub fn reclaim_all(&mut self) {
+        let mut freed = Vec::new();
+        while self.reclaim(4096, &mut freed) > 0 {
+            freed.clear();
+        }
+    }
+
     /// Nodes waiting to be reclaimed.
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -264,6 +264,11 @@ impl MetaStore {
             }
         };
         report.recovered_blocks = recovered.len() as u64;
+        // Trees dropped by replayed deletions and restores still name their blocks; they
+        // are garbage, so they go now, before live space is counted (reclaimed later,
+        // they would be taken off accounts that never counted them).
+        let mut maps = maps;
+        maps.reclaim_all();
         let live = maps.live_blocks();
         let alloc = SegmentAllocator::rebuild(geometry, live.iter().map(|(phys, _)| *phys));
         let ssd = Arc::new(ssd);

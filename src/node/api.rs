@@ -532,8 +532,7 @@ impl NodeApi {
         if let Some(handle) = self.meta.state().volumes.get(&id) {
             handle.deleted.store(true, Ordering::Release);
         }
-        self.cache
-            .discard_blocks(id, 0, u64::MAX / BLOCK_SIZE as u64);
+        self.cache.forget_volume(id);
         self.meta.delete_volume(id).map_err(mgmt_error)?;
         Ok(info)
     }

@@ -161,8 +161,7 @@ impl NodeApi {
                 || self.cache.any_dirty(&sources),
                 || {
                     for (id, _) in pairs {
-                        self.cache
-                            .discard_blocks(*id, 0, u64::MAX / BLOCK_SIZE as u64);
+                        self.cache.forget_volume(*id);
                     }
                     Ok(self.meta.take_contents(pairs))
                 },
