@@ -36,7 +36,7 @@ pub mod hosts;
 pub mod snapshots;
 
 pub(super) use datasets::apply_to_forest;
-use datasets::{family_table, rebuild_handles};
+use datasets::{add_snapshot_handles, family_table, rebuild_handles};
 
 /// A control-plane or recovery failure, worded for an operator.
 #[derive(Debug, thiserror::Error)]
@@ -378,9 +378,49 @@ impl MetaStore {
         let (ticket, _) = self
             .journal
             .append(records::CATALOG, |out| records::encode_catalog(&op, out));
-        rebuild_handles(state);
-        *self.families.write() = family_table(state);
+        let added = match &op {
+            CatalogOp::CreateSnapshots { snapshots, .. }
+                if add_snapshot_handles(state, snapshots) =>
+            {
+                let mut families = self.families.write();
+                for snapshot in snapshots {
+                    families.insert(snapshot.id, snapshot.family());
+                }
+                true
+            }
+            _ => false,
+        };
+        if !added {
+            rebuild_handles(state);
+            *self.families.write() = family_table(state);
+        }
+        #[cfg(test)]
+        self.check_handles(state);
         self.journal.commit(ticket).map_err(MetaError::from)
+    }
+
+    /// Tests: the handles, child counts and family table kept up by `log_catalog` are
+    /// what a full rebuild from the catalog gives.
+    #[cfg(test)]
+    fn check_handles(&self, state: &MetaState) {
+        let mut children: HashMap<u32, u32> = HashMap::new();
+        for volume in state.catalog.volumes.values() {
+            if volume.parent_id != 0 {
+                *children.entry(volume.parent_id).or_default() += 1;
+            }
+        }
+        assert_eq!(state.children.len(), children.len(), "child counts");
+        for (parent, count) in &children {
+            assert_eq!(state.children.get(parent).copied(), Some(*count));
+        }
+        assert_eq!(*self.families.read(), family_table(state), "family table");
+        assert_eq!(state.volumes.len(), state.catalog.volumes.len(), "handles");
+        for (id, volume) in &state.catalog.volumes {
+            let handle = &state.volumes[id];
+            assert_eq!(handle.family, volume.family());
+            let account = &state.family_accounts[&volume.family()];
+            assert!(Arc::ptr_eq(&handle.pool, account), "dataset {id}'s account");
+        }
     }
 
     /// The family whose identity `dataset`'s blocks carry (its own id when unknown).
