@@ -222,13 +222,24 @@ impl Cache {
     /// Keeps free segments ahead of destage: cleans up to 16 of the emptiest segments
     /// while free segments are short.
     pub(super) fn clean_if_low(&self, batch: &mut Batch) -> Result<(), String> {
+        self.clean_while_low(batch, true)
+    }
+
+    /// [`Cache::clean_if_low`] for a caller that holds the array writer.
+    pub(super) fn clean_if_low_locked(&self, batch: &mut Batch) -> Result<(), String> {
+        self.clean_while_low(batch, false)
+    }
+
+    /// Cleans while free segments are short, taking the array writer for each segment
+    /// when `take_writer` (else the caller holds it).
+    fn clean_while_low(&self, batch: &mut Batch, take_writer: bool) -> Result<(), String> {
         let geometry = *self.meta.array().geometry();
         // Above the destage's reserve, or a small array could stop with exactly the
         // reserve free: too few rows to destage, too many to start cleaning.
         let clean_below = (geometry.segments() / 32).max(CLEANER_RESERVE_SEGMENTS + 4);
         let mut cleaned = 0;
         while cleaned < 16 && self.meta.state().alloc.free_segments() < clean_below {
-            let writer = self.array_writer.lock();
+            let writer = take_writer.then(|| self.array_writer.lock());
             let outcome = self.clean_one_segment(batch);
             drop(writer);
             if !outcome? {
@@ -253,6 +264,17 @@ impl Cache {
         batch: &mut Batch,
     ) -> Result<(), String> {
         let _writer = self.array_writer.lock();
+        self.destage_batch_locked(domain_index, batch, 0)
+    }
+
+    /// [`Cache::destage_batch`] for a caller that holds the array writer, gathering from
+    /// shard `first_shard` on (the shards after it next, wrapping around).
+    pub(super) fn destage_batch_locked(
+        &self,
+        domain_index: usize,
+        batch: &mut Batch,
+        first_shard: usize,
+    ) -> Result<(), String> {
         let domain = &self.domains[domain_index];
         if !domain.is_alive() {
             return Ok(());
@@ -261,7 +283,8 @@ impl Cache {
         let geometry = *self.meta.array().geometry();
         let capacity = ROWS_PER_BATCH * geometry.data_slots_per_row() as usize;
         batch.blocks.clear();
-        for index in 0..domain.shards.len() {
+        let shards = domain.shards.len();
+        for index in (0..shards).map(|step| (first_shard + step) % shards) {
             if batch.blocks.len() >= capacity {
                 break;
             }

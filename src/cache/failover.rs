@@ -14,13 +14,54 @@
 //! | mirror    | here      | promote: the dirty copies become the primary (its owner failed) |
 //! | mirror    | elsewhere | keep if this domain is still the mirror, else drop |
 //!
-//! A failover never needs a free slot (promotion is in place). A failback step checks
-//! first that the receiving domain has room for every dirty section it takes, and moves
-//! clean sections only while room remains; without room it changes nothing and says so.
+//! A failover never needs a free slot for promotion (it is in place); only the reload
+//! below may. A failback step checks first that the receiving domain has room for every
+//! dirty section it takes, and moves clean sections only while room remains; without
+//! room it changes nothing and says so.
+//!
+//! ## A failure inside the re-mirror window
+//!
+//! After a failover, the promoted dirty blocks have one DRAM copy (`unmirrored`) until the
+//! re-mirror worker copies them. If their new owner fails too in that window (by a fault:
+//! the controllers layer refuses an injected failure while blocks are unmirrored), that
+//! copy is gone. Promise: each of them that was flushed is back, before requests resume,
+//! dirty in its owner under `new` at the newest generation the vault holds and the
+//! metadata did not supersede, so reads see it at once and destage writes it later; it
+//! is marked unmirrored when `new` gives it a mirror, and the re-mirror worker copies it
+//! as every other block of the failed domain's sections (the copy is not made here: the
+//! caller publishes `new` only after `fail_domain` returns, and a destage in between,
+//! under the old routing, would release a mirror copy made under `new` in the wrong
+//! place). Blocks never flushed are lost, as an unflushed write may be: they read back
+//! as their last flushed version or as the array holds them. `fail_domain` returns and
+//! prints how many blocks were reloaded and how many lost, on which controllers and
+//! volumes, and what the operator should do.
+//!
+//! Steps, all under the array writer and the flush lock, so no flush appends vault records
+//! and no checkpoint runs but those of step 3:
+//!
+//! 1. While the failed domain's slots are cleared, each primary slot's unmirrored dirty
+//!    blocks are noted with their generations and the slot's `vault_lsn`.
+//! 2. The oldest of those journal positions is pinned (`vault_pin`, part of every vault
+//!    floor) until the blocks are installed.
+//! 3. Room: where a new owner's shard has no free or clean slot for a section, that
+//!    shard's sections are destaged in every live domain (the state lock is released for
+//!    this: destage commits take it for writing). Checkpoints taken meanwhile keep the pin.
+//!    The old routing is still current, which is right for every mirror copy that exists
+//!    then (no copy was made under `new`).
+//! 4. Under the state lock (read), the journal is committed and scanned from the pin with
+//!    start-up recovery's rules ([`crate::meta::MetaStore::vaulted_copies`]), judged
+//!    against the current catalog and maps (a change made while the lock was released is
+//!    in the journal by then), and each copy found is installed with its `vault_lsn`.
+//! 5. The pin is released. If step 3 or 4 fails, the node stops writing (the metadata
+//!    store is marked failed) and the pin stays, so a restart recovers the blocks.
+//!
+//! The pause grows by the journal scan (from the oldest pinned record) and, when a shard
+//! is short of slots, by the destage that makes room.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::shard::{Role, SectionKey, Slot};
+use super::vault::{Stranded, StrandedReport};
 use super::{Cache, Route, SectionRouter};
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE};
 
@@ -29,6 +70,15 @@ use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE};
 pub struct RemirrorProgress {
     /// Blocks without a mirror copy when the last failover finished.
     pub started_with: AtomicU64,
+}
+
+/// What a domain failure left behind.
+#[derive(Debug)]
+pub struct DomainFailure {
+    /// Dirty blocks without a mirror copy now (for the re-mirror worker).
+    pub unmirrored: u64,
+    /// What became of the failed domain's dirty blocks that had no mirror copy.
+    pub stranded: StrandedReport,
 }
 
 /// A failback step could not run: the receiving domain lacks room for dirty data.
@@ -55,26 +105,38 @@ struct Lifted {
 
 impl Cache {
     /// Drops domain `failed`'s DRAM and hands its sections to their mirrors, which become
-    /// their owners under `new`. The caller has paused requests and stopped the domain's
-    /// ports. Returns the dirty blocks left without a mirror copy (for the re-mirror).
+    /// their owners under `new`; the flushed ones among its dirty blocks that had no
+    /// mirror copy are reloaded from the vault into their new owners (see the module
+    /// doc). The caller has paused requests and stopped the domain's ports, and switches
+    /// routing to `new` before resuming them.
     pub fn fail_domain(
         &self,
         failed: usize,
         old: &dyn SectionRouter,
         new: &dyn SectionRouter,
-    ) -> u64 {
+    ) -> DomainFailure {
         let _writer = self.array_writer.lock();
         let _flush = self.flush_lock.lock();
         let state = self.meta.state();
         let domain = &self.domains[failed];
         domain.alive.store(false, Ordering::Release);
         domain.gate.accepting.store(false, Ordering::SeqCst);
-        let mut lost_unmirrored = 0u64;
+        let mut stranded = Vec::new();
         for shard in domain.shards.iter() {
             let mut shard = shard.inner.lock();
             for slot in &shard.slots {
                 if slot.role == Role::Primary {
-                    lost_unmirrored += u64::from((slot.dirty & slot.unmirrored).count_ones());
+                    let mask = slot.dirty & slot.unmirrored;
+                    if mask != 0
+                        && let Some(key) = slot.key
+                    {
+                        stranded.push(Stranded {
+                            key,
+                            mask,
+                            generation: slot.generation,
+                            vault_lsn: slot.vault_lsn,
+                        });
+                    }
                     let reserved = (slot.reserved & slot.dirty).count_ones();
                     if reserved > 0
                         && let Some(pool) = &slot.pool
@@ -85,12 +147,6 @@ impl Cache {
             }
             shard.clear();
         }
-        if lost_unmirrored > 0 {
-            eprintln!(
-                "troika: controller {} failed holding {lost_unmirrored} dirty blocks that had no mirror copy yet; those not flushed to the vault are lost",
-                failed + 1
-            );
-        }
         domain.primary_dirty.store(0, Ordering::Release);
         domain.mirror_dirty.store(0, Ordering::Release);
         domain.unmirrored.store(0, Ordering::Release);
@@ -98,7 +154,12 @@ impl Cache {
         for change in &moves {
             self.apply_move(change, &state, false);
         }
+        // Making room for the reload destages, which takes the state lock for writing.
         drop(state);
+        let stranded = self.reload_stranded(&stranded, new);
+        if let Some(text) = stranded.describe(failed) {
+            eprintln!("troika: {text}");
+        }
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.kick_destage(failed);
         self.signals.space.notify_all();
@@ -110,7 +171,10 @@ impl Cache {
         self.remirror
             .started_with
             .store(unmirrored, Ordering::Release);
-        unmirrored
+        DomainFailure {
+            unmirrored,
+            stranded,
+        }
     }
 
     /// Brings a failed domain back empty and starts its destage thread. Its gate opens
@@ -417,7 +481,10 @@ impl Cache {
         let Some(mirror) = mirror else { return };
         let domain = &self.domains[owner];
         let mut data = Vec::new();
-        let (dirty, generations) = {
+        // Vault records of these blocks made from now on come after this position, and
+        // those made before, after the owner's `vault_lsn`.
+        let since = self.meta.journal().lsn_floor();
+        let (dirty, generations, vault_lsn) = {
             let mut shard = domain.shard(key).inner.lock();
             let Some(&slot) = shard.index.get(&key) else {
                 return;
@@ -437,7 +504,7 @@ impl Cache {
             let newly = u64::from((dirty & !entry.unmirrored).count_ones());
             entry.unmirrored |= dirty;
             domain.unmirrored.fetch_add(newly, Ordering::AcqRel);
-            (dirty, entry.generation)
+            (dirty, entry.generation, entry.vault_lsn)
         };
         if !copy_now {
             return;
@@ -445,7 +512,14 @@ impl Cache {
         let bytes = |block: usize| &data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE];
         let generation = |block: usize| generations[block];
         if self
-            .try_write_mirror(mirror, key, dirty, &bytes, &generation)
+            .try_write_mirror(
+                mirror,
+                key,
+                dirty,
+                &bytes,
+                &generation,
+                since.min(vault_lsn),
+            )
             .is_some()
         {
             self.settle_mirror(owner, mirror, key, dirty, &generation);
@@ -457,6 +531,10 @@ impl Cache {
     /// Returns the blocks copied.
     pub fn remirror_all(&self, port: usize) -> Result<u64, crate::types::IoError> {
         let mut copied = 0u64;
+        #[cfg(test)]
+        if self.faults.hold_remirror.load(Ordering::Acquire) {
+            return Ok(copied);
+        }
         let mut data = vec![0u8; SECTION_SIZE];
         for owner in 0..self.domains.len() {
             let keys: Vec<SectionKey> = {
@@ -503,7 +581,9 @@ impl Cache {
         if route.owner != owner {
             return Ok(0);
         }
-        let (mask, generations) = {
+        // As in `give_new_mirror`: the copy keeps the vault records of its blocks.
+        let since = self.meta.journal().lsn_floor();
+        let (mask, generations, vault_lsn) = {
             let shard = self.domains[owner].shard(key).inner.lock();
             let Some(&slot) = shard.index.get(&key) else {
                 return Ok(0);
@@ -519,11 +599,11 @@ impl Cache {
                         .copy_from_slice(shard.block(slot, block));
                 }
             }
-            (mask, entry.generation)
+            (mask, entry.generation, entry.vault_lsn)
         };
         let bytes = |block: usize| &data[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE];
         let generation = |block: usize| generations[block];
-        self.write_mirror(mirror, key, mask, &bytes, &generation)?;
+        self.write_mirror(mirror, key, mask, &bytes, &generation, since.min(vault_lsn))?;
         self.settle_mirror(owner, mirror, key, mask, &generation);
         let count = u64::from(mask.count_ones());
         self.counters

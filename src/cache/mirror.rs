@@ -58,6 +58,9 @@ impl Cache {
     ) -> Result<(), IoError> {
         let first_block = within / BLOCK_SIZE;
         let last_block = (within + data.len() - 1) / BLOCK_SIZE;
+        // Read before the owner's copy exists: every vault record of this write (a flush
+        // may vault it before the mirror copy is made) is at or after it.
+        let since = self.meta.journal().lsn_floor();
         self.write_primary(route.owner, volume, key, within, data, generation, partial)?;
         #[cfg(test)]
         self.fault_point(super::tests::FaultPoint::AfterPrimary)?;
@@ -76,7 +79,8 @@ impl Cache {
             &data[from..from + BLOCK_SIZE]
         };
         let mask = block_mask(first_block, last_block);
-        if let Err(err) = self.write_mirror(mirror, key, mask, &block_bytes, &|_| generation) {
+        if let Err(err) = self.write_mirror(mirror, key, mask, &block_bytes, &|_| generation, since)
+        {
             // Not acknowledged: the owner's copy stays (a later write or destage settles
             // it) but must not be mistaken for mirrored.
             self.mark_unmirrored(route.owner, key, mask, generation);
@@ -219,6 +223,9 @@ impl Cache {
 
     /// Copies blocks `mask` of section `key` into a mirror slot of domain `mirror`, each
     /// at `generation(block)` unless the slot holds a newer one. Waits for a slot.
+    /// `since`: a journal position at or before every vault record of these blocks'
+    /// generations (the slot keeps the oldest as its `vault_lsn`, so that the records
+    /// outlive checkpoints should the copy become the primary).
     pub(super) fn write_mirror<'a>(
         &self,
         mirror: usize,
@@ -226,10 +233,11 @@ impl Cache {
         mask: u16,
         bytes: &'a dyn Fn(usize) -> &'a [u8],
         generation: &dyn Fn(usize) -> u64,
+        since: u64,
     ) -> Result<(), IoError> {
         let mut deadline = None;
         loop {
-            match self.try_write_mirror(mirror, key, mask, bytes, generation) {
+            match self.try_write_mirror(mirror, key, mask, bytes, generation, since) {
                 Some(()) => return Ok(()),
                 None => {
                     self.domains[mirror]
@@ -257,9 +265,9 @@ impl Cache {
         mask: u16,
         bytes: &'a dyn Fn(usize) -> &'a [u8],
         generation: &dyn Fn(usize) -> u64,
+        since: u64,
     ) -> Option<()> {
         let domain = &self.domains[mirror];
-        let since = self.meta.journal().lsn_floor();
         let mut shard = domain.shard(key).inner.lock();
         let slot = shard.find_or_insert(key, Role::Mirror)?;
         if shard.slots[slot as usize].role != Role::Mirror {

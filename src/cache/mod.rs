@@ -24,6 +24,9 @@
 //! - Ownership changes (`fail_domain`, `reassign`) happen while requests are paused (see
 //!   `gate`): a failed domain's DRAM is dropped and its sections' mirror copies become
 //!   primaries; moved sections take their data, clean and dirty, to their new owner.
+//!   Its dirty blocks that had no mirror copy yet (a second failure inside the re-mirror
+//!   window) are reloaded from the vault into their new owner when they were flushed, so
+//!   a flushed write is never lost; the others are reported lost (see `failover`).
 //! - At start, every block recovered from the vault is back in cache, dirty in its owner
 //!   and mirrored, or already destaged with its map entry committed: when the blocks do
 //!   not fit the shards under the start-up placement (it may differ from the one they
@@ -40,6 +43,8 @@
 mod destage;
 mod domain;
 mod failover;
+#[cfg(test)]
+mod failover_tests;
 mod gate;
 mod mirror;
 #[cfg(test)]
@@ -62,11 +67,12 @@ use crate::meta::{BlockRead, MetaStore, RecoveredBlock, VolumeHandle};
 use crate::target::Extent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
 use domain::{Domain, SHARDS, shard_of};
-pub use failover::RemirrorProgress;
+pub use failover::{DomainFailure, RemirrorProgress};
 pub use gate::Admission;
 use shard::Role;
 pub use shard::SectionKey;
 pub use share::{SHARE_CHUNK_BLOCKS, ShareOutcome};
+pub use vault::StrandedReport;
 
 /// Where a section lives: the index of its owner's domain and of its mirror's, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -117,6 +123,9 @@ pub struct Cache {
     array_writer: Mutex<()>,
     /// Counts ownership changes, so a flush can tell that blocks changed hands under it.
     epoch: AtomicU64,
+    /// Journal records from here on are kept by every checkpoint (`u64::MAX`: none):
+    /// the vault copies of a failed domain's blocks while they are being reloaded.
+    vault_pin: AtomicU64,
     pause: gate::Pause,
     signals: Signals,
     drain_requested: AtomicBool,
@@ -164,6 +173,7 @@ impl Cache {
             flush_lock: Mutex::new(vault::FlushState::default()),
             array_writer: Mutex::new(()),
             epoch: AtomicU64::new(0),
+            vault_pin: AtomicU64::new(u64::MAX),
             pause: gate::Pause::default(),
             signals: Signals {
                 lock: Mutex::new(()),

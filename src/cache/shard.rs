@@ -51,8 +51,10 @@ pub struct Slot {
     /// failover has not reached them yet.
     pub unmirrored: u16,
     /// Oldest journal LSN holding a vault copy of a dirty block here (`u64::MAX`: none).
-    /// A mirror slot keeps the journal position at the time of its oldest dirty copy: any
-    /// vault record of those blocks is at or after it.
+    /// A mirror slot keeps a position at or before every vault record of its dirty
+    /// copies: the journal position read before the owner's copy was written (a host
+    /// write), or the owner's `vault_lsn` when the copy was made later (re-mirroring,
+    /// failback).
     pub vault_lsn: u64,
     pub queued: bool,
     pub in_unvaulted: bool,

@@ -25,6 +25,8 @@ pub struct Faults {
     armed: Mutex<Option<FaultPoint>>,
     /// Destage only when a test asks for it.
     pub manual_destage: std::sync::atomic::AtomicBool,
+    /// Re-mirroring copies nothing (a test holds the node inside the re-mirror window).
+    pub hold_remirror: std::sync::atomic::AtomicBool,
 }
 
 impl Cache {
@@ -43,6 +45,13 @@ impl Cache {
         self.faults
             .manual_destage
             .store(manual, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Holds the re-mirror worker (`remirror_all` copies nothing) or lets it go on.
+    pub fn set_remirror_held(&self, held: bool) {
+        self.faults
+            .hold_remirror
+            .store(held, std::sync::atomic::Ordering::Release);
     }
 
     pub fn fault_point(&self, at: FaultPoint) -> Result<(), IoError> {

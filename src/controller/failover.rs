@@ -150,7 +150,8 @@ impl Controllers {
         self.cache.pause();
         let old = self.routing.load();
         let new = old.without(id);
-        let left_unmirrored = self.cache.fail_domain(index, &old, &new);
+        let failure = self.cache.fail_domain(index, &old, &new);
+        let left_unmirrored = failure.unmirrored;
         self.routing.store(new);
         self.cache.resume();
         let pause = started.elapsed();
@@ -182,10 +183,31 @@ impl Controllers {
                 mib(left_unmirrored)
             )
         };
+        let stranded = &failure.stranded;
+        let stranded_text = if stranded.blocks == 0 {
+            String::new()
+        } else if stranded.error.is_some() {
+            format!(
+                "; {} of its dirty blocks had no mirror copy and could not be reloaded from the vault: the node stops writing, restart it to recover them",
+                stranded.blocks
+            )
+        } else {
+            format!(
+                "; {} of its dirty blocks had no mirror copy: {} flushed ones were reloaded from the vault, {} lost the writes made after their last flush{}",
+                stranded.blocks,
+                stranded.reloaded,
+                stranded.lost,
+                if stranded.volumes.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (volumes {})", stranded.volumes.join(", "))
+                }
+            )
+        };
         self.raise(
             "CONTROLLER_FAILED",
             format!(
-                "controller {id} failed ({cause}): its port closed and its DRAM was discarded; controller(s) {survivors_text} took over its sections with a {:.1} ms pause{tail}",
+                "controller {id} failed ({cause}): its port closed and its DRAM was discarded; controller(s) {survivors_text} took over its sections with a {:.1} ms pause{stranded_text}{tail}",
                 pause.as_secs_f64() * 1000.0
             ),
         );

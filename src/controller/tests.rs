@@ -394,3 +394,58 @@ fn one_controller_left_writes_through_to_the_vault() {
     // Requests on a failed controller's port are refused.
     assert!(harness.targets[0].write(0, &[1; 4096], false).is_err());
 }
+
+/// Controller 1 fails, its sections' mirror copies become primaries with no second copy
+/// yet, the host flushes, and controller 2 fails by a fault (an injected failure is
+/// refused then) before re-mirroring copies them: every flushed write still reads back,
+/// through the last controller.
+#[test]
+fn flushed_writes_survive_a_fault_on_a_second_controller_while_re_mirroring() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cache, controllers) = small_node(dir.path(), 64 << 20, VOLUME_SIZE);
+    cache.set_remirror_held(true);
+    let ids = controllers.ids().to_vec();
+    let targets: Vec<_> = ids
+        .iter()
+        .map(|id| controllers.open_export_on("v", *id).unwrap())
+        .collect();
+    let len = 4 << 20;
+    let mut model: Vec<u8> = (0..len)
+        .map(|at| (at / 4096 * 7 + at % 251) as u8)
+        .collect();
+    targets[2].write(0, &model, false).unwrap();
+    controllers
+        .fail(ids[0], failover::FailReason::Injected)
+        .unwrap();
+    assert!(
+        cache.unmirrored_blocks() > 0,
+        "nothing waits for re-mirroring"
+    );
+    targets[2].flush().unwrap();
+    // Acknowledged after the flush and mirrored: survives by its mirror copy.
+    let late = vec![0xC3u8; 3 * BLOCK_SIZE];
+    targets[2].write(1 << 20, &late, false).unwrap();
+    model[1 << 20..(1 << 20) + late.len()].copy_from_slice(&late);
+    assert_eq!(
+        controllers
+            .fail(ids[1], failover::FailReason::Injected)
+            .unwrap_err()
+            .code,
+        "CONTROLLER_STATE"
+    );
+    controllers
+        .fail(ids[1], failover::FailReason::Panic)
+        .unwrap();
+    let mut buf = vec![0u8; len];
+    targets[2].read(0, &mut buf).unwrap();
+    let wrong = (0..len / BLOCK_SIZE)
+        .filter(|block| {
+            buf[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE]
+                != model[block * BLOCK_SIZE..(block + 1) * BLOCK_SIZE]
+        })
+        .count();
+    assert_eq!(wrong, 0, "{wrong} flushed blocks do not read back");
+    cache.set_remirror_held(false);
+    cache.set_manual_destage(false);
+    cache.shutdown().unwrap();
+}

@@ -325,6 +325,23 @@ impl Journal {
         self.region_start + lsn % self.region_len
     }
 
+    /// Reads this log's records from `from` (raised to the tail: what is before it may be
+    /// overwritten) to the end of what was written, as [`Journal::replay`] does at start.
+    /// Records appended but not committed are not seen: commit first. Returns the LSN
+    /// where the scan stopped, which equals [`Journal::next_lsn`] unless the log is
+    /// damaged or a commit ran meanwhile.
+    pub fn scan(&self, from: u64, visit: impl FnMut(u64, u8, &[u8])) -> io::Result<u64> {
+        let from = from.max(self.inner.lock().tail_lsn);
+        Self::replay(
+            &self.device,
+            self.region_start,
+            self.region_len,
+            from,
+            visit,
+        )
+        .map(|summary| summary.end_lsn)
+    }
+
     /// Reads the log from `from` and calls `visit(batch_lsn, kind, body)` for every record,
     /// in order. Returns the LSN after the last valid batch (where writing resumes).
     pub fn replay(

@@ -24,7 +24,7 @@ use super::forest::{Forest, Freed, MapEntry};
 use super::journal::{Journal, JournalError};
 
 use super::records;
-use super::replay::Replay;
+use super::replay::{Replay, VaultCopies};
 use super::usage::{PoolUsage, VolumeHandle};
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
@@ -238,7 +238,7 @@ impl MetaStore {
                 let mut replay = Replay {
                     catalog: loaded.catalog,
                     maps: loaded.forest,
-                    recovered: HashMap::new(),
+                    vault: VaultCopies::all(),
                     max_generation: loaded.generation,
                     checkpoint_lsn: superblock.checkpoint_lsn,
                 };
@@ -550,6 +550,38 @@ impl MetaStore {
 
     pub fn lookup(&self, volume: u32, lba: Lba) -> Option<MapEntry> {
         self.state.read().maps.get(volume, lba)
+    }
+
+    /// The newest vault copy of each of the `wanted` blocks in the journal records from
+    /// `from` on that nothing newer superseded, judged as start-up recovery judges them
+    /// ([`VaultCopies`]: destaged map entries, copies by reference, trims, restores and
+    /// deletions after the copy win) against `state`, the current catalog and maps.
+    ///
+    /// For the cache, to get back flushed blocks whose only DRAM copy was lost with a
+    /// controller. The caller holds the state lock (`state`, read) and keeps vault records
+    /// from being appended meanwhile (the cache's flush lock), and the records from `from`
+    /// on are still kept (nothing below the cache's vault floor is trimmed). The journal is
+    /// committed first, so every change already made in memory is on media and seen.
+    pub fn vaulted_copies(
+        &self,
+        state: &MetaState,
+        from: u64,
+        wanted: hashbrown::HashSet<(u32, Lba)>,
+    ) -> Result<Vec<RecoveredBlock>, MetaError> {
+        self.journal.commit_all()?;
+        let end = self.journal.next_lsn();
+        let mut copies = VaultCopies::only(wanted);
+        let reached = self
+            .journal
+            .scan(from, |lsn, kind, body| copies.apply(lsn, kind, body))
+            .map_err(|err| MetaError::Media(format!("{}: {err}", self.ssd.path().display())))?;
+        if reached != end {
+            return Err(MetaError::Media(format!(
+                "the journal on {} reads back only to LSN {reached} of {end}; it is damaged",
+                self.ssd.path().display()
+            )));
+        }
+        Ok(copies.finish(&state.catalog, &state.maps))
     }
 
     /// Writes a checkpoint of the current state. `vault_floor` is called under the state
