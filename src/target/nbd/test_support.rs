@@ -30,8 +30,10 @@ pub struct MemTarget {
     state: Mutex<MemState>,
     pub flushes: AtomicUsize,
     pub prefetches: AtomicUsize,
-    /// Reads at this offset sleep first, to force replies out of order.
+    /// Reads at this offset wait until `release_slow_read` is set (at most 10 s), to
+    /// force replies out of order without depending on the machine's speed.
     pub slow_read_offset: Option<u64>,
+    pub release_slow_read: AtomicBool,
     /// Any access overlapping this offset fails with a media error.
     pub bad_offset: Option<u64>,
 }
@@ -53,6 +55,7 @@ impl MemTarget {
             flushes: AtomicUsize::new(0),
             prefetches: AtomicUsize::new(0),
             slow_read_offset: None,
+            release_slow_read: AtomicBool::new(false),
             bad_offset: None,
         }
     }
@@ -124,7 +127,12 @@ impl BlockTarget for MemTarget {
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         self.check(offset, buf.len() as u64, false)?;
         if self.slow_read_offset == Some(offset) {
-            std::thread::sleep(Duration::from_millis(100));
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while !self.release_slow_read.load(Ordering::Acquire)
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         }
         let state = self.state.lock();
         buf.copy_from_slice(&state.data[offset as usize..offset as usize + buf.len()]);

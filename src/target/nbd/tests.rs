@@ -357,6 +357,8 @@ fn pipelined_requests_are_all_answered_once_out_of_order() {
         let reply = client.reply();
         assert_eq!(reply.error, 0, "cookie {}", reply.cookie);
         seen.push(reply.cookie);
+        // The slow read goes on once another request was answered while it waited.
+        target.release_slow_read.store(true, Ordering::Release);
     }
     assert_ne!(seen[0], 0, "the slow read should not be answered first");
     let mut sorted = seen.clone();
