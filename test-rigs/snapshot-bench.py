@@ -2,7 +2,7 @@
 """Snapshot benchmark (issue 5): what snapshots cost, measured in one run on one node.
 
 Sections (SECTIONS env, default all, in this order):
-  create   snapshot creation time, p50/p99 over N snapshots (SNAPS, default 500), of a 1 GiB volume
+  create   snapshot creation time, p50/p99 over N snapshots (SNAPS, default 2000), of a 1 GiB volume
            written whole and of a 1 TiB thin volume with 20 GiB written (WRITTEN_GIB);
            the two alternate, so both see the same machine.
   many     10,000 snapshots (MANY) of one 4 GiB volume (MANY_GIB), taken while a few blocks change
@@ -40,7 +40,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TROIKA = os.environ.get("TROIKA", os.path.join(REPO, "target/release/troika"))
 HW = os.path.join(REPO, "hw/bench-snap.toml")
 SECTIONS = os.environ.get("SECTIONS", "create many restore delete").split()
-SNAPS = int(os.environ.get("SNAPS", "500"))
+SNAPS = int(os.environ.get("SNAPS", "2000"))
 WRITTEN_GIB = int(os.environ.get("WRITTEN_GIB", "20"))
 MANY = int(os.environ.get("MANY", "10000"))
 ROUNDS = int(os.environ.get("ROUNDS", "4"))
