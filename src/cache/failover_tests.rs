@@ -202,17 +202,35 @@ fn sections_in_shard(volume: u32, wanted: impl Fn(usize) -> bool, count: usize) 
     found
 }
 
-/// Writes flushed on controller 2 after controller 1 failed. Controller 3's shard 0 is
-/// full of dirty sections when controller 2 fails, so the reload must make room there.
-#[test]
-fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner() {
-    let dir = tempfile::tempdir().unwrap();
-    let (meta, _) = open_small_store(dir.path());
+/// A fresh store with one pool and one 16 MiB thin volume.
+fn store_with_volume(dir: &Path) -> (Arc<MetaStore>, crate::meta::VolumeRecord) {
+    let (meta, _) = open_small_store(dir);
     let meta = Arc::new(meta);
     let pool = meta.create_pool("pool", 64 << 20, 1 << 30).unwrap();
     let record = meta
         .create_volume("v", pool.id, 16 << 20, Provisioning::Thin)
         .unwrap();
+    (meta, record)
+}
+
+/// Three domains routed by `routes` (phase 0), destaged only when a test asks.
+fn start(
+    meta: &Arc<MetaStore>,
+    volume: u32,
+    routes: HashMap<u64, [Route; PHASES]>,
+) -> (Arc<Phased>, Arc<Cache>, Arc<VolumeHandle>) {
+    let router = Arc::new(Phased::new(routes));
+    let cache = Cache::start(meta.clone(), 3, DOMAIN_BYTES, Vec::new(), router.clone());
+    cache.set_manual_destage(true);
+    (router, cache, handle(meta, volume))
+}
+
+/// Writes flushed on controller 2 after controller 1 failed. Controller 3's shard 0 is
+/// full of dirty sections when controller 2 fails, so the reload must make room there.
+#[test]
+fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let (meta, record) = store_with_volume(dir.path());
     // Controller 1's sections: two in shard 0, four elsewhere.
     let in_shard_0 = sections_in_shard(record.id, |shard| shard == 0, 10);
     let stranded_0 = in_shard_0[..2].to_vec();
@@ -241,10 +259,7 @@ fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner()
             ],
         );
     }
-    let router = Arc::new(Phased::new(routes.clone()));
-    let cache = Cache::start(meta.clone(), 3, DOMAIN_BYTES, Vec::new(), router.clone());
-    cache.set_manual_destage(true);
-    let volume = handle(&meta, record.id);
+    let (router, cache, volume) = start(&meta, record.id, routes.clone());
     let mut expected = Expected::new();
     let stranded: Vec<u64> = stranded_0.iter().chain(&stranded_other).copied().collect();
     for &section in stranded.iter().chain(&fillers) {
@@ -300,16 +315,8 @@ fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner()
 #[test]
 fn writes_flushed_before_the_first_failure_survive_a_second_failure_before_remirroring() {
     let dir = tempfile::tempdir().unwrap();
-    let (meta, _) = open_small_store(dir.path());
-    let meta = Arc::new(meta);
-    let pool = meta.create_pool("pool", 64 << 20, 1 << 30).unwrap();
-    let record = meta
-        .create_volume("v", pool.id, 16 << 20, Provisioning::Thin)
-        .unwrap();
-    let router = Arc::new(Phased::new(HashMap::new()));
-    let cache = Cache::start(meta.clone(), 3, DOMAIN_BYTES, Vec::new(), router.clone());
-    cache.set_manual_destage(true);
-    let volume = handle(&meta, record.id);
+    let (meta, record) = store_with_volume(dir.path());
+    let (router, cache, volume) = start(&meta, record.id, HashMap::new());
     let mut expected = Expected::new();
     let flushed: Vec<u64> = (0..6).collect();
     let unflushed: Vec<u64> = (10..12).collect();
@@ -344,16 +351,8 @@ fn writes_flushed_before_the_first_failure_survive_a_second_failure_before_remir
 #[test]
 fn a_re_mirrored_copy_keeps_the_vault_records_of_flushed_writes() {
     let dir = tempfile::tempdir().unwrap();
-    let (meta, _) = open_small_store(dir.path());
-    let meta = Arc::new(meta);
-    let pool = meta.create_pool("pool", 64 << 20, 1 << 30).unwrap();
-    let record = meta
-        .create_volume("v", pool.id, 16 << 20, Provisioning::Thin)
-        .unwrap();
-    let router = Arc::new(Phased::new(HashMap::new()));
-    let cache = Cache::start(meta.clone(), 3, DOMAIN_BYTES, Vec::new(), router.clone());
-    cache.set_manual_destage(true);
-    let volume = handle(&meta, record.id);
+    let (meta, record) = store_with_volume(dir.path());
+    let (router, cache, volume) = start(&meta, record.id, HashMap::new());
     let mut expected = Expected::new();
     for section in 0..4 {
         write_section(&cache, &volume, section, 1);
