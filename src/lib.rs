@@ -9,7 +9,9 @@
 //! `/metrics`; `node` wires them together.
 
 pub mod cache;
+pub mod console;
 pub mod controller;
+pub mod fatal;
 pub mod hw;
 pub mod io;
 pub mod layout;
