@@ -17,7 +17,8 @@
 //! 1; there is at least one `[[ssd]]` and exactly `data + parity` `[[nlsas]]` drives; every
 //! device has a non-empty name (unique across the node) and a path; a size, when given, is a
 //! multiple of the stripe unit and at least 64 units (NL-SAS) or 64M (SSD); latency numbers
-//! are within physical reason (rpm 3600..=20000, times at most 100 ms).
+//! are within physical reason (rpm 3600..=20000, times at most 100 ms); `write_cache` is a
+//! multiple of 4K up to 1G; every fault rule is whole (see [`faults`]).
 //!
 //! Sizes are written as integers (bytes) or strings with binary units (`"64K"`, `"1G"`).
 
@@ -28,8 +29,11 @@ use serde::Deserialize;
 
 use crate::types::parse_size;
 
+pub mod faults;
 #[cfg(test)]
 mod tests;
+
+use faults::{FaultSpec, RawFaultRule};
 
 /// The embedded default model.
 const DEV_TOML: &str = include_str!("../../hw/dev.toml");
@@ -38,6 +42,8 @@ const DEV_TOML: &str = include_str!("../../hw/dev.toml");
 const MAX_LATENCY_US: u64 = 100_000;
 /// Smallest SSD a model may name.
 const MIN_SSD_SIZE: u64 = 64 << 20;
+/// Largest simulated write cache a device may have.
+const MAX_WRITE_CACHE: u64 = 1 << 30;
 /// Smallest NL-SAS drive a model may name, in stripe units.
 const MIN_NLSAS_UNITS: u64 = 64;
 
@@ -70,6 +76,11 @@ pub struct DeviceSpec {
     pub size: Option<u64>,
     /// Simulated latency, for hardware-in-the-loop rigs; `None` for real speed.
     pub latency: Option<LatencyModel>,
+    /// Bytes of simulated volatile write cache (0: none; writes are durable when they
+    /// complete). A flush makes cached writes durable; a power cut loses some of the rest.
+    pub write_cache: u64,
+    /// Fault rules active from start (see [`faults`]).
+    pub faults: Vec<FaultSpec>,
 }
 
 /// Stripe geometry on the NL-SAS drives.
@@ -195,6 +206,9 @@ struct RawDevice {
     path: Option<String>,
     size: Option<RawSize>,
     latency: Option<RawLatency>,
+    write_cache: Option<RawSize>,
+    #[serde(default)]
+    faults: Vec<RawFaultRule>,
 }
 
 #[derive(Deserialize)]
@@ -392,11 +406,39 @@ fn validate_devices(
                 write_us: latency_us(&field("latency.write_us"), write_us)?,
             }),
         };
+        let write_cache = match &device.write_cache {
+            None => 0,
+            Some(raw) => {
+                let bytes = size_field(&field("write_cache"), raw)?;
+                if bytes == 0 || bytes > MAX_WRITE_CACHE || !bytes.is_multiple_of(4096) {
+                    return Err(FieldError::new(
+                        field("write_cache"),
+                        format!("must be a multiple of 4K between 4K and 1G (got {bytes} bytes)"),
+                    ));
+                }
+                bytes
+            }
+        };
+        let mut faults = Vec::with_capacity(device.faults.len());
+        for (rule_index, rule) in device.faults.into_iter().enumerate() {
+            if rule.device.is_some() {
+                return Err(FieldError::new(
+                    field(&format!("faults[{rule_index}].device")),
+                    "a model's rule applies to the device it is listed under; remove device",
+                ));
+            }
+            let spec = rule.into_spec(device.name.clone(), 0).map_err(|reason| {
+                FieldError::new(field(&format!("faults[{rule_index}]")), reason)
+            })?;
+            faults.push(spec);
+        }
         devices.push(DeviceSpec {
             name: device.name,
             path,
             size,
             latency,
+            write_cache,
+            faults,
         });
     }
     Ok(devices)

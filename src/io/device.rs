@@ -7,8 +7,11 @@ use std::os::unix::io::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use parking_lot::Mutex;
 
+use super::faults::DeviceFaults;
 use crate::hw::LatencyModel;
 
 /// Why a device could not be opened.
@@ -62,6 +65,8 @@ pub struct Device {
     latency: Option<LatencyModel>,
     /// Where the simulated head is and when it is free (only used with a latency model).
     sim: Mutex<SimState>,
+    /// Injected faults and the simulated write cache (inactive unless a plane attached some).
+    faults: Arc<DeviceFaults>,
 }
 
 #[derive(Debug)]
@@ -139,7 +144,12 @@ impl Device {
                 path: path.to_path_buf(),
             });
         };
+        let name = path
+            .file_stem()
+            .map(|stem| stem.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(Device {
+            faults: Arc::new(DeviceFaults::detached(name)),
             file,
             path: path.to_path_buf(),
             size,
@@ -150,6 +160,22 @@ impl Device {
                 busy_until: None,
             }),
         })
+    }
+
+    /// The same device with the faults (rules, write cache) a
+    /// [`FaultPlane`](super::FaultPlane) made for it; its name becomes theirs.
+    pub fn with_faults(mut self, faults: Arc<DeviceFaults>) -> Device {
+        self.faults = faults;
+        self
+    }
+
+    /// The device's name in the hardware model (the file stem for a device opened alone).
+    pub fn name(&self) -> &str {
+        self.faults.name()
+    }
+
+    pub(crate) fn faults(&self) -> &DeviceFaults {
+        &self.faults
     }
 
     /// The path the device was opened with.

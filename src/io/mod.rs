@@ -31,6 +31,7 @@
 
 mod buf;
 mod device;
+pub mod faults;
 mod ring;
 
 #[cfg(test)]
@@ -42,6 +43,7 @@ use io_uring::{IoUring, Probe, opcode};
 
 pub use self::buf::{ALIGN, AlignedBuf, BufferPool, PooledBuf};
 pub use self::device::{Device, DeviceError};
+pub use self::faults::{FaultEffect, FaultOp, FaultPlane, FaultRule, FaultSpec, FaultTrigger};
 pub use self::ring::{IoKind, IoRequest, IoRing};
 
 /// Submission slots of a thread's own ring.

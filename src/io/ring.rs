@@ -15,6 +15,7 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use super::ALIGN;
 use super::device::{Device, SimOp};
+use super::faults::{FaultOp, Verdict};
 
 /// Largest single transfer handed to the kernel in one SQE; longer requests are continued.
 const MAX_CHUNK: usize = 1 << 30;
@@ -52,8 +53,15 @@ struct OpState {
     phase: Phase,
     /// Bytes transferred so far.
     done: usize,
-    /// Set when first pushed, for requests on a device with a latency model.
+    /// Set when first pushed, for requests on a device with a latency model or an
+    /// injected delay.
     not_before: Option<Instant>,
+    /// Whether the device's faults have judged it (once, before its first push).
+    judged: bool,
+    /// A write's entry in its device's simulated write cache.
+    cache_seq: Option<u64>,
+    /// A sync's mark in its device's simulated write cache.
+    sync_mark: Option<u64>,
 }
 
 /// An io_uring instance owned by one thread (it is `Send`, not `Sync`).
@@ -135,6 +143,9 @@ impl IoRing {
                 phase,
                 done: 0,
                 not_before: None,
+                judged: false,
+                cache_seq: None,
+                sync_mark: None,
             });
             results.push(result);
         }
@@ -163,8 +174,14 @@ impl IoRing {
                 };
                 let request = &mut requests[index];
                 let op = &mut ops[index];
-                if op.not_before.is_none() {
+                if !op.judged {
+                    op.judged = true;
                     op.not_before = simulated_completion(request);
+                    // The one branch injection costs while it is off.
+                    if request.device.faults().active() && !judge(request, op) {
+                        results[index] = Err(io::Error::from_raw_os_error(libc::EIO));
+                        continue;
+                    }
                     if let Some(at) = op.not_before {
                         latest = Some(latest.map_or(at, |l| l.max(at)));
                     }
@@ -194,6 +211,11 @@ impl IoRing {
                     index,
                     cqe.result(),
                 );
+                let op = &ops[index];
+                if op.phase == Phase::Finished && (op.cache_seq.is_some() || op.sync_mark.is_some())
+                {
+                    settle_cache(&requests[index], op, results[index].is_ok());
+                }
             }
         }
         if let Some(latest) = latest {
@@ -278,6 +300,47 @@ fn check_alignment(request: &IoRequest<'_>) -> io::Result<usize> {
         Ok(len)
     } else {
         Err(io::Error::from_raw_os_error(libc::EINVAL))
+    }
+}
+
+/// Asks the device's faults about `request` before its first push. Returns false when it
+/// fails without being submitted (its op is then finished).
+#[cold]
+fn judge(request: &IoRequest<'_>, op: &mut OpState) -> bool {
+    let (kind, data) = match &request.kind {
+        IoKind::Read(_) => (FaultOp::Read, None),
+        IoKind::Write(buf) => (FaultOp::Write, Some(&buf[..])),
+        IoKind::Sync => (FaultOp::Fsync, None),
+    };
+    match request.device.faults().verdict(kind, request.offset, data) {
+        Verdict::Fail => {
+            op.phase = Phase::Finished;
+            false
+        }
+        Verdict::Proceed {
+            not_before,
+            cache_seq,
+            sync_mark,
+        } => {
+            if let Some(at) = not_before {
+                op.not_before = Some(op.not_before.map_or(at, |b| b.max(at)));
+            }
+            op.cache_seq = cache_seq;
+            op.sync_mark = sync_mark;
+            true
+        }
+    }
+}
+
+/// Tells the device's simulated write cache that `op` finished.
+#[cold]
+fn settle_cache(request: &IoRequest<'_>, op: &OpState, ok: bool) {
+    let faults = request.device.faults();
+    if let Some(seq) = op.cache_seq {
+        faults.write_finished(seq);
+    }
+    if let (Some(mark), true) = (op.sync_mark, ok) {
+        faults.sync_succeeded(mark);
     }
 }
 

@@ -295,6 +295,11 @@ pub struct ControllerInfo {
 /// What the REST server needs from the node. Every method is a whole, atomic control-plane
 /// operation: it either happened (and is durable when it returns) or it did not.
 pub trait Management: Send + Sync + HostManagement {
+    /// The node's fault injection (rules on its devices, power cut); `None` where there is
+    /// no hardware to inject into (the test fake).
+    fn fault_plane(&self) -> Option<&crate::io::FaultPlane> {
+        None
+    }
     fn system(&self) -> SystemInfo;
     fn create_pool(&self, request: PoolCreate) -> Result<PoolInfo, MgmtError>;
     fn pools(&self) -> Vec<PoolInfo>;

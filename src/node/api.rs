@@ -6,6 +6,7 @@
 //! volumes — and LOCKED once it is full, when the cache refuses hosts' writes to its
 //! volumes with "no space" until space is freed.
 
+use crate::io::FaultPlane;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -33,6 +34,8 @@ pub struct NodeApi {
     pub meta: Arc<MetaStore>,
     pub cache: Arc<Cache>,
     pub controllers: Arc<Controllers>,
+    /// Fault injection and simulated write caches on the model's devices.
+    pub faults: Arc<FaultPlane>,
     pub started_at: u64,
 }
 
@@ -175,6 +178,10 @@ fn provisioning(text: Option<&str>) -> Result<Provisioning, MgmtError> {
 }
 
 impl Management for NodeApi {
+    fn fault_plane(&self) -> Option<&FaultPlane> {
+        Some(&self.faults)
+    }
+
     fn system(&self) -> SystemInfo {
         let state = self.meta.state();
         let promised: u64 = state

@@ -29,8 +29,9 @@ use api::{NodeApi, now_ms};
 use crate::cache::Cache;
 use crate::controller::routing::Routing;
 use crate::controller::{Controllers, NodePort};
+use crate::hw::DeviceSpec;
 use crate::hw::HwModel;
-use crate::io::{self, Device};
+use crate::io::{self, Device, FaultPlane};
 use crate::layout::Array;
 use crate::meta::MetaStore;
 use crate::mgmt;
@@ -73,17 +74,13 @@ impl Node {
         let lock = lock_data_dir(data_dir)?;
         io::probe().map_err(anyhow::Error::msg)?;
 
-        let ssd_spec = &hw.ssds[0];
-        let ssd = Device::open(
-            &hw.resolve_path(ssd_spec, data_dir),
-            ssd_spec.size,
-            ssd_spec.latency,
-        )
-        .with_context(|| format!("cannot open the vault SSD {:?}", ssd_spec.name))?;
+        let faults = Arc::new(FaultPlane::new());
+        let ssd = open_device(&hw, &hw.ssds[0], data_dir, &faults)
+            .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
         let mut drives = Vec::new();
         for spec in &hw.nlsas {
             drives.push(
-                Device::open(&hw.resolve_path(spec, data_dir), spec.size, spec.latency)
+                open_device(&hw, spec, data_dir, &faults)
                     .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
             );
         }
@@ -209,6 +206,7 @@ impl Node {
             meta: meta.clone(),
             cache: cache.clone(),
             controllers: controllers.clone(),
+            faults,
             started_at: now_ms(),
         });
         threads.push(policies::spawn(
@@ -304,6 +302,26 @@ impl Node {
         eprintln!("troika: stopped cleanly");
         Ok(())
     }
+}
+
+/// Opens one device of the model with its simulated write cache and its fault rules.
+fn open_device(
+    hw: &HwModel,
+    spec: &DeviceSpec,
+    data_dir: &Path,
+    faults: &FaultPlane,
+) -> anyhow::Result<Device> {
+    let path = hw.resolve_path(spec, data_dir);
+    let device = Device::open(&path, spec.size, spec.latency)?;
+    let device_faults = faults
+        .attach(&spec.name, &path, spec.write_cache)
+        .with_context(|| format!("cannot open {} for fault injection", path.display()))?;
+    for rule in &spec.faults {
+        faults
+            .inject(rule.clone())
+            .map_err(|err| anyhow::anyhow!("fault rule on {}: {err}", spec.name))?;
+    }
+    Ok(device.with_faults(device_faults))
 }
 
 /// Takes an exclusive lock on the data directory so two nodes never share it.

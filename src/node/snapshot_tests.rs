@@ -71,6 +71,7 @@ impl Node {
             meta,
             cache: cache.clone(),
             controllers: controllers.clone(),
+            faults: Default::default(),
             started_at: 0,
         };
         Node {

@@ -40,6 +40,7 @@ impl Rig {
             meta,
             cache: cache.clone(),
             controllers,
+            faults: Default::default(),
             started_at: 0,
         });
         let (users, _) = UserStore::open(dir.path()).unwrap();
