@@ -174,7 +174,9 @@ impl RawFaultRule {
                 );
             }
             _ => {
-                return Err("give only one effect of error, delay_ms, stall_ms and tear".to_string());
+                return Err(
+                    "give only one effect of error, delay_ms, stall_ms and tear".to_string()
+                );
             }
         };
         let trigger = match (self.nth, self.probability) {

@@ -318,12 +318,17 @@ impl DeviceFaults {
     }
 
     /// Decides what happens to one operation (called once per operation, before its first
-    /// submission). `data` is a write's buffer.
-    pub(crate) fn verdict(&self, op: FaultOp, offset: u64, data: Option<&[u8]>) -> Verdict {
+    /// submission) of `len` bytes at `offset`; `data` is a write's buffer.
+    pub(crate) fn verdict(
+        &self,
+        op: FaultOp,
+        offset: u64,
+        len: u64,
+        data: Option<&[u8]>,
+    ) -> Verdict {
         if let Some(plane) = &self.plane {
             plane.wait_while_cutting();
         }
-        let len = data.map_or(0, |d| d.len() as u64);
         let mut not_before = None;
         let mut outcome: Option<Verdict> = None;
         {
@@ -641,29 +646,45 @@ impl FaultPlane {
     /// Cuts the power: see the module doc. Never returns.
     pub fn power_cut(&self, seed: u64) -> ! {
         self.shared.cutting.store(true, Ordering::Release);
-        let devices = self.devices.lock().clone();
-        for device in &devices {
+        for device in self.devices.lock().iter() {
             device.active.store(true, Ordering::Relaxed);
         }
         std::thread::sleep(POWER_CUT_DRAIN);
-        let mut rng = SeededRng::new(seed);
-        for device in &devices {
-            if let (Some(cache), Some(raw)) = (&device.cache, &device.raw) {
-                let mut cache = cache.lock();
-                match cache.cut(raw, &mut rng) {
-                    Ok(what) => crate::say!("troika: power cut: {}: {what}", device.name),
-                    Err(e) => crate::say!(
-                        "troika: power cut: {}: could not write the surviving state: {e}",
-                        device.name
-                    ),
-                }
-            }
+        for line in self.lose_volatile_writes(seed) {
+            crate::say!("troika: power cut: {line}");
         }
         crate::say!("troika: power cut (seed {seed}): the process ends now, with no clean-up");
-        // SAFETY: kill on our own pid with SIGKILL; it touches no memory.
+        // SAFETY: kill on our own pid with SIGKILL, then _exit should it return; neither
+        // touches memory of ours.
         unsafe {
             libc::kill(libc::getpid(), libc::SIGKILL);
             libc::_exit(137)
         }
     }
+
+    /// What a power cut does to the devices' caches, without ending the process: on every
+    /// cached device a random subset of the cached writes (from `seed`) persists, one is
+    /// torn, the rest are undone. Callers make sure no operation runs meanwhile. Returns a
+    /// line per cached device.
+    pub fn lose_volatile_writes(&self, seed: u64) -> Vec<String> {
+        let mut rng = SeededRng::new(seed);
+        let mut report = Vec::new();
+        for device in self.devices.lock().iter() {
+            if let (Some(cache), Some(raw)) = (&device.cache, &device.raw) {
+                let mut cache = cache.lock();
+                let line = match cache.cut(raw, &mut rng) {
+                    Ok(what) => format!("{}: {what}", device.name),
+                    Err(e) => format!("{}: could not write the surviving state: {e}", device.name),
+                };
+                cache.entries.clear();
+                cache.bytes = 0;
+                report.push(line);
+            }
+        }
+        report
+    }
 }
+
+#[cfg(test)]
+#[path = "faults_tests.rs"]
+mod tests;

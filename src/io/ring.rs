@@ -307,12 +307,13 @@ fn check_alignment(request: &IoRequest<'_>) -> io::Result<usize> {
 /// fails without being submitted (its op is then finished).
 #[cold]
 fn judge(request: &IoRequest<'_>, op: &mut OpState) -> bool {
-    let (kind, data) = match &request.kind {
-        IoKind::Read(_) => (FaultOp::Read, None),
-        IoKind::Write(buf) => (FaultOp::Write, Some(&buf[..])),
-        IoKind::Sync => (FaultOp::Fsync, None),
+    let (kind, len, data) = match &request.kind {
+        IoKind::Read(buf) => (FaultOp::Read, buf.len(), None),
+        IoKind::Write(buf) => (FaultOp::Write, buf.len(), Some(&buf[..])),
+        IoKind::Sync => (FaultOp::Fsync, 0, None),
     };
-    match request.device.faults().verdict(kind, request.offset, data) {
+    let faults = request.device.faults();
+    match faults.verdict(kind, request.offset, len as u64, data) {
         Verdict::Fail => {
             op.phase = Phase::Finished;
             false
