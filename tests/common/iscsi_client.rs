@@ -318,6 +318,19 @@ impl Session {
         data_out: &[u8],
         expected_in: u32,
     ) -> ScsiResult {
+        self.try_command(lun, cdb, data_out, expected_in)
+            .expect("the target closed the connection")
+    }
+
+    /// [`Session::command`], with `Err` when the target goes away (killed, power cut)
+    /// instead of a panic.
+    pub fn try_command(
+        &mut self,
+        lun: u64,
+        cdb: &[u8],
+        data_out: &[u8],
+        expected_in: u32,
+    ) -> std::io::Result<ScsiResult> {
         let mut h = [0u8; 48];
         h[0] = SCSI_COMMAND;
         h[1] = 0x80 | 0x01; // F, simple task attribute
@@ -340,10 +353,15 @@ impl Session {
         h[28..32].copy_from_slice(&self.exp_stat_sn.to_be_bytes());
         h[32..32 + cdb.len().min(16)].copy_from_slice(&cdb[..cdb.len().min(16)]);
         self.cmd_sn = self.cmd_sn.wrapping_add(1);
-        send_pdu(&mut self.stream, &h, data_out).expect("send command");
+        send_pdu(&mut self.stream, &h, data_out)?;
         let mut result = ScsiResult::default();
         loop {
-            let pdu = read_pdu(&mut self.stream).expect("the target closed the connection");
+            let pdu = read_pdu(&mut self.stream).ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the target closed the connection",
+                )
+            })?;
             match pdu.opcode() {
                 DATA_IN => {
                     let offset = pdu.u32_at(40) as usize;
@@ -354,7 +372,7 @@ impl Session {
                     if pdu.header[1] & 0x01 != 0 {
                         result.status = pdu.header[3];
                         self.exp_stat_sn = pdu.u32_at(24).wrapping_add(1);
-                        return result;
+                        return Ok(result);
                     }
                 }
                 SCSI_RESPONSE => {
@@ -364,7 +382,7 @@ impl Session {
                         let length = usize::from(u16::from_be_bytes([pdu.data[0], pdu.data[1]]));
                         result.sense = pdu.data[2..(2 + length).min(pdu.data.len())].to_vec();
                     }
-                    return result;
+                    return Ok(result);
                 }
                 0x20 => {} // NOP-In
                 other => panic!("unexpected PDU 0x{other:02x} during a command: {pdu:?}"),

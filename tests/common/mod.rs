@@ -305,6 +305,23 @@ impl TestNode {
         }
     }
 
+    /// Waits at most `timeout` for the node to end by itself (a power cut, a durability
+    /// stop); its exit status, or `None` if it is still running (it is left running).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Starts the node again on the same data directory.
     pub fn restart(&mut self) {
         self.kill9();
