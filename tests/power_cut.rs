@@ -267,7 +267,11 @@ fn flushed_writes_survive_power_cuts() {
     assert_eq!(cuts, cycles, "every cycle cut the power:\n{log}");
     eprintln!(
         "recovery times (ms): {}",
-        times.iter().map(u64::to_string).collect::<Vec<_>>().join(" ")
+        times
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
     );
     times.sort_unstable();
     eprintln!(

@@ -1,5 +1,6 @@
 use std::path::Path;
 
+use super::faults::{FaultEffect, FaultOp, FaultTrigger};
 use super::*;
 
 const CI_TOML: &str = include_str!("../../hw/ci.toml");
@@ -377,4 +378,105 @@ fn latency_values_must_be_sane() {
         "tape",
         "unknown variant",
     );
+}
+
+/// The CI model with `extra` lines added to the `[[nlsas]]` named nlsas2.
+fn ci_with_nlsas2(extra: &str) -> String {
+    CI_TOML.replacen(
+        "path = \"nlsas2.img\"",
+        &format!("path = \"nlsas2.img\"\n{extra}"),
+        1,
+    )
+}
+
+#[test]
+fn write_cache_and_fault_rules_are_read_per_device() {
+    let text = ci_with_nlsas2(
+        "write_cache = \"64M\"\nfaults = [\n  { op = \"write\", error = \"eio\", nth = 500 },\n  \
+         { op = \"read\", delay_ms = 40, probability = 0.01, seed = 7 },\n  \
+         { op = \"write\", tear = true },\n]",
+    );
+    let model = HwModel::from_toml(&text, "m.toml").unwrap();
+    let drive = &model.nlsas[2];
+    assert_eq!(drive.write_cache, 64 << 20);
+    assert_eq!(
+        drive.faults,
+        vec![
+            FaultSpec {
+                device: "nlsas2".into(),
+                op: FaultOp::Write,
+                effect: FaultEffect::Eio,
+                trigger: FaultTrigger::Nth(500),
+                seed: 0,
+            },
+            FaultSpec {
+                device: "nlsas2".into(),
+                op: FaultOp::Read,
+                effect: FaultEffect::DelayMs(40),
+                trigger: FaultTrigger::Probability(0.01),
+                seed: 7,
+            },
+            FaultSpec {
+                device: "nlsas2".into(),
+                op: FaultOp::Write,
+                effect: FaultEffect::Tear,
+                trigger: FaultTrigger::Probability(1.0),
+                seed: 0,
+            },
+        ]
+    );
+    assert!(model.nlsas[0].faults.is_empty() && model.nlsas[0].write_cache == 0);
+}
+
+#[test]
+fn bad_fault_rules_and_caches_name_the_field() {
+    let cases = [
+        ("write_cache = \"3000\"", "nlsas[2].write_cache"),
+        ("write_cache = \"2G\"", "nlsas[2].write_cache"),
+        (
+            "faults = [{ op = \"trim\", error = \"eio\" }]",
+            "op: must be read, write or fsync",
+        ),
+        ("faults = [{ op = \"read\" }]", "give one effect"),
+        (
+            "faults = [{ op = \"read\", error = \"eio\", delay_ms = 5 }]",
+            "only one effect",
+        ),
+        (
+            "faults = [{ op = \"read\", error = \"enospc\" }]",
+            "only \"eio\"",
+        ),
+        (
+            "faults = [{ op = \"read\", tear = true }]",
+            "only a write can be torn",
+        ),
+        (
+            "faults = [{ op = \"read\", error = \"eio\", nth = 0 }]",
+            "nth: must be at least 1",
+        ),
+        (
+            "faults = [{ op = \"read\", error = \"eio\", nth = 2, probability = 0.5 }]",
+            "not both",
+        ),
+        (
+            "faults = [{ op = \"read\", error = \"eio\", probability = 2.0 }]",
+            "probability",
+        ),
+        ("faults = [{ op = \"read\", stall_ms = 0 }]", "stall_ms"),
+        (
+            "faults = [{ device = \"nlsas1\", op = \"read\", error = \"eio\" }]",
+            "remove device",
+        ),
+        (
+            "faults = [{ op = \"read\", error = \"eio\", when = 3 }]",
+            "unknown field",
+        ),
+    ];
+    for (extra, expected) in cases {
+        let err = HwModel::from_toml(&ci_with_nlsas2(extra), "m.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{extra}: {err}");
+        assert!(err.starts_with("m.toml"), "{extra}: {err}");
+    }
 }
