@@ -305,6 +305,16 @@ impl TestNode {
         }
     }
 
+    /// Sends SIGTERM (the clean stop) without waiting for the node to end.
+    pub fn signal_term(&self) {
+        if let Some(child) = &self.child {
+            // SAFETY: sending a signal to our own child process by pid.
+            unsafe {
+                libc::kill(child.id() as i32, libc::SIGTERM);
+            }
+        }
+    }
+
     /// Waits at most `timeout` for the node to end by itself (a power cut, a durability
     /// stop); its exit status, or `None` if it is still running (it is left running).
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
