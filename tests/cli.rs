@@ -795,3 +795,139 @@ fn top_shows_the_volumes() {
     let (code, out) = cli_err(&node, &["top", "--interval", "0"]);
     assert_eq!(code, 2, "{out}");
 }
+
+/// Runs `troika` against `node` until it fails to reach it (exit 3), for at most `timeout`.
+fn wait_until_unreachable(node: &TestNode, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = node.cli(&["system", "show"]);
+        if out.status.code() == Some(3) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the node still answers {timeout:?} after the power cut:\n{}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn faults_are_injected_listed_and_cleared_and_a_power_cut_ends_the_node() {
+    let mut node = TestNode::start();
+
+    let (code, out) = cli_err(
+        &node,
+        &[
+            "fault", "inject", "nlsas9", "--op", "write", "--error", "eio",
+        ],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("DEVICE_NOT_FOUND") && out.contains("nlsas3"),
+        "{out}"
+    );
+    let (code, out) = cli_err(
+        &node,
+        &["fault", "inject", "nlsas3", "--op", "read", "--tear"],
+    );
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("BAD_REQUEST") && out.contains("tear"), "{out}");
+    let (code, out) = cli_err(&node, &["fault", "inject", "nlsas3", "--op", "write"]);
+    assert_eq!(code, 2, "no effect is a usage error: {out}");
+
+    let eio = json(
+        &node,
+        &[
+            "fault", "inject", "nlsas3", "--op", "write", "--error", "eio", "--nth", "1000000",
+            "--seed", "7",
+        ],
+    );
+    assert_eq!(
+        (
+            eio["device"].as_str(),
+            eio["op"].as_str(),
+            eio["error"].as_str(),
+            eio["nth"].as_u64(),
+            eio["seed"].as_u64()
+        ),
+        (
+            Some("nlsas3"),
+            Some("write"),
+            Some("EIO"),
+            Some(1_000_000),
+            Some(7)
+        ),
+        "{eio:#}"
+    );
+    let delay = json(
+        &node,
+        &[
+            "fault",
+            "inject",
+            "nlsas4",
+            "--op",
+            "read",
+            "--delay-ms",
+            "1",
+            "--probability",
+            "0.000001",
+        ],
+    );
+    assert!(
+        delay["seed"].is_u64(),
+        "the node picks a seed and reports it: {delay:#}"
+    );
+    assert_eq!(delay["effect"], "delay 1 ms", "{delay:#}");
+
+    let table = node.cli_ok(&["fault", "ls"]);
+    assert!(table.starts_with("ID  "), "{table}");
+    assert!(
+        table.contains("nlsas3") && table.contains("EIO") && table.contains("nth 1000000"),
+        "{table}"
+    );
+    assert!(
+        table.contains("delay 1 ms") && table.contains("p=0.000001"),
+        "{table}"
+    );
+    assert_eq!(
+        json(&node, &["fault", "ls"]).as_array().map(Vec::len),
+        Some(2)
+    );
+    assert!(json(&node, &["fault", "log"]).is_array());
+    assert!(node.cli_ok(&["fault", "log"]).starts_with("RULE  "));
+
+    let id = eio["id"].as_u64().expect("a rule id").to_string();
+    let removed = json(&node, &["fault", "clear", &id]);
+    assert_eq!(removed["id"], eio["id"], "{removed:#}");
+    let (code, out) = cli_err(&node, &["fault", "clear", &id]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("FAULT_NOT_FOUND"), "{out}");
+    assert_eq!(
+        node.cli_ok(&["fault", "clear"]),
+        "removed 1 fault rule(s)\n"
+    );
+    assert_eq!(json(&node, &["fault", "ls"]), Value::Array(vec![]));
+    let events = |code: &str| json(&node, &["event", "ls", "--code", code]);
+    assert_eq!(events("FAULT_INJECTED").as_array().map(Vec::len), Some(2));
+    assert_eq!(events("FAULT_CLEARED").as_array().map(Vec::len), Some(2));
+
+    let said = node.cli_ok(&["fault", "power-cut", "--seed", "5"]);
+    assert!(said.contains("seed 5") && said.contains("gone"), "{said}");
+    wait_until_unreachable(&node, Duration::from_secs(20));
+    assert!(
+        node.log_text().contains("power cut (seed 5)"),
+        "{}",
+        node.log_text()
+    );
+    node.restart();
+    let cut = json(&node, &["event", "ls", "--code", "POWER_CUT"]);
+    assert_eq!(cut.as_array().map(Vec::len), Some(1), "{cut:#}");
+    assert!(
+        cut[0]["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("seed 5")),
+        "{cut:#}"
+    );
+}

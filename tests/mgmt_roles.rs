@@ -6,8 +6,8 @@
 //! without a row fails), then sends every row as every role and as an anonymous caller.
 //! An allowed request must succeed with the row's status; a denied one must answer 403
 //! `PERMISSION_DENIED` (401 `UNAUTHORIZED` when anonymous) and change nothing: pools,
-//! volumes (snapshots too), consistency groups, hosts, host clusters, users and which controllers are FAILED,
-//! as an admin reads them, are compared before and after.
+//! volumes (snapshots too), consistency groups, hosts, host clusters, users, fault rules and
+//! which controllers are FAILED, as an admin reads them, are compared before and after.
 //!
 //! Snapshots follow the volume rules: READ_ONLY may not take, restore or refresh them,
 //! POOL_ADMIN only in its own pools. A locked snapshot is the exception to "allowed means
@@ -16,10 +16,17 @@
 //! `SNAPSHOT_LOCKED` with nothing changed (the others get 403, or 401, as usual), so
 //! nobody (ADMIN, POOL_ADMIN, TECHNICIAN, READ_ONLY) gets rid of it before it expires.
 //!
+//! The power cut cannot succeed here (it kills the node), so its row is sent without
+//! `approved=true` and is marked [`needs_approval`]: every caller the role check admits
+//! (ADMIN, TECHNICIAN) gets 403 `APPROVAL_REQUIRED` from the handler, which is not the
+//! role check's `PERMISSION_DENIED`, and the others are denied as usual. tests/cli.rs cuts
+//! the power of a node of its own.
+//!
 //! Each cell starts from the same state: objects a row changes are scratch objects
 //! (named `scratch...`) made by the admin just before the request and removed after it,
-//! and a controller a row fails is recovered after it, so the order of cells does not
-//! matter.
+//! a controller a row fails is recovered after it, and fault rules (which never fire:
+//! a 1 ms read delay on the billionth read) are cleared after it, so the order of cells
+//! does not matter.
 //!
 //! Rows that act on one controller need the node to list its controllers. While it lists
 //! none (its controllers report nothing yet), an allowed request reaches the handler and
@@ -133,8 +140,9 @@ struct Row {
     owned_pool: bool,
     /// The request names a controller (see the module doc for a node that lists none).
     on_controller: bool,
-    /// The status and error code that even an admitted caller gets (a locked snapshot):
-    /// the request passes the role check and is refused after it, changing nothing.
+    /// The status and error code that even an admitted caller gets (a locked snapshot, a
+    /// power cut without approval): the request passes the role check and is refused after
+    /// it, changing nothing.
     refusal: Option<(u16, &'static str)>,
     /// Makes the row's scratch objects as the admin and builds the request.
     build: fn(&World, Role) -> Call,
@@ -173,6 +181,17 @@ const fn on_controller(mut row: Row) -> Row {
 const fn locked(mut row: Row) -> Row {
     row.refusal = Some((409, "SNAPSHOT_LOCKED"));
     row
+}
+
+/// Sent without `approved=true`: admitted callers get 403 `APPROVAL_REQUIRED`.
+const fn needs_approval(mut row: Row) -> Row {
+    row.refusal = Some((403, "APPROVAL_REQUIRED"));
+    row
+}
+
+/// A fault rule that never fires in a test: a 1 ms delay on the billionth read of a device.
+fn idle_fault() -> Value {
+    json!({"device": "nlsas5", "op": "read", "delay_ms": 1, "nth": 1_000_000_000u64})
 }
 
 /// Every route of the API, as the specification says.
@@ -1055,6 +1074,55 @@ static ROWS: &[Row] = &[
             call("/api/rest/controllers/3/recover")
         },
     )),
+    row(
+        "GET",
+        "/api/rest/faults",
+        Who::Technician,
+        200,
+        |world, _| {
+            world.scratch_fault();
+            call("/api/rest/faults")
+        },
+    ),
+    row("POST", "/api/rest/faults", Who::Technician, 201, |_, _| {
+        call_with("/api/rest/faults?approved=true", idle_fault())
+    }),
+    row(
+        "DELETE",
+        "/api/rest/faults",
+        Who::Technician,
+        200,
+        |world, _| {
+            world.scratch_fault();
+            call("/api/rest/faults?approved=true")
+        },
+    ),
+    row(
+        "GET",
+        "/api/rest/faults/log",
+        Who::Technician,
+        200,
+        |_, _| call("/api/rest/faults/log"),
+    ),
+    row(
+        "DELETE",
+        "/api/rest/faults/{id}",
+        Who::Technician,
+        200,
+        |world, _| {
+            call(format!(
+                "/api/rest/faults/{}?approved=true",
+                world.scratch_fault()
+            ))
+        },
+    ),
+    needs_approval(row(
+        "POST",
+        "/api/rest/faults/power_cut",
+        Who::Technician,
+        202,
+        |_, _| call_with("/api/rest/faults/power_cut", json!({"seed": 1})),
+    )),
     row("GET", "/api/rest/events", Who::AnyUser, 200, |_, _| {
         call("/api/rest/events")
     }),
@@ -1377,6 +1445,17 @@ impl World {
         id_of(&self.admin_ok("POST", &request.target, request.body, 201))
     }
 
+    /// Installs [`idle_fault`] as the admin; returns the rule's id.
+    fn scratch_fault(&self) -> u64 {
+        let rule = self.admin_ok(
+            "POST",
+            "/api/rest/faults?approved=true",
+            Some(idle_fault()),
+            201,
+        );
+        rule["id"].as_u64().expect("a fault rule with an id")
+    }
+
     /// Fails controller `number` as the admin, when the node lists its controllers.
     fn fail_controller(&self, number: u32) {
         if self.has_controllers {
@@ -1510,6 +1589,9 @@ impl World {
                 );
             }
         }
+        if !self.list("faults").is_empty() {
+            self.admin_ok("DELETE", "/api/rest/faults?approved=true", None, 200);
+        }
         // One failback runs at a time: recover the failed controllers one by one, each
         // once the previous one is ACTIVE and nothing is re-mirroring.
         for controller in self.list("controllers") {
@@ -1574,6 +1656,7 @@ impl World {
             "hosts": self.list("hosts"),
             "clusters": self.list("clusters"),
             "users": strip(self.list("users"), &["last_login"]),
+            "faults": strip(self.list("faults"), &["matched", "fired"]),
             "failed_controllers": self.list("controllers").iter()
                 .filter(|controller| is_failed(controller))
                 .map(id_of)

@@ -9,8 +9,8 @@
 //! filtered list (`?name=eq:NAME`, with `type=eq:SNAPSHOT` where only a snapshot or group
 //! snapshot will do, so `snap delete` never deletes a master volume). Controllers are named
 //! by their number (1, 2, ...). Destructive commands (delete, resize, update, restore,
-//! refresh, lock, controller fail) pass `approved=true`: typing the command is the
-//! operator's approval.
+//! refresh, lock, controller fail, fault inject, clear and power-cut) pass `approved=true`:
+//! typing the command is the operator's approval.
 //!
 //! Snapshots (`snap create|ls|delete|refresh|lock|diff`, `vol restore`) are volumes of type
 //! SNAPSHOT; consistency groups (`cg create|ls|show|add|remove|snap|restore|delete`) snapshot
@@ -30,13 +30,14 @@
 //! volume and system verbs, `snapshots` the snapshot verbs and `vol restore`,
 //! `consistency_groups` the group verbs, `lock_until` the lock end parser, `policies` the
 //! snapshot policy verbs, `hosts` the host and host cluster verbs, `schedule_spec` the schedule parser, `accounts` the user verbs,
-//! `controllers` the controller verbs, `events` the event log and `top`, `tables` the human
+//! `controllers` the controller verbs, `faults` the fault injection verbs, `events` the event log and `top`, `tables` the human
 //! output, `terminal` the password prompt.
 
 mod accounts;
 mod consistency_groups;
 mod controllers;
 mod events;
+mod faults;
 mod hosts;
 mod lock_until;
 mod objects;
@@ -153,6 +154,12 @@ pub enum CliCommand {
     Controller {
         #[command(subcommand)]
         cmd: ControllerCommand,
+    },
+    /// Inject faults into the node's devices, list and clear them, cut the power (ADMIN or
+    /// TECHNICIAN).
+    Fault {
+        #[command(subcommand)]
+        cmd: FaultCommand,
     },
 }
 
@@ -490,6 +497,56 @@ pub enum ControllerCommand {
     Recover {
         /// The controller's number: 1, 2, ...
         number: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, clap::Subcommand)]
+pub enum FaultCommand {
+    /// Install a fault rule on a device (a name of the hardware model, e.g. nlsas3): one
+    /// effect, fired on the Nth matching operation, with a probability, or (neither) on
+    /// every one.
+    #[command(group = clap::ArgGroup::new("effect").required(true))]
+    Inject {
+        /// The device's name in the hardware model.
+        device: String,
+        /// The operation it matches.
+        #[arg(long, value_parser = ["read", "write", "fsync"])]
+        op: String,
+        /// Fail the operation with this error (only eio).
+        #[arg(long, value_parser = ["eio"], ignore_case = true, group = "effect")]
+        error: Option<String>,
+        /// Complete the operation this many milliseconds late.
+        #[arg(long, group = "effect")]
+        delay_ms: Option<u64>,
+        /// Stall the whole device for this many milliseconds.
+        #[arg(long, group = "effect")]
+        stall_ms: Option<u64>,
+        /// Land only a prefix of the write's sectors and fail it (op write).
+        #[arg(long, group = "effect")]
+        tear: bool,
+        /// Fire once, on the Nth matching operation from now (1-based).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..),
+              conflicts_with = "probability")]
+        nth: Option<u64>,
+        /// Fire on each matching operation with this probability (0 < P <= 1).
+        #[arg(long)]
+        probability: Option<f64>,
+        /// The seed of the rule's random choices (default: the node picks one and shows it).
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// List the fault rules with how often each matched and fired.
+    Ls,
+    /// The faults that fired, oldest first.
+    Log,
+    /// Remove the fault rule ID, or every rule (and end every stall).
+    Clear { id: Option<u64> },
+    /// Cut the power: the node answers with the seed, then dies without clean-up; its
+    /// device caches keep, lose or tear their unflushed writes as the seed says.
+    PowerCut {
+        /// The seed of the cut (default: the node picks one and shows it).
+        #[arg(long)]
+        seed: Option<u64>,
     },
 }
 

@@ -386,6 +386,24 @@ pub const EVENT_TYPES: &[EventType] = &[
         "CONTROLLER",
         "Every block is protected again at full redundancy",
     ),
+    kind(
+        "FAULT_INJECTED",
+        Warning,
+        "MANAGEMENT",
+        "Fault rule {id} was installed on device {device}: its operations may fail or stall",
+    ),
+    kind(
+        "FAULT_CLEARED",
+        Info,
+        "MANAGEMENT",
+        "Fault rule {id} (or every rule) was removed",
+    ),
+    kind(
+        "POWER_CUT",
+        Warning,
+        "SYSTEM",
+        "A simulated power cut (seed {seed}) stops the node without clean-up",
+    ),
 ];
 
 /// The registered type of `code`, if any.

@@ -4,8 +4,8 @@
 //! Every JSON answer is the envelope `{"result", "error", "metadata"}`: `error` is `null` on
 //! success and `{"code", "message", "reasons"}` otherwise, `result` is `null` on failure.
 //! Lists page, filter, sort and project as [`list`] describes. Destructive operations
-//! (deleting, shrinking a volume, failing a controller) need `approved=true` or fail with
-//! `APPROVAL_REQUIRED`.
+//! (deleting, shrinking a volume, failing a controller, injecting a fault, cutting the
+//! power) need `approved=true` or fail with `APPROVAL_REQUIRED`.
 //!
 //! Every route is one row of [`routes::ROUTES`]: method, path, who may call it, and the
 //! handler; the same table drives dispatch, the role checks and the OpenAPI description,
@@ -19,6 +19,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod controllers;
+pub mod faults;
 pub mod hosts;
 pub mod list;
 pub mod objects;

@@ -243,6 +243,42 @@ pub const CONTROLLER: Schema = object(
     ],
 );
 
+pub const FAULT: Schema = object(
+    "Fault",
+    &[
+        ("id", "integer"),
+        ("device", "string"),
+        ("op", "string"),
+        ("effect", "string"),
+        ("error", "string?"),
+        ("delay_ms", "integer?"),
+        ("stall_ms", "integer?"),
+        ("tear", "boolean"),
+        ("nth", "integer?"),
+        ("probability", "number?"),
+        ("seed", "integer"),
+        ("matched", "integer"),
+        ("fired", "integer"),
+    ],
+);
+
+pub const FIRED_FAULT: Schema = object(
+    "FiredFault",
+    &[
+        ("rule", "integer"),
+        ("device", "string"),
+        ("op", "string"),
+        ("sequence", "integer"),
+        ("offset", "integer"),
+        ("len", "integer"),
+        ("effect", "string"),
+    ],
+);
+
+pub const FAULTS_CLEARED: Schema = object("FaultsCleared", &[("cleared", "integer")]);
+
+pub const POWER_CUT: Schema = object("PowerCut", &[("seed", "integer")]);
+
 pub const USER: Schema = object(
     "User",
     &[
@@ -495,6 +531,26 @@ pub const BODIES: &[Schema] = &[
         fields: &[("id", "integer")],
         required: &["id"],
     },
+    Schema {
+        name: "FaultCreate",
+        fields: &[
+            ("device", "string"),
+            ("op", "string"),
+            ("error", "string"),
+            ("delay_ms", "integer"),
+            ("stall_ms", "integer"),
+            ("tear", "boolean"),
+            ("nth", "integer"),
+            ("probability", "number"),
+            ("seed", "integer"),
+        ],
+        required: &["device", "op"],
+    },
+    Schema {
+        name: "PowerCutOptions",
+        fields: &[("seed", "integer")],
+        required: &[],
+    },
 ];
 
 /// Every object schema the answers use.
@@ -511,6 +567,10 @@ pub const OBJECTS: &[&Schema] = &[
     &CLUSTER,
     &LUN,
     &CONTROLLER,
+    &FAULT,
+    &FIRED_FAULT,
+    &FAULTS_CLEARED,
+    &POWER_CUT,
     &USER,
     &EVENT,
     &EVENT_TYPES,

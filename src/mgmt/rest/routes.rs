@@ -3,7 +3,9 @@
 //! `/api/rest/openapi.json` all read this one table.
 
 use super::auth::Access;
-use super::{Call, Mgmt, accounts, controllers, hosts, objects, openapi, policies, snapshots};
+use super::{
+    Call, Mgmt, accounts, controllers, faults, hosts, objects, openapi, policies, snapshots,
+};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
@@ -777,6 +779,62 @@ pub static ROUTES: &[Route] = &[
         Object("Controller"),
         controllers::recover_controller,
     ),
+    route(
+        "GET",
+        "/api/rest/faults",
+        Technician,
+        "Lists the fault rules installed on the node's devices, with how often each matched and fired.",
+        List("Fault"),
+        faults::list_faults,
+    ),
+    approved(with_body(
+        route(
+            "POST",
+            "/api/rest/faults",
+            Technician,
+            "Installs a fault rule on a device: op read, write or fsync; one effect (error EIO, delay_ms, stall_ms, tear); nth or probability (neither: every operation); seed (default random, reported).",
+            Object("Fault"),
+            faults::inject_fault,
+        ),
+        "FaultCreate",
+        201,
+    )),
+    approved(route(
+        "DELETE",
+        "/api/rest/faults",
+        Technician,
+        "Removes every fault rule and ends every stall; answers how many rules there were.",
+        Object("FaultsCleared"),
+        faults::clear_faults,
+    )),
+    route(
+        "GET",
+        "/api/rest/faults/log",
+        Technician,
+        "The faults that fired, oldest first (the newest 10,000).",
+        List("FiredFault"),
+        faults::fault_log,
+    ),
+    approved(route(
+        "DELETE",
+        "/api/rest/faults/{id}",
+        Technician,
+        "Removes one fault rule; answers it with its counters.",
+        Object("Fault"),
+        faults::remove_fault,
+    )),
+    approved(with_body(
+        route(
+            "POST",
+            "/api/rest/faults/power_cut",
+            Technician,
+            "Cuts the power: answers the seed (optional in the body, else random), then the node dies without clean-up and its volatile device caches lose, keep or tear their writes as the seed says.",
+            Object("PowerCut"),
+            faults::power_cut,
+        ),
+        "PowerCutOptions",
+        202,
+    )),
     route(
         "GET",
         "/api/rest/events",

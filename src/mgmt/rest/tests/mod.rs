@@ -1,12 +1,14 @@
 //! The REST layer in process, through [`handle`]: the OpenAPI description against the
 //! route table, the real objects and the body structs; authentication on TCP and the unix
-//! socket; the events that changes raise; list query edge cases; the controller routes. This file holds the
+//! socket; the events that changes raise; list query edge cases; the controller routes; the
+//! fault routes on a node without devices. This file holds the
 //! shared fixture: a node, its admin's credentials and a `send` that goes through
 //! [`handle`] as a TCP or unix-socket request.
 
 mod auth;
 mod controllers;
 mod events_and_lists;
+mod faults;
 mod hosts;
 mod openapi;
 

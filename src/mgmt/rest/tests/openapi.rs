@@ -7,7 +7,10 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::{Credentials, Node, PASSWORD, sorted_keys};
+use crate::hw::faults::RawFaultRule;
+use crate::io::faults::{FaultEffect, FaultOp, FaultRule, FaultSpec, FaultTrigger, FiredFault};
 use crate::mgmt::api::{PoolCreate, PoolUpdate, VolumeCreate, VolumeUpdate};
+use crate::mgmt::rest::faults::{FaultCreate, FaultInfo, FiredFaultInfo, PowerCutOptions};
 use crate::mgmt::rest::openapi::{self, BODIES, OBJECTS, Schema, field_names};
 use crate::mgmt::rest::routes::{Answer, ROUTES};
 use crate::mgmt::tests::memory::GIB;
@@ -105,6 +108,32 @@ fn real_object(node: &Node, schema: &str) -> Value {
             ranges: Vec::new(),
         })
         .unwrap(),
+        // The test fake has no devices: the node's own objects.
+        "Fault" => serde_json::to_value(FaultInfo::from(&FaultRule {
+            id: 1,
+            spec: FaultSpec {
+                device: "nlsas3".into(),
+                op: FaultOp::Write,
+                effect: FaultEffect::Eio,
+                trigger: FaultTrigger::Nth(3),
+                seed: 7,
+            },
+            matched: 2,
+            fired: 0,
+        }))
+        .unwrap(),
+        "FiredFault" => serde_json::to_value(FiredFaultInfo::from(&FiredFault {
+            rule: 1,
+            device: "nlsas3".into(),
+            op: FaultOp::Write,
+            sequence: 3,
+            offset: 4096,
+            len: 65536,
+            effect: "EIO".into(),
+        }))
+        .unwrap(),
+        "FaultsCleared" => json!({"cleared": 0}),
+        "PowerCut" => json!({"seed": 7}),
         other => super::hosts::real_object(other)
             .unwrap_or_else(|| panic!("schema {other} has no real object in this test; add one")),
     }
@@ -142,6 +171,7 @@ fn sample(field: &str, kind: &str) -> Value {
         (_, "string") => json!("name1"),
         (_, "integer") => json!(50),
         (_, "boolean") => json!(true),
+        (_, "number") => json!(0.5),
         (_, "[integer]") => json!([1]),
         ("entities", "[object]") => json!([{"id": 1}]),
         ("ports", "[object]") => json!([{"type": "ISCSI", "address": "iqn.2000-01.com.example:a"}]),
@@ -369,6 +399,38 @@ fn fields_received(name: &str, body: &Value) -> Result<Vec<&'static str>, String
             let crate::mgmt::api::CgMemberAdd { dataset_id: _ } = parse(body)?;
             present(&[("dataset_id", true)])
         }
+        "FaultCreate" => {
+            let FaultCreate {
+                device: _,
+                rule:
+                    RawFaultRule {
+                        device: _,
+                        op: _,
+                        error,
+                        delay_ms,
+                        stall_ms,
+                        tear,
+                        nth,
+                        probability,
+                        seed,
+                    },
+            } = parse(body)?;
+            present(&[
+                ("device", true),
+                ("op", true),
+                ("error", error.is_some()),
+                ("delay_ms", delay_ms.is_some()),
+                ("stall_ms", stall_ms.is_some()),
+                ("tear", tear.is_some()),
+                ("nth", nth.is_some()),
+                ("probability", probability.is_some()),
+                ("seed", seed.is_some()),
+            ])
+        }
+        "PowerCutOptions" => {
+            let PowerCutOptions { seed } = parse(body)?;
+            present(&[("seed", seed.is_some())])
+        }
         other => match super::hosts::body_fields_received(other, body) {
             Some(received) => received?,
             None => panic!("body schema {other} has no struct in this test; add one"),
@@ -427,6 +489,12 @@ const NODE_ONLY_PATHS: &[&str] = &[
     "/api/rest/clusters/{id}/luns/{lun}",
     "/api/rest/clusters/{id}/luns/lun/{lun}",
     "/api/rest/clusters/{id}/luns/volume_id/{volume_id}",
+    // The fake has no devices (every fault route answers FAULTS_UNAVAILABLE, see
+    // `faults.rs` here); tests/mgmt_roles.rs and tests/cli.rs inject into a node.
+    "/api/rest/faults",
+    "/api/rest/faults/log",
+    "/api/rest/faults/{id}",
+    "/api/rest/faults/power_cut",
 ];
 /// Bodies whose structs are private to their handler, checked through [`handle`].
 const HANDLER_BODIES: &[&str] = &["Login", "PoolOwner"];
