@@ -200,6 +200,7 @@ pub fn inject_fault(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let rule = FaultInfo::from(&plane.inject(spec).map_err(fault_error)?);
     let trigger = match (rule.nth, rule.probability) {
         (Some(n), _) => format!("on matching operation {n}"),
+        (None, Some(p)) if p >= 1.0 => "on every matching operation".to_owned(),
         (None, Some(p)) => format!("with probability {p}"),
         (None, None) => String::new(),
     };
