@@ -378,10 +378,10 @@ impl DeviceFaults {
                 }
             }
         }
-        if let Some(until) = *self.stalled_until.lock() {
-            if until > Instant::now() {
-                not_before = Some(not_before.map_or(until, |b| b.max(until)));
-            }
+        if let Some(until) = *self.stalled_until.lock()
+            && until > Instant::now()
+        {
+            not_before = Some(not_before.map_or(until, |b| b.max(until)));
         }
         if let Some(verdict) = outcome {
             return verdict;
