@@ -207,15 +207,19 @@ impl Cache {
             }
             shard.queue_dirty(slot);
             shard.queue_unvaulted(slot);
-            drop(shard);
-            if newly_dirty > 0 {
-                let dirty = domain
+            // Counted before the lock goes, so a destage that sees these blocks dirty
+            // finds them counted (see the domain module doc).
+            let dirty = (newly_dirty > 0).then(|| {
+                domain
                     .primary_dirty
                     .fetch_add(newly_dirty, Ordering::AcqRel)
-                    + newly_dirty;
-                if dirty + domain.mirror_dirty.load(Ordering::Relaxed) >= self.destage_high {
-                    self.kick_destage(owner);
-                }
+                    + newly_dirty
+            });
+            drop(shard);
+            if let Some(dirty) = dirty
+                && dirty + domain.mirror_dirty.load(Ordering::Relaxed) >= self.destage_high
+            {
+                self.kick_destage(owner);
             }
             return Ok(());
         }
@@ -302,7 +306,7 @@ impl Cache {
         if entry.dirty == 0 {
             shard.release(slot);
         }
-        drop(shard);
+        // Counted before the lock goes (see the domain module doc).
         domain.mirror_dirty.fetch_add(newly_dirty, Ordering::AcqRel);
         Some(())
     }
@@ -349,7 +353,7 @@ impl Cache {
             }
         }
         if mirrored > 0 {
-            domain.unmirrored.fetch_sub(mirrored, Ordering::AcqRel);
+            domain.release_unmirrored(mirrored);
         }
         if stale != 0 {
             self.release_mirror(mirror, key, stale, generation);
@@ -392,7 +396,7 @@ impl Cache {
             }
         }
         if released > 0 {
-            domain.mirror_dirty.fetch_sub(released, Ordering::AcqRel);
+            domain.release_mirror_dirty(released);
             self.signals.space.notify_all();
         }
     }
@@ -418,7 +422,8 @@ impl Cache {
                     added += 1;
                 }
             }
+            // Counted before the lock goes (see the domain module doc).
+            domain.unmirrored.fetch_add(added, Ordering::AcqRel);
         }
-        domain.unmirrored.fetch_add(added, Ordering::AcqRel);
     }
 }

@@ -46,6 +46,8 @@ mod failover;
 #[cfg(test)]
 mod failover_tests;
 mod gate;
+#[cfg(test)]
+mod invariant_tests;
 mod mirror;
 #[cfg(test)]
 mod recovery_tests;
@@ -232,6 +234,12 @@ impl Cache {
             .iter()
             .map(|domain| domain.capacity_blocks * BLOCK_SIZE as u64)
             .sum()
+    }
+
+    /// Every domain's dirty counts recounted from its slots (a walk of every slot): only
+    /// exact while nothing changes them, e.g. during an ownership change.
+    fn recount_domains(&self) -> Result<(), String> {
+        self.domains.iter().try_for_each(Domain::recount)
     }
 
     /// One domain's DRAM budget.
@@ -450,7 +458,7 @@ impl Cache {
             entry.generation[block] = generation;
             shard.queue_dirty(slot);
             shard.queue_unvaulted(slot);
-            drop(shard);
+            // Counted before the lock goes (see the domain module doc).
             domain.primary_dirty.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -692,12 +700,10 @@ impl Cache {
                         u64::from((entry.unmirrored & entry.dirty & mask).count_ones());
                     match entry.role {
                         Role::Primary => {
-                            domain.primary_dirty.fetch_sub(dropped, Ordering::AcqRel);
-                            domain.unmirrored.fetch_sub(unmirrored, Ordering::AcqRel);
+                            domain.release_primary_dirty(dropped);
+                            domain.release_unmirrored(unmirrored);
                         }
-                        Role::Mirror => {
-                            domain.mirror_dirty.fetch_sub(dropped, Ordering::AcqRel);
-                        }
+                        Role::Mirror => domain.release_mirror_dirty(dropped),
                     }
                     released_any |= dropped > 0;
                     entry.valid &= !mask;
