@@ -505,7 +505,7 @@ impl Cache {
         if cleaned + orphaned > 0 {
             self.domains[batch.domain].release_primary_dirty(cleaned + orphaned);
         }
-        self.release_destaged_mirrors(&batch.cleaned, ticket);
+        self.release_destaged_mirrors(batch.domain, &batch.cleaned, ticket);
         self.counters
             .blocks_destaged
             .fetch_add(cleaned, Ordering::Relaxed);
@@ -736,12 +736,13 @@ impl Cache {
         }
     }
 
-    /// Step 4 of [`Cache::commit`]: releases the mirror copies of blocks whose generation
-    /// is now on the array, committed durably by journal ticket `ticket` (blocks of one
-    /// section are next to each other in a batch). A copy rewritten since (newer
-    /// generation) stays.
+    /// Step 4 of [`Cache::commit`]: releases the mirror copies of blocks domain `owner`
+    /// destaged, whose generation is now on the array, committed durably by journal
+    /// ticket `ticket` (blocks of one section are next to each other in a batch). A copy
+    /// rewritten since (newer generation) stays.
     pub(super) fn release_destaged_mirrors(
         &self,
+        owner: usize,
         cleaned: &[(SectionKey, usize, u64)],
         ticket: Ticket,
     ) {
@@ -765,7 +766,7 @@ impl Cache {
                 end += 1;
             }
             if let Some(mirror) = self.router.route(key).mirror {
-                self.release_mirror(mirror, key, mask, &|block| generations[block]);
+                self.release_mirror(owner, mirror, key, mask, &|block| generations[block]);
             }
             start = end;
         }

@@ -121,7 +121,30 @@ fn mirror_release_stops_when_the_mirrors_count_would_go_below_zero() {
 fn mirror_copies_are_not_released_before_the_owners_map_commit_is_durable() {
     let (_dir, cache, _volume, key) = written_section();
     let durable = cache.meta.journal().durable_ticket();
-    cache.release_destaged_mirrors(&[(key, 0, u64::MAX)], durable + 1);
+    cache.release_destaged_mirrors(0, &[(key, 0, u64::MAX)], durable + 1);
+}
+
+/// Debug builds only: the owner's copy is checked after the mirror copy is released.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(
+    expected = "still holds dirty at the same generation, neither destaged nor rewritten"
+)]
+fn a_mirror_copy_the_owner_still_needs_is_not_released() {
+    let (_dir, cache, _volume, key) = written_section();
+    cache.release_mirror(0, 1, key, u16::MAX, &|_| u64::MAX);
+}
+
+/// Debug builds only: the recount walks every slot.
+#[cfg(debug_assertions)]
+#[test]
+#[should_panic(
+    expected = "the cache's dirty counts disagree with its slots after controller 1 failed"
+)]
+fn a_failover_stops_when_the_dirty_counts_disagree_with_the_slots() {
+    let (_dir, cache, _volume, _key) = written_section();
+    cache.domains[1].mirror_dirty.fetch_add(5, Ordering::AcqRel);
+    fail_first(&cache);
 }
 
 #[test]

@@ -37,6 +37,18 @@
 //!   (back-pressure) while dirty data fills it, and reads bypass the cache when no clean
 //!   slot can be freed.
 //!
+//! Where the code relies on these promises it asserts them, so a bug stops the node (the
+//! panic of a destage thread fails its controller) instead of losing a write quietly:
+//! `assert!` for checks of a few bits or counters, `debug_assert!` for walks and extra
+//! locks. At destage (`destage`): the blocks gathered hold their bytes; blocks are marked
+//! clean only once their map commit is durable, and a flushed block still pins its vault
+//! record until then; mirror copies are released only once their owner's map commit is
+//! durable, and (debug) never while the owner holds the same generation dirty
+//! (`mirror::release_mirror`). At promotion (`failover`): what becomes the owner's copy
+//! is a mirror copy holding the bytes of all its dirty blocks. Dirty counts never go
+//! below zero (`Domain::release_*`), and (debug) equal what the slots hold once an
+//! ownership change has moved its sections.
+//!
 //! Lock order: array writer → flush lock → metadata state lock → shard lock (one at a
 //! time). Nothing takes a lock to the left while holding one to its right.
 
