@@ -19,8 +19,9 @@ use super::shard::{Role, SectionKey};
 use crate::io::{AlignedBuf, IoRing};
 use crate::layout::summary::{SlotIdentity, decode_summary, encode_summary};
 use crate::layout::{Array, ParityCodec, block_checksum};
-use crate::meta::MapEntry;
+use crate::meta::journal::Ticket;
 use crate::meta::records;
+use crate::meta::{MapEntry, MetaState};
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, VolumeId};
 
 const ROWS_PER_BATCH: usize = 16;
@@ -39,6 +40,16 @@ enum Source {
     },
     /// A live block the cleaner moves out of `old`.
     Relocation { old: u64 },
+}
+
+/// What step 1 of a commit finds of a batch's cache block in its owner's slot.
+enum Held {
+    /// Still dirty at the generation the batch read: its map entry is committed.
+    Dirty,
+    /// Its volume was deleted meanwhile: dropped from the slot.
+    OfDeletedVolume,
+    /// Rewritten, dropped or destaged since: left as it is.
+    NoLonger,
 }
 
 #[derive(Clone, Copy)]
@@ -303,6 +314,14 @@ impl Cache {
                     continue;
                 }
                 let dirty = entry.dirty;
+                assert!(
+                    dirty & !entry.valid == 0,
+                    "controller {}: section {} of volume {} holds dirty blocks (mask {:#06x}) whose bytes are not in its cache; destaging them would write garbage to the volume",
+                    domain_index + 1,
+                    key.1,
+                    key.0,
+                    dirty & !entry.valid
+                );
                 let family = self.meta.family_of(key.0);
                 let mut taken = 0u16;
                 for block in 0..BLOCKS_PER_SECTION {
@@ -458,135 +477,19 @@ impl Cache {
         Err("the array has no free segment left even for cleaning; pools promise more than the array holds".into())
     }
 
-    /// Commits the map entries of a written batch, then marks cache blocks clean.
+    /// Commits the map entries of a written batch, then marks its cache blocks clean and
+    /// releases their mirror copies. Each step starts once the one before is done:
+    ///
+    /// 1. [`Cache::commit_map`]: under the metadata lock, keeps the blocks their owner's
+    ///    slot still holds dirty at the generation the batch read, points the map at
+    ///    their new rows and journals the change;
+    /// 2. makes the journal durable up to that change;
+    /// 3. [`Cache::mark_destaged_clean`]: marks those blocks clean, unless rewritten
+    ///    meanwhile, and [`Cache::requeue_superseded`] queues what stays dirty;
+    /// 4. [`Cache::release_destaged_mirrors`]: releases their mirror copies, then gives
+    ///    back the rows the change freed once durable.
     fn commit(&self, batch: &mut Batch, rows: &[u64]) -> Result<(), String> {
-        let domain = &self.domains[batch.domain];
-        let geometry = *self.meta.array().geometry();
-        let per_row = geometry.data_slots_per_row() as usize;
-        batch.committed.clear();
-        let mut orphaned = 0u64;
-        let ticket = {
-            let mut state = self.meta.state_mut();
-            let mut freed = Vec::new();
-            let mut relocations = Vec::new();
-            for (index, block) in batch.blocks.iter().enumerate() {
-                let phys = geometry.phys(rows[index / per_row], (index % per_row) as u64);
-                let accept = match block.source {
-                    Source::Cache {
-                        shard,
-                        slot,
-                        key,
-                        block: bit_index,
-                    } => {
-                        let mut shard = domain.shards[shard].inner.lock();
-                        let entry = &mut shard.slots[slot as usize];
-                        let bit = 1u16 << bit_index;
-                        let still = entry.role == Role::Primary
-                            && entry.holds_dirty(key, bit_index, block.generation);
-                        if still && !state.maps.contains(block.volume) {
-                            // The volume was deleted while this write was in flight.
-                            if entry.unmirrored & bit != 0 {
-                                entry.unmirrored &= !bit;
-                                domain.unmirrored.fetch_sub(1, Ordering::AcqRel);
-                            }
-                            entry.dirty &= !bit;
-                            entry.unvaulted &= !bit;
-                            entry.reserved &= !bit;
-                            entry.valid &= !bit;
-                            orphaned += 1;
-                            false
-                        } else if still {
-                            // The new block is new space (already counted when it was
-                            // reserved); the block it replaces is given back below if
-                            // no snapshot still refers to it.
-                            let reserved = entry.reserved & bit != 0;
-                            entry.reserved &= !bit;
-                            entry.known |= bit;
-                            entry.mapped |= bit;
-                            if !reserved
-                                && let Some(account) = state.family_accounts.get(&block.family)
-                            {
-                                account.add(1);
-                            }
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                    Source::Relocation { old } => {
-                        let members = state.family_member_ids(block.family);
-                        let moved = state
-                            .maps
-                            .relocate(&members, block.lba, old, phys, &mut freed);
-                        if moved {
-                            state.alloc.add_live(phys);
-                            relocations.push((block.family, block.lba, old, phys));
-                            batch.committed.push((*block, phys));
-                        }
-                        continue;
-                    }
-                };
-                if !accept {
-                    continue;
-                }
-                let entry = MapEntry {
-                    phys,
-                    checksum: block.checksum,
-                    generation: block.generation,
-                };
-                state.maps.set(block.volume, block.lba, entry, &mut freed);
-                state.alloc.add_live(phys);
-                batch.committed.push((*block, phys));
-            }
-            batch.map_records.clear();
-            let journal = self.meta.journal();
-            let mut ticket = journal.last_ticket();
-            for (family, lba, old, new) in &relocations {
-                ticket = journal
-                    .append(records::RELOCATE, |out| {
-                        records::encode_relocate(*family, *lba, *old, *new, out)
-                    })
-                    .0;
-            }
-            // A batch holds cache blocks or relocations, never both.
-            let mut start = if relocations.is_empty() {
-                0
-            } else {
-                batch.committed.len()
-            };
-            while start < batch.committed.len() {
-                let volume = batch.committed[start].0.volume;
-                let mut end = start;
-                while end < batch.committed.len() && batch.committed[end].0.volume == volume {
-                    end += 1;
-                }
-                batch.map_records.clear();
-                batch
-                    .map_records
-                    .extend(batch.committed[start..end].iter().map(|(b, phys)| {
-                        (
-                            b.lba,
-                            MapEntry {
-                                phys: *phys,
-                                checksum: b.checksum,
-                                generation: b.generation,
-                            },
-                        )
-                    }));
-                let records_ref = &batch.map_records;
-                ticket = journal
-                    .append(records::MAP_SET, |out| {
-                        records::encode_map_set(volume, records_ref, out)
-                    })
-                    .0;
-                start = end;
-            }
-            for (_, _, old, _) in &relocations {
-                state.alloc.remove_live(*old, ticket);
-            }
-            state.release_freed(&freed, ticket);
-            ticket
-        };
+        let (ticket, orphaned) = self.commit_map(batch, rows);
         self.meta
             .journal()
             .commit(ticket)
@@ -597,52 +500,12 @@ impl Cache {
             self.requeue_batch(batch);
             return Ok(());
         }
-        let mut cleaned = 0u64;
-        let mut relocated = 0u64;
-        batch.cleaned.clear();
-        for (block, _) in &batch.committed {
-            match block.source {
-                Source::Cache {
-                    shard,
-                    slot,
-                    key,
-                    block: bit_index,
-                } => {
-                    let mut shard = domain.shards[shard].inner.lock();
-                    let entry = &mut shard.slots[slot as usize];
-                    let bit = 1u16 << bit_index;
-                    batch.cleaned.push((key, bit_index, block.generation));
-                    if entry.role == Role::Primary
-                        && entry.holds_dirty(key, bit_index, block.generation)
-                    {
-                        if entry.unmirrored & bit != 0 {
-                            entry.unmirrored &= !bit;
-                            domain.unmirrored.fetch_sub(1, Ordering::AcqRel);
-                        }
-                        entry.dirty &= !bit;
-                        entry.unvaulted &= !bit;
-                        cleaned += 1;
-                        if entry.dirty == 0 {
-                            entry.vault_lsn = u64::MAX;
-                        }
-                    }
-                    shard.queue_dirty(slot);
-                }
-                Source::Relocation { .. } => relocated += 1,
-            }
-        }
-        // Superseded cache blocks stay dirty: make sure their slots are queued.
-        for block in &batch.blocks {
-            if let Source::Cache { shard, slot, .. } = block.source {
-                domain.shards[shard].inner.lock().queue_dirty(slot);
-            }
-        }
+        let (cleaned, relocated) = self.mark_destaged_clean(batch, ticket);
+        self.requeue_superseded(batch);
         if cleaned + orphaned > 0 {
-            domain
-                .primary_dirty
-                .fetch_sub(cleaned + orphaned, Ordering::AcqRel);
+            self.domains[batch.domain].release_primary_dirty(cleaned + orphaned);
         }
-        self.release_destaged_mirrors(&batch.cleaned);
+        self.release_destaged_mirrors(batch.domain, &batch.cleaned, ticket);
         self.counters
             .blocks_destaged
             .fetch_add(cleaned, Ordering::Relaxed);
@@ -654,9 +517,242 @@ impl Cache {
         Ok(())
     }
 
-    /// Releases the mirror copies of blocks whose generation is now on the array (blocks of
-    /// one section are next to each other in a batch).
-    fn release_destaged_mirrors(&self, cleaned: &[(SectionKey, usize, u64)]) {
+    /// Step 1 of [`Cache::commit`], under the metadata lock: points the map at the new
+    /// rows for the cache blocks still wanted and for the relocated blocks still live
+    /// where they were, and appends the change to the journal (not durable yet). Fills
+    /// `batch.committed`. Returns the journal ticket of the change and how many dirty
+    /// blocks of deleted volumes were dropped instead.
+    fn commit_map(&self, batch: &mut Batch, rows: &[u64]) -> (Ticket, u64) {
+        let geometry = *self.meta.array().geometry();
+        let per_row = geometry.data_slots_per_row() as usize;
+        batch.committed.clear();
+        let mut orphaned = 0u64;
+        let mut state = self.meta.state_mut();
+        let mut freed = Vec::new();
+        let mut relocations = Vec::new();
+        for (index, block) in batch.blocks.iter().enumerate() {
+            let phys = geometry.phys(rows[index / per_row], (index % per_row) as u64);
+            match block.source {
+                Source::Cache { .. } => {
+                    match self.still_dirty_in_owner(batch.domain, block, &state) {
+                        Held::Dirty => {
+                            let entry = MapEntry {
+                                phys,
+                                checksum: block.checksum,
+                                generation: block.generation,
+                            };
+                            state.maps.set(block.volume, block.lba, entry, &mut freed);
+                            state.alloc.add_live(phys);
+                            batch.committed.push((*block, phys));
+                        }
+                        Held::OfDeletedVolume => orphaned += 1,
+                        Held::NoLonger => {}
+                    }
+                }
+                Source::Relocation { old } => {
+                    let members = state.family_member_ids(block.family);
+                    let moved = state
+                        .maps
+                        .relocate(&members, block.lba, old, phys, &mut freed);
+                    if moved {
+                        state.alloc.add_live(phys);
+                        relocations.push((block.family, block.lba, old, phys));
+                        batch.committed.push((*block, phys));
+                    }
+                }
+            }
+        }
+        let ticket = self.journal_map_changes(batch, &relocations);
+        for (_, _, old, _) in &relocations {
+            state.alloc.remove_live(*old, ticket);
+        }
+        state.release_freed(&freed, ticket);
+        (ticket, orphaned)
+    }
+
+    /// Whether the owner's slot still holds a batch's cache block dirty at the generation
+    /// the batch read (not rewritten, dropped or destaged since). A block of a volume
+    /// deleted meanwhile is dropped from the slot here. The caller holds the metadata
+    /// lock.
+    fn still_dirty_in_owner(&self, domain: usize, block: &BatchBlock, state: &MetaState) -> Held {
+        let Source::Cache {
+            shard,
+            slot,
+            key,
+            block: bit_index,
+        } = block.source
+        else {
+            return Held::NoLonger;
+        };
+        let domain = &self.domains[domain];
+        let mut shard = domain.shards[shard].inner.lock();
+        let entry = &mut shard.slots[slot as usize];
+        let bit = 1u16 << bit_index;
+        let still =
+            entry.role == Role::Primary && entry.holds_dirty(key, bit_index, block.generation);
+        if !still {
+            return Held::NoLonger;
+        }
+        if !state.maps.contains(block.volume) {
+            // The volume was deleted while this write was in flight.
+            if entry.unmirrored & bit != 0 {
+                entry.unmirrored &= !bit;
+                domain.release_unmirrored(1);
+            }
+            entry.dirty &= !bit;
+            entry.unvaulted &= !bit;
+            entry.reserved &= !bit;
+            entry.valid &= !bit;
+            return Held::OfDeletedVolume;
+        }
+        // The new block is new space (already counted when it was reserved); the block
+        // it replaces is given back by the commit if no snapshot still refers to it.
+        let reserved = entry.reserved & bit != 0;
+        entry.reserved &= !bit;
+        entry.known |= bit;
+        entry.mapped |= bit;
+        if !reserved && let Some(account) = state.family_accounts.get(&block.family) {
+            account.add(1);
+        }
+        Held::Dirty
+    }
+
+    /// Appends the journal records of a batch's map change: its relocations, or its cache
+    /// blocks' new entries, one record per run of blocks of one volume. Returns the
+    /// ticket of the last record.
+    fn journal_map_changes(
+        &self,
+        batch: &mut Batch,
+        relocations: &[(u32, u64, u64, u64)],
+    ) -> Ticket {
+        batch.map_records.clear();
+        let journal = self.meta.journal();
+        let mut ticket = journal.last_ticket();
+        for (family, lba, old, new) in relocations {
+            ticket = journal
+                .append(records::RELOCATE, |out| {
+                    records::encode_relocate(*family, *lba, *old, *new, out)
+                })
+                .0;
+        }
+        // A batch holds cache blocks or relocations, never both.
+        let mut start = if relocations.is_empty() {
+            0
+        } else {
+            batch.committed.len()
+        };
+        while start < batch.committed.len() {
+            let volume = batch.committed[start].0.volume;
+            let mut end = start;
+            while end < batch.committed.len() && batch.committed[end].0.volume == volume {
+                end += 1;
+            }
+            batch.map_records.clear();
+            batch
+                .map_records
+                .extend(batch.committed[start..end].iter().map(|(b, phys)| {
+                    (
+                        b.lba,
+                        MapEntry {
+                            phys: *phys,
+                            checksum: b.checksum,
+                            generation: b.generation,
+                        },
+                    )
+                }));
+            let records_ref = &batch.map_records;
+            ticket = journal
+                .append(records::MAP_SET, |out| {
+                    records::encode_map_set(volume, records_ref, out)
+                })
+                .0;
+            start = end;
+        }
+        ticket
+    }
+
+    /// Step 3 of [`Cache::commit`]: marks the committed cache blocks clean in their
+    /// owner's slot where it still holds them dirty at the destaged generation, and lists
+    /// every committed cache block in `batch.cleaned` for the release of its mirror copy.
+    /// Returns (blocks marked clean, blocks relocated).
+    fn mark_destaged_clean(&self, batch: &mut Batch, ticket: Ticket) -> (u64, u64) {
+        let domain = &self.domains[batch.domain];
+        let durable = self.meta.journal().durable_ticket();
+        assert!(
+            durable >= ticket,
+            "controller {}: destaged blocks are being marked clean before their map commit is durable (journal ticket {ticket}, durable up to {durable}); a crash now would lose them",
+            domain.index + 1
+        );
+        let mut cleaned = 0u64;
+        let mut relocated = 0u64;
+        batch.cleaned.clear();
+        for (block, _) in &batch.committed {
+            let Source::Cache {
+                shard,
+                slot,
+                key,
+                block: bit_index,
+            } = block.source
+            else {
+                relocated += 1;
+                continue;
+            };
+            let mut shard = domain.shards[shard].inner.lock();
+            let entry = &mut shard.slots[slot as usize];
+            let bit = 1u16 << bit_index;
+            batch.cleaned.push((key, bit_index, block.generation));
+            if entry.role == Role::Primary && entry.holds_dirty(key, bit_index, block.generation) {
+                assert!(
+                    entry.unvaulted & bit != 0 || entry.vault_lsn != u64::MAX,
+                    "controller {}: block {} of volume {} was flushed to the vault, but until its destage commits nothing kept its vault record from a checkpoint (its slot holds no vault journal position)",
+                    domain.index + 1,
+                    block.lba,
+                    key.0
+                );
+                if entry.unmirrored & bit != 0 {
+                    entry.unmirrored &= !bit;
+                    domain.release_unmirrored(1);
+                }
+                entry.dirty &= !bit;
+                entry.unvaulted &= !bit;
+                cleaned += 1;
+                if entry.dirty == 0 {
+                    entry.vault_lsn = u64::MAX;
+                }
+            }
+            shard.queue_dirty(slot);
+        }
+        (cleaned, relocated)
+    }
+
+    /// Queues again the slots of a batch's cache blocks: those rewritten while the batch
+    /// was on its way stay dirty and must be destaged later.
+    fn requeue_superseded(&self, batch: &Batch) {
+        let domain = &self.domains[batch.domain];
+        for block in &batch.blocks {
+            if let Source::Cache { shard, slot, .. } = block.source {
+                domain.shards[shard].inner.lock().queue_dirty(slot);
+            }
+        }
+    }
+
+    /// Step 4 of [`Cache::commit`]: releases the mirror copies of blocks domain `owner`
+    /// destaged, whose generation is now on the array, committed durably by journal
+    /// ticket `ticket` (blocks of one section are next to each other in a batch). A copy
+    /// rewritten since (newer generation) stays.
+    pub(super) fn release_destaged_mirrors(
+        &self,
+        owner: usize,
+        cleaned: &[(SectionKey, usize, u64)],
+        ticket: Ticket,
+    ) {
+        if let Some(&((volume, section), _, _)) = cleaned.first() {
+            let durable = self.meta.journal().durable_ticket();
+            assert!(
+                durable >= ticket,
+                "the mirror copies of destaged blocks (volume {volume}, section {section} first) are being released before their owner's map commit is durable (journal ticket {ticket}, durable up to {durable}); a crash now would lose them"
+            );
+        }
         let mut start = 0;
         while start < cleaned.len() {
             let key = cleaned[start].0;
@@ -670,7 +766,7 @@ impl Cache {
                 end += 1;
             }
             if let Some(mirror) = self.router.route(key).mirror {
-                self.release_mirror(mirror, key, mask, &|block| generations[block]);
+                self.release_mirror(owner, mirror, key, mask, &|block| generations[block]);
             }
             start = end;
         }

@@ -1,5 +1,13 @@
 //! One controller's DRAM: its shards of section slots (primaries and mirror copies), its
 //! dirty counts, its flush lock and its destage thread.
+//!
+//! The dirty counts are kept next to the slots' bits, and two rules keep them equal to
+//! what the slots hold and never below zero: a count is raised before the shard lock
+//! under which its blocks became dirty (or unmirrored) is released, so whoever later
+//! sees those bits and lowers the count finds it raised; and it is lowered only through
+//! the `release_*` functions, which stop the node (a panic of the calling thread) when
+//! a count would go below zero rather than let it wrap around. [`Domain::recount`]
+//! recounts them from the slots where nothing moves (an ownership change).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -7,7 +15,7 @@ use std::thread::JoinHandle;
 use parking_lot::{Condvar, Mutex};
 
 use super::gate::Gate;
-use super::shard::{SectionKey, ShardInner};
+use super::shard::{Role, SectionKey, ShardInner};
 use crate::types::BLOCK_SIZE;
 
 pub const SHARDS: usize = 16;
@@ -91,6 +99,71 @@ impl Domain {
         self.unmirrored.load(Ordering::Acquire) * BLOCK_SIZE as u64
     }
 
+    /// Lowers the count of dirty blocks it owns by `count` (destaged, dropped or moved).
+    pub fn release_primary_dirty(&self, count: u64) {
+        let before = self.primary_dirty.fetch_sub(count, Ordering::AcqRel);
+        assert!(
+            before >= count,
+            "controller {}: its count of dirty blocks it owns would go below zero ({before} counted, {count} being released): the cache's dirty accounting is broken",
+            self.index + 1
+        );
+    }
+
+    /// Lowers the count of mirror copies it holds by `count` (released, dropped or
+    /// promoted).
+    pub fn release_mirror_dirty(&self, count: u64) {
+        let before = self.mirror_dirty.fetch_sub(count, Ordering::AcqRel);
+        assert!(
+            before >= count,
+            "controller {}: its count of mirror copies would go below zero ({before} counted, {count} being released): the cache's dirty accounting is broken",
+            self.index + 1
+        );
+    }
+
+    /// Lowers the count of its dirty blocks without a mirror copy by `count` (mirrored
+    /// now, destaged, dropped or moved).
+    pub fn release_unmirrored(&self, count: u64) {
+        let before = self.unmirrored.fetch_sub(count, Ordering::AcqRel);
+        assert!(
+            before >= count,
+            "controller {}: its count of dirty blocks without a mirror copy would go below zero ({before} counted, {count} being released): the cache's dirty accounting is broken",
+            self.index + 1
+        );
+    }
+
+    /// Recounts its dirty blocks, mirror copies and unmirrored dirty blocks from its
+    /// slots (a walk of every slot, each shard locked in turn) and compares them with its
+    /// counts; describes the difference. Only exact while nothing changes its slots.
+    pub fn recount(&self) -> Result<(), String> {
+        let (mut primary, mut mirror, mut unmirrored) = (0u64, 0u64, 0u64);
+        for shard in self.shards.iter() {
+            let shard = shard.inner.lock();
+            for slot in shard.slots.iter().filter(|slot| slot.key.is_some()) {
+                let dirty = u64::from(slot.dirty.count_ones());
+                match slot.role {
+                    Role::Primary => {
+                        primary += dirty;
+                        unmirrored += u64::from((slot.unmirrored & slot.dirty).count_ones());
+                    }
+                    Role::Mirror => mirror += dirty,
+                }
+            }
+        }
+        let counted = (
+            self.primary_dirty.load(Ordering::Acquire),
+            self.mirror_dirty.load(Ordering::Acquire),
+            self.unmirrored.load(Ordering::Acquire),
+        );
+        if counted != (primary, mirror, unmirrored) {
+            return Err(format!(
+                "controller {}: counts of (dirty blocks it owns, mirror copies, unmirrored dirty blocks) are {counted:?} but its slots hold {:?}",
+                self.index + 1,
+                (primary, mirror, unmirrored)
+            ));
+        }
+        Ok(())
+    }
+
     /// Sections it holds as their owner.
     pub fn owned_sections(&self) -> u64 {
         self.shards
@@ -100,7 +173,7 @@ impl Domain {
                 shard
                     .slots
                     .iter()
-                    .filter(|slot| slot.key.is_some() && slot.role == super::shard::Role::Primary)
+                    .filter(|slot| slot.key.is_some() && slot.role == Role::Primary)
                     .count() as u64
             })
             .sum()

@@ -154,6 +154,12 @@ impl Cache {
         for change in &moves {
             self.apply_move(change, &state, false);
         }
+        debug_assert_eq!(
+            self.recount_domains(),
+            Ok(()),
+            "the cache's dirty counts disagree with its slots after controller {} failed",
+            failed + 1
+        );
         // Making room for the reload destages, which takes the state lock for writing.
         drop(state);
         let stranded = self.reload_stranded(&stranded, new);
@@ -212,6 +218,11 @@ impl Cache {
         for change in moves.iter().filter(|change| change.role == Role::Mirror) {
             self.apply_move(change, &state, true);
         }
+        debug_assert_eq!(
+            self.recount_domains(),
+            Ok(()),
+            "the cache's dirty counts disagree with its slots after sections moved between controllers"
+        );
         drop(state);
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.signals.space.notify_all();
@@ -343,8 +354,8 @@ impl Cache {
         let lifted = entry.clone();
         let dirty = u64::from(entry.dirty.count_ones());
         let unmirrored = u64::from((entry.unmirrored & entry.dirty).count_ones());
-        domain.primary_dirty.fetch_sub(dirty, Ordering::AcqRel);
-        domain.unmirrored.fetch_sub(unmirrored, Ordering::AcqRel);
+        domain.release_primary_dirty(dirty);
+        domain.release_unmirrored(unmirrored);
         if keep_as_mirror && entry.dirty != 0 {
             entry.role = Role::Mirror;
             entry.valid = entry.dirty;
@@ -382,9 +393,7 @@ impl Cache {
         };
         let entry = &mut shard.slots[slot as usize];
         if entry.role == Role::Mirror {
-            domain
-                .mirror_dirty
-                .fetch_sub(u64::from(entry.dirty.count_ones()), Ordering::AcqRel);
+            domain.release_mirror_dirty(u64::from(entry.dirty.count_ones()));
         }
         *entry = lifted.slot.clone();
         entry.key = Some(key);
@@ -401,7 +410,7 @@ impl Cache {
         }
         shard.queue_dirty(slot);
         shard.queue_unvaulted(slot);
-        drop(shard);
+        // Counted before the lock goes (see the domain module doc).
         domain.primary_dirty.fetch_add(dirty, Ordering::AcqRel);
         domain.unmirrored.fetch_add(unmirrored, Ordering::AcqRel);
         true
@@ -410,7 +419,12 @@ impl Cache {
     /// Turns a mirror slot into the section's primary: its dirty blocks are the newest
     /// acknowledged data. They are vaulted again by the next flush (their vault records,
     /// if any, stay pinned by the slot's journal position meanwhile).
-    fn promote(&self, domain_index: usize, key: SectionKey, state: &crate::meta::MetaState) {
+    pub(super) fn promote(
+        &self,
+        domain_index: usize,
+        key: SectionKey,
+        state: &crate::meta::MetaState,
+    ) {
         let domain = &self.domains[domain_index];
         let handle = state.volumes.get(&key.0).cloned();
         let map = &state.maps;
@@ -418,12 +432,28 @@ impl Cache {
         let Some(&slot) = shard.index.get(&key) else {
             return;
         };
+        let copy = &shard.slots[slot as usize];
+        assert!(
+            copy.role == Role::Mirror,
+            "controller {}: section {} of volume {} is being promoted from its mirror copy, but this controller holds the owner's copy already",
+            domain_index + 1,
+            key.1,
+            key.0
+        );
+        assert!(
+            copy.dirty & !copy.valid == 0,
+            "controller {}: the mirror copy of section {} of volume {} being promoted lacks the bytes of dirty blocks (mask {:#06x}); with the owner's copy gone those writes would be lost",
+            domain_index + 1,
+            key.1,
+            key.0,
+            copy.dirty & !copy.valid
+        );
         let Some(handle) = handle else {
             // The volume is gone: nothing to keep.
             let dirty = u64::from(shard.slots[slot as usize].dirty.count_ones());
             shard.slots[slot as usize].dirty = 0;
             shard.release(slot);
-            domain.mirror_dirty.fetch_sub(dirty, Ordering::AcqRel);
+            domain.release_mirror_dirty(dirty);
             return;
         };
         let entry = &mut shard.slots[slot as usize];
@@ -451,10 +481,11 @@ impl Cache {
         entry.in_unvaulted = false;
         shard.queue_dirty(slot);
         shard.queue_unvaulted(slot);
-        drop(shard);
+        // Counted before the lock goes (see the domain module doc).
         let count = u64::from(dirty.count_ones());
-        domain.mirror_dirty.fetch_sub(count, Ordering::AcqRel);
         domain.primary_dirty.fetch_add(count, Ordering::AcqRel);
+        drop(shard);
+        domain.release_mirror_dirty(count);
     }
 
     fn drop_mirror(&self, domain_index: usize, key: SectionKey) {
@@ -466,7 +497,7 @@ impl Cache {
         let dirty = u64::from(shard.slots[slot as usize].dirty.count_ones());
         shard.slots[slot as usize].dirty = 0;
         shard.release(slot);
-        domain.mirror_dirty.fetch_sub(dirty, Ordering::AcqRel);
+        domain.release_mirror_dirty(dirty);
     }
 
     /// The owner's dirty blocks of `key` need a copy on `mirror`: made now (`copy_now`, a

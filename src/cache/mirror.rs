@@ -207,15 +207,19 @@ impl Cache {
             }
             shard.queue_dirty(slot);
             shard.queue_unvaulted(slot);
-            drop(shard);
-            if newly_dirty > 0 {
-                let dirty = domain
+            // Counted before the lock goes, so a destage that sees these blocks dirty
+            // finds them counted (see the domain module doc).
+            let dirty = (newly_dirty > 0).then(|| {
+                domain
                     .primary_dirty
                     .fetch_add(newly_dirty, Ordering::AcqRel)
-                    + newly_dirty;
-                if dirty + domain.mirror_dirty.load(Ordering::Relaxed) >= self.destage_high {
-                    self.kick_destage(owner);
-                }
+                    + newly_dirty
+            });
+            drop(shard);
+            if let Some(dirty) = dirty
+                && dirty + domain.mirror_dirty.load(Ordering::Relaxed) >= self.destage_high
+            {
+                self.kick_destage(owner);
             }
             return Ok(());
         }
@@ -302,7 +306,7 @@ impl Cache {
         if entry.dirty == 0 {
             shard.release(slot);
         }
-        drop(shard);
+        // Counted before the lock goes (see the domain module doc).
         domain.mirror_dirty.fetch_add(newly_dirty, Ordering::AcqRel);
         Some(())
     }
@@ -349,24 +353,28 @@ impl Cache {
             }
         }
         if mirrored > 0 {
-            domain.unmirrored.fetch_sub(mirrored, Ordering::AcqRel);
+            domain.release_unmirrored(mirrored);
         }
         if stale != 0 {
-            self.release_mirror(mirror, key, stale, generation);
+            self.release_mirror(owner, mirror, key, stale, generation);
         }
     }
 
-    /// Releases the mirror copies of blocks `mask` of `key` held at or below
-    /// `generation(block)` (their owner destaged or dropped that generation).
+    /// Releases the mirror copies in domain `mirror` of blocks `mask` of `key` held at or
+    /// below `generation(block)` (their owner, domain `owner`, destaged, dropped or
+    /// rewrote that generation).
     pub(super) fn release_mirror(
         &self,
+        owner: usize,
         mirror: usize,
         key: SectionKey,
         mask: u16,
         generation: &dyn Fn(usize) -> u64,
     ) {
         let domain = &self.domains[mirror];
-        let mut released = 0u64;
+        let mut released = 0u16;
+        // The generations of the copies released (read in debug builds only).
+        let released_at;
         {
             let mut shard = domain.shard(key).inner.lock();
             let Some(slot) = shard.index.get(&key).copied() else {
@@ -384,17 +392,51 @@ impl Cache {
                 {
                     entry.dirty &= !bit;
                     entry.valid &= !bit;
-                    released += 1;
+                    released |= bit;
                 }
             }
+            released_at = entry.generation;
             if entry.dirty == 0 {
                 shard.release(slot);
             }
         }
-        if released > 0 {
-            domain.mirror_dirty.fetch_sub(released, Ordering::AcqRel);
+        if released != 0 {
+            domain.release_mirror_dirty(u64::from(released.count_ones()));
             self.signals.space.notify_all();
+            debug_assert_eq!(
+                self.still_held_dirty(owner, key, released, &released_at),
+                0,
+                "controller {} released mirror copies of section {} of volume {} (left: the mask of those blocks) that controller {}, their owner, still holds dirty at the same generation, neither destaged nor rewritten: those acknowledged writes are left with one copy",
+                mirror + 1,
+                key.1,
+                key.0,
+                owner + 1
+            );
         }
+    }
+
+    /// Of blocks `mask` of `key`, those `owner` holds as their owner dirty at
+    /// `generations[block]` (a lock of one shard of the owner).
+    fn still_held_dirty(
+        &self,
+        owner: usize,
+        key: SectionKey,
+        mask: u16,
+        generations: &[u64; BLOCKS_PER_SECTION],
+    ) -> u16 {
+        let shard = self.domains[owner].shard(key).inner.lock();
+        let Some(&slot) = shard.index.get(&key) else {
+            return 0;
+        };
+        let entry = &shard.slots[slot as usize];
+        if entry.role != Role::Primary {
+            return 0;
+        }
+        (0..BLOCKS_PER_SECTION)
+            .filter(|&block| {
+                mask & (1 << block) != 0 && entry.holds_dirty(key, block, generations[block])
+            })
+            .fold(0, |held, block| held | 1 << block)
     }
 
     /// Marks blocks `mask` of the owner's slot, still at `generation`, as lacking a mirror
@@ -418,7 +460,8 @@ impl Cache {
                     added += 1;
                 }
             }
+            // Counted before the lock goes (see the domain module doc).
+            domain.unmirrored.fetch_add(added, Ordering::AcqRel);
         }
-        domain.unmirrored.fetch_add(added, Ordering::AcqRel);
     }
 }

@@ -37,6 +37,18 @@
 //!   (back-pressure) while dirty data fills it, and reads bypass the cache when no clean
 //!   slot can be freed.
 //!
+//! Where the code relies on these promises it asserts them, so a bug stops the node (the
+//! panic of a destage thread fails its controller) instead of losing a write quietly:
+//! `assert!` for checks of a few bits or counters, `debug_assert!` for walks and extra
+//! locks. At destage (`destage`): the blocks gathered hold their bytes; blocks are marked
+//! clean only once their map commit is durable, and a flushed block still pins its vault
+//! record until then; mirror copies are released only once their owner's map commit is
+//! durable, and (debug) never while the owner holds the same generation dirty
+//! (`mirror::release_mirror`). At promotion (`failover`): what becomes the owner's copy
+//! is a mirror copy holding the bytes of all its dirty blocks. Dirty counts never go
+//! below zero (`Domain::release_*`), and (debug) equal what the slots hold once an
+//! ownership change has moved its sections.
+//!
 //! Lock order: array writer → flush lock → metadata state lock → shard lock (one at a
 //! time). Nothing takes a lock to the left while holding one to its right.
 
@@ -46,6 +58,8 @@ mod failover;
 #[cfg(test)]
 mod failover_tests;
 mod gate;
+#[cfg(test)]
+mod invariant_tests;
 mod mirror;
 #[cfg(test)]
 mod recovery_tests;
@@ -232,6 +246,12 @@ impl Cache {
             .iter()
             .map(|domain| domain.capacity_blocks * BLOCK_SIZE as u64)
             .sum()
+    }
+
+    /// Every domain's dirty counts recounted from its slots (a walk of every slot): only
+    /// exact while nothing changes them, e.g. during an ownership change.
+    fn recount_domains(&self) -> Result<(), String> {
+        self.domains.iter().try_for_each(Domain::recount)
     }
 
     /// One domain's DRAM budget.
@@ -450,7 +470,7 @@ impl Cache {
             entry.generation[block] = generation;
             shard.queue_dirty(slot);
             shard.queue_unvaulted(slot);
-            drop(shard);
+            // Counted before the lock goes (see the domain module doc).
             domain.primary_dirty.fetch_add(1, Ordering::AcqRel);
         }
     }
@@ -692,12 +712,10 @@ impl Cache {
                         u64::from((entry.unmirrored & entry.dirty & mask).count_ones());
                     match entry.role {
                         Role::Primary => {
-                            domain.primary_dirty.fetch_sub(dropped, Ordering::AcqRel);
-                            domain.unmirrored.fetch_sub(unmirrored, Ordering::AcqRel);
+                            domain.release_primary_dirty(dropped);
+                            domain.release_unmirrored(unmirrored);
                         }
-                        Role::Mirror => {
-                            domain.mirror_dirty.fetch_sub(dropped, Ordering::AcqRel);
-                        }
+                        Role::Mirror => domain.release_mirror_dirty(dropped),
                     }
                     released_any |= dropped > 0;
                     entry.valid &= !mask;

@@ -101,38 +101,7 @@ impl Cache {
     /// Recounts every domain's dirty, mirror and unmirrored blocks from its slots and
     /// compares them with the counters; describes the first difference.
     pub fn check_counters(&self) -> Result<(), String> {
-        use std::sync::atomic::Ordering;
-
-        use super::shard::Role;
-        for domain in self.domains.iter() {
-            let (mut primary, mut mirror, mut unmirrored) = (0u64, 0u64, 0u64);
-            for shard in domain.shards.iter() {
-                let shard = shard.inner.lock();
-                for slot in shard.slots.iter().filter(|slot| slot.key.is_some()) {
-                    let dirty = u64::from(slot.dirty.count_ones());
-                    match slot.role {
-                        Role::Primary => {
-                            primary += dirty;
-                            unmirrored += u64::from((slot.unmirrored & slot.dirty).count_ones());
-                        }
-                        Role::Mirror => mirror += dirty,
-                    }
-                }
-            }
-            let counted = (
-                domain.primary_dirty.load(Ordering::Acquire),
-                domain.mirror_dirty.load(Ordering::Acquire),
-                domain.unmirrored.load(Ordering::Acquire),
-            );
-            if counted != (primary, mirror, unmirrored) {
-                return Err(format!(
-                    "domain {}: counters (primary, mirror, unmirrored) = {counted:?}, slots hold {:?}",
-                    domain.index + 1,
-                    (primary, mirror, unmirrored)
-                ));
-            }
-        }
-        Ok(())
+        self.recount_domains()
     }
 }
 

@@ -453,7 +453,7 @@ impl Cache {
                 }
                 shard.queue_dirty(slot);
             }
-            drop(shard);
+            // Counted before the lock goes (see the domain module doc).
             if newly {
                 let counter = match role {
                     Role::Primary => &domain.primary_dirty,
@@ -461,14 +461,12 @@ impl Cache {
                 };
                 counter.fetch_add(1, Ordering::AcqRel);
             }
-            match mirror_change {
-                1 => {
-                    domain.unmirrored.fetch_add(1, Ordering::AcqRel);
-                }
-                -1 => {
-                    domain.unmirrored.fetch_sub(1, Ordering::AcqRel);
-                }
-                _ => {}
+            if mirror_change == 1 {
+                domain.unmirrored.fetch_add(1, Ordering::AcqRel);
+            }
+            drop(shard);
+            if mirror_change == -1 {
+                domain.release_unmirrored(1);
             }
         }
         Placed::Installed
