@@ -313,3 +313,32 @@ fn more_signals_during_a_busy_stop_do_not_abort_it() {
     assert_all_written(&node, BLOCKS);
     assert_eq!(shutdown_events(&node).len(), 1);
 }
+
+#[test]
+fn cli_output_into_a_closed_pipe_ends_quietly() {
+    let node = TestNode::start();
+    node.pool_and_volume("p", "200M", "v", "16M");
+    for args in [
+        &["vol", "ls"][..],
+        &["event", "ls"][..],
+        &["top", "--interval", "0.1", "--count", "3"][..],
+    ] {
+        // `troika vol ls | head -0`: the reader is gone before the CLI writes a byte.
+        let (reader, writer) = std::io::pipe().expect("pipe");
+        drop(reader);
+        let out = Command::new(common::troika_bin())
+            .arg("--data")
+            .arg(node.data())
+            .args(args)
+            .stdout(writer)
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run the CLI");
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "troika {args:?} into a closed pipe: {} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
