@@ -133,10 +133,21 @@ fn shutdown_events(node: &TestNode) -> Vec<String> {
         .collect()
 }
 
+/// One unlabelled counter or gauge from `/metrics` (asked with a bounded wait).
 fn metric(node: &TestNode, name: &str) -> u64 {
-    node.metrics().get(name).copied().unwrap_or_else(|| {
-        panic!("/metrics has no {name}");
-    })
+    let (status, text) =
+        rest_unix::call(&node.mgmt_socket(), "GET", "/metrics", None).expect("GET /metrics");
+    assert_eq!(status, 200, "GET /metrics: {text}");
+    let text = text.as_str().unwrap_or_default();
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix(name)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("/metrics has no {name}"))
 }
 
 /// Waits until the node's log holds `text` `times` times; false if it does not within
@@ -269,7 +280,10 @@ fn more_signals_during_a_busy_stop_do_not_abort_it() {
     // Signal again, and again, each after the node said where the stop was, until one
     // lands in the destage (or the node is gone): none of them may abort the stop.
     let mut signals = 1;
-    while (signals < 3 || !node.log_text().contains("MiB of cached data")) && signals < 200 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while (signals < 3 || !node.log_text().contains("MiB of cached data"))
+        && Instant::now() < deadline
+    {
         node.signal(libc::SIGINT);
         signals += 1;
         if !wait_for_log(
