@@ -119,8 +119,8 @@ impl StopProgress {
     /// What the node is doing now, for an operator who sent another signal.
     pub fn describe(&self) -> String {
         match self.phase() {
-            StopPhase::Starting => "starting (opening devices, recovering from media); \
-                                    the clean stop begins once the node serves"
+            StopPhase::Starting => "opening devices and recovering from media; the clean \
+                                    stop begins once the node serves"
                 .to_owned(),
             StopPhase::Serving => "beginning the clean stop".to_owned(),
             StopPhase::ClosingPorts => "closing the NBD and iSCSI ports".to_owned(),
@@ -156,9 +156,14 @@ impl StopProgress {
             // Otherwise the thread that runs the stop announces it.
             return;
         }
+        let still = if phase == StopPhase::Starting {
+            "still starting"
+        } else {
+            "still stopping"
+        };
         crate::say!(
-            "troika: {name} again (signal {count}): still stopping: {}; signals do not abort \
-             the stop, kill -9 does (flushed writes survive it)",
+            "troika: {name} again (signal {count}): {still}: {}; signals do not abort the \
+             stop, kill -9 does (flushed writes survive it)",
             self.describe()
         );
     }
@@ -225,6 +230,6 @@ mod tests {
         progress.on_signal("SIGINT");
         progress.on_signal("SIGTERM");
         assert_eq!(progress.signals.load(Ordering::Acquire), 3);
-        assert!(progress.describe().starts_with("starting"));
+        assert!(progress.describe().starts_with("opening devices"));
     }
 }
