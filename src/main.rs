@@ -1,5 +1,11 @@
 //! The `troika` binary: `troika serve` runs the node; every other command is a client of
 //! the running node's management API, on its unix socket or, with `--url`, over TCP.
+//!
+//! Nothing written to stdout or stderr can end the process: messages go through
+//! `troika::say!`, which counts a failed write instead of panicking, and the CLI ends
+//! quietly when the reader of its output goes away. `serve` catches SIGINT and SIGTERM
+//! before it starts the node, so that either always leads to the clean stop
+//! (`troika::node::stop`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
