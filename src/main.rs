@@ -1,5 +1,11 @@
 //! The `troika` binary: `troika serve` runs the node; every other command is a client of
 //! the running node's management API, on its unix socket or, with `--url`, over TCP.
+//!
+//! Nothing written to stdout or stderr can end the process: messages go through
+//! `troika::say!`, which counts a failed write instead of panicking, and the CLI ends
+//! quietly when the reader of its output goes away. `serve` catches SIGINT and SIGTERM
+//! before it starts the node, so that either always leads to the clean stop
+//! (`troika::node::stop`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -8,6 +14,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use troika::hw::HwModel;
 use troika::mgmt::{self, CliCommand, cli};
+use troika::node::stop::StopSignals;
 use troika::node::{Node, NodeOptions};
 
 /// troika: a three-controller storage array in one process.
@@ -110,6 +117,8 @@ struct Listen<'a> {
 }
 
 fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
+    // First, so that no signal from here on can end the node before its clean stop.
+    let signals = StopSignals::install()?;
     let model = match hw {
         Some(path) => HwModel::load(&path).map_err(|err| anyhow::anyhow!("{err}"))?,
         None => HwModel::embedded_default(),
@@ -136,7 +145,7 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             iscsi_tcp: iscsi_tcp.clone(),
         },
     )?;
-    eprintln!(
+    troika::say!(
         "troika: serving; management on the data directory's troika.sock{}, NBD on nbd.sock{}",
         mgmt_tcp
             .map(|a| format!(" and http://{a}"))
@@ -148,7 +157,7 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             .collect::<String>()
     );
     if !iscsi_tcp.is_empty() {
-        eprintln!(
+        troika::say!(
             "troika: iSCSI target {} on {}",
             troika::node::iscsi::target_name(node.serial()),
             iscsi_tcp
@@ -159,7 +168,7 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
                 .join(", ")
         );
     }
-    node.run_until_signal()
+    node.run_until_signal(&signals)
 }
 
 /// An environment variable's value, unless it is unset or empty.
@@ -186,14 +195,14 @@ fn main() -> ExitCode {
         ) {
             Ok(()) => ExitCode::SUCCESS,
             Err(err) => {
-                eprintln!("troika: error: {err:#}");
+                troika::say!("troika: error: {err:#}");
                 ExitCode::FAILURE
             }
         },
         Command::Manage(command) => {
             let url = cli.url.or_else(|| non_empty_env("TROIKA_URL"));
             if url.is_none() && cli.user.is_some() {
-                eprintln!(
+                troika::say!(
                     "troika: error: --user applies to --url (or TROIKA_URL); on the unix socket \
                      the CLI is always the local admin"
                 );

@@ -166,7 +166,7 @@ impl Cache {
                     && last_checkpoint.elapsed() > Duration::from_millis(200));
             if checkpoint_due && checkpointer {
                 if let Err(err) = self.checkpoint() {
-                    eprintln!("troika: checkpoint failed: {err}");
+                    crate::say!("troika: checkpoint failed: {err}");
                     self.meta.fail();
                     self.signals.space.notify_all();
                     return;
@@ -197,7 +197,7 @@ impl Cache {
                 || (journal_filling && quiet_since.elapsed() > Duration::from_millis(100))
                 || destaging;
             if let Err(err) = self.clean_if_low(&mut batch) {
-                eprintln!("troika: segment cleaning failed: {err}");
+                crate::say!("troika: segment cleaning failed: {err}");
                 self.meta.fail();
                 self.signals.space.notify_all();
                 return;
@@ -210,7 +210,7 @@ impl Cache {
                     .load(std::sync::atomic::Ordering::Acquire);
             if dirty > 0 && (drain || shutdown) {
                 if let Err(err) = self.destage_batch(index, &mut batch) {
-                    eprintln!(
+                    crate::say!(
                         "troika: destage failed, stopping writes so the node recovers from media on restart: {err}"
                     );
                     self.meta.fail();
@@ -856,7 +856,7 @@ impl Cache {
                         self.meta
                             .read_block(&mut batch.ring, &handle, lba, &mut block_buf)
                     {
-                        eprintln!(
+                        crate::say!(
                             "troika: cleaner cannot move block {lba} of volume {dataset}: {err}"
                         );
                         continue;

@@ -164,7 +164,7 @@ impl Cache {
         drop(state);
         let stranded = self.reload_stranded(&stranded, new);
         if let Some(text) = stranded.describe(failed) {
-            eprintln!("troika: {text}");
+            crate::say!("troika: {text}");
         }
         self.epoch.fetch_add(1, Ordering::AcqRel);
         self.kick_destage(failed);
@@ -383,7 +383,7 @@ impl Cache {
         let mut shard = domain.shard(key).inner.lock();
         let Some(slot) = shard.find_or_insert(key, Role::Primary) else {
             if lifted.slot.dirty != 0 {
-                eprintln!(
+                crate::say!(
                     "troika: controller {} had no slot for section {:?} during failback although room was checked",
                     owner + 1,
                     key

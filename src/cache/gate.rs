@@ -104,7 +104,7 @@ impl Cache {
             while domain.gate.inflight.load(Ordering::SeqCst) > 0 {
                 if !warned && started.elapsed() > Duration::from_secs(30) {
                     warned = true;
-                    eprintln!(
+                    crate::say!(
                         "troika: requests on controller {} have not left the cache for 30 s during an ownership change; still waiting",
                         domain.index + 1
                     );

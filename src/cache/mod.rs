@@ -203,7 +203,7 @@ impl Cache {
             faults: tests::Faults::default(),
         });
         if let Err(err) = cache.install_recovered(recovered) {
-            eprintln!(
+            crate::say!(
                 "troika: cannot start: the data recovered from the vault could not be put back into cache or written to the array ({err}); the vault still holds it, so check the NL-SAS devices (or add capacity) and start again"
             );
             std::process::exit(1);
@@ -225,7 +225,7 @@ impl Cache {
     }
 
     fn domain_panicked(&self, index: usize) {
-        eprintln!(
+        crate::say!(
             "troika: a thread of controller {} panicked; failing that controller",
             index + 1
         );
@@ -869,7 +869,7 @@ impl Cache {
                         )
                     })
                     .collect();
-                eprintln!(
+                crate::say!(
                     "troika: destaging everything is taking long ({} free segments): {}",
                     self.meta.state().alloc.free_segments(),
                     figures.join("; ")

@@ -178,7 +178,7 @@ impl Cache {
                 }
             });
         if let Err(err) = spawned {
-            eprintln!(
+            crate::say!(
                 "troika: cannot start the space reclaim thread ({err}); deleted snapshots give their space back only at the next start"
             );
         }

@@ -341,7 +341,7 @@ impl Cache {
             }
         }
         if destaged_rounds > 0 {
-            eprintln!(
+            crate::say!(
                 "troika: the data recovered from the vault did not fit the caches under the current section placement; destaged it to the array during start ({destaged_rounds} rounds)"
             );
         }

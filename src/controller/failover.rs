@@ -75,7 +75,7 @@ impl Controllers {
     }
 
     fn raise(&self, code: &'static str, description: String) {
-        eprintln!("troika: {description}");
+        crate::say!("troika: {description}");
         let sink = self.events.lock().clone();
         if let Some(sink) = sink {
             sink(code, description);
@@ -104,7 +104,7 @@ impl Controllers {
         let controllers = self.clone();
         std::thread::spawn(move || {
             if let Err(err) = controllers.fail(id, FailReason::Panic) {
-                eprintln!(
+                crate::say!(
                     "troika: controller {id} panicked but cannot be failed: {}",
                     err.message
                 );
@@ -214,7 +214,7 @@ impl Controllers {
         if survivors.len() == 1 {
             // Dirty data now has one copy: put it in the vault.
             if let Err(err) = self.cache.flush() {
-                eprintln!("troika: vaulting after the failure of controller {id} failed: {err}");
+                crate::say!("troika: vaulting after the failure of controller {id} failed: {err}");
             }
         } else if left_unmirrored > 0 {
             self.start_remirror(left_unmirrored);
@@ -258,7 +258,7 @@ impl Controllers {
                     }
                 }
                 Err(err) => {
-                    eprintln!("troika: re-mirroring stopped: {err}");
+                    crate::say!("troika: re-mirroring stopped: {err}");
                     return;
                 }
             }
@@ -305,7 +305,7 @@ impl Controllers {
             .ports
             .reopen(index, super::ControllerPort::new(self.clone(), id))
         {
-            eprintln!("troika: controller {id} cannot reopen its port: {err}");
+            crate::say!("troika: controller {id} cannot reopen its port: {err}");
         }
         {
             let mut records = self.records.lock();
@@ -354,7 +354,7 @@ impl Controllers {
                     Err(no_room) => {
                         waited += 1;
                         if waited % 100 == 1 {
-                            eprintln!(
+                            crate::say!(
                                 "troika: failback of controller {id} waits for destage: controller {} needs {} free cache slots",
                                 no_room.domain + 1,
                                 no_room.needed

@@ -479,7 +479,7 @@ impl InFlight<'_> {
                     Some(libc::EINTR | libc::EAGAIN | libc::EBUSY)
                 ) => {}
             Err(e) => {
-                eprintln!(
+                crate::say!(
                     "troika: io_uring_enter failed with {} operations in flight: {e}; aborting so their buffers are not reused",
                     self.count
                 );

@@ -52,7 +52,7 @@ impl VaultCopies {
     pub(super) fn apply(&mut self, lsn: u64, kind: u8, body: &[u8]) {
         match records::decode(kind, body) {
             Some(record) => self.observe(lsn, &record),
-            None => eprintln!(
+            None => crate::say!(
                 "troika: a vault scan skipped an unreadable journal record of kind {kind} at LSN {lsn}"
             ),
         }
@@ -166,7 +166,7 @@ pub(super) struct Replay {
 impl Replay {
     pub(super) fn apply(&mut self, lsn: u64, kind: u8, body: &[u8]) {
         let Some(record) = records::decode(kind, body) else {
-            eprintln!(
+            crate::say!(
                 "troika: recovery skipped an unreadable journal record of kind {kind} at LSN {lsn}"
             );
             return;

@@ -523,9 +523,10 @@ impl MetaStore {
                 self.counters
                     .checksum_repairs
                     .fetch_add(1, Ordering::Relaxed);
-                eprintln!(
+                crate::say!(
                     "troika: repaired block {lba} of volume {} (physical block {}) from parity: the copy on media failed its checksum",
-                    volume.name, entry.phys
+                    volume.name,
+                    entry.phys
                 );
                 return Ok(BlockRead::Repaired {
                     generation: entry.generation,

@@ -139,7 +139,7 @@ pub fn spawn_server(
 fn accept_loop(listener: MgmtListener, mgmt: Arc<Mgmt>, shutdown: Arc<AtomicBool>) {
     let origin = listener.origin();
     if let Err(error) = listener.set_nonblocking() {
-        eprintln!("troika: management socket: cannot make it non-blocking: {error}");
+        crate::say!("troika: management socket: cannot make it non-blocking: {error}");
         return;
     }
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
@@ -164,7 +164,7 @@ fn accept_loop(listener: MgmtListener, mgmt: Arc<Mgmt>, shutdown: Arc<AtomicBool
                 {
                     Ok(connection) => connections.push(connection),
                     Err(error) => {
-                        eprintln!("troika: management socket: cannot start a thread: {error}")
+                        crate::say!("troika: management socket: cannot start a thread: {error}")
                     }
                 }
             }
@@ -174,7 +174,7 @@ fn accept_loop(listener: MgmtListener, mgmt: Arc<Mgmt>, shutdown: Arc<AtomicBool
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
                 // E.g. out of file descriptors: wait rather than spin.
-                eprintln!("troika: management socket: accept failed: {error}");
+                crate::say!("troika: management socket: accept failed: {error}");
                 thread::sleep(ACCEPT_POLL);
             }
         }

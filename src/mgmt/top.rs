@@ -320,7 +320,7 @@ fn human_bytes(bytes: f64) -> String {
 
 /// Runs `troika top`: fetches the metrics text now and then every `interval`, printing a
 /// frame per interval (`iterations` frames, or until an error when `None`), clearing the
-/// screen before each frame when `clear_screen`.
+/// screen before each frame when `clear_screen`. A closed pipe ends it quietly with `Ok`.
 pub fn run_top(
     fetch: &mut dyn FnMut() -> Result<String, String>,
     out: &mut dyn Write,
@@ -351,7 +351,11 @@ pub fn run_top(
             frame.write_to(out)?;
             out.flush()
         })();
-        written.map_err(|err| format!("cannot write to the terminal: {err}"))?;
+        match written {
+            // The reader is gone (`troika top | head`): it has what it wanted.
+            Err(err) if err.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            written => written.map_err(|err| format!("cannot write to the terminal: {err}"))?,
+        }
         (previous, previous_at) = (current, current_at);
         frames += 1;
     }

@@ -263,7 +263,7 @@ impl IscsiNode {
             });
         let Some(survivor) = survivor else { return };
         if let Err(err) = self.serve_portal(failed, survivor, address) {
-            eprintln!(
+            crate::say!(
                 "troika: controller {} cannot take over the iSCSI portal {address} of failed controller {}: {err}",
                 survivor + 1,
                 failed + 1
@@ -324,7 +324,7 @@ impl PortalSet for IscsiNode {
         if let (Some(address), Some(me)) = (address, self.me.upgrade())
             && let Err(err) = me.open_portal(controller, address)
         {
-            eprintln!(
+            crate::say!(
                 "troika: controller {controller} cannot reopen its iSCSI portal {address}: {err}"
             );
         }

@@ -2,6 +2,10 @@
 //! cache, the controllers and the ports, serves until SIGINT/SIGTERM, and shuts down
 //! cleanly (destage, checkpoint, close). Also the `Management` implementation the REST
 //! server calls.
+//!
+//! What it promises about stopping (see `stop`): every SIGINT or SIGTERM leads to the
+//! clean stop, never to an abort, and nothing written to the terminal can end the node
+//! (every message goes through [`say!`](crate::say)).
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
@@ -23,8 +27,10 @@ mod policies;
 #[cfg(test)]
 mod snapshot_tests;
 mod snapshots;
+pub mod stop;
 
 use api::{NodeApi, now_ms};
+use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;
 use crate::controller::routing::Routing;
@@ -101,7 +107,7 @@ impl Node {
         let (meta, recovered, report) =
             MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
-            eprintln!(
+            crate::say!(
                 "troika: formatted a new node (serial {}) in {}",
                 meta.serial(),
                 data_dir.display()
@@ -120,7 +126,7 @@ impl Node {
                 report.replayed_records,
                 report.recovered_blocks
             );
-            eprintln!("troika: {summary}");
+            crate::say!("troika: {summary}");
             // A clean stop checkpoints everything, so only a crash leaves work to replay.
             let clean = report.replayed_batches == 0 && report.recovered_blocks == 0;
             let code = if clean {
@@ -133,7 +139,7 @@ impl Node {
         let (users, admin_password) = UserStore::open(data_dir)
             .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
         if let Some(password) = admin_password {
-            eprintln!(
+            crate::say!(
                 "troika: created the user \"admin\" with password {password} (also in {}, mode 0600; shown only now)",
                 data_dir.join("admin-password").display()
             );
@@ -258,48 +264,61 @@ impl Node {
         self.cache.meta().serial()
     }
 
-    /// Serves until SIGINT or SIGTERM, then shuts down cleanly.
-    pub fn run_until_signal(self) -> anyhow::Result<()> {
-        let signalled = Arc::new(AtomicBool::new(false));
-        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-            signal_hook::flag::register(signal, signalled.clone())
-                .context("cannot install signal handlers")?;
-        }
-        while !signalled.load(Ordering::Acquire) {
+    /// Serves until `signals` ask for the stop (see [`stop`]), then stops cleanly.
+    pub fn run_until_signal(self, signals: &StopSignals) -> anyhow::Result<()> {
+        let progress = signals.progress();
+        progress.serving(self.cache.clone());
+        while !progress.requested() {
             if self.cache.meta().has_failed() {
-                eprintln!(
+                crate::say!(
                     "troika: a durability error stopped the node; restart it to recover from media"
                 );
                 std::process::exit(2);
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!(
+        crate::say!(
             "troika: shutting down: closing ports, destaging cached data, writing a checkpoint"
         );
-        self.stop()
+        self.stop(progress)
     }
 
-    /// Closes the ports, destages everything and checkpoints.
-    pub fn stop(self) -> anyhow::Result<()> {
+    /// Closes the ports, destages everything and checkpoints, moving `progress` through
+    /// the stop's phases so that a signal meanwhile can say where it is.
+    fn stop(self, progress: &StopProgress) -> anyhow::Result<()> {
+        progress.advance(StopPhase::ClosingPorts);
         self.shutdown.store(true, Ordering::Release);
         self.controllers.close_ports();
+        progress.advance(StopPhase::EndingServices);
         for thread in self.threads {
             let _ = thread.join();
         }
+        progress.advance(StopPhase::Vaulting);
         self.cache
             .flush()
             .map_err(|err| anyhow::anyhow!("final flush failed: {err}"))?;
+        progress.advance(StopPhase::Destaging);
         self.cache
             .shutdown()
             .map_err(|err| anyhow::anyhow!("shutdown failed: {err}"))?;
+        progress.advance(StopPhase::Recording);
         for socket in &self.sockets {
             let _ = std::fs::remove_file(socket);
         }
+        let lost = crate::console::lost_messages();
+        let description = if lost == 0 {
+            "the node stopped cleanly".to_owned()
+        } else {
+            format!(
+                "the node stopped cleanly; {lost} operator messages could not be written \
+                 (closed terminal or pipe, or a full disk)"
+            )
+        };
         self.events
-            .raise("SYSTEM_SHUTDOWN", "the node stopped cleanly", None, None);
+            .raise("SYSTEM_SHUTDOWN", description, None, None);
         self.events.sync();
-        eprintln!("troika: stopped cleanly");
+        progress.advance(StopPhase::Stopped);
+        crate::say!("troika: stopped cleanly");
         Ok(())
     }
 }

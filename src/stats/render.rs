@@ -145,6 +145,12 @@ pub fn render_node_metrics(
         load(&cache.counters.flushes),
     );
     single(
+        "troika_console_lost_messages_total",
+        "Operator messages that could not be written to stderr (closed pipe, full disk).",
+        "counter",
+        crate::console::lost_messages(),
+    );
+    single(
         "troika_cache_dirty_bytes",
         "Bytes written to cache and not yet destaged.",
         "gauge",

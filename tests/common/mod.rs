@@ -6,9 +6,10 @@ pub mod nbd_client;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 /// The binary under test.
@@ -83,6 +84,9 @@ pub struct TestNode {
     pub nbd_ports: Vec<u16>,
     /// iSCSI portal ports, one per controller (controller 1 first); empty for none.
     pub iscsi_ports: Vec<u16>,
+    /// Where the next start writes its stdout and stderr instead of `log` (taken by it,
+    /// so a restart writes to `log` again).
+    output: Option<OwnedFd>,
 }
 
 impl TestNode {
@@ -132,7 +136,18 @@ impl TestNode {
             api_port,
             nbd_ports,
             iscsi_ports: Vec::new(),
+            output: None,
         }
+    }
+
+    /// Starts a node with an NBD TCP port on controller 1 whose stdout and stderr both go
+    /// to `output` (e.g. the write end of a pipe another process reads) instead of the
+    /// log file; a restart writes to the log file again.
+    pub fn start_with_output(model: PathBuf, output: OwnedFd) -> TestNode {
+        let mut node = Self::prepare(model, None, vec![free_port()]);
+        node.output = Some(output);
+        node.spawn();
+        node
     }
 
     /// The generated password of the built-in `admin` user.
@@ -201,6 +216,8 @@ impl TestNode {
             .append(true)
             .open(&self.log)
             .expect("log file");
+        let stderr = self.output.take().unwrap_or_else(|| OwnedFd::from(log));
+        let stdout = stderr.try_clone().expect("duplicate the output");
         let child = Command::new(troika_bin())
             .args(["serve", "--hw"])
             .arg(&self.model)
@@ -215,8 +232,8 @@ impl TestNode {
             )
             .arg("--iscsi-listen")
             .arg(list_or_none(&self.iscsi_ports))
-            .stdout(Stdio::from(log.try_clone().expect("log")))
-            .stderr(Stdio::from(log))
+            .stdout(Stdio::from(stdout))
+            .stderr(Stdio::from(stderr))
             .spawn()
             .expect("start troika serve");
         self.child = Some(child);
@@ -281,26 +298,45 @@ impl TestNode {
     /// time is killed with SIGKILL and reported as an error (a hung shutdown), as is one
     /// that exits with a failure.
     pub fn stop_within(&mut self, timeout: Duration) -> Result<(), String> {
-        let Some(mut child) = self.child.take() else {
+        if self.child.is_none() {
             return Ok(());
-        };
-        // SAFETY: sending a signal to our own child process by pid.
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
         }
+        self.signal(libc::SIGTERM);
+        match self.wait_exit(timeout) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!("troika exited with {status}")),
+            None => {
+                self.kill9();
+                Err(format!("troika did not stop within {timeout:?} of SIGTERM"))
+            }
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGINT`) to the running node, without waiting.
+    pub fn signal(&self, signal: i32) {
+        if let Some(child) = &self.child {
+            // SAFETY: sending a signal to our own child process by pid.
+            unsafe {
+                libc::kill(child.id() as i32, signal);
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the node to exit and returns its status; `None` if it
+    /// is still running then (it is left running) or was not running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
+            let child = self.child.as_mut()?;
             match child.try_wait() {
-                Ok(Some(status)) if status.success() => return Ok(()),
-                Ok(Some(status)) => return Err(format!("troika exited with {status}")),
+                Ok(Some(status)) => {
+                    self.child = None;
+                    return Some(status);
+                }
                 Ok(None) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("troika did not stop within {timeout:?} of SIGTERM"));
-                }
+                _ => return None,
             }
         }
     }

@@ -26,6 +26,10 @@
 //! Exit codes: 0 success, 1 the API refused (its code and message go to stderr), 2 usage,
 //! 3 the node cannot be reached, 4 the node refused the credentials.
 //!
+//! Output never panics: a write error is an error like the others (exit 1 with a message),
+//! except a closed pipe (`troika vol ls | head -1`), which ends the command quietly with 0,
+//! the way a reader that stopped reading expects.
+//!
 //! Pieces: `session` holds the client and the calls every verb shares, `objects` the pool,
 //! volume and system verbs, `snapshots` the snapshot verbs and `vol restore`,
 //! `consistency_groups` the group verbs, `lock_until` the lock end parser, `policies` the
@@ -661,6 +665,9 @@ fn execute(
     let session = Session::new(client, settings);
     match session.execute(command, out) {
         Ok(()) => EXIT_OK,
+        // The reader went away (`troika vol ls | head -1`): it has what it wanted, and the
+        // command itself was done, so the CLI ends quietly, as if it had finished.
+        Err(CliError::Output(error)) if error.kind() == std::io::ErrorKind::BrokenPipe => EXIT_OK,
         Err(error) => report(&error, err),
     }
 }

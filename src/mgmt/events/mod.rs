@@ -173,7 +173,7 @@ impl EventLog {
         let loaded = file::load(&path, |event| retained.push(event))
             .with_context(|| format!("cannot read the event log {}", path.display()))?;
         if let Some(warning) = loaded.warning(&path) {
-            eprintln!("{warning}");
+            crate::say!("{warning}");
         }
         let file = OpenOptions::new()
             .append(true)
@@ -374,7 +374,7 @@ impl Shared {
     fn record_failure(&self, what: &str, error: &io::Error) {
         self.write_failures.fetch_add(1, Ordering::Relaxed);
         if !self.failure_reported.swap(true, Ordering::Relaxed) {
-            eprintln!(
+            crate::say!(
                 "troika: event log in {}: {what} failed: {error}; events stay in memory \
                  (later failures are only counted)",
                 self.dir.display()

@@ -62,7 +62,7 @@ fn accept_loop(
     shutdown: Arc<AtomicBool>,
 ) {
     if let Err(err) = listener.set_nonblocking(true) {
-        eprintln!("iscsi: cannot make the listener non-blocking: {err}");
+        crate::say!("iscsi: cannot make the listener non-blocking: {err}");
         return;
     }
     let sessions = Arc::new(SessionTable::default());
@@ -187,9 +187,11 @@ fn serve_connection(
         sessions.remove(&logged.initiator, logged.isid, &control);
     }
     if !logged.discovery {
-        eprintln!(
+        crate::say!(
             "iscsi: session {} (tsih {}) of {} closed",
-            nexus.initiator_port, logged.tsih, logged.initiator
+            nexus.initiator_port,
+            logged.tsih,
+            logged.initiator
         );
     }
     control.mark_done();

@@ -79,7 +79,7 @@ fn accept_loop(
     shutdown: Arc<AtomicBool>,
 ) {
     if let Err(err) = listener.set_nonblocking() {
-        eprintln!("nbd: cannot make the listener non-blocking: {err}");
+        crate::say!("nbd: cannot make the listener non-blocking: {err}");
         return;
     }
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
@@ -136,7 +136,7 @@ fn serve_connection(
             let export = session.target.name().to_owned();
             let connection = Connection::new(&stream, session, reader, config, shutdown, &stop);
             connection.serve(config.workers_per_connection);
-            eprintln!("nbd: {} closed its session on {export}", stream.peer());
+            crate::say!("nbd: {} closed its session on {export}", stream.peer());
         }
     }
     stream.shutdown();
