@@ -169,7 +169,7 @@ fn eio_on_the_ssd_during_the_clean_stop_stops_with_status_2_and_recovers() {
         &node,
         r#"{"device": "ssd0", "op": "write", "error": "EIO"}"#,
     );
-    node.signal_term();
+    node.signal(libc::SIGTERM);
     expect_durability_stop(&mut node, "ssd0", "write");
     node.restart();
     let mut client = NbdClient::connect(&nbd, "v").expect("reconnect");

@@ -341,33 +341,6 @@ impl TestNode {
         }
     }
 
-    /// Sends SIGTERM (the clean stop) without waiting for the node to end.
-    pub fn signal_term(&self) {
-        if let Some(child) = &self.child {
-            // SAFETY: sending a signal to our own child process by pid.
-            unsafe {
-                libc::kill(child.id() as i32, libc::SIGTERM);
-            }
-        }
-    }
-
-    /// Waits at most `timeout` for the node to end by itself (a power cut, a durability
-    /// stop); its exit status, or `None` if it is still running (it is left running).
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        let child = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
     /// Starts the node again on the same data directory.
     pub fn restart(&mut self) {
         self.kill9();
