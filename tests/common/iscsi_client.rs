@@ -385,6 +385,9 @@ impl Session {
                     return Ok(result);
                 }
                 0x20 => {} // NOP-In
+                // Asynchronous message (e.g. a path's ALUA state changed during a
+                // failover): informational here, the command's answer still comes.
+                0x32 => {}
                 other => panic!("unexpected PDU 0x{other:02x} during a command: {pdu:?}"),
             }
         }
