@@ -40,7 +40,7 @@ run_fio() {
     timeout $((RUNTIME + 60)) fio --name=r --ioengine=nbd \
         --uri="nbd+unix:///$vol?socket=$WORK/$name/nbd.sock" --rw=randread --bs=4k \
         --iodepth=32 --norandommap --time_based --runtime="$RUNTIME" --output-format=json |
-        python3 -c 'import json,sys; print(round(json.load(sys.stdin)["jobs"][0]["read"]["iops"]))'
+        python3 -c 'import json,sys; t=sys.stdin.read(); print(round(json.loads(t[t.index("{"):])["jobs"][0]["read"]["iops"]))'
 }
 
 for vol in cached miss; do
