@@ -37,7 +37,8 @@ pub fn open_small_store(dir: &Path) -> (MetaStore, Vec<RecoveredBlock>) {
             Device::open(&path, Some(32 << 20), None).unwrap()
         })
         .collect();
-    let array = Array::new(drives, 4, 64 << 10, 4);
-    let (meta, recovered, _) = MetaStore::open(ssd, array).unwrap();
+    let names = (0..6).map(|index| format!("nlsas{index}")).collect();
+    let array = Array::new(drives, names, 4, 64 << 10, 4);
+    let (meta, recovered, _) = MetaStore::open(ssd, "ssd0", array).unwrap();
     (meta, recovered)
 }

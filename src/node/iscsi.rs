@@ -7,6 +7,15 @@
 //! raises ASYMMETRIC ACCESS STATE CHANGED on every logical unit; an initiator sees only the
 //! datasets mapped to its host (or its host's cluster); a reservation is on disk before
 //! PERSISTENT RESERVE OUT answers.
+//!
+//! Saved reservations are never silently dropped: at start every existing dataset's file
+//! is read and decoded, and one that cannot be (an I/O error, a bad checksum or format)
+//! stops the start with a message naming the file. Refusing to start was chosen over
+//! serving that unit fenced: it needs no new unit state, and the operator has to look at
+//! the file either way (restore it, or remove it to drop the reservations knowingly). A
+//! unit whose file goes bad while the node runs (only this node writes it, so only by
+//! outside interference) is not offered to initiators, with a message, rather than served
+//! without its reservations.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -27,6 +36,7 @@ use crate::target::iscsi::{
 };
 use crate::target::scsi::{
     AluaState, LogicalUnit, LuIdentity, LuRegistry, PortGroup, PortGroups, PrStore,
+    ReservationsError,
 };
 
 /// The node's iSCSI target name.
@@ -128,8 +138,16 @@ impl ReservationFiles {
 }
 
 impl PrStore for ReservationFiles {
-    fn load(&self, dataset_id: u32) -> Option<Vec<u8>> {
-        std::fs::read(self.path(dataset_id)).ok()
+    fn load(&self, dataset_id: u32) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(dataset_id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn location(&self, dataset_id: u32) -> String {
+        self.path(dataset_id).display().to_string()
     }
 
     fn save(&self, dataset_id: u32, state: &[u8]) -> std::io::Result<()> {
@@ -176,12 +194,13 @@ pub struct IscsiNode {
 }
 
 impl IscsiNode {
-    /// The target of this node, with no portal open yet.
+    /// The target of this node, with no portal open yet; refused when a dataset's saved
+    /// reservations cannot be loaded (see the module doc).
     pub fn new(
         meta: Arc<MetaStore>,
         controllers: Arc<Controllers>,
         data_dir: PathBuf,
-    ) -> Arc<IscsiNode> {
+    ) -> Result<Arc<IscsiNode>, ReservationsError> {
         let target = target_name(meta.serial());
         let groups = Arc::new(ControllerGroups {
             controllers: controllers.clone(),
@@ -192,8 +211,10 @@ impl IscsiNode {
         });
         store.prune(|dataset| meta.state().volumes.contains_key(&dataset));
         let registry = LuRegistry::new(store, groups.clone());
+        let datasets: Vec<u32> = meta.state().volumes.keys().copied().collect();
+        registry.load_all(datasets)?;
         let count = controllers.ids().len();
-        Arc::new_cyclic(|me| IscsiNode {
+        Ok(Arc::new_cyclic(|me| IscsiNode {
             me: me.clone(),
             meta,
             controllers,
@@ -203,7 +224,7 @@ impl IscsiNode {
             config: IscsiConfig::default(),
             portals: Mutex::new((0..count).map(|_| PortalSlot::default()).collect()),
             retired: Mutex::new(Vec::new()),
-        })
+        }))
     }
 
     /// Listens on `address` as controller `controller`'s portal (remembered for reopening).
@@ -413,10 +434,17 @@ impl IscsiBackend for IscsiNode {
             serial: dataset_serial(serial, dataset_id),
             name: target.name().to_owned(),
         };
+        let shared = match self.registry.shared(dataset_id) {
+            Ok(shared) => shared,
+            Err(err) => {
+                crate::say!("troika: iSCSI logical unit {} not offered: {err}", identity.name);
+                return None;
+            }
+        };
         Some(LogicalUnit {
             target,
             identity: Arc::new(identity),
-            shared: self.registry.shared(dataset_id),
+            shared,
             ports: self.groups.clone(),
         })
     }

@@ -81,7 +81,9 @@ impl Node {
         )
         .with_context(|| format!("cannot open the vault SSD {:?}", ssd_spec.name))?;
         let mut drives = Vec::new();
+        let mut drive_names = Vec::new();
         for spec in &hw.nlsas {
+            drive_names.push(spec.name.clone());
             drives.push(
                 Device::open(&hw.resolve_path(spec, data_dir), spec.size, spec.latency)
                     .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
@@ -89,6 +91,7 @@ impl Node {
         }
         let array = Array::new(
             drives,
+            drive_names,
             hw.stripe.data,
             hw.stripe.unit,
             hw.stripe.rows_per_segment,
@@ -101,8 +104,12 @@ impl Node {
         }
         let events = EventLog::open(data_dir)
             .with_context(|| format!("cannot open the event log in {}", data_dir.display()))?;
-        let (meta, recovered, report) =
-            MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
+        let final_events = events.clone();
+        crate::fatal::set_event_sink(move |code, description| {
+            final_events.raise_final(code, description, Duration::from_millis(200));
+        });
+        let (meta, recovered, report) = MetaStore::open(ssd, &ssd_spec.name, array)
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
             eprintln!(
                 "troika: formatted a new node (serial {}) in {}",
@@ -194,7 +201,8 @@ impl Node {
                 controllers.ids().len()
             );
         }
-        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone());
+        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone())
+            .map_err(anyhow::Error::msg)?;
         for (address, controller) in options.iscsi_tcp.iter().zip(controllers.ids()) {
             iscsi_node.open_portal(*controller, *address).with_context(|| {
                 format!(
@@ -267,13 +275,9 @@ impl Node {
             signal_hook::flag::register(signal, signalled.clone())
                 .context("cannot install signal handlers")?;
         }
+        // A durability failure does not come back here: it ends the process itself
+        // (`fatal::durability_failure`, exit status 2).
         while !signalled.load(Ordering::Acquire) {
-            if self.cache.meta().has_failed() {
-                eprintln!(
-                    "troika: a durability error stopped the node; restart it to recover from media"
-                );
-                std::process::exit(2);
-            }
             std::thread::sleep(Duration::from_millis(50));
         }
         eprintln!(
