@@ -158,6 +158,11 @@ impl Journal {
         (inner.appended, inner.next_lsn)
     }
 
+    /// Whether a commit failed (the journal refuses every later one).
+    pub fn has_failed(&self) -> bool {
+        self.inner.lock().failed.is_some()
+    }
+
     /// The ticket of the newest record known durable.
     pub fn durable_ticket(&self) -> Ticket {
         self.inner.lock().durable
@@ -556,7 +561,7 @@ fn round_up(bytes: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn device(dir: &tempfile::TempDir) -> Arc<Device> {

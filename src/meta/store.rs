@@ -39,6 +39,8 @@ use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
 mod clones;
 mod datasets;
+#[cfg(test)]
+mod durability_tests;
 pub mod hosts;
 pub mod snapshots;
 
@@ -386,10 +388,10 @@ impl MetaStore {
         crate::fatal::durability_failure(device, operation, error)
     }
 
-    /// Whether a durability failure stopped the store (seen only in unit tests: in the
-    /// node the process has ended).
+    /// Whether a durability failure stopped the store, here or in its journal (seen only
+    /// in unit tests: in the node the process has ended).
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.failed.load(Ordering::Acquire) || self.journal.has_failed()
     }
 
     /// Journals a catalog change and commits it, then applies it in memory and rebuilds
