@@ -453,3 +453,80 @@ impl IscsiBackend for IscsiNode {
         self.meta.catalog_generation()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::scsi::PortGroups;
+
+    struct NoPorts;
+
+    impl PortGroups for NoPorts {
+        fn groups(&self) -> Vec<PortGroup> {
+            Vec::new()
+        }
+        fn target_port_name(&self, relative_port: u16) -> String {
+            format!("iqn.2026-11.io.troika:test,t,0x{relative_port:04x}")
+        }
+        fn target_name(&self) -> String {
+            "iqn.2026-11.io.troika:test".to_owned()
+        }
+    }
+
+    fn registry(dir: &std::path::Path) -> (Arc<ReservationFiles>, Arc<LuRegistry>) {
+        let files = Arc::new(ReservationFiles {
+            dir: dir.join("reservations"),
+        });
+        (files.clone(), LuRegistry::new(files, Arc::new(NoPorts)))
+    }
+
+    #[test]
+    fn a_missing_file_is_no_reservations_and_a_saved_one_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, registry) = registry(dir.path());
+        assert_eq!(files.load(3).unwrap(), None);
+        registry.load_all([3]).unwrap();
+        // A state saved by a unit loads back in a fresh registry.
+        let saved = registry
+            .shared(3)
+            .unwrap()
+            .with_reservations(|reservations| reservations.encode());
+        files.save(4, &saved).unwrap();
+        let (_, fresh) = self::registry(dir.path());
+        fresh.load_all([4]).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_or_unreadable_file_refuses_the_load_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = registry(dir.path());
+        std::fs::create_dir_all(&files.dir).unwrap();
+        // Bad format (and so bad checksum): flipped bytes, a truncation, an empty file.
+        let good = {
+            let (_, registry) = registry(dir.path());
+            registry
+                .shared(9)
+                .unwrap()
+                .with_reservations(|reservations| reservations.encode())
+        };
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x40;
+        for (dataset, bytes) in [(5u32, flipped), (6, good[..good.len() - 3].to_vec()), (7, Vec::new())] {
+            std::fs::write(files.path(dataset), &bytes).unwrap();
+            let (_, registry) = registry(dir.path());
+            let err = registry.load_all([1, dataset]).unwrap_err().to_string();
+            assert!(
+                err.contains(&files.path(dataset).display().to_string())
+                    && err.contains("not a valid saved reservation state"),
+                "{err}"
+            );
+            assert!(registry.shared(dataset).is_err(), "never served as none");
+        }
+        // An I/O error reading it (here: a directory where the file should be).
+        std::fs::create_dir(files.path(8)).unwrap();
+        assert!(files.load(8).is_err());
+        let (_, registry) = registry(dir.path());
+        let err = registry.load_all([8]).unwrap_err().to_string();
+        assert!(err.contains(&files.path(8).display().to_string()), "{err}");
+    }
+}
