@@ -485,7 +485,14 @@ fn a_damaged_reservation_file_refuses_the_start_naming_the_file() {
         .arg(ci_model())
         .arg("--data")
         .arg(node.data())
-        .args(["--nbd-listen", "none", "--mgmt-listen", "none", "--iscsi-listen", "none"])
+        .args([
+            "--nbd-listen",
+            "none",
+            "--mgmt-listen",
+            "none",
+            "--iscsi-listen",
+            "none",
+        ])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()

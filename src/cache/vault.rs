@@ -514,7 +514,9 @@ impl Cache {
                         Ordering::Acquire,
                     );
                 }
-                Err(err) => self.meta.fail(self.meta.ssd_name(), "vault read-back", &err),
+                Err(err) => self
+                    .meta
+                    .fail(self.meta.ssd_name(), "vault read-back", &err),
             }
         }
         self.count_stranded(stranded, new, &mut report);

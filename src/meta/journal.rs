@@ -633,7 +633,10 @@ pub(crate) mod tests {
         );
         // Later commits are refused, and what was committed is intact (not overwritten).
         let (ticket, _) = journal.append(1, |out| out.push(0));
-        assert!(matches!(journal.commit(ticket), Err(JournalError::Full { .. })));
+        assert!(matches!(
+            journal.commit(ticket),
+            Err(JournalError::Full { .. })
+        ));
         let mut count = 0;
         Journal::replay(&dev, 4096, 64 * 1024, 0, |_, _, _| count += 1).unwrap();
         assert_eq!(count, committed);
@@ -652,9 +655,9 @@ pub(crate) mod tests {
             journal.commit(ticket).unwrap();
             arm(point, 0);
             let (ticket, _) = journal.append(1, |out| out.push(2));
-            let message = stop_message(std::panic::catch_unwind(
-                std::panic::AssertUnwindSafe(|| journal.commit(ticket)),
-            ));
+            let message = stop_message(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                || journal.commit(ticket),
+            )));
             assert!(message.contains(operation), "{message}");
             assert!(message.contains("Input/output error"), "{message}");
             // Never answered durable afterwards, not even for a later record.

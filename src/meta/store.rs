@@ -648,8 +648,7 @@ impl MetaStore {
         if let Err(err) = super::failpoint::check(super::failpoint::Failpoint::CheckpointWrite) {
             self.fail(&self.ssd_name, "checkpoint write", &err);
         }
-        if let Err(err) = write_checkpoint(&mut ring, &self.ssd, &superblock.layout, slot, &image)
-        {
+        if let Err(err) = write_checkpoint(&mut ring, &self.ssd, &superblock.layout, slot, &image) {
             self.fail(&self.ssd_name, "checkpoint write", &err);
         }
         superblock.sequence += 1;

@@ -437,7 +437,10 @@ impl IscsiBackend for IscsiNode {
         let shared = match self.registry.shared(dataset_id) {
             Ok(shared) => shared,
             Err(err) => {
-                crate::say!("troika: iSCSI logical unit {} not offered: {err}", identity.name);
+                crate::say!(
+                    "troika: iSCSI logical unit {} not offered: {err}",
+                    identity.name
+                );
                 return None;
             }
         };
@@ -511,7 +514,11 @@ mod tests {
         };
         let mut flipped = good.clone();
         flipped[good.len() / 2] ^= 0x40;
-        for (dataset, bytes) in [(5u32, flipped), (6, good[..good.len() - 3].to_vec()), (7, Vec::new())] {
+        for (dataset, bytes) in [
+            (5u32, flipped),
+            (6, good[..good.len() - 3].to_vec()),
+            (7, Vec::new()),
+        ] {
             std::fs::write(files.path(dataset), &bytes).unwrap();
             let (_, registry) = registry(dir.path());
             let err = registry.load_all([1, dataset]).unwrap_err().to_string();

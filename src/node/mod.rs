@@ -108,8 +108,8 @@ impl Node {
         crate::fatal::set_event_sink(move |code, description| {
             final_events.raise_final(code, description, Duration::from_millis(200));
         });
-        let (meta, recovered, report) = MetaStore::open(ssd, &ssd_spec.name, array)
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        let (meta, recovered, report) =
+            MetaStore::open(ssd, &ssd_spec.name, array).map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
             eprintln!(
                 "troika: formatted a new node (serial {}) in {}",

@@ -36,7 +36,10 @@ fn create_pool_failing(store: &MetaStore, name: &str, point: Failpoint, operatio
         store.create_pool(name, POOL, POOL)
     }));
     let message = stop_message(outcome);
-    assert!(message.contains(&format!("{operation} on ssd0 failed")), "{message}");
+    assert!(
+        message.contains(&format!("{operation} on ssd0 failed")),
+        "{message}"
+    );
     assert!(store.has_failed(), "the store is marked failed");
 }
 
@@ -87,7 +90,10 @@ fn a_failed_journal_fsync_during_a_catalog_change_stops_and_the_change_is_whole_
     store.create_pool("before", POOL, POOL).unwrap();
     let committed = catalog_json(&store);
     create_pool_failing(&store, "maybe", Failpoint::JournalSync, "journal fsync");
-    assert!(!has_pool(&store, "maybe"), "never served before it is durable");
+    assert!(
+        !has_pool(&store, "maybe"),
+        "never served before it is durable"
+    );
     assert_eq!(catalog_json(&store), committed);
     drop(store);
     // The write reached the file before the sync failed, so the record is on media:
@@ -99,7 +105,10 @@ fn a_failed_journal_fsync_during_a_catalog_change_stops_and_the_change_is_whole_
         .pool_by_name("maybe")
         .cloned()
         .expect("the landed record replays");
-    assert_eq!((pool.physical_capacity, pool.virtual_capacity), (POOL, POOL));
+    assert_eq!(
+        (pool.physical_capacity, pool.virtual_capacity),
+        (POOL, POOL)
+    );
     assert!(has_pool(&reopened, "before"));
     assert_eq!(reopened.state().catalog.pools.len(), 2);
 }
@@ -122,8 +131,14 @@ fn a_failed_checkpoint_or_superblock_write_recovers_from_the_previous_pair_and_t
             store.checkpoint(|| u64::MAX)
         }));
         let message = stop_message(outcome);
-        assert!(message.contains(&format!("{operation} on ssd0 failed")), "{message}");
-        assert_eq!(store.counters.checkpoints.load(Ordering::Relaxed), checkpoints);
+        assert!(
+            message.contains(&format!("{operation} on ssd0 failed")),
+            "{message}"
+        );
+        assert_eq!(
+            store.counters.checkpoints.load(Ordering::Relaxed),
+            checkpoints
+        );
         drop(store);
         let (reopened, _, report) = reopen_with_report(dir.path());
         assert_eq!(catalog_json(&reopened), expected, "{operation}");
@@ -151,7 +166,9 @@ fn a_torn_batch_at_the_journal_tail_replays_up_to_the_last_whole_batch() {
         drop(store);
         let at = layout.log_start + last_lsn % layout.log_len + sector * 512;
         let bytes: Vec<u8> = if garbage {
-            (0..512u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+            (0..512u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+                .collect()
         } else {
             vec![0; 512]
         };
@@ -171,7 +188,10 @@ fn a_torn_batch_at_the_journal_tail_replays_up_to_the_last_whole_batch() {
         reopened.create_pool("fourth", POOL, POOL).unwrap();
         drop(reopened);
         let again = open(dir.path());
-        assert!(has_pool(&again, "fourth") && !has_pool(&again, "third"), "{case}");
+        assert!(
+            has_pool(&again, "fourth") && !has_pool(&again, "third"),
+            "{case}"
+        );
     }
 }
 
@@ -185,8 +205,6 @@ fn append_trims(store: &MetaStore, volume: u32) {
 }
 
 /// Reopens the small store and reports what recovery replayed.
-fn reopen_with_report(
-    dir: &Path,
-) -> (MetaStore, Vec<super::RecoveredBlock>, super::OpenReport) {
+fn reopen_with_report(dir: &Path) -> (MetaStore, Vec<super::RecoveredBlock>, super::OpenReport) {
     crate::testing::open_small_store_with_report(dir)
 }

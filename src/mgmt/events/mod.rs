@@ -267,8 +267,9 @@ impl EventLog {
         let Some(mut state) = shared.state.try_write_for(patience) else {
             return false;
         };
-        let (level, reporter) =
-            event_type(code).map_or((Level::Critical, "SYSTEM"), |kind| (kind.level, kind.reporter));
+        let (level, reporter) = event_type(code).map_or((Level::Critical, "SYSTEM"), |kind| {
+            (kind.level, kind.reporter)
+        });
         let id = state.next_id;
         state.next_id += 1;
         let event = Event {
