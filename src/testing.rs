@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::io::Device;
 use crate::layout::Array;
-use crate::meta::{MetaStore, RecoveredBlock};
+use crate::meta::{MetaStore, OpenReport, RecoveredBlock};
 
 /// A deterministic generator (xorshift64*), so a failing seed replays exactly.
 pub struct Rng(pub u64);
@@ -30,6 +30,12 @@ impl Rng {
 /// sparse files in `dir`: a 256 MiB vault SSD and six 32 MiB NL-SAS drives in 4+2 rows of
 /// 64 KiB units.
 pub fn open_small_store(dir: &Path) -> (MetaStore, Vec<RecoveredBlock>) {
+    let (meta, recovered, _) = open_small_store_with_report(dir);
+    (meta, recovered)
+}
+
+/// [`open_small_store`], with what recovery did.
+pub fn open_small_store_with_report(dir: &Path) -> (MetaStore, Vec<RecoveredBlock>, OpenReport) {
     let ssd = Device::open(&dir.join("ssd.img"), Some(256 << 20), None).unwrap();
     let drives = (0..6)
         .map(|index| {
@@ -37,7 +43,7 @@ pub fn open_small_store(dir: &Path) -> (MetaStore, Vec<RecoveredBlock>) {
             Device::open(&path, Some(32 << 20), None).unwrap()
         })
         .collect();
-    let array = Array::new(drives, 4, 64 << 10, 4);
-    let (meta, recovered, _) = MetaStore::open(ssd, array).unwrap();
-    (meta, recovered)
+    let names = (0..6).map(|index| format!("nlsas{index}")).collect();
+    let array = Array::new(drives, names, 4, 64 << 10, 4);
+    MetaStore::open(ssd, "ssd0", array).unwrap()
 }

@@ -394,23 +394,32 @@ fn a_thousand_malformed_pdus_leave_the_target_serving() {
     );
 }
 
+/// PERSISTENT RESERVE OUT on LUN 1: `action` (0 REGISTER, 1 RESERVE), `kind` (1 Write
+/// Exclusive), the reservation key and the service action key.
+fn pr_out(
+    session: &mut Session,
+    action: u8,
+    kind: u8,
+    key: u64,
+    new_key: u64,
+) -> iscsi_client::ScsiResult {
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x5f;
+    cdb[1] = action;
+    cdb[2] = kind;
+    cdb[8] = 24;
+    let mut parameters = [0u8; 24];
+    parameters[0..8].copy_from_slice(&key.to_be_bytes());
+    parameters[8..16].copy_from_slice(&new_key.to_be_bytes());
+    session.command(1, &cdb, &parameters, 0)
+}
+
 #[test]
 fn persistent_reservations_survive_a_restart_and_hold_across_controllers() {
     let mut node = node_with_two_hosts();
     // Host B registers key 0xabc on controller 2 and takes a Write Exclusive reservation.
     let mut b = login(&node, 1, HOST_B);
     clear_attentions(&mut b, 1);
-    let pr_out = |session: &mut Session, action: u8, kind: u8, key: u64, new_key: u64| {
-        let mut cdb = [0u8; 10];
-        cdb[0] = 0x5f;
-        cdb[1] = action;
-        cdb[2] = kind;
-        cdb[8] = 24;
-        let mut parameters = [0u8; 24];
-        parameters[0..8].copy_from_slice(&key.to_be_bytes());
-        parameters[8..16].copy_from_slice(&new_key.to_be_bytes());
-        session.command(1, &cdb, &parameters, 0)
-    };
     assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xabc).status, 0, "REGISTER");
     assert_eq!(pr_out(&mut b, 0x01, 0x01, 0xabc, 0).status, 0, "RESERVE");
     // A second session of host B through controller 3 (another I_T nexus, unregistered)
@@ -443,5 +452,80 @@ fn persistent_reservations_survive_a_restart_and_hold_across_controllers() {
         u32::from_be_bytes(reservation.data[4..8].try_into().unwrap()),
         16
     );
+    assert_eq!(reservation.data[21] & 0x0f, 0x01, "Write Exclusive kept");
+}
+
+/// A reservation file that does not decode (or cannot be read) is never taken for "no
+/// reservations": the node refuses to start and names the file; with the file restored,
+/// it starts and the reservation is there.
+#[test]
+fn a_damaged_reservation_file_refuses_the_start_naming_the_file() {
+    let mut node = node_with_two_hosts();
+    let mut b = login(&node, 0, HOST_B);
+    clear_attentions(&mut b, 1);
+    assert_eq!(pr_out(&mut b, 0x00, 0, 0, 0xabc).status, 0, "REGISTER");
+    assert_eq!(pr_out(&mut b, 0x01, 0x01, 0xabc, 0).status, 0, "RESERVE");
+    drop(b);
+    node.stop();
+    let dir = node.data().join("reservations");
+    let files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("reservations directory")
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|ext| ext == "pr"))
+        .collect();
+    assert_eq!(files.len(), 1, "one unit has saved reservations: {files:?}");
+    let file = &files[0];
+    let good = std::fs::read(file).unwrap();
+    let mut damaged = good.clone();
+    let middle = damaged.len() / 2;
+    damaged[middle] ^= 0x20;
+    std::fs::write(file, &damaged).unwrap();
+    let mut child = Command::new(common::troika_bin())
+        .args(["serve", "--hw"])
+        .arg(ci_model())
+        .arg("--data")
+        .arg(node.data())
+        .args([
+            "--nbd-listen",
+            "none",
+            "--mgmt-listen",
+            "none",
+            "--iscsi-listen",
+            "none",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start troika serve");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("troika served with a damaged reservation file");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success(), "start refused: {status}\n{stderr}");
+    assert!(
+        stderr.contains(&file.display().to_string()) && stderr.contains("cannot be loaded"),
+        "the message names the file:\n{stderr}"
+    );
+    // Restored, the node starts and host B still holds its reservation.
+    std::fs::write(file, &good).unwrap();
+    node.restart();
+    let mut after = login(&node, 0, HOST_B);
+    clear_attentions(&mut after, 1);
+    let mut cdb = [0u8; 10];
+    cdb[0] = 0x5e;
+    cdb[1] = 0x01; // READ RESERVATION
+    cdb[8] = 64;
+    let reservation = after.command(1, &cdb, &[], 64);
+    assert_eq!(reservation.status, 0, "{reservation:?}");
+    assert_eq!(&reservation.data[8..16], &0xabcu64.to_be_bytes());
     assert_eq!(reservation.data[21] & 0x0f, 0x01, "Write Exclusive kept");
 }

@@ -166,10 +166,7 @@ impl Cache {
                     && last_checkpoint.elapsed() > Duration::from_millis(200));
             if checkpoint_due && checkpointer {
                 if let Err(err) = self.checkpoint() {
-                    crate::say!("troika: checkpoint failed: {err}");
-                    self.meta.fail();
-                    self.signals.space.notify_all();
-                    return;
+                    self.meta.fail(self.meta.ssd_name(), "checkpoint", &err);
                 }
                 last_checkpoint = Instant::now();
                 self.signals.space.notify_all();
@@ -197,10 +194,7 @@ impl Cache {
                 || (journal_filling && quiet_since.elapsed() > Duration::from_millis(100))
                 || destaging;
             if let Err(err) = self.clean_if_low(&mut batch) {
-                crate::say!("troika: segment cleaning failed: {err}");
-                self.meta.fail();
-                self.signals.space.notify_all();
-                return;
+                self.meta.fail("the NL-SAS array", "segment cleaning", &err);
             }
             #[cfg(test)]
             let drain = drain
@@ -210,12 +204,7 @@ impl Cache {
                     .load(std::sync::atomic::Ordering::Acquire);
             if dirty > 0 && (drain || shutdown) {
                 if let Err(err) = self.destage_batch(index, &mut batch) {
-                    crate::say!(
-                        "troika: destage failed, stopping writes so the node recovers from media on restart: {err}"
-                    );
-                    self.meta.fail();
-                    self.signals.space.notify_all();
-                    return;
+                    self.meta.fail("the NL-SAS array", "destage", &err);
                 }
                 self.signals.space.notify_all();
                 continue;
@@ -414,9 +403,7 @@ impl Cache {
             .enumerate()
             .map(|(i, &row)| (row, &batch.rows[i][..]))
             .collect();
-        array
-            .write_rows(&mut batch.ring, &writes)
-            .map_err(|err| err.to_string())?;
+        array.write_rows(&mut batch.ring, &writes);
         self.meta
             .counters
             .media_rows_written

@@ -245,8 +245,8 @@ impl Cache {
             self.counters
                 .blocks_vaulted
                 .fetch_add(count, Ordering::Relaxed);
-        } else {
-            self.meta.fail();
+        } else if let Err(err) = &result {
+            self.meta.fail(self.meta.ssd_name(), "vault write", err);
         }
         state.headers.clear();
         state.data.clear();
@@ -512,10 +512,9 @@ impl Cache {
                         Ordering::Acquire,
                     );
                 }
-                Err(err) => {
-                    self.meta.fail();
-                    report.error = Some(err);
-                }
+                Err(err) => self
+                    .meta
+                    .fail(self.meta.ssd_name(), "vault read-back", &err),
             }
         }
         self.count_stranded(stranded, new, &mut report);

@@ -11,15 +11,29 @@ use crate::types::BLOCK_SIZE;
 /// The data devices followed by P and Q, and the geometry over them.
 pub struct Array {
     devices: Vec<Device>,
+    /// The hardware model's name of each device (`nlsas3`), for operator messages.
+    names: Vec<String>,
     geometry: Geometry,
 }
 
 impl Array {
-    /// `devices` are the `data` data devices then P then Q.
-    pub fn new(devices: Vec<Device>, data: usize, unit: u64, rows_per_segment: u64) -> Array {
+    /// `devices` are the `data` data devices then P then Q; `names` are their names in the
+    /// hardware model, in the same order.
+    pub fn new(
+        devices: Vec<Device>,
+        names: Vec<String>,
+        data: usize,
+        unit: u64,
+        rows_per_segment: u64,
+    ) -> Array {
+        assert_eq!(devices.len(), names.len(), "one name per NL-SAS device");
         let smallest = devices.iter().map(Device::size).min().unwrap_or(0);
         let geometry = Geometry::new(data, devices.len() - data, unit, rows_per_segment, smallest);
-        Array { devices, geometry }
+        Array {
+            devices,
+            names,
+            geometry,
+        }
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -46,9 +60,18 @@ impl Array {
             .map_err(|err| io::Error::other(err.to_string()))
     }
 
+    /// The hardware model's name of device `index` (data devices, then P, then Q).
+    pub fn device_name(&self, index: usize) -> &str {
+        &self.names[index]
+    }
+
     /// Writes whole rows (each buffer holds every unit of its row, parity computed) and
     /// makes them durable on every device before returning.
-    pub fn write_rows(&self, ring: &mut IoRing, rows: &[(u64, &[u8])]) -> io::Result<()> {
+    ///
+    /// A write or sync that fails (or writes short) on any drive stops the node through
+    /// [`crate::fatal::durability_failure`], naming the drive: until drive states exist,
+    /// nothing can mark that drive failed and go on with a row below its redundancy.
+    pub fn write_rows(&self, ring: &mut IoRing, rows: &[(u64, &[u8])]) {
         let unit = self.geometry.unit as usize;
         let mut requests = Vec::with_capacity(rows.len() * self.devices.len());
         for (row, buffer) in rows {
@@ -61,7 +84,7 @@ impl Array {
                 });
             }
         }
-        run_all(ring, &mut requests)?;
+        self.run_or_stop(ring, &mut requests, "row write", unit);
         let mut syncs: Vec<IoRequest<'_>> = self
             .devices
             .iter()
@@ -71,7 +94,34 @@ impl Array {
                 kind: IoKind::Sync,
             })
             .collect();
-        run_all(ring, &mut syncs)
+        self.run_or_stop(ring, &mut syncs, "row sync", 0);
+    }
+
+    /// Runs `requests` (each on the device at its index modulo the device count); the
+    /// first that fails, or transfers fewer than `expected` bytes, stops the node.
+    fn run_or_stop(
+        &self,
+        ring: &mut IoRing,
+        requests: &mut [IoRequest<'_>],
+        operation: &str,
+        expected: usize,
+    ) {
+        let mut results = Vec::with_capacity(requests.len());
+        ring.execute(requests, &mut results);
+        for (index, result) in results.into_iter().enumerate() {
+            let device = index % self.devices.len();
+            let offset = requests[index].offset;
+            let error = match result {
+                Ok(done) if done >= expected => continue,
+                Ok(done) => io::Error::other(format!("wrote {done} of {expected} bytes")),
+                Err(err) => err,
+            };
+            crate::fatal::durability_failure(
+                &self.names[device],
+                operation,
+                &format_args!("at offset {offset}: {error}"),
+            );
+        }
     }
 
     /// Reads one 4 KiB block.

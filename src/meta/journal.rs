@@ -26,8 +26,17 @@
 //! device, and only then reports the records durable (group commit: one writer at a time,
 //! followers wait and are covered by the leader's sync). Space before `tail` (set by the
 //! checkpoint) is never overwritten, so every record a recovery may need stays readable.
-//! A write or sync failure is sticky: the journal refuses all later commits, and the node
-//! stops rather than retry (a failed fsync may have dropped data silently).
+//!
+//! ## Failures
+//!
+//! A write or sync that fails, and a log too full for the batch, stop the node through
+//! [`crate::fatal::durability_failure`] naming the device and the operation (`journal
+//! write`, `journal fsync`, `journal commit`): nothing is retried (a failed fsync may have
+//! dropped data silently), so no caller ever hears that uncommitted records are durable,
+//! and a restart replays exactly the whole batches that reached media. The failure is
+//! also remembered first, so a group-commit follower woken meanwhile gets
+//! [`JournalError::Failed`] instead of writing after it (in unit tests, where the stop is a
+//! panic, that is what every later commit gets).
 
 use std::io;
 use std::sync::Arc;
@@ -50,10 +59,12 @@ const KIND_WRAP: u32 = 1;
 /// Why the journal could not make records durable.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum JournalError {
-    #[error(
-        "journal write or sync on {device} failed: {reason}; the node must stop and recover from media"
-    )]
-    Failed { device: String, reason: String },
+    #[error("{operation} on {device} failed: {reason}; the node must stop and recover from media")]
+    Failed {
+        device: String,
+        operation: &'static str,
+        reason: String,
+    },
     #[error("journal on {device} is full ({used} of {len} bytes hold records still needed)")]
     Full { device: String, used: u64, len: u64 },
 }
@@ -79,6 +90,8 @@ struct Inner {
 /// The log. Thread-safe; see the module doc.
 pub struct Journal {
     device: Arc<Device>,
+    /// The device's name in the hardware model (`ssd0`), for operator messages.
+    name: String,
     region_start: u64,
     region_len: u64,
     inner: Mutex<Inner>,
@@ -96,6 +109,7 @@ impl Journal {
     /// are no longer needed.
     pub fn new(
         device: Arc<Device>,
+        name: &str,
         region_start: u64,
         region_len: u64,
         next_lsn: u64,
@@ -103,6 +117,7 @@ impl Journal {
     ) -> io::Result<Journal> {
         Ok(Journal {
             device,
+            name: name.to_owned(),
             region_start,
             region_len,
             inner: Mutex::new(Inner {
@@ -141,6 +156,11 @@ impl Journal {
         inner.pending_records += 1;
         inner.appended += 1;
         (inner.appended, inner.next_lsn)
+    }
+
+    /// Whether a commit failed (the journal refuses every later one).
+    pub fn has_failed(&self) -> bool {
+        self.inner.lock().failed.is_some()
     }
 
     /// The ticket of the newest record known durable.
@@ -228,9 +248,26 @@ impl Journal {
                         .store(lsn, std::sync::atomic::Ordering::Release);
                     inner.durable = upto;
                 }
-                Err(err) => inner.failed = Some(err),
+                Err(err) => {
+                    inner.failed = Some(err.clone());
+                    self.done.notify_all();
+                    drop(inner);
+                    self.stop(&err);
+                }
             }
             self.done.notify_all();
+        }
+    }
+
+    /// Stops the node after a commit failed (see the module doc).
+    fn stop(&self, err: &JournalError) -> ! {
+        match err {
+            JournalError::Failed {
+                operation, reason, ..
+            } => crate::fatal::durability_failure(&self.name, operation, reason),
+            JournalError::Full { .. } => {
+                crate::fatal::durability_failure(&self.name, "journal commit", err)
+            }
         }
     }
 
@@ -252,9 +289,10 @@ impl Journal {
         if payload.is_empty() {
             return Ok(());
         }
-        let failed = |reason: String| JournalError::Failed {
-            device: self.device.path().display().to_string(),
-            reason,
+        let failed = |operation: &'static str, err: io::Error| JournalError::Failed {
+            device: self.name.clone(),
+            operation,
+            reason: err.to_string(),
         };
         let mut offset = 0;
         let mut first = true;
@@ -273,14 +311,14 @@ impl Journal {
             };
             if start + total - tail > self.region_len {
                 return Err(JournalError::Full {
-                    device: self.device.path().display().to_string(),
+                    device: self.name.clone(),
                     used: *lsn - tail,
                     len: self.region_len,
                 });
             }
             let mut at = self
                 .place(lsn, total, ring, batch)
-                .map_err(|err| failed(err.to_string()))?;
+                .map_err(|err| failed("journal write", err))?;
             debug_assert_eq!(at, start);
             let count = if first { records } else { 0 };
             first = false;
@@ -288,14 +326,33 @@ impl Journal {
             buf.fill(0);
             write_header(buf, at, chunk, KIND_BATCH, count);
             buf[HEADER_LEN..HEADER_LEN + chunk.len()].copy_from_slice(chunk);
+            #[cfg(test)]
+            self.injected_write(ring, at, buf)
+                .map_err(|err| failed("journal write", err))?;
             ring.write_at(&self.device, self.physical(at), buf)
-                .map_err(|err| failed(err.to_string()))?;
+                .map_err(|err| failed("journal write", err))?;
             at += total;
             *lsn = at;
             offset = chunk_end;
         }
+        #[cfg(test)]
+        super::failpoint::check(super::failpoint::Failpoint::JournalSync)
+            .map_err(|err| failed("journal fsync", err))?;
         ring.sync(&self.device)
-            .map_err(|err| failed(err.to_string()))
+            .map_err(|err| failed("journal fsync", err))
+    }
+
+    /// Tests: an armed journal write failpoint fails this batch's write, after putting
+    /// its first 4 KiB on media for a torn one.
+    #[cfg(test)]
+    fn injected_write(&self, ring: &mut IoRing, at: u64, buf: &[u8]) -> io::Result<()> {
+        use super::failpoint::{Failpoint, check, fires, injected};
+        check(Failpoint::JournalWrite)?;
+        if fires(Failpoint::JournalTornWrite) {
+            ring.write_at(&self.device, self.physical(at), &buf[..PAGE as usize])?;
+            return Err(injected());
+        }
+        Ok(())
     }
 
     /// Makes room for a batch of `total` bytes at `lsn`, writing a wrap header and moving
@@ -504,7 +561,7 @@ fn round_up(bytes: u64) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn device(dir: &tempfile::TempDir) -> Arc<Device> {
@@ -516,7 +573,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(&dir);
         let region = 1 << 20;
-        let journal = Journal::new(dev.clone(), 4096, region, 0, 0).unwrap();
+        let journal = Journal::new(dev.clone(), "ssd0", 4096, region, 0, 0).unwrap();
         let mut expected = Vec::new();
         let mut tail_for_replay = 0;
         for round in 0u32..60 {
@@ -544,27 +601,80 @@ mod tests {
         assert!(summary.end_lsn > region, "test never wrapped");
     }
 
+    /// The panic message of a durability failure (its unit-test form).
+    pub(crate) fn stop_message(outcome: std::thread::Result<impl Sized>) -> String {
+        let Err(payload) = outcome else {
+            panic!("expected the node to stop on a durability failure");
+        };
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|text| text.to_string()))
+            .unwrap_or_default()
+    }
+
     #[test]
-    fn a_full_log_refuses_instead_of_overwriting() {
+    fn a_full_log_stops_instead_of_overwriting() {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(&dir);
-        let journal = Journal::new(dev, 4096, 64 * 1024, 0, 0).unwrap();
-        let mut refused = false;
-        for _ in 0..40 {
-            let (ticket, _) = journal.append(1, |out| out.extend_from_slice(&[1u8; 3000]));
-            if let Err(JournalError::Full { .. }) = journal.commit(ticket) {
-                refused = true;
-                break;
+        let journal = Journal::new(dev.clone(), "ssd0", 4096, 64 * 1024, 0, 0).unwrap();
+        let mut committed = 0;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            for _ in 0..40 {
+                let (ticket, _) = journal.append(1, |out| out.extend_from_slice(&[1u8; 3000]));
+                journal.commit(ticket).unwrap();
+                committed += 1;
             }
+        }));
+        let message = stop_message(outcome);
+        assert!(
+            message.contains("journal commit on ssd0 failed") && message.contains("is full"),
+            "{message}"
+        );
+        // Later commits are refused, and what was committed is intact (not overwritten).
+        let (ticket, _) = journal.append(1, |out| out.push(0));
+        assert!(matches!(
+            journal.commit(ticket),
+            Err(JournalError::Full { .. })
+        ));
+        let mut count = 0;
+        Journal::replay(&dev, 4096, 64 * 1024, 0, |_, _, _| count += 1).unwrap();
+        assert_eq!(count, committed);
+    }
+
+    #[test]
+    fn a_failed_write_or_fsync_stops_naming_the_device_and_is_sticky() {
+        use crate::meta::failpoint::{Failpoint, arm};
+        for (point, operation) in [
+            (Failpoint::JournalWrite, "journal write on ssd0 failed"),
+            (Failpoint::JournalSync, "journal fsync on ssd0 failed"),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let journal = Journal::new(device(&dir), "ssd0", 0, 1 << 20, 0, 0).unwrap();
+            let (ticket, _) = journal.append(1, |out| out.push(1));
+            journal.commit(ticket).unwrap();
+            arm(point, 0);
+            let (ticket, _) = journal.append(1, |out| out.push(2));
+            let message = stop_message(std::panic::catch_unwind(std::panic::AssertUnwindSafe(
+                || journal.commit(ticket),
+            )));
+            assert!(message.contains(operation), "{message}");
+            assert!(message.contains("Input/output error"), "{message}");
+            // Never answered durable afterwards, not even for a later record.
+            let (ticket, _) = journal.append(1, |out| out.push(3));
+            assert!(matches!(
+                journal.commit(ticket),
+                Err(JournalError::Failed { .. })
+            ));
+            assert_eq!(journal.durable_ticket(), 1);
         }
-        assert!(refused);
     }
 
     #[test]
     fn a_torn_batch_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(&dir);
-        let journal = Journal::new(dev.clone(), 0, 1 << 20, 0, 0).unwrap();
+        let journal = Journal::new(dev.clone(), "ssd0", 0, 1 << 20, 0, 0).unwrap();
         for byte in 0..3u8 {
             let (ticket, _) = journal.append(2, |out| out.extend_from_slice(&[byte; 5000]));
             journal.commit(ticket).unwrap();

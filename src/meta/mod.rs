@@ -11,6 +11,8 @@
 
 pub mod catalog;
 pub mod checkpoint;
+#[cfg(test)]
+pub(crate) mod failpoint;
 pub mod forest;
 pub mod hosts;
 pub mod journal;

@@ -7,6 +7,13 @@
 //! newest checkpoint and replays the journal from the superblock's `replay_from` in order;
 //! every record kind is idempotent and generation-guarded, so records the checkpoint
 //! already reflects can be replayed again without harm.
+//!
+//! A catalog change is journaled and committed before it is applied in memory (both under
+//! the state write lock, so no reader sees it before it is durable, and journal order is
+//! still the order of changes). Any failure to make metadata durable (a journal write or
+//! fsync, a checkpoint or superblock write) stops the node through
+//! [`crate::fatal::durability_failure`] naming the vault device: the store never answers
+//! success for a change that was not committed, and never serves one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +39,8 @@ use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
 mod clones;
 mod datasets;
+#[cfg(test)]
+mod durability_tests;
 pub mod hosts;
 pub mod snapshots;
 
@@ -143,6 +152,8 @@ pub enum BlockRead {
 pub struct MetaStore {
     array: Array,
     ssd: Arc<Device>,
+    /// The vault device's name in the hardware model (`ssd0`), for operator messages.
+    ssd_name: String,
     journal: Journal,
     state: RwLock<MetaState>,
     superblock: Mutex<Superblock>,
@@ -178,6 +189,7 @@ impl MetaStore {
     /// be destaged.
     pub fn open(
         ssd: Device,
+        ssd_name: &str,
         array: Array,
     ) -> Result<(MetaStore, Vec<RecoveredBlock>, OpenReport), MetaError> {
         let started = Instant::now();
@@ -274,6 +286,7 @@ impl MetaStore {
         let ssd = Arc::new(ssd);
         let journal = Journal::new(
             ssd.clone(),
+            ssd_name,
             superblock.layout.log_start,
             superblock.layout.log_len,
             end_lsn,
@@ -306,6 +319,7 @@ impl MetaStore {
         let store = MetaStore {
             array,
             ssd,
+            ssd_name: ssd_name.to_owned(),
             journal,
             state: RwLock::new(state),
             superblock: Mutex::new(superblock),
@@ -360,24 +374,41 @@ impl MetaStore {
         guard
     }
 
-    /// Marks the store failed after a durability error; every later change is refused.
-    pub fn fail(&self) {
+    /// The vault device's name in the hardware model (`ssd0`).
+    pub fn ssd_name(&self) -> &str {
+        &self.ssd_name
+    }
+
+    /// Stops the node: `operation` on `device` could not make metadata or data durable
+    /// (see [`crate::fatal`]). Marks the store failed first, so that in unit tests, where
+    /// the stop is a panic, every later look at [`MetaStore::has_failed`] (health, the
+    /// destage loops) sees it.
+    pub fn fail(&self, device: &str, operation: &str, error: &dyn std::fmt::Display) -> ! {
         self.failed.store(true, Ordering::Release);
+        crate::fatal::durability_failure(device, operation, error)
     }
 
+    /// Whether a durability failure stopped the store, here or in its journal (seen only
+    /// in unit tests: in the node the process has ended).
     pub fn has_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
+        self.failed.load(Ordering::Acquire) || self.journal.has_failed()
     }
 
-    /// Applies a catalog change, journals it, rebuilds the data path's handles and commits
-    /// the journal: durable when it returns `Ok`. The caller holds the state write lock.
-    fn log_catalog(&self, state: &mut MetaState, op: CatalogOp) -> Result<(), MetaError> {
-        state.catalog.apply(&op);
-        apply_to_forest(&mut state.maps, &state.catalog, &op);
-        self.catalog_generation.fetch_add(1, Ordering::AcqRel);
+    /// Journals a catalog change and commits it, then applies it in memory and rebuilds
+    /// the data path's handles: durable when it returns. The caller holds the state write
+    /// lock, so nobody sees the change before it is committed. A commit that fails stops
+    /// the node (in the journal itself, or here for a journal that already failed), so it
+    /// never returns with the change applied but not committed.
+    fn log_catalog(&self, state: &mut MetaState, op: CatalogOp) {
         let (ticket, _) = self
             .journal
             .append(records::CATALOG, |out| records::encode_catalog(&op, out));
+        if let Err(err) = self.journal.commit(ticket) {
+            self.fail(&self.ssd_name, "journal commit", &err);
+        }
+        state.catalog.apply(&op);
+        apply_to_forest(&mut state.maps, &state.catalog, &op);
+        self.catalog_generation.fetch_add(1, Ordering::AcqRel);
         let added = match &op {
             CatalogOp::CreateSnapshots { snapshots, .. }
                 if add_snapshot_handles(state, snapshots) =>
@@ -396,7 +427,6 @@ impl MetaStore {
         }
         #[cfg(test)]
         self.check_handles(state);
-        self.journal.commit(ticket).map_err(MetaError::from)
     }
 
     /// Tests: the handles, child counts and family table kept up by `log_catalog` are
@@ -585,7 +615,10 @@ impl MetaStore {
         Ok(copies.finish(&state.catalog, &state.maps))
     }
 
-    /// Writes a checkpoint of the current state. `vault_floor` is called under the state
+    /// Writes a checkpoint of the current state; a failed write of the checkpoint or the
+    /// superblock stops the node (the previous pair stays valid on media). Errors returned
+    /// are those that wrote nothing (a checkpoint too large for its slot). `vault_floor` is
+    /// called under the state
     /// lock and returns the oldest journal LSN holding vault data still needed; the caller
     /// must keep new vault records from being appended until this returns.
     pub fn checkpoint(&self, vault_floor: impl FnOnce() -> u64) -> Result<(), MetaError> {
@@ -612,14 +645,26 @@ impl MetaStore {
         };
         let mut ring = IoRing::new(8).map_err(media)?;
         let slot = 1 - superblock.checkpoint_slot;
-        write_checkpoint(&mut ring, &self.ssd, &superblock.layout, slot, &image).map_err(media)?;
+        #[cfg(test)]
+        if let Err(err) = super::failpoint::check(super::failpoint::Failpoint::CheckpointWrite) {
+            self.fail(&self.ssd_name, "checkpoint write", &err);
+        }
+        if let Err(err) = write_checkpoint(&mut ring, &self.ssd, &superblock.layout, slot, &image) {
+            self.fail(&self.ssd_name, "checkpoint write", &err);
+        }
         superblock.sequence += 1;
         superblock.checkpoint_slot = slot;
         superblock.checkpoint_len = image.len;
         superblock.checkpoint_sum = image.sum;
         superblock.checkpoint_lsn = lsn;
         superblock.replay_from = lsn.min(floor);
-        write_superblock(&mut ring, &self.ssd, &superblock).map_err(media)?;
+        #[cfg(test)]
+        if let Err(err) = super::failpoint::check(super::failpoint::Failpoint::SuperblockWrite) {
+            self.fail(&self.ssd_name, "superblock write", &err);
+        }
+        if let Err(err) = write_superblock(&mut ring, &self.ssd, &superblock) {
+            self.fail(&self.ssd_name, "superblock write", &err);
+        }
         *self.superblock.lock() = superblock;
         self.journal.set_tail(superblock.replay_from);
         self.counters.checkpoints.fetch_add(1, Ordering::Relaxed);

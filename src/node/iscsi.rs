@@ -7,6 +7,15 @@
 //! raises ASYMMETRIC ACCESS STATE CHANGED on every logical unit; an initiator sees only the
 //! datasets mapped to its host (or its host's cluster); a reservation is on disk before
 //! PERSISTENT RESERVE OUT answers.
+//!
+//! Saved reservations are never silently dropped: at start every existing dataset's file
+//! is read and decoded, and one that cannot be (an I/O error, a bad checksum or format)
+//! stops the start with a message naming the file. Refusing to start was chosen over
+//! serving that unit fenced: it needs no new unit state, and the operator has to look at
+//! the file either way (restore it, or remove it to drop the reservations knowingly). A
+//! unit whose file goes bad while the node runs (only this node writes it, so only by
+//! outside interference) is not offered to initiators, with a message, rather than served
+//! without its reservations.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -27,6 +36,7 @@ use crate::target::iscsi::{
 };
 use crate::target::scsi::{
     AluaState, LogicalUnit, LuIdentity, LuRegistry, PortGroup, PortGroups, PrStore,
+    ReservationsError,
 };
 
 /// The node's iSCSI target name.
@@ -128,8 +138,16 @@ impl ReservationFiles {
 }
 
 impl PrStore for ReservationFiles {
-    fn load(&self, dataset_id: u32) -> Option<Vec<u8>> {
-        std::fs::read(self.path(dataset_id)).ok()
+    fn load(&self, dataset_id: u32) -> std::io::Result<Option<Vec<u8>>> {
+        match std::fs::read(self.path(dataset_id)) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn location(&self, dataset_id: u32) -> String {
+        self.path(dataset_id).display().to_string()
     }
 
     fn save(&self, dataset_id: u32, state: &[u8]) -> std::io::Result<()> {
@@ -176,12 +194,13 @@ pub struct IscsiNode {
 }
 
 impl IscsiNode {
-    /// The target of this node, with no portal open yet.
+    /// The target of this node, with no portal open yet; refused when a dataset's saved
+    /// reservations cannot be loaded (see the module doc).
     pub fn new(
         meta: Arc<MetaStore>,
         controllers: Arc<Controllers>,
         data_dir: PathBuf,
-    ) -> Arc<IscsiNode> {
+    ) -> Result<Arc<IscsiNode>, ReservationsError> {
         let target = target_name(meta.serial());
         let groups = Arc::new(ControllerGroups {
             controllers: controllers.clone(),
@@ -192,8 +211,10 @@ impl IscsiNode {
         });
         store.prune(|dataset| meta.state().volumes.contains_key(&dataset));
         let registry = LuRegistry::new(store, groups.clone());
+        let datasets: Vec<u32> = meta.state().volumes.keys().copied().collect();
+        registry.load_all(datasets)?;
         let count = controllers.ids().len();
-        Arc::new_cyclic(|me| IscsiNode {
+        Ok(Arc::new_cyclic(|me| IscsiNode {
             me: me.clone(),
             meta,
             controllers,
@@ -203,7 +224,7 @@ impl IscsiNode {
             config: IscsiConfig::default(),
             portals: Mutex::new((0..count).map(|_| PortalSlot::default()).collect()),
             retired: Mutex::new(Vec::new()),
-        })
+        }))
     }
 
     /// Listens on `address` as controller `controller`'s portal (remembered for reopening).
@@ -413,15 +434,106 @@ impl IscsiBackend for IscsiNode {
             serial: dataset_serial(serial, dataset_id),
             name: target.name().to_owned(),
         };
+        let shared = match self.registry.shared(dataset_id) {
+            Ok(shared) => shared,
+            Err(err) => {
+                crate::say!(
+                    "troika: iSCSI logical unit {} not offered: {err}",
+                    identity.name
+                );
+                return None;
+            }
+        };
         Some(LogicalUnit {
             target,
             identity: Arc::new(identity),
-            shared: self.registry.shared(dataset_id),
+            shared,
             ports: self.groups.clone(),
         })
     }
 
     fn generation(&self) -> u64 {
         self.meta.catalog_generation()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::scsi::PortGroups;
+
+    struct NoPorts;
+
+    impl PortGroups for NoPorts {
+        fn groups(&self) -> Vec<PortGroup> {
+            Vec::new()
+        }
+        fn target_port_name(&self, relative_port: u16) -> String {
+            format!("iqn.2026-11.io.troika:test,t,0x{relative_port:04x}")
+        }
+        fn target_name(&self) -> String {
+            "iqn.2026-11.io.troika:test".to_owned()
+        }
+    }
+
+    fn registry(dir: &std::path::Path) -> (Arc<ReservationFiles>, Arc<LuRegistry>) {
+        let files = Arc::new(ReservationFiles {
+            dir: dir.join("reservations"),
+        });
+        (files.clone(), LuRegistry::new(files, Arc::new(NoPorts)))
+    }
+
+    #[test]
+    fn a_missing_file_is_no_reservations_and_a_saved_one_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, registry) = registry(dir.path());
+        assert_eq!(files.load(3).unwrap(), None);
+        registry.load_all([3]).unwrap();
+        // A state saved by a unit loads back in a fresh registry.
+        let saved = registry
+            .shared(3)
+            .unwrap()
+            .with_reservations(|reservations| reservations.encode());
+        files.save(4, &saved).unwrap();
+        let (_, fresh) = self::registry(dir.path());
+        fresh.load_all([4]).unwrap();
+    }
+
+    #[test]
+    fn a_damaged_or_unreadable_file_refuses_the_load_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (files, _) = registry(dir.path());
+        std::fs::create_dir_all(&files.dir).unwrap();
+        // Bad format (and so bad checksum): flipped bytes, a truncation, an empty file.
+        let good = {
+            let (_, registry) = registry(dir.path());
+            registry
+                .shared(9)
+                .unwrap()
+                .with_reservations(|reservations| reservations.encode())
+        };
+        let mut flipped = good.clone();
+        flipped[good.len() / 2] ^= 0x40;
+        for (dataset, bytes) in [
+            (5u32, flipped),
+            (6, good[..good.len() - 3].to_vec()),
+            (7, Vec::new()),
+        ] {
+            std::fs::write(files.path(dataset), &bytes).unwrap();
+            let (_, registry) = registry(dir.path());
+            let err = registry.load_all([1, dataset]).unwrap_err().to_string();
+            assert!(
+                err.contains(&files.path(dataset).display().to_string())
+                    && err.contains("not a valid saved reservation state"),
+                "{err}"
+            );
+            assert!(registry.shared(dataset).is_err(), "never served as none");
+        }
+        // An I/O error reading it (here: a directory where the file should be).
+        std::fs::create_dir(files.path(8)).unwrap();
+        assert!(files.load(8).is_err());
+        let (_, registry) = registry(dir.path());
+        let err = registry.load_all([8]).unwrap_err().to_string();
+        assert!(err.contains(&files.path(8).display().to_string()), "{err}");
     }
 }

@@ -84,7 +84,9 @@ impl Node {
         let ssd = open_device(&hw, &hw.ssds[0], data_dir, &faults)
             .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
         let mut drives = Vec::new();
+        let mut drive_names = Vec::new();
         for spec in &hw.nlsas {
+            drive_names.push(spec.name.clone());
             drives.push(
                 open_device(&hw, spec, data_dir, &faults)
                     .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
@@ -92,6 +94,7 @@ impl Node {
         }
         let array = Array::new(
             drives,
+            drive_names,
             hw.stripe.data,
             hw.stripe.unit,
             hw.stripe.rows_per_segment,
@@ -104,8 +107,12 @@ impl Node {
         }
         let events = EventLog::open(data_dir)
             .with_context(|| format!("cannot open the event log in {}", data_dir.display()))?;
-        let (meta, recovered, report) =
-            MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
+        let final_events = events.clone();
+        crate::fatal::set_event_sink(move |code, description| {
+            final_events.raise_final(code, description, Duration::from_millis(200));
+        });
+        let (meta, recovered, report) = MetaStore::open(ssd, &hw.ssds[0].name, array)
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
             crate::say!(
                 "troika: formatted a new node (serial {}) in {}",
@@ -197,7 +204,8 @@ impl Node {
                 controllers.ids().len()
             );
         }
-        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone());
+        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone())
+            .map_err(anyhow::Error::msg)?;
         for (address, controller) in options.iscsi_tcp.iter().zip(controllers.ids()) {
             iscsi_node.open_portal(*controller, *address).with_context(|| {
                 format!(
@@ -268,13 +276,9 @@ impl Node {
     pub fn run_until_signal(self, signals: &StopSignals) -> anyhow::Result<()> {
         let progress = signals.progress();
         progress.serving(self.cache.clone());
+        // A durability failure does not come back here: it ends the process itself
+        // (`fatal::durability_failure`, exit status 2).
         while !progress.requested() {
-            if self.cache.meta().has_failed() {
-                crate::say!(
-                    "troika: a durability error stopped the node; restart it to recover from media"
-                );
-                std::process::exit(2);
-            }
             std::thread::sleep(Duration::from_millis(50));
         }
         crate::say!(

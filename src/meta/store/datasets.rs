@@ -1,8 +1,8 @@
 //! Pools and volumes: creating, changing and deleting them, the checks that keep a change
 //! within the pool's and the system's capacity, and rebuilding the lock-free handles the
 //! data path holds after every catalog change. Every change goes through
-//! `MetaStore::log_catalog`: applied and journaled under the state write lock, committed
-//! before the call returns.
+//! `MetaStore::log_catalog`: journaled and committed, then applied, under the state write
+//! lock (a commit that fails stops the node, so no change is ever applied uncommitted).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +40,7 @@ impl MetaStore {
             now_ms(),
         );
         self.check_pool_capacities(&state, &pool)?;
-        self.log_catalog(&mut state, CatalogOp::CreatePool(pool.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::CreatePool(pool.clone()));
         Ok(pool)
     }
 
@@ -55,7 +55,7 @@ impl MetaStore {
         {
             return Err(MetaError::PoolNotEmpty(pool.name));
         }
-        self.log_catalog(&mut state, CatalogOp::DeletePool { id })?;
+        self.log_catalog(&mut state, CatalogOp::DeletePool { id });
         Ok(pool)
     }
 
@@ -84,7 +84,7 @@ impl MetaStore {
         let mut volume =
             VolumeRecord::new(state.catalog.next_volume_id, name, pool_id, size, now_ms());
         volume.provtype = provtype;
-        self.log_catalog(&mut state, CatalogOp::CreateVolume(volume.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::CreateVolume(volume.clone()));
         Ok(volume)
     }
 
@@ -126,7 +126,7 @@ impl MetaStore {
         {
             self.check_pool_capacities(&state, &pool)?;
         }
-        self.log_catalog(&mut state, CatalogOp::UpdatePool(pool.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::UpdatePool(pool.clone()));
         Ok(pool)
     }
 
@@ -250,7 +250,7 @@ impl MetaStore {
                 });
             }
         }
-        self.log_catalog(&mut state, CatalogOp::UpdateVolume(volume.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::UpdateVolume(volume.clone()));
         Ok(volume)
     }
 
@@ -270,7 +270,7 @@ impl MetaStore {
                 generation,
             );
         }
-        self.log_catalog(&mut state, CatalogOp::ResizeVolume { id, size })?;
+        self.log_catalog(&mut state, CatalogOp::ResizeVolume { id, size });
         Ok(state.catalog.volumes[&id].clone())
     }
 
@@ -312,10 +312,9 @@ impl MetaStore {
         self.check_delete(id)?;
         let mut state = self.state_mut();
         let volume = volume_record(&state, id)?;
-        if let Some(handle) = state.volumes.get(&id) {
-            handle.deleted.store(true, Ordering::Release);
-        }
-        self.log_catalog(&mut state, CatalogOp::DeleteVolume { id })?;
+        // Its handle is marked deleted by the handle rebuild once the deletion is
+        // committed, not before.
+        self.log_catalog(&mut state, CatalogOp::DeleteVolume { id });
         Ok(volume)
     }
 }

@@ -309,7 +309,7 @@ impl MetaStore {
             }
             Some(before) => host.created_at = before.created_at,
         }
-        self.log_catalog(&mut state, CatalogOp::SaveHost(host.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::SaveHost(host.clone()));
         Ok(host)
     }
 
@@ -322,7 +322,7 @@ impl MetaStore {
             .get(&id)
             .cloned()
             .ok_or_else(|| host_not_found(id))?;
-        self.log_catalog(&mut state, CatalogOp::DeleteHost { id })?;
+        self.log_catalog(&mut state, CatalogOp::DeleteHost { id });
         Ok(host)
     }
 
@@ -355,7 +355,7 @@ impl MetaStore {
                 .ok_or_else(|| cluster_not_found(cluster.id))?;
             cluster.created_at = before.created_at;
         }
-        self.log_catalog(&mut state, CatalogOp::SaveCluster(cluster.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::SaveCluster(cluster.clone()));
         Ok(cluster)
     }
 
@@ -368,7 +368,7 @@ impl MetaStore {
             .get(&id)
             .cloned()
             .ok_or_else(|| cluster_not_found(id))?;
-        self.log_catalog(&mut state, CatalogOp::DeleteCluster { id })?;
+        self.log_catalog(&mut state, CatalogOp::DeleteCluster { id });
         Ok(cluster)
     }
 
@@ -447,7 +447,7 @@ impl MetaStore {
             volume_id,
             created_at: now_ms(),
         };
-        self.log_catalog(&mut state, CatalogOp::MapLun(record.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::MapLun(record.clone()));
         Ok(record)
     }
 
@@ -507,7 +507,7 @@ impl MetaStore {
                 ),
             ));
         };
-        self.log_catalog(&mut state, CatalogOp::UnmapLun { id: lun.id })?;
+        self.log_catalog(&mut state, CatalogOp::UnmapLun { id: lun.id });
         Ok(lun)
     }
 

@@ -120,7 +120,7 @@ impl MetaStore {
                 snapshots: records.clone(),
                 group: group.clone(),
             },
-        )?;
+        );
         Ok((records, group))
     }
 
@@ -160,7 +160,8 @@ impl MetaStore {
             self.check_take_contents(*id, *from)?;
         }
         let mut state = self.state_mut();
-        self.log_catalog(&mut state, CatalogOp::TakeContents(pairs.to_vec()))
+        self.log_catalog(&mut state, CatalogOp::TakeContents(pairs.to_vec()));
+        Ok(())
     }
 
     /// The block ranges `[start, end)` whose contents differ between `a` and `b` (two
@@ -217,7 +218,7 @@ impl MetaStore {
             updated_at: now,
             lock_expires_at,
         };
-        self.log_catalog(&mut state, CatalogOp::CreateCg(cg.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::CreateCg(cg.clone()));
         Ok(cg)
     }
 
@@ -239,7 +240,7 @@ impl MetaStore {
         cg.created_at = before.created_at;
         cg.lock_expires_at = before.lock_expires_at;
         cg.updated_at = now_ms();
-        self.log_catalog(&mut state, CatalogOp::UpdateCg(cg.clone()))?;
+        self.log_catalog(&mut state, CatalogOp::UpdateCg(cg.clone()));
         Ok(cg)
     }
 
@@ -247,7 +248,7 @@ impl MetaStore {
     pub fn delete_cg(&self, id: u32) -> Result<CgRecord, MetaError> {
         let mut state = self.state_mut();
         let cg = cg_record(&state, id)?;
-        self.log_catalog(&mut state, CatalogOp::DeleteCg { id })?;
+        self.log_catalog(&mut state, CatalogOp::DeleteCg { id });
         Ok(cg)
     }
 
@@ -282,7 +283,7 @@ impl MetaStore {
                 )));
             }
         }
-        self.log_catalog(&mut state, CatalogOp::SetVolumeCg { id: volume, cg })?;
+        self.log_catalog(&mut state, CatalogOp::SetVolumeCg { id: volume, cg });
         Ok(state.catalog.volumes[&volume].clone())
     }
 }
@@ -355,7 +356,7 @@ impl MetaStore {
             policy.created_at = before.created_at;
             CatalogOp::UpdatePolicy(policy.clone())
         };
-        self.log_catalog(&mut state, op)?;
+        self.log_catalog(&mut state, op);
         Ok(policy)
     }
 
@@ -365,7 +366,7 @@ impl MetaStore {
             state.catalog.policies.get(&id).cloned().ok_or_else(|| {
                 MetaError::Invalid(format!("snapshot policy {id} does not exist"))
             })?;
-        self.log_catalog(&mut state, CatalogOp::DeletePolicy { id })?;
+        self.log_catalog(&mut state, CatalogOp::DeletePolicy { id });
         Ok(policy)
     }
 }

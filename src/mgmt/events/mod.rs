@@ -258,6 +258,39 @@ impl EventLog {
         event
     }
 
+    /// For a process about to end ([`crate::fatal::durability_failure`]): raises the event
+    /// and fsyncs the log, but waits at most `patience` for the log's lock (the failure may
+    /// have struck while this very thread held it); when the lock stays busy the event is
+    /// not written, and the caller's stderr message is all that remains. Starts no rewrite.
+    pub fn raise_final(&self, code: &str, description: &str, patience: Duration) -> bool {
+        let shared = &self.shared;
+        let Some(mut state) = shared.state.try_write_for(patience) else {
+            return false;
+        };
+        let (level, reporter) = event_type(code).map_or((Level::Critical, "SYSTEM"), |kind| {
+            (kind.level, kind.reporter)
+        });
+        let id = state.next_id;
+        state.next_id += 1;
+        let event = Event {
+            id,
+            code: code.to_string(),
+            level,
+            description: description.to_string(),
+            timestamp: now_ms(),
+            reporter: reporter.to_string(),
+            affected_entity_id: None,
+            username: None,
+            visibility: VISIBILITY_CUSTOMER.to_string(),
+            seq_num: id,
+        };
+        let Ok(mut line) = serde_json::to_vec(&event) else {
+            return false;
+        };
+        line.push(b'\n');
+        state.append(&line).is_ok() && state.file.sync_data().is_ok()
+    }
+
     fn start_rewrite(&self) {
         let mut rewriter = self.rewriter.lock();
         if let Some(finished) = rewriter.take() {

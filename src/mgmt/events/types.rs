@@ -77,6 +77,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "The system recovered after a crash by replaying its journal (records and bytes replayed)",
     ),
     kind(
+        "SYSTEM_DURABILITY_FAILURE",
+        Critical,
+        "SYSTEM",
+        "The system stopped: {operation} on {device} failed, so metadata or data could not be made durable; restart it to recover from media",
+    ),
+    kind(
         "POOL_CREATED",
         Info,
         "MANAGEMENT",

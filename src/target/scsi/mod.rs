@@ -73,9 +73,12 @@ pub trait PortGroups: Send + Sync {
 }
 
 /// Where persistent reservations of a dataset are kept across restarts. `save` returns
-/// only once the state is durable (PR OUT answers GOOD after it).
+/// only once the state is durable (PR OUT answers GOOD after it). `load` gives `Ok(None)`
+/// only when nothing was ever saved; any failure to read what was saved is an error.
 pub trait PrStore: Send + Sync {
-    fn load(&self, dataset_id: u32) -> Option<Vec<u8>>;
+    fn load(&self, dataset_id: u32) -> std::io::Result<Option<Vec<u8>>>;
+    /// Where `dataset_id`'s state is kept (a file's path), for operator messages.
+    fn location(&self, dataset_id: u32) -> String;
     fn save(&self, dataset_id: u32, state: &[u8]) -> std::io::Result<()>;
     fn remove(&self, dataset_id: u32);
 }
@@ -157,4 +160,6 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 
+pub use pr::DamagedReservations;
+pub use registry::ReservationsError;
 pub use unit::{lun_not_present, report_luns};

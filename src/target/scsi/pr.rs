@@ -14,6 +14,11 @@
 //! - A PR OUT that changes registrations or the persistent reservation sets
 //!   [`PrOutcome::persist`]; the caller saves [`Reservations::encode`] before answering.
 //!   The unit attentions other initiator ports must see are in [`PrOutcome::attentions`].
+//! - Saved state that cannot be decoded is refused ([`Reservations::load`] gives
+//!   [`DamagedReservations`]), never taken for "no reservations": silently dropping a
+//!   reservation would let a fenced-off host write again. The node refuses to start then,
+//!   naming the file (see `node::iscsi`): simpler than serving the unit fenced, and an
+//!   operator must look at a damaged file anyway.
 //!
 //! Model. Registrations are per I_T nexus, identified by the initiator port name and the
 //! relative target port; a registration made with ALL_TG_PT=1 covers the initiator port
@@ -168,11 +173,20 @@ pub(crate) struct Reservations {
     spc2_holder: Option<Nexus>,
 }
 
+/// Saved reservation state that does not decode (bad magic, version, length, checksum or
+/// contents; an empty file too: a save never leaves one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a valid saved reservation state (bad magic, version, length, checksum or contents)")]
+pub struct DamagedReservations;
+
 impl Reservations {
-    /// The state saved by [`Reservations::encode`]; `None` or undecodable bytes give the
-    /// empty state (and the caller logs it).
-    pub(crate) fn load(bytes: Option<&[u8]>) -> Reservations {
-        bytes.and_then(codec::decode).unwrap_or_default()
+    /// The state saved by [`Reservations::encode`]; `None` (nothing saved) gives the empty
+    /// state, bytes that do not decode are refused.
+    pub(crate) fn load(bytes: Option<&[u8]>) -> Result<Reservations, DamagedReservations> {
+        match bytes {
+            None => Ok(Reservations::default()),
+            Some(bytes) => codec::decode(bytes).ok_or(DamagedReservations),
+        }
     }
 
     /// The persistent part (registrations, the persistent reservation, APTPL), versioned

@@ -8,6 +8,19 @@ use parking_lot::Mutex;
 
 use super::{LuRegistry, LuShared, PortGroups, PrStore};
 
+/// Saved reservations of a dataset that could not be read or decoded.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the persistent reservations of dataset {dataset_id} in {location} cannot be loaded: {reason}; \
+     the node will not serve the unit as if it had none. Restore the file from a copy, or \
+     remove it to drop that unit's reservations knowingly"
+)]
+pub struct ReservationsError {
+    pub dataset_id: u32,
+    pub location: String,
+    pub reason: String,
+}
+
 pub(crate) struct Inner {
     pub(crate) pr_store: Arc<dyn PrStore>,
     pub(crate) ports: Arc<dyn PortGroups>,
@@ -25,13 +38,29 @@ impl LuRegistry {
         })
     }
 
-    /// The shared state of `dataset_id` (created, and its reservations loaded, on first use).
-    pub fn shared(&self, dataset_id: u32) -> Arc<LuShared> {
+    /// The shared state of `dataset_id` (created, and its reservations loaded, on first
+    /// use); an error when its saved reservations cannot be read (the unit must not be
+    /// served as if it had none).
+    pub fn shared(&self, dataset_id: u32) -> Result<Arc<LuShared>, ReservationsError> {
         let mut units = self.inner.units.lock();
-        units
-            .entry(dataset_id)
-            .or_insert_with(|| Arc::new(LuShared::new(dataset_id, self.inner.pr_store.clone())))
-            .clone()
+        if let Some(shared) = units.get(&dataset_id) {
+            return Ok(shared.clone());
+        }
+        let shared = Arc::new(LuShared::new(dataset_id, self.inner.pr_store.clone())?);
+        units.insert(dataset_id, shared.clone());
+        Ok(shared)
+    }
+
+    /// Loads the saved reservations of every dataset in `datasets` now (at start), so a
+    /// damaged or unreadable one is found before anything is served.
+    pub fn load_all(
+        &self,
+        datasets: impl IntoIterator<Item = u32>,
+    ) -> Result<(), ReservationsError> {
+        for dataset_id in datasets {
+            self.shared(dataset_id)?;
+        }
+        Ok(())
     }
 
     /// The node's target ports, as every unit of this registry reports them.

@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::pr::{PendingAttention, Reservations};
+use super::registry::ReservationsError;
 use super::{LuShared, Nexus, PrStore};
 
 /// Stripes of the interlock.
@@ -93,10 +94,23 @@ fn stripe_mask(lba: u64, blocks: u64) -> u64 {
 }
 
 impl LuShared {
-    pub(crate) fn new(dataset_id: u32, pr_store: Arc<dyn PrStore>) -> LuShared {
-        let saved = pr_store.load(dataset_id);
-        let reservations = Reservations::load(saved.as_deref());
-        LuShared {
+    /// The shared state of `dataset_id`, with its saved reservations; refused when they
+    /// cannot be read or decoded (never taken for "none").
+    pub(crate) fn new(
+        dataset_id: u32,
+        pr_store: Arc<dyn PrStore>,
+    ) -> Result<LuShared, ReservationsError> {
+        let unreadable = |reason: String| ReservationsError {
+            dataset_id,
+            location: pr_store.location(dataset_id),
+            reason,
+        };
+        let saved = pr_store
+            .load(dataset_id)
+            .map_err(|err| unreadable(err.to_string()))?;
+        let reservations =
+            Reservations::load(saved.as_deref()).map_err(|err| unreadable(err.to_string()))?;
+        Ok(LuShared {
             inner: Inner {
                 dataset_id,
                 reserved: AtomicBool::new(!reservations.reserves_nothing()),
@@ -106,7 +120,7 @@ impl LuShared {
                 stripes: std::array::from_fn(|_| RwLock::new(())),
                 copies: Mutex::new(VecDeque::new()),
             },
-        }
+        })
     }
 
     /// Runs `change` on the unit's reservations, locked, and notes whether any is held.

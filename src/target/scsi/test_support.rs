@@ -187,8 +187,11 @@ pub struct FakePrStore {
 }
 
 impl PrStore for FakePrStore {
-    fn load(&self, dataset_id: u32) -> Option<Vec<u8>> {
-        self.saved.lock().get(&dataset_id).cloned()
+    fn load(&self, dataset_id: u32) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(self.saved.lock().get(&dataset_id).cloned())
+    }
+    fn location(&self, dataset_id: u32) -> String {
+        format!("memory (dataset {dataset_id})")
     }
     fn save(&self, dataset_id: u32, state: &[u8]) -> std::io::Result<()> {
         self.saved.lock().insert(dataset_id, state.to_vec());
@@ -254,7 +257,7 @@ impl Rig {
                 serial: format!("SERIAL{id:04}"),
                 name: format!("vol{id}"),
             }),
-            shared: registry.shared(id),
+            shared: registry.shared(id).expect("reservations load"),
             ports: registry.ports(),
         };
         Rig {

@@ -466,11 +466,11 @@ fn absent_lun() {
 #[test]
 fn registry_shares_and_forgets() {
     let rig = Rig::new();
-    let again = rig.registry.shared(7);
+    let again = rig.registry.shared(7).unwrap();
     assert!(std::sync::Arc::ptr_eq(&again, &rig.unit.shared));
     rig.registry.forget(7);
     assert!(!std::sync::Arc::ptr_eq(
-        &rig.registry.shared(7),
+        &rig.registry.shared(7).unwrap(),
         &rig.unit.shared
     ));
 }

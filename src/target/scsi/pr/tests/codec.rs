@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::target::scsi::pr::DamagedReservations;
 use crate::target::scsi::pr::{PersistentReservation, PrType, RegistrantId, Registration, codec};
 
 fn any_registration() -> impl Strategy<Value = Registration> {
@@ -53,7 +54,7 @@ proptest! {
     #[test]
     fn encode_then_load_gives_the_same_state(state in any_state()) {
         let bytes = state.encode();
-        prop_assert_eq!(Reservations::load(Some(&bytes)), state);
+        prop_assert_eq!(Reservations::load(Some(&bytes)), Ok(state));
     }
 
     #[test]
@@ -62,25 +63,25 @@ proptest! {
     }
 
     #[test]
-    fn damaged_encodings_load_empty(state in any_state(), position in any::<prop::sample::Index>(), flip in 1u8..=255) {
+    fn damaged_encodings_are_refused(state in any_state(), position in any::<prop::sample::Index>(), flip in 1u8..=255) {
         let mut bytes = state.encode();
         let at = position.index(bytes.len());
         bytes[at] ^= flip;
-        prop_assert_eq!(Reservations::load(Some(&bytes)), Reservations::default());
+        prop_assert_eq!(Reservations::load(Some(&bytes)), Err(DamagedReservations));
     }
 
     #[test]
-    fn truncated_encodings_load_empty(state in any_state(), cut in any::<prop::sample::Index>()) {
+    fn truncated_encodings_are_refused(state in any_state(), cut in any::<prop::sample::Index>()) {
         let bytes = state.encode();
         let keep = cut.index(bytes.len());
-        prop_assert_eq!(Reservations::load(Some(&bytes[..keep])), Reservations::default());
+        prop_assert_eq!(Reservations::load(Some(&bytes[..keep])), Err(DamagedReservations));
     }
 }
 
 #[test]
-fn nothing_saved_is_the_empty_state() {
-    assert_eq!(Reservations::load(None), Reservations::default());
-    assert_eq!(Reservations::load(Some(&[])), Reservations::default());
+fn nothing_saved_is_the_empty_state_but_an_empty_save_is_refused() {
+    assert_eq!(Reservations::load(None), Ok(Reservations::default()));
+    assert_eq!(Reservations::load(Some(&[])), Err(DamagedReservations));
 }
 
 #[test]

@@ -122,7 +122,7 @@ proptest! {
             if persisted == Some(false) {
                 prop_assert_eq!(state.generation, before);
             }
-            let reloaded = Reservations::load(Some(&state.encode()));
+            let reloaded = Reservations::load(Some(&state.encode())).unwrap();
             prop_assert_eq!(&reloaded.registrations, &state.registrations);
             prop_assert_eq!(&reloaded.reservation, &state.reservation);
         }

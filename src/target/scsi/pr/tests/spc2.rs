@@ -114,7 +114,7 @@ fn persistent_reservation_decides_reserve_and_release() {
 fn encode_leaves_the_spc2_reservation_out() {
     let mut state = Reservations::default();
     assert_good(&run(&mut state, &alice(), &RESERVE6));
-    let loaded = Reservations::load(Some(&state.encode()));
+    let loaded = Reservations::load(Some(&state.encode())).unwrap();
     assert!(loaded.allows(&bob(), &READ10));
 }
 
