@@ -133,7 +133,12 @@ impl Superblock {
         page[PAGE as usize - 8..].copy_from_slice(&sum.to_le_bytes());
     }
 
-    fn decode(page: &[u8]) -> Option<Superblock> {
+    /// The superblock in a slot's page, `None` unless `page` is one page holding a valid
+    /// superblock.
+    pub fn decode(page: &[u8]) -> Option<Superblock> {
+        if page.len() != PAGE as usize {
+            return None;
+        }
         let field = |index: usize| {
             u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
         };
@@ -295,6 +300,14 @@ pub fn read_checkpoint(
             "checkpoint in slot {} fails its checksum",
             superblock.checkpoint_slot
         )));
+    }
+    decode_checkpoint(body)
+}
+
+/// Decodes a checkpoint's bytes (whose checksum the superblock already vouched for).
+pub fn decode_checkpoint(body: &[u8]) -> io::Result<LoadedCheckpoint> {
+    if body.len() < 64 {
+        return Err(io::Error::other("checkpoint is shorter than its header"));
     }
     let field = |index: usize| {
         u64::from_le_bytes(body[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
