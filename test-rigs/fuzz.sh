@@ -32,16 +32,21 @@ if ! cargo +nightly fuzz --version >/dev/null 2>&1; then
     timeout "$BUILD_TIMEOUT" nice -n "$NICE" cargo install --locked cargo-fuzz
 fi
 
+mkdir -p "$LOG_DIR" "$GROWN"
+LOG_DIR="$(cd "$LOG_DIR" && pwd)"
+GROWN="$(cd "$GROWN" && pwd)"
 cd "$FUZZ"
 if (($# > 0)); then
     targets=("$@")
 else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
-mkdir -p "$LOG_DIR"
 
 # cargo-fuzz's default build: release, debug assertions and overflow checks, AddressSanitizer.
+# Every target is built before any runs, and the runs use those binaries: a source change
+# during the runs does not rebuild (nor eat a run's time).
 echo "fuzz.sh: building ${targets[*]}" >&2
+triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
 for target in "${targets[@]}"; do
     timeout "$BUILD_TIMEOUT" nice -n "$NICE" cargo +nightly fuzz build "$target" \
         >>"$LOG_DIR/build.log" 2>&1 || {
@@ -52,7 +57,7 @@ done
 
 # The last value of libFuzzer's `NAME: N` in log $1 (a status line or a final stat).
 last_value() {
-    grep -oE "$2:? [0-9]+" "$1" | tail -n 1 | grep -oE '[0-9]+$' || echo "-"
+    grep -oE "$2:? +[0-9]+" "$1" | tail -n 1 | grep -oE '[0-9]+$' || echo "-"
 }
 
 rows=()
@@ -65,15 +70,17 @@ for target in "${targets[@]}"; do
     mkdir -p "$seeds" "$grown" "$artifacts"
     before="$(find "$artifacts" -type f | sort)"
     args=(-max_total_time="$SECONDS_PER_TARGET" -print_final_stats=1 -timeout="$UNIT_TIMEOUT"
-        -rss_limit_mb="$RSS_LIMIT_MB" -malloc_limit_mb="$MALLOC_LIMIT_MB")
+        -rss_limit_mb="$RSS_LIMIT_MB" -malloc_limit_mb="$MALLOC_LIMIT_MB"
+        -artifact_prefix="$artifacts/")
     [[ -n "$RUNS" ]] && args+=(-runs="$RUNS")
     [[ -n "$MAX_LEN" ]] && args+=(-max_len="$MAX_LEN")
     echo "fuzz.sh: $target for ${SECONDS_PER_TARGET}s${RUNS:+ or $RUNS runs}; log $log" >&2
     start="$(date +%s)"
     # New inputs go to the first directory (the grown corpus), never to the seeds.
     status=0
-    timeout --signal=INT --kill-after=30 "$((SECONDS_PER_TARGET + 120))" \
-        nice -n "$NICE" cargo +nightly fuzz run "$target" "$grown" "$seeds" -- "${args[@]}" \
+    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}" \
+        timeout --signal=INT --kill-after=30 "$((SECONDS_PER_TARGET + 120))" \
+        nice -n "$NICE" "$FUZZ/target/$triple/release/$target" "${args[@]}" "$grown" "$seeds" \
         >"$log" 2>&1 || status=$?
     secs="$(($(date +%s) - start))"
     new="$(comm -13 <(echo "$before") <(find "$artifacts" -type f | sort) | grep -v '^$' || true)"

@@ -27,7 +27,7 @@ use std::io;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::catalog::Catalog;
-use super::forest::{Forest, MapEntry};
+use super::forest::{self, Forest, MapEntry};
 use crate::io::{AlignedBuf, Device, IoRing};
 use crate::layout::Geometry;
 use crate::types::BLOCK_SIZE;
@@ -354,12 +354,86 @@ fn flat_entries(catalog: &Catalog, body: &[u8], count: usize) -> io::Result<Fore
     for index in 0..count {
         let at = index * ENTRY_LEN;
         let volume = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        let lba = u64_at(at + 4);
         let entry = MapEntry {
             phys: u64_at(at + 12),
             checksum: u64_at(at + 20),
             generation: u64_at(at + 28),
         };
-        forest.set(volume, u64_at(at + 4), entry, &mut freed);
+        // `u64::MAX` marks an empty slot in the forest, and it holds no LBA past MAX_BLOCKS.
+        if entry.phys == u64::MAX || lba >= forest::MAX_BLOCKS {
+            return Err(io::Error::other(format!(
+                "checkpoint map entry {index} is malformed"
+            )));
+        }
+        forest.set(volume, lba, entry, &mut freed);
     }
     Ok(forest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::VolumeRecord;
+
+    /// A checkpoint of the first format: a catalog with volume 1 (64 MiB), then `entries`
+    /// as (lba, phys).
+    fn flat_checkpoint(entries: &[(u64, u64)]) -> Vec<u8> {
+        let mut catalog = Catalog::default();
+        let volume: VolumeRecord = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "V", "pool_id": 1, "size": 64 << 20, "created_at": 0,
+        }))
+        .unwrap();
+        catalog.volumes.insert(1, volume);
+        let catalog = serde_json::to_vec(&catalog).unwrap();
+        let mut body = Vec::new();
+        for value in [CHECKPOINT_MAGIC, 7, 1, catalog.len() as u64] {
+            body.extend_from_slice(&value.to_le_bytes());
+        }
+        body.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        body.resize(64, 0);
+        body.extend_from_slice(&catalog);
+        for (lba, phys) in entries {
+            body.extend_from_slice(&1u32.to_le_bytes());
+            body.extend_from_slice(&lba.to_le_bytes());
+            body.extend_from_slice(&phys.to_le_bytes());
+            body.extend_from_slice(&[0; 16]);
+        }
+        body
+    }
+
+    #[test]
+    fn flat_checkpoints_load() {
+        let loaded = decode_checkpoint(&flat_checkpoint(&[(0, 10), (300, 11)])).unwrap();
+        assert_eq!(loaded.lsn, 7);
+        assert_eq!(loaded.forest.get(1, 300).map(|entry| entry.phys), Some(11));
+    }
+
+    /// Crashed the `checkpoint` fuzz target (found reading the decoder, not by the fuzzer):
+    /// an entry naming the forest's empty-slot marker as its block tripped `Forest::set`'s
+    /// assertion.
+    #[test]
+    fn a_flat_entry_without_a_block_is_refused() {
+        assert!(decode_checkpoint(&flat_checkpoint(&[(0, u64::MAX)])).is_err());
+    }
+
+    /// Crashed the `checkpoint` fuzz target (found the same way): LBA `u64::MAX` overflowed
+    /// in `Forest::set`, and LBAs past `MAX_BLOCKS` landed silently on lower ones.
+    #[test]
+    fn a_flat_entry_past_the_last_lba_is_refused() {
+        for lba in [u64::MAX, forest::MAX_BLOCKS, forest::MAX_BLOCKS + 5] {
+            assert!(
+                decode_checkpoint(&flat_checkpoint(&[(lba, 10)])).is_err(),
+                "{lba}"
+            );
+        }
+    }
+
+    #[test]
+    fn short_checkpoints_and_superblocks_are_refused() {
+        for len in [0, 39, 63] {
+            assert!(decode_checkpoint(&vec![0; len]).is_err());
+        }
+        assert!(Superblock::decode(&[0; 100]).is_none());
+    }
 }
