@@ -35,6 +35,23 @@ fi
 mkdir -p "$LOG_DIR" "$GROWN"
 LOG_DIR="$(cd "$LOG_DIR" && pwd)"
 GROWN="$(cd "$GROWN" && pwd)"
+# `timeout` runs its command in a process group of its own, which Ctrl-C does not reach:
+# every bounded step goes through `bounded`, and the traps stop the one running.
+child=""
+trap '[[ -n "$child" ]] && kill -INT -- "-$child" 2>/dev/null; exit 130' INT TERM
+
+# bounded SECONDS LOG COMMAND...: runs COMMAND under nice, at most SECONDS (then SIGINT, and
+# SIGKILL 30 s later), appending its output to LOG; returns its exit status.
+bounded() {
+    local limit="$1" log="$2" status=0
+    shift 2
+    timeout --signal=INT --kill-after=30 "$limit" nice -n "$NICE" "$@" >>"$log" 2>&1 &
+    child=$!
+    wait "$child" || status=$?
+    child=""
+    return "$status"
+}
+
 cd "$FUZZ"
 if (($# > 0)); then
     targets=("$@")
@@ -48,8 +65,7 @@ fi
 echo "fuzz.sh: building ${targets[*]}" >&2
 triple="$(rustc +nightly -vV | sed -n 's/^host: //p')"
 for target in "${targets[@]}"; do
-    timeout "$BUILD_TIMEOUT" nice -n "$NICE" cargo +nightly fuzz build "$target" \
-        >>"$LOG_DIR/build.log" 2>&1 || {
+    bounded "$BUILD_TIMEOUT" "$LOG_DIR/build.log" cargo +nightly fuzz build "$target" || {
         echo "fuzz.sh: building $target failed; see $LOG_DIR/build.log" >&2
         exit 1
     }
@@ -78,10 +94,10 @@ for target in "${targets[@]}"; do
     start="$(date +%s)"
     # New inputs go to the first directory (the grown corpus), never to the seeds.
     status=0
-    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}" \
-        timeout --signal=INT --kill-after=30 "$((SECONDS_PER_TARGET + 120))" \
-        nice -n "$NICE" "$FUZZ/target/$triple/release/$target" "${args[@]}" "$grown" "$seeds" \
-        >"$log" 2>&1 || status=$?
+    : >"$log"
+    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_odr_violation=0}" bounded \
+        "$((SECONDS_PER_TARGET + 120))" "$log" \
+        "$FUZZ/target/$triple/release/$target" "${args[@]}" "$grown" "$seeds" || status=$?
     secs="$(($(date +%s) - start))"
     new="$(comm -13 <(echo "$before") <(find "$artifacts" -type f | sort) | grep -v '^$' || true)"
     crashes="$(grep -c . <<<"$new" || true)"

@@ -281,9 +281,21 @@ pub fn read_checkpoint(
     superblock: &Superblock,
 ) -> io::Result<LoadedCheckpoint> {
     let len = superblock.checkpoint_len;
-    if len < 64 || len > superblock.layout.checkpoint_slot_len {
+    // The superblock's checksum only proves it was written whole: a slot past the end of
+    // the vault must not become the size of an allocation.
+    let read_len = len.div_ceil(PAGE).checked_mul(PAGE);
+    let end = u64::from(superblock.checkpoint_slot)
+        .checked_mul(superblock.layout.checkpoint_slot_len)
+        .and_then(|at| at.checked_add(2 * PAGE)?.checked_add(read_len?));
+    if len < 64
+        || len > superblock.layout.checkpoint_slot_len
+        || end.is_none_or(|end| end > ssd.size())
+    {
         return Err(io::Error::other(format!(
-            "superblock names a checkpoint of impossible length {len}"
+            "superblock names a checkpoint of impossible length {len} (slot {} of {} bytes on a vault of {} bytes)",
+            superblock.checkpoint_slot,
+            superblock.layout.checkpoint_slot_len,
+            ssd.size()
         )));
     }
     let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
@@ -427,6 +439,36 @@ mod tests {
                 "{lba}"
             );
         }
+    }
+
+    /// A superblock whose checkpoint lies past the end of the vault (found reading
+    /// `read_checkpoint` for the `superblock` fuzz target): its length became the size of
+    /// an allocation, 2^60 bytes here.
+    #[test]
+    fn a_checkpoint_past_the_vault_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let ssd = Device::open(&dir.path().join("ssd.img"), Some(1 << 20), None).unwrap();
+        let mut ring = IoRing::new(4).unwrap();
+        let superblock = Superblock {
+            sequence: 1,
+            serial: 1,
+            data_devices: 4,
+            unit: 64 << 10,
+            rows_per_segment: 4,
+            rows: 64,
+            layout: SsdLayout {
+                checkpoint_slot_len: 1 << 61,
+                log_start: 2 * PAGE + (1 << 62),
+                log_len: 32 << 20,
+            },
+            checkpoint_slot: 1,
+            checkpoint_len: 1 << 60,
+            checkpoint_sum: 0,
+            checkpoint_lsn: 0,
+            replay_from: 0,
+        };
+        let err = read_checkpoint(&mut ring, &ssd, &superblock).err().unwrap();
+        assert!(err.to_string().contains("impossible length"), "{err}");
     }
 
     #[test]
