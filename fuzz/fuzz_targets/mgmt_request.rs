@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use troika::mgmt::api::{
-    Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate, SystemInfo, VolumeCreate, VolumeInfo,
-    VolumeUpdate,
+    ControllerInfo, HostManagement, Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate,
+    SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
 };
 use troika::mgmt::events::EventLog;
 use troika::mgmt::http::parse_request;
@@ -57,6 +57,40 @@ fn conflict(taken: bool, kind: &str, name: &str) -> Result<(), MgmtError> {
         Ok(())
     }
 }
+
+fn controller_info(id: u32) -> ControllerInfo {
+    ControllerInfo {
+        id,
+        name: format!("controller-{id}"),
+        state: "ACTIVE".into(),
+        ports: Vec::new(),
+        ownership_share: 1.0 / 3.0,
+        owned_sections: 0,
+        cache_bytes: 32 << 20,
+        dirty_bytes: 0,
+        mirror_bytes: 0,
+        mirror_lag_bytes: 0,
+        remirror_progress: None,
+        failback_progress: None,
+        failovers: 0,
+        state_changed_at: 0,
+    }
+}
+
+/// Three ACTIVE controllers that never change state (failover has its own tests).
+fn controller_change(id: u32) -> Result<ControllerInfo, MgmtError> {
+    if !(1..=3).contains(&id) {
+        return Err(MgmtError::controller_not_found(id));
+    }
+    Err(MgmtError::new(
+        "CONTROLLER_STATE",
+        409,
+        "the fuzz node does not fail controllers",
+    ))
+}
+
+/// Hosts, clusters and LUN mappings: the trait's defaults (not supported).
+impl HostManagement for FakeNode {}
 
 impl Management for FakeNode {
     fn system(&self) -> SystemInfo {
@@ -179,6 +213,18 @@ impl Management for FakeNode {
 
     fn metrics_text(&self) -> String {
         "# TYPE fuzz_requests counter\nfuzz_requests 1\n".to_owned()
+    }
+
+    fn controllers(&self) -> Vec<ControllerInfo> {
+        (1..=3).map(controller_info).collect()
+    }
+
+    fn fail_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError> {
+        controller_change(id)
+    }
+
+    fn recover_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError> {
+        controller_change(id)
     }
 }
 

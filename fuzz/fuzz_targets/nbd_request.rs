@@ -12,7 +12,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(request) = proto::parse_request(header) else {
         return;
     };
-    let mut state = [0u8; 13];
+    let mut state = [0u8; 14];
     let n = rest.len().min(state.len());
     state[..n].copy_from_slice(&rest[..n]);
     let negotiated = Negotiated {
@@ -20,6 +20,7 @@ fuzz_target!(|data: &[u8]| {
         read_only: state[8] & 1 != 0,
         structured: state[8] & 2 != 0,
         base_allocation: state[8] & 4 != 0,
+        changed: state[13] & 1 != 0,
         block_size_negotiated: state[8] & 8 != 0,
         min_block: 1 << (state[8] >> 4).min(12),
         max_payload: u32::from_be_bytes(state[9..13].try_into().unwrap()),

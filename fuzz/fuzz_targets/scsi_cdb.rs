@@ -21,7 +21,11 @@ struct Memory(Mutex<Vec<u8>>);
 impl Memory {
     fn check(&self, offset: u64, len: u64) -> Result<(), IoError> {
         if offset.checked_add(len).is_none_or(|end| end > SIZE) {
-            return Err(IoError::OutOfRange { offset, len, size: SIZE });
+            return Err(IoError::OutOfRange {
+                offset,
+                len,
+                size: SIZE,
+            });
         }
         Ok(())
     }
@@ -55,7 +59,14 @@ impl BlockTarget for Memory {
     fn trim(&self, offset: u64, len: u64, _fua: bool) -> Result<(), IoError> {
         self.write_zeroes(offset, len, false, false, false)
     }
-    fn write_zeroes(&self, offset: u64, len: u64, _: bool, _: bool, _: bool) -> Result<(), IoError> {
+    fn write_zeroes(
+        &self,
+        offset: u64,
+        len: u64,
+        _: bool,
+        _: bool,
+        _: bool,
+    ) -> Result<(), IoError> {
         self.check(offset, len)?;
         self.0.lock().unwrap()[offset as usize..(offset + len) as usize].fill(0);
         Ok(())
@@ -65,7 +76,11 @@ impl BlockTarget for Memory {
     }
     fn block_status(&self, offset: u64, len: u64, out: &mut Vec<Extent>) -> Result<(), IoError> {
         self.check(offset, len)?;
-        out.push(Extent { length: len, hole: false, zero: false });
+        out.push(Extent {
+            length: len,
+            hole: false,
+            zero: false,
+        });
         Ok(())
     }
 }
@@ -74,7 +89,11 @@ struct Ports;
 
 impl PortGroups for Ports {
     fn groups(&self) -> Vec<PortGroup> {
-        vec![PortGroup { id: 1, state: AluaState::ActiveOptimized, relative_ports: vec![1] }]
+        vec![PortGroup {
+            id: 1,
+            state: AluaState::ActiveOptimized,
+            relative_ports: vec![1],
+        }]
     }
     fn target_port_name(&self, relative_port: u16) -> String {
         format!("iqn.2025-01.io.troika:fuzz,t,0x{relative_port:04x}")

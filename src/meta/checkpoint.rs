@@ -27,7 +27,7 @@ use std::io;
 use xxhash_rust::xxh3::xxh3_64;
 
 use super::catalog::Catalog;
-use super::forest::{Forest, MapEntry};
+use super::forest::{self, Forest, MapEntry};
 use crate::io::{AlignedBuf, Device, IoRing};
 use crate::layout::Geometry;
 use crate::types::BLOCK_SIZE;
@@ -133,7 +133,12 @@ impl Superblock {
         page[PAGE as usize - 8..].copy_from_slice(&sum.to_le_bytes());
     }
 
-    fn decode(page: &[u8]) -> Option<Superblock> {
+    /// The superblock in a slot's page, `None` unless `page` is one page holding a valid
+    /// superblock.
+    pub fn decode(page: &[u8]) -> Option<Superblock> {
+        if page.len() != PAGE as usize {
+            return None;
+        }
         let field = |index: usize| {
             u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
         };
@@ -276,9 +281,21 @@ pub fn read_checkpoint(
     superblock: &Superblock,
 ) -> io::Result<LoadedCheckpoint> {
     let len = superblock.checkpoint_len;
-    if len < 64 || len > superblock.layout.checkpoint_slot_len {
+    // The superblock's checksum only proves it was written whole: a slot past the end of
+    // the vault must not become the size of an allocation.
+    let read_len = len.div_ceil(PAGE).checked_mul(PAGE);
+    let end = u64::from(superblock.checkpoint_slot)
+        .checked_mul(superblock.layout.checkpoint_slot_len)
+        .and_then(|at| at.checked_add(2 * PAGE)?.checked_add(read_len?));
+    if len < 64
+        || len > superblock.layout.checkpoint_slot_len
+        || end.is_none_or(|end| end > ssd.size())
+    {
         return Err(io::Error::other(format!(
-            "superblock names a checkpoint of impossible length {len}"
+            "superblock names a checkpoint of impossible length {len} (slot {} of {} bytes on a vault of {} bytes)",
+            superblock.checkpoint_slot,
+            superblock.layout.checkpoint_slot_len,
+            ssd.size()
         )));
     }
     let mut buffer = AlignedBuf::new((len.div_ceil(PAGE) * PAGE) as usize);
@@ -295,6 +312,14 @@ pub fn read_checkpoint(
             "checkpoint in slot {} fails its checksum",
             superblock.checkpoint_slot
         )));
+    }
+    decode_checkpoint(body)
+}
+
+/// Decodes a checkpoint's bytes (whose checksum the superblock already vouched for).
+pub fn decode_checkpoint(body: &[u8]) -> io::Result<LoadedCheckpoint> {
+    if body.len() < 64 {
+        return Err(io::Error::other("checkpoint is shorter than its header"));
     }
     let field = |index: usize| {
         u64::from_le_bytes(body[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
@@ -341,12 +366,116 @@ fn flat_entries(catalog: &Catalog, body: &[u8], count: usize) -> io::Result<Fore
     for index in 0..count {
         let at = index * ENTRY_LEN;
         let volume = u32::from_le_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+        let lba = u64_at(at + 4);
         let entry = MapEntry {
             phys: u64_at(at + 12),
             checksum: u64_at(at + 20),
             generation: u64_at(at + 28),
         };
-        forest.set(volume, u64_at(at + 4), entry, &mut freed);
+        // `u64::MAX` marks an empty slot in the forest, and it holds no LBA past MAX_BLOCKS.
+        if entry.phys == u64::MAX || lba >= forest::MAX_BLOCKS {
+            return Err(io::Error::other(format!(
+                "checkpoint map entry {index} is malformed"
+            )));
+        }
+        forest.set(volume, lba, entry, &mut freed);
     }
     Ok(forest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::VolumeRecord;
+
+    /// A checkpoint of the first format: a catalog with volume 1 (64 MiB), then `entries`
+    /// as (lba, phys).
+    fn flat_checkpoint(entries: &[(u64, u64)]) -> Vec<u8> {
+        let mut catalog = Catalog::default();
+        let volume: VolumeRecord = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "V", "pool_id": 1, "size": 64 << 20, "created_at": 0,
+        }))
+        .unwrap();
+        catalog.volumes.insert(1, volume);
+        let catalog = serde_json::to_vec(&catalog).unwrap();
+        let mut body = Vec::new();
+        for value in [CHECKPOINT_MAGIC, 7, 1, catalog.len() as u64] {
+            body.extend_from_slice(&value.to_le_bytes());
+        }
+        body.extend_from_slice(&(entries.len() as u64).to_le_bytes());
+        body.resize(64, 0);
+        body.extend_from_slice(&catalog);
+        for (lba, phys) in entries {
+            body.extend_from_slice(&1u32.to_le_bytes());
+            body.extend_from_slice(&lba.to_le_bytes());
+            body.extend_from_slice(&phys.to_le_bytes());
+            body.extend_from_slice(&[0; 16]);
+        }
+        body
+    }
+
+    #[test]
+    fn flat_checkpoints_load() {
+        let loaded = decode_checkpoint(&flat_checkpoint(&[(0, 10), (300, 11)])).unwrap();
+        assert_eq!(loaded.lsn, 7);
+        assert_eq!(loaded.forest.get(1, 300).map(|entry| entry.phys), Some(11));
+    }
+
+    /// Crashed the `checkpoint` fuzz target (found reading the decoder, not by the fuzzer):
+    /// an entry naming the forest's empty-slot marker as its block tripped `Forest::set`'s
+    /// assertion.
+    #[test]
+    fn a_flat_entry_without_a_block_is_refused() {
+        assert!(decode_checkpoint(&flat_checkpoint(&[(0, u64::MAX)])).is_err());
+    }
+
+    /// Crashed the `checkpoint` fuzz target (found the same way): LBA `u64::MAX` overflowed
+    /// in `Forest::set`, and LBAs past `MAX_BLOCKS` landed silently on lower ones.
+    #[test]
+    fn a_flat_entry_past_the_last_lba_is_refused() {
+        for lba in [u64::MAX, forest::MAX_BLOCKS, forest::MAX_BLOCKS + 5] {
+            assert!(
+                decode_checkpoint(&flat_checkpoint(&[(lba, 10)])).is_err(),
+                "{lba}"
+            );
+        }
+    }
+
+    /// A superblock whose checkpoint lies past the end of the vault (found reading
+    /// `read_checkpoint` for the `superblock` fuzz target): its length became the size of
+    /// an allocation, 2^60 bytes here.
+    #[test]
+    fn a_checkpoint_past_the_vault_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let ssd = Device::open(&dir.path().join("ssd.img"), Some(1 << 20), None).unwrap();
+        let mut ring = IoRing::new(4).unwrap();
+        let superblock = Superblock {
+            sequence: 1,
+            serial: 1,
+            data_devices: 4,
+            unit: 64 << 10,
+            rows_per_segment: 4,
+            rows: 64,
+            layout: SsdLayout {
+                checkpoint_slot_len: 1 << 61,
+                log_start: 2 * PAGE + (1 << 62),
+                log_len: 32 << 20,
+            },
+            checkpoint_slot: 1,
+            checkpoint_len: 1 << 60,
+            checkpoint_sum: 0,
+            checkpoint_lsn: 0,
+            replay_from: 0,
+        };
+        let err = read_checkpoint(&mut ring, &ssd, &superblock).err().unwrap();
+        assert!(err.to_string().contains("impossible length"), "{err}");
+    }
+
+    #[test]
+    fn short_checkpoints_and_superblocks_are_refused() {
+        for len in [0, 39, 63] {
+            assert!(decode_checkpoint(&vec![0; len]).is_err());
+        }
+        assert!(Superblock::decode(&[0; 100]).is_none());
+    }
 }

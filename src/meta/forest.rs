@@ -41,6 +41,8 @@ const FANOUT: usize = 1 << FANOUT_BITS;
 const NIL: u32 = u32::MAX;
 /// A root of this height covers 2^48 blocks (1 EiB): more than any volume may have.
 const MAX_HEIGHT: u8 = 7;
+/// Blocks a dataset can map: every LBA the forest holds is below this.
+pub const MAX_BLOCKS: u64 = 1 << (FANOUT_BITS * (MAX_HEIGHT as u32 + 1));
 
 /// Where a block lives and how to prove it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

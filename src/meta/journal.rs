@@ -439,23 +439,10 @@ impl Journal {
                 break;
             }
             read(&mut window, &mut ring, total)?;
-            let buf = window.bytes(lsn, total);
-            let payload = &buf[HEADER_LEN..HEADER_LEN + header.payload_len as usize];
-            if xxh3_64(payload) != header.payload_sum {
+            let Some(payload) = checked_payload(window.bytes(lsn, total), &header) else {
                 break;
-            }
-            let mut at = 0;
-            while at + 8 <= payload.len() {
-                let kind = payload[at];
-                let len = u32::from_le_bytes(payload[at + 4..at + 8].try_into().expect("4 bytes"))
-                    as usize;
-                let Some(body) = payload.get(at + 8..at + 8 + len) else {
-                    break;
-                };
-                visit(lsn, kind, body);
-                summary.records += 1;
-                at += 8 + len;
-            }
+            };
+            summary.records += for_each_record(payload, |kind, body| visit(lsn, kind, body));
             summary.batches += 1;
             lsn += total;
         }
@@ -530,7 +517,9 @@ fn write_header(buf: &mut [u8], lsn: u64, payload: &[u8], kind: u32, records: u3
     buf[56..64].copy_from_slice(&sum.to_le_bytes());
 }
 
+/// The header of the batch at `lsn` when `buf` starts with a valid one.
 fn read_header(buf: &[u8], lsn: u64) -> Option<Header> {
+    let buf = buf.get(..HEADER_LEN)?;
     let field = |at: usize| u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"));
     if field(0) != BATCH_MAGIC || field(8) != lsn || field(56) != xxh3_64(&buf[0..56]) {
         return None;
@@ -540,6 +529,50 @@ fn read_header(buf: &[u8], lsn: u64) -> Option<Header> {
         payload_sum: field(24),
         kind: u32::from_le_bytes(buf[32..36].try_into().expect("4 bytes")),
     })
+}
+
+/// The payload of the batch `batch` (its bytes from the header on) whose header is
+/// `header`: `None` when the bytes end early or the payload fails its checksum.
+fn checked_payload<'a>(batch: &'a [u8], header: &Header) -> Option<&'a [u8]> {
+    let end = usize::try_from(header.payload_len)
+        .ok()?
+        .checked_add(HEADER_LEN)?;
+    let payload = batch.get(HEADER_LEN..end)?;
+    (xxh3_64(payload) == header.payload_sum).then_some(payload)
+}
+
+/// Calls `visit(kind, body)` for each whole record of a batch's payload, in order, and
+/// returns how many there were (a record that runs past the payload ends it).
+fn for_each_record(payload: &[u8], mut visit: impl FnMut(u8, &[u8])) -> u64 {
+    let mut records = 0;
+    let mut at = 0;
+    while at + 8 <= payload.len() {
+        let kind = payload[at];
+        let len = u32::from_le_bytes(payload[at + 4..at + 8].try_into().expect("4 bytes")) as usize;
+        let Some(body) = payload.get(at + 8..at + 8 + len) else {
+            break;
+        };
+        visit(kind, body);
+        records += 1;
+        at += 8 + len;
+    }
+    records
+}
+
+/// Decodes one batch held in memory at `lsn` with replay's checks (header, length,
+/// payload checksum) and calls `visit(kind, body)` for its records. Returns how many, 0
+/// for a wrap header, `None` where replay would end the log. For the fuzz targets.
+#[doc(hidden)]
+pub fn decode_batch(bytes: &[u8], lsn: u64, visit: impl FnMut(u8, &[u8])) -> Option<u64> {
+    let header = read_header(bytes, lsn)?;
+    if header.kind == KIND_WRAP {
+        return Some(0);
+    }
+    if header.payload_len as usize > MAX_BATCH - HEADER_LEN {
+        return None;
+    }
+    let payload = checked_payload(bytes, &header)?;
+    Some(for_each_record(payload, visit))
 }
 
 /// The end of the batch that starts at `offset`: as many whole records as fit.
