@@ -44,7 +44,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the node in the foreground until SIGINT or SIGTERM.
+    /// Run the node in the foreground until SIGINT, SIGTERM or SIGHUP (each stops it cleanly).
     Serve {
         /// Hardware model (default: the embedded hw/dev.toml).
         #[arg(long)]

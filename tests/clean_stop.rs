@@ -246,6 +246,22 @@ fn node_serves_and_talks_on_after_its_log_reader_exits() {
     assert_eq!(shutdown_events(&node).len(), 1);
 }
 
+#[test]
+fn sighup_from_a_closing_terminal_is_a_clean_stop() {
+    const BLOCKS: u64 = 2 * CHUNK_BLOCKS;
+    let mut node = TestNode::start_with_nbd_ports(ci_model(), 1);
+    node.pool_and_volume("p", "200M", "v", "64M");
+    let mut client =
+        NbdClient::connect_tcp(node.nbd_ports[0], "v", NBD_TIMEOUT).expect("connect over NBD");
+    write_unflushed(&mut client, BLOCKS);
+    node.signal(libc::SIGHUP);
+    assert_clean_exit(&mut node);
+    node.restart();
+    assert_all_written(&node, BLOCKS);
+    assert_eq!(shutdown_events(&node).len(), 1);
+    drop(client);
+}
+
 /// The CI model with NL-SAS drives that seek, so destaging takes seconds.
 fn slow_destage_model(dir: &Path) -> PathBuf {
     let ci = std::fs::read_to_string(ci_model()).expect("read hw/ci.toml");

@@ -1,7 +1,11 @@
-//! What SIGINT and SIGTERM do to `troika serve`: always the clean stop.
+//! What SIGINT, SIGTERM and SIGHUP do to `troika serve`: always the clean stop.
+//!
+//! SIGHUP is what a closing terminal sends; it stops the node cleanly like the others
+//! (troika has no configuration to reload), so closing the window a node runs in never
+//! loses a write a host had acknowledged.
 //!
 //! What it promises: once [`StopSignals::install`] has returned (the first thing `troika
-//! serve` does), neither signal ends the process. The first one starts the clean stop
+//! serve` does), none of them ends the process. The first one starts the clean stop
 //! (close the ports, end the services, vault, destage, checkpoint, raise
 //! `SYSTEM_SHUTDOWN`, exit 0); if the node is still starting, the stop begins as soon as
 //! it serves. Nothing the terminal or a pipe does changes that: every message goes
@@ -25,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cache::Cache;
@@ -175,20 +179,20 @@ pub struct StopSignals {
 }
 
 impl StopSignals {
-    /// Catches SIGINT and SIGTERM from now on: see the module doc for what they do.
+    /// Catches SIGINT, SIGTERM and SIGHUP from now on: see the module doc for what they do.
     pub fn install() -> anyhow::Result<StopSignals> {
         let mut signals =
-            Signals::new([SIGINT, SIGTERM]).context("cannot install signal handlers")?;
+            Signals::new([SIGINT, SIGTERM, SIGHUP]).context("cannot install signal handlers")?;
         let progress = Arc::new(StopProgress::new());
         let watched = progress.clone();
         std::thread::Builder::new()
             .name("signals".to_owned())
             .spawn(move || {
                 for signal in signals.forever() {
-                    watched.on_signal(if signal == SIGINT {
-                        "SIGINT"
-                    } else {
-                        "SIGTERM"
+                    watched.on_signal(match signal {
+                        SIGINT => "SIGINT",
+                        SIGHUP => "SIGHUP",
+                        _ => "SIGTERM",
                     });
                 }
             })
