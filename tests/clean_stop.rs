@@ -21,6 +21,7 @@ mod rest_unix;
 mod stamp;
 
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -29,8 +30,6 @@ use common::nbd_client::NbdClient;
 use common::{TestNode, ci_model};
 use stamp::{BLOCK, read_versions, stamp};
 
-/// NBD requests that get no answer for this long fail the test instead of hanging it.
-const NBD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a clean stop may take on a loaded CI machine.
 const STOP_TIMEOUT: Duration = Duration::from_secs(180);
 /// Blocks per NBD write (1 MiB).
@@ -47,13 +46,22 @@ struct Reader {
 impl Reader {
     /// Starts the reader; returns it and the write end of its pipe for the node.
     fn start(copy: PathBuf) -> (Reader, OwnedFd) {
-        let mut child = Command::new("sh")
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg("exec cat > \"$0\"")
             .arg(&copy)
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("start the log reader");
+            .stdin(Stdio::piped());
+        // A test run started in the background (`cargo test &`, nohup, some CI runners)
+        // inherits SIGINT ignored; a terminal's `tee` does not, so the reader resets it.
+        // SAFETY: between fork and exec only async-signal-safe calls run: signal(2).
+        unsafe {
+            command.pre_exec(|| {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+                Ok(())
+            });
+        }
+        let mut child = command.spawn().expect("start the log reader");
         let pipe = OwnedFd::from(child.stdin.take().expect("the reader's stdin"));
         (Reader { child, copy }, pipe)
     }
@@ -110,8 +118,7 @@ fn write_unflushed(client: &mut NbdClient, blocks: u64) {
 
 /// Every one of the first `blocks` blocks holds its version 1.
 fn assert_all_written(node: &TestNode, blocks: u64) {
-    let mut client =
-        NbdClient::connect_tcp(node.nbd_ports[0], "v", NBD_TIMEOUT).expect("connect over NBD");
+    let mut client = NbdClient::connect(&node.nbd_socket(), "v").expect("connect over NBD");
     let versions = read_versions(&mut client, TAG, 0, blocks)
         .expect("read back")
         .unwrap_or_else(|why| panic!("after the restart: {why}\n{}", node.log_text()));
@@ -185,8 +192,7 @@ fn sigint_stops_cleanly_after_the_log_reader_died_on_it() {
     let (reader, pipe) = Reader::start(copy_dir.path().join("serve.log"));
     let mut node = TestNode::start_with_output(ci_model(), pipe);
     node.pool_and_volume("p", "200M", "v", "64M");
-    let mut client =
-        NbdClient::connect_tcp(node.nbd_ports[0], "v", NBD_TIMEOUT).expect("connect over NBD");
+    let mut client = NbdClient::connect(&node.nbd_socket(), "v").expect("connect over NBD");
     write_unflushed(&mut client, BLOCKS);
     let dirty = metric(&node, "troika_cache_dirty_bytes");
 
@@ -222,8 +228,7 @@ fn node_serves_and_talks_on_after_its_log_reader_exits() {
 
     // Each NBD session's end is said on stderr, now a pipe nobody reads.
     for _ in 0..3 {
-        let mut client =
-            NbdClient::connect_tcp(node.nbd_ports[0], "v", NBD_TIMEOUT).expect("connect");
+        let mut client = NbdClient::connect(&node.nbd_socket(), "v").expect("connect");
         write_unflushed(&mut client, BLOCKS);
         client.disconnect();
     }
@@ -249,10 +254,9 @@ fn node_serves_and_talks_on_after_its_log_reader_exits() {
 #[test]
 fn sighup_from_a_closing_terminal_is_a_clean_stop() {
     const BLOCKS: u64 = 2 * CHUNK_BLOCKS;
-    let mut node = TestNode::start_with_nbd_ports(ci_model(), 1);
+    let mut node = TestNode::start();
     node.pool_and_volume("p", "200M", "v", "64M");
-    let mut client =
-        NbdClient::connect_tcp(node.nbd_ports[0], "v", NBD_TIMEOUT).expect("connect over NBD");
+    let mut client = NbdClient::connect(&node.nbd_socket(), "v").expect("connect over NBD");
     write_unflushed(&mut client, BLOCKS);
     node.signal(libc::SIGHUP);
     assert_clean_exit(&mut node);
@@ -280,10 +284,9 @@ fn slow_destage_model(dir: &Path) -> PathBuf {
 fn more_signals_during_a_busy_stop_do_not_abort_it() {
     const BLOCKS: u64 = 12 * CHUNK_BLOCKS;
     let model_dir = tempfile::tempdir().expect("tempdir");
-    let mut node = TestNode::start_with_nbd_ports(slow_destage_model(model_dir.path()), 1);
+    let mut node = TestNode::start_with_model(slow_destage_model(model_dir.path()));
     node.pool_and_volume("p", "200M", "v", "64M");
-    let mut client =
-        NbdClient::connect_tcp(node.nbd_ports[0], "v", NBD_TIMEOUT).expect("connect over NBD");
+    let mut client = NbdClient::connect(&node.nbd_socket(), "v").expect("connect over NBD");
     write_unflushed(&mut client, BLOCKS);
     client.disconnect();
 

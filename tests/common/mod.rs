@@ -140,11 +140,11 @@ impl TestNode {
         }
     }
 
-    /// Starts a node with an NBD TCP port on controller 1 whose stdout and stderr both go
+    /// Starts a node (NBD on its unix socket only) whose stdout and stderr both go
     /// to `output` (e.g. the write end of a pipe another process reads) instead of the
     /// log file; a restart writes to the log file again.
     pub fn start_with_output(model: PathBuf, output: OwnedFd) -> TestNode {
-        let mut node = Self::prepare(model, None, vec![free_port()]);
+        let mut node = Self::prepare(model, None, Vec::new());
         node.output = Some(output);
         node.spawn();
         node
