@@ -57,15 +57,6 @@ fn read_all(node: &TestNode, version: u8) {
     client.disconnect();
 }
 
-fn inject(node: &TestNode, body: &str) {
-    rest_unix::ok(
-        &node.mgmt_socket(),
-        "POST",
-        "/api/rest/faults?approved=true",
-        Some(body),
-    );
-}
-
 #[test]
 fn a_drive_that_fails_every_read_is_rebuilt_around_and_a_failed_write_stops_the_node() {
     let mut node = TestNode::start();
@@ -74,8 +65,8 @@ fn a_drive_that_fails_every_read_is_rebuilt_around_and_a_failed_write_stops_the_
     // A clean stop destages everything; the restarted node's cache is cold.
     node.stop();
     node.restart();
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "nlsas2", "op": "read", "error": "EIO"}"#,
     );
     read_all(&node, 1);
@@ -86,8 +77,8 @@ fn a_drive_that_fails_every_read_is_rebuilt_around_and_a_failed_write_stops_the_
     eprintln!("{fired} reads of nlsas2 failed; every block read back from the others");
 
     // A failed row write: the node stops naming the drive.
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "nlsas3", "op": "write", "error": "EIO"}"#,
     );
     let mut client = NbdClient::connect(&node.nbd_socket(), "v").expect("connect");

@@ -20,15 +20,6 @@ use common::nbd_client::NbdClient;
 
 const BLOCK: usize = 4096;
 
-fn inject(node: &TestNode, body: &str) {
-    rest_unix::ok(
-        &node.mgmt_socket(),
-        "POST",
-        "/api/rest/faults?approved=true",
-        Some(body),
-    );
-}
-
 /// Waits for the node to stop by itself and checks it did so the durability way: exit
 /// status 2 and one message naming the device and the operation.
 fn expect_durability_stop(node: &mut TestNode, device: &str, operation: &str) {
@@ -69,8 +60,8 @@ fn eio_on_the_journal_fsync_during_a_management_change_stops_the_node() {
         "/api/rest/pools",
         Some(r#"{"name": "before", "physical_capacity": 104857600}"#),
     );
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "ssd0", "op": "fsync", "error": "EIO", "nth": 1}"#,
     );
     let answer = rest_unix::call(
@@ -126,8 +117,8 @@ fn eio_on_the_journal_fsync_during_a_flush_stops_the_node_and_keeps_earlier_flus
             .write(lba * BLOCK as u64, &block(lba, 2), 0)
             .expect("write");
     }
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "ssd0", "op": "fsync", "error": "EIO", "nth": 1}"#,
     );
     assert!(
@@ -165,8 +156,8 @@ fn eio_on_the_ssd_during_the_clean_stop_stops_with_status_2_and_recovers() {
     client.disconnect();
     // Every SSD write fails from now on: the stop's destage commits and checkpoint cannot
     // be made durable.
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "ssd0", "op": "write", "error": "EIO"}"#,
     );
     node.signal(libc::SIGTERM);

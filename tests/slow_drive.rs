@@ -54,15 +54,6 @@ fn percentile(latencies: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn inject(node: &TestNode, body: &str) {
-    rest_unix::ok(
-        &node.mgmt_socket(),
-        "POST",
-        "/api/rest/faults?approved=true",
-        Some(body),
-    );
-}
-
 #[test]
 fn a_slow_or_stalled_drive_does_not_stall_cached_io() {
     let mut node = TestNode::start();
@@ -82,12 +73,12 @@ fn a_slow_or_stalled_drive_does_not_stall_cached_io() {
 
     let healthy = cached_io(&mut client, Duration::from_secs(3), 20_000, 1);
 
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "nlsas1", "op": "write", "delay_ms": 200}"#,
     );
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "nlsas1", "op": "read", "delay_ms": 200}"#,
     );
     let spiky = cached_io(&mut client, Duration::from_secs(3), 20_000, 2);
@@ -98,8 +89,8 @@ fn a_slow_or_stalled_drive_does_not_stall_cached_io() {
         "/api/rest/faults?approved=true",
         None,
     );
-    inject(
-        &node,
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
         r#"{"device": "nlsas1", "op": "write", "stall_ms": 3000, "nth": 1}"#,
     );
     // Make sure the stall begins: dirty data must go to the drive.

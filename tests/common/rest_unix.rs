@@ -56,6 +56,12 @@ pub fn ok(socket: &Path, method: &str, target: &str, body: Option<&str>) -> Valu
     }
 }
 
+/// Installs a fault rule (`POST /api/rest/faults?approved=true` with `body`, e.g.
+/// `{"device": "ssd0", "op": "fsync", "error": "EIO", "nth": 1}`); panics unless it is taken.
+pub fn inject_fault(socket: &Path, body: &str) -> Value {
+    ok(socket, "POST", "/api/rest/faults?approved=true", Some(body))
+}
+
 /// Every object of a list (the first page of up to 1000: enough for a test's node).
 pub fn list(socket: &Path, collection: &str, filter: &str) -> Vec<Value> {
     let separator = if filter.is_empty() { "" } else { "&" };
