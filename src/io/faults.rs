@@ -305,6 +305,10 @@ impl DeviceFaults {
     /// Whether the ring must ask [`DeviceFaults::verdict`] (one relaxed load).
     #[inline(always)]
     pub(crate) fn active(&self) -> bool {
+        // A build for measuring what injection costs while off compiles the branch out.
+        if cfg!(feature = "without-fault-injection") {
+            return false;
+        }
         self.active.load(Ordering::Relaxed)
     }
 
