@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # fault-overhead.sh: what fault injection costs while it is off, against a build without it.
 #
-# Runs two nodes at once on the default model, BASE (a build from before fault injection,
-# TROIKA_BASE=path, required) and the current build (TROIKA, default target/release/troika),
+# Runs two nodes at once on the default model, BASE (a build without fault injection,
+# TROIKA_BASE=path, required: the same commit built with `--features
+# without-fault-injection`, which compiles the ring's one branch out) and the current build
+# (TROIKA, default target/release/troika),
 # each with a volume filled once. Then, for ROUNDS rounds (default 5), runs each workload on
 # both nodes one after the other, alternating which goes first (ABBA), RUNTIME seconds each
 # (default 10), and prints per workload the median IOPS of each and the ratio
@@ -15,7 +17,7 @@
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 
-BASE="${TROIKA_BASE:?set TROIKA_BASE to a troika binary built without fault injection}"
+BASE="${TROIKA_BASE:?set TROIKA_BASE to a troika binary built with --features without-fault-injection}"
 ROUNDS="${ROUNDS:-5}"
 RUNTIME="${RUNTIME:-10}"
 
