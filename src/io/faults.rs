@@ -192,8 +192,9 @@ impl WriteCache {
     fn completed(&mut self, seq: u64) {
         self.completions += 1;
         let mark = self.completions;
-        if let Some(entry) = self.entries.iter_mut().find(|e| e.seq == seq) {
-            entry.completed = Some(mark);
+        // Entries stay in sequence order (pushed at the back, retired from the front).
+        if let Ok(at) = self.entries.binary_search_by_key(&seq, |e| e.seq) {
+            self.entries[at].completed = Some(mark);
         }
         self.retire_overflow();
     }

@@ -158,6 +158,33 @@ fn now_ms() -> u64 {
         })
 }
 
+/// The next event of the log, numbered from `state`, with the level and reporter its
+/// code is registered with (an unregistered code: INFO from SYSTEM).
+fn next_event(
+    state: &mut State,
+    code: &str,
+    description: String,
+    affected_entity_id: Option<u64>,
+    username: Option<&str>,
+) -> Event {
+    let (level, reporter) =
+        event_type(code).map_or((Level::Info, "SYSTEM"), |kind| (kind.level, kind.reporter));
+    let id = state.next_id;
+    state.next_id += 1;
+    Event {
+        id,
+        code: code.to_string(),
+        level,
+        description,
+        timestamp: now_ms(),
+        reporter: reporter.to_string(),
+        affected_entity_id,
+        username: username.map(str::to_string),
+        visibility: VISIBILITY_CUSTOMER.to_string(),
+        seq_num: id,
+    }
+}
+
 impl EventLog {
     /// Opens (or creates) `data_dir/events.log`, keeping the newest [`EVENTS_KEPT`] events.
     pub fn open(data_dir: &Path) -> anyhow::Result<Arc<EventLog>> {
@@ -217,27 +244,19 @@ impl EventLog {
         affected_entity_id: Option<u64>,
         username: Option<&str>,
     ) -> Event {
-        let registered = event_type(code);
-        debug_assert!(registered.is_some(), "event code {code} is not registered");
-        let (level, reporter) =
-            registered.map_or((Level::Info, "SYSTEM"), |kind| (kind.level, kind.reporter));
-        let description = description.into();
+        debug_assert!(
+            event_type(code).is_some(),
+            "event code {code} is not registered"
+        );
         let shared = &self.shared;
         let mut state = shared.state.write();
-        let id = state.next_id;
-        state.next_id += 1;
-        let event = Event {
-            id,
-            code: code.to_string(),
-            level,
-            description,
-            timestamp: now_ms(),
-            reporter: reporter.to_string(),
+        let event = next_event(
+            &mut state,
+            code,
+            description.into(),
             affected_entity_id,
-            username: username.map(str::to_string),
-            visibility: VISIBILITY_CUSTOMER.to_string(),
-            seq_num: id,
-        };
+            username,
+        );
         let mut line = serde_json::to_vec(&event).map_err(io::Error::from);
         if let Ok(line) = &mut line {
             line.push(b'\n');
@@ -250,7 +269,7 @@ impl EventLog {
         state.rewriting |= start_rewrite;
         drop(state);
 
-        *shared.newest.lock() = id;
+        *shared.newest.lock() = event.id;
         shared.newer.notify_all();
         if start_rewrite {
             self.start_rewrite();
@@ -267,23 +286,7 @@ impl EventLog {
         let Some(mut state) = shared.state.try_write_for(patience) else {
             return false;
         };
-        let (level, reporter) = event_type(code).map_or((Level::Critical, "SYSTEM"), |kind| {
-            (kind.level, kind.reporter)
-        });
-        let id = state.next_id;
-        state.next_id += 1;
-        let event = Event {
-            id,
-            code: code.to_string(),
-            level,
-            description: description.to_string(),
-            timestamp: now_ms(),
-            reporter: reporter.to_string(),
-            affected_entity_id: None,
-            username: None,
-            visibility: VISIBILITY_CUSTOMER.to_string(),
-            seq_num: id,
-        };
+        let event = next_event(&mut state, code, description.to_string(), None, None);
         let Ok(mut line) = serde_json::to_vec(&event) else {
             return false;
         };
