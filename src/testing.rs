@@ -36,14 +36,13 @@ pub fn open_small_store(dir: &Path) -> (MetaStore, Vec<RecoveredBlock>) {
 
 /// [`open_small_store`], with what recovery did.
 pub fn open_small_store_with_report(dir: &Path) -> (MetaStore, Vec<RecoveredBlock>, OpenReport) {
-    let ssd = Device::open(&dir.join("ssd.img"), Some(256 << 20), None).unwrap();
+    let ssd = Device::open(&dir.join("ssd0.img"), Some(256 << 20), None).unwrap();
     let drives = (0..6)
         .map(|index| {
             let path = dir.join(format!("nlsas{index}.img"));
             Device::open(&path, Some(32 << 20), None).unwrap()
         })
         .collect();
-    let names = (0..6).map(|index| format!("nlsas{index}")).collect();
-    let array = Array::new(drives, names, 4, 64 << 10, 4);
-    MetaStore::open(ssd, "ssd0", array).unwrap()
+    let array = Array::new(drives, 4, 64 << 10, 4);
+    MetaStore::open(ssd, array).unwrap()
 }

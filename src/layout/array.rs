@@ -11,29 +11,15 @@ use crate::types::BLOCK_SIZE;
 /// The data devices followed by P and Q, and the geometry over them.
 pub struct Array {
     devices: Vec<Device>,
-    /// The hardware model's name of each device (`nlsas3`), for operator messages.
-    names: Vec<String>,
     geometry: Geometry,
 }
 
 impl Array {
-    /// `devices` are the `data` data devices then P then Q; `names` are their names in the
-    /// hardware model, in the same order.
-    pub fn new(
-        devices: Vec<Device>,
-        names: Vec<String>,
-        data: usize,
-        unit: u64,
-        rows_per_segment: u64,
-    ) -> Array {
-        assert_eq!(devices.len(), names.len(), "one name per NL-SAS device");
+    /// `devices` are the `data` data devices then P then Q.
+    pub fn new(devices: Vec<Device>, data: usize, unit: u64, rows_per_segment: u64) -> Array {
         let smallest = devices.iter().map(Device::size).min().unwrap_or(0);
         let geometry = Geometry::new(data, devices.len() - data, unit, rows_per_segment, smallest);
-        Array {
-            devices,
-            names,
-            geometry,
-        }
+        Array { devices, geometry }
     }
 
     pub fn geometry(&self) -> &Geometry {
@@ -62,7 +48,7 @@ impl Array {
 
     /// The hardware model's name of device `index` (data devices, then P, then Q).
     pub fn device_name(&self, index: usize) -> &str {
-        &self.names[index]
+        self.devices[index].name()
     }
 
     /// Writes whole rows (each buffer holds every unit of its row, parity computed) and
@@ -117,7 +103,7 @@ impl Array {
                 Err(err) => err,
             };
             crate::fatal::durability_failure(
-                &self.names[device],
+                self.devices[device].name(),
                 operation,
                 &format_args!("at offset {offset}: {error}"),
             );

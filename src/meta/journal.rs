@@ -90,8 +90,6 @@ struct Inner {
 /// The log. Thread-safe; see the module doc.
 pub struct Journal {
     device: Arc<Device>,
-    /// The device's name in the hardware model (`ssd0`), for operator messages.
-    name: String,
     region_start: u64,
     region_len: u64,
     inner: Mutex<Inner>,
@@ -109,7 +107,6 @@ impl Journal {
     /// are no longer needed.
     pub fn new(
         device: Arc<Device>,
-        name: &str,
         region_start: u64,
         region_len: u64,
         next_lsn: u64,
@@ -117,7 +114,6 @@ impl Journal {
     ) -> io::Result<Journal> {
         Ok(Journal {
             device,
-            name: name.to_owned(),
             region_start,
             region_len,
             inner: Mutex::new(Inner {
@@ -264,9 +260,9 @@ impl Journal {
         match err {
             JournalError::Failed {
                 operation, reason, ..
-            } => crate::fatal::durability_failure(&self.name, operation, reason),
+            } => crate::fatal::durability_failure(self.device.name(), operation, reason),
             JournalError::Full { .. } => {
-                crate::fatal::durability_failure(&self.name, "journal commit", err)
+                crate::fatal::durability_failure(self.device.name(), "journal commit", err)
             }
         }
     }
@@ -290,7 +286,7 @@ impl Journal {
             return Ok(());
         }
         let failed = |operation: &'static str, err: io::Error| JournalError::Failed {
-            device: self.name.clone(),
+            device: self.device.name().to_owned(),
             operation,
             reason: err.to_string(),
         };
@@ -311,7 +307,7 @@ impl Journal {
             };
             if start + total - tail > self.region_len {
                 return Err(JournalError::Full {
-                    device: self.name.clone(),
+                    device: self.device.name().to_owned(),
                     used: *lsn - tail,
                     len: self.region_len,
                 });
@@ -598,7 +594,7 @@ pub(crate) mod tests {
     use super::*;
 
     fn device(dir: &tempfile::TempDir) -> Arc<Device> {
-        Arc::new(Device::open(&dir.path().join("ssd.img"), Some(8 << 20), None).unwrap())
+        Arc::new(Device::open(&dir.path().join("ssd0.img"), Some(8 << 20), None).unwrap())
     }
 
     #[test]
@@ -606,7 +602,7 @@ pub(crate) mod tests {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(&dir);
         let region = 1 << 20;
-        let journal = Journal::new(dev.clone(), "ssd0", 4096, region, 0, 0).unwrap();
+        let journal = Journal::new(dev.clone(), 4096, region, 0, 0).unwrap();
         let mut expected = Vec::new();
         let mut tail_for_replay = 0;
         for round in 0u32..60 {
@@ -650,7 +646,7 @@ pub(crate) mod tests {
     fn a_full_log_stops_instead_of_overwriting() {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(&dir);
-        let journal = Journal::new(dev.clone(), "ssd0", 4096, 64 * 1024, 0, 0).unwrap();
+        let journal = Journal::new(dev.clone(), 4096, 64 * 1024, 0, 0).unwrap();
         let mut committed = 0;
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             for _ in 0..40 {
@@ -683,7 +679,7 @@ pub(crate) mod tests {
             (Failpoint::JournalSync, "journal fsync on ssd0 failed"),
         ] {
             let dir = tempfile::tempdir().unwrap();
-            let journal = Journal::new(device(&dir), "ssd0", 0, 1 << 20, 0, 0).unwrap();
+            let journal = Journal::new(device(&dir), 0, 1 << 20, 0, 0).unwrap();
             let (ticket, _) = journal.append(1, |out| out.push(1));
             journal.commit(ticket).unwrap();
             arm(point, 0);
@@ -707,7 +703,7 @@ pub(crate) mod tests {
     fn a_torn_batch_ends_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let dev = device(&dir);
-        let journal = Journal::new(dev.clone(), "ssd0", 0, 1 << 20, 0, 0).unwrap();
+        let journal = Journal::new(dev.clone(), 0, 1 << 20, 0, 0).unwrap();
         for byte in 0..3u8 {
             let (ticket, _) = journal.append(2, |out| out.extend_from_slice(&[byte; 5000]));
             journal.commit(ticket).unwrap();

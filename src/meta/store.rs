@@ -152,8 +152,6 @@ pub enum BlockRead {
 pub struct MetaStore {
     array: Array,
     ssd: Arc<Device>,
-    /// The vault device's name in the hardware model (`ssd0`), for operator messages.
-    ssd_name: String,
     journal: Journal,
     state: RwLock<MetaState>,
     superblock: Mutex<Superblock>,
@@ -189,7 +187,6 @@ impl MetaStore {
     /// be destaged.
     pub fn open(
         ssd: Device,
-        ssd_name: &str,
         array: Array,
     ) -> Result<(MetaStore, Vec<RecoveredBlock>, OpenReport), MetaError> {
         let started = Instant::now();
@@ -286,7 +283,6 @@ impl MetaStore {
         let ssd = Arc::new(ssd);
         let journal = Journal::new(
             ssd.clone(),
-            ssd_name,
             superblock.layout.log_start,
             superblock.layout.log_len,
             end_lsn,
@@ -319,7 +315,6 @@ impl MetaStore {
         let store = MetaStore {
             array,
             ssd,
-            ssd_name: ssd_name.to_owned(),
             journal,
             state: RwLock::new(state),
             superblock: Mutex::new(superblock),
@@ -376,7 +371,7 @@ impl MetaStore {
 
     /// The vault device's name in the hardware model (`ssd0`).
     pub fn ssd_name(&self) -> &str {
-        &self.ssd_name
+        self.ssd.name()
     }
 
     /// Stops the node: `operation` on `device` could not make metadata or data durable
@@ -404,7 +399,7 @@ impl MetaStore {
             .journal
             .append(records::CATALOG, |out| records::encode_catalog(&op, out));
         if let Err(err) = self.journal.commit(ticket) {
-            self.fail(&self.ssd_name, "journal commit", &err);
+            self.fail(self.ssd.name(), "journal commit", &err);
         }
         state.catalog.apply(&op);
         apply_to_forest(&mut state.maps, &state.catalog, &op);
@@ -647,10 +642,10 @@ impl MetaStore {
         let slot = 1 - superblock.checkpoint_slot;
         #[cfg(test)]
         if let Err(err) = super::failpoint::check(super::failpoint::Failpoint::CheckpointWrite) {
-            self.fail(&self.ssd_name, "checkpoint write", &err);
+            self.fail(self.ssd.name(), "checkpoint write", &err);
         }
         if let Err(err) = write_checkpoint(&mut ring, &self.ssd, &superblock.layout, slot, &image) {
-            self.fail(&self.ssd_name, "checkpoint write", &err);
+            self.fail(self.ssd.name(), "checkpoint write", &err);
         }
         superblock.sequence += 1;
         superblock.checkpoint_slot = slot;
@@ -660,10 +655,10 @@ impl MetaStore {
         superblock.replay_from = lsn.min(floor);
         #[cfg(test)]
         if let Err(err) = super::failpoint::check(super::failpoint::Failpoint::SuperblockWrite) {
-            self.fail(&self.ssd_name, "superblock write", &err);
+            self.fail(self.ssd.name(), "superblock write", &err);
         }
         if let Err(err) = write_superblock(&mut ring, &self.ssd, &superblock) {
-            self.fail(&self.ssd_name, "superblock write", &err);
+            self.fail(self.ssd.name(), "superblock write", &err);
         }
         *self.superblock.lock() = superblock;
         self.journal.set_tail(superblock.replay_from);

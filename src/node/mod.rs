@@ -84,9 +84,7 @@ impl Node {
         let ssd = open_device(&hw, &hw.ssds[0], data_dir, &faults)
             .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
         let mut drives = Vec::new();
-        let mut drive_names = Vec::new();
         for spec in &hw.nlsas {
-            drive_names.push(spec.name.clone());
             drives.push(
                 open_device(&hw, spec, data_dir, &faults)
                     .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
@@ -94,7 +92,6 @@ impl Node {
         }
         let array = Array::new(
             drives,
-            drive_names,
             hw.stripe.data,
             hw.stripe.unit,
             hw.stripe.rows_per_segment,
@@ -111,8 +108,8 @@ impl Node {
         crate::fatal::set_event_sink(move |code, description| {
             final_events.raise_final(code, description, Duration::from_millis(200));
         });
-        let (meta, recovered, report) = MetaStore::open(ssd, &hw.ssds[0].name, array)
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        let (meta, recovered, report) =
+            MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
         if report.formatted {
             crate::say!(
                 "troika: formatted a new node (serial {}) in {}",

@@ -174,7 +174,7 @@ fn a_torn_batch_at_the_journal_tail_replays_up_to_the_last_whole_batch() {
         };
         let file = std::fs::OpenOptions::new()
             .write(true)
-            .open(dir.path().join("ssd.img"))
+            .open(dir.path().join("ssd0.img"))
             .unwrap();
         file.write_at(&bytes, at).unwrap();
         file.sync_all().unwrap();
