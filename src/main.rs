@@ -56,6 +56,14 @@ enum Command {
         /// REST API TCP address (authenticated); `none` to serve only DATA/troika.sock.
         #[arg(long, default_value = "127.0.0.1:8080")]
         mgmt_listen: String,
+        /// `on`: the TCP REST API speaks HTTPS with DATA/tls/server-cert.pem (made
+        /// self-signed on the first start). `off`: plain HTTP, for tests only.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        mgmt_tls: String,
+        /// Seconds a user name or client address is locked out after repeated failed
+        /// logins (5 per name, 20 per address, within 5 minutes).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=86400))]
+        mgmt_login_lockout: u64,
         /// iSCSI portals: one address, the first of consecutive ports, one per controller
         /// (3260, 3261, 3262 by default); a comma-separated list (controller 1 first); or
         /// `none`.
@@ -114,6 +122,10 @@ struct Listen<'a> {
     nbd: &'a str,
     mgmt: &'a str,
     iscsi: &'a str,
+    /// `--mgmt-tls on`.
+    mgmt_tls: bool,
+    /// `--mgmt-login-lockout`, seconds.
+    login_lockout: u64,
 }
 
 fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
@@ -142,13 +154,18 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             data_dir: data,
             nbd_tcp: nbd_tcp.clone(),
             mgmt_tcp,
+            mgmt_tls: listen.mgmt_tls,
+            login_lockout: std::time::Duration::from_secs(listen.login_lockout),
             iscsi_tcp: iscsi_tcp.clone(),
         },
     )?;
     troika::say!(
         "troika: serving; management on the data directory's troika.sock{}, NBD on nbd.sock{}",
         mgmt_tcp
-            .map(|a| format!(" and http://{a}"))
+            .map(|a| format!(
+                " and {}://{a}",
+                if listen.mgmt_tls { "https" } else { "http" }
+            ))
             .unwrap_or_default(),
         nbd_tcp
             .iter()
@@ -183,6 +200,8 @@ fn main() -> ExitCode {
             hw,
             nbd_listen,
             mgmt_listen,
+            mgmt_tls,
+            mgmt_login_lockout,
             iscsi_listen,
         } => match serve(
             cli.data,
@@ -191,6 +210,8 @@ fn main() -> ExitCode {
                 nbd: &nbd_listen,
                 mgmt: &mgmt_listen,
                 iscsi: &iscsi_listen,
+                mgmt_tls: mgmt_tls == "on",
+                login_lockout: mgmt_login_lockout,
             },
         ) {
             Ok(()) => ExitCode::SUCCESS,

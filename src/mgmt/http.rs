@@ -10,9 +10,15 @@
 //! refused rather than guessed at.
 //!
 //! [`RequestReader`] drives that parser over a blocking stream with a short read timeout, so
-//! that the connection notices server shutdown and gives up on idle or slow clients.
+//! that the connection notices server shutdown and gives up on idle or slow clients: the
+//! request head must arrive within [`HEADER_TIMEOUT`] of its first byte (a slowloris
+//! client is answered 408 and dropped), the whole request within [`REQUEST_TIMEOUT`], and
+//! a connection may wait for its next request only as long as the caller allows (the
+//! server gives a new connection [`FIRST_REQUEST_TIMEOUT`], a kept-alive one
+//! [`IDLE_TIMEOUT`]).
 
 use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 /// Largest request head (request line plus header fields, up to the blank line).
@@ -21,9 +27,15 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Most header fields in one request.
 pub const MAX_HEADERS: usize = 64;
-/// How long a kept-alive connection may sit idle between requests before it is closed.
+/// How long a kept-alive connection may sit idle between requests before it is closed
+/// (sooner when the server needs its slot: see [`crate::mgmt::server`]).
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a client may take to send one request once its first byte has arrived.
+/// How long a new connection may take to complete its TLS handshake and send the first
+/// request head.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send a request head once its first byte has arrived.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take to send one whole request once its first byte has arrived.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a request was refused before it reached the API. The connection is closed after the
@@ -42,7 +54,11 @@ pub enum HttpError {
     TransferEncoding,
     #[error("the connection closed after {0} bytes, in the middle of a request")]
     Truncated(usize),
-    #[error("the request was not complete within {} seconds", REQUEST_TIMEOUT.as_secs())]
+    #[error(
+        "the request was not complete in time (head within {} s, all within {} s)",
+        HEADER_TIMEOUT.as_secs(),
+        REQUEST_TIMEOUT.as_secs()
+    )]
     Timeout,
 }
 
@@ -83,6 +99,11 @@ pub struct Request {
     /// The `Cookie` header field(s), joined with `; `, if sent.
     pub cookie: Option<String>,
     pub body: Vec<u8>,
+    /// The client's address on TCP (set by the server; `None` on the unix socket).
+    pub peer: Option<IpAddr>,
+    /// Set by the server when this connection already proved this very `Authorization`
+    /// value on an earlier request: the login limiter is not asked again.
+    pub verified_authorization: bool,
 }
 
 impl Request {
@@ -95,6 +116,8 @@ impl Request {
             authorization: None,
             cookie: None,
             body: Vec::new(),
+            peer: None,
+            verified_authorization: false,
         }
     }
 
@@ -141,6 +164,8 @@ impl Head {
             authorization: self.authorization,
             cookie: self.cookie,
             body,
+            peer: None,
+            verified_authorization: false,
         }
     }
 }
@@ -279,18 +304,22 @@ impl RequestReader {
 
     /// Reads until one whole request has arrived. `stream` must have a short read timeout
     /// (reads that time out are how `stop` gets polled); `stop` returning true ends the wait.
+    /// A connection with no byte of a request after `idle_timeout` is closed.
     pub fn next_request<S: Read + Write>(
         &mut self,
         stream: &mut S,
         stop: &dyn Fn() -> bool,
+        idle_timeout: Duration,
     ) -> ReadOutcome {
         let mut waiting_since = Instant::now();
         let mut sent_continue = false;
         let mut chunk = [0u8; 8192];
+        let mut head_complete = false;
         loop {
             match parse_head(&self.buf) {
                 Err(error) => return ReadOutcome::Refused(error),
                 Ok(Some(head)) => {
+                    head_complete = true;
                     let total = head.head_len + head.content_length;
                     if self.buf.len() >= total {
                         let body = self.buf[head.head_len..total].to_vec();
@@ -309,11 +338,12 @@ impl RequestReader {
             if stop() {
                 return ReadOutcome::Closed;
             }
+            let waited = waiting_since.elapsed();
             if self.buf.is_empty() {
-                if waiting_since.elapsed() > IDLE_TIMEOUT {
+                if waited > idle_timeout {
                     return ReadOutcome::Closed;
                 }
-            } else if waiting_since.elapsed() > REQUEST_TIMEOUT {
+            } else if waited > REQUEST_TIMEOUT || (!head_complete && waited > HEADER_TIMEOUT) {
                 return ReadOutcome::Refused(HttpError::Timeout);
             }
             match stream.read(&mut chunk) {
@@ -387,6 +417,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         409 => "Conflict",
         413 => "Content Too Large",
         422 => "Unprocessable Content",
+        429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",

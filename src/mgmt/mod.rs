@@ -22,9 +22,11 @@ pub mod cli;
 pub mod client;
 pub mod events;
 pub mod http;
+pub mod login_limit;
 pub mod rest;
 pub mod server;
 pub mod snapshot_api;
+pub mod tls;
 #[cfg(test)]
 mod tests;
 pub mod top;

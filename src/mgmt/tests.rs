@@ -60,6 +60,10 @@ impl Fixture {
             api: api.clone(),
             users: Arc::new(users),
             events,
+            limiter: Arc::new(crate::mgmt::login_limit::LoginLimiter::new(
+                crate::mgmt::login_limit::DEFAULT_LOCKOUT,
+            )),
+            tls_fingerprint: None,
         });
         Fixture {
             dir,

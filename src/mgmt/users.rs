@@ -11,9 +11,9 @@
 //! - At least one enabled ADMIN always exists: deleting, demoting or disabling the last one
 //!   is refused with 409 `LAST_ADMIN`.
 //! - Failed logins are counted per name (also for names that do not exist, so the counter
-//!   and the delay do not reveal which names do) and slow the next failure down: no delay
-//!   for the first three consecutive failures, then 250 ms doubling up to 4 s. The sleep
-//!   happens without the store's lock, so one name under attack does not stall others.
+//!   does not reveal which names do) for `failed_logins`. Nothing here sleeps or limits:
+//!   how many guesses are checked at all is the REST layer's login limiter
+//!   ([`crate::mgmt::login_limit`]), which refuses before this store is asked.
 //!   An unknown name still costs one argon2 verify against a dummy hash, so timing does
 //!   not reveal names either. A disabled user is reported as disabled only when the
 //!   password was right.
@@ -67,12 +67,6 @@ pub const SESSION_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// The built-in user created on the first start.
 pub const DEFAULT_ADMIN_NAME: &str = "admin";
 
-/// Consecutive failures of one name that are answered without delay.
-const FREE_FAILURES: u64 = 3;
-/// The first delay after the free failures; it doubles with each further failure.
-const FAILURE_DELAY_UNIT: Duration = Duration::from_millis(250);
-/// The delay stops doubling at `FAILURE_DELAY_UNIT * 2^FAILURE_DELAY_MAX_DOUBLINGS` (4 s).
-const FAILURE_DELAY_MAX_DOUBLINGS: u32 = 4;
 /// Names whose consecutive failures are remembered; past this the stalest is forgotten.
 const FAILURE_NAMES_CAPACITY: usize = 4096;
 
@@ -179,12 +173,11 @@ pub enum AuthFailureReason {
     Disabled,
 }
 
-/// A failed login and the delay that was served before reporting it.
+/// A failed login.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("login failed ({reason:?}) after a {delay:?} delay")]
+#[error("login failed ({reason:?})")]
 pub struct AuthFailure {
     pub reason: AuthFailureReason,
-    pub delay: Duration,
 }
 
 /// Consecutive failures of one login name.
@@ -200,7 +193,6 @@ struct State {
     last_login: HashMap<u32, u64>,
     sessions: Sessions,
     basic_cache: BasicCache,
-    failure_delay_unit: Duration,
 }
 
 impl State {
@@ -222,8 +214,8 @@ impl State {
         }
     }
 
-    /// Counts a failure of `name` and returns the delay to serve before answering.
-    fn record_failure(&mut self, name: &str, now: Instant) -> Duration {
+    /// Counts a failure of `name`.
+    fn record_failure(&mut self, name: &str, now: Instant) {
         let key: String = name.chars().take(NAME_MAX_CHARS).collect();
         if !self.failures.contains_key(&key) && self.failures.len() >= FAILURE_NAMES_CAPACITY {
             let stalest = self
@@ -241,7 +233,6 @@ impl State {
         });
         failures.consecutive = failures.consecutive.saturating_add(1);
         failures.last_failure = now;
-        failure_delay(failures.consecutive, self.failure_delay_unit)
     }
 
     /// Ends the sessions and forgets the cached credentials of `user_id`.
@@ -249,15 +240,6 @@ impl State {
         self.sessions.close_user(user_id);
         self.basic_cache.drop_user(user_id);
     }
-}
-
-/// The delay served after the `consecutive`-th failure in a row.
-fn failure_delay(consecutive: u64, unit: Duration) -> Duration {
-    if consecutive <= FREE_FAILURES {
-        return Duration::ZERO;
-    }
-    let doublings = (consecutive - FREE_FAILURES - 1).min(u64::from(FAILURE_DELAY_MAX_DOUBLINGS));
-    unit * (1u32 << doublings)
 }
 
 /// See the module doc.
@@ -299,7 +281,6 @@ impl UserStore {
                 last_login: HashMap::new(),
                 sessions: Sessions::new(SESSION_IDLE_TIMEOUT, MAX_SESSIONS),
                 basic_cache: BasicCache::new().context("the OS random source failed")?,
-                failure_delay_unit: FAILURE_DELAY_UNIT,
             }),
             dummy_hash,
             failed_logins_total: AtomicU64::new(0),
@@ -438,8 +419,7 @@ impl UserStore {
         state.file.by_name(name).map(|user| state.info(user))
     }
 
-    /// Checks a name and password with argon2. A failure is counted and, after a few in a
-    /// row for the same name, served only after the delay it reports.
+    /// Checks a name and password with argon2; a failure is counted.
     pub fn authenticate(&self, name: &str, password: &str) -> Result<UserInfo, AuthFailure> {
         self.authenticate_verified(name, password)
             .map(|(user, _password_hash)| user)
@@ -496,7 +476,6 @@ impl UserStore {
         if !still_current {
             return Err(AuthFailure {
                 reason: AuthFailureReason::BadPassword,
-                delay: Duration::ZERO,
             });
         }
         let token = state
@@ -504,7 +483,6 @@ impl UserStore {
             .open(user.id, Instant::now())
             .map_err(|_| AuthFailure {
                 reason: AuthFailureReason::BadPassword,
-                delay: Duration::ZERO,
             })?;
         Ok((user, token))
     }
@@ -538,12 +516,6 @@ impl UserStore {
         self.failed_logins_total.load(Ordering::Relaxed)
     }
 
-    /// Shortens the failure delays so tests need not sleep for seconds.
-    #[cfg(test)]
-    fn set_failure_delay_unit(&self, unit: Duration) {
-        self.state.lock().failure_delay_unit = unit;
-    }
-
     /// The password check behind every login path. Returns the user and the hash the
     /// password was verified against, so callers can tell whether it changed since.
     fn authenticate_verified(
@@ -567,7 +539,7 @@ impl UserStore {
             }
         };
 
-        let (reason, delay) = {
+        let reason = {
             let mut state = self.state.lock();
             let reason = match &candidate {
                 None => AuthFailureReason::UnknownUser,
@@ -590,11 +562,11 @@ impl UserStore {
                     _ => AuthFailureReason::BadPassword,
                 },
             };
-            (reason, state.record_failure(name, Instant::now()))
+            state.record_failure(name, Instant::now());
+            reason
         };
         self.failed_logins_total.fetch_add(1, Ordering::Relaxed);
-        std::thread::sleep(delay);
-        Err(AuthFailure { reason, delay })
+        Err(AuthFailure { reason })
     }
 
     /// Replaces `users.json` with `file`: tmp file, fsync, rename, fsync the directory.

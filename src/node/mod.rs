@@ -20,6 +20,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 mod api;
+pub mod certs;
 mod hosts;
 pub mod iscsi;
 mod monitor;
@@ -42,6 +43,7 @@ use crate::layout::Array;
 use crate::meta::MetaStore;
 use crate::mgmt;
 use crate::mgmt::events::EventLog;
+use crate::mgmt::login_limit::LoginLimiter;
 use crate::mgmt::rest::Mgmt;
 use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
@@ -56,8 +58,39 @@ pub struct NodeOptions {
     pub nbd_tcp: Vec<SocketAddr>,
     /// The REST API's TCP address (authenticated); `None` serves only the unix socket.
     pub mgmt_tcp: Option<SocketAddr>,
+    /// Whether `mgmt_tcp` speaks HTTPS (the default) or plain HTTP (`--mgmt-tls off`,
+    /// for tests only).
+    pub mgmt_tls: bool,
+    /// How long a user name or client address stays locked out after repeated failed
+    /// logins (see [`crate::mgmt::login_limit`]).
+    pub login_lockout: Duration,
     /// iSCSI portals, one per controller in order (controller 1 first); empty for none.
     pub iscsi_tcp: Vec<SocketAddr>,
+}
+
+/// The HTTPS configuration of the REST API's TCP port and the certificate's fingerprint,
+/// which is printed.
+fn mgmt_tls_config(data_dir: &Path) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+    let certificate = certs::NodeCertificate::load_or_create(data_dir)?;
+    crate::say!(
+        "troika: TLS certificate {} ({}), SHA-256 fingerprint {}",
+        certificate.cert_path.display(),
+        if certificate.created {
+            "self-signed, made now"
+        } else {
+            "installed"
+        },
+        certificate.fingerprint
+    );
+    let fingerprint = certificate.fingerprint.clone();
+    let config = mgmt::tls::server_config(certificate.chain, certificate.key).with_context(|| {
+        format!(
+            "cannot use the TLS certificate {} with its key {}; install a matching pair",
+            certificate.cert_path.display(),
+            certificate.key_path.display()
+        )
+    })?;
+    Ok((config, fingerprint))
 }
 
 /// A running node.
@@ -225,10 +258,16 @@ impl Node {
             events.clone(),
             shutdown.clone(),
         ));
+        let tls = match options.mgmt_tcp {
+            Some(_) if options.mgmt_tls => Some(mgmt_tls_config(data_dir)?),
+            _ => None,
+        };
         let mgmt = Arc::new(Mgmt {
             api,
             users: Arc::new(users),
             events: events.clone(),
+            limiter: Arc::new(LoginLimiter::new(options.login_lockout)),
+            tls_fingerprint: tls.as_ref().map(|(_, fingerprint)| fingerprint.clone()),
         });
         let mgmt_socket = data_dir.join("troika.sock");
         let _ = std::fs::remove_file(&mgmt_socket);
@@ -246,8 +285,13 @@ impl Node {
                     "cannot listen for the REST API on {address}; is another server using the port? Choose another with --mgmt-listen"
                 )
             })?;
+            if tls.is_none() {
+                crate::say!(
+                    "troika: WARNING: the REST API on {address} speaks plain HTTP (--mgmt-tls off): passwords cross the network in clear text; this is for tests only"
+                );
+            }
             threads.push(mgmt::server::spawn_server(
-                MgmtListener::Tcp(tcp),
+                MgmtListener::Tcp(tcp, tls.map(|(config, _)| config)),
                 mgmt.clone(),
                 shutdown.clone(),
             ));

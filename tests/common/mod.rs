@@ -87,6 +87,11 @@ pub struct TestNode {
     /// Where the next start writes its stdout and stderr instead of `log` (taken by it,
     /// so a restart writes to `log` again).
     output: Option<OwnedFd>,
+    /// Whether the TCP API speaks HTTPS; the plain-HTTP helpers (`http_tcp`, `raw_tcp`,
+    /// `api_json`) need it off, which is the default here (`--mgmt-tls off`).
+    pub mgmt_tls: bool,
+    /// Extra `troika serve` arguments.
+    pub extra_args: Vec<String>,
 }
 
 impl TestNode {
@@ -103,6 +108,21 @@ impl TestNode {
     /// Starts a node that also serves the REST API on a free loopback TCP port.
     pub fn start_with_api(model: PathBuf) -> TestNode {
         Self::start_on(model, Some(free_port()), Vec::new())
+    }
+
+    /// Starts a node whose REST API speaks HTTPS on a free loopback port, with `extra`
+    /// `troika serve` arguments.
+    pub fn start_with_https_api(model: PathBuf, extra: &[&str]) -> TestNode {
+        let mut node = Self::prepare(model, Some(free_port()), Vec::new());
+        node.mgmt_tls = true;
+        node.extra_args = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        node.spawn();
+        node
+    }
+
+    /// The node's TLS certificate (PEM), made on its first start.
+    pub fn tls_cert_path(&self) -> PathBuf {
+        self.data().join("tls/server-cert.pem")
     }
 
     /// Starts a node with an NBD TCP port on each of `controllers` controllers.
@@ -137,6 +157,8 @@ impl TestNode {
             nbd_ports,
             iscsi_ports: Vec::new(),
             output: None,
+            mgmt_tls: false,
+            extra_args: Vec::new(),
         }
     }
 
@@ -232,6 +254,8 @@ impl TestNode {
             )
             .arg("--iscsi-listen")
             .arg(list_or_none(&self.iscsi_ports))
+            .args(["--mgmt-tls", if self.mgmt_tls { "on" } else { "off" }])
+            .args(&self.extra_args)
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -355,6 +355,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "SECURITY",
         "A login as {name} failed",
     ),
+    kind(
+        "USER_LOGIN_LOCKED_OUT",
+        Warning,
+        "SECURITY",
+        "Logins as {name} (or from an address) are refused for a while after repeated failures",
+    ),
     kind("USER_LOGOUT", Info, "SECURITY", "User {name} logged out"),
     kind(
         "ACCESS_DENIED",

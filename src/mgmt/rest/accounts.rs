@@ -4,7 +4,7 @@
 
 use serde::Deserialize;
 
-use super::auth::login_failed;
+use super::auth::{PasswordRefusal, check_password};
 use super::list::list_response;
 use super::openapi::{USER, field_names};
 use super::{Call, Mgmt};
@@ -28,10 +28,14 @@ pub fn login(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let Login {
         username, password, ..
     } = call.body()?;
-    let (user, token) = mgmt
-        .users
-        .login(&username, &password)
-        .map_err(|failure| login_failed(mgmt, &username, &failure))?;
+    let (user, token) =
+        match check_password(mgmt, call.request, &username, || {
+            mgmt.users.login(&username, &password)
+        }) {
+            Ok(found) => found,
+            Err(PasswordRefusal::Failed(error)) => return Err(error),
+            Err(PasswordRefusal::Limited(response)) => return Ok(response),
+        };
     mgmt.events.raise(
         "USER_LOGIN_SUCCESS",
         format!("user {:?} logged in", user.name),

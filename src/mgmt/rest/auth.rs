@@ -3,9 +3,16 @@
 //! The unix socket is local and guarded by file permissions: its callers act as a local
 //! ADMIN named `local`. On TCP every route but the public ones needs either the session
 //! cookie from `POST /api/rest/users/login` or HTTP basic credentials; anything else is
-//! 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge. A failed basic login counts and
-//! is slowed down like a failed `login` (see [`crate::mgmt::users`]) and raises
-//! `USER_LOGIN_FAILURE`.
+//! 401 `UNAUTHORIZED` with a `WWW-Authenticate` challenge.
+//!
+//! Every password check, of basic credentials or of `login`, is first admitted by the
+//! login limiter ([`crate::mgmt::login_limit`], per name and per client address); a
+//! refused attempt is answered at once with 429 `TOO_MANY_LOGIN_ATTEMPTS` and
+//! `Retry-After`, without running argon2. A failure raises `USER_LOGIN_FAILURE`, and the
+//! failure that starts a lockout `USER_LOGIN_LOCKED_OUT`. The one exception: a keep-alive
+//! connection that already proved the same `Authorization` value
+//! ([`Request::verified_authorization`]) is not limited again, so a client in the middle
+//! of its work keeps working while someone else guesses its password.
 //!
 //! Roles, coarse check per route ([`Access`]):
 //!
@@ -25,6 +32,7 @@ use base64::Engine;
 use super::{Mgmt, error_response, routes::Route};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::{Request, Response};
+use crate::mgmt::login_limit::{ADDRESS_FAILURES, Lockout, NAME_FAILURES, Refusal};
 use crate::mgmt::users::{AuthFailure, Role, SESSION_COOKIE, UserInfo};
 
 /// Where a request came from.
@@ -134,10 +142,20 @@ pub fn identify(
         return Ok(Caller::user(&user, Some(token.to_owned())));
     }
     match basic_credentials(request) {
-        Some(Ok((name, password))) => match mgmt.users.authenticate_basic(&name, &password) {
-            Ok(user) => Ok(Caller::user(&user, None)),
-            Err(failure) => Err(unauthorized(&login_failed(mgmt, &name, &failure))),
-        },
+        Some(Ok((name, password))) => {
+            if request.verified_authorization
+                && let Ok(user) = mgmt.users.authenticate_basic(&name, &password)
+            {
+                return Ok(Caller::user(&user, None));
+            }
+            match check_password(mgmt, request, &name, || {
+                mgmt.users.authenticate_basic(&name, &password)
+            }) {
+                Ok(user) => Ok(Caller::user(&user, None)),
+                Err(PasswordRefusal::Failed(error)) => Err(unauthorized(&error)),
+                Err(PasswordRefusal::Limited(response)) => Err(response),
+            }
+        }
         Some(Err(error)) => Err(unauthorized(&error)),
         None if access == Access::Public => Ok(Caller::anonymous()),
         None => Err(unauthorized(&MgmtError::new(
@@ -148,9 +166,75 @@ pub fn identify(
     }
 }
 
+/// Why [`check_password`] did not let a caller in.
+pub enum PasswordRefusal {
+    /// The check ran and failed: answer this 401.
+    Failed(MgmtError),
+    /// The limiter refused the attempt: answer this 429 as it is.
+    Limited(Response),
+}
+
+/// Runs the password check `check` for `name` if the login limiter admits it, and reports
+/// its outcome to the limiter; failures raise events (see the module doc).
+pub fn check_password<T>(
+    mgmt: &Mgmt,
+    request: &Request,
+    name: &str,
+    check: impl FnOnce() -> Result<T, AuthFailure>,
+) -> Result<T, PasswordRefusal> {
+    let attempt = match mgmt.limiter.admit(name, request.peer) {
+        Ok(attempt) => attempt,
+        Err(refusal) => return Err(PasswordRefusal::Limited(too_many_attempts(&refusal))),
+    };
+    match check() {
+        Ok(value) => {
+            mgmt.limiter.succeeded(attempt);
+            Ok(value)
+        }
+        Err(failure) => {
+            let error = login_failed(mgmt, name, &failure);
+            for lockout in mgmt.limiter.failed(attempt) {
+                let what = match &lockout {
+                    Lockout::Name(name) => format!("user {name:?}"),
+                    Lockout::Address(address) => format!("client address {address}"),
+                };
+                mgmt.events.raise(
+                    "USER_LOGIN_LOCKED_OUT",
+                    format!(
+                        "logins for {what} are refused for {} s after {} failed logins",
+                        mgmt.limiter.lockout().as_secs(),
+                        match lockout {
+                            Lockout::Name(_) => NAME_FAILURES,
+                            Lockout::Address(_) => ADDRESS_FAILURES,
+                        }
+                    ),
+                    None,
+                    Some(name),
+                );
+            }
+            Err(PasswordRefusal::Failed(error))
+        }
+    }
+}
+
+/// 429 with `Retry-After`.
+fn too_many_attempts(refusal: &Refusal) -> Response {
+    let seconds = refusal.retry_after_secs();
+    let mut response = error_response(&MgmtError::new(
+        "TOO_MANY_LOGIN_ATTEMPTS",
+        429,
+        format!(
+            "too many failed logins for {}; no password was checked; try again in {seconds} s",
+            refusal.what
+        ),
+    ));
+    response.headers.push(("Retry-After", seconds.to_string()));
+    response
+}
+
 /// Records a failed login (event and counters live in the user store) and says why in
 /// words that do not reveal whether the user exists.
-pub fn login_failed(mgmt: &Mgmt, name: &str, failure: &AuthFailure) -> MgmtError {
+fn login_failed(mgmt: &Mgmt, name: &str, failure: &AuthFailure) -> MgmtError {
     mgmt.events.raise(
         "USER_LOGIN_FAILURE",
         format!("login failed for user {name:?}: {:?}", failure.reason),

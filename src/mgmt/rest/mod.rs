@@ -39,17 +39,24 @@ use serde_json::{Value, json};
 use super::api::{Management, MgmtError};
 use super::events::EventLog;
 use super::http::{HttpError, Request, Response};
+use super::login_limit::LoginLimiter;
 use super::users::UserStore;
 pub use auth::{Caller, Origin};
 pub use list::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 
 const JSON: &str = "application/json";
 
-/// Everything the handlers reach: the node, the users and the event log.
+/// Everything the handlers reach: the node, the users, the event log and the login
+/// limiter.
 pub struct Mgmt {
     pub api: Arc<dyn Management>,
     pub users: Arc<UserStore>,
     pub events: Arc<EventLog>,
+    /// Decides which password checks run (see [`crate::mgmt::login_limit`]).
+    pub limiter: Arc<LoginLimiter>,
+    /// SHA-256 fingerprint of the node's TLS certificate, when it serves HTTPS; shown in
+    /// `GET /api/rest/system` as `tls_certificate_sha256`.
+    pub tls_fingerprint: Option<String>,
 }
 
 /// One request on its way through a handler: who asked, the path parameters and the
@@ -142,6 +149,54 @@ impl Call<'_> {
 
 /// Answers one request. Never panics on input; failures become error envelopes.
 pub fn handle(mgmt: &Mgmt, request: &Request, origin: Origin) -> Response {
+    handle_request(mgmt, request, origin).response
+}
+
+/// A response, and whether the request proved its caller a user (valid credentials or
+/// session cookie, or a login that opened a session): the server then keeps the
+/// connection in the room reserved for authenticated clients.
+pub struct Handled {
+    pub response: Response,
+    pub authenticated: bool,
+    /// The request's basic credentials were checked and right: the connection may skip
+    /// the login limiter when it sends the same `Authorization` again.
+    pub basic_verified: bool,
+}
+
+/// [`handle`], also saying whether the caller authenticated.
+pub fn handle_request(mgmt: &Mgmt, request: &Request, origin: Origin) -> Handled {
+    let mut caller = None;
+    let mut response = route_request(mgmt, request, origin, &mut caller);
+    let mut authenticated = caller.as_ref().is_some_and(|c| c.user_id.is_some());
+    let basic_verified = authenticated
+        && request.authorization.is_some()
+        && caller.as_ref().is_some_and(|c| c.session.is_none());
+    let session_prefix = format!("{}=", crate::mgmt::users::SESSION_COOKIE);
+    authenticated |= response.status < 300
+        && response.headers.iter().any(|(name, value)| {
+            *name == "Set-Cookie"
+                && value.starts_with(&session_prefix)
+                && !value[session_prefix.len()..].starts_with(';')
+        });
+    if response.status == 429 {
+        // A refused login says nothing about the connection's other requests.
+        response
+            .headers
+            .retain(|(name, _)| *name != "WWW-Authenticate");
+    }
+    Handled {
+        response,
+        authenticated,
+        basic_verified,
+    }
+}
+
+fn route_request(
+    mgmt: &Mgmt,
+    request: &Request,
+    origin: Origin,
+    identified: &mut Option<Caller>,
+) -> Response {
     let query = match list::parse_query(request.query()) {
         Ok(query) => query,
         Err(error) => return error_response(&error),
@@ -166,6 +221,7 @@ pub fn handle(mgmt: &Mgmt, request: &Request, origin: Origin) -> Response {
         Ok(caller) => caller,
         Err(refusal) => return refusal,
     };
+    *identified = Some(caller.clone());
     if let Err(error) = auth::check_role(mgmt, &caller, route, request) {
         return error_response(&error);
     }

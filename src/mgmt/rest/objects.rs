@@ -32,8 +32,17 @@ const FEATURES: &[(&str, u32)] = &[
     ("consistency_groups", 1),
 ];
 
+/// The system, with the fingerprint of the TLS certificate the node serves (null when it
+/// serves no HTTPS) so a client can compare it with the one it was shown.
 pub fn get_system(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    call.object(200, &mgmt.api.system())
+    let mut system = to_json(&mgmt.api.system())?;
+    if let Value::Object(fields) = &mut system {
+        fields.insert(
+            "tls_certificate_sha256".to_owned(),
+            mgmt.tls_fingerprint.clone().map_or(Value::Null, Value::String),
+        );
+    }
+    call.object(200, &system)
 }
 
 pub fn get_features(_mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
@@ -49,7 +58,7 @@ pub fn get_metrics(mgmt: &Mgmt, _call: &Call) -> Result<Response, MgmtError> {
         status: 200,
         content_type: METRICS_CONTENT_TYPE,
         headers: Vec::new(),
-        body: mgmt.api.metrics_text().into_bytes(),
+        body: (mgmt.api.metrics_text() + &mgmt.limiter.metrics_text()).into_bytes(),
     })
 }
 

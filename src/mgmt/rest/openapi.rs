@@ -48,6 +48,7 @@ pub const SYSTEM: Schema = object(
         ("pools_count", "integer"),
         ("volumes_count", "integer"),
         ("started_at", "integer"),
+        ("tls_certificate_sha256", "string?"),
     ],
 );
 

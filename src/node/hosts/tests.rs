@@ -49,6 +49,10 @@ impl Rig {
             api: api.clone(),
             users: Arc::new(users),
             events,
+            limiter: Arc::new(crate::mgmt::login_limit::LoginLimiter::new(
+                crate::mgmt::login_limit::DEFAULT_LOCKOUT,
+            )),
+            tls_fingerprint: None,
         };
         Rig {
             _dir: dir,
