@@ -27,10 +27,14 @@ struct Cli {
     /// The management socket (default: DATA/troika.sock).
     #[arg(long, global = true)]
     socket: Option<PathBuf>,
-    /// The node's REST API over TCP, e.g. http://127.0.0.1:8080 (default: env TROIKA_URL,
-    /// else the unix socket).
-    #[arg(long, global = true, value_name = "http://HOST:PORT")]
+    /// The node's REST API over TCP, e.g. https://127.0.0.1:8080 (default: env TROIKA_URL,
+    /// else the unix socket). http:// only for a node started with --mgmt-tls off.
+    #[arg(long, global = true, value_name = "https://HOST:PORT")]
     url: Option<String>,
+    /// The PEM certificate (or CA) that verifies an https:// --url (default: env TROIKA_CA,
+    /// else DATA/tls/server-cert.pem, the node's own certificate).
+    #[arg(long, global = true, value_name = "FILE")]
+    ca: Option<PathBuf>,
     /// The user for --url (default: env TROIKA_USER); the password comes from env
     /// TROIKA_PASSWORD or is asked on the terminal.
     #[arg(long, global = true)]
@@ -233,6 +237,10 @@ fn main() -> ExitCode {
                 socket: cli.socket.unwrap_or_else(|| cli.data.join("troika.sock")),
                 url,
                 user: cli.user.or_else(|| non_empty_env("TROIKA_USER")),
+                ca: cli
+                    .ca
+                    .or_else(|| non_empty_env("TROIKA_CA").map(PathBuf::from))
+                    .unwrap_or_else(|| cli.data.join("tls/server-cert.pem")),
             };
             let code = mgmt::run(command, &target, cli.json);
             ExitCode::from(u8::try_from(code).unwrap_or(1))

@@ -23,7 +23,7 @@ echo "schemathesis: $("$VENV/bin/schemathesis" --version)"
 
 PORT="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 DATA="$WORK/data"
-start_troika "$DATA" "$WORK/serve.log" --hw "$REPO/hw/api.toml" --mgmt-listen "127.0.0.1:$PORT"
+start_troika "$DATA" "$WORK/serve.log" --hw "$REPO/hw/api.toml" --mgmt-listen "127.0.0.1:$PORT" --mgmt-tls off
 BASE="http://127.0.0.1:$PORT"
 for ((i = 0; i < 100; i++)); do
     curl -s --max-time 2 -o /dev/null "$BASE/api/rest/_features" && break

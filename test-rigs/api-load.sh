@@ -27,7 +27,7 @@ DATA="$WORK/troika"
 (cd "$REPO" && cargo build --release --quiet --example api_load)
 LOAD="$REPO/target/release/examples/api_load"
 
-start_troika "$DATA" "$WORK/troika.log" --hw "$REPO/hw/api.toml" --mgmt-listen "127.0.0.1:$PORT"
+start_troika "$DATA" "$WORK/troika.log" --hw "$REPO/hw/api.toml" --mgmt-listen "127.0.0.1:$PORT" --mgmt-tls off
 PASSWORD="$(cat "$DATA/admin-password")"
 "$TROIKA" --data "$DATA" pool create P --size 100G --virtual-size 100T >/dev/null
 

@@ -30,8 +30,10 @@ fn infinisdk_python() -> Option<PathBuf> {
     venv.exists().then_some(venv)
 }
 
-/// Runs `tests/infinisdk/<script>` against a fresh node with the REST API on TCP; the
-/// script must exit 0 and report no failed step.
+/// Runs `tests/infinisdk/<script>` against a fresh node with the REST API on TCP over
+/// HTTPS (infinisdk's `use_ssl=True`; python requests verifies the node's self-signed
+/// certificate through `REQUESTS_CA_BUNDLE`); the script must exit 0 and report no failed
+/// step.
 fn run_scenario(script: &str) {
     let Some(python) = infinisdk_python() else {
         assert!(
@@ -42,7 +44,7 @@ fn run_scenario(script: &str) {
         return;
     };
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw/api.toml");
-    let mut node = TestNode::start_with_api(model);
+    let mut node = TestNode::start_with_https_api(model, &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/infinisdk")
         .join(script);
@@ -54,6 +56,9 @@ fn run_scenario(script: &str) {
             node.api_port.expect("api port").to_string(),
         )
         .env("TROIKA_ADMIN_PASSWORD", node.admin_password())
+        .env("TROIKA_USE_SSL", "1")
+        .env("REQUESTS_CA_BUNDLE", node.tls_cert_path())
+        .env_remove("CURL_CA_BUNDLE")
         .env_remove("TROIKA_INFINISDK_BULK")
         .output()
         .expect("run the infinisdk scenario");

@@ -1,5 +1,9 @@
 //! A blocking HTTP/1.1 client for the management API, on the node's unix socket or on its
-//! TCP listener (`http://HOST:PORT`, with HTTP basic credentials).
+//! TCP listener (`https://HOST:PORT`, or `http://` for a node started with
+//! `--mgmt-tls off`, with HTTP basic credentials). Over HTTPS the node's certificate is
+//! verified against the CA file the client was given ([`Client::with_ca_file`]): the
+//! node's own `DATA/tls/server-cert.pem`, or the CA that signed an installed certificate;
+//! the host name or address in the URL must be one of the certificate's names.
 //!
 //! One client keeps one keep-alive connection: it is opened on the first request and reused
 //! by the next ones. A request on a reused connection that gets no byte of an answer (the
@@ -13,7 +17,8 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
@@ -28,36 +33,34 @@ const IO_TIMEOUT: Duration = Duration::from_secs(60);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The port of an `http://` URL that names none.
 const HTTP_DEFAULT_PORT: u16 = 80;
+/// The port of an `https://` URL that names none.
+const HTTPS_DEFAULT_PORT: u16 = 443;
 
 /// Where the node's management API is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// The node's unix socket: the caller acts as the local ADMIN, without credentials.
     Unix(PathBuf),
-    /// The node's TCP listener.
-    Tcp { host: String, port: u16 },
+    /// The node's TCP listener; `tls` for `https://`.
+    Tcp { host: String, port: u16, tls: bool },
 }
 
 impl Endpoint {
-    /// Parses `http://HOST[:PORT][/]`; HOST may be a name, an IPv4 address or a bracketed
-    /// IPv6 address.
+    /// Parses `https://HOST[:PORT][/]` or `http://...`; HOST may be a name, an IPv4
+    /// address or a bracketed IPv6 address.
     pub fn parse_url(url: &str) -> Result<Endpoint, String> {
-        if url
-            .get(..8)
-            .is_some_and(|s| s.eq_ignore_ascii_case("https://"))
-        {
+        let scheme_is = |scheme: &str| {
+            url.get(..scheme.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(scheme))
+        };
+        let (rest, tls) = if scheme_is("https://") {
+            (&url[8..], true)
+        } else if scheme_is("http://") {
+            (&url[7..], false)
+        } else {
             return Err(format!(
-                "{url:?}: https is not supported; the troika management API speaks plain \
-                 HTTP only, so use http://HOST:PORT (on a trusted network or through a tunnel)"
-            ));
-        }
-        let Some(rest) = url
-            .get(..7)
-            .filter(|scheme| scheme.eq_ignore_ascii_case("http://"))
-            .map(|_| &url[7..])
-        else {
-            return Err(format!(
-                "{url:?} is not a URL like http://127.0.0.1:8080 (only http:// is supported)"
+                "{url:?} is not a URL like https://127.0.0.1:8080 (https://, or http:// for a \
+                 node started with --mgmt-tls off)"
             ));
         };
         let authority = rest.strip_suffix('/').unwrap_or(rest);
@@ -82,6 +85,7 @@ impl Endpoint {
             return Err(format!("{url:?} names no host"));
         }
         let port = match port {
+            None if tls => HTTPS_DEFAULT_PORT,
             None => HTTP_DEFAULT_PORT,
             Some(text) => text
                 .parse::<u16>()
@@ -92,6 +96,7 @@ impl Endpoint {
         Ok(Endpoint::Tcp {
             host: host.to_owned(),
             port,
+            tls,
         })
     }
 
@@ -110,10 +115,14 @@ impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Endpoint::Unix(socket) => write!(f, "{}", socket.display()),
-            Endpoint::Tcp { host, port } if host.contains(':') => {
-                write!(f, "http://[{host}]:{port}")
+            Endpoint::Tcp { host, port, tls } => {
+                let scheme = if *tls { "https" } else { "http" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}")
+                }
             }
-            Endpoint::Tcp { host, port } => write!(f, "http://{host}:{port}"),
         }
     }
 }
@@ -137,6 +146,7 @@ pub enum ClientError {
 enum Connection {
     Unix(UnixStream),
     Tcp(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
 }
 
 impl Connection {
@@ -144,6 +154,7 @@ impl Connection {
         match self {
             Connection::Unix(stream) => stream,
             Connection::Tcp(stream) => stream,
+            Connection::Tls(stream) => stream.as_mut(),
         }
     }
 }
@@ -158,6 +169,8 @@ pub struct Client {
     authorization: Option<String>,
     /// The keep-alive connection, when one is open.
     connection: Mutex<Option<Connection>>,
+    /// How to verify the node over HTTPS; `None` until [`Client::with_ca_file`].
+    tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Clone for Client {
@@ -167,6 +180,7 @@ impl Clone for Client {
             endpoint: self.endpoint.clone(),
             authorization: self.authorization.clone(),
             connection: Mutex::new(None),
+            tls: self.tls.clone(),
         }
     }
 }
@@ -197,7 +211,14 @@ impl Client {
             endpoint,
             authorization,
             connection: Mutex::new(None),
+            tls: None,
         }
+    }
+
+    /// Verifies an HTTPS node against the certificates in the PEM file `ca_file`.
+    pub fn with_ca_file(mut self, ca_file: &Path) -> anyhow::Result<Client> {
+        self.tls = Some(super::tls::client_config(ca_file)?);
+        Ok(self)
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -291,7 +312,7 @@ impl Client {
             Endpoint::Unix(socket) => {
                 Connection::Unix(UnixStream::connect(socket).map_err(unreachable)?)
             }
-            Endpoint::Tcp { host, port } => {
+            Endpoint::Tcp { host, port, tls } => {
                 let mut last_error = io::Error::new(
                     io::ErrorKind::NotFound,
                     format!("{host:?} resolves to no address"),
@@ -312,7 +333,11 @@ impl Client {
                 let stream = opened.ok_or_else(|| unreachable(last_error))?;
                 // Requests are small and answered one at a time: send them at once.
                 stream.set_nodelay(true).map_err(unreachable)?;
-                Connection::Tcp(stream)
+                if *tls {
+                    Connection::Tls(Box::new(self.start_tls(host, stream)?))
+                } else {
+                    Connection::Tcp(stream)
+                }
             }
         };
         let configured = match &connection {
@@ -322,12 +347,38 @@ impl Client {
             Connection::Tcp(stream) => stream
                 .set_read_timeout(Some(IO_TIMEOUT))
                 .and_then(|()| stream.set_write_timeout(Some(IO_TIMEOUT))),
+            Connection::Tls(stream) => stream
+                .sock
+                .set_read_timeout(Some(IO_TIMEOUT))
+                .and_then(|()| stream.sock.set_write_timeout(Some(IO_TIMEOUT))),
         };
         configured.map_err(|source| ClientError::Io {
             node: self.node(),
             source,
         })?;
         Ok(connection)
+    }
+
+    /// The TLS session on `stream`; the handshake happens with the first request.
+    fn start_tls(
+        &self,
+        host: &str,
+        stream: TcpStream,
+    ) -> Result<rustls::StreamOwned<rustls::ClientConnection, TcpStream>, ClientError> {
+        let failed = |reason: String| ClientError::Unreachable {
+            node: self.node(),
+            hint: "give the node's certificate with --ca FILE (its DATA/tls/server-cert.pem)",
+            source: io::Error::other(reason),
+        };
+        let config = self
+            .tls
+            .clone()
+            .ok_or_else(|| failed("no CA file to verify the node's certificate with".into()))?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+            .map_err(|error| failed(format!("{host:?} is not a TLS server name: {error}")))?;
+        let connection = rustls::ClientConnection::new(config, name)
+            .map_err(|error| failed(format!("cannot start TLS: {error}")))?;
+        Ok(rustls::StreamOwned::new(connection, stream))
     }
 
     fn read_response(&self, stream: &mut dyn ReadWrite) -> Result<Answer, Exchange> {
@@ -482,6 +533,7 @@ mod tests {
         let tcp = |host: &str, port| Endpoint::Tcp {
             host: host.into(),
             port,
+            tls: false,
         };
         assert_eq!(
             Endpoint::parse_url("http://127.0.0.1:8080"),
@@ -496,8 +548,16 @@ mod tests {
             Ok(tcp("::1", 9000))
         );
         assert_eq!(tcp("::1", 9000).to_string(), "http://[::1]:9000");
-        let https = Endpoint::parse_url("https://h:1").unwrap_err();
-        assert!(https.contains("https is not supported"), "{https}");
+        let https = Endpoint::parse_url("https://h").unwrap();
+        assert_eq!(
+            https,
+            Endpoint::Tcp {
+                host: "h".into(),
+                port: 443,
+                tls: true
+            }
+        );
+        assert_eq!(https.to_string(), "https://h:443");
         for bad in [
             "h:1",
             "http://",

@@ -120,7 +120,7 @@ impl TestServer {
             let listener = TcpListener::bind("127.0.0.1:0").unwrap();
             let address = listener.local_addr().unwrap();
             handles.push(spawn_server(
-                MgmtListener::Tcp(listener),
+                MgmtListener::Tcp(listener, None),
                 fixture.mgmt.clone(),
                 shutdown.clone(),
             ));

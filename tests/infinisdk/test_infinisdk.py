@@ -5,7 +5,9 @@ Standalone: plain Python with asserts, no pytest. Exit code 0 when every step pa
 
 Configuration (environment):
   TROIKA_URL_HOST        host of the REST API (default 127.0.0.1)
-  TROIKA_URL_PORT        TCP port of the REST API (plain http; required)
+  TROIKA_URL_PORT        TCP port of the REST API (required)
+  TROIKA_USE_SSL         1: https (verify with REQUESTS_CA_BUNDLE, e.g. DATA/tls/server-cert.pem);
+                         otherwise plain http (a node started with --mgmt-tls off)
   TROIKA_ADMIN_PASSWORD  password of the built-in user "admin" (required)
   TROIKA_INFINISDK_BULK  optional: if set to N > 0, also time creating and deleting N volumes
   TROIKA_FORBIDDEN_CODE  optional: the error code expected with a 403 for a missing
@@ -27,6 +29,7 @@ from infinisdk.core.exceptions import APICommandFailed
 
 HOST = os.environ.get("TROIKA_URL_HOST", "127.0.0.1")
 PORT = os.environ.get("TROIKA_URL_PORT")
+USE_SSL = os.environ.get("TROIKA_USE_SSL") == "1"
 ADMIN_PASSWORD = os.environ.get("TROIKA_ADMIN_PASSWORD")
 BULK = int(os.environ.get("TROIKA_INFINISDK_BULK", "0") or "0")
 FORBIDDEN_CODE = os.environ.get("TROIKA_FORBIDDEN_CODE", "PERMISSION_DENIED")
@@ -51,8 +54,9 @@ def step(name):
 
 
 def connect(user, password):
-    # use_ssl=False (the default) means http://HOST:PORT/api/rest
-    system = InfiniBox((HOST, int(PORT)), auth=(user, password), use_ssl=False)
+    # use_ssl=True means https://HOST:PORT/api/rest, verified by requests against
+    # REQUESTS_CA_BUNDLE (the node's certificate); verification is never turned off.
+    system = InfiniBox((HOST, int(PORT)), auth=(user, password), use_ssl=USE_SSL)
     system.login()
     return system
 
@@ -94,7 +98,7 @@ def main():
             system.get_name(), version, system.get_serial()))
 
         step("wrong password is refused")
-        bad = InfiniBox((HOST, int(PORT)), auth=("admin", ADMIN_PASSWORD + "-wrong"))
+        bad = InfiniBox((HOST, int(PORT)), auth=("admin", ADMIN_PASSWORD + "-wrong"), use_ssl=USE_SSL)
         try:
             bad.login()
         except APICommandFailed as error:

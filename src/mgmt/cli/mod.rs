@@ -2,8 +2,10 @@
 //! tables (or the API's `result` JSON with `--json`).
 //!
 //! The API is reached on the node's unix socket (the caller acts as the local ADMIN) or, with
-//! `--url http://HOST:PORT`, on its TCP listener with HTTP basic credentials (`--user`, the
-//! password from `TROIKA_PASSWORD` or a prompt with echo off).
+//! `--url https://HOST:PORT`, on its TCP listener with HTTP basic credentials (`--user`, the
+//! password from `TROIKA_PASSWORD` or a prompt with echo off). Over HTTPS the node's
+//! certificate is verified against `--ca FILE` (env `TROIKA_CA`; default
+//! `DATA/tls/server-cert.pem`, the node's own certificate when the CLI runs beside it).
 //!
 //! Objects are named by NAME on the command line; each name is resolved to an id with a
 //! filtered list (`?name=eq:NAME`, with `type=eq:SNAPSHOT` where only a snapshot or group
@@ -603,10 +605,12 @@ fn interval_arg(text: &str) -> Result<f64, String> {
 pub struct Target {
     /// Used when there is no `url`.
     pub socket: std::path::PathBuf,
-    /// `http://HOST:PORT`.
+    /// `https://HOST:PORT` (or `http://` for a node started with `--mgmt-tls off`).
     pub url: Option<String>,
     /// The user for `url`.
     pub user: Option<String>,
+    /// The PEM file that verifies an `https://` node's certificate.
+    pub ca: std::path::PathBuf,
 }
 
 /// Runs one command against the node, printing to stdout and stderr; returns the process
@@ -701,7 +705,16 @@ fn connect(target: &Target) -> Result<Client, CliError> {
             )));
         }
     };
-    Ok(Client::with_endpoint(endpoint, Some((user, &password))))
+    let client = Client::with_endpoint(endpoint.clone(), Some((user, &password)));
+    match endpoint {
+        Endpoint::Tcp { tls: true, .. } => client.with_ca_file(&target.ca).map_err(|error| {
+            CliError::Usage(format!(
+                "{error:#}; --url {url} is HTTPS: give the node's certificate (or its CA) with \
+                 --ca FILE or TROIKA_CA"
+            ))
+        }),
+        _ => Ok(client),
+    }
 }
 
 /// Why a command failed.
