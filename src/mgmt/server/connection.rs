@@ -135,6 +135,7 @@ pub fn serve_connection(
     };
     match accepted {
         Accepted::Unix(mut stream) => {
+            slot.spoke();
             if configure_unix(&stream).is_ok() {
                 serve_requests(&mut stream, &context);
             }
@@ -144,7 +145,9 @@ pub fn serve_connection(
             tls: None,
             ..
         } => {
-            if configure_tcp(&stream).is_ok() {
+            if configure_tcp(&stream).is_ok()
+                && !matches!(first_byte(&stream, &context), FirstByte::Nothing)
+            {
                 serve_requests(&mut stream, &context);
             }
         }
@@ -160,7 +163,7 @@ pub fn serve_connection(
     }
 }
 
-/// What the first byte on a TLS port says.
+/// What the first byte of a TCP connection says (it is left unread).
 enum FirstByte {
     Tls,
     PlainHttp,
@@ -173,8 +176,14 @@ fn first_byte(stream: &TcpStream, context: &Context) -> FirstByte {
     while started.elapsed() < FIRST_REQUEST_TIMEOUT && !context.stop() {
         match stream.peek(&mut byte) {
             Ok(0) => return FirstByte::Nothing,
-            Ok(_) if byte[0] == TLS_HANDSHAKE_RECORD => return FirstByte::Tls,
-            Ok(_) => return FirstByte::PlainHttp,
+            Ok(_) => {
+                context.slot.spoke();
+                return if byte[0] == TLS_HANDSHAKE_RECORD {
+                    FirstByte::Tls
+                } else {
+                    FirstByte::PlainHttp
+                };
+            }
             Err(error)
                 if matches!(
                     error.kind(),

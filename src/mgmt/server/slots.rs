@@ -12,12 +12,19 @@
 //!   have not finished closing (so threads are bounded too).
 //!
 //! A new connection over a limit does not wait and is not refused while an older
-//! connection of its class (and address, for the per-address limit) is idle: the one idle
-//! the longest is closed to make room (`shutdown(2)` on its socket, which wakes its thread
-//! at once). "Idle" is any connection not in the middle of answering a request; a client
-//! that trickles a request head in (slowloris) counts as idle since its last answer, so it
-//! is the first to go. Only when every connection of the class is busy answering is the
-//! new one refused.
+//! connection of its class (and address, for the per-address limit) is idle: one idle
+//! connection is closed to make room (`shutdown(2)` on its socket, which wakes its thread
+//! at once). "Idle" is any connection not in the middle of answering a request. Silent
+//! connections (not one byte received yet) go first, the longest-silent first, so a flood
+//! of connections that are opened and left (and reopened when closed) only pushes out its
+//! own; then the connection idle the longest, where a client that trickles a request head
+//! in (slowloris) counts as idle since its last answer. Only when every connection of the
+//! class is busy answering is the new one refused.
+//!
+//! What this does not cover: an attacker on the *same* address as a user that also sends
+//! bytes on each of its connections competes with the user's new connections by age. The
+//! per-address limit is what separates attackers from users on other addresses, and a
+//! user's authenticated keep-alive connection is never pushed out by unauthenticated ones.
 
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
@@ -57,6 +64,8 @@ struct Slot {
     peer: Option<IpAddr>,
     authenticated: bool,
     busy: bool,
+    /// The client has sent at least one byte.
+    spoke: bool,
     /// When the connection last finished an answer (or was accepted).
     idle_since: Instant,
     /// Told to close; no longer counted in its class.
@@ -87,7 +96,7 @@ impl Table {
             .iter_mut()
             .filter(|slot| !slot.closing && !slot.busy && slot.authenticated == authenticated)
             .filter(|slot| peer.is_none_or(|peer| slot.peer == peer))
-            .min_by_key(|slot| slot.idle_since);
+            .min_by_key(|slot| (slot.spoke, slot.idle_since));
         match oldest {
             Some(slot) => {
                 slot.closing = true;
@@ -141,6 +150,7 @@ impl Slots {
             peer,
             authenticated,
             busy: false,
+            spoke: false,
             idle_since: Instant::now(),
             closing: false,
             closer,
@@ -180,6 +190,12 @@ impl SlotGuard {
                 slot.idle_since = Instant::now();
             }
         });
+    }
+
+    /// The client sent its first byte: the connection is no longer among the silent ones
+    /// that are closed first.
+    pub fn spoke(&self) {
+        self.slots.with_slot(self.id, |slot| slot.spoke = true);
     }
 
     /// The connection proved a user: move it to the reserved room if there is (or can be
@@ -240,17 +256,23 @@ mod tests {
             .unwrap();
         first.promote();
         kept.push((client, server, first));
-        for _ in 0..MAX_PER_ADDRESS + 5 {
+        for index in 0..MAX_PER_ADDRESS + 5 {
             let (client, server) = pair(&listener);
             let guard = slots
                 .admit(local, false, Closer::Tcp(server.try_clone().unwrap()))
                 .expect("an idle connection makes room");
+            if index == 1 {
+                guard.spoke();
+            }
             kept.push((client, server, guard));
         }
         assert_eq!(slots.counts(), (MAX_PER_ADDRESS, 1));
-        // The promoted one was not closed; the second-oldest (first unauthenticated) was.
+        // The promoted one was not closed, nor the one that spoke; the oldest silent
+        // unauthenticated ones were.
         assert!(!kept[0].2.closing());
         assert!(kept[1].2.closing());
+        assert!(!kept[2].2.closing());
+        assert!(kept[3].2.closing());
         // A closed connection's peer sees the end of the stream.
         let mut buf = [0u8; 1];
         use std::io::Read;
