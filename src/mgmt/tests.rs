@@ -35,7 +35,8 @@ use super::events::EventLog;
 use super::http::{self, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use super::rest::Mgmt;
 use super::rest::openapi::{POOL, VOLUME, field_names};
-use super::server::{MAX_CONNECTIONS, MgmtListener, spawn_server};
+use super::server::slots::MAX_AUTHENTICATED;
+use super::server::{MgmtListener, spawn_server};
 use super::users::{DEFAULT_ADMIN_NAME, UserStore};
 use memory::{GIB, Memory, SYSTEM_CAPACITY};
 

@@ -171,11 +171,13 @@ fn a_panicking_call_costs_one_request() {
     server.assert_alive();
 }
 
+/// Past the limit a newcomer is served and the connection idle the longest is closed
+/// (when every connection is busy, the newcomer gets 503: see the slots' unit tests).
 #[test]
-fn connections_past_the_limit_get_503() {
+fn connections_past_the_limit_push_out_the_longest_idle() {
     let server = TestServer::start();
     let mut open = Vec::new();
-    for _ in 0..MAX_CONNECTIONS {
+    for _ in 0..MAX_AUTHENTICATED {
         let mut stream = server.connect();
         stream
             .write_all(b"GET /api/rest/system HTTP/1.1\r\n\r\n")
@@ -184,8 +186,13 @@ fn connections_past_the_limit_get_503() {
         open.push(stream);
     }
     let response = only_response(&server.raw(b"GET /api/rest/system HTTP/1.1\r\n\r\n"));
-    assert_eq!(response.status, 503);
-    assert_error(&response.json(), "SERVICE_UNAVAILABLE");
+    assert_eq!(response.status, 200);
+    // The oldest was closed without a word; the newest is still open.
+    assert!(read_to_close(&mut open[0]).is_empty());
+    open[MAX_AUTHENTICATED - 1]
+        .write_all(b"GET /api/rest/system HTTP/1.1\r\n\r\n")
+        .unwrap();
+    assert_eq!(read_one_response(&mut open[MAX_AUTHENTICATED - 1]).status, 200);
 
     drop(open);
     // Closed connections free their slots once their threads notice.
