@@ -255,6 +255,9 @@ fn serve_requests<S: Read + Write>(stream: &mut S, context: &Context) {
                 if handled.authenticated {
                     context.slot.promote();
                 }
+                context
+                    .slot
+                    .set_refused(matches!(handled.response.status, 401 | 429));
                 if handled.basic_verified {
                     proven_authorization.clone_from(&request.authorization);
                 }

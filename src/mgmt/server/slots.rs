@@ -15,11 +15,16 @@
 //! connection of its class (and address, for the per-address limit) is idle: one idle
 //! connection is closed to make room (`shutdown(2)` on its socket, which wakes its thread
 //! at once). "Idle" is any connection not in the middle of answering a request. Silent
-//! connections (not one byte received yet) go first, the longest-silent first, so a flood
+//! connections (not one byte received [`SILENT_GRACE`] after being accepted) go first,
+//! the longest-silent first, so a flood
 //! of connections that are opened and left (and reopened when closed) only pushes out its
-//! own; then the connection idle the longest, where a client that trickles a request head
-//! in (slowloris) counts as idle since its last answer. Only when every connection of the
-//! class is busy answering is the new one refused.
+//! own; then connections whose last answer refused their credentials (401 or 429), so
+//! password guessers push out each other rather than a user's new connection; then the
+//! connection idle the longest, where a client that trickles a request head in
+//! (slowloris) counts as idle since its last answer. Only when every connection of the
+//! class is busy answering is the new one refused; connections still within their grace
+//! go last; a connection whose credentials were
+//! refused is closed even while it is answering, since guessers keep theirs busy.
 //!
 //! What this does not cover: an attacker on the *same* address as a user that also sends
 //! bytes on each of its connections competes with the user's new connections by age. The
@@ -29,7 +34,7 @@
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
@@ -39,6 +44,8 @@ pub const MAX_UNAUTHENTICATED: usize = 64;
 pub const MAX_PER_ADDRESS: usize = 32;
 /// Room reserved for connections that authenticated.
 pub const MAX_AUTHENTICATED: usize = 64;
+/// A new connection that has not spoken yet is not taken for an idle one before this.
+pub const SILENT_GRACE: Duration = Duration::from_millis(500);
 /// Connections told to close may still be finishing; this much room is kept for them.
 const CLOSING_HEADROOM: usize = 32;
 /// Most connections (and connection threads) at once.
@@ -66,11 +73,25 @@ struct Slot {
     busy: bool,
     /// The client has sent at least one byte.
     spoke: bool,
+    /// The last answer refused the client's credentials.
+    refused: bool,
     /// When the connection last finished an answer (or was accepted).
     idle_since: Instant,
     /// Told to close; no longer counted in its class.
     closing: bool,
     closer: Closer,
+}
+
+impl Slot {
+    /// The order in which connections give way (lowest first), see the module doc.
+    fn give_way_rank(&self) -> u8 {
+        match (self.spoke, self.refused) {
+            (false, _) if self.idle_since.elapsed() >= SILENT_GRACE => 0,
+            (true, true) => 1,
+            (true, false) => 2,
+            (false, _) => 3,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -94,9 +115,11 @@ impl Table {
         let oldest = self
             .slots
             .iter_mut()
-            .filter(|slot| !slot.closing && !slot.busy && slot.authenticated == authenticated)
+            .filter(|slot| !slot.closing && slot.authenticated == authenticated)
+            // A connection whose credentials were refused may go even mid-request.
+            .filter(|slot| !slot.busy || slot.refused)
             .filter(|slot| peer.is_none_or(|peer| slot.peer == peer))
-            .min_by_key(|slot| (slot.spoke, slot.idle_since));
+            .min_by_key(|slot| (slot.give_way_rank(), slot.idle_since));
         match oldest {
             Some(slot) => {
                 slot.closing = true;
@@ -151,6 +174,7 @@ impl Slots {
             authenticated,
             busy: false,
             spoke: false,
+            refused: false,
             idle_since: Instant::now(),
             closing: false,
             closer,
@@ -190,6 +214,12 @@ impl SlotGuard {
                 slot.idle_since = Instant::now();
             }
         });
+    }
+
+    /// Whether the last answer refused the client's credentials (401 or 429): such
+    /// connections give way before others that spoke.
+    pub fn set_refused(&self, refused: bool) {
+        self.slots.with_slot(self.id, |slot| slot.refused = refused);
     }
 
     /// The client sent its first byte: the connection is no longer among the silent ones
@@ -257,6 +287,10 @@ mod tests {
         first.promote();
         kept.push((client, server, first));
         for index in 0..MAX_PER_ADDRESS + 5 {
+            if index == MAX_PER_ADDRESS {
+                // Past their grace, the silent ones are the first to go.
+                std::thread::sleep(SILENT_GRACE);
+            }
             let (client, server) = pair(&listener);
             let guard = slots
                 .admit(local, false, Closer::Tcp(server.try_clone().unwrap()))
