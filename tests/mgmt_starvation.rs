@@ -111,7 +111,10 @@ fn idle_and_slowloris_floods_do_not_keep_an_authenticated_client_out() {
     let slow_for = slow.join().unwrap();
     stop.store(true, Ordering::Relaxed);
     let opened = flood.join().unwrap();
-    assert!(opened > 200, "the server closed no idle connection ({opened} opened)");
+    assert!(
+        opened > 200,
+        "the server closed no idle connection ({opened} opened)"
+    );
     // The head must arrive within 5 s of its first byte; the handshake came first.
     assert!(
         slow_for < Duration::from_secs(12),
@@ -162,7 +165,10 @@ fn parallel_password_guessing_is_limited_and_the_lockout_ends() {
         evaluated <= allowed,
         "{evaluated} guesses were checked in {attack:?}; the policy allows {allowed}"
     );
-    assert!(evaluated >= u64::from(NAME_FAILURES), "the attack was not evaluated at all");
+    assert!(
+        evaluated >= u64::from(NAME_FAILURES),
+        "the attack was not evaluated at all"
+    );
     assert_eq!(unauthorized.load(Ordering::Relaxed), evaluated);
     assert!(limited.load(Ordering::Relaxed) > 0);
     let (status, events) =
@@ -247,7 +253,8 @@ fn login_throughput_under_a_guessing_attack() {
     let attacked = rate(&legit);
     let guesses_before = guesses.load(Ordering::Relaxed);
     let fresh_attacked = fresh(());
-    let guess_rate = (guesses.load(Ordering::Relaxed) - guesses_before) as f64 / window.as_secs_f64();
+    let guess_rate =
+        (guesses.load(Ordering::Relaxed) - guesses_before) as f64 / window.as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     for guesser in guessers {
         guesser.join().unwrap();

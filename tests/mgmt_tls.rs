@@ -57,11 +57,17 @@ fn the_api_is_served_over_verified_https_with_the_printed_fingerprint() {
     let other = tempfile::tempdir().unwrap();
     troika::node::certs::NodeCertificate::load_or_create(other.path()).unwrap();
     let url = format!("https://127.0.0.1:{}", node.api_port.unwrap());
-    let stranger = Client::with_endpoint(Endpoint::parse_url(&url).unwrap(), Some(("admin", &password)))
-        .with_ca_file(&other.path().join("tls/server-cert.pem"))
-        .unwrap();
+    let stranger = Client::with_endpoint(
+        Endpoint::parse_url(&url).unwrap(),
+        Some(("admin", &password)),
+    )
+    .with_ca_file(&other.path().join("tls/server-cert.pem"))
+    .unwrap();
     let refused = stranger.request("GET", "/api/rest/system", None);
-    assert!(refused.is_err(), "an unknown certificate was trusted: {refused:?}");
+    assert!(
+        refused.is_err(),
+        "an unknown certificate was trusted: {refused:?}"
+    );
 }
 
 #[test]

@@ -122,7 +122,9 @@ impl<K: Hash + Eq + Clone> Tallies<K> {
                 self.map.remove(&stalest);
             }
         }
-        self.map.entry(key.clone()).or_insert_with(|| Tally::new(now))
+        self.map
+            .entry(key.clone())
+            .or_insert_with(|| Tally::new(now))
     }
 
     /// Turns one pending attempt into a failure; true if that started a lockout.
@@ -239,7 +241,10 @@ impl LoginLimiter {
             }),
             (_, Some(wait)) | (Some(wait), None) => Some(Refusal {
                 retry_after: wait,
-                what: format!("address {}", address.map_or(String::new(), |a| a.to_string())),
+                what: format!(
+                    "address {}",
+                    address.map_or(String::new(), |a| a.to_string())
+                ),
             }),
             (None, None) => None,
         };
@@ -358,7 +363,11 @@ mod tests {
             let attempt = limiter.admit_at("admin", None, start).unwrap();
             let _ = limiter.failed_at(attempt, start);
         }
-        assert!(limiter.admit_at("admin", None, start + LOCKOUT / 2).is_err());
+        assert!(
+            limiter
+                .admit_at("admin", None, start + LOCKOUT / 2)
+                .is_err()
+        );
         let later = start + LOCKOUT;
         let attempt = limiter.admit_at("admin", None, later).unwrap();
         limiter.succeeded(attempt);

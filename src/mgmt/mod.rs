@@ -26,9 +26,9 @@ pub mod login_limit;
 pub mod rest;
 pub mod server;
 pub mod snapshot_api;
-pub mod tls;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 pub mod top;
 pub mod users;
 

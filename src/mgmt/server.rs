@@ -175,4 +175,3 @@ fn wait_for_connection(listener: &MgmtListener, timeout: Duration) {
         libc::poll(&mut ready, 1, timeout_ms);
     }
 }
-

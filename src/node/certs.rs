@@ -141,7 +141,11 @@ fn create_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> anyhow::
     // An existing directory keeps its mode from DirBuilder; make sure it is private.
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
-    let mut names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     let host = host_name();
     names.extend(host.clone());
     let mut params = rcgen::CertificateParams::new(names)

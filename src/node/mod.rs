@@ -83,13 +83,14 @@ fn mgmt_tls_config(data_dir: &Path) -> anyhow::Result<(Arc<rustls::ServerConfig>
         certificate.fingerprint
     );
     let fingerprint = certificate.fingerprint.clone();
-    let config = mgmt::tls::server_config(certificate.chain, certificate.key).with_context(|| {
-        format!(
-            "cannot use the TLS certificate {} with its key {}; install a matching pair",
-            certificate.cert_path.display(),
-            certificate.key_path.display()
-        )
-    })?;
+    let config =
+        mgmt::tls::server_config(certificate.chain, certificate.key).with_context(|| {
+            format!(
+                "cannot use the TLS certificate {} with its key {}; install a matching pair",
+                certificate.cert_path.display(),
+                certificate.key_path.display()
+            )
+        })?;
     Ok((config, fingerprint))
 }
 

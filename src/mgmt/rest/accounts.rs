@@ -28,14 +28,13 @@ pub fn login(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let Login {
         username, password, ..
     } = call.body()?;
-    let (user, token) =
-        match check_password(mgmt, call.request, &username, || {
-            mgmt.users.login(&username, &password)
-        }) {
-            Ok(found) => found,
-            Err(PasswordRefusal::Failed(error)) => return Err(error),
-            Err(PasswordRefusal::Limited(response)) => return Ok(response),
-        };
+    let (user, token) = match check_password(mgmt, call.request, &username, || {
+        mgmt.users.login(&username, &password)
+    }) {
+        Ok(found) => found,
+        Err(PasswordRefusal::Failed(error)) => return Err(error),
+        Err(PasswordRefusal::Limited(response)) => return Ok(response),
+    };
     mgmt.events.raise(
         "USER_LOGIN_SUCCESS",
         format!("user {:?} logged in", user.name),

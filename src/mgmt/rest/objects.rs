@@ -39,7 +39,9 @@ pub fn get_system(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     if let Value::Object(fields) = &mut system {
         fields.insert(
             "tls_certificate_sha256".to_owned(),
-            mgmt.tls_fingerprint.clone().map_or(Value::Null, Value::String),
+            mgmt.tls_fingerprint
+                .clone()
+                .map_or(Value::Null, Value::String),
         );
     }
     call.object(200, &system)

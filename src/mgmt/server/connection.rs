@@ -187,7 +187,9 @@ fn first_byte(stream: &TcpStream, context: &Context) -> FirstByte {
             Err(error)
                 if matches!(
                     error.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(_) => return FirstByte::Nothing,
         }
@@ -279,12 +281,14 @@ fn serve_requests<S: Read + Write>(stream: &mut S, context: &Context) {
 }
 
 fn answer(mgmt: &Mgmt, request: &Request, origin: Origin) -> Handled {
-    catch_unwind(AssertUnwindSafe(|| rest::handle_request(mgmt, request, origin)))
-        .unwrap_or_else(|_| Handled {
-            response: internal_error(request),
-            authenticated: false,
-            basic_verified: false,
-        })
+    catch_unwind(AssertUnwindSafe(|| {
+        rest::handle_request(mgmt, request, origin)
+    }))
+    .unwrap_or_else(|_| Handled {
+        response: internal_error(request),
+        authenticated: false,
+        basic_verified: false,
+    })
 }
 
 fn internal_error(request: &Request) -> Response {

@@ -133,8 +133,7 @@ impl Table {
     /// Makes room in the class for one more; false if it cannot.
     fn make_room(&mut self, authenticated: bool, peer: Option<IpAddr>) -> bool {
         if authenticated {
-            return self.live(true, None) < MAX_AUTHENTICATED
-                || self.close_oldest_idle(true, None);
+            return self.live(true, None) < MAX_AUTHENTICATED || self.close_oldest_idle(true, None);
         }
         if peer.is_some() && self.live(false, Some(peer)) >= MAX_PER_ADDRESS {
             return self.close_oldest_idle(false, Some(peer));
@@ -186,7 +185,13 @@ impl Slots {
     }
 
     fn with_slot(&self, id: u64, change: impl FnOnce(&mut Slot)) {
-        if let Some(slot) = self.table.lock().slots.iter_mut().find(|slot| slot.id == id) {
+        if let Some(slot) = self
+            .table
+            .lock()
+            .slots
+            .iter_mut()
+            .find(|slot| slot.id == id)
+        {
             change(slot);
         }
     }
@@ -258,7 +263,11 @@ impl SlotGuard {
 
 impl Drop for SlotGuard {
     fn drop(&mut self) {
-        self.slots.table.lock().slots.retain(|slot| slot.id != self.id);
+        self.slots
+            .table
+            .lock()
+            .slots
+            .retain(|slot| slot.id != self.id);
     }
 }
 
@@ -320,7 +329,12 @@ mod tests {
         let mut kept = Vec::new();
         for index in 0..MAX_UNAUTHENTICATED {
             let (client, server) = pair(&listener);
-            let peer = Some(IpAddr::from([10, 0, (index / 200) as u8, (index % 200) as u8]));
+            let peer = Some(IpAddr::from([
+                10,
+                0,
+                (index / 200) as u8,
+                (index % 200) as u8,
+            ]));
             let guard = slots
                 .admit(peer, false, Closer::Tcp(server.try_clone().unwrap()))
                 .unwrap();

@@ -192,7 +192,10 @@ fn connections_past_the_limit_push_out_the_longest_idle() {
     open[MAX_AUTHENTICATED - 1]
         .write_all(b"GET /api/rest/system HTTP/1.1\r\n\r\n")
         .unwrap();
-    assert_eq!(read_one_response(&mut open[MAX_AUTHENTICATED - 1]).status, 200);
+    assert_eq!(
+        read_one_response(&mut open[MAX_AUTHENTICATED - 1]).status,
+        200
+    );
 
     drop(open);
     // Closed connections free their slots once their threads notice.
