@@ -12,19 +12,20 @@
 //!   have not finished closing (so threads are bounded too).
 //!
 //! A new connection over a limit does not wait and is not refused while an older
-//! connection of its class (and address, for the per-address limit) is idle: one idle
-//! connection is closed to make room (`shutdown(2)` on its socket, which wakes its thread
-//! at once). "Idle" is any connection not in the middle of answering a request. Silent
-//! connections (not one byte received [`SILENT_GRACE`] after being accepted) go first,
-//! the longest-silent first, so a flood
-//! of connections that are opened and left (and reopened when closed) only pushes out its
-//! own; then connections whose last answer refused their credentials (401 or 429), so
-//! password guessers push out each other rather than a user's new connection; then the
-//! connection idle the longest, where a client that trickles a request head in
-//! (slowloris) counts as idle since its last answer. Only when every connection of the
-//! class is busy answering is the new one refused; connections still within their grace
-//! go last; a connection whose credentials were
-//! refused is closed even while it is answering, since guessers keep theirs busy.
+//! connection of its class (and address, for the per-address limit) can give way: one is
+//! closed to make room (`shutdown(2)` on its socket, which wakes its thread at once). The
+//! order in which connections give way, each group oldest first:
+//! 1. silent ones: not one byte received [`SILENT_GRACE`] after being accepted, so a flood
+//!    of connections that are opened and left (and reopened when closed) pushes out its
+//!    own;
+//! 2. those whose last answer refused their credentials (401 or 429), even in the middle
+//!    of a request, so password guessers push out each other rather than a user;
+//! 3. new silent ones still within their grace;
+//! 4. the others that are not in the middle of answering a request, by the time of their
+//!    last answer: a client that trickles a request head in (slowloris) goes before one
+//!    that was just answered, and the header timeout closes it anyway.
+//!
+//! Only when every connection of the class is busy answering is the new one refused.
 //!
 //! What this does not cover: an attacker on the *same* address as a user that also sends
 //! bytes on each of its connections competes with the user's new connections by age. The
@@ -88,8 +89,8 @@ impl Slot {
         match (self.spoke, self.refused) {
             (false, _) if self.idle_since.elapsed() >= SILENT_GRACE => 0,
             (true, true) => 1,
-            (true, false) => 2,
-            (false, _) => 3,
+            (false, _) => 2,
+            (true, false) => 3,
         }
     }
 }
