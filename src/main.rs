@@ -16,6 +16,7 @@ use troika::hw::HwModel;
 use troika::mgmt::{self, CliCommand, cli};
 use troika::node::stop::StopSignals;
 use troika::node::{Node, NodeOptions};
+use troika::target::nbd::NbdAccessConfig;
 
 /// troika: a three-controller storage array in one process.
 #[derive(Parser)]
@@ -61,6 +62,20 @@ enum Command {
         /// `none`.
         #[arg(long, default_value = "127.0.0.1:3260")]
         iscsi_listen: String,
+        /// Serve every volume and snapshot to any NBD client on the TCP ports, without TLS
+        /// or host mappings: for benchmarking on a trusted machine only (logged, and
+        /// raises the warning event NBD_OPEN_EXPORTS). Without it a TCP client without a
+        /// TLS identity sees no export.
+        #[arg(long)]
+        nbd_open: bool,
+        /// Make DATA/nbd.sock mode 0660 owned by this group (name or gid) instead of 0600.
+        /// Peers are still admitted only by uid (see --nbd-allow-uid).
+        #[arg(long, value_name = "GROUP")]
+        nbd_socket_group: Option<String>,
+        /// Also admit this uid on DATA/nbd.sock (the node's own uid and root always are);
+        /// repeat for several.
+        #[arg(long = "nbd-allow-uid", value_name = "UID")]
+        nbd_allow_uids: Vec<u32>,
     },
     #[command(flatten)]
     Manage(CliCommand),
@@ -109,11 +124,14 @@ fn port_addresses(
         .collect()
 }
 
-/// Where `troika serve` listens, as given on its command line.
+/// Where `troika serve` listens, and who may use NBD, as given on its command line.
 struct Listen<'a> {
     nbd: &'a str,
     mgmt: &'a str,
     iscsi: &'a str,
+    nbd_open: bool,
+    nbd_socket_group: Option<&'a str>,
+    nbd_allow_uids: &'a [u32],
 }
 
 fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
@@ -136,6 +154,10 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
         model.controllers,
     )?;
     let mgmt_tcp = listen_address("mgmt-listen", listen.mgmt, "127.0.0.1:8080")?;
+    let nbd_socket_group = listen
+        .nbd_socket_group
+        .map(troika::node::nbd_access::group_id)
+        .transpose()?;
     let node = Node::start(
         model,
         &NodeOptions {
@@ -143,6 +165,11 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             nbd_tcp: nbd_tcp.clone(),
             mgmt_tcp,
             iscsi_tcp: iscsi_tcp.clone(),
+            nbd_access: NbdAccessConfig {
+                open: listen.nbd_open,
+                allowed_uids: listen.nbd_allow_uids.to_vec(),
+            },
+            nbd_socket_group,
         },
     )?;
     troika::say!(
@@ -184,6 +211,9 @@ fn main() -> ExitCode {
             nbd_listen,
             mgmt_listen,
             iscsi_listen,
+            nbd_open,
+            nbd_socket_group,
+            nbd_allow_uids,
         } => match serve(
             cli.data,
             hw,
@@ -191,6 +221,9 @@ fn main() -> ExitCode {
                 nbd: &nbd_listen,
                 mgmt: &mgmt_listen,
                 iscsi: &iscsi_listen,
+                nbd_open,
+                nbd_socket_group: nbd_socket_group.as_deref(),
+                nbd_allow_uids: &nbd_allow_uids,
             },
         ) {
             Ok(()) => ExitCode::SUCCESS,

@@ -67,6 +67,8 @@ pub enum PortKind {
     Iscsi,
     /// Accepted and stored; nothing serves Fibre Channel.
     Fc,
+    /// An NBD client's TLS identity (PSK identity or certificate subject), compared exactly.
+    Nbd,
 }
 
 impl PortKind {
@@ -75,6 +77,7 @@ impl PortKind {
         match self {
             PortKind::Iscsi => "ISCSI",
             PortKind::Fc => "FC",
+            PortKind::Nbd => "NBD",
         }
     }
 
@@ -82,12 +85,14 @@ impl PortKind {
         match text.to_ascii_uppercase().as_str() {
             "ISCSI" => Some(PortKind::Iscsi),
             "FC" => Some(PortKind::Fc),
+            "NBD" => Some(PortKind::Nbd),
             _ => None,
         }
     }
 }
 
-/// One initiator port of a host: an iSCSI name or an FC WWPN, stored as given.
+/// One initiator port of a host: an iSCSI name, an FC WWPN or an NBD TLS identity, stored
+/// as given.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostPort {
     pub kind: PortKind,
@@ -151,11 +156,28 @@ pub struct LunRecord {
 }
 
 impl HostRecord {
-    /// Whether one of its ports is `initiator` (case-insensitive).
+    /// Whether one of its ports, of any kind, is `initiator` (case-insensitive: no two
+    /// hosts may hold addresses that differ only in case).
     pub fn has_initiator(&self, initiator: &str) -> bool {
         self.ports
             .iter()
             .any(|port| port.address.eq_ignore_ascii_case(initiator))
+    }
+
+    /// Whether one of its SAN ports (iSCSI or FC, not NBD) is `initiator`
+    /// (case-insensitive, as iSCSI names are).
+    pub fn has_san_initiator(&self, initiator: &str) -> bool {
+        self.ports.iter().any(|port| {
+            port.kind != PortKind::Nbd && port.address.eq_ignore_ascii_case(initiator)
+        })
+    }
+
+    /// Whether one of its NBD ports is exactly `identity` (TLS identities are compared
+    /// byte for byte).
+    pub fn has_nbd_identity(&self, identity: &str) -> bool {
+        self.ports
+            .iter()
+            .any(|port| port.kind == PortKind::Nbd && port.address == identity)
     }
 }
 
@@ -201,11 +223,19 @@ impl Catalog {
         self.luns.retain(|_, lun| lun.volume_id != volume_id);
     }
 
-    /// The host one of whose ports is `initiator` (case-insensitive).
+    /// The host one of whose iSCSI or FC ports is `initiator` (case-insensitive); an NBD
+    /// identity never names an iSCSI initiator.
     pub fn host_by_initiator(&self, initiator: &str) -> Option<&HostRecord> {
         self.hosts
             .values()
-            .find(|host| host.has_initiator(initiator))
+            .find(|host| host.has_san_initiator(initiator))
+    }
+
+    /// The host one of whose NBD ports is exactly `identity`.
+    pub fn host_by_nbd_identity(&self, identity: &str) -> Option<&HostRecord> {
+        self.hosts
+            .values()
+            .find(|host| host.has_nbd_identity(identity))
     }
 
     pub fn host_by_name(&self, name: &str) -> Option<&HostRecord> {

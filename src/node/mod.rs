@@ -23,6 +23,7 @@ mod api;
 mod hosts;
 pub mod iscsi;
 mod monitor;
+pub mod nbd_access;
 mod policies;
 #[cfg(test)]
 mod snapshot_tests;
@@ -45,7 +46,7 @@ use crate::mgmt::events::EventLog;
 use crate::mgmt::rest::Mgmt;
 use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
-use crate::target::nbd::{self, NbdConfig, NbdListener};
+use crate::target::nbd::{self, NbdAccessConfig, NbdConfig, NbdListener};
 
 /// Where the node listens.
 #[derive(Clone, Debug)]
@@ -58,6 +59,10 @@ pub struct NodeOptions {
     pub mgmt_tcp: Option<SocketAddr>,
     /// iSCSI portals, one per controller in order (controller 1 first); empty for none.
     pub iscsi_tcp: Vec<SocketAddr>,
+    /// Who may use NBD: `--nbd-open` and the unix socket's extra uids.
+    pub nbd_access: NbdAccessConfig,
+    /// `--nbd-socket-group`: the NBD socket is mode 0660 owned by this group (else 0600).
+    pub nbd_socket_group: Option<u32>,
 }
 
 /// A running node.
@@ -166,15 +171,22 @@ impl Node {
         let mut threads = Vec::new();
         let mut sockets = Vec::new();
 
+        let nbd_config = NbdConfig {
+            access: options.nbd_access.clone(),
+            ..NbdConfig::default()
+        };
+        controllers.set_export_access(nbd_access::CatalogAccess::new(meta.clone()));
+        controllers.set_nbd_config(nbd_config.clone());
         let nbd_socket = data_dir.join("nbd.sock");
         let _ = std::fs::remove_file(&nbd_socket);
         let unix = UnixListener::bind(&nbd_socket)
             .with_context(|| format!("cannot listen on {}", nbd_socket.display()))?;
+        nbd_access::secure_socket(&nbd_socket, options.nbd_socket_group)?;
         sockets.push(nbd_socket);
         threads.push(nbd::spawn_server(
             NbdListener::Unix(unix),
             NodePort::new(controllers.clone()),
-            NbdConfig::default(),
+            nbd_config,
             shutdown.clone(),
         ));
         if options.nbd_tcp.len() > controllers.ids().len() {
@@ -192,6 +204,12 @@ impl Node {
                         "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
                     )
                 })?;
+        }
+
+        if options.nbd_access.open && !options.nbd_tcp.is_empty() {
+            let warning = "every volume and snapshot is served to any NBD client on TCP without TLS (--nbd-open); use it only for benchmarking on a trusted machine";
+            crate::say!("troika: WARNING: {warning}");
+            events.raise("NBD_OPEN_EXPORTS", warning.to_owned(), None, None);
         }
 
         if options.iscsi_tcp.len() > controllers.ids().len() {
