@@ -170,7 +170,10 @@ fn host_and_cluster_verbs() {
     node.cli_ok(&["vol", "delete", "v1"]);
     node.cli_ok(&["host", "remove-port", "h2", IQN_B]);
     node.cli_ok(&["host", "remove-port", "h2", "--nbd-identity", NBD_ID]);
-    assert_eq!(json(&node, &["host", "show", "h2"])["ports"], Value::Array(Vec::new()));
+    assert_eq!(
+        json(&node, &["host", "show", "h2"])["ports"],
+        Value::Array(Vec::new())
+    );
     node.cli_ok(&["host", "delete", "h2"]);
     node.cli_ok(&["host", "delete", "h1"]);
     assert_eq!(json(&node, &["host", "ls"]), Value::Array(Vec::new()));

@@ -107,7 +107,10 @@ fn anonymous_tcp_clients_see_nothing_and_the_unix_socket_serves_the_admin() {
     // ...and cannot open a volume it names, answered exactly as for a missing one.
     let refusal = |export: &str| {
         let out = nbdinfo(&["--size", &tcp_uri(&node, export)]);
-        assert!(!out.status.success(), "opened {export} anonymously: {out:?}");
+        assert!(
+            !out.status.success(),
+            "opened {export} anonymously: {out:?}"
+        );
         String::from_utf8_lossy(&out.stderr).replace(export, "NAME")
     };
     let existing = refusal("alpha");

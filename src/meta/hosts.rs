@@ -167,9 +167,9 @@ impl HostRecord {
     /// Whether one of its SAN ports (iSCSI or FC, not NBD) is `initiator`
     /// (case-insensitive, as iSCSI names are).
     pub fn has_san_initiator(&self, initiator: &str) -> bool {
-        self.ports.iter().any(|port| {
-            port.kind != PortKind::Nbd && port.address.eq_ignore_ascii_case(initiator)
-        })
+        self.ports
+            .iter()
+            .any(|port| port.kind != PortKind::Nbd && port.address.eq_ignore_ascii_case(initiator))
     }
 
     /// Whether one of its NBD ports is exactly `identity` (TLS identities are compared

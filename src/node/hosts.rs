@@ -118,7 +118,9 @@ fn cluster_info(catalog: &Catalog, cluster: &ClusterRecord) -> ClusterInfo {
 
 fn port_kind(text: &str) -> Result<PortKind, MgmtError> {
     PortKind::parse(text).ok_or_else(|| {
-        MgmtError::bad_request(format!("port type {text:?} is not known: use ISCSI, FC or NBD"))
+        MgmtError::bad_request(format!(
+            "port type {text:?} is not known: use ISCSI, FC or NBD"
+        ))
     })
 }
 

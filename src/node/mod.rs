@@ -34,8 +34,8 @@ use api::{NodeApi, now_ms};
 use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;
+use crate::controller::Controllers;
 use crate::controller::routing::Routing;
-use crate::controller::{Controllers, NodePort};
 use crate::hw::DeviceSpec;
 use crate::hw::HwModel;
 use crate::io::{self, Device, FaultPlane};
@@ -46,7 +46,7 @@ use crate::mgmt::events::EventLog;
 use crate::mgmt::rest::Mgmt;
 use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
-use crate::target::nbd::{self, NbdAccessConfig, NbdConfig, NbdListener};
+use crate::target::nbd::NbdAccessConfig;
 
 /// Where the node listens.
 #[derive(Clone, Debug)]
@@ -171,46 +171,10 @@ impl Node {
         let mut threads = Vec::new();
         let mut sockets = Vec::new();
 
-        let nbd_config = NbdConfig {
-            access: options.nbd_access.clone(),
-            ..NbdConfig::default()
-        };
-        controllers.set_export_access(nbd_access::CatalogAccess::new(meta.clone()));
-        controllers.set_nbd_config(nbd_config.clone());
-        let nbd_socket = data_dir.join("nbd.sock");
-        let _ = std::fs::remove_file(&nbd_socket);
-        let unix = UnixListener::bind(&nbd_socket)
-            .with_context(|| format!("cannot listen on {}", nbd_socket.display()))?;
-        nbd_access::secure_socket(&nbd_socket, options.nbd_socket_group)?;
+        let (nbd_socket, nbd_thread) =
+            nbd_access::start_nbd(options, &controllers, &meta, &events, &shutdown)?;
         sockets.push(nbd_socket);
-        threads.push(nbd::spawn_server(
-            NbdListener::Unix(unix),
-            NodePort::new(controllers.clone()),
-            nbd_config,
-            shutdown.clone(),
-        ));
-        if options.nbd_tcp.len() > controllers.ids().len() {
-            bail!(
-                "{} NBD addresses were given but the model has {} controllers; give one address per controller at most",
-                options.nbd_tcp.len(),
-                controllers.ids().len()
-            );
-        }
-        for (address, controller) in options.nbd_tcp.iter().zip(controllers.ids()) {
-            controllers
-                .open_port(*controller, *address)
-                .with_context(|| {
-                    format!(
-                        "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
-                    )
-                })?;
-        }
-
-        if options.nbd_access.open && !options.nbd_tcp.is_empty() {
-            let warning = "every volume and snapshot is served to any NBD client on TCP without TLS (--nbd-open); use it only for benchmarking on a trusted machine";
-            crate::say!("troika: WARNING: {warning}");
-            events.raise("NBD_OPEN_EXPORTS", warning.to_owned(), None, None);
-        }
+        threads.push(nbd_thread);
 
         if options.iscsi_tcp.len() > controllers.ids().len() {
             bail!(
@@ -252,6 +216,9 @@ impl Node {
         let _ = std::fs::remove_file(&mgmt_socket);
         let listener = UnixListener::bind(&mgmt_socket)
             .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
+        // The management socket's peers are the local administrator: only the node's user
+        // (and root) may connect.
+        nbd_access::restrict_socket(&mgmt_socket, None)?;
         sockets.push(mgmt_socket);
         threads.push(mgmt::server::spawn_server(
             MgmtListener::Unix(listener),

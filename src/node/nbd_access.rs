@@ -9,22 +9,29 @@
 //!   clients reach everything. The lookup takes the catalog's read lock once and walks
 //!   the hosts and mappings: it runs per NBD option while haggling, never per I/O;
 //! - the NBD unix socket is mode 0600 (0660 with `--nbd-socket-group`, owned by that
-//!   group) from right after it is bound; the credential check on every connection (see
+//!   group) from right after it is bound (so is the management socket, always 0600); the credential check on every connection (see
 //!   [`crate::target::nbd::access`]) is what admits a peer, the mode keeps others from
 //!   even connecting.
 
 use std::collections::BTreeSet;
 use std::ffi::CString;
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::thread::JoinHandle;
 
 use anyhow::{Context, bail};
 
+use super::NodeOptions;
 use crate::controller::access::{ExportAccess, ExportView};
+use crate::controller::{Controllers, NodePort};
 use crate::meta::MetaStore;
 use crate::meta::catalog::Catalog;
+use crate::mgmt::events::EventLog;
 use crate::target::NbdClient;
+use crate::target::nbd::{self, NbdConfig, NbdListener};
 
 /// What `client` may reach according to `catalog`.
 pub fn nbd_view(catalog: &Catalog, client: &NbdClient) -> ExportView {
@@ -101,8 +108,60 @@ fn unsafe_zeroed_group() -> libc::group {
     unsafe { std::mem::zeroed() }
 }
 
-/// Gives the NBD socket its mode: 0600, or 0660 owned by group `group`.
-pub fn secure_socket(path: &Path, group: Option<u32>) -> anyhow::Result<()> {
+/// Starts the node's NBD service: installs the catalog's access rules, serves the unix
+/// socket (DATA/nbd.sock, made the administrator's: see [`restrict_socket`]) and opens each
+/// controller's TCP port; with `--nbd-open` on TCP, says so on the terminal and raises
+/// NBD_OPEN_EXPORTS. Returns the socket's path and the unix server's thread.
+pub fn start_nbd(
+    options: &NodeOptions,
+    controllers: &Arc<Controllers>,
+    meta: &Arc<MetaStore>,
+    events: &Arc<EventLog>,
+    shutdown: &Arc<AtomicBool>,
+) -> anyhow::Result<(PathBuf, JoinHandle<()>)> {
+    let config = NbdConfig {
+        access: options.nbd_access.clone(),
+        ..NbdConfig::default()
+    };
+    controllers.set_export_access(CatalogAccess::new(meta.clone()));
+    controllers.set_nbd_config(config.clone());
+    let socket = options.data_dir.join("nbd.sock");
+    let _ = std::fs::remove_file(&socket);
+    let unix = UnixListener::bind(&socket)
+        .with_context(|| format!("cannot listen on {}", socket.display()))?;
+    restrict_socket(&socket, options.nbd_socket_group)?;
+    let thread = nbd::spawn_server(
+        NbdListener::Unix(unix),
+        NodePort::new(controllers.clone()),
+        config,
+        shutdown.clone(),
+    );
+    if options.nbd_tcp.len() > controllers.ids().len() {
+        bail!(
+            "{} NBD addresses were given but the model has {} controllers; give one address per controller at most",
+            options.nbd_tcp.len(),
+            controllers.ids().len()
+        );
+    }
+    for (address, controller) in options.nbd_tcp.iter().zip(controllers.ids()) {
+        controllers
+            .open_port(*controller, *address)
+            .with_context(|| {
+                format!(
+                    "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
+                )
+            })?;
+    }
+    if options.nbd_access.open && !options.nbd_tcp.is_empty() {
+        let warning = "every volume and snapshot is served to any NBD client on TCP without TLS (--nbd-open); use it only for benchmarking on a trusted machine";
+        crate::say!("troika: WARNING: {warning}");
+        events.raise("NBD_OPEN_EXPORTS", warning.to_owned(), None, None);
+    }
+    Ok((socket, thread))
+}
+
+/// Gives a unix socket its mode: 0600, or 0660 owned by group `group`.
+pub fn restrict_socket(path: &Path, group: Option<u32>) -> anyhow::Result<()> {
     let mode = if group.is_some() { 0o660 } else { 0o600 };
     if let Some(gid) = group {
         let c_path = CString::new(path.as_os_str().as_encoded_bytes())

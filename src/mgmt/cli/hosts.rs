@@ -380,7 +380,10 @@ impl Session {
             HostCommand::RemovePort { name, port } => {
                 let id = self.resolve(HOST, &name)?;
                 let (kind, address, what) = port.parts();
-                let path = format!("/api/rest/hosts/{id}/ports/{kind}/{}", path_segment(&address));
+                let path = format!(
+                    "/api/rest/hosts/{id}/ports/{kind}/{}",
+                    path_segment(&address)
+                );
                 let host = self.call("DELETE", &path, None)?;
                 self.render(host, |_: HostInfo| {
                     format!("removed {what} {address} from host {name:?}\n")

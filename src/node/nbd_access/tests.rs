@@ -236,7 +236,9 @@ fn the_view_is_computed_from_an_identity_string_alone() {
     // An NBD identity is never taken for an iSCSI initiator name.
     assert!(catalog.host_by_initiator("CN=backup,O=lab").is_none());
     assert_eq!(
-        catalog.host_by_nbd_identity("CN=backup,O=lab").map(|h| h.id),
+        catalog
+            .host_by_nbd_identity("CN=backup,O=lab")
+            .map(|h| h.id),
         Some(host)
     );
 }

@@ -19,8 +19,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::proto::{self, InfoWanted, OptionRequest};
-use super::{NbdClient, NbdConfig};
 use super::stream::{FrameReader, Stream, write_all};
+use super::{NbdClient, NbdConfig};
 use crate::target::{BlockTarget, ExportProvider};
 
 /// Largest option payload we parse; bigger ones get `NBD_REP_ERR_TOO_BIG`.
