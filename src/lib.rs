@@ -18,6 +18,8 @@ pub mod layout;
 pub mod meta;
 pub mod mgmt;
 pub mod node;
+pub mod private_files;
+pub mod secrets;
 pub mod stats;
 pub mod target;
 #[cfg(test)]
