@@ -288,6 +288,60 @@ pub fn write_checkpoint(
     ring.sync(ssd)
 }
 
+/// Turns the vault's newest checkpoint and superblock into format 1, as builds before
+/// sealing wrote them: every host's CHAP secrets plain in the catalog, no key fingerprint.
+/// Only for tests of the migration.
+#[cfg(test)]
+pub(crate) fn rewrite_as_plain_format(ssd: &Device, key: &Arc<NodeKey>) {
+    let mut ring = IoRing::new(4).unwrap();
+    let SuperblockState::Found(mut superblock) = read_superblock(&mut ring, ssd).unwrap() else {
+        panic!("no superblock to rewrite");
+    };
+    let loaded = read_checkpoint(&mut ring, ssd, &superblock, key).unwrap();
+    let mut catalog = secrets::with_key(key, || serde_json::to_value(&loaded.catalog)).unwrap();
+    for (id, host) in &loaded.catalog.hosts {
+        let chap = &mut catalog["hosts"][id.to_string()]["chap"];
+        chap["inbound_secret"] = host.chap.inbound_secret.clone().into();
+        chap["outbound_secret"] = host.chap.outbound_secret.clone().into();
+    }
+    let catalog_json = serde_json::to_vec(&catalog).unwrap();
+    let mut maps = Vec::new();
+    loaded.forest.encode(&mut maps);
+    let len = 64 + catalog_json.len() + maps.len();
+    let mut buffer = AlignedBuf::new(len.div_ceil(PAGE as usize) * PAGE as usize);
+    let header = [
+        CHECKPOINT_MAGIC_ALIASES,
+        loaded.lsn,
+        loaded.generation,
+        catalog_json.len() as u64,
+        maps.len() as u64,
+    ];
+    for (index, value) in header.iter().enumerate() {
+        buffer[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    buffer[64..64 + catalog_json.len()].copy_from_slice(&catalog_json);
+    buffer[64 + catalog_json.len()..len].copy_from_slice(&maps);
+    let image = CheckpointImage {
+        sum: xxh3_64(&buffer[..len]),
+        len: len as u64,
+        buffer,
+    };
+    let slot = superblock.checkpoint_slot;
+    write_checkpoint(&mut ring, ssd, &superblock.layout, slot, &image).unwrap();
+    superblock.checkpoint_len = image.len;
+    superblock.checkpoint_sum = image.sum;
+    superblock.sequence += 2;
+    let mut page = AlignedBuf::new(PAGE as usize);
+    superblock.key_id = Some(0);
+    superblock.encode(&mut page);
+    page[8..16].copy_from_slice(&FORMAT_VERSION_PLAIN_SECRETS.to_le_bytes());
+    let sum = xxh3_64(&page[..PAGE as usize - 8]);
+    page[PAGE as usize - 8..].copy_from_slice(&sum.to_le_bytes());
+    ring.write_at(ssd, (superblock.sequence % 2) * PAGE, &page)
+        .unwrap();
+    ring.sync(ssd).unwrap();
+}
+
 /// A checkpoint read back.
 pub struct LoadedCheckpoint {
     pub lsn: u64,

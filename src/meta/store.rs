@@ -43,6 +43,8 @@ mod datasets;
 #[cfg(test)]
 mod durability_tests;
 pub mod hosts;
+#[cfg(test)]
+mod secrets_tests;
 pub mod snapshots;
 
 pub(super) use datasets::apply_to_forest;
@@ -368,7 +370,9 @@ impl MetaStore {
             counters: MetaCounters::default(),
         };
         if plain_secrets {
-            // Every vault record replay may still need stays: the floor is the old one.
+            // Twice, so that both checkpoint slots hold the sealed catalog. Every vault
+            // record replay may still need stays: the floor is the old one.
+            store.checkpoint(|| replay_from)?;
             store.checkpoint(|| replay_from)?;
             report.sealed_plain_secrets = true;
         }
