@@ -153,9 +153,10 @@ impl Node {
         }
         let (users, admin_password) = UserStore::open(data_dir)
             .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
-        if let Some(password) = admin_password {
+        // The password goes to the 0600 file only: terminals and logs are read by others.
+        if admin_password.is_some() {
             crate::say!(
-                "troika: created the user \"admin\" with password {password} (also in {}, mode 0600; shown only now)",
+                "troika: created the user \"admin\"; its password is in {} (mode 0600): read it from there, and change it",
                 data_dir.join("admin-password").display()
             );
         }
