@@ -360,19 +360,24 @@ fn open_device(
 /// A key made by this start (none was there) is removed again, so the next start finds
 /// the directory as the operator left it.
 fn open_error(err: MetaError, data_dir: &Path, key_created: bool) -> anyhow::Error {
-    let MetaError::WrongKey { ssd, .. } = &err else {
+    let MetaError::WrongKey {
+        ssd,
+        recorded,
+        given,
+    } = &err
+    else {
         return anyhow::anyhow!("{err}");
     };
     let key_path = data_dir.join(KEY_FILE);
     if key_created {
         let _ = std::fs::remove_file(&key_path);
         anyhow::anyhow!(
-            "the node key {} is missing, and the metadata on {ssd} holds secrets sealed with it; restore this node's node.key from a backup (whoever holds node.key holds the secrets, and without it the node cannot start)",
+            "the node key {} is missing, but the metadata on {ssd} was written under one (its secrets are sealed with it); restore this node's node.key from a backup (whoever holds node.key holds the secrets, and without it the node cannot start)",
             key_path.display()
         )
     } else {
         anyhow::anyhow!(
-            "the node key {} is not the key this node's secrets were sealed with ({err}); restore the node.key that belongs to this data directory",
+            "the node key {} is not the key the metadata on {ssd} was written under (fingerprint {recorded:016x}; this file's is {given:016x}), so its secrets cannot be opened; restore the node.key that belongs to this data directory",
             key_path.display()
         )
     }
