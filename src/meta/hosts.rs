@@ -9,9 +9,13 @@
 //! after a crash (or twice) leaves the same catalog. Deleting a dataset, a host or a
 //! cluster drops the mappings that named it, so no mapping outlives its parts.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, CatalogOp};
+
+mod stored;
 
 /// How an initiator must prove who it is at login.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,19 +50,29 @@ impl ChapMethod {
     }
 }
 
-/// A host's CHAP settings. Secrets are kept here for the target; the management API
-/// never shows them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// A host's CHAP settings. Secrets are kept here, plain, in memory only, for the target;
+/// the management API never shows them, `Debug` does not print them, and on media they
+/// are sealed (see `stored`).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ChapSettings {
     pub method: ChapMethod,
-    #[serde(default)]
     pub inbound_user: String,
-    #[serde(default)]
     pub inbound_secret: String,
-    #[serde(default)]
     pub outbound_user: String,
-    #[serde(default)]
     pub outbound_secret: String,
+}
+
+impl fmt::Debug for ChapSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |secret: &str| if secret.is_empty() { "" } else { "<set>" };
+        f.debug_struct("ChapSettings")
+            .field("method", &self.method)
+            .field("inbound_user", &self.inbound_user)
+            .field("inbound_secret", &shown(&self.inbound_secret))
+            .field("outbound_user", &self.outbound_user)
+            .field("outbound_secret", &shown(&self.outbound_secret))
+            .finish()
+    }
 }
 
 /// The kind of an initiator port.
@@ -99,24 +113,19 @@ pub struct HostPort {
     pub address: String,
 }
 
-/// A host: the initiators of one machine, how they authenticate, and its cluster.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A host: the initiators of one machine, how they authenticate, and its cluster. Its
+/// serialized form (journal, checkpoints) seals the CHAP secrets: see `stored`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRecord {
     pub id: u32,
     pub name: String,
-    #[serde(default)]
     pub ports: Vec<HostPort>,
-    #[serde(default)]
     pub chap: ChapSettings,
-    #[serde(default)]
     pub cluster_id: Option<u32>,
     /// "default" or "linux" (kept for clients; it changes nothing here).
-    #[serde(default = "default_host_type")]
     pub host_type: String,
-    #[serde(default = "default_true")]
     pub optimized: bool,
     pub created_at: u64,
-    #[serde(default)]
     pub updated_at: u64,
 }
 

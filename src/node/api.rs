@@ -53,7 +53,7 @@ pub(super) fn mgmt_error(err: MetaError) -> MgmtError {
         ),
         MetaError::Capacity(message) => MgmtError::new("POOL_CAPACITY_EXCEEDED", 409, message),
         MetaError::Invalid(message) => MgmtError::bad_request(message),
-        other @ (MetaError::Journal(_) | MetaError::Media(_)) => {
+        other @ (MetaError::Journal(_) | MetaError::Media(_) | MetaError::WrongKey { .. }) => {
             MgmtError::internal(other.to_string())
         }
     }
