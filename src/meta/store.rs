@@ -66,6 +66,9 @@ pub enum MetaError {
     Invalid(String),
     #[error("{0}")]
     Locked(String),
+    /// A number outside its bound (see [`crate::meta::bounds`]).
+    #[error(transparent)]
+    OutOfRange(#[from] crate::meta::bounds::OutOfRange),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{0}")]
