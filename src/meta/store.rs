@@ -37,6 +37,8 @@ use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
+#[cfg(test)]
+mod bounds_tests;
 mod clones;
 mod datasets;
 #[cfg(test)]
