@@ -131,7 +131,10 @@ fn byte_counts_past_2_pow_53_are_refused() {
     let pool = meta.create_pool("p", 32 << 20, 1 << 30).unwrap();
     let grown = meta.update_pool(pool.id, |pool| pool.virtual_capacity = u64::MAX);
     assert_eq!(out_of_range_code(grown), "PARAM_OUT_OF_RANGE");
-    assert_eq!(meta.state().catalog.pools[&pool.id].virtual_capacity, 1 << 30);
+    assert_eq!(
+        meta.state().catalog.pools[&pool.id].virtual_capacity,
+        1 << 30
+    );
 
     for size in [MAX_BYTE_COUNT + 4096, (1 << 50) + 4096, u64::MAX - 4095] {
         let created = meta.create_volume("v", pool.id, size, Provisioning::Thin);
@@ -172,7 +175,11 @@ fn names_differing_only_in_case_are_the_same_name() {
     let dir = tempfile::tempdir().unwrap();
     let (meta, _) = open_small_store(dir.path());
     let pool = meta.create_pool("poolA", 16 << 20, 1 << 30).unwrap();
-    assert!(is_name_conflict(meta.create_pool("POOLA", 16 << 20, 1 << 30)));
+    assert!(is_name_conflict(meta.create_pool(
+        "POOLA",
+        16 << 20,
+        1 << 30
+    )));
     let other = meta.create_pool("poolB", 8 << 20, 1 << 30).unwrap();
     let renamed = meta.update_pool(other.id, |pool| pool.name = "PoolA".into());
     assert!(is_name_conflict(renamed));
@@ -195,9 +202,12 @@ fn names_differing_only_in_case_are_the_same_name() {
     let w = meta
         .create_volume("w", pool.id, 1 << 20, Provisioning::Thin)
         .unwrap();
-    assert!(is_name_conflict(
-        meta.check_volume_change(w.id, Some("VolA"), None, None)
-    ));
+    assert!(is_name_conflict(meta.check_volume_change(
+        w.id,
+        Some("VolA"),
+        None,
+        None
+    )));
     assert!(is_name_conflict(
         meta.update_volume(w.id, |v| v.name = "VolA".into())
     ));

@@ -228,7 +228,11 @@ mod tests {
         assert_eq!(refusal(&no_host), forbidden);
         let two = request(
             "GET",
-            &[("Origin", "http://a"), ("Origin", "http://a"), ("Host", "a")],
+            &[
+                ("Origin", "http://a"),
+                ("Origin", "http://a"),
+                ("Host", "a"),
+            ],
             b"",
         );
         assert_eq!(refusal(&two), forbidden);
@@ -276,7 +280,14 @@ mod tests {
     #[test]
     fn bodiless_requests_and_reads_need_no_type() {
         assert!(check(&request("POST", &[], b"")).is_ok());
-        assert!(check(&request("POST", &[("Content-Type", "application/json")], b"")).is_ok());
+        assert!(
+            check(&request(
+                "POST",
+                &[("Content-Type", "application/json")],
+                b""
+            ))
+            .is_ok()
+        );
         assert!(check(&request("GET", &[("Content-Type", "text/plain")], b"x")).is_ok());
         assert!(check(&request("DELETE", &[], b"")).is_ok());
         // A form post with an empty body still names its type and is refused.

@@ -73,9 +73,8 @@ impl UsersFile {
     /// Whether a user other than `except` has `name`, compared without regard to case
     /// as InfiniBox compares names.
     pub(super) fn name_taken(&self, name: &str, except: Option<u32>) -> bool {
-        (self.users.iter()).any(|user| {
-            crate::meta::bounds::same_name(&user.name, name) && Some(user.id) != except
-        })
+        (self.users.iter())
+            .any(|user| crate::meta::bounds::same_name(&user.name, name) && Some(user.id) != except)
     }
 
     pub(super) fn enabled_admins(&self) -> usize {

@@ -153,9 +153,13 @@ fn invalid_requests_are_rejected_with_their_codes() {
         name: Some(name.into()),
         ..UserUpdate::default()
     };
-    let clash = store.update(bob.id, rename("ALICE")).expect_err("rename onto alice");
+    let clash = store
+        .update(bob.id, rename("ALICE"))
+        .expect_err("rename onto alice");
     assert_eq!(clash.code, "NAME_CONFLICT");
-    let recased = store.update(bob.id, rename("Bob")).expect("a user may change its own case");
+    let recased = store
+        .update(bob.id, rename("Bob"))
+        .expect("a user may change its own case");
     assert_eq!(recased.name, "Bob");
     store.delete(recased.id).expect("delete bob");
 

@@ -255,7 +255,11 @@ fn mutual_chap_needs_the_initiators_challenge_of_16_bytes_or_more() {
     let auth_failure = Err(0x0201);
     // One-way CHAP to a mutual host: the host would accept any target.
     let mut c = Client::connect(portal.addr);
-    let one_way = c.login(fake::MUTUAL, Some(("alice", "alice-secret-1", None)), OPERATIONAL);
+    let one_way = c.login(
+        fake::MUTUAL,
+        Some(("alice", "alice-secret-1", None)),
+        OPERATIONAL,
+    );
     assert_eq!(one_way.map(|_| ()), auth_failure);
     for short in [1, 15] {
         let mut c = Client::connect(portal.addr);
