@@ -4,8 +4,9 @@
 //!
 //! - A snapshot lock ends in the future and at most [`MAX_LOCK_SECS`] (100 years) from now,
 //!   whether it comes from a snapshot creation, a lock change or a policy's schedule
-//!   ([`check_lock_end`]); else `LOCK_OUT_OF_RANGE`. A lock past that bound would keep the
-//!   snapshot, its parent and its pool from ever being deleted.
+//!   ([`check_lock_end`]). A lock past that bound is refused with `LOCK_OUT_OF_RANGE` (it
+//!   would keep the snapshot, its parent and its pool from ever being deleted); one that
+//!   is not in the future, or a lock of no duration, with `BAD_REQUEST` as before.
 //! - A byte count (pool capacities, volume sizes) is at most [`MAX_BYTE_COUNT`] = 2^53, the
 //!   largest integer a JSON client that reads numbers as doubles still holds exactly, and
 //!   far below where block arithmetic could overflow ([`check_byte_count`]); else
@@ -38,7 +39,7 @@ pub fn check_lock_end(what: &str, until: u64, now: u64) -> Result<(), OutOfRange
     let latest = now.saturating_add(MAX_LOCK_MS);
     if until <= now {
         return Err(OutOfRange {
-            code: "LOCK_OUT_OF_RANGE",
+            code: "BAD_REQUEST",
             message: format!(
                 "{what}: the lock end {} is not in the future (now {}); a lock must end in the future",
                 format_time(until),
@@ -63,7 +64,7 @@ pub fn check_lock_end(what: &str, until: u64, now: u64) -> Result<(), OutOfRange
 pub fn check_lock_duration(what: &str, secs: u64) -> Result<(), OutOfRange> {
     if secs == 0 {
         return Err(OutOfRange {
-            code: "LOCK_OUT_OF_RANGE",
+            code: "BAD_REQUEST",
             message: format!("{what}: a lock must last at least 1 s"),
         });
     }
@@ -100,9 +101,15 @@ mod tests {
     fn a_lock_ends_in_the_future_and_within_100_years() {
         assert!(check_lock_end("s", NOW + 1, NOW).is_ok());
         assert!(check_lock_end("s", NOW + MAX_LOCK_MS, NOW).is_ok());
-        for bad in [0, NOW - 1, NOW, NOW + MAX_LOCK_MS + 1, u64::MAX] {
+        for (bad, code) in [
+            (0, "BAD_REQUEST"),
+            (NOW - 1, "BAD_REQUEST"),
+            (NOW, "BAD_REQUEST"),
+            (NOW + MAX_LOCK_MS + 1, "LOCK_OUT_OF_RANGE"),
+            (u64::MAX, "LOCK_OUT_OF_RANGE"),
+        ] {
             let refused = check_lock_end("snapshot \"s\"", bad, NOW).unwrap_err();
-            assert_eq!(refused.code, "LOCK_OUT_OF_RANGE", "{bad}");
+            assert_eq!(refused.code, code, "{bad}");
             assert!(refused.message.contains("snapshot \"s\""), "{refused}");
         }
         // Near the end of time the bound saturates instead of overflowing.
@@ -113,7 +120,8 @@ mod tests {
     fn a_lock_duration_has_the_same_bound() {
         assert!(check_lock_duration("p", 1).is_ok());
         assert!(check_lock_duration("p", MAX_LOCK_SECS).is_ok());
-        for bad in [0, MAX_LOCK_SECS + 1, u64::MAX / 1000 + 1, u64::MAX] {
+        assert_eq!(check_lock_duration("p", 0).unwrap_err().code, "BAD_REQUEST");
+        for bad in [MAX_LOCK_SECS + 1, u64::MAX / 1000 + 1, u64::MAX] {
             assert_eq!(
                 check_lock_duration("p", bad).unwrap_err().code,
                 "LOCK_OUT_OF_RANGE",
