@@ -38,6 +38,8 @@ use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
 use crate::secrets::NodeKey;
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
+#[cfg(test)]
+mod bounds_tests;
 mod clones;
 mod datasets;
 #[cfg(test)]
@@ -69,6 +71,9 @@ pub enum MetaError {
     Invalid(String),
     #[error("{0}")]
     Locked(String),
+    /// A number outside its bound (see [`crate::meta::bounds`]).
+    #[error(transparent)]
+    OutOfRange(#[from] crate::meta::bounds::OutOfRange),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{0}")]

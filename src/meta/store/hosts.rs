@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::datasets::{validate_name, volume_record};
 use super::{MetaError, MetaState, MetaStore, now_ms};
+use crate::meta::bounds::same_name;
 use crate::meta::catalog::{
     CatalogOp, ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord,
     PortKind, VolumeRecord,
@@ -241,7 +242,7 @@ impl MetaStore {
         if catalog
             .hosts
             .values()
-            .any(|other| other.name == host.name && other.id != host.id)
+            .any(|other| same_name(&other.name, &host.name) && other.id != host.id)
         {
             return Err(MetaError::NameConflict {
                 kind: "host",
@@ -346,7 +347,7 @@ impl MetaStore {
             .catalog
             .clusters
             .values()
-            .any(|other| other.name == cluster.name && other.id != cluster.id)
+            .any(|other| same_name(&other.name, &cluster.name) && other.id != cluster.id)
         {
             return Err(MetaError::NameConflict {
                 kind: "host cluster",

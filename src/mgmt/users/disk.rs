@@ -70,6 +70,13 @@ impl UsersFile {
         self.users.iter().find(|user| user.name == name)
     }
 
+    /// Whether a user other than `except` has `name`, compared without regard to case
+    /// as InfiniBox compares names.
+    pub(super) fn name_taken(&self, name: &str, except: Option<u32>) -> bool {
+        (self.users.iter())
+            .any(|user| crate::meta::bounds::same_name(&user.name, name) && Some(user.id) != except)
+    }
+
     pub(super) fn enabled_admins(&self) -> usize {
         self.users
             .iter()
