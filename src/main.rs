@@ -16,6 +16,7 @@ use troika::hw::HwModel;
 use troika::mgmt::{self, CliCommand, cli};
 use troika::node::stop::StopSignals;
 use troika::node::{Node, NodeOptions};
+use troika::target::nbd::NbdAccessConfig;
 
 /// troika: a three-controller storage array in one process.
 #[derive(Parser)]
@@ -73,6 +74,20 @@ enum Command {
         /// `none`.
         #[arg(long, default_value = "127.0.0.1:3260")]
         iscsi_listen: String,
+        /// Serve every volume and snapshot to any NBD client on the TCP ports, without TLS
+        /// or host mappings: for benchmarking on a trusted machine only (logged, and
+        /// raises the warning event NBD_OPEN_EXPORTS). Without it a TCP client without a
+        /// TLS identity sees no export.
+        #[arg(long)]
+        nbd_open: bool,
+        /// Make DATA/nbd.sock mode 0660 owned by this group (name or gid) instead of 0600.
+        /// Peers are still admitted only by uid (see --nbd-allow-uid).
+        #[arg(long, value_name = "GROUP")]
+        nbd_socket_group: Option<String>,
+        /// Also admit this uid on DATA/nbd.sock (the node's own uid and root always are);
+        /// repeat for several.
+        #[arg(long = "nbd-allow-uid", value_name = "UID")]
+        nbd_allow_uids: Vec<u32>,
     },
     #[command(flatten)]
     Manage(CliCommand),
@@ -121,7 +136,7 @@ fn port_addresses(
         .collect()
 }
 
-/// Where `troika serve` listens, as given on its command line.
+/// Where `troika serve` listens, and who may use NBD, as given on its command line.
 struct Listen<'a> {
     nbd: &'a str,
     mgmt: &'a str,
@@ -130,6 +145,9 @@ struct Listen<'a> {
     mgmt_tls: bool,
     /// `--mgmt-login-lockout`, seconds.
     login_lockout: u64,
+    nbd_open: bool,
+    nbd_socket_group: Option<&'a str>,
+    nbd_allow_uids: &'a [u32],
 }
 
 fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
@@ -152,6 +170,10 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
         model.controllers,
     )?;
     let mgmt_tcp = listen_address("mgmt-listen", listen.mgmt, "127.0.0.1:8080")?;
+    let nbd_socket_group = listen
+        .nbd_socket_group
+        .map(troika::node::nbd_access::group_id)
+        .transpose()?;
     let node = Node::start(
         model,
         &NodeOptions {
@@ -161,6 +183,11 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             mgmt_tls: listen.mgmt_tls,
             login_lockout: std::time::Duration::from_secs(listen.login_lockout),
             iscsi_tcp: iscsi_tcp.clone(),
+            nbd_access: NbdAccessConfig {
+                open: listen.nbd_open,
+                allowed_uids: listen.nbd_allow_uids.to_vec(),
+            },
+            nbd_socket_group,
         },
     )?;
     troika::say!(
@@ -207,6 +234,9 @@ fn main() -> ExitCode {
             mgmt_tls,
             mgmt_login_lockout,
             iscsi_listen,
+            nbd_open,
+            nbd_socket_group,
+            nbd_allow_uids,
         } => match serve(
             cli.data,
             hw,
@@ -216,6 +246,9 @@ fn main() -> ExitCode {
                 iscsi: &iscsi_listen,
                 mgmt_tls: mgmt_tls == "on",
                 login_lockout: mgmt_login_lockout,
+                nbd_open,
+                nbd_socket_group: nbd_socket_group.as_deref(),
+                nbd_allow_uids: &nbd_allow_uids,
             },
         ) {
             Ok(()) => ExitCode::SUCCESS,

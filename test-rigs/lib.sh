@@ -48,7 +48,8 @@ wait_for_socket() {
 }
 
 # start_troika DATA_DIR LOG [--hw FILE]: starts `troika serve` in the background with NBD only
-# on DATA_DIR/nbd.sock (or also on TCP: NBD_LISTEN=ADDR[,ADDR...] start_troika ...); sets
+# on DATA_DIR/nbd.sock (or also on TCP: NBD_LISTEN=ADDR[,ADDR...] start_troika ... --nbd-open,
+# since a TCP client without TLS sees no export otherwise); sets
 # TROIKA_PID.
 start_troika() {
     local data="$1" log="$2"

@@ -41,6 +41,8 @@ struct Port {
 pub struct Ports {
     ports: Mutex<Vec<Port>>,
     retired: Mutex<Vec<JoinHandle<()>>>,
+    /// What every port is opened (and reopened) with.
+    config: Mutex<NbdConfig>,
 }
 
 impl Ports {
@@ -48,7 +50,13 @@ impl Ports {
         Ports {
             ports: Mutex::new((0..count).map(|_| Port::default()).collect()),
             retired: Mutex::new(Vec::new()),
+            config: Mutex::new(NbdConfig::default()),
         }
+    }
+
+    /// The configuration ports opened from now on use (access rules, tuning).
+    pub fn set_config(&self, config: NbdConfig) {
+        *self.config.lock() = config;
     }
 
     /// The address controller `index` serves on, if it has one.
@@ -73,7 +81,7 @@ impl Ports {
         port.thread = Some(nbd::spawn_server(
             NbdListener::Tcp(listener),
             provider,
-            NbdConfig::default(),
+            self.config.lock().clone(),
             shutdown.clone(),
         ));
         port.address = Some(address);

@@ -84,14 +84,14 @@ pub struct TestNode {
     pub nbd_ports: Vec<u16>,
     /// iSCSI portal ports, one per controller (controller 1 first); empty for none.
     pub iscsi_ports: Vec<u16>,
+    /// More arguments for `troika serve` (e.g. `--nbd-open`), kept across restarts.
+    serve_args: Vec<String>,
     /// Where the next start writes its stdout and stderr instead of `log` (taken by it,
     /// so a restart writes to `log` again).
     output: Option<OwnedFd>,
     /// Whether the TCP API speaks HTTPS; the plain-HTTP helpers (`http_tcp`, `raw_tcp`,
     /// `api_json`) need it off, which is the default here (`--mgmt-tls off`).
     pub mgmt_tls: bool,
-    /// Extra `troika serve` arguments.
-    pub extra_args: Vec<String>,
 }
 
 impl TestNode {
@@ -115,7 +115,7 @@ impl TestNode {
     pub fn start_with_https_api(model: PathBuf, extra: &[&str]) -> TestNode {
         let mut node = Self::prepare(model, Some(free_port()), Vec::new());
         node.mgmt_tls = true;
-        node.extra_args = extra.iter().map(|arg| (*arg).to_owned()).collect();
+        node.serve_args = extra.iter().map(|arg| (*arg).to_owned()).collect();
         node.spawn();
         node
     }
@@ -125,9 +125,20 @@ impl TestNode {
         self.data().join("tls/server-cert.pem")
     }
 
-    /// Starts a node with an NBD TCP port on each of `controllers` controllers.
+    /// Starts a node with an NBD TCP port on each of `controllers` controllers, open to
+    /// anonymous clients (`--nbd-open`: these tests are about the ports, not access).
     pub fn start_with_nbd_ports(model: PathBuf, controllers: usize) -> TestNode {
-        Self::start_on(model, None, (0..controllers).map(|_| free_port()).collect())
+        Self::start_with_serve_args(model, controllers, &["--nbd-open"])
+    }
+
+    /// Starts a node with an NBD TCP port on each of `controllers` controllers and more
+    /// `troika serve` arguments.
+    pub fn start_with_serve_args(model: PathBuf, controllers: usize, args: &[&str]) -> TestNode {
+        let ports = (0..controllers).map(|_| free_port()).collect();
+        let mut node = Self::prepare(model, None, ports);
+        node.serve_args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        node.spawn();
+        node
     }
 
     /// Starts a node with the REST API and an iSCSI portal on each of `controllers`
@@ -156,9 +167,9 @@ impl TestNode {
             api_port,
             nbd_ports,
             iscsi_ports: Vec::new(),
+            serve_args: Vec::new(),
             output: None,
             mgmt_tls: false,
-            extra_args: Vec::new(),
         }
     }
 
@@ -255,7 +266,7 @@ impl TestNode {
             .arg("--iscsi-listen")
             .arg(list_or_none(&self.iscsi_ports))
             .args(["--mgmt-tls", if self.mgmt_tls { "on" } else { "off" }])
-            .args(&self.extra_args)
+            .args(&self.serve_args)
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -9,16 +9,18 @@
 //!                        EOF, huge option, unknown EXPORT_NAME, deadline, shutdown)
 //! ```
 //!
-//! State carried across options: whether structured replies were negotiated and which
-//! export the last `SET_META_CONTEXT` named (and whether it selected `base:allocation`).
+//! State carried across options: whether structured replies were negotiated, which
+//! export the last `SET_META_CONTEXT` named (and whether it selected `base:allocation`),
+//! and the [`NbdClient`] every export lookup is made for (a TLS upgrade during haggling
+//! may change it; nothing else does).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::NbdConfig;
 use super::proto::{self, InfoWanted, OptionRequest};
 use super::stream::{FrameReader, Stream, write_all};
+use super::{NbdClient, NbdConfig};
 use crate::target::{BlockTarget, ExportProvider};
 
 /// Largest option payload we parse; bigger ones get `NBD_REP_ERR_TOO_BIG`.
@@ -52,6 +54,8 @@ struct Haggle<'a> {
     provider: &'a dyn ExportProvider,
     config: &'a NbdConfig,
     shutdown: &'a AtomicBool,
+    /// Who the exports are looked up for.
+    client: NbdClient,
     no_zeroes: bool,
     structured: bool,
     /// What the last `SET_META_CONTEXT` selected.
@@ -66,16 +70,29 @@ struct Selected {
     changed: Option<u64>,
 }
 
-/// Runs the handshake on a freshly accepted connection.
+/// Who a connection's client is: a unix-socket peer has already passed the server's
+/// credential check and is the local administrator; a TCP client is identified by the
+/// TLS `identity` it proved, if any.
+fn client_of(stream: &Stream, identity: Option<String>, config: &NbdConfig) -> NbdClient {
+    match stream {
+        Stream::Unix(_) => NbdClient::LocalAdmin,
+        Stream::Tcp(_) => NbdClient::over_tcp(identity, config.access.open),
+    }
+}
+
+/// Runs the handshake on a freshly accepted connection. `identity` is the TLS identity
+/// the connection proved (`None` without TLS).
 pub(super) fn negotiate(
     stream: &Stream,
     reader: &mut FrameReader<'_>,
     provider: &dyn ExportProvider,
     config: &NbdConfig,
     shutdown: &AtomicBool,
+    identity: Option<String>,
 ) -> Outcome {
     reader.set_deadline(Some(Instant::now() + HANDSHAKE_DEADLINE));
-    let outcome = run(stream, reader, provider, config, shutdown);
+    let client = client_of(stream, identity, config);
+    let outcome = run(stream, reader, provider, config, shutdown, client);
     reader.set_deadline(None);
     outcome
 }
@@ -86,6 +103,7 @@ fn run(
     provider: &dyn ExportProvider,
     config: &NbdConfig,
     shutdown: &AtomicBool,
+    client: NbdClient,
 ) -> Outcome {
     let mut greeting = [0u8; 18];
     greeting[0..8].copy_from_slice(&proto::NBD_MAGIC.to_be_bytes());
@@ -108,6 +126,7 @@ fn run(
         provider,
         config,
         shutdown,
+        client,
         no_zeroes: client_flags & proto::CLIENT_FLAG_NO_ZEROES != 0,
         structured: false,
         meta: None,
@@ -233,22 +252,23 @@ impl Haggle<'_> {
         write_all(self.stream, &[&header, data], self.shutdown)
     }
 
-    /// Finds an export: the empty name means the only export, when there is exactly one.
+    /// Finds an export this client may reach: the empty name means the only export it
+    /// may reach, when there is exactly one.
     fn resolve(&self, name: &str) -> Option<(String, Arc<dyn BlockTarget>)> {
         if name.is_empty() {
-            let exports = self.provider.list_exports();
+            let exports = self.provider.list_exports(&self.client);
             let [only] = exports.as_slice() else {
                 return None;
             };
-            let target = self.provider.open_export(&only.name)?;
+            let target = self.provider.open_export(&self.client, &only.name)?;
             return Some((only.name.clone(), target));
         }
-        let target = self.provider.open_export(name)?;
+        let target = self.provider.open_export(&self.client, name)?;
         Some((name.to_owned(), target))
     }
 
     fn list(&self, option: u32) -> std::io::Result<()> {
-        for export in self.provider.list_exports() {
+        for export in self.provider.list_exports(&self.client) {
             let name = export.name.as_bytes();
             if name.len() > proto::MAX_STRING {
                 continue;
@@ -344,9 +364,10 @@ impl Haggle<'_> {
             data.extend_from_slice(proto::BASE_ALLOCATION.as_bytes());
             self.reply(option, proto::REP_META_CONTEXT, &data)?;
         }
-        // A base that is not of the export's family is simply not selected (spec: unknown
-        // contexts are left out, never an error).
+        // A base that is not of the export's family, or that this client may not reach,
+        // is simply not selected (spec: unknown contexts are left out, never an error).
         let changed = query.changed.and_then(|base| {
+            self.provider.open_export(&self.client, base)?;
             let token = target.compare_with(base)?;
             Some((base, token))
         });

@@ -12,6 +12,11 @@
 //!   errno in transmission); a stream that cannot be resynchronised closes only its own
 //!   connection; nothing from the wire panics or sizes an allocation beyond fixed caps.
 //!
+//! Access: each connection is classified once as an [`NbdClient`] (see [`access`]) and
+//! every LIST, INFO, GO and EXPORT_NAME asks the provider with it, so a client never sees
+//! or opens an export the provider does not grant it; a name it may not reach gets the
+//! same answer as a name that does not exist.
+//!
 //! Layout: [`proto`] holds the wire constants and the pure parsers (fuzzed and
 //! benchmarked); `handshake` runs option haggling; `transmission` runs the per-connection
 //! workers; `server` accepts connections; `stream` is the socket plumbing.
@@ -19,6 +24,7 @@
 //! Threads: one accept thread per listener, and per connection `workers_per_connection`
 //! threads (the connection's own thread is one of them).
 
+pub mod access;
 mod handshake;
 pub mod proto;
 mod server;
@@ -34,6 +40,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
+pub use self::access::{NbdAccessConfig, NbdClient};
 use self::proto::{Command, Errno};
 use crate::target::ExportProvider;
 use crate::types::IoError;
@@ -49,6 +56,8 @@ pub struct NbdConfig {
     pub min_block: u32,
     /// Preferred block size advertised.
     pub preferred_block: u32,
+    /// Who may connect and what anonymous TCP clients see.
+    pub access: NbdAccessConfig,
 }
 
 impl Default for NbdConfig {
@@ -60,6 +69,7 @@ impl Default for NbdConfig {
             max_payload: 32 * 1024 * 1024,
             min_block: 512,
             preferred_block: 4096,
+            access: NbdAccessConfig::default(),
         }
     }
 }
@@ -81,6 +91,7 @@ impl NbdConfig {
             max_payload,
             min_block,
             preferred_block,
+            access: self.access.clone(),
         }
     }
 }

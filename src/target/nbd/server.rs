@@ -4,6 +4,10 @@
 //! within [`ACCEPT_POLL_MS`]. On shutdown the loop stops accepting and joins every
 //! connection thread; those notice the flag themselves (see `stream`), finish what they
 //! hold and close.
+//!
+//! A unix-socket peer is checked (SO_PEERCRED, see [`super::access`]) on the accept
+//! thread, before a connection thread exists or any NBD byte is sent; a refused peer is
+//! closed at once.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,6 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use super::access::{RefusalLog, peer_credentials};
 use super::handshake::{self, Outcome};
 use super::stream::{FrameReader, Stream};
 use super::transmission::Connection;
@@ -83,6 +88,7 @@ fn accept_loop(
         return;
     }
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    let refusals = RefusalLog::default();
     while !shutdown.load(Ordering::Acquire) {
         let stream = match listener.accept() {
             Ok(stream) => stream,
@@ -97,6 +103,13 @@ fn accept_loop(
                 continue;
             }
         };
+        if let Stream::Unix(unix) = &stream
+            && let Err(peer) = admit_unix_peer(unix, &config)
+        {
+            refusals.refused(&peer);
+            stream.shutdown();
+            continue;
+        }
         connections.retain(|handle| !handle.is_finished());
         if connections.len() >= MAX_CONNECTIONS {
             stream.shutdown();
@@ -118,6 +131,19 @@ fn accept_loop(
     }
 }
 
+/// Admits a unix-socket peer whose uid the configuration allows; otherwise describes it
+/// for the log.
+fn admit_unix_peer(
+    stream: &std::os::unix::net::UnixStream,
+    config: &NbdConfig,
+) -> Result<(), String> {
+    match peer_credentials(stream) {
+        Ok((_, uid)) if config.access.admits_uid(uid) => Ok(()),
+        Ok((pid, uid)) => Err(format!("uid {uid} (pid {pid})")),
+        Err(err) => Err(format!("a peer whose credentials cannot be read ({err})")),
+    }
+}
+
 fn serve_connection(
     stream: Stream,
     provider: &dyn ExportProvider,
@@ -129,7 +155,9 @@ fn serve_connection(
     }
     let stop = AtomicBool::new(false);
     let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
-    match handshake::negotiate(&stream, &mut reader, provider, config, shutdown) {
+    // Without TLS no connection proves an identity (the TLS upgrade fills it in).
+    let identity = None;
+    match handshake::negotiate(&stream, &mut reader, provider, config, shutdown, identity) {
         // Failed handshakes are not logged: a port scanner would flood the log.
         Outcome::Closed => {}
         Outcome::Transmission(session) => {

@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::proto::*;
-use super::{NbdConfig, NbdListener, spawn_server};
+use super::{NbdAccessConfig, NbdClient, NbdConfig, NbdListener, spawn_server};
 use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
 
@@ -203,15 +203,30 @@ impl BlockTarget for MemTarget {
     }
 }
 
-/// Serves a fixed set of [`MemTarget`]s.
+/// Serves a fixed set of [`MemTarget`]s: all of them to the clients that see everything,
+/// to an identified client those whose name starts with its identity and a '.', nothing
+/// to anonymous ones.
 pub struct MemProvider {
     pub exports: Vec<Arc<MemTarget>>,
 }
 
+impl MemProvider {
+    fn grants(client: &NbdClient, name: &str) -> bool {
+        match client {
+            NbdClient::LocalAdmin | NbdClient::Open => true,
+            NbdClient::Identified(identity) => name
+                .strip_prefix(identity.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+            NbdClient::Anonymous => false,
+        }
+    }
+}
+
 impl ExportProvider for MemProvider {
-    fn list_exports(&self) -> Vec<ExportInfo> {
+    fn list_exports(&self, client: &NbdClient) -> Vec<ExportInfo> {
         self.exports
             .iter()
+            .filter(|t| Self::grants(client, &t.name))
             .map(|t| ExportInfo {
                 name: t.name.clone(),
                 size: t.size(),
@@ -220,9 +235,10 @@ impl ExportProvider for MemProvider {
             .collect()
     }
 
-    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
+    fn open_export(&self, client: &NbdClient, name: &str) -> Option<Arc<dyn BlockTarget>> {
         self.exports
             .iter()
+            .filter(|t| Self::grants(client, &t.name))
             .find(|t| t.name == name)
             .map(|t| Arc::clone(t) as Arc<dyn BlockTarget>)
     }
@@ -244,10 +260,20 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A TCP server as started with `--nbd-open`: anonymous clients see every export.
     pub fn tcp(exports: Vec<Arc<MemTarget>>) -> Self {
+        Self::tcp_with(exports, true)
+    }
+
+    /// A TCP server; `open` is `--nbd-open`.
+    pub fn tcp_with(exports: Vec<Arc<MemTarget>>, open: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = Address::Tcp(listener.local_addr().expect("addr"));
-        Self::start(NbdListener::Tcp(listener), address, None, exports)
+        let access = NbdAccessConfig {
+            open,
+            allowed_uids: Vec::new(),
+        };
+        Self::start(NbdListener::Tcp(listener), address, None, exports, access)
     }
 
     pub fn unix(exports: Vec<Arc<MemTarget>>) -> Self {
@@ -259,6 +285,7 @@ impl TestServer {
             Address::Unix(path),
             Some(dir),
             exports,
+            NbdAccessConfig::default(),
         )
     }
 
@@ -267,6 +294,7 @@ impl TestServer {
         address: Address,
         dir: Option<tempfile::TempDir>,
         exports: Vec<Arc<MemTarget>>,
+        access: NbdAccessConfig,
     ) -> Self {
         let shutdown = Arc::new(AtomicBool::new(false));
         let handle = spawn_server(
@@ -274,6 +302,7 @@ impl TestServer {
             Arc::new(MemProvider { exports }),
             NbdConfig {
                 max_payload: 1024 * 1024,
+                access,
                 ..NbdConfig::default()
             },
             Arc::clone(&shutdown),
