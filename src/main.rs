@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand};
 use troika::hw::HwModel;
 use troika::mgmt::{self, CliCommand, cli};
 use troika::node::stop::StopSignals;
-use troika::node::{Node, NodeOptions};
+use troika::node::{NbdTlsOptions, Node, NodeOptions};
+use troika::target::nbd::NbdTlsMode;
 
 /// troika: a three-controller storage array in one process.
 #[derive(Parser)]
@@ -61,6 +62,23 @@ enum Command {
         /// `none`.
         #[arg(long, default_value = "127.0.0.1:3260")]
         iscsi_listen: String,
+        /// TLS on the NBD TCP ports: `require` (nothing is served before STARTTLS), `on`
+        /// (offered, plain clients served too) or `off`. Credentials: DATA/tls/server-cert.pem
+        /// and server-key.pem (x509) and/or a PSK key file.
+        #[arg(long, default_value = "require", value_name = "off|on|require")]
+        nbd_tls: NbdTlsMode,
+        /// TLS on the NBD unix socket DATA/nbd.sock (same values as --nbd-tls).
+        #[arg(long, default_value = "off", value_name = "off|on|require")]
+        nbd_unix_tls: NbdTlsMode,
+        /// The CA certificate (PEM) that NBD client certificates are verified against
+        /// (default DATA/tls/nbd-ca.pem when it exists); a verified certificate's subject
+        /// CN is the client's TLS identity.
+        #[arg(long, value_name = "FILE")]
+        nbd_tls_ca: Option<PathBuf>,
+        /// The NBD pre-shared keys, psktool format `identity:hexkey` per line, mode 0600
+        /// (default DATA/tls/nbd-psk.keys when it exists).
+        #[arg(long, value_name = "FILE")]
+        nbd_tls_psk: Option<PathBuf>,
     },
     #[command(flatten)]
     Manage(CliCommand),
@@ -114,6 +132,7 @@ struct Listen<'a> {
     nbd: &'a str,
     mgmt: &'a str,
     iscsi: &'a str,
+    nbd_tls: NbdTlsOptions,
 }
 
 fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
@@ -143,6 +162,7 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             nbd_tcp: nbd_tcp.clone(),
             mgmt_tcp,
             iscsi_tcp: iscsi_tcp.clone(),
+            nbd_tls: listen.nbd_tls.clone(),
         },
     )?;
     troika::say!(
@@ -184,6 +204,10 @@ fn main() -> ExitCode {
             nbd_listen,
             mgmt_listen,
             iscsi_listen,
+            nbd_tls,
+            nbd_unix_tls,
+            nbd_tls_ca,
+            nbd_tls_psk,
         } => match serve(
             cli.data,
             hw,
@@ -191,6 +215,12 @@ fn main() -> ExitCode {
                 nbd: &nbd_listen,
                 mgmt: &mgmt_listen,
                 iscsi: &iscsi_listen,
+                nbd_tls: NbdTlsOptions {
+                    tcp: nbd_tls,
+                    unix: nbd_unix_tls,
+                    ca: nbd_tls_ca,
+                    psk: nbd_tls_psk,
+                },
             },
         ) {
             Ok(()) => ExitCode::SUCCESS,

@@ -196,16 +196,19 @@ impl Controllers {
         *self.events.lock() = Some(sink);
     }
 
-    /// Opens controller `index`'s NBD port on `address`.
+    /// Opens controller `index`'s NBD port on `address` with `config` (its TLS policy
+    /// included; kept for when the port reopens after a failback).
     pub fn open_port(
         self: &Arc<Self>,
         controller: ControllerId,
         address: SocketAddr,
+        config: crate::target::nbd::NbdConfig,
     ) -> std::io::Result<()> {
         self.ports.open(
             controller.index(),
             address,
             ControllerPort::new(self.clone(), controller),
+            config,
         )
     }
 

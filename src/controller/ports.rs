@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::target::ExportProvider;
-use crate::target::nbd::{self, NbdConfig, NbdListener};
+use crate::target::nbd::{self, NbdConfig, NbdListener, NbdTlsMode};
 
 /// Listens on `address`, retrying for up to 2 s while it is in use: a port closed a moment
 /// ago may still be held by its listener thread.
@@ -32,6 +32,8 @@ pub fn bind_retrying(address: SocketAddr) -> std::io::Result<TcpListener> {
 #[derive(Default)]
 struct Port {
     address: Option<SocketAddr>,
+    /// The NBD settings (TLS included) the port was opened with, for reopening.
+    config: NbdConfig,
     shutdown: Option<Arc<AtomicBool>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -56,12 +58,23 @@ impl Ports {
         self.ports.lock().get(index).and_then(|port| port.address)
     }
 
-    /// Listens on `address` for controller `index` (remembered for reopening).
+    /// The URI scheme clients use on controller `index`'s port: `nbds` when TLS is
+    /// required there.
+    pub fn scheme(&self, index: usize) -> &'static str {
+        match self.ports.lock().get(index) {
+            Some(port) if port.config.tls.mode == NbdTlsMode::Require => "nbds",
+            _ => "nbd",
+        }
+    }
+
+    /// Listens on `address` for controller `index` (address and config remembered for
+    /// reopening).
     pub fn open(
         &self,
         index: usize,
         address: SocketAddr,
         provider: Arc<dyn ExportProvider>,
+        config: NbdConfig,
     ) -> std::io::Result<()> {
         let mut ports = self.ports.lock();
         let port = &mut ports[index];
@@ -73,18 +86,23 @@ impl Ports {
         port.thread = Some(nbd::spawn_server(
             NbdListener::Tcp(listener),
             provider,
-            NbdConfig::default(),
+            config.clone(),
             shutdown.clone(),
         ));
         port.address = Some(address);
+        port.config = config;
         port.shutdown = Some(shutdown);
         Ok(())
     }
 
     /// Reopens controller `index`'s port at its remembered address.
     pub fn reopen(&self, index: usize, provider: Arc<dyn ExportProvider>) -> std::io::Result<()> {
+        let config = match self.ports.lock().get(index) {
+            Some(port) => port.config.clone(),
+            None => return Ok(()),
+        };
         match self.address(index) {
-            Some(address) => self.open(index, address, provider),
+            Some(address) => self.open(index, address, provider, config),
             None => Ok(()),
         }
     }

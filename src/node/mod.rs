@@ -45,7 +45,9 @@ use crate::mgmt::events::EventLog;
 use crate::mgmt::rest::Mgmt;
 use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
-use crate::target::nbd::{self, NbdConfig, NbdListener};
+use crate::target::nbd::{
+    self, NbdConfig, NbdListener, NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer,
+};
 
 /// Where the node listens.
 #[derive(Clone, Debug)]
@@ -58,6 +60,68 @@ pub struct NodeOptions {
     pub mgmt_tcp: Option<SocketAddr>,
     /// iSCSI portals, one per controller in order (controller 1 first); empty for none.
     pub iscsi_tcp: Vec<SocketAddr>,
+    /// TLS on the NBD listeners.
+    pub nbd_tls: NbdTlsOptions,
+}
+
+/// TLS on the NBD listeners, as `serve` flags give it.
+#[derive(Clone, Debug)]
+pub struct NbdTlsOptions {
+    /// The TCP listeners' mode (`--nbd-tls`, default `require`).
+    pub tcp: NbdTlsMode,
+    /// The unix socket's mode (`--nbd-unix-tls`, default `off`).
+    pub unix: NbdTlsMode,
+    /// `--nbd-tls-ca`: the CA for client certificates (default DATA/tls/nbd-ca.pem if
+    /// present).
+    pub ca: Option<PathBuf>,
+    /// `--nbd-tls-psk`: the PSK key file (default DATA/tls/nbd-psk.keys if present).
+    pub psk: Option<PathBuf>,
+}
+
+impl Default for NbdTlsOptions {
+    fn default() -> Self {
+        NbdTlsOptions {
+            tcp: NbdTlsMode::Require,
+            unix: NbdTlsMode::Off,
+            ca: None,
+            psk: None,
+        }
+    }
+}
+
+/// Each NBD listener's TLS (unix socket, TCP ports), checked and logged at start.
+fn nbd_tls(options: &NodeOptions) -> anyhow::Result<(NbdTls, NbdTls)> {
+    let wanted = &options.nbd_tls;
+    let tcp_mode = if options.nbd_tcp.is_empty() {
+        NbdTlsMode::Off
+    } else {
+        wanted.tcp
+    };
+    let files = NbdTlsFiles::in_data_dir(&options.data_dir, wanted.ca.clone(), wanted.psk.clone());
+    let server = if tcp_mode == NbdTlsMode::Off && wanted.unix == NbdTlsMode::Off {
+        None
+    } else {
+        TlsServer::load(&files).map_err(anyhow::Error::msg)?
+    };
+    let unix = NbdTls::new(wanted.unix, server.clone(), &files)
+        .map_err(|err| anyhow::anyhow!("the NBD unix socket (--nbd-unix-tls): {err}"))?;
+    let tcp = NbdTls::new(tcp_mode, server.clone(), &files)
+        .map_err(|err| anyhow::anyhow!("the NBD TCP ports (--nbd-tls): {err}"))?;
+    let credentials = server.map(|server| format!(", {}", server.describe()));
+    let credentials = credentials.unwrap_or_default();
+    crate::say!(
+        "troika: NBD TLS {} on nbd.sock{}",
+        wanted.unix,
+        if wanted.unix == NbdTlsMode::Off { "" } else { &credentials }
+    );
+    if !options.nbd_tcp.is_empty() {
+        crate::say!(
+            "troika: NBD TLS {} on the TCP ports{}",
+            tcp_mode,
+            if tcp_mode == NbdTlsMode::Off { "" } else { &credentials }
+        );
+    }
+    Ok((unix, tcp))
 }
 
 /// A running node.
@@ -166,6 +230,7 @@ impl Node {
         let mut threads = Vec::new();
         let mut sockets = Vec::new();
 
+        let (unix_tls, tcp_tls) = nbd_tls(options)?;
         let nbd_socket = data_dir.join("nbd.sock");
         let _ = std::fs::remove_file(&nbd_socket);
         let unix = UnixListener::bind(&nbd_socket)
@@ -174,7 +239,10 @@ impl Node {
         threads.push(nbd::spawn_server(
             NbdListener::Unix(unix),
             NodePort::new(controllers.clone()),
-            NbdConfig::default(),
+            NbdConfig {
+                tls: unix_tls,
+                ..NbdConfig::default()
+            },
             shutdown.clone(),
         ));
         if options.nbd_tcp.len() > controllers.ids().len() {
@@ -186,7 +254,14 @@ impl Node {
         }
         for (address, controller) in options.nbd_tcp.iter().zip(controllers.ids()) {
             controllers
-                .open_port(*controller, *address)
+                .open_port(
+                    *controller,
+                    *address,
+                    NbdConfig {
+                        tls: tcp_tls.clone(),
+                        ..NbdConfig::default()
+                    },
+                )
                 .with_context(|| {
                     format!(
                         "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"

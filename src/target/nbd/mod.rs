@@ -14,7 +14,9 @@
 //!
 //! Layout: [`proto`] holds the wire constants and the pure parsers (fuzzed and
 //! benchmarked); `handshake` runs option haggling; `transmission` runs the per-connection
-//! workers; `server` accepts connections; `stream` is the socket plumbing.
+//! workers; `server` accepts connections; `stream` is the socket plumbing; [`tls`] is the
+//! TLS policy and OpenSSL context (STARTTLS), `tls_stream` the TLS session that the
+//! connection's threads share.
 //!
 //! Threads: one accept thread per listener, and per connection `workers_per_connection`
 //! threads (the connection's own thread is one of them).
@@ -23,6 +25,8 @@ mod handshake;
 pub mod proto;
 mod server;
 mod stream;
+pub mod tls;
+mod tls_stream;
 mod transmission;
 
 #[cfg(test)]
@@ -35,6 +39,7 @@ use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
 use self::proto::{Command, Errno};
+pub use self::tls::{NbdClient, NbdPeer, NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer};
 use crate::target::ExportProvider;
 use crate::types::IoError;
 
@@ -49,6 +54,8 @@ pub struct NbdConfig {
     pub min_block: u32,
     /// Preferred block size advertised.
     pub preferred_block: u32,
+    /// Whether STARTTLS is offered or required, and the TLS context.
+    pub tls: NbdTls,
 }
 
 impl Default for NbdConfig {
@@ -60,6 +67,7 @@ impl Default for NbdConfig {
             max_payload: 32 * 1024 * 1024,
             min_block: 512,
             preferred_block: 4096,
+            tls: NbdTls::off(),
         }
     }
 }
@@ -81,6 +89,7 @@ impl NbdConfig {
             max_payload,
             min_block,
             preferred_block,
+            tls: self.tls.clone(),
         }
     }
 }

@@ -10,10 +10,12 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use super::handshake::{self, Outcome};
+use super::handshake::{self, Outcome, Phase, Session};
 use super::stream::{FrameReader, Stream};
+use super::tls::NbdClient;
+use super::tls_stream::{AcceptError, TlsStream};
 use super::transmission::Connection;
 use super::{NbdConfig, NbdListener};
 use crate::target::ExportProvider;
@@ -128,16 +130,85 @@ fn serve_connection(
         return;
     }
     let stop = AtomicBool::new(false);
-    let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
-    match handshake::negotiate(&stream, &mut reader, provider, config, shutdown) {
-        // Failed handshakes are not logged: a port scanner would flood the log.
-        Outcome::Closed => {}
-        Outcome::Transmission(session) => {
-            let export = session.target.name().to_owned();
-            let connection = Connection::new(&stream, session, reader, config, shutdown, &stop);
-            connection.serve(config.workers_per_connection);
-            crate::say!("nbd: {} closed its session on {export}", stream.peer());
+    let mut client = NbdClient {
+        peer: stream.nbd_peer(),
+        tls: false,
+        tls_identity: None,
+    };
+    let started = Instant::now();
+    let no_zeroes = {
+        let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
+        let outcome = handshake::negotiate(
+            &stream,
+            &mut reader,
+            provider,
+            config,
+            shutdown,
+            &client,
+            Phase::Fresh,
+        );
+        match outcome {
+            // Failed handshakes are not logged: a port scanner would flood the log.
+            Outcome::Closed => None,
+            Outcome::Transmission(session) => {
+                transmit(&stream, session, reader, config, shutdown, &stop);
+                None
+            }
+            // The client sends nothing between our ACK and its TLS hello; bytes already
+            // buffered are a protocol violation.
+            Outcome::StartTls { no_zeroes } => (!reader.has_buffered()).then_some(no_zeroes),
         }
+    };
+    let Some(no_zeroes) = no_zeroes else {
+        stream.shutdown();
+        return;
+    };
+    let Some(server) = config.tls.offered() else {
+        stream.shutdown();
+        return;
+    };
+    let deadline = started + handshake::HANDSHAKE_DEADLINE;
+    let tls = match TlsStream::accept(stream, server, [shutdown, &stop], deadline) {
+        Ok(tls) => tls,
+        Err(AcceptError::Stopped) => return,
+        Err(AcceptError::Failed(reason)) => {
+            // Worth a line, unlike a plain failed handshake: a client that got this far
+            // meant to connect and its operator needs to know why it could not.
+            crate::say!("nbd: TLS handshake with {client} failed: {reason}");
+            return;
+        }
+    };
+    client.tls = true;
+    client.tls_identity = tls.identity().map(str::to_owned);
+    let stream = Stream::Tls(Box::new(tls));
+    let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
+    let outcome = handshake::negotiate(
+        &stream,
+        &mut reader,
+        provider,
+        config,
+        shutdown,
+        &client,
+        Phase::AfterTls { no_zeroes },
+    );
+    if let Outcome::Transmission(session) = outcome {
+        transmit(&stream, session, reader, config, shutdown, &stop);
     }
     stream.shutdown();
+}
+
+/// Serves a connection that entered transmission until it stops.
+fn transmit<'a>(
+    stream: &'a Stream,
+    session: Session,
+    reader: FrameReader<'a>,
+    config: &'a NbdConfig,
+    shutdown: &'a AtomicBool,
+    stop: &'a AtomicBool,
+) {
+    let export = session.target.name().to_owned();
+    let client = session.client.clone();
+    let connection = Connection::new(stream, session, reader, config, shutdown, stop);
+    connection.serve(config.workers_per_connection);
+    crate::say!("nbd: {client} closed its session on {export}");
 }
