@@ -33,6 +33,8 @@ mod transmission;
 mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

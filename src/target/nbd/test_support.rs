@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::proto::*;
-use super::{NbdConfig, NbdListener, spawn_server};
+use super::{NbdConfig, NbdListener, NbdTls, spawn_server};
 use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
 
@@ -245,9 +245,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub fn tcp(exports: Vec<Arc<MemTarget>>) -> Self {
+        Self::tcp_with_tls(exports, NbdTls::off())
+    }
+
+    /// A TCP server with the given TLS policy.
+    pub fn tcp_with_tls(exports: Vec<Arc<MemTarget>>, tls: NbdTls) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = Address::Tcp(listener.local_addr().expect("addr"));
-        Self::start(NbdListener::Tcp(listener), address, None, exports)
+        Self::start(NbdListener::Tcp(listener), address, None, exports, tls)
     }
 
     pub fn unix(exports: Vec<Arc<MemTarget>>) -> Self {
@@ -259,6 +264,7 @@ impl TestServer {
             Address::Unix(path),
             Some(dir),
             exports,
+            NbdTls::off(),
         )
     }
 
@@ -267,6 +273,7 @@ impl TestServer {
         address: Address,
         dir: Option<tempfile::TempDir>,
         exports: Vec<Arc<MemTarget>>,
+        tls: NbdTls,
     ) -> Self {
         let shutdown = Arc::new(AtomicBool::new(false));
         let handle = spawn_server(
@@ -274,6 +281,7 @@ impl TestServer {
             Arc::new(MemProvider { exports }),
             NbdConfig {
                 max_payload: 1024 * 1024,
+                tls,
                 ..NbdConfig::default()
             },
             Arc::clone(&shutdown),
@@ -304,8 +312,14 @@ impl Drop for TestServer {
 /// The max payload every [`TestServer`] advertises.
 pub const TEST_MAX_PAYLOAD: u32 = 1024 * 1024;
 
-trait Socket: Read + Write + Send {
+pub trait Socket: Read + Write + Send {
     fn half_close(&self);
+}
+
+impl Socket for openssl::ssl::SslStream<TcpStream> {
+    fn half_close(&self) {
+        let _ = self.get_ref().shutdown(Shutdown::Write);
+    }
 }
 
 impl Socket for TcpStream {
@@ -380,6 +394,16 @@ impl Client {
                 Box::new(s)
             }
         };
+        Client {
+            sock,
+            size: 0,
+            flags: 0,
+            pending_reads: HashMap::new(),
+        }
+    }
+
+    /// A client over an already connected socket (e.g. a TLS session).
+    pub fn over(sock: Box<dyn Socket>) -> Self {
         Client {
             sock,
             size: 0,

@@ -327,6 +327,11 @@ fn build_context(
     );
     builder.set_num_tickets(0).map_err(general)?;
     builder.set_session_cache_mode(SslSessionCacheMode::OFF);
+    // OpenSSL treats an external PSK as a session to resume, and refuses to resume one when
+    // client certificates are verified unless a session id context is set.
+    builder
+        .set_session_id_context(b"troika-nbd")
+        .map_err(general)?;
     builder.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
     // External PSKs through the server callback need a SHA-256 suite; AES-128-GCM is also
     // the cheapest with AES-NI.
