@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nbd_client;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -87,6 +88,9 @@ pub struct TestNode {
     /// Where the next start writes its stdout and stderr instead of `log` (taken by it,
     /// so a restart writes to `log` again).
     output: Option<OwnedFd>,
+    /// The NBD TLS flags `serve` gets: `--nbd-tls off` unless a test says otherwise
+    /// (TCP listeners require TLS by default).
+    pub nbd_tls_args: Vec<String>,
 }
 
 impl TestNode {
@@ -137,7 +141,19 @@ impl TestNode {
             nbd_ports,
             iscsi_ports: Vec::new(),
             output: None,
+            nbd_tls_args: vec!["--nbd-tls".to_owned(), "off".to_owned()],
         }
+    }
+
+    /// A node with NBD TCP ports on `controllers` controllers, not started yet: put files
+    /// in its data directory and set `nbd_tls_args`, then call [`TestNode::launch`].
+    pub fn prepare_with_nbd_ports(model: PathBuf, controllers: usize) -> TestNode {
+        Self::prepare(model, None, (0..controllers).map(|_| free_port()).collect())
+    }
+
+    /// Starts a node made by [`TestNode::prepare_with_nbd_ports`] and waits until it serves.
+    pub fn launch(&mut self) {
+        self.spawn();
     }
 
     /// Starts a node (NBD on its unix socket only) whose stdout and stderr both go
@@ -232,6 +248,7 @@ impl TestNode {
             )
             .arg("--iscsi-listen")
             .arg(list_or_none(&self.iscsi_ports))
+            .args(&self.nbd_tls_args)
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()

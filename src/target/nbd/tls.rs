@@ -34,7 +34,7 @@ use openssl::ssl::{
     Ssl, SslContext, SslContextBuilder, SslFiletype, SslMethod, SslMode, SslOptions, SslRef,
     SslSessionCacheMode, SslVerifyMode, SslVersion,
 };
-use openssl::x509::{X509Name, X509VerifyResult};
+use openssl::x509::X509VerifyResult;
 
 /// Whether a listener offers or demands TLS.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -359,9 +359,9 @@ fn build_context(
             builder
                 .set_ca_file(ca)
                 .map_err(|err| tls_error("load the client CA", ca, err))?;
-            let names = X509Name::load_client_ca_file(ca)
-                .map_err(|err| tls_error("read the client CA names of", ca, err))?;
-            builder.set_client_ca_list(names);
+            // No list of acceptable CA names is sent: GnuTLS clients would then quietly
+            // withhold a certificate from another CA and connect anonymously, where the
+            // operator wants the untrusted certificate refused.
             builder.set_verify(SslVerifyMode::PEER);
         }
         None => builder.set_verify(SslVerifyMode::NONE),
