@@ -35,7 +35,11 @@ fn fio_has_nbd() -> bool {
     Command::new("fio")
         .arg("--enghelp")
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "nbd"))
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == "nbd")
+        })
         .unwrap_or(false)
 }
 
@@ -50,17 +54,24 @@ fn copy_round_trip(dir: &Path, uri: &str, data: &[u8], label: &str) {
     let input = dir.join(format!("{label}-in.bin"));
     let output = dir.join(format!("{label}-out.bin"));
     std::fs::write(&input, data).unwrap();
-    let write = run(
-        "nbdcopy",
-        &["--flush", input.to_str().unwrap(), uri],
-        None,
+    let write = run("nbdcopy", &["--flush", input.to_str().unwrap(), uri], None);
+    assert!(
+        write.status.success(),
+        "{label}: nbdcopy in: {}",
+        text(&write)
     );
-    assert!(write.status.success(), "{label}: nbdcopy in: {}", text(&write));
     let read = run("nbdcopy", &[uri, output.to_str().unwrap()], None);
-    assert!(read.status.success(), "{label}: nbdcopy out: {}", text(&read));
+    assert!(
+        read.status.success(),
+        "{label}: nbdcopy out: {}",
+        text(&read)
+    );
     let back = std::fs::read(&output).unwrap();
     assert!(back.len() >= data.len(), "{label}: short copy");
-    assert!(back[..data.len()] == *data, "{label}: the data came back different");
+    assert!(
+        back[..data.len()] == *data,
+        "{label}: the data came back different"
+    );
 }
 
 #[test]
@@ -89,7 +100,12 @@ fn tls_clients_are_served_and_identified_and_others_refused() {
             dir.display()
         )
     };
-    let with_psk = |file: &Path| format!("nbds://bob@127.0.0.1:{port}/v?tls-psk-file={}", file.display());
+    let with_psk = |file: &Path| {
+        format!(
+            "nbds://bob@127.0.0.1:{port}/v?tls-psk-file={}",
+            file.display()
+        )
+    };
     let log = node.log_text();
     assert!(
         log.contains("NBD TLS require on the TCP ports") && log.contains("PSK (1 identities)"),
@@ -97,7 +113,11 @@ fn tls_clients_are_served_and_identified_and_others_refused() {
     );
 
     let plain = run("nbdinfo", &[&format!("nbd://127.0.0.1:{port}/v")], None);
-    assert!(!plain.status.success(), "a plain client was served: {}", text(&plain));
+    assert!(
+        !plain.status.success(),
+        "a plain client was served: {}",
+        text(&plain)
+    );
     let info = run("nbdinfo", &[&x509(&good)], None);
     assert!(info.status.success(), "nbdinfo over x509: {}", text(&info));
     assert!(text(&info).contains("with TLS"), "{}", text(&info));
@@ -108,14 +128,23 @@ fn tls_clients_are_served_and_identified_and_others_refused() {
     copy_round_trip(clients.path(), &with_psk(&psk), &image(4 << 20, 2), "psk");
 
     let untrusted = run("nbdinfo", &[&x509(&rogue)], None);
-    assert!(!untrusted.status.success(), "an untrusted certificate was accepted");
+    assert!(
+        !untrusted.status.success(),
+        "an untrusted certificate was accepted"
+    );
     let wrong = run("nbdinfo", &[&with_psk(&wrong_psk)], None);
     assert!(!wrong.status.success(), "a wrong PSK was accepted");
 
     fio_over_tls(port, &good, clients.path());
     let log = node.log_text();
-    assert!(log.contains("(TLS as \"alice\")"), "no x509 identity logged:\n{log}");
-    assert!(log.contains("(TLS as \"bob\")"), "no PSK identity logged:\n{log}");
+    assert!(
+        log.contains("(TLS as \"alice\")"),
+        "no x509 identity logged:\n{log}"
+    );
+    assert!(
+        log.contains("(TLS as \"bob\")"),
+        "no PSK identity logged:\n{log}"
+    );
     node.stop();
 }
 
@@ -188,7 +217,11 @@ fn requiring_tls_without_credentials_fails_to_start_and_says_what_to_create() {
         ])
         .output()
         .expect("run troika serve");
-    assert!(!out.status.success(), "started without credentials: {}", text(&out));
+    assert!(
+        !out.status.success(),
+        "started without credentials: {}",
+        text(&out)
+    );
     let message = text(&out);
     assert!(message.contains("server-cert.pem"), "{message}");
     assert!(message.contains("--nbd-tls-psk"), "{message}");

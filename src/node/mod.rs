@@ -112,13 +112,21 @@ fn nbd_tls(options: &NodeOptions) -> anyhow::Result<(NbdTls, NbdTls)> {
     crate::say!(
         "troika: NBD TLS {} on nbd.sock{}",
         wanted.unix,
-        if wanted.unix == NbdTlsMode::Off { "" } else { &credentials }
+        if wanted.unix == NbdTlsMode::Off {
+            ""
+        } else {
+            &credentials
+        }
     );
     if !options.nbd_tcp.is_empty() {
         crate::say!(
             "troika: NBD TLS {} on the TCP ports{}",
             tcp_mode,
-            if tcp_mode == NbdTlsMode::Off { "" } else { &credentials }
+            if tcp_mode == NbdTlsMode::Off {
+                ""
+            } else {
+                &credentials
+            }
         );
     }
     Ok((unix, tcp))

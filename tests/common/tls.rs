@@ -125,7 +125,11 @@ pub fn write_x509(data: &Path, good: &Path, rogue: &Path, client_cn: &str) {
     let server = certificate("localhost", &server_key, Some((&ca, &ca_key)), Role::Server);
     let tls = data.join("tls");
     std::fs::create_dir_all(&tls).unwrap();
-    write_pem(&tls.join("server-cert.pem"), server.to_pem().unwrap(), 0o644);
+    write_pem(
+        &tls.join("server-cert.pem"),
+        server.to_pem().unwrap(),
+        0o644,
+    );
     write_pem(
         &tls.join("server-key.pem"),
         server_key.private_key_to_pem_pkcs8().unwrap(),

@@ -54,7 +54,9 @@ pub(super) enum Outcome {
     Transmission(Session),
     /// STARTTLS was acknowledged: the TLS handshake comes next on this socket, then
     /// [`negotiate`] again with [`Phase::AfterTls`].
-    StartTls { no_zeroes: bool },
+    StartTls {
+        no_zeroes: bool,
+    },
     /// The connection ends: the client aborted, left, or broke the protocol.
     Closed,
 }
@@ -287,7 +289,11 @@ impl Haggle<'_> {
             // No error reply is possible to EXPORT_NAME.
             return Ok(Some(Step::Done(Outcome::Closed)));
         }
-        self.reply(option, proto::REP_ERR_TLS_REQD, b"TLS is required: use STARTTLS")?;
+        self.reply(
+            option,
+            proto::REP_ERR_TLS_REQD,
+            b"TLS is required: use STARTTLS",
+        )?;
         Ok(Some(Step::Continue))
     }
 

@@ -74,8 +74,12 @@ impl fmt::Display for NbdTlsMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NbdPeer {
     /// A unix-socket client; `uid` from `SO_PEERCRED` when the kernel told it.
-    Unix { uid: Option<u32> },
-    Tcp { addr: SocketAddr },
+    Unix {
+        uid: Option<u32>,
+    },
+    Tcp {
+        addr: SocketAddr,
+    },
 }
 
 /// Who a client is: where it connected from, and what TLS proved (if it used TLS).
@@ -333,6 +337,9 @@ fn build_context(
         .set_session_id_context(b"troika-nbd")
         .map_err(general)?;
     builder.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
+    // No read-ahead: it would hide whole records inside OpenSSL where `SSL_pending` does
+    // not see them, and the transmission's "is another request waiting" check would then
+    // serialise pipelined requests (measured: 4k random reads at qd32 lost ~20%).
     // External PSKs through the server callback need a SHA-256 suite; AES-128-GCM is also
     // the cheapest with AES-NI.
     builder
@@ -389,8 +396,12 @@ fn build_context(
 /// Reads a psktool-format key file (`identity:hexkey` per line). Refuses a file that
 /// group or others may read.
 pub fn read_psk_file(path: &Path) -> Result<PskKeys, String> {
-    let metadata = std::fs::metadata(path)
-        .map_err(|err| format!("NBD TLS: cannot read the PSK file {}: {err}", path.display()))?;
+    let metadata = std::fs::metadata(path).map_err(|err| {
+        format!(
+            "NBD TLS: cannot read the PSK file {}: {err}",
+            path.display()
+        )
+    })?;
     let mode = metadata.permissions().mode();
     if mode & 0o077 != 0 {
         return Err(format!(
@@ -400,8 +411,12 @@ pub fn read_psk_file(path: &Path) -> Result<PskKeys, String> {
             mode & 0o777
         ));
     }
-    let text = std::fs::read_to_string(path)
-        .map_err(|err| format!("NBD TLS: cannot read the PSK file {}: {err}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|err| {
+        format!(
+            "NBD TLS: cannot read the PSK file {}: {err}",
+            path.display()
+        )
+    })?;
     let keys = parse_psk_keys(&text)
         .map_err(|err| format!("NBD TLS: the PSK file {}: {err}", path.display()))?;
     if keys.is_empty() {

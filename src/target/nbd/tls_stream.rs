@@ -77,9 +77,9 @@ impl TlsStream {
         deadline: Instant,
     ) -> Result<TlsStream, AcceptError> {
         let fd = stream.raw_fd();
-        stream
-            .set_nonblocking()
-            .map_err(|err| AcceptError::Failed(format!("cannot make the socket non-blocking: {err}")))?;
+        stream.set_nonblocking().map_err(|err| {
+            AcceptError::Failed(format!("cannot make the socket non-blocking: {err}"))
+        })?;
         let ssl = server
             .new_ssl()
             .map_err(|err| AcceptError::Failed(format!("cannot start TLS: {err}")))?;
@@ -95,8 +95,7 @@ impl TlsStream {
                 ErrorCode::WANT_WRITE => libc::POLLOUT,
                 _ => return Err(AcceptError::Failed(err.to_string())),
             };
-            if stop_flags.iter().any(|f| f.load(Ordering::Acquire)) || Instant::now() >= deadline
-            {
+            if stop_flags.iter().any(|f| f.load(Ordering::Acquire)) || Instant::now() >= deadline {
                 return Err(AcceptError::Stopped);
             }
             wait_for(fd, events);
@@ -127,7 +126,9 @@ impl TlsStream {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decrypted bytes are waiting inside OpenSSL (the socket may be empty).
+    /// Decrypted bytes are waiting inside OpenSSL (the socket may be empty). A hint only:
+    /// records read ahead but not yet decrypted are not counted, and a busy session
+    /// answers false.
     pub(super) fn has_buffered(&self) -> bool {
         match self.inner.try_lock() {
             Ok(inner) => inner.ssl.ssl().pending() > 0,

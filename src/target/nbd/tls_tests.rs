@@ -34,7 +34,9 @@ fn psk_tls(mode: NbdTlsMode) -> (NbdTls, tempfile::TempDir) {
     std::fs::write(&psk, format!("# test keys\n{IDENTITY}:{hex}\n")).unwrap();
     std::fs::set_permissions(&psk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let files = NbdTlsFiles::in_data_dir(dir.path(), None, Some(psk));
-    let server = TlsServer::load(&files).expect("load").expect("a PSK server");
+    let server = TlsServer::load(&files)
+        .expect("load")
+        .expect("a PSK server");
     (NbdTls::new(mode, Some(server), &files).unwrap(), dir)
 }
 
@@ -90,7 +92,11 @@ fn options_before_starttls_get_tls_required() {
     for (option, data) in options {
         client.send_option(option, &data);
         let (echoed, kind, _) = client.read_option_reply();
-        assert_eq!((echoed, kind), (option, REP_ERR_TLS_REQD), "option {option}");
+        assert_eq!(
+            (echoed, kind),
+            (option, REP_ERR_TLS_REQD),
+            "option {option}"
+        );
     }
     // ABORT is still answered, then the server closes.
     client.send_option(OPT_ABORT, &[]);
@@ -208,7 +214,10 @@ fn tls_without_credentials_names_the_files_to_create() {
     let files = NbdTlsFiles::in_data_dir(dir.path(), None, None);
     assert!(TlsServer::load(&files).unwrap().is_none());
     let err = NbdTls::new(NbdTlsMode::Require, None, &files).unwrap_err();
-    assert!(err.contains("server-cert.pem") && err.contains("nbd-psk.keys"), "{err}");
+    assert!(
+        err.contains("server-cert.pem") && err.contains("nbd-psk.keys"),
+        "{err}"
+    );
     assert!(err.contains("--nbd-tls off"), "{err}");
     assert!(NbdTls::new(NbdTlsMode::Off, None, &files).is_ok());
 }
