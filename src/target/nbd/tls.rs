@@ -337,9 +337,10 @@ fn build_context(
         .set_session_id_context(b"troika-nbd")
         .map_err(general)?;
     builder.set_mode(SslMode::ENABLE_PARTIAL_WRITE | SslMode::ACCEPT_MOVING_WRITE_BUFFER);
-    // No read-ahead: it would hide whole records inside OpenSSL where `SSL_pending` does
-    // not see them, and the transmission's "is another request waiting" check would then
-    // serialise pipelined requests (measured: 4k random reads at qd32 lost ~20%).
+    // Clients send each small request as its own record: without read-ahead OpenSSL reads
+    // every record's header and body in two system calls. Records read ahead are seen by
+    // `SSL_has_pending` (see `tls_stream`), so pipelined requests still fan out.
+    builder.set_read_ahead(true);
     // External PSKs through the server callback need a SHA-256 suite; AES-128-GCM is also
     // the cheapest with AES-NI.
     builder

@@ -18,10 +18,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use foreign_types::ForeignTypeRef;
 use openssl::ssl::{ErrorCode, SslStream};
 
 use super::stream::{POLL_INTERVAL, Stream};
 use super::tls::TlsServer;
+
+// libssl 3 has it (since 1.1.0); the openssl-sys crate does not declare it.
+unsafe extern "C" {
+    fn SSL_has_pending(ssl: *const openssl_sys::SSL) -> libc::c_int;
+}
 
 /// Largest TLS record payload: replies are coalesced up to this size.
 const RECORD: usize = 16 * 1024;
@@ -126,12 +132,13 @@ impl TlsStream {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Decrypted bytes are waiting inside OpenSSL (the socket may be empty). A hint only:
-    /// records read ahead but not yet decrypted are not counted, and a busy session
-    /// answers false.
+    /// Bytes of another record wait inside OpenSSL, decrypted or read ahead (the socket
+    /// may be empty). A hint only: a busy session answers false.
     pub(super) fn has_buffered(&self) -> bool {
         match self.inner.try_lock() {
-            Ok(inner) => inner.ssl.ssl().pending() > 0,
+            // SAFETY: the pointer is the live SSL object owned by `inner`, which we hold
+            // locked, so no other thread uses it; SSL_has_pending only reads its buffers.
+            Ok(inner) => unsafe { SSL_has_pending(inner.ssl.ssl().as_ptr()) == 1 },
             Err(_) => false,
         }
     }
