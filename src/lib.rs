@@ -6,7 +6,9 @@
 //! `layout` (stripes with P+Q parity on the NL-SAS drives, segment cleaning) → `io`
 //! (io_uring, aligned buffers, devices) → `hw` (the hardware model). `mgmt` is the
 //! control plane beside them; `stats` counts I/O per volume and controller for its
-//! `/metrics`; `node` wires them together.
+//! `/metrics`; `node` wires them together. `private_files` makes every file the node
+//! creates (0600, in a 0700 directory) and `secrets` seals the secrets it keeps (under
+//! the node key), for any layer to use.
 
 pub mod cache;
 pub mod console;
@@ -18,6 +20,8 @@ pub mod layout;
 pub mod meta;
 pub mod mgmt;
 pub mod node;
+pub mod private_files;
+pub mod secrets;
 pub mod stats;
 pub mod target;
 #[cfg(test)]

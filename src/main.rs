@@ -16,7 +16,7 @@ use troika::hw::HwModel;
 use troika::mgmt::{self, CliCommand, cli};
 use troika::node::stop::StopSignals;
 use troika::node::{NbdTlsOptions, Node, NodeOptions};
-use troika::target::nbd::NbdTlsMode;
+use troika::target::nbd::{NbdAccessConfig, NbdTlsMode};
 
 /// troika: a three-controller storage array in one process.
 #[derive(Parser)]
@@ -64,9 +64,10 @@ enum Command {
         iscsi_listen: String,
         /// TLS on the NBD TCP ports: `require` (nothing is served before STARTTLS), `on`
         /// (offered, plain clients served too) or `off`. Credentials: DATA/tls/server-cert.pem
-        /// and server-key.pem (x509) and/or a PSK key file.
-        #[arg(long, default_value = "require", value_name = "off|on|require")]
-        nbd_tls: NbdTlsMode,
+        /// and server-key.pem (x509) and/or a PSK key file. Default `require`; with
+        /// --nbd-open, `on` when there are credentials, else `off`.
+        #[arg(long, value_name = "off|on|require")]
+        nbd_tls: Option<NbdTlsMode>,
         /// TLS on the NBD unix socket DATA/nbd.sock (same values as --nbd-tls).
         #[arg(long, default_value = "off", value_name = "off|on|require")]
         nbd_unix_tls: NbdTlsMode,
@@ -79,6 +80,21 @@ enum Command {
         /// (default DATA/tls/nbd-psk.keys when it exists).
         #[arg(long, value_name = "FILE")]
         nbd_tls_psk: Option<PathBuf>,
+        /// Serve every volume and snapshot to any NBD client on the TCP ports that proves
+        /// no TLS identity, plain TCP included (see --nbd-tls): for benchmarking on a
+        /// trusted machine only (logged, and raises the warning event NBD_OPEN_EXPORTS).
+        /// A client with a TLS identity still sees only its host's mappings. Without it a
+        /// TCP client without a TLS identity sees no export.
+        #[arg(long)]
+        nbd_open: bool,
+        /// Make DATA/nbd.sock mode 0660 owned by this group (name or gid) instead of 0600.
+        /// Peers are still admitted only by uid (see --nbd-allow-uid).
+        #[arg(long, value_name = "GROUP")]
+        nbd_socket_group: Option<String>,
+        /// Also admit this uid on DATA/nbd.sock (the node's own uid and root always are);
+        /// repeat for several.
+        #[arg(long = "nbd-allow-uid", value_name = "UID")]
+        nbd_allow_uids: Vec<u32>,
     },
     #[command(flatten)]
     Manage(CliCommand),
@@ -127,12 +143,15 @@ fn port_addresses(
         .collect()
 }
 
-/// Where `troika serve` listens, as given on its command line.
+/// Where `troika serve` listens, and who may use NBD, as given on its command line.
 struct Listen<'a> {
     nbd: &'a str,
     mgmt: &'a str,
     iscsi: &'a str,
     nbd_tls: NbdTlsOptions,
+    nbd_open: bool,
+    nbd_socket_group: Option<&'a str>,
+    nbd_allow_uids: &'a [u32],
 }
 
 fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<()> {
@@ -155,6 +174,10 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
         model.controllers,
     )?;
     let mgmt_tcp = listen_address("mgmt-listen", listen.mgmt, "127.0.0.1:8080")?;
+    let nbd_socket_group = listen
+        .nbd_socket_group
+        .map(troika::node::nbd_access::group_id)
+        .transpose()?;
     let node = Node::start(
         model,
         &NodeOptions {
@@ -163,6 +186,11 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             mgmt_tcp,
             iscsi_tcp: iscsi_tcp.clone(),
             nbd_tls: listen.nbd_tls.clone(),
+            nbd_access: NbdAccessConfig {
+                open: listen.nbd_open,
+                allowed_uids: listen.nbd_allow_uids.to_vec(),
+            },
+            nbd_socket_group,
         },
     )?;
     troika::say!(
@@ -208,6 +236,9 @@ fn main() -> ExitCode {
             nbd_unix_tls,
             nbd_tls_ca,
             nbd_tls_psk,
+            nbd_open,
+            nbd_socket_group,
+            nbd_allow_uids,
         } => match serve(
             cli.data,
             hw,
@@ -221,6 +252,9 @@ fn main() -> ExitCode {
                     ca: nbd_tls_ca,
                     psk: nbd_tls_psk,
                 },
+                nbd_open,
+                nbd_socket_group: nbd_socket_group.as_deref(),
+                nbd_allow_uids: &nbd_allow_uids,
             },
         ) {
             Ok(()) => ExitCode::SUCCESS,

@@ -26,6 +26,11 @@ impl Rng {
     }
 }
 
+/// The node key in-crate tests seal secrets with.
+pub fn test_key() -> std::sync::Arc<crate::secrets::NodeKey> {
+    std::sync::Arc::new(crate::secrets::NodeKey::from_bytes([0x5e; 32]))
+}
+
 /// Opens (formatting when new) the metadata store of a small node whose devices are
 /// sparse files in `dir`: a 256 MiB vault SSD and six 32 MiB NL-SAS drives in 4+2 rows of
 /// 64 KiB units.
@@ -44,5 +49,5 @@ pub fn open_small_store_with_report(dir: &Path) -> (MetaStore, Vec<RecoveredBloc
         })
         .collect();
     let array = Array::new(drives, 4, 64 << 10, 4);
-    MetaStore::open(ssd, array).unwrap()
+    MetaStore::open(ssd, array, test_key()).unwrap()
 }

@@ -83,7 +83,10 @@ setup_troika() {
     fi
     shift 2
     listen="$(printf '127.0.0.1:%s,' "$@")"
-    NBD_LISTEN="${listen%,}" start_troika "$WORK/$name" "$WORK/$name.log" --hw "$hw" --mgmt-listen none
+    # --nbd-open: fio connects over TCP without TLS, so the volumes must be open to
+    # anonymous clients (benchmarking on loopback only).
+    NBD_LISTEN="${listen%,}" start_troika "$WORK/$name" "$WORK/$name.log" --hw "$hw" --mgmt-listen none \
+        --nbd-open
     "$TROIKA" --data "$WORK/$name" pool create P --size 3G >/dev/null
     "$TROIKA" --data "$WORK/$name" vol create V --pool P --size "$SIZE" >/dev/null
     if ! timeout 300 fio --name=fill --ioengine=nbd --uri="nbd://127.0.0.1:$1/V" --rw=write --bs=1M \

@@ -12,6 +12,7 @@ use common::TestNode;
 use serde_json::Value;
 
 const IQN_A: &str = "iqn.2024-01.com.example:host-a";
+const NBD_ID: &str = "CN=backup/1 ?x+y%";
 const IQN_B: &str = "iqn.2024-01.com.example:host-b";
 
 fn text(out: &Output) -> String {
@@ -75,6 +76,23 @@ fn host_and_cluster_verbs() {
         &["host", "add-port", "h2", &IQN_A.to_uppercase()],
     );
     node.cli_ok(&["host", "add-port", "h2", IQN_B]);
+    // An NBD client's TLS identity is a host port too; a path-hostile one survives.
+    node.cli_ok(&["host", "add-port", "h2", "--nbd-identity", NBD_ID]);
+    refused(
+        &node,
+        "INVALID_PORT_ADDRESS",
+        &["host", "add-port", "h2", "--nbd-identity", "psk:colon"],
+    );
+    refused(
+        &node,
+        "PORT_ALREADY_BELONGS_TO_HOST",
+        &["host", "add-port", "h1", "--nbd-identity", NBD_ID],
+    );
+    let listed = node.cli_ok(&["host", "ls"]);
+    assert!(
+        listed.contains("NBD IDENTITIES") && listed.contains(NBD_ID),
+        "{listed}"
+    );
     refused(
         &node,
         "INVALID_CHAP_SETTINGS",
@@ -140,6 +158,8 @@ fn host_and_cluster_verbs() {
     let h2 = json(&node, &["host", "show", "h2"]);
     assert_eq!(h2["luns"][0]["lun"], 11);
     assert_eq!(h2["ports"][0]["address"], IQN_B);
+    assert_eq!(h2["ports"][1]["type"], "NBD");
+    assert_eq!(h2["ports"][1]["address"], NBD_ID);
     let c1 = json(&node, &["cluster", "show", "c1"]);
     assert_eq!(c1["hosts"][0]["name"], "h2");
 
@@ -149,6 +169,11 @@ fn host_and_cluster_verbs() {
     node.cli_ok(&["host", "unmap", "h1", "v1"]);
     node.cli_ok(&["vol", "delete", "v1"]);
     node.cli_ok(&["host", "remove-port", "h2", IQN_B]);
+    node.cli_ok(&["host", "remove-port", "h2", "--nbd-identity", NBD_ID]);
+    assert_eq!(
+        json(&node, &["host", "show", "h2"])["ports"],
+        Value::Array(Vec::new())
+    );
     node.cli_ok(&["host", "delete", "h2"]);
     node.cli_ok(&["host", "delete", "h1"]);
     assert_eq!(json(&node, &["host", "ls"]), Value::Array(Vec::new()));

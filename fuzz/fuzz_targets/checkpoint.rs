@@ -4,14 +4,18 @@
 //! every dataset it names.
 #![no_main]
 
+use std::sync::Arc;
+
 use libfuzzer_sys::fuzz_target;
 use troika::meta::checkpoint;
+use troika::secrets::NodeKey;
 
 /// Most entries walked per dataset (a forest of shared nodes may name 2^48 blocks).
 const WALK: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(loaded) = checkpoint::decode_checkpoint(data) else {
+    let key = Arc::new(NodeKey::from_bytes([7; 32]));
+    let Ok(loaded) = checkpoint::decode_checkpoint(data, &key) else {
         return;
     };
     let forest = &loaded.forest;

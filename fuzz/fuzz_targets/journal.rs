@@ -6,13 +6,18 @@
 //! what it came from.
 #![no_main]
 
+use std::sync::{Arc, LazyLock};
+
 use libfuzzer_sys::fuzz_target;
 use troika::meta::journal;
 use troika::meta::records::{self, Record};
+use troika::secrets::NodeKey;
 use xxhash_rust::xxh3::xxh3_64;
 
 const BATCH_MAGIC: u64 = 0x5452_4f49_4b41_4a4c; // "TROIKAJL"
 const HEADER_LEN: usize = 64;
+/// Seals and opens the secrets of catalog records (host CHAP secrets).
+static KEY: LazyLock<Arc<NodeKey>> = LazyLock::new(|| Arc::new(NodeKey::from_bytes([7; 32])));
 
 /// Makes `batch`'s magic, LSN and checksums those of a batch written at `lsn`.
 fn repair(batch: &mut [u8], lsn: u64) {
@@ -33,7 +38,7 @@ fn repair(batch: &mut [u8], lsn: u64) {
 }
 
 fn check_record(kind: u8, body: &[u8]) {
-    let Some(record) = records::decode(kind, body) else {
+    let Some(record) = records::decode(kind, body, &KEY) else {
         return;
     };
     let mut again = Vec::new();
@@ -47,8 +52,8 @@ fn check_record(kind: u8, body: &[u8]) {
             assert_eq!(again, body);
         }
         Record::Catalog(op) => {
-            records::encode_catalog(&op, &mut again);
-            match records::decode(records::CATALOG, &again) {
+            again = records::encode_catalog(&op, &KEY).expect("a decoded operation encodes");
+            match records::decode(records::CATALOG, &again, &KEY) {
                 Some(Record::Catalog(twice)) => assert_eq!(twice, op),
                 _ => panic!("a re-encoded catalog operation does not decode"),
             }

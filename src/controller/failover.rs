@@ -465,7 +465,7 @@ impl Controllers {
             };
         let ports = match self.ports.address(index) {
             Some(address) if state.ports_open() => {
-                vec![format!("{}://{address}", self.ports.scheme(index))]
+                vec![format!("{}://{address}", self.ports.scheme())]
             }
             _ => Vec::new(),
         };

@@ -18,6 +18,7 @@
 //! [`IoStats`]; both are looked up once when the export is opened, so the per-request cost
 //! is a clock read before and after and a few relaxed atomic adds.
 
+pub mod access;
 mod failover;
 pub mod placement;
 mod ports;
@@ -38,7 +39,7 @@ use parking_lot::Mutex;
 use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
-use crate::target::{BlockTarget, ChangedExtent, ExportInfo, ExportProvider, Extent, ShareOutcome};
+use crate::target::{BlockTarget, ChangedExtent, Extent, ShareOutcome};
 use crate::types::{BLOCK_SIZE, IoError};
 pub use failover::EventSink;
 use routing::Routing;
@@ -87,6 +88,8 @@ pub struct Controllers {
     events: Mutex<Option<EventSink>>,
     remirror: Mutex<Option<std::thread::JoinHandle<()>>>,
     portal_sets: Mutex<Vec<Arc<dyn PortalSet>>>,
+    /// What each NBD client may reach (see [`access`]).
+    access: Mutex<Arc<dyn access::ExportAccess>>,
 }
 
 /// A front end with a listener per controller besides NBD (the iSCSI portals): closed when
@@ -138,6 +141,7 @@ impl Controllers {
             events: Mutex::new(None),
             remirror: Mutex::new(None),
             portal_sets: Mutex::new(Vec::new()),
+            access: Mutex::new(Arc::new(access::DefaultAccess)),
         });
         let weak = Arc::downgrade(&controllers);
         controllers.cache.set_panic_hook(Arc::new(move |index| {
@@ -196,19 +200,22 @@ impl Controllers {
         *self.events.lock() = Some(sink);
     }
 
-    /// Opens controller `index`'s NBD port on `address` with `config` (its TLS policy
-    /// included; kept for when the port reopens after a failback).
+    /// The NBD configuration (access rules, TLS policy, tuning) the controllers' ports
+    /// open with; set it before opening them.
+    pub fn set_nbd_config(&self, config: crate::target::nbd::NbdConfig) {
+        self.ports.set_config(config);
+    }
+
+    /// Opens controller `index`'s NBD port on `address`.
     pub fn open_port(
         self: &Arc<Self>,
         controller: ControllerId,
         address: SocketAddr,
-        config: crate::target::nbd::NbdConfig,
     ) -> std::io::Result<()> {
         self.ports.open(
             controller.index(),
             address,
             ControllerPort::new(self.clone(), controller),
-            config,
         )
     }
 
@@ -237,8 +244,9 @@ impl Controllers {
         self.records.lock()[controller.index()].state
     }
 
-    /// Opens the named export for a connection that arrived on `controller`'s port; `None`
-    /// when there is no such volume or no such controller.
+    /// Opens the named export, whoever asks, for a connection that arrived on
+    /// `controller`'s port; `None` when there is no such volume or no such controller.
+    /// Front ends serving clients use [`Controllers::open_export_for`].
     pub fn open_export_on(
         self: &Arc<Self>,
         name: &str,
@@ -295,16 +303,6 @@ impl ControllerPort {
     }
 }
 
-impl ExportProvider for ControllerPort {
-    fn list_exports(&self) -> Vec<ExportInfo> {
-        self.controllers.list_exports()
-    }
-
-    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
-        self.controllers.open_export_on(name, self.controller)
-    }
-}
-
 /// The node's unix socket: enters through the first controller whose ports are open.
 pub struct NodePort {
     controllers: Arc<Controllers>,
@@ -313,33 +311,6 @@ pub struct NodePort {
 impl NodePort {
     pub fn new(controllers: Arc<Controllers>) -> Arc<NodePort> {
         Arc::new(NodePort { controllers })
-    }
-}
-
-impl ExportProvider for NodePort {
-    fn list_exports(&self) -> Vec<ExportInfo> {
-        self.controllers.list_exports()
-    }
-
-    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
-        let controller = self.controllers.first_open();
-        self.controllers.open_export_on(name, controller)
-    }
-}
-
-impl Controllers {
-    fn list_exports(&self) -> Vec<ExportInfo> {
-        let state = self.cache.meta().state();
-        state
-            .catalog
-            .volumes
-            .values()
-            .map(|volume| ExportInfo {
-                name: volume.name.clone(),
-                size: volume.size,
-                read_only: volume.write_protected,
-            })
-            .collect()
     }
 }
 

@@ -32,8 +32,6 @@ pub fn bind_retrying(address: SocketAddr) -> std::io::Result<TcpListener> {
 #[derive(Default)]
 struct Port {
     address: Option<SocketAddr>,
-    /// The NBD settings (TLS included) the port was opened with, for reopening.
-    config: NbdConfig,
     shutdown: Option<Arc<AtomicBool>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -43,6 +41,8 @@ struct Port {
 pub struct Ports {
     ports: Mutex<Vec<Port>>,
     retired: Mutex<Vec<JoinHandle<()>>>,
+    /// What every port is opened (and reopened) with: access rules, TLS policy, tuning.
+    config: Mutex<NbdConfig>,
 }
 
 impl Ports {
@@ -50,7 +50,13 @@ impl Ports {
         Ports {
             ports: Mutex::new((0..count).map(|_| Port::default()).collect()),
             retired: Mutex::new(Vec::new()),
+            config: Mutex::new(NbdConfig::default()),
         }
+    }
+
+    /// The configuration ports opened from now on use (access rules, TLS, tuning).
+    pub fn set_config(&self, config: NbdConfig) {
+        *self.config.lock() = config;
     }
 
     /// The address controller `index` serves on, if it has one.
@@ -58,23 +64,21 @@ impl Ports {
         self.ports.lock().get(index).and_then(|port| port.address)
     }
 
-    /// The URI scheme clients use on controller `index`'s port: `nbds` when TLS is
-    /// required there.
-    pub fn scheme(&self, index: usize) -> &'static str {
-        match self.ports.lock().get(index) {
-            Some(port) if port.config.tls.mode == NbdTlsMode::Require => "nbds",
-            _ => "nbd",
+    /// The URI scheme clients use on the ports: `nbds` when TLS is required there.
+    pub fn scheme(&self) -> &'static str {
+        match self.config.lock().tls.mode {
+            NbdTlsMode::Require => "nbds",
+            NbdTlsMode::On | NbdTlsMode::Off => "nbd",
         }
     }
 
-    /// Listens on `address` for controller `index` (address and config remembered for
+    /// Listens on `address` for controller `index` (the address remembered for
     /// reopening).
     pub fn open(
         &self,
         index: usize,
         address: SocketAddr,
         provider: Arc<dyn ExportProvider>,
-        config: NbdConfig,
     ) -> std::io::Result<()> {
         let mut ports = self.ports.lock();
         let port = &mut ports[index];
@@ -86,23 +90,18 @@ impl Ports {
         port.thread = Some(nbd::spawn_server(
             NbdListener::Tcp(listener),
             provider,
-            config.clone(),
+            self.config.lock().clone(),
             shutdown.clone(),
         ));
         port.address = Some(address);
-        port.config = config;
         port.shutdown = Some(shutdown);
         Ok(())
     }
 
     /// Reopens controller `index`'s port at its remembered address.
     pub fn reopen(&self, index: usize, provider: Arc<dyn ExportProvider>) -> std::io::Result<()> {
-        let config = match self.ports.lock().get(index) {
-            Some(port) => port.config.clone(),
-            None => return Ok(()),
-        };
         match self.address(index) {
-            Some(address) => self.open(index, address, provider, config),
+            Some(address) => self.open(index, address, provider),
             None => Ok(()),
         }
     }

@@ -273,11 +273,8 @@ fn create_sparse(path: &Path, size: u64) -> Result<(), DeviceError> {
         size,
         source,
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
+    // Private from the first byte: a device file holds volume data.
+    let file = crate::private_files::open_or_create(path, OpenOptions::new().write(true))
         .map_err(create_error)?;
     file.set_len(size).map_err(create_error)
 }

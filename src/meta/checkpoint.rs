@@ -11,8 +11,15 @@
 //! ```
 //!
 //! A superblock names the node, the array geometry it was formatted with, the layout above,
-//! the checkpoint slot in use with its length and checksum, the LSN the checkpoint reflects
-//! and the LSN replay must start from. Both slots are ping-ponged: a new checkpoint goes to
+//! the checkpoint slot in use with its length and checksum, the LSN the checkpoint reflects,
+//! the LSN replay must start from and the fingerprint of the node key that seals the
+//! secrets in the catalog and in catalog journal records ([`crate::secrets`]).
+//!
+//! Format versions: 1 kept secrets plain; 2 (written now) seals them and records the key's
+//! fingerprint. A version-1 superblock still loads (its plain secrets are read as they
+//! are, and the store writes a sealed checkpoint with a version-2 superblock at once);
+//! builds that know only version 1 find no valid superblock in a version-2 vault and
+//! refuse to start, rather than misread sealed records. Both slots are ping-ponged: a new checkpoint goes to
 //! the slot not in use and is synced, then a superblock with a higher sequence number goes
 //! to the superblock slot not in use and is synced. A crash at any point leaves the older
 //! pair intact, and start-up takes the valid superblock with the highest sequence number.
@@ -26,10 +33,13 @@ use std::io;
 
 use xxhash_rust::xxh3::xxh3_64;
 
+use std::sync::Arc;
+
 use super::catalog::Catalog;
 use super::forest::{self, Forest, MapEntry};
 use crate::io::{AlignedBuf, Device, IoRing};
 use crate::layout::Geometry;
+use crate::secrets::{self, NodeKey};
 use crate::types::BLOCK_SIZE;
 
 const SUPER_MAGIC: u64 = 0x5452_4f49_4b41_5342; // "TROIKASB"
@@ -39,7 +49,10 @@ const CHECKPOINT_MAGIC: u64 = 0x5452_4f49_4b41_4350; // "TROIKACP"
 const CHECKPOINT_MAGIC_FOREST: u64 = 0x5452_4f49_4b41_4346; // "TROIKACF"
 /// The current format: the forest with the aliases of blocks copied by reference.
 const CHECKPOINT_MAGIC_ALIASES: u64 = 0x5452_4f49_4b41_4341; // "TROIKACA"
-const FORMAT_VERSION: u64 = 1;
+/// Written now: secrets sealed, the key's fingerprint recorded.
+const FORMAT_VERSION: u64 = 2;
+/// Secrets plain, no key fingerprint; still read.
+const FORMAT_VERSION_PLAIN_SECRETS: u64 = 1;
 const PAGE: u64 = 4096;
 const ENTRY_LEN: usize = 36;
 /// Room kept for the catalog in a checkpoint slot.
@@ -95,6 +108,9 @@ pub struct Superblock {
     pub checkpoint_lsn: u64,
     /// Replay starts here (at or before `checkpoint_lsn`: vault records of data still dirty).
     pub replay_from: u64,
+    /// The fingerprint ([`NodeKey::id`]) of the key that seals this node's secrets; `None`
+    /// in a superblock of format 1, whose secrets are plain.
+    pub key_id: Option<u64>,
 }
 
 impl Superblock {
@@ -125,6 +141,8 @@ impl Superblock {
             self.checkpoint_sum,
             self.checkpoint_lsn,
             self.replay_from,
+            self.key_id
+                .expect("a superblock is written with the node key's fingerprint"),
         ];
         for (index, value) in fields.iter().enumerate() {
             page[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
@@ -143,8 +161,9 @@ impl Superblock {
             u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
         };
         let sum = u64::from_le_bytes(page[PAGE as usize - 8..].try_into().expect("8 bytes"));
+        let version = field(1);
         if field(0) != SUPER_MAGIC
-            || field(1) != FORMAT_VERSION
+            || !(version == FORMAT_VERSION || version == FORMAT_VERSION_PLAIN_SECRETS)
             || sum != xxh3_64(&page[..PAGE as usize - 8])
         {
             return None;
@@ -166,6 +185,7 @@ impl Superblock {
             checkpoint_sum: field(13),
             checkpoint_lsn: field(14),
             replay_from: field(15),
+            key_id: (version == FORMAT_VERSION).then(|| field(16)),
         })
     }
 }
@@ -217,15 +237,17 @@ pub struct CheckpointImage {
     pub sum: u64,
 }
 
-/// Serializes the catalog and the forest of maps.
+/// Serializes the catalog (its secrets sealed under `key`) and the forest of maps.
 pub fn build_checkpoint(
     lsn: u64,
     generation: u64,
     catalog: &Catalog,
     forest: &Forest,
     slot_len: u64,
+    key: &Arc<NodeKey>,
 ) -> io::Result<CheckpointImage> {
-    let catalog_json = serde_json::to_vec(catalog).map_err(io::Error::other)?;
+    let catalog_json =
+        secrets::with_key(key, || serde_json::to_vec(catalog)).map_err(io::Error::other)?;
     let mut maps = Vec::new();
     forest.encode(&mut maps);
     let len = 64 + catalog_json.len() as u64 + maps.len() as u64;
@@ -266,6 +288,60 @@ pub fn write_checkpoint(
     ring.sync(ssd)
 }
 
+/// Turns the vault's newest checkpoint and superblock into format 1, as builds before
+/// sealing wrote them: every host's CHAP secrets plain in the catalog, no key fingerprint.
+/// Only for tests of the migration.
+#[cfg(test)]
+pub(crate) fn rewrite_as_plain_format(ssd: &Device, key: &Arc<NodeKey>) {
+    let mut ring = IoRing::new(4).unwrap();
+    let SuperblockState::Found(mut superblock) = read_superblock(&mut ring, ssd).unwrap() else {
+        panic!("no superblock to rewrite");
+    };
+    let loaded = read_checkpoint(&mut ring, ssd, &superblock, key).unwrap();
+    let mut catalog = secrets::with_key(key, || serde_json::to_value(&loaded.catalog)).unwrap();
+    for (id, host) in &loaded.catalog.hosts {
+        let chap = &mut catalog["hosts"][id.to_string()]["chap"];
+        chap["inbound_secret"] = host.chap.inbound_secret.clone().into();
+        chap["outbound_secret"] = host.chap.outbound_secret.clone().into();
+    }
+    let catalog_json = serde_json::to_vec(&catalog).unwrap();
+    let mut maps = Vec::new();
+    loaded.forest.encode(&mut maps);
+    let len = 64 + catalog_json.len() + maps.len();
+    let mut buffer = AlignedBuf::new(len.div_ceil(PAGE as usize) * PAGE as usize);
+    let header = [
+        CHECKPOINT_MAGIC_ALIASES,
+        loaded.lsn,
+        loaded.generation,
+        catalog_json.len() as u64,
+        maps.len() as u64,
+    ];
+    for (index, value) in header.iter().enumerate() {
+        buffer[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
+    }
+    buffer[64..64 + catalog_json.len()].copy_from_slice(&catalog_json);
+    buffer[64 + catalog_json.len()..len].copy_from_slice(&maps);
+    let image = CheckpointImage {
+        sum: xxh3_64(&buffer[..len]),
+        len: len as u64,
+        buffer,
+    };
+    let slot = superblock.checkpoint_slot;
+    write_checkpoint(&mut ring, ssd, &superblock.layout, slot, &image).unwrap();
+    superblock.checkpoint_len = image.len;
+    superblock.checkpoint_sum = image.sum;
+    superblock.sequence += 2;
+    let mut page = AlignedBuf::new(PAGE as usize);
+    superblock.key_id = Some(0);
+    superblock.encode(&mut page);
+    page[8..16].copy_from_slice(&FORMAT_VERSION_PLAIN_SECRETS.to_le_bytes());
+    let sum = xxh3_64(&page[..PAGE as usize - 8]);
+    page[PAGE as usize - 8..].copy_from_slice(&sum.to_le_bytes());
+    ring.write_at(ssd, (superblock.sequence % 2) * PAGE, &page)
+        .unwrap();
+    ring.sync(ssd).unwrap();
+}
+
 /// A checkpoint read back.
 pub struct LoadedCheckpoint {
     pub lsn: u64,
@@ -274,11 +350,12 @@ pub struct LoadedCheckpoint {
     pub forest: Forest,
 }
 
-/// Reads and verifies the checkpoint a superblock names.
+/// Reads and verifies the checkpoint a superblock names; `key` opens its secrets.
 pub fn read_checkpoint(
     ring: &mut IoRing,
     ssd: &Device,
     superblock: &Superblock,
+    key: &Arc<NodeKey>,
 ) -> io::Result<LoadedCheckpoint> {
     let len = superblock.checkpoint_len;
     // The superblock's checksum only proves it was written whole: a slot past the end of
@@ -313,11 +390,12 @@ pub fn read_checkpoint(
             superblock.checkpoint_slot
         )));
     }
-    decode_checkpoint(body)
+    decode_checkpoint(body, key)
 }
 
-/// Decodes a checkpoint's bytes (whose checksum the superblock already vouched for).
-pub fn decode_checkpoint(body: &[u8]) -> io::Result<LoadedCheckpoint> {
+/// Decodes a checkpoint's bytes (whose checksum the superblock already vouched for);
+/// `key` opens the catalog's secrets.
+pub fn decode_checkpoint(body: &[u8], key: &Arc<NodeKey>) -> io::Result<LoadedCheckpoint> {
     if body.len() < 64 {
         return Err(io::Error::other("checkpoint is shorter than its header"));
     }
@@ -330,7 +408,8 @@ pub fn decode_checkpoint(body: &[u8]) -> io::Result<LoadedCheckpoint> {
         .filter(|end| *end <= body.len())
         .ok_or_else(|| io::Error::other("checkpoint lengths do not add up"))?;
     let catalog: Catalog =
-        serde_json::from_slice(&body[64..catalog_end]).map_err(io::Error::other)?;
+        secrets::with_key(key, || serde_json::from_slice(&body[64..catalog_end]))
+            .map_err(io::Error::other)?;
     let forest = match field(0) {
         magic @ (CHECKPOINT_MAGIC_FOREST | CHECKPOINT_MAGIC_ALIASES) => {
             let with_aliases = magic == CHECKPOINT_MAGIC_ALIASES;
@@ -388,6 +467,10 @@ mod tests {
     use super::*;
     use crate::meta::VolumeRecord;
 
+    fn key() -> Arc<NodeKey> {
+        Arc::new(NodeKey::from_bytes([1; 32]))
+    }
+
     /// A checkpoint of the first format: a catalog with volume 1 (64 MiB), then `entries`
     /// as (lba, phys).
     fn flat_checkpoint(entries: &[(u64, u64)]) -> Vec<u8> {
@@ -416,7 +499,7 @@ mod tests {
 
     #[test]
     fn flat_checkpoints_load() {
-        let loaded = decode_checkpoint(&flat_checkpoint(&[(0, 10), (300, 11)])).unwrap();
+        let loaded = decode_checkpoint(&flat_checkpoint(&[(0, 10), (300, 11)]), &key()).unwrap();
         assert_eq!(loaded.lsn, 7);
         assert_eq!(loaded.forest.get(1, 300).map(|entry| entry.phys), Some(11));
     }
@@ -426,7 +509,7 @@ mod tests {
     /// assertion.
     #[test]
     fn a_flat_entry_without_a_block_is_refused() {
-        assert!(decode_checkpoint(&flat_checkpoint(&[(0, u64::MAX)])).is_err());
+        assert!(decode_checkpoint(&flat_checkpoint(&[(0, u64::MAX)]), &key()).is_err());
     }
 
     /// Crashed the `checkpoint` fuzz target (found the same way): LBA `u64::MAX` overflowed
@@ -435,7 +518,7 @@ mod tests {
     fn a_flat_entry_past_the_last_lba_is_refused() {
         for lba in [u64::MAX, forest::MAX_BLOCKS, forest::MAX_BLOCKS + 5] {
             assert!(
-                decode_checkpoint(&flat_checkpoint(&[(lba, 10)])).is_err(),
+                decode_checkpoint(&flat_checkpoint(&[(lba, 10)]), &key()).is_err(),
                 "{lba}"
             );
         }
@@ -466,15 +549,18 @@ mod tests {
             checkpoint_sum: 0,
             checkpoint_lsn: 0,
             replay_from: 0,
+            key_id: Some(key().id()),
         };
-        let err = read_checkpoint(&mut ring, &ssd, &superblock).err().unwrap();
+        let err = read_checkpoint(&mut ring, &ssd, &superblock, &key())
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("impossible length"), "{err}");
     }
 
     #[test]
     fn short_checkpoints_and_superblocks_are_refused() {
         for len in [0, 39, 63] {
-            assert!(decode_checkpoint(&vec![0; len]).is_err());
+            assert!(decode_checkpoint(&vec![0; len], &key()).is_err());
         }
         assert!(Superblock::decode(&[0; 100]).is_none());
     }

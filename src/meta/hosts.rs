@@ -9,9 +9,13 @@
 //! after a crash (or twice) leaves the same catalog. Deleting a dataset, a host or a
 //! cluster drops the mappings that named it, so no mapping outlives its parts.
 
+use std::fmt;
+
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, CatalogOp};
+
+mod stored;
 
 /// How an initiator must prove who it is at login.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -46,19 +50,29 @@ impl ChapMethod {
     }
 }
 
-/// A host's CHAP settings. Secrets are kept here for the target; the management API
-/// never shows them.
-#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+/// A host's CHAP settings. Secrets are kept here, plain, in memory only, for the target;
+/// the management API never shows them, `Debug` does not print them, and on media they
+/// are sealed (see `stored`).
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct ChapSettings {
     pub method: ChapMethod,
-    #[serde(default)]
     pub inbound_user: String,
-    #[serde(default)]
     pub inbound_secret: String,
-    #[serde(default)]
     pub outbound_user: String,
-    #[serde(default)]
     pub outbound_secret: String,
+}
+
+impl fmt::Debug for ChapSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |secret: &str| if secret.is_empty() { "" } else { "<set>" };
+        f.debug_struct("ChapSettings")
+            .field("method", &self.method)
+            .field("inbound_user", &self.inbound_user)
+            .field("inbound_secret", &shown(&self.inbound_secret))
+            .field("outbound_user", &self.outbound_user)
+            .field("outbound_secret", &shown(&self.outbound_secret))
+            .finish()
+    }
 }
 
 /// The kind of an initiator port.
@@ -67,6 +81,8 @@ pub enum PortKind {
     Iscsi,
     /// Accepted and stored; nothing serves Fibre Channel.
     Fc,
+    /// An NBD client's TLS identity (PSK identity or certificate subject), compared exactly.
+    Nbd,
 }
 
 impl PortKind {
@@ -75,6 +91,7 @@ impl PortKind {
         match self {
             PortKind::Iscsi => "ISCSI",
             PortKind::Fc => "FC",
+            PortKind::Nbd => "NBD",
         }
     }
 
@@ -82,36 +99,33 @@ impl PortKind {
         match text.to_ascii_uppercase().as_str() {
             "ISCSI" => Some(PortKind::Iscsi),
             "FC" => Some(PortKind::Fc),
+            "NBD" => Some(PortKind::Nbd),
             _ => None,
         }
     }
 }
 
-/// One initiator port of a host: an iSCSI name or an FC WWPN, stored as given.
+/// One initiator port of a host: an iSCSI name, an FC WWPN or an NBD TLS identity, stored
+/// as given.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct HostPort {
     pub kind: PortKind,
     pub address: String,
 }
 
-/// A host: the initiators of one machine, how they authenticate, and its cluster.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+/// A host: the initiators of one machine, how they authenticate, and its cluster. Its
+/// serialized form (journal, checkpoints) seals the CHAP secrets: see `stored`.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostRecord {
     pub id: u32,
     pub name: String,
-    #[serde(default)]
     pub ports: Vec<HostPort>,
-    #[serde(default)]
     pub chap: ChapSettings,
-    #[serde(default)]
     pub cluster_id: Option<u32>,
     /// "default" or "linux" (kept for clients; it changes nothing here).
-    #[serde(default = "default_host_type")]
     pub host_type: String,
-    #[serde(default = "default_true")]
     pub optimized: bool,
     pub created_at: u64,
-    #[serde(default)]
     pub updated_at: u64,
 }
 
@@ -151,11 +165,28 @@ pub struct LunRecord {
 }
 
 impl HostRecord {
-    /// Whether one of its ports is `initiator` (case-insensitive).
+    /// Whether one of its ports, of any kind, is `initiator` (case-insensitive: no two
+    /// hosts may hold addresses that differ only in case).
     pub fn has_initiator(&self, initiator: &str) -> bool {
         self.ports
             .iter()
             .any(|port| port.address.eq_ignore_ascii_case(initiator))
+    }
+
+    /// Whether one of its SAN ports (iSCSI or FC, not NBD) is `initiator`
+    /// (case-insensitive, as iSCSI names are).
+    pub fn has_san_initiator(&self, initiator: &str) -> bool {
+        self.ports
+            .iter()
+            .any(|port| port.kind != PortKind::Nbd && port.address.eq_ignore_ascii_case(initiator))
+    }
+
+    /// Whether one of its NBD ports is exactly `identity` (TLS identities are compared
+    /// byte for byte).
+    pub fn has_nbd_identity(&self, identity: &str) -> bool {
+        self.ports
+            .iter()
+            .any(|port| port.kind == PortKind::Nbd && port.address == identity)
     }
 }
 
@@ -201,11 +232,19 @@ impl Catalog {
         self.luns.retain(|_, lun| lun.volume_id != volume_id);
     }
 
-    /// The host one of whose ports is `initiator` (case-insensitive).
+    /// The host one of whose iSCSI or FC ports is `initiator` (case-insensitive); an NBD
+    /// identity never names an iSCSI initiator.
     pub fn host_by_initiator(&self, initiator: &str) -> Option<&HostRecord> {
         self.hosts
             .values()
-            .find(|host| host.has_initiator(initiator))
+            .find(|host| host.has_san_initiator(initiator))
+    }
+
+    /// The host one of whose NBD ports is exactly `identity`.
+    pub fn host_by_nbd_identity(&self, identity: &str) -> Option<&HostRecord> {
+        self.hosts
+            .values()
+            .find(|host| host.has_nbd_identity(identity))
     }
 
     pub fn host_by_name(&self, name: &str) -> Option<&HostRecord> {

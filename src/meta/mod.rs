@@ -9,6 +9,7 @@
 //! between two slots. Assumes the layer above (the cache) appends map commits only for
 //! blocks written to the array and synced, and holds its flush lock around checkpoints.
 
+pub mod bounds;
 pub mod catalog;
 pub mod checkpoint;
 #[cfg(test)]

@@ -2,15 +2,18 @@
 //!
 //! | kind | body |
 //! |---|---|
-//! | `CATALOG` 1 | JSON of a [`CatalogOp`] |
+//! | `CATALOG` 1 | JSON of a [`CatalogOp`], secrets sealed under the node key (see [`crate::secrets`]) |
 //! | `MAP_SET` 2 | volume u32, count u32, then per block: lba u64, phys u64, checksum u64, generation u64 |
 //! | `TRIM` 3 | volume u32, pad u32, start lba u64, end lba u64, generation u64 |
 //! | `VAULT` 4 | count u32, pad u32, then per block: volume u32, pad u32, lba u64, generation u64; then the blocks' 4 KiB data in the same order |
 //! | `RELOCATE` 5 | family u32, pad u32, lba u64, old phys u64, new phys u64: the cleaner moved a block; every map of the family naming `old` at `lba` (or at an address it was shared to) now names `new` |
 //! | `SHARE` 6 | volume u32, count u32, then per block: lba u64, home lba u64, phys u64, checksum u64, generation u64: a copy by reference; each `lba` now also refers to `phys`, which the same family already refers to at `home` |
 
+use std::sync::Arc;
+
 use super::catalog::CatalogOp;
 use super::forest::MapEntry;
+use crate::secrets::{self, NodeKey};
 use crate::types::{BLOCK_SIZE, Lba};
 
 pub const CATALOG: u8 = 1;
@@ -79,8 +82,10 @@ pub fn encode_relocate(family: u32, lba: Lba, old: u64, new: u64, out: &mut Vec<
     out.extend_from_slice(&new.to_le_bytes());
 }
 
-pub fn encode_catalog(op: &CatalogOp, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, op).expect("catalog operations serialize");
+/// The body of a `CATALOG` record: `op` as JSON with its secrets sealed under `key`. Fails
+/// only when a secret cannot be sealed (the OS random source failed).
+pub fn encode_catalog(op: &CatalogOp, key: &Arc<NodeKey>) -> Result<Vec<u8>, serde_json::Error> {
+    secrets::with_key(key, || serde_json::to_vec(op))
 }
 
 pub fn encode_map_set(volume: u32, entries: &[(Lba, MapEntry)], out: &mut Vec<u8>) {
@@ -138,9 +143,12 @@ fn u64_at(body: &[u8], at: usize) -> Option<u64> {
 
 /// Decodes a record; `None` when the body does not fit its kind (a journal batch's
 /// checksum already passed, so this means a bug or an unknown kind, and replay stops).
-pub fn decode(kind: u8, body: &[u8]) -> Option<Record<'_>> {
+/// `key` opens the secrets a catalog record carries.
+pub fn decode<'a>(kind: u8, body: &'a [u8], key: &Arc<NodeKey>) -> Option<Record<'a>> {
     match kind {
-        CATALOG => serde_json::from_slice(body).ok().map(Record::Catalog),
+        CATALOG => secrets::with_key(key, || serde_json::from_slice(body))
+            .ok()
+            .map(Record::Catalog),
         MAP_SET => {
             let volume = u32_at(body, 0)?;
             let count = u32_at(body, 4)? as usize;
@@ -216,6 +224,7 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
+        let key = Arc::new(NodeKey::from_bytes([1; 32]));
         let entries = vec![(
             5,
             MapEntry {
@@ -226,7 +235,7 @@ mod tests {
         )];
         let mut body = Vec::new();
         encode_map_set(2, &entries, &mut body);
-        match decode(MAP_SET, &body) {
+        match decode(MAP_SET, &body, &key) {
             Some(Record::MapSet {
                 volume: 2,
                 entries: got,
@@ -236,14 +245,14 @@ mod tests {
         body.clear();
         encode_vault_header(&[(1, 2, 3)], &mut body);
         body.extend_from_slice(&[9u8; BLOCK_SIZE]);
-        match decode(VAULT, &body) {
+        match decode(VAULT, &body, &key) {
             Some(Record::Vault { blocks, data }) => {
                 assert_eq!(blocks, vec![(1, 2, 3)]);
                 assert_eq!(data, &[9u8; BLOCK_SIZE][..]);
             }
             _ => panic!("vault did not round-trip"),
         }
-        assert!(decode(VAULT, &body[..body.len() - 1]).is_none());
-        assert!(decode(99, &body).is_none());
+        assert!(decode(VAULT, &body[..body.len() - 1], &key).is_none());
+        assert!(decode(99, &body, &key).is_none());
     }
 }

@@ -9,6 +9,8 @@
 //! ([`super::MetaStore::vaulted_copies`]) to get back flushed blocks whose only DRAM copy
 //! was lost with a controller.
 
+use std::sync::Arc;
+
 use hashbrown::{HashMap, HashSet};
 
 use super::catalog::{Catalog, CatalogOp};
@@ -16,6 +18,7 @@ use super::forest::Forest;
 use super::records::{self, Record};
 use super::store::RecoveredBlock;
 use super::store::apply_to_forest;
+use crate::secrets::NodeKey;
 use crate::types::{BLOCK_SIZE, Lba};
 
 /// A vault copy found during replay: generation, batch LSN, bytes.
@@ -49,8 +52,8 @@ impl VaultCopies {
 
     /// Decodes and looks at one record (a record that does not decode is reported and
     /// skipped, as start-up replay does).
-    pub(super) fn apply(&mut self, lsn: u64, kind: u8, body: &[u8]) {
-        match records::decode(kind, body) {
+    pub(super) fn apply(&mut self, lsn: u64, kind: u8, body: &[u8], key: &Arc<NodeKey>) {
+        match records::decode(kind, body, key) {
             Some(record) => self.observe(lsn, &record),
             None => crate::say!(
                 "troika: a vault scan skipped an unreadable journal record of kind {kind} at LSN {lsn}"
@@ -161,11 +164,13 @@ pub(super) struct Replay {
     pub(super) max_generation: u64,
     /// Records before this LSN are already in the checkpoint.
     pub(super) checkpoint_lsn: u64,
+    /// Opens the secrets of catalog records.
+    pub(super) key: Arc<NodeKey>,
 }
 
 impl Replay {
     pub(super) fn apply(&mut self, lsn: u64, kind: u8, body: &[u8]) {
-        let Some(record) = records::decode(kind, body) else {
+        let Some(record) = records::decode(kind, body, &self.key) else {
             crate::say!(
                 "troika: recovery skipped an unreadable journal record of kind {kind} at LSN {lsn}"
             );

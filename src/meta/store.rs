@@ -35,13 +35,18 @@ use super::replay::{Replay, VaultCopies};
 use super::usage::{PoolUsage, VolumeHandle};
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
+use crate::secrets::NodeKey;
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
+#[cfg(test)]
+mod bounds_tests;
 mod clones;
 mod datasets;
 #[cfg(test)]
 mod durability_tests;
 pub mod hosts;
+#[cfg(test)]
+mod secrets_tests;
 pub mod snapshots;
 
 pub(super) use datasets::apply_to_forest;
@@ -66,10 +71,21 @@ pub enum MetaError {
     Invalid(String),
     #[error("{0}")]
     Locked(String),
+    /// A number outside its bound (see [`crate::meta::bounds`]).
+    #[error(transparent)]
+    OutOfRange(#[from] crate::meta::bounds::OutOfRange),
     #[error(transparent)]
     Journal(#[from] JournalError),
     #[error("{0}")]
     Media(String),
+    #[error(
+        "the secrets on {ssd} were sealed with another node key (fingerprint {recorded:016x}) than the one given (fingerprint {given:016x})"
+    )]
+    WrongKey {
+        ssd: String,
+        recorded: u64,
+        given: u64,
+    },
 }
 
 /// Everything the store's lock protects.
@@ -135,6 +151,9 @@ pub struct OpenReport {
     pub replayed_records: u64,
     pub recovered_blocks: u64,
     pub elapsed: Duration,
+    /// The vault was of format 1 (secrets plain): its catalog was rewritten sealed in a
+    /// checkpoint during the open.
+    pub sealed_plain_secrets: bool,
 }
 
 /// How a verified read of one block ended.
@@ -155,6 +174,8 @@ pub struct MetaStore {
     journal: Journal,
     state: RwLock<MetaState>,
     superblock: Mutex<Superblock>,
+    /// Seals the catalog's secrets in journal records and checkpoints.
+    key: Arc<NodeKey>,
     generation: AtomicU64,
     map_version: AtomicU64,
     /// Moves after every applied catalog change (see `catalog_generation`).
@@ -184,10 +205,13 @@ fn now_secs() -> u64 {
 impl MetaStore {
     /// Opens the node's metadata: formats a blank vault device, or loads the newest
     /// checkpoint and replays the journal. Returns the flushed blocks that still need to
-    /// be destaged.
+    /// be destaged. `key` seals and opens the catalog's secrets; a vault whose secrets
+    /// were sealed with another key is refused ([`MetaError::WrongKey`]), and one of
+    /// format 1 (plain secrets) is rewritten sealed by a checkpoint before this returns.
     pub fn open(
         ssd: Device,
         array: Array,
+        key: Arc<NodeKey>,
     ) -> Result<(MetaStore, Vec<RecoveredBlock>, OpenReport), MetaError> {
         let started = Instant::now();
         let ssd_path = ssd.path().display().to_string();
@@ -205,9 +229,15 @@ impl MetaStore {
                     .map_err(MetaError::Invalid)?;
                 let serial = now_secs() ^ u64::from(std::process::id()) << 32;
                 let catalog = Catalog::new(serial);
-                let image =
-                    build_checkpoint(0, 1, &catalog, &Forest::new(), layout.checkpoint_slot_len)
-                        .map_err(media)?;
+                let image = build_checkpoint(
+                    0,
+                    1,
+                    &catalog,
+                    &Forest::new(),
+                    layout.checkpoint_slot_len,
+                    &key,
+                )
+                .map_err(media)?;
                 write_checkpoint(&mut ring, &ssd, &layout, 0, &image).map_err(media)?;
                 let superblock = Superblock {
                     sequence: 2,
@@ -222,6 +252,7 @@ impl MetaStore {
                     checkpoint_sum: image.sum,
                     checkpoint_lsn: 0,
                     replay_from: 0,
+                    key_id: Some(key.id()),
                 };
                 write_superblock(&mut ring, &ssd, &superblock).map_err(media)?;
                 report.formatted = true;
@@ -243,13 +274,23 @@ impl MetaStore {
                         superblock.rows_per_segment
                     )));
                 }
-                let loaded = read_checkpoint(&mut ring, &ssd, &superblock).map_err(media)?;
+                if let Some(recorded) = superblock.key_id
+                    && recorded != key.id()
+                {
+                    return Err(MetaError::WrongKey {
+                        ssd: ssd_path,
+                        recorded,
+                        given: key.id(),
+                    });
+                }
+                let loaded = read_checkpoint(&mut ring, &ssd, &superblock, &key).map_err(media)?;
                 let mut replay = Replay {
                     catalog: loaded.catalog,
                     maps: loaded.forest,
                     vault: VaultCopies::all(),
                     max_generation: loaded.generation,
                     checkpoint_lsn: superblock.checkpoint_lsn,
+                    key: key.clone(),
                 };
                 let summary = Journal::replay(
                     &ssd,
@@ -312,12 +353,18 @@ impl MetaStore {
             }
         }
         let families = family_table(&state);
+        let plain_secrets = superblock.key_id.is_none();
+        let replay_from = superblock.replay_from;
         let store = MetaStore {
             array,
             ssd,
             journal,
             state: RwLock::new(state),
-            superblock: Mutex::new(superblock),
+            superblock: Mutex::new(Superblock {
+                key_id: Some(key.id()),
+                ..superblock
+            }),
+            key,
             generation: AtomicU64::new(generation),
             map_version: AtomicU64::new(0),
             catalog_generation: AtomicU64::new(0),
@@ -327,6 +374,13 @@ impl MetaStore {
             families: RwLock::new(families),
             counters: MetaCounters::default(),
         };
+        if plain_secrets {
+            // Twice, so that both checkpoint slots hold the sealed catalog. Every vault
+            // record replay may still need stays: the floor is the old one.
+            store.checkpoint(|| replay_from)?;
+            store.checkpoint(|| replay_from)?;
+            report.sealed_plain_secrets = true;
+        }
         report.elapsed = started.elapsed();
         Ok((store, recovered, report))
     }
@@ -395,9 +449,13 @@ impl MetaStore {
     /// the node (in the journal itself, or here for a journal that already failed), so it
     /// never returns with the change applied but not committed.
     fn log_catalog(&self, state: &mut MetaState, op: CatalogOp) {
+        let body = match records::encode_catalog(&op, &self.key) {
+            Ok(body) => body,
+            Err(err) => self.fail(self.ssd.name(), "sealing a catalog change", &err),
+        };
         let (ticket, _) = self
             .journal
-            .append(records::CATALOG, |out| records::encode_catalog(&op, out));
+            .append(records::CATALOG, |out| out.extend_from_slice(&body));
         if let Err(err) = self.journal.commit(ticket) {
             self.fail(self.ssd.name(), "journal commit", &err);
         }
@@ -599,7 +657,9 @@ impl MetaStore {
         let mut copies = VaultCopies::only(wanted);
         let reached = self
             .journal
-            .scan(from, |lsn, kind, body| copies.apply(lsn, kind, body))
+            .scan(from, |lsn, kind, body| {
+                copies.apply(lsn, kind, body, &self.key)
+            })
             .map_err(|err| MetaError::Media(format!("{}: {err}", self.ssd.path().display())))?;
         if reached != end {
             return Err(MetaError::Media(format!(
@@ -634,6 +694,7 @@ impl MetaStore {
                 &state.catalog,
                 &state.maps,
                 superblock.layout.checkpoint_slot_len,
+                &self.key,
             )
             .map_err(media)?;
             (image, lsn, floor)

@@ -439,8 +439,8 @@ fn not_found_cluster(id: u32) -> MgmtError {
     )
 }
 
-/// One initiator port of a host: `{"type": "ISCSI" | "FC", "address": ...}` (the type is
-/// accepted in any case).
+/// One initiator port of a host: `{"type": "ISCSI" | "FC" | "NBD", "address": ...}` (the
+/// type is accepted in any case; an NBD address is the client's TLS identity).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct HostPortInfo {
     #[serde(rename = "type")]

@@ -82,6 +82,8 @@ pub struct Request {
     pub authorization: Option<String>,
     /// The `Cookie` header field(s), joined with `; `, if sent.
     pub cookie: Option<String>,
+    /// Every header field as sent, names in lower case (for [`super::rest::guard`]).
+    pub fields: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
@@ -94,6 +96,7 @@ impl Request {
             keep_alive: true,
             authorization: None,
             cookie: None,
+            fields: Vec::new(),
             body: Vec::new(),
         }
     }
@@ -128,6 +131,7 @@ struct Head {
     expect_continue: bool,
     authorization: Option<String>,
     cookie: Option<String>,
+    fields: Vec<(String, String)>,
     head_len: usize,
     content_length: usize,
 }
@@ -140,6 +144,7 @@ impl Head {
             keep_alive: self.keep_alive,
             authorization: self.authorization,
             cookie: self.cookie,
+            fields: self.fields,
             body,
         }
     }
@@ -173,10 +178,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
     let mut expect_continue = false;
     let mut authorization = None;
     let mut cookie: Option<String> = None;
+    let mut fields = Vec::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
         let value = std::str::from_utf8(field.value)
             .map_err(|_| HttpError::Malformed(format!("header field {} is not UTF-8", field.name)))?
             .trim();
+        fields.push((field.name.to_ascii_lowercase(), value.to_owned()));
         if field.name.eq_ignore_ascii_case("content-length") {
             let length = parse_content_length(value)?;
             if content_length.is_some_and(|previous| previous != length) {
@@ -222,6 +229,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<Head>, HttpError> {
         expect_continue,
         authorization,
         cookie,
+        fields,
         head_len,
         // Checked against MAX_BODY_BYTES above, so it fits.
         content_length: content_length as usize,
@@ -386,6 +394,7 @@ pub fn reason_phrase(status: u16) -> &'static str {
         408 => "Request Timeout",
         409 => "Conflict",
         413 => "Content Too Large",
+        415 => "Unsupported Media Type",
         422 => "Unprocessable Content",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",

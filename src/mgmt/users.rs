@@ -317,7 +317,7 @@ impl UserStore {
         let now = now_ms();
 
         let mut state = self.state.lock();
-        if state.file.by_name(&request.name).is_some() {
+        if state.file.name_taken(&request.name, None) {
             return Err(MgmtError::name_conflict("user", &request.name));
         }
         let mut file = state.file.clone();
@@ -368,7 +368,7 @@ impl UserStore {
         let old = file.users[index].clone();
         if let Some(name) = &request.name
             && *name != old.name
-            && file.by_name(name).is_some()
+            && file.name_taken(name, Some(id))
         {
             return Err(MgmtError::name_conflict("user", name));
         }

@@ -53,7 +53,8 @@ pub(super) fn mgmt_error(err: MetaError) -> MgmtError {
         ),
         MetaError::Capacity(message) => MgmtError::new("POOL_CAPACITY_EXCEEDED", 409, message),
         MetaError::Invalid(message) => MgmtError::bad_request(message),
-        other @ (MetaError::Journal(_) | MetaError::Media(_)) => {
+        MetaError::OutOfRange(refused) => MgmtError::new(refused.code, 400, refused.message),
+        other @ (MetaError::Journal(_) | MetaError::Media(_) | MetaError::WrongKey { .. }) => {
             MgmtError::internal(other.to_string())
         }
     }
@@ -355,7 +356,12 @@ impl Management for NodeApi {
         // Everything is checked before anything changes, so a refused request changes
         // nothing; the size goes first because it is the change that touches data.
         self.meta
-            .check_volume_change(id, update.name.as_deref(), update.size)
+            .check_volume_change(
+                id,
+                update.name.as_deref(),
+                update.size,
+                update.lock_expires_at,
+            )
             .map_err(mgmt_error)?;
         if let Some(size) = update.size {
             self.resize_volume(id, size)?;

@@ -1,7 +1,8 @@
 //! Hosts, host clusters and LUN mappings over the live node: the [`HostManagement`] calls
 //! the REST server makes, turned into checked catalog changes on the metadata store. The
 //! iSCSI target reads the result through `Catalog::host_by_initiator` and
-//! `Catalog::luns_of_host`, and notices changes through `MetaStore::catalog_generation`.
+//! `Catalog::luns_of_host`, and notices changes through `MetaStore::catalog_generation`;
+//! the NBD ports through `Catalog::host_by_nbd_identity` (see `nbd_access`).
 
 use super::api::{NodeApi, mgmt_error};
 use crate::meta::catalog::Catalog;
@@ -117,7 +118,9 @@ fn cluster_info(catalog: &Catalog, cluster: &ClusterRecord) -> ClusterInfo {
 
 fn port_kind(text: &str) -> Result<PortKind, MgmtError> {
     PortKind::parse(text).ok_or_else(|| {
-        MgmtError::bad_request(format!("port type {text:?} is not known: use ISCSI or FC"))
+        MgmtError::bad_request(format!(
+            "port type {text:?} is not known: use ISCSI, FC or NBD"
+        ))
     })
 }
 

@@ -151,11 +151,11 @@ impl PrStore for ReservationFiles {
     }
 
     fn save(&self, dataset_id: u32, state: &[u8]) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
+        crate::private_files::create_dir(&self.dir)?;
         let path = self.path(dataset_id);
         let temporary = path.with_extension("pr.new");
         {
-            let mut file = std::fs::File::create(&temporary)?;
+            let mut file = crate::private_files::create_new(&temporary)?;
             file.write_all(state)?;
             file.sync_all()?;
         }

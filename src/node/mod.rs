@@ -8,6 +8,7 @@
 //! (every message goes through [`say!`](crate::say)).
 
 use std::fs::File;
+use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
@@ -20,9 +21,12 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 mod api;
+pub mod data_dir;
 mod hosts;
 pub mod iscsi;
 mod monitor;
+pub mod nbd_access;
+pub mod nbd_tls;
 mod policies;
 #[cfg(test)]
 mod snapshot_tests;
@@ -30,24 +34,25 @@ mod snapshots;
 pub mod stop;
 
 use api::{NodeApi, now_ms};
+pub use nbd_tls::NbdTlsOptions;
 use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;
+use crate::controller::Controllers;
 use crate::controller::routing::Routing;
-use crate::controller::{Controllers, NodePort};
 use crate::hw::DeviceSpec;
 use crate::hw::HwModel;
 use crate::io::{self, Device, FaultPlane};
 use crate::layout::Array;
-use crate::meta::MetaStore;
+use crate::meta::{MetaError, MetaStore};
 use crate::mgmt;
 use crate::mgmt::events::EventLog;
 use crate::mgmt::rest::Mgmt;
 use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
-use crate::target::nbd::{
-    self, NbdConfig, NbdListener, NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer,
-};
+use crate::private_files;
+use crate::secrets::{KEY_FILE, NodeKey};
+use crate::target::nbd::NbdAccessConfig;
 
 /// Where the node listens.
 #[derive(Clone, Debug)]
@@ -62,74 +67,10 @@ pub struct NodeOptions {
     pub iscsi_tcp: Vec<SocketAddr>,
     /// TLS on the NBD listeners.
     pub nbd_tls: NbdTlsOptions,
-}
-
-/// TLS on the NBD listeners, as `serve` flags give it.
-#[derive(Clone, Debug)]
-pub struct NbdTlsOptions {
-    /// The TCP listeners' mode (`--nbd-tls`, default `require`).
-    pub tcp: NbdTlsMode,
-    /// The unix socket's mode (`--nbd-unix-tls`, default `off`).
-    pub unix: NbdTlsMode,
-    /// `--nbd-tls-ca`: the CA for client certificates (default DATA/tls/nbd-ca.pem if
-    /// present).
-    pub ca: Option<PathBuf>,
-    /// `--nbd-tls-psk`: the PSK key file (default DATA/tls/nbd-psk.keys if present).
-    pub psk: Option<PathBuf>,
-}
-
-impl Default for NbdTlsOptions {
-    fn default() -> Self {
-        NbdTlsOptions {
-            tcp: NbdTlsMode::Require,
-            unix: NbdTlsMode::Off,
-            ca: None,
-            psk: None,
-        }
-    }
-}
-
-/// Each NBD listener's TLS (unix socket, TCP ports), checked and logged at start.
-fn nbd_tls(options: &NodeOptions) -> anyhow::Result<(NbdTls, NbdTls)> {
-    let wanted = &options.nbd_tls;
-    let tcp_mode = if options.nbd_tcp.is_empty() {
-        NbdTlsMode::Off
-    } else {
-        wanted.tcp
-    };
-    let files = NbdTlsFiles::in_data_dir(&options.data_dir, wanted.ca.clone(), wanted.psk.clone());
-    let server = if tcp_mode == NbdTlsMode::Off && wanted.unix == NbdTlsMode::Off {
-        None
-    } else {
-        TlsServer::load(&files).map_err(anyhow::Error::msg)?
-    };
-    let unix = NbdTls::new(wanted.unix, server.clone(), &files)
-        .map_err(|err| anyhow::anyhow!("the NBD unix socket (--nbd-unix-tls): {err}"))?;
-    let tcp = NbdTls::new(tcp_mode, server.clone(), &files)
-        .map_err(|err| anyhow::anyhow!("the NBD TCP ports (--nbd-tls): {err}"))?;
-    let credentials = server.map(|server| format!(", {}", server.describe()));
-    let credentials = credentials.unwrap_or_default();
-    crate::say!(
-        "troika: NBD TLS {} on nbd.sock{}",
-        wanted.unix,
-        if wanted.unix == NbdTlsMode::Off {
-            ""
-        } else {
-            &credentials
-        }
-    );
-    if !options.nbd_tcp.is_empty() {
-        crate::say!(
-            "troika: NBD TLS {} on the TCP ports{}",
-            tcp_mode,
-            if tcp_mode == NbdTlsMode::Off {
-                ""
-            } else {
-                &credentials
-            }
-        );
-    }
-    Ok((unix, tcp))
+    /// Who may use NBD: `--nbd-open` and the unix socket's extra uids.
+    pub nbd_access: NbdAccessConfig,
+    /// `--nbd-socket-group`: the NBD socket is mode 0660 owned by this group (else 0600).
+    pub nbd_socket_group: Option<u32>,
 }
 
 /// A running node.
@@ -147,9 +88,10 @@ impl Node {
     /// Opens and recovers the node and starts serving.
     pub fn start(hw: HwModel, options: &NodeOptions) -> anyhow::Result<Node> {
         let data_dir = &options.data_dir;
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?;
+        data_dir::prepare(data_dir)?;
         let lock = lock_data_dir(data_dir)?;
+        let (key, key_created) = NodeKey::load_or_create(data_dir)?;
+        let key = Arc::new(key);
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
@@ -180,8 +122,14 @@ impl Node {
         crate::fatal::set_event_sink(move |code, description| {
             final_events.raise_final(code, description, Duration::from_millis(200));
         });
-        let (meta, recovered, report) =
-            MetaStore::open(ssd, array).map_err(|err| anyhow::anyhow!("{err}"))?;
+        let (meta, recovered, report) = MetaStore::open(ssd, array, key)
+            .map_err(|err| open_error(err, data_dir, key_created))?;
+        if report.sealed_plain_secrets {
+            crate::say!(
+                "troika: sealed the CHAP secrets of the catalog under {} (the metadata was of a format that kept them plain); change the hosts' CHAP secrets if the devices may have been read by others",
+                data_dir.join(KEY_FILE).display()
+            );
+        }
         if report.formatted {
             crate::say!(
                 "troika: formatted a new node (serial {}) in {}",
@@ -214,9 +162,10 @@ impl Node {
         }
         let (users, admin_password) = UserStore::open(data_dir)
             .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
-        if let Some(password) = admin_password {
+        // The password goes to the 0600 file only: terminals and logs are read by others.
+        if admin_password.is_some() {
             crate::say!(
-                "troika: created the user \"admin\" with password {password} (also in {}, mode 0600; shown only now)",
+                "troika: created the user \"admin\"; its password is in {} (mode 0600): read it from there, and change it",
                 data_dir.join("admin-password").display()
             );
         }
@@ -238,44 +187,10 @@ impl Node {
         let mut threads = Vec::new();
         let mut sockets = Vec::new();
 
-        let (unix_tls, tcp_tls) = nbd_tls(options)?;
-        let nbd_socket = data_dir.join("nbd.sock");
-        let _ = std::fs::remove_file(&nbd_socket);
-        let unix = UnixListener::bind(&nbd_socket)
-            .with_context(|| format!("cannot listen on {}", nbd_socket.display()))?;
+        let (nbd_socket, nbd_thread) =
+            nbd_access::start_nbd(options, &controllers, &meta, &events, &shutdown)?;
         sockets.push(nbd_socket);
-        threads.push(nbd::spawn_server(
-            NbdListener::Unix(unix),
-            NodePort::new(controllers.clone()),
-            NbdConfig {
-                tls: unix_tls,
-                ..NbdConfig::default()
-            },
-            shutdown.clone(),
-        ));
-        if options.nbd_tcp.len() > controllers.ids().len() {
-            bail!(
-                "{} NBD addresses were given but the model has {} controllers; give one address per controller at most",
-                options.nbd_tcp.len(),
-                controllers.ids().len()
-            );
-        }
-        for (address, controller) in options.nbd_tcp.iter().zip(controllers.ids()) {
-            controllers
-                .open_port(
-                    *controller,
-                    *address,
-                    NbdConfig {
-                        tls: tcp_tls.clone(),
-                        ..NbdConfig::default()
-                    },
-                )
-                .with_context(|| {
-                    format!(
-                        "cannot listen for NBD on {address} (controller {controller}); is another server using the port?"
-                    )
-                })?;
-        }
+        threads.push(nbd_thread);
 
         if options.iscsi_tcp.len() > controllers.ids().len() {
             bail!(
@@ -317,6 +232,9 @@ impl Node {
         let _ = std::fs::remove_file(&mgmt_socket);
         let listener = UnixListener::bind(&mgmt_socket)
             .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
+        // The management socket's peers are the local administrator: only the node's user
+        // (and root) may connect.
+        nbd_access::restrict_socket(&mgmt_socket, None)?;
         sockets.push(mgmt_socket);
         threads.push(mgmt::server::spawn_server(
             MgmtListener::Unix(listener),
@@ -427,16 +345,39 @@ fn open_device(
     Ok(device.with_faults(device_faults))
 }
 
+/// An operator's message for a failed metadata open; a wrong node key names its file.
+/// A key made by this start (none was there) is removed again, so the next start finds
+/// the directory as the operator left it.
+fn open_error(err: MetaError, data_dir: &Path, key_created: bool) -> anyhow::Error {
+    let MetaError::WrongKey {
+        ssd,
+        recorded,
+        given,
+    } = &err
+    else {
+        return anyhow::anyhow!("{err}");
+    };
+    let key_path = data_dir.join(KEY_FILE);
+    if key_created {
+        let _ = std::fs::remove_file(&key_path);
+        anyhow::anyhow!(
+            "the node key {} is missing, but the metadata on {ssd} was written under one (its secrets are sealed with it); restore this node's node.key from a backup (whoever holds node.key holds the secrets, and without it the node cannot start)",
+            key_path.display()
+        )
+    } else {
+        anyhow::anyhow!(
+            "the node key {} is not the key the metadata on {ssd} was written under (fingerprint {recorded:016x}; this file's is {given:016x}), so its secrets cannot be opened; restore the node.key that belongs to this data directory",
+            key_path.display()
+        )
+    }
+}
+
 /// Takes an exclusive lock on the data directory so two nodes never share it.
 fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
     let path = data_dir.join("troika.lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(&path)
-        .with_context(|| format!("cannot open {}", path.display()))?;
+    let file =
+        private_files::open_or_create(&path, std::fs::OpenOptions::new().read(true).write(true))
+            .with_context(|| format!("cannot open {}", path.display()))?;
     // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
     let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
     if !locked {
@@ -448,6 +389,6 @@ fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
         );
     }
     let _ = file.set_len(0);
-    let _ = std::fs::write(&path, format!("{}\n", std::process::id()));
+    let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
     Ok(file)
 }

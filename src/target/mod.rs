@@ -12,6 +12,7 @@ pub mod scsi;
 
 use std::sync::Arc;
 
+pub use self::nbd::NbdClient;
 pub use crate::cache::ShareOutcome;
 use crate::types::IoError;
 
@@ -41,12 +42,15 @@ pub struct ExportInfo {
     pub read_only: bool,
 }
 
-/// The set of datasets hosts may reach, resolved by name at connection time.
+/// The set of datasets hosts may reach, resolved by name at connection time, and filtered
+/// by who asks: an implementation lists and opens for `client` only what it may reach,
+/// and answers a name it may not reach exactly as a name that does not exist.
 pub trait ExportProvider: Send + Sync {
-    /// Every export, in a stable order (for NBD_OPT_LIST).
-    fn list_exports(&self) -> Vec<ExportInfo>;
-    /// Opens a handle on the named dataset; `None` when there is no such export.
-    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>>;
+    /// Every export `client` may reach, in a stable order (for NBD_OPT_LIST).
+    fn list_exports(&self, client: &NbdClient) -> Vec<ExportInfo>;
+    /// Opens a handle on the named dataset for `client`; `None` when there is no such
+    /// export or `client` may not reach it.
+    fn open_export(&self, client: &NbdClient, name: &str) -> Option<Arc<dyn BlockTarget>>;
 }
 
 /// A handle on one dataset, as the controllers serve it. Offsets and lengths are in

@@ -70,6 +70,15 @@ pub enum Auth<'a> {
         target_user: &'a str,
         target_secret: &'a str,
     },
+    /// Mutual CHAP sending `challenge` as the initiator's challenge (for tests of the
+    /// target's bounds on it).
+    MutualWith {
+        user: &'a str,
+        secret: &'a str,
+        target_user: &'a str,
+        target_secret: &'a str,
+        challenge: &'a [u8],
+    },
 }
 
 pub struct Session {
@@ -253,7 +262,20 @@ impl Session {
                 secret,
                 target_user,
                 target_secret,
-            } => session.chap(&first, user, secret, Some((target_user, target_secret)))?,
+            } => {
+                let mutual = (target_user, target_secret, &[0x5a; 16][..]);
+                session.chap(&first, user, secret, Some(mutual))?
+            }
+            Auth::MutualWith {
+                user,
+                secret,
+                target_user,
+                target_secret,
+                challenge,
+            } => {
+                let mutual = (target_user, target_secret, challenge);
+                session.chap(&first, user, secret, Some(mutual))?
+            }
         }
         let operational = [
             ("HeaderDigest", "None"),
@@ -282,7 +304,7 @@ impl Session {
         first: &[(&str, &str)],
         user: &str,
         secret: &str,
-        mutual: Option<(&str, &str)>,
+        mutual: Option<(&str, &str, &[u8])>,
     ) -> Result<(), LoginRefused> {
         let mut keys = first.to_vec();
         keys.push(("AuthMethod", "CHAP,None"));
@@ -292,17 +314,17 @@ impl Session {
         let id: u8 = key(&challenge, "CHAP_I").expect("CHAP_I").parse().unwrap();
         let c = hex_to_bytes(key(&challenge, "CHAP_C").expect("CHAP_C"));
         let response = bytes_to_hex(&chap_response(id, secret, &c));
-        let my_challenge = [0x5au8; 16];
-        let my_challenge_hex = bytes_to_hex(&my_challenge);
+        let my_challenge = mutual.map_or(&[][..], |(_, _, challenge)| challenge);
+        let my_challenge_hex = bytes_to_hex(my_challenge);
         let mut answer_keys = vec![("CHAP_N", user), ("CHAP_R", response.as_str())];
         if mutual.is_some() {
             answer_keys.push(("CHAP_I", "77"));
             answer_keys.push(("CHAP_C", my_challenge_hex.as_str()));
         }
         let (_, reply) = self.login_step(0, 1, true, &answer_keys)?;
-        if let Some((target_user, target_secret)) = mutual {
+        if let Some((target_user, target_secret, _)) = mutual {
             assert_eq!(key(&reply, "CHAP_N"), Some(target_user), "{reply:?}");
-            let expected = chap_response(77, target_secret, &my_challenge);
+            let expected = chap_response(77, target_secret, my_challenge);
             let got = hex_to_bytes(key(&reply, "CHAP_R").expect("target CHAP_R"));
             assert_eq!(got, expected, "the target's mutual CHAP answer is wrong");
         }

@@ -85,6 +85,8 @@ pub struct TestNode {
     pub nbd_ports: Vec<u16>,
     /// iSCSI portal ports, one per controller (controller 1 first); empty for none.
     pub iscsi_ports: Vec<u16>,
+    /// More arguments for `troika serve` (e.g. `--nbd-open`), kept across restarts.
+    serve_args: Vec<String>,
     /// Where the next start writes its stdout and stderr instead of `log` (taken by it,
     /// so a restart writes to `log` again).
     output: Option<OwnedFd>,
@@ -109,9 +111,20 @@ impl TestNode {
         Self::start_on(model, Some(free_port()), Vec::new())
     }
 
-    /// Starts a node with an NBD TCP port on each of `controllers` controllers.
+    /// Starts a node with an NBD TCP port on each of `controllers` controllers, open to
+    /// anonymous clients (`--nbd-open`: these tests are about the ports, not access).
     pub fn start_with_nbd_ports(model: PathBuf, controllers: usize) -> TestNode {
-        Self::start_on(model, None, (0..controllers).map(|_| free_port()).collect())
+        Self::start_with_serve_args(model, controllers, &["--nbd-open"])
+    }
+
+    /// Starts a node with an NBD TCP port on each of `controllers` controllers and more
+    /// `troika serve` arguments.
+    pub fn start_with_serve_args(model: PathBuf, controllers: usize, args: &[&str]) -> TestNode {
+        let ports = (0..controllers).map(|_| free_port()).collect();
+        let mut node = Self::prepare(model, None, ports);
+        node.serve_args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        node.spawn();
+        node
     }
 
     /// Starts a node with the REST API and an iSCSI portal on each of `controllers`
@@ -140,6 +153,7 @@ impl TestNode {
             api_port,
             nbd_ports,
             iscsi_ports: Vec::new(),
+            serve_args: Vec::new(),
             output: None,
             nbd_tls_args: vec!["--nbd-tls".to_owned(), "off".to_owned()],
         }
@@ -249,6 +263,7 @@ impl TestNode {
             .arg("--iscsi-listen")
             .arg(list_or_none(&self.iscsi_ports))
             .args(&self.nbd_tls_args)
+            .args(&self.serve_args)
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
             .spawn()

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use hashbrown::HashMap;
 
 use super::{MetaError, MetaState, MetaStore, now_ms};
+use crate::meta::bounds::{OutOfRange, check_byte_count, same_name};
 use crate::meta::catalog::{
     CapacityLevel, Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord,
 };
@@ -26,7 +27,7 @@ impl MetaStore {
     ) -> Result<PoolRecord, MetaError> {
         validate_name(name)?;
         let mut state = self.state_mut();
-        if state.catalog.pool_by_name(name).is_some() {
+        if pool_name_taken(&state, name, None) {
             return Err(MetaError::NameConflict {
                 kind: "pool",
                 name: name.into(),
@@ -69,7 +70,7 @@ impl MetaStore {
         validate_name(name)?;
         validate_volume_size(name, size)?;
         let mut state = self.state_mut();
-        if state.catalog.volume_by_name(name).is_some() {
+        if volume_name_taken(&state, name, None) {
             return Err(MetaError::NameConflict {
                 kind: "volume",
                 name: name.into(),
@@ -105,7 +106,7 @@ impl MetaStore {
         pool.updated_at = now_ms();
         if pool.name != before.name {
             validate_name(&pool.name)?;
-            if state.catalog.pool_by_name(&pool.name).is_some() {
+            if pool_name_taken(&state, &pool.name, Some(id)) {
                 return Err(MetaError::NameConflict {
                     kind: "pool",
                     name: pool.name,
@@ -132,6 +133,9 @@ impl MetaStore {
 
     fn check_pool_capacities(&self, state: &MetaState, pool: &PoolRecord) -> Result<(), MetaError> {
         let physical = pool.physical_capacity;
+        let what = format!("pool {:?}", pool.name);
+        check_byte_count(&what, "physical_capacity", physical)?;
+        check_byte_count(&what, "virtual_capacity", pool.virtual_capacity)?;
         if physical < (1 << 20) || !physical.is_multiple_of(BLOCK_SIZE as u64) {
             return Err(MetaError::Invalid(format!(
                 "pool {:?}: physical capacity must be at least 1 MiB and a multiple of 4 KiB (got {physical})",
@@ -185,20 +189,24 @@ impl MetaStore {
         Ok(())
     }
 
-    /// Whether renaming volume `id` to `name` and resizing it to `size` would be accepted,
-    /// without changing anything: lets a caller that makes both changes refuse the whole
-    /// request before it makes the first.
+    /// Whether renaming volume `id` to `name`, resizing it to `size` and locking it until
+    /// `lock` would be accepted, without changing anything: lets a caller that makes
+    /// several changes refuse the whole request before it makes the first.
     pub fn check_volume_change(
         &self,
         id: u32,
         name: Option<&str>,
         size: Option<u64>,
+        lock: Option<u64>,
     ) -> Result<(), MetaError> {
         let state = self.state();
         let volume = volume_record(&state, id)?;
+        if let Some(until) = lock.filter(|until| volume.lock_expires_at != Some(*until)) {
+            check_lock_change(&volume, Some(until))?;
+        }
         if let Some(name) = name.filter(|name| *name != volume.name) {
             validate_name(name)?;
-            if state.catalog.volume_by_name(name).is_some() {
+            if volume_name_taken(&state, name, Some(id)) {
                 return Err(MetaError::NameConflict {
                     kind: "volume",
                     name: name.into(),
@@ -243,7 +251,7 @@ impl MetaStore {
         volume.updated_at = now_ms();
         if volume.name != before.name {
             validate_name(&volume.name)?;
-            if state.catalog.volume_by_name(&volume.name).is_some() {
+            if volume_name_taken(&state, &volume.name, Some(id)) {
                 return Err(MetaError::NameConflict {
                     kind: "volume",
                     name: volume.name,
@@ -486,6 +494,10 @@ fn check_lock_change(volume: &VolumeRecord, until: Option<u64>) -> Result<(), Me
         )));
     }
     let now = now_ms();
+    if let Some(until) = until {
+        let what = format!("snapshot {:?}", volume.name);
+        crate::meta::bounds::check_lock_end(&what, until, now)?;
+    }
     match (volume.lock_expires_at.filter(|at| *at > now), until) {
         (Some(current), Some(new)) if new >= current => Ok(()),
         (Some(current), _) => Err(MetaError::Locked(format!(
@@ -534,6 +546,23 @@ pub(super) fn volume_record(state: &MetaState, id: u32) -> Result<VolumeRecord, 
         .ok_or_else(|| MetaError::VolumeNotFound(id.to_string()))
 }
 
+/// Whether a pool other than `except` has `name` (without regard to case).
+pub(super) fn pool_name_taken(state: &MetaState, name: &str, except: Option<u32>) -> bool {
+    (state.catalog.pools.values())
+        .any(|pool| same_name(&pool.name, name) && Some(pool.id) != except)
+}
+
+/// Whether a volume or snapshot other than `except` has `name` (without regard to case).
+pub(super) fn volume_name_taken(state: &MetaState, name: &str, except: Option<u32>) -> bool {
+    (state.catalog.volumes.values())
+        .any(|volume| same_name(&volume.name, name) && Some(volume.id) != except)
+}
+
+/// Whether a consistency group other than `except` has `name` (without regard to case).
+pub(super) fn cg_name_taken(state: &MetaState, name: &str, except: Option<u32>) -> bool {
+    (state.catalog.cgs.values()).any(|cg| same_name(&cg.name, name) && Some(cg.id) != except)
+}
+
 pub(super) fn validate_name(name: &str) -> Result<(), MetaError> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -551,8 +580,21 @@ pub(super) fn validate_name(name: &str) -> Result<(), MetaError> {
     }
 }
 
+/// The largest volume the node serves (1 PiB).
+const MAX_VOLUME_BYTES: u64 = 1 << 50;
+
 fn validate_volume_size(name: &str, size: u64) -> Result<(), MetaError> {
-    if size == 0 || !size.is_multiple_of(BLOCK_SIZE as u64) || size > (1u64 << 50) {
+    check_byte_count(&format!("volume {name:?}"), "size", size)?;
+    if size > MAX_VOLUME_BYTES {
+        return Err(OutOfRange {
+            code: "PARAM_OUT_OF_RANGE",
+            message: format!(
+                "volume {name:?}: size {size} is larger than the node's {MAX_VOLUME_BYTES}-byte (1 PiB) volume limit"
+            ),
+        }
+        .into());
+    }
+    if size == 0 || !size.is_multiple_of(BLOCK_SIZE as u64) {
         return Err(MetaError::Invalid(format!(
             "volume {name:?}: size must be a non-zero multiple of 4 KiB up to 1 PiB (got {size})"
         )));

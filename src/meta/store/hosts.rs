@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use super::datasets::{validate_name, volume_record};
 use super::{MetaError, MetaState, MetaStore, now_ms};
+use crate::meta::bounds::same_name;
 use crate::meta::catalog::{
     CatalogOp, ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord,
     PortKind, VolumeRecord,
@@ -22,6 +23,8 @@ pub const FIRST_CLUSTER_LUN: u32 = 11;
 pub const CHAP_SECRET_LEN: std::ops::RangeInclusive<usize> = 12..=16;
 /// The longest iSCSI name (RFC 3720: 223 bytes).
 pub const MAX_ISCSI_NAME: usize = 223;
+/// The longest NBD TLS identity (a PSK identity or certificate subject), in bytes.
+pub const MAX_NBD_IDENTITY: usize = 255;
 
 /// A refused host, cluster or mapping change: an InfiniBox error code, its HTTP status
 /// and a message for the operator; or a store failure.
@@ -59,9 +62,11 @@ pub fn cluster_not_found(what: impl std::fmt::Display) -> HostError {
 
 /// Checks an initiator address for its kind: iSCSI names as `iqn.YYYY-MM.domain[:...]`,
 /// `eui.` and 16 hex digits, or `naa.` and 16 or 32; FC WWPNs as 16 hex digits
-/// (colons allowed).
+/// (colons allowed); NBD identities as 1 to 255 bytes of printable characters without
+/// ':' (psktool's key files separate identity and key with it).
 pub fn validate_port(kind: PortKind, address: &str) -> Result<(), HostError> {
     let ok = match kind {
+        PortKind::Nbd => valid_nbd_identity(address),
         PortKind::Iscsi => valid_iscsi_name(address),
         PortKind::Fc => {
             let digits: String = address.chars().filter(|c| *c != ':').collect();
@@ -81,9 +86,17 @@ pub fn validate_port(kind: PortKind, address: &str) -> Result<(), HostError> {
                 PortKind::Fc => {
                     format!("{address:?} is not an FC WWPN: use 16 hex digits (colons allowed)")
                 }
+                PortKind::Nbd => format!(
+                    "{address:?} is not an NBD identity: use 1 to {MAX_NBD_IDENTITY} bytes of printable characters without ':'"
+                ),
             },
         ))
     }
+}
+
+fn valid_nbd_identity(identity: &str) -> bool {
+    (1..=MAX_NBD_IDENTITY).contains(&identity.len())
+        && identity.chars().all(|c| !c.is_control() && c != ':')
 }
 
 fn all_hex(text: &str) -> bool {
@@ -229,7 +242,7 @@ impl MetaStore {
         if catalog
             .hosts
             .values()
-            .any(|other| other.name == host.name && other.id != host.id)
+            .any(|other| same_name(&other.name, &host.name) && other.id != host.id)
         {
             return Err(MetaError::NameConflict {
                 kind: "host",
@@ -334,7 +347,7 @@ impl MetaStore {
             .catalog
             .clusters
             .values()
-            .any(|other| other.name == cluster.name && other.id != cluster.id)
+            .any(|other| same_name(&other.name, &cluster.name) && other.id != cluster.id)
         {
             return Err(MetaError::NameConflict {
                 kind: "host cluster",

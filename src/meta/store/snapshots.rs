@@ -7,8 +7,11 @@
 //! first: a snapshot's parents have no dirty blocks left in cache, a dataset that takes
 //! other contents has had its cached blocks dropped.
 
-use super::datasets::{check_unlocked, pool_record, validate_name, volume_record};
+use super::datasets::{
+    cg_name_taken, check_unlocked, pool_record, validate_name, volume_name_taken, volume_record,
+};
 use super::{MetaError, MetaStore, now_ms};
+use crate::meta::bounds::{check_lock_duration, check_lock_end, same_name};
 use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, PolicyRecord, VolumeRecord};
 use crate::types::{BLOCK_SIZE, Lba, utc_time};
 
@@ -19,8 +22,8 @@ pub fn format_time(epoch_ms: u64) -> String {
 
 /// The longest interval a snapshot schedule may have (10 years).
 pub const MAX_INTERVAL_SECS: u64 = 10 * 365 * 86_400;
-/// The longest lock a snapshot schedule may put on its snapshots (100 years).
-pub const MAX_LOCK_SECS: u64 = 100 * 365 * 86_400;
+/// The longest lock a snapshot may have (100 years), on every path that sets one.
+pub use crate::meta::bounds::MAX_LOCK_SECS;
 
 /// One snapshot to take.
 #[derive(Clone, Debug)]
@@ -58,7 +61,11 @@ impl MetaStore {
             None => None,
             Some(spec) => {
                 validate_name(&spec.name)?;
-                if state.catalog.cg_by_name(&spec.name).is_some() {
+                if let Some(until) = spec.lock_expires_at {
+                    let what = format!("group snapshot {:?}", spec.name);
+                    check_lock_end(&what, until, now)?;
+                }
+                if cg_name_taken(&state, &spec.name, None) {
                     return Err(MetaError::NameConflict {
                         kind: "consistency group",
                         name: spec.name,
@@ -80,8 +87,10 @@ impl MetaStore {
         let mut records = Vec::with_capacity(specs.len());
         for (id, spec) in (first_id..).zip(specs) {
             validate_name(&spec.name)?;
-            let taken = state.catalog.volume_by_name(&spec.name).is_some()
-                || records.iter().any(|r: &VolumeRecord| r.name == spec.name);
+            let taken = volume_name_taken(&state, &spec.name, None)
+                || records
+                    .iter()
+                    .any(|r: &VolumeRecord| same_name(&r.name, &spec.name));
             if taken {
                 return Err(MetaError::NameConflict {
                     kind: "volume",
@@ -89,15 +98,8 @@ impl MetaStore {
                 });
             }
             let parent = volume_record(&state, spec.parent)?;
-            if let Some(until) = spec.lock_expires_at
-                && until <= now
-            {
-                return Err(MetaError::Invalid(format!(
-                    "snapshot {:?}: lock_expires_at ({}) must be in the future (now {})",
-                    spec.name,
-                    format_time(until),
-                    format_time(now)
-                )));
+            if let Some(until) = spec.lock_expires_at {
+                check_lock_end(&format!("snapshot {:?}", spec.name), until, now)?;
             }
             let mut snapshot = VolumeRecord::new(id, &spec.name, parent.pool_id, parent.size, now);
             snapshot.kind = DatasetKind::Snapshot;
@@ -200,15 +202,18 @@ impl MetaStore {
         lock_expires_at: Option<u64>,
     ) -> Result<CgRecord, MetaError> {
         validate_name(name)?;
+        let now = now_ms();
+        if let Some(until) = lock_expires_at {
+            check_lock_end(&format!("consistency group {name:?}"), until, now)?;
+        }
         let mut state = self.state_mut();
-        if state.catalog.cg_by_name(name).is_some() {
+        if cg_name_taken(&state, name, None) {
             return Err(MetaError::NameConflict {
                 kind: "consistency group",
                 name: name.into(),
             });
         }
         pool_record(&state, pool_id)?;
-        let now = now_ms();
         let cg = CgRecord {
             id: state.catalog.next_cg_id.max(1),
             name: name.into(),
@@ -227,7 +232,7 @@ impl MetaStore {
         let before = cg_record(&state, cg.id)?;
         if cg.name != before.name {
             validate_name(&cg.name)?;
-            if state.catalog.cg_by_name(&cg.name).is_some() {
+            if cg_name_taken(&state, &cg.name, Some(cg.id)) {
                 return Err(MetaError::NameConflict {
                     kind: "consistency group",
                     name: cg.name,
@@ -299,7 +304,7 @@ impl MetaStore {
             .catalog
             .policies
             .values()
-            .any(|other| other.name == policy.name && other.id != policy.id)
+            .any(|other| same_name(&other.name, &policy.name) && other.id != policy.id)
         {
             return Err(MetaError::NameConflict {
                 kind: "snapshot policy",
@@ -315,15 +320,18 @@ impl MetaStore {
                     policy.name, schedule.name
                 )));
             }
-            if schedule.interval_secs > MAX_INTERVAL_SECS
-                || schedule
-                    .lock_secs
-                    .is_some_and(|secs| secs == 0 || secs > MAX_LOCK_SECS)
-            {
+            if schedule.interval_secs > MAX_INTERVAL_SECS {
                 return Err(MetaError::Invalid(format!(
-                    "schedule {:?} of snapshot policy {:?}: the interval may be at most {MAX_INTERVAL_SECS} s (10 years) and a lock from 1 s to {MAX_LOCK_SECS} s (100 years)",
+                    "schedule {:?} of snapshot policy {:?}: the interval may be at most {MAX_INTERVAL_SECS} s (10 years)",
                     schedule.name, policy.name
                 )));
+            }
+            if let Some(secs) = schedule.lock_secs {
+                let what = format!(
+                    "schedule {:?} of snapshot policy {:?}",
+                    schedule.name, policy.name
+                );
+                check_lock_duration(&what, secs)?;
             }
             if schedule.interval_secs == 0 || schedule.retention == 0 {
                 return Err(MetaError::Invalid(format!(

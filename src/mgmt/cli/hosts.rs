@@ -1,5 +1,6 @@
-//! `host` and `cluster`: the initiators the iSCSI target admits, how they authenticate,
-//! and which volumes and snapshots they see as which LUN, all by name.
+//! `host` and `cluster`: the initiators the iSCSI target admits and the NBD clients the
+//! NBD ports admit (by TLS identity, `--nbd-identity`), how they authenticate, and which
+//! volumes and snapshots they see as which LUN, all by name.
 //!
 //! A host is created with its iSCSI names (`--iqn`, repeatable) and CHAP settings; `host
 //! chap` changes them later. `host map` and `cluster map` present a volume or snapshot as
@@ -57,6 +58,41 @@ pub struct ChapArgs {
     pub mutual_secret: Option<String>,
 }
 
+/// One host port on the command line: an iSCSI name, or an NBD identity.
+#[derive(Clone, Debug, PartialEq, Eq, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct PortArg {
+    /// An iSCSI initiator name (iqn.…, eui.… or naa.…).
+    #[arg(value_name = "IQN")]
+    pub iqn: Option<String>,
+    /// An NBD client's TLS identity (PSK identity or certificate subject): 1 to 255
+    /// printable characters without ':'.
+    #[arg(long, value_name = "ID")]
+    pub nbd_identity: Option<String>,
+}
+
+impl PortArg {
+    /// `(type, address, what to call it)`.
+    fn parts(self) -> (&'static str, String, &'static str) {
+        match (self.nbd_identity, self.iqn) {
+            (Some(identity), _) => ("NBD", identity, "NBD identity"),
+            (None, iqn) => ("ISCSI", iqn.unwrap_or_default(), "initiator"),
+        }
+    }
+}
+
+/// Percent-encodes everything but unreserved characters, for one path segment.
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|byte| match byte {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                char::from(byte).to_string()
+            }
+            _ => format!("%{byte:02X}"),
+        })
+        .collect()
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
 pub enum HostCommand {
     /// Create a host with its iSCSI initiator names and CHAP settings (CHAP when
@@ -73,10 +109,19 @@ pub enum HostCommand {
     Ls,
     /// Show a host, its ports and the LUNs it sees.
     Show { name: String },
-    /// Add an initiator name to a host.
-    AddPort { name: String, iqn: String },
-    /// Remove an initiator name from a host.
-    RemovePort { name: String, iqn: String },
+    /// Add an iSCSI initiator name, or with --nbd-identity an NBD client's TLS identity,
+    /// to a host.
+    AddPort {
+        name: String,
+        #[command(flatten)]
+        port: PortArg,
+    },
+    /// Remove an iSCSI initiator name, or with --nbd-identity an NBD identity, from a host.
+    RemovePort {
+        name: String,
+        #[command(flatten)]
+        port: PortArg,
+    },
     /// Change how a host's initiators authenticate.
     Chap {
         name: String,
@@ -165,6 +210,7 @@ fn hosts_table(hosts: &[HostInfo], clusters: &Names) -> String {
                 host.name.clone(),
                 host.id.to_string(),
                 host.ports.len().to_string(),
+                nbd_identities(host),
                 host.security_method.clone(),
                 cluster_name(clusters, host.host_cluster_id),
                 host.luns_count.to_string(),
@@ -174,10 +220,32 @@ fn hosts_table(hosts: &[HostInfo], clusters: &Names) -> String {
         .collect();
     table(
         &[
-            "NAME", "ID", "PORTS", "SECURITY", "CLUSTER", "LUNS", "CREATED",
+            "NAME",
+            "ID",
+            "PORTS",
+            "NBD IDENTITIES",
+            "SECURITY",
+            "CLUSTER",
+            "LUNS",
+            "CREATED",
         ],
         &rows,
     )
+}
+
+/// A host's NBD identities, comma-separated; `-` for none.
+fn nbd_identities(host: &HostInfo) -> String {
+    let identities: Vec<&str> = host
+        .ports
+        .iter()
+        .filter(|port| port.port_type.eq_ignore_ascii_case("NBD"))
+        .map(|port| port.address.as_str())
+        .collect();
+    if identities.is_empty() {
+        "-".into()
+    } else {
+        identities.join(", ")
+    }
 }
 
 fn cluster_name(clusters: &Names, id: u32) -> String {
@@ -222,7 +290,11 @@ impl Session {
         }
         let host: HostInfo = self.typed(host)?;
         let clusters = self.cluster_names()?;
-        let ports: Vec<String> = host.ports.iter().map(|p| p.address.clone()).collect();
+        let ports: Vec<String> = host
+            .ports
+            .iter()
+            .map(|p| format!("{} ({})", p.address, p.port_type))
+            .collect();
         let rows: Vec<Vec<String>> = [
             ("name", host.name.clone()),
             ("id", host.id.to_string()),
@@ -295,21 +367,26 @@ impl Session {
                 let host = self.call("GET", &format!("/api/rest/hosts/{id}"), None)?;
                 self.show_host(host)
             }
-            HostCommand::AddPort { name, iqn } => {
+            HostCommand::AddPort { name, port } => {
                 let id = self.resolve(HOST, &name)?;
-                let body = json!({"type": "ISCSI", "address": iqn});
+                let (kind, address, what) = port.parts();
+                let body = json!({"type": kind, "address": address});
                 let host =
                     self.call("POST", &format!("/api/rest/hosts/{id}/ports"), Some(&body))?;
                 self.render(host, |_: HostInfo| {
-                    format!("added initiator {iqn} to host {name:?}\n")
+                    format!("added {what} {address} to host {name:?}\n")
                 })
             }
-            HostCommand::RemovePort { name, iqn } => {
+            HostCommand::RemovePort { name, port } => {
                 let id = self.resolve(HOST, &name)?;
-                let path = format!("/api/rest/hosts/{id}/ports/ISCSI/{iqn}");
+                let (kind, address, what) = port.parts();
+                let path = format!(
+                    "/api/rest/hosts/{id}/ports/{kind}/{}",
+                    path_segment(&address)
+                );
                 let host = self.call("DELETE", &path, None)?;
                 self.render(host, |_: HostInfo| {
-                    format!("removed initiator {iqn} from host {name:?}\n")
+                    format!("removed {what} {address} from host {name:?}\n")
                 })
             }
             HostCommand::Chap { name, method, chap } => {

@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::types::utc_time;
+use crate::meta::bounds::check_lock_end;
 
 /// When a lock ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,7 +47,8 @@ impl LockUntil {
     }
 
     /// The end as milliseconds since the epoch, given the time now; a time that is not in
-    /// the future is refused (a lock that ends at once protects nothing).
+    /// the future (a lock that ends at once protects nothing) or more than 100 years away
+    /// is refused, by the node's own bound ([`check_lock_end`]).
     pub fn epoch_ms(self, now_ms: u64) -> Result<u64, String> {
         let at = match self {
             LockUntil::At(at) => at,
@@ -56,13 +57,7 @@ impl LockUntil {
                 .and_then(|ms| now_ms.checked_add(ms))
                 .ok_or_else(|| format!("a lock of {duration:?} ends too far in the future"))?,
         };
-        if at <= now_ms {
-            return Err(format!(
-                "the lock end {} UTC is not in the future (now {} UTC)",
-                utc_time(at),
-                utc_time(now_ms)
-            ));
-        }
+        check_lock_end("the lock", at, now_ms).map_err(|refused| refused.message)?;
         Ok(at)
     }
 }
@@ -209,7 +204,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil,
-/// the inverse of the arithmetic in [`utc_time`]).
+/// the inverse of the arithmetic in [`crate::types::utc_time`]).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let year = if month <= 2 { year - 1 } else { year };
     let era = year.div_euclid(400);
@@ -223,6 +218,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::utc_time;
 
     const HOUR_MS: u64 = 3_600_000;
 
@@ -309,5 +305,18 @@ mod tests {
         let error = LockUntil::At(5_000).epoch_ms(5_000).unwrap_err();
         assert!(error.contains("not in the future"), "{error}");
         assert_eq!(LockUntil::At(5_001).epoch_ms(5_000), Ok(5_001));
+    }
+
+    #[test]
+    fn a_lock_ends_within_100_years_as_on_the_node() {
+        let now = 1_800_000_000_000;
+        let latest = now + crate::meta::bounds::MAX_LOCK_MS;
+        assert_eq!(LockUntil::At(latest).epoch_ms(now), Ok(latest));
+        let error = LockUntil::At(latest + 1).epoch_ms(now).unwrap_err();
+        assert!(error.contains("100 years"), "{error}");
+        let error = LockUntil::At(u64::MAX).epoch_ms(now).unwrap_err();
+        assert!(error.contains("100 years"), "{error}");
+        let century = Duration::from_secs(crate::meta::bounds::MAX_LOCK_SECS + 1);
+        assert!(LockUntil::After(century).epoch_ms(now).is_err());
     }
 }

@@ -6,6 +6,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::Path;
 
 use super::{Event, Shared};
+use crate::private_files;
 
 pub(super) const LOG_NAME: &str = "events.log";
 pub(super) const TMP_NAME: &str = "events.log.tmp";
@@ -49,12 +50,7 @@ impl Loaded {
 /// in file order, and truncates the file after its last good line. A line is good when it
 /// ends in a newline, parses as an [`Event`], and its id is above the previous good one.
 pub(super) fn load(path: &Path, mut sink: impl FnMut(Event)) -> io::Result<Loaded> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)?;
+    let file = private_files::open_or_create(path, OpenOptions::new().read(true).write(true))?;
     let mut reader = BufReader::with_capacity(1 << 20, &file);
     let mut loaded = Loaded::default();
     let mut line = Vec::new();
@@ -126,7 +122,7 @@ impl Shared {
     }
 
     fn rewrite_into(&self, tmp_path: &Path) -> io::Result<()> {
-        let mut tmp = BufWriter::with_capacity(1 << 20, File::create(tmp_path)?);
+        let mut tmp = BufWriter::with_capacity(1 << 20, private_files::create_new(tmp_path)?);
         let mut written_through = 0;
         let mut lines = 0;
         let mut len = 0;

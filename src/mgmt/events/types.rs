@@ -83,6 +83,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "The system stopped: {operation} on {device} failed, so metadata or data could not be made durable; restart it to recover from media",
     ),
     kind(
+        "NBD_OPEN_EXPORTS",
+        Warning,
+        "SYSTEM",
+        "The node serves every volume and snapshot to any NBD client on TCP without TLS (--nbd-open)",
+    ),
+    kind(
         "POOL_CREATED",
         Info,
         "MANAGEMENT",

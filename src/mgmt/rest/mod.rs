@@ -9,8 +9,9 @@
 //!
 //! Every route is one row of [`routes::ROUTES`]: method, path, who may call it, and the
 //! handler; the same table drives dispatch, the role checks and the OpenAPI description,
-//! so they cannot drift apart. A request is answered in this order: find the route (404 /
-//! 405), identify the caller (the unix socket is a local administrator; TCP needs a
+//! so they cannot drift apart. A request is answered in this order: refuse what a foreign
+//! web page could have sent ([`guard`]: a foreign `Origin` 403, a body that is not JSON
+//! 415), find the route (404 / 405), identify the caller (the unix socket is a local administrator; TCP needs a
 //! session cookie or HTTP basic credentials, else 401), check the caller's role against the
 //! route (403 `PERMISSION_DENIED`, with an `ACCESS_DENIED` event), then run the handler,
 //! which checks pool ownership for a POOL_ADMIN before it changes anything. A refused
@@ -20,6 +21,7 @@ pub mod accounts;
 pub mod auth;
 pub mod controllers;
 pub mod faults;
+pub mod guard;
 pub mod hosts;
 pub mod list;
 pub mod objects;
@@ -142,6 +144,9 @@ impl Call<'_> {
 
 /// Answers one request. Never panics on input; failures become error envelopes.
 pub fn handle(mgmt: &Mgmt, request: &Request, origin: Origin) -> Response {
+    if let Err(refusal) = guard::check(request) {
+        return error_response(&refusal);
+    }
     let query = match list::parse_query(request.query()) {
         Ok(query) => query,
         Err(error) => return error_response(&error),

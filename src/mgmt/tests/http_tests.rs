@@ -16,7 +16,7 @@ fn keep_alive_serves_several_requests_on_one_connection() {
     // Two pipelined requests, the second one closing.
     let body = r#"{"name": "p", "physical_capacity": 1024}"#;
     let pipelined = format!(
-        "POST /api/rest/pools HTTP/1.1\r\nContent-Length: {}\r\n\r\n{body}\
+        "POST /api/rest/pools HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}\
          GET /api/rest/pools HTTP/1.1\r\nConnection: close\r\n\r\n",
         body.len()
     );
@@ -39,7 +39,7 @@ fn expect_continue_gets_an_interim_answer() {
     let mut stream = server.connect();
     let body = r#"{"name": "p", "physical_capacity": 1024}"#;
     let head = format!(
-        "POST /api/rest/pools HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/rest/pools HTTP/1.1\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(head.as_bytes()).unwrap();
@@ -312,7 +312,7 @@ fn a_tcp_session_cookie_survives_across_connections() {
     let body = json!({"username": DEFAULT_ADMIN_NAME, "password": server.fixture.admin_password})
         .to_string();
     let login = format!(
-        "POST /api/rest/users/login HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "POST /api/rest/users/login HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
     let response = only_response(&server.raw_tcp(login.as_bytes()));

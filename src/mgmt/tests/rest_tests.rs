@@ -207,7 +207,7 @@ fn bad_bodies_are_refused_naming_the_field() {
     let mut stream = server.connect();
     let body = br#"{"name": "p", "physical_capacity": "#;
     let request = format!(
-        "POST /api/rest/pools HTTP/1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "POST /api/rest/pools HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     stream.write_all(request.as_bytes()).unwrap();

@@ -18,9 +18,8 @@
 //! A `users.json` that cannot be parsed stops the start with an error naming the file; it
 //! is never silently replaced by defaults.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::fs::{self, File};
+use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, bail};
@@ -28,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use super::password::{generate_password, hash_password};
 use super::{DEFAULT_ADMIN_NAME, Role, now_ms};
+use crate::private_files;
 
 pub(super) const USERS_FILE: &str = "users.json";
 pub(super) const USERS_TMP_FILE: &str = "users.json.tmp";
@@ -68,6 +68,13 @@ impl UsersFile {
 
     pub(super) fn by_name(&self, name: &str) -> Option<&UserRecord> {
         self.users.iter().find(|user| user.name == name)
+    }
+
+    /// Whether a user other than `except` has `name`, compared without regard to case
+    /// as InfiniBox compares names.
+    pub(super) fn name_taken(&self, name: &str, except: Option<u32>) -> bool {
+        (self.users.iter())
+            .any(|user| crate::meta::bounds::same_name(&user.name, name) && Some(user.id) != except)
     }
 
     pub(super) fn enabled_admins(&self) -> usize {
@@ -178,17 +185,7 @@ pub(super) fn write_users_file(data_dir: &Path, file: &UsersFile) -> anyhow::Res
 /// Writes `bytes` to a new file at `path` created with mode 0600 (any old file is removed
 /// first, since opening an existing file keeps its mode) and fsyncs it.
 fn write_private_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    match fs::remove_file(path) {
-        Err(error) if error.kind() != ErrorKind::NotFound => {
-            return Err(error).with_context(|| format!("cannot remove {}", path.display()));
-        }
-        _ => {}
-    }
-    let mut out = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
+    let mut out = private_files::create_new(path)
         .with_context(|| format!("cannot create {}", path.display()))?;
     out.write_all(bytes)
         .and_then(|()| out.sync_all())

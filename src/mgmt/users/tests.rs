@@ -141,10 +141,27 @@ fn invalid_requests_are_rejected_with_their_codes() {
         .create(create("alice", "other-password", "ADMIN"))
         .expect_err("same name");
     assert_eq!((conflict.code, conflict.status), ("NAME_CONFLICT", 409));
-    // Names are case-sensitive.
-    store
+    // Names are unique without regard to case, as InfiniBox treats them.
+    let conflict = store
         .create(create("Alice", "other-password", "ADMIN"))
-        .expect("different case is another name");
+        .expect_err("a name differing only in case is the same name");
+    assert_eq!((conflict.code, conflict.status), ("NAME_CONFLICT", 409));
+    let bob = store
+        .create(create("bob", "bob-password", "ADMIN"))
+        .expect("create bob");
+    let rename = |name: &str| UserUpdate {
+        name: Some(name.into()),
+        ..UserUpdate::default()
+    };
+    let clash = store
+        .update(bob.id, rename("ALICE"))
+        .expect_err("rename onto alice");
+    assert_eq!(clash.code, "NAME_CONFLICT");
+    let recased = store
+        .update(bob.id, rename("Bob"))
+        .expect("a user may change its own case");
+    assert_eq!(recased.name, "Bob");
+    store.delete(recased.id).expect("delete bob");
 
     let role = store
         .create(create("bob", "bob-password", "superuser"))
@@ -175,7 +192,7 @@ fn invalid_requests_are_rejected_with_their_codes() {
         .update(
             2,
             UserUpdate {
-                name: Some("Alice".to_string()),
+                name: Some(DEFAULT_ADMIN_NAME.to_uppercase()),
                 ..UserUpdate::default()
             },
         )

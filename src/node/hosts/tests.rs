@@ -62,6 +62,7 @@ impl Rig {
         let mut request = Request::new(method, target);
         if let Some(body) = body {
             request.body = body.to_string().into_bytes();
+            (request.fields).push(("content-type".into(), "application/json".into()));
         }
         let response = handle(&self.mgmt, &request, Origin::Local);
         let body = serde_json::from_slice(&response.body).unwrap_or(Value::Null);
@@ -482,6 +483,7 @@ fn only_admins_change_hosts() {
     let send = |method: &str, target: &str, body: Value| {
         let mut request = Request::new(method, target);
         request.body = body.to_string().into_bytes();
+        (request.fields).push(("content-type".into(), "application/json".into()));
         request.authorization = Some(format!(
             "Basic {}",
             base64::engine::general_purpose::STANDARD.encode("viewer:correct horse")

@@ -2,8 +2,10 @@
 //! initiator answers MD5(identifier || secret || challenge); with mutual CHAP the target
 //! answers the initiator's challenge the same way with the outbound secret.
 //!
-//! Binary values are accepted in hex (`0x...`) or base64 (`0b...`) and sent in hex. A
-//! challenge from the initiator equal to ours is refused (reflection attack).
+//! Binary values are accepted in hex (`0x...`) or base64 (`0b...`) and sent in hex. An
+//! initiator's challenge must be [`MIN_INITIATOR_CHALLENGE`] to [`MAX_INITIATOR_CHALLENGE`]
+//! bytes long (a short challenge lets an eavesdropper collect a dictionary of our answers;
+//! LIO asks for 16 bytes as well), and one equal to ours is refused (reflection attack).
 
 use base64::Engine;
 use md5::{Digest, Md5};
@@ -12,6 +14,10 @@ use md5::{Digest, Md5};
 pub const CHALLENGE_LEN: usize = 16;
 /// Longest binary value we decode (RFC 7143 allows up to 1024 bytes of challenge).
 const MAX_BINARY: usize = 1024;
+/// Shortest challenge an initiator may send us for mutual CHAP.
+pub const MIN_INITIATOR_CHALLENGE: usize = 16;
+/// Longest challenge an initiator may send us for mutual CHAP.
+pub const MAX_INITIATOR_CHALLENGE: usize = MAX_BINARY;
 
 /// `MD5(id || secret || challenge)`.
 pub fn response(id: u8, secret: &[u8], challenge: &[u8]) -> [u8; 16] {
@@ -104,7 +110,8 @@ impl Challenge {
 }
 
 /// Answers an initiator's mutual CHAP challenge (CHAP_I, CHAP_C as sent) with `secret`.
-/// `None` when the values are malformed or the challenge reflects ours.
+/// `None` when the values are malformed, the challenge is shorter or longer than allowed,
+/// or it reflects ours.
 pub fn answer_initiator(
     ours: &Challenge,
     id: &str,
@@ -113,7 +120,8 @@ pub fn answer_initiator(
 ) -> Option<String> {
     let id: u8 = id.parse().ok()?;
     let challenge = decode_binary(challenge)?;
-    if challenge.is_empty() || challenge == ours.challenge {
+    let allowed = MIN_INITIATOR_CHALLENGE..=MAX_INITIATOR_CHALLENGE;
+    if !allowed.contains(&challenge.len()) || challenge == ours.challenge {
         return None;
     }
     Some(encode_hex(&response(id, secret.as_bytes(), &challenge)))
@@ -158,6 +166,35 @@ mod tests {
         assert!(answer_initiator(&ours, "42", &encode_hex(&[9; 16]), "x").is_none());
         assert!(answer_initiator(&ours, "300", &theirs, "x").is_none());
         assert!(answer_initiator(&ours, "1", "0x", "x").is_none());
+    }
+
+    #[test]
+    fn initiator_challenges_have_a_bounded_length() {
+        let ours = Challenge {
+            id: 1,
+            challenge: [9; CHALLENGE_LEN],
+        };
+        let of_len = |len: usize| encode_hex(&vec![5; len]);
+        for refused in [1, 8, MIN_INITIATOR_CHALLENGE - 1] {
+            assert!(
+                answer_initiator(&ours, "42", &of_len(refused), "x").is_none(),
+                "{refused}"
+            );
+        }
+        for accepted in [MIN_INITIATOR_CHALLENGE, 64, MAX_INITIATOR_CHALLENGE] {
+            assert!(
+                answer_initiator(&ours, "42", &of_len(accepted), "x").is_some(),
+                "{accepted}"
+            );
+        }
+        // Longer than the bound does not even decode (checked before allocating).
+        let long = of_len(MAX_INITIATOR_CHALLENGE + 1);
+        assert!(answer_initiator(&ours, "42", &long, "x").is_none());
+        let b64 = format!(
+            "0b{}",
+            base64::engine::general_purpose::STANDARD.encode([5; MAX_INITIATOR_CHALLENGE + 3])
+        );
+        assert!(answer_initiator(&ours, "42", &b64, "x").is_none());
     }
 
     #[test]

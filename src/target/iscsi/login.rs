@@ -3,7 +3,9 @@
 //!
 //! Promises: a normal session needs InitiatorName, our TargetName and a known initiator;
 //! CHAP is required when the backend says so and verified before any transition out of
-//! the security stage; the target sets T only when the initiator asked for it and the
+//! the security stage; a host set to mutual CHAP must send its own challenge (CHAP_I,
+//! CHAP_C, bounded as [`chap::answer_initiator`] says) with its answer, else the login
+//! fails with 0x0201 (authentication failure); the target sets T only when the initiator asked for it and the
 //! stage is complete; a failed login gets its status class/detail and then the connection
 //! closes. Multi-PDU text (C bit) is assembled up to [`keys::MAX_TEXT`].
 
@@ -406,8 +408,10 @@ impl Login<'_> {
         if !ours.verify(&inbound.user, &inbound.secret, name, response) {
             return Err(status::AUTH_FAILURE);
         }
+        // A host set to mutual CHAP must challenge us (else it would accept any target);
+        // a one-way host must not (we have no secret to answer with).
         match (id, challenge, outbound) {
-            (None, None, _) => {}
+            (None, None, None) => {}
             (Some(id), Some(challenge), Some(out)) => {
                 let reply = chap::answer_initiator(ours, id, challenge, &out.secret)
                     .ok_or(status::AUTH_FAILURE)?;

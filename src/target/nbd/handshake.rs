@@ -9,8 +9,12 @@
 //!                        EOF, huge option, unknown EXPORT_NAME, deadline, shutdown)
 //! ```
 //!
-//! State carried across options: whether structured replies were negotiated and which
-//! export the last `SET_META_CONTEXT` named (and whether it selected `base:allocation`).
+//! State carried across options: whether structured replies were negotiated, which
+//! export the last `SET_META_CONTEXT` named (and whether it selected `base:allocation`),
+//! and the [`NbdClient`] every export lookup is made for. The client is derived from the
+//! [`NbdConnection`] when haggling starts, so it changes only with a TLS upgrade: after
+//! STARTTLS an identified TCP client sees its host's mappings (also under `--nbd-open`),
+//! an anonymous TLS client what any anonymous TCP client sees.
 //!
 //! TLS: `STARTTLS` (when the listener offers TLS) is answered with an ACK and ends this
 //! handshake with [`Outcome::StartTls`]; the caller runs the TLS handshake on the same
@@ -23,10 +27,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use super::NbdConfig;
 use super::proto::{self, InfoWanted, OptionRequest};
 use super::stream::{FrameReader, Stream, write_all};
-use super::tls::NbdClient;
+use super::tls::{NbdConnection, NbdPeer};
+use super::{NbdClient, NbdConfig};
 use crate::target::{BlockTarget, ExportProvider};
 
 /// Largest option payload we parse; bigger ones get `NBD_REP_ERR_TOO_BIG`.
@@ -45,8 +49,8 @@ pub(super) struct Session {
     /// The `troika:changed:` base selected, as the target's token.
     pub changed: Option<u64>,
     pub block_size_negotiated: bool,
-    /// Who the client is (peer address, TLS identity).
-    pub client: NbdClient,
+    /// How the client connected (peer address, TLS identity), for the log.
+    pub connection: NbdConnection,
 }
 
 /// How a handshake ended.
@@ -75,7 +79,9 @@ struct Haggle<'a> {
     provider: &'a dyn ExportProvider,
     config: &'a NbdConfig,
     shutdown: &'a AtomicBool,
-    client: &'a NbdClient,
+    connection: &'a NbdConnection,
+    /// Who the exports are looked up for.
+    client: NbdClient,
     no_zeroes: bool,
     structured: bool,
     /// What the last `SET_META_CONTEXT` selected.
@@ -90,14 +96,27 @@ struct Selected {
     changed: Option<u64>,
 }
 
-/// Runs the handshake on a freshly accepted connection.
+/// Who a connection's client is: a unix-socket peer has already passed the server's
+/// credential check and is the local administrator; a TCP client is identified by the
+/// TLS identity it proved, if any.
+fn client_of(connection: &NbdConnection, config: &NbdConfig) -> NbdClient {
+    match connection.peer {
+        NbdPeer::Unix { .. } => NbdClient::LocalAdmin,
+        NbdPeer::Tcp { .. } => {
+            NbdClient::over_tcp(connection.tls_identity.clone(), config.access.open)
+        }
+    }
+}
+
+/// Runs the handshake of a connection: from the greeting on a fresh one, or the haggling
+/// again after STARTTLS (with `connection` then saying what TLS proved).
 pub(super) fn negotiate(
     stream: &Stream,
     reader: &mut FrameReader<'_>,
     provider: &dyn ExportProvider,
     config: &NbdConfig,
     shutdown: &AtomicBool,
-    client: &NbdClient,
+    connection: &NbdConnection,
     phase: Phase,
 ) -> Outcome {
     reader.set_deadline(Some(Instant::now() + HANDSHAKE_DEADLINE));
@@ -112,7 +131,8 @@ pub(super) fn negotiate(
                 provider,
                 config,
                 shutdown,
-                client,
+                connection,
+                client: client_of(connection, config),
                 no_zeroes,
                 structured: false,
                 meta: None,
@@ -262,7 +282,7 @@ impl Haggle<'_> {
     /// STARTTLS, and what TLS policy says about other options; `None` lets the option
     /// through to the ordinary handling.
     fn tls_gate(&mut self, option: u32, data: &[u8]) -> std::io::Result<Option<Step>> {
-        let secured = self.client.tls;
+        let secured = self.connection.tls;
         if option == proto::OPT_STARTTLS {
             let offered = self.config.tls.offered().is_some();
             if !offered {
@@ -309,22 +329,23 @@ impl Haggle<'_> {
         write_all(self.stream, &[&header, data], self.shutdown)
     }
 
-    /// Finds an export: the empty name means the only export, when there is exactly one.
+    /// Finds an export this client may reach: the empty name means the only export it
+    /// may reach, when there is exactly one.
     fn resolve(&self, name: &str) -> Option<(String, Arc<dyn BlockTarget>)> {
         if name.is_empty() {
-            let exports = self.provider.list_exports();
+            let exports = self.provider.list_exports(&self.client);
             let [only] = exports.as_slice() else {
                 return None;
             };
-            let target = self.provider.open_export(&only.name)?;
+            let target = self.provider.open_export(&self.client, &only.name)?;
             return Some((only.name.clone(), target));
         }
-        let target = self.provider.open_export(name)?;
+        let target = self.provider.open_export(&self.client, name)?;
         Some((name.to_owned(), target))
     }
 
     fn list(&self, option: u32) -> std::io::Result<()> {
-        for export in self.provider.list_exports() {
+        for export in self.provider.list_exports(&self.client) {
             let name = export.name.as_bytes();
             if name.len() > proto::MAX_STRING {
                 continue;
@@ -378,7 +399,7 @@ impl Haggle<'_> {
             base_allocation: self.meta_selected(export).0,
             changed: self.meta_selected(export).1,
             block_size_negotiated: wanted.block_size,
-            client: self.client.clone(),
+            connection: self.connection.clone(),
         }))
     }
 
@@ -421,9 +442,10 @@ impl Haggle<'_> {
             data.extend_from_slice(proto::BASE_ALLOCATION.as_bytes());
             self.reply(option, proto::REP_META_CONTEXT, &data)?;
         }
-        // A base that is not of the export's family is simply not selected (spec: unknown
-        // contexts are left out, never an error).
+        // A base that is not of the export's family, or that this client may not reach,
+        // is simply not selected (spec: unknown contexts are left out, never an error).
         let changed = query.changed.and_then(|base| {
+            self.provider.open_export(&self.client, base)?;
             let token = target.compare_with(base)?;
             Some((base, token))
         });
@@ -455,7 +477,7 @@ impl Haggle<'_> {
             base_allocation: self.meta_selected(name).0,
             changed: self.meta_selected(name).1,
             block_size_negotiated: false,
-            client: self.client.clone(),
+            connection: self.connection.clone(),
         }))
     }
 }

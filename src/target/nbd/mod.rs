@@ -12,6 +12,13 @@
 //!   errno in transmission); a stream that cannot be resynchronised closes only its own
 //!   connection; nothing from the wire panics or sizes an allocation beyond fixed caps.
 //!
+//! Access: how a client connected is an [`NbdConnection`] (peer, TLS, TLS identity); what
+//! it may reach is the [`NbdClient`] derived from it (see [`access`]) at the start of
+//! haggling and again after STARTTLS, once TLS has proved an identity. Every LIST, INFO,
+//! GO and EXPORT_NAME asks the provider with that client, so a client never sees
+//! or opens an export the provider does not grant it; a name it may not reach gets the
+//! same answer as a name that does not exist.
+//!
 //! Layout: [`proto`] holds the wire constants and the pure parsers (fuzzed and
 //! benchmarked); `handshake` runs option haggling; `transmission` runs the per-connection
 //! workers; `server` accepts connections; `stream` is the socket plumbing; [`tls`] is the
@@ -21,6 +28,7 @@
 //! Threads: one accept thread per listener, and per connection `workers_per_connection`
 //! threads (the connection's own thread is one of them).
 
+pub mod access;
 mod handshake;
 pub mod proto;
 mod server;
@@ -40,8 +48,9 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::thread::JoinHandle;
 
+pub use self::access::{NbdAccessConfig, NbdClient};
 use self::proto::{Command, Errno};
-pub use self::tls::{NbdClient, NbdPeer, NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer};
+pub use self::tls::{NbdConnection, NbdPeer, NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer};
 use crate::target::ExportProvider;
 use crate::types::IoError;
 
@@ -58,6 +67,8 @@ pub struct NbdConfig {
     pub preferred_block: u32,
     /// Whether STARTTLS is offered or required, and the TLS context.
     pub tls: NbdTls,
+    /// Who may connect and what anonymous TCP clients see.
+    pub access: NbdAccessConfig,
 }
 
 impl Default for NbdConfig {
@@ -70,6 +81,7 @@ impl Default for NbdConfig {
             min_block: 512,
             preferred_block: 4096,
             tls: NbdTls::off(),
+            access: NbdAccessConfig::default(),
         }
     }
 }
@@ -92,6 +104,7 @@ impl NbdConfig {
             min_block,
             preferred_block,
             tls: self.tls.clone(),
+            access: self.access.clone(),
         }
     }
 }

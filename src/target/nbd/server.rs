@@ -4,6 +4,10 @@
 //! within [`ACCEPT_POLL_MS`]. On shutdown the loop stops accepting and joins every
 //! connection thread; those notice the flag themselves (see `stream`), finish what they
 //! hold and close.
+//!
+//! A unix-socket peer is checked (SO_PEERCRED, see [`super::access`]) on the accept
+//! thread, before a connection thread exists or any NBD byte is sent; a refused peer is
+//! closed at once.
 
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -12,9 +16,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::access::{RefusalLog, peer_credentials};
 use super::handshake::{self, Outcome, Phase, Session};
 use super::stream::{FrameReader, Stream};
-use super::tls::NbdClient;
+use super::tls::{NbdConnection, NbdPeer};
 use super::tls_stream::{AcceptError, TlsStream};
 use super::transmission::Connection;
 use super::{NbdConfig, NbdListener};
@@ -85,6 +90,7 @@ fn accept_loop(
         return;
     }
     let mut connections: Vec<JoinHandle<()>> = Vec::new();
+    let refusals = RefusalLog::default();
     while !shutdown.load(Ordering::Acquire) {
         let stream = match listener.accept() {
             Ok(stream) => stream,
@@ -99,6 +105,14 @@ fn accept_loop(
                 continue;
             }
         };
+        let peer = match admit(&stream, &config) {
+            Ok(peer) => peer,
+            Err(refused) => {
+                refusals.refused(&refused);
+                stream.shutdown();
+                continue;
+            }
+        };
         connections.retain(|handle| !handle.is_finished());
         if connections.len() >= MAX_CONNECTIONS {
             stream.shutdown();
@@ -109,7 +123,7 @@ fn accept_loop(
         let shutdown = Arc::clone(&shutdown);
         let spawned = std::thread::Builder::new()
             .name("nbd-conn".to_owned())
-            .spawn(move || serve_connection(stream, &*provider, &config, &shutdown));
+            .spawn(move || serve_connection(stream, peer, &*provider, &config, &shutdown));
         if let Ok(handle) = spawned {
             connections.push(handle);
         }
@@ -120,8 +134,25 @@ fn accept_loop(
     }
 }
 
+/// Where a freshly accepted connection came from. A unix-socket peer is admitted only
+/// when the configuration allows its uid (SO_PEERCRED); a refused one is described for
+/// the log.
+fn admit(stream: &Stream, config: &NbdConfig) -> Result<NbdPeer, String> {
+    let Stream::Unix(unix) = stream else {
+        return stream
+            .tcp_peer()
+            .ok_or_else(|| "a connection of an unexpected kind".to_owned());
+    };
+    match peer_credentials(unix) {
+        Ok((_, uid)) if config.access.admits_uid(uid) => Ok(NbdPeer::Unix { uid }),
+        Ok((pid, uid)) => Err(format!("uid {uid} (pid {pid})")),
+        Err(err) => Err(format!("a peer whose credentials cannot be read ({err})")),
+    }
+}
+
 fn serve_connection(
     stream: Stream,
+    peer: NbdPeer,
     provider: &dyn ExportProvider,
     config: &NbdConfig,
     shutdown: &AtomicBool,
@@ -130,8 +161,8 @@ fn serve_connection(
         return;
     }
     let stop = AtomicBool::new(false);
-    let mut client = NbdClient {
-        peer: stream.nbd_peer(),
+    let mut connection = NbdConnection {
+        peer,
         tls: false,
         tls_identity: None,
     };
@@ -144,7 +175,7 @@ fn serve_connection(
             provider,
             config,
             shutdown,
-            &client,
+            &connection,
             Phase::Fresh,
         );
         match outcome {
@@ -174,12 +205,12 @@ fn serve_connection(
         Err(AcceptError::Failed(reason)) => {
             // Worth a line, unlike a plain failed handshake: a client that got this far
             // meant to connect and its operator needs to know why it could not.
-            crate::say!("nbd: TLS handshake with {client} failed: {reason}");
+            crate::say!("nbd: TLS handshake with {connection} failed: {reason}");
             return;
         }
     };
-    client.tls = true;
-    client.tls_identity = tls.identity().map(str::to_owned);
+    connection.tls = true;
+    connection.tls_identity = tls.identity().map(str::to_owned);
     let stream = Stream::Tls(Box::new(tls));
     let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
     let outcome = handshake::negotiate(
@@ -188,7 +219,7 @@ fn serve_connection(
         provider,
         config,
         shutdown,
-        &client,
+        &connection,
         Phase::AfterTls { no_zeroes },
     );
     if let Outcome::Transmission(session) = outcome {
@@ -207,7 +238,7 @@ fn transmit<'a>(
     stop: &'a AtomicBool,
 ) {
     let export = session.target.name().to_owned();
-    let client = session.client.clone();
+    let client = session.connection.clone();
     let connection = Connection::new(stream, session, reader, config, shutdown, stop);
     connection.serve(config.workers_per_connection);
     crate::say!("nbd: {client} closed its session on {export}");

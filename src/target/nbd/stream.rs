@@ -68,19 +68,16 @@ impl Stream {
         }
     }
 
-    /// Where the connection came from: the TCP address, or the unix peer's uid.
-    pub(super) fn nbd_peer(&self) -> NbdPeer {
+    /// Where a TCP connection came from (the unspecified address if the kernel no longer
+    /// knows); `None` for the other kinds of stream.
+    pub(super) fn tcp_peer(&self) -> Option<NbdPeer> {
         match self {
-            Stream::Tcp(s) => match s.peer_addr() {
-                Ok(addr) => NbdPeer::Tcp { addr },
-                Err(_) => NbdPeer::Tcp {
-                    addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-                },
-            },
-            Stream::Unix(s) => NbdPeer::Unix {
-                uid: peer_uid(s.as_raw_fd()),
-            },
-            Stream::Tls(_) => NbdPeer::Unix { uid: None },
+            Stream::Tcp(s) => Some(NbdPeer::Tcp {
+                addr: s
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            }),
+            Stream::Unix(_) | Stream::Tls(_) => None,
         }
     }
 
@@ -291,26 +288,4 @@ pub(super) fn write_all(stream: &Stream, bufs: &[&[u8]], stop: &AtomicBool) -> i
         }
     }
     Ok(())
-}
-
-/// The uid of a unix socket's peer (`SO_PEERCRED`), if the kernel tells it.
-fn peer_uid(fd: RawFd) -> Option<u32> {
-    let mut cred = libc::ucred {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: `cred` and `len` live on our stack across the call, and `len` holds the size
-    // of `cred`, so the kernel writes at most that many bytes into it.
-    let status = unsafe {
-        libc::getsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast(),
-            &mut len,
-        )
-    };
-    (status == 0).then_some(cred.uid)
 }

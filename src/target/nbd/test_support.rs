@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::proto::*;
-use super::{NbdConfig, NbdListener, NbdTls, spawn_server};
+use super::{NbdAccessConfig, NbdClient, NbdConfig, NbdListener, NbdTls, spawn_server};
 use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
 
@@ -203,15 +203,30 @@ impl BlockTarget for MemTarget {
     }
 }
 
-/// Serves a fixed set of [`MemTarget`]s.
+/// Serves a fixed set of [`MemTarget`]s: all of them to the clients that see everything,
+/// to an identified client those whose name starts with its identity and a '.', nothing
+/// to anonymous ones.
 pub struct MemProvider {
     pub exports: Vec<Arc<MemTarget>>,
 }
 
+impl MemProvider {
+    fn grants(client: &NbdClient, name: &str) -> bool {
+        match client {
+            NbdClient::LocalAdmin | NbdClient::Open => true,
+            NbdClient::Identified(identity) => name
+                .strip_prefix(identity.as_str())
+                .is_some_and(|rest| rest.starts_with('.')),
+            NbdClient::Anonymous => false,
+        }
+    }
+}
+
 impl ExportProvider for MemProvider {
-    fn list_exports(&self) -> Vec<ExportInfo> {
+    fn list_exports(&self, client: &NbdClient) -> Vec<ExportInfo> {
         self.exports
             .iter()
+            .filter(|t| Self::grants(client, &t.name))
             .map(|t| ExportInfo {
                 name: t.name.clone(),
                 size: t.size(),
@@ -220,9 +235,10 @@ impl ExportProvider for MemProvider {
             .collect()
     }
 
-    fn open_export(&self, name: &str) -> Option<Arc<dyn BlockTarget>> {
+    fn open_export(&self, client: &NbdClient, name: &str) -> Option<Arc<dyn BlockTarget>> {
         self.exports
             .iter()
+            .filter(|t| Self::grants(client, &t.name))
             .find(|t| t.name == name)
             .map(|t| Arc::clone(t) as Arc<dyn BlockTarget>)
     }
@@ -244,15 +260,25 @@ pub struct TestServer {
 }
 
 impl TestServer {
+    /// A TCP server as started with `--nbd-open`: anonymous clients see every export.
     pub fn tcp(exports: Vec<Arc<MemTarget>>) -> Self {
-        Self::tcp_with_tls(exports, NbdTls::off())
+        Self::tcp_with(exports, true)
     }
 
-    /// A TCP server with the given TLS policy.
-    pub fn tcp_with_tls(exports: Vec<Arc<MemTarget>>, tls: NbdTls) -> Self {
+    /// A TCP server; `open` is `--nbd-open`.
+    pub fn tcp_with(exports: Vec<Arc<MemTarget>>, open: bool) -> Self {
+        Self::tcp_with_tls(exports, NbdTls::off(), open)
+    }
+
+    /// A TCP server with the given TLS policy; `open` is `--nbd-open`.
+    pub fn tcp_with_tls(exports: Vec<Arc<MemTarget>>, tls: NbdTls, open: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = Address::Tcp(listener.local_addr().expect("addr"));
-        Self::start(NbdListener::Tcp(listener), address, None, exports, tls)
+        let access = NbdAccessConfig {
+            open,
+            allowed_uids: Vec::new(),
+        };
+        Self::start(NbdListener::Tcp(listener), address, None, exports, tls, access)
     }
 
     pub fn unix(exports: Vec<Arc<MemTarget>>) -> Self {
@@ -265,6 +291,7 @@ impl TestServer {
             Some(dir),
             exports,
             NbdTls::off(),
+            NbdAccessConfig::default(),
         )
     }
 
@@ -274,6 +301,7 @@ impl TestServer {
         dir: Option<tempfile::TempDir>,
         exports: Vec<Arc<MemTarget>>,
         tls: NbdTls,
+        access: NbdAccessConfig,
     ) -> Self {
         let shutdown = Arc::new(AtomicBool::new(false));
         let handle = spawn_server(
@@ -282,6 +310,7 @@ impl TestServer {
             NbdConfig {
                 max_payload: 1024 * 1024,
                 tls,
+                access,
                 ..NbdConfig::default()
             },
             Arc::clone(&shutdown),

@@ -147,6 +147,52 @@ fn list_and_info() {
     client.verified_write_read(0, &pattern(512, 2));
 }
 
+/// Lists the exports a fresh client on `address` sees.
+fn listed(address: &Address) -> Vec<String> {
+    let mut client = Client::start(address, CLIENT_FLAGS_KNOWN);
+    client.send_option(OPT_LIST, &[]);
+    let mut names = Vec::new();
+    loop {
+        let (_, kind, data) = client.read_option_reply();
+        if kind == REP_ACK {
+            return names;
+        }
+        assert_eq!(kind, REP_SERVER);
+        names.push(String::from_utf8(data[4..].to_vec()).unwrap());
+    }
+}
+
+#[test]
+fn anonymous_tcp_clients_see_and_open_nothing() {
+    let closed = TestServer::tcp_with(vec![disk("a"), disk("b")], false);
+    assert!(listed(&closed.address).is_empty());
+    let mut client = Client::start(&closed.address, CLIENT_FLAGS_KNOWN);
+    // An existing export answers exactly as a missing one does.
+    for name in ["a", "nope", ""] {
+        client.send_option(OPT_INFO, &info_payload(name, &[]));
+        assert_eq!(
+            client.read_info_replies(),
+            vec![(REP_ERR_UNKNOWN, b"no such export".to_vec())],
+            "{name:?}"
+        );
+        client.send_option(OPT_GO, &info_payload(name, &[]));
+        assert_eq!(
+            client.read_info_replies(),
+            vec![(REP_ERR_UNKNOWN, b"no such export".to_vec())],
+            "{name:?}"
+        );
+    }
+    // The legacy way in has no error reply: the server closes.
+    client.send_option(OPT_EXPORT_NAME, b"a");
+    assert!(client.is_closed_by_server());
+
+    // The same exports over --nbd-open and over the unix socket: everything.
+    let open = TestServer::tcp_with(vec![disk("a"), disk("b")], true);
+    assert_eq!(listed(&open.address), ["a", "b"]);
+    let unix = TestServer::unix(vec![disk("a"), disk("b")]);
+    assert_eq!(listed(&unix.address), ["a", "b"]);
+}
+
 #[test]
 fn empty_name_is_the_only_export() {
     let server = TestServer::unix(vec![disk("only")]);

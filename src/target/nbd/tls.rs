@@ -8,7 +8,7 @@
 //! - both kinds of credentials that libnbd and nbdkit use are accepted: the node's x509
 //!   certificate (clients may present a certificate, verified against a CA file when one
 //!   is configured), and pre-shared keys in psktool's `identity:hexkey` format;
-//! - the client's TLS identity ([`NbdClient::tls_identity`]) is the PSK identity, or the
+//! - the client's TLS identity ([`NbdConnection::tls_identity`]) is the PSK identity, or the
 //!   subject CN of a client certificate that verified against the CA file; a client that
 //!   presented no certificate (or no CA is configured) has none;
 //! - TLS 1.3 is negotiated whenever the client supports it (TLS 1.2 remains for older
@@ -73,18 +73,16 @@ impl fmt::Display for NbdTlsMode {
 /// Where a connection came from (before any TLS).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NbdPeer {
-    /// A unix-socket client; `uid` from `SO_PEERCRED` when the kernel told it.
-    Unix {
-        uid: Option<u32>,
-    },
-    Tcp {
-        addr: SocketAddr,
-    },
+    /// A unix-socket client the accept thread admitted; `uid` from `SO_PEERCRED`.
+    Unix { uid: u32 },
+    Tcp { addr: SocketAddr },
 }
 
-/// Who a client is: where it connected from, and what TLS proved (if it used TLS).
+/// How a client connected: where from, and what TLS proved (if it used TLS). This
+/// describes the connection (for logs, and as the input of the access decision); what the
+/// client may reach is the [`NbdClient`](super::NbdClient) derived from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NbdClient {
+pub struct NbdConnection {
     pub peer: NbdPeer,
     /// True once STARTTLS completed on this connection.
     pub tls: bool,
@@ -93,12 +91,11 @@ pub struct NbdClient {
     pub tls_identity: Option<String>,
 }
 
-impl fmt::Display for NbdClient {
+impl fmt::Display for NbdConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.peer {
             NbdPeer::Tcp { addr } => write!(f, "{addr}")?,
-            NbdPeer::Unix { uid: Some(uid) } => write!(f, "unix peer uid {uid}")?,
-            NbdPeer::Unix { uid: None } => f.write_str("unix peer")?,
+            NbdPeer::Unix { uid } => write!(f, "unix peer uid {uid}")?,
         }
         match (&self.tls_identity, self.tls) {
             (Some(identity), _) => write!(f, " (TLS as {identity:?})"),

@@ -14,6 +14,8 @@ use super::tls::{NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer, parse_psk_keys, rea
 
 const SIZE: u64 = 1024 * 1024;
 const IDENTITY: &str = "alice";
+/// An export the PSK identity may reach ([`MemProvider`] grants `alice.*` to `alice`).
+const EXPORT: &str = "alice.v";
 const KEY: [u8; 32] = [0x5a; 32];
 
 fn disk(name: &str) -> Arc<MemTarget> {
@@ -77,13 +79,13 @@ fn tls_client(address: &Address, key: &'static [u8]) -> Result<Client, String> {
 #[test]
 fn options_before_starttls_get_tls_required() {
     let (tls, _dir) = psk_tls(NbdTlsMode::Require);
-    let server = TestServer::tcp_with_tls(vec![disk("v")], tls);
+    let server = TestServer::tcp_with_tls(vec![disk(EXPORT)], tls, false);
     let mut client = Client::start(&server.address, CLIENT_FLAGS_KNOWN);
     let options: [(u32, Vec<u8>); 7] = [
         (OPT_LIST, vec![]),
         (OPT_STRUCTURED_REPLY, vec![]),
-        (OPT_INFO, info_payload("v", &[])),
-        (OPT_GO, info_payload("v", &[])),
+        (OPT_INFO, info_payload(EXPORT, &[])),
+        (OPT_GO, info_payload(EXPORT, &[])),
         (OPT_SET_META_CONTEXT, meta_payload("v", &[BASE_ALLOCATION])),
         // Malformed and unknown options get the same answer.
         (OPT_GO, vec![0, 0, 0, 9]),
@@ -110,9 +112,9 @@ fn options_before_starttls_get_tls_required() {
 
 #[test]
 fn malformed_and_repeated_starttls_are_invalid_and_tls_carries_io() {
-    let target = disk("v");
+    let target = disk(EXPORT);
     let (tls, _dir) = psk_tls(NbdTlsMode::Require);
-    let server = TestServer::tcp_with_tls(vec![Arc::clone(&target)], tls);
+    let server = TestServer::tcp_with_tls(vec![Arc::clone(&target)], tls, false);
     // STARTTLS with a payload is refused and haggling goes on in the clear.
     let mut client = Client::start(&server.address, CLIENT_FLAGS_KNOWN);
     client.send_option(OPT_STARTTLS, b"x");
@@ -130,7 +132,7 @@ fn malformed_and_repeated_starttls_are_invalid_and_tls_carries_io() {
     assert_eq!(client.read_option_reply().1, REP_ACK);
     client.send_option(OPT_STRUCTURED_REPLY, &[]);
     assert_eq!(client.read_option_reply().1, REP_ACK);
-    client.send_option(OPT_GO, &info_payload("v", &[]));
+    client.send_option(OPT_GO, &info_payload(EXPORT, &[]));
     assert_eq!(client.read_info_replies().last().unwrap().0, REP_ACK);
 
     // Pipelined writes, then pipelined reads: replies come back through the shared TLS
@@ -162,31 +164,69 @@ fn malformed_and_repeated_starttls_are_invalid_and_tls_carries_io() {
 
 #[test]
 fn tls_on_serves_plain_clients_and_off_refuses_starttls() {
-    let target = disk("v");
+    let target = disk(EXPORT);
     let (tls, _dir) = psk_tls(NbdTlsMode::On);
-    let server = TestServer::tcp_with_tls(vec![Arc::clone(&target)], tls);
-    let mut plain = Client::connect(&server.address, "v", Setup::PLAIN);
+    // Open, as with `--nbd-open`: the plain anonymous client may reach the export.
+    let server = TestServer::tcp_with_tls(vec![Arc::clone(&target)], tls, true);
+    let mut plain = Client::connect(&server.address, EXPORT, Setup::PLAIN);
     plain.verified_write_read(4096, &pattern(4096, 9));
     let mut secured = tls_client(&server.address, &KEY).expect("TLS handshake");
-    secured.send_option(OPT_GO, &info_payload("v", &[]));
+    secured.send_option(OPT_GO, &info_payload(EXPORT, &[]));
     assert_eq!(secured.read_info_replies().last().unwrap().0, REP_ACK);
     secured.verified_write_read(0, &pattern(4096, 5));
 
     let (off, _dir) = psk_tls(NbdTlsMode::Off);
-    let server = TestServer::tcp_with_tls(vec![disk("v")], off);
+    let server = TestServer::tcp_with_tls(vec![disk(EXPORT)], off, false);
     let mut client = Client::start(&server.address, CLIENT_FLAGS_KNOWN);
     client.send_option(OPT_STARTTLS, &[]);
     assert_eq!(client.read_option_reply().1, REP_ERR_UNSUP);
+}
+
+/// The names a client that finished haggling setup lists.
+fn list_names(client: &mut Client) -> Vec<String> {
+    client.send_option(OPT_LIST, &[]);
+    let mut names = Vec::new();
+    loop {
+        let (_, kind, data) = client.read_option_reply();
+        if kind == REP_ACK {
+            return names;
+        }
+        assert_eq!(kind, REP_SERVER);
+        names.push(String::from_utf8(data[4..].to_vec()).unwrap());
+    }
+}
+
+#[test]
+fn the_identity_tls_proved_decides_what_the_client_reaches_even_when_open() {
+    let (tls, _dir) = psk_tls(NbdTlsMode::On);
+    let exports = vec![disk(EXPORT), disk("bob.v")];
+    let server = TestServer::tcp_with_tls(exports, tls, true);
+    // In the clear, under open, the anonymous client sees everything ...
+    let mut plain = Client::start(&server.address, CLIENT_FLAGS_KNOWN);
+    assert_eq!(list_names(&mut plain), [EXPORT, "bob.v"]);
+    // ... while a client whose STARTTLS proved `alice` sees only alice's export.
+    let mut secured = tls_client(&server.address, &KEY).expect("TLS handshake");
+    assert_eq!(list_names(&mut secured), [EXPORT]);
+    for option in [OPT_INFO, OPT_GO] {
+        secured.send_option(option, &info_payload("bob.v", &[]));
+        assert_eq!(
+            secured.read_info_replies(),
+            vec![(REP_ERR_UNKNOWN, b"no such export".to_vec())]
+        );
+    }
+    secured.send_option(OPT_GO, &info_payload(EXPORT, &[]));
+    assert_eq!(secured.read_info_replies().last().unwrap().0, REP_ACK);
+    secured.verified_write_read(0, &pattern(4096, 7));
 }
 
 #[test]
 fn a_wrong_key_is_refused_and_the_server_stays_up() {
     static WRONG: [u8; 32] = [0x11; 32];
     let (tls, _dir) = psk_tls(NbdTlsMode::Require);
-    let server = TestServer::tcp_with_tls(vec![disk("v")], tls);
+    let server = TestServer::tcp_with_tls(vec![disk(EXPORT)], tls, false);
     assert!(tls_client(&server.address, &WRONG).is_err());
     let mut client = tls_client(&server.address, &KEY).expect("the right key still works");
-    client.send_option(OPT_GO, &info_payload("v", &[]));
+    client.send_option(OPT_GO, &info_payload(EXPORT, &[]));
     assert_eq!(client.read_info_replies().last().unwrap().0, REP_ACK);
 }
 

@@ -170,6 +170,21 @@ fn initiator_names_are_checked() {
 }
 
 #[test]
+fn nbd_identities_are_checked() {
+    for good in [
+        "client1",
+        "CN=backup host,O=lab",
+        "é-utf8",
+        &"x".repeat(255),
+    ] {
+        assert!(validate_port(PortKind::Nbd, good).is_ok(), "{good}");
+    }
+    for bad in ["", "a:b", "tab\there", "nl\n", &"x".repeat(256)] {
+        assert!(validate_port(PortKind::Nbd, bad).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
 fn chap_settings_are_checked() {
     let mut chap = ChapSettings {
         method: ChapMethod::Chap,

@@ -77,6 +77,9 @@ fn send(
     let mut request = Request::new(method, target);
     if let Some(body) = body {
         request.body = body.to_string().into_bytes();
+        request
+            .fields
+            .push(("content-type".into(), "application/json".into()));
     }
     let origin = match credentials {
         Credentials::Local => Origin::Local,

@@ -250,6 +250,39 @@ fn chap_one_way_and_mutual() {
 }
 
 #[test]
+fn mutual_chap_needs_the_initiators_challenge_of_16_bytes_or_more() {
+    let portal = Portal1::start();
+    let auth_failure = Err(0x0201);
+    // One-way CHAP to a mutual host: the host would accept any target.
+    let mut c = Client::connect(portal.addr);
+    let one_way = c.login(
+        fake::MUTUAL,
+        Some(("alice", "alice-secret-1", None)),
+        OPERATIONAL,
+    );
+    assert_eq!(one_way.map(|_| ()), auth_failure);
+    for short in [1, 15] {
+        let mut c = Client::connect(portal.addr);
+        let challenge = super::chap::encode_hex(&vec![0x5a; short]);
+        let answer = c.login(
+            fake::MUTUAL,
+            Some(("alice", "alice-secret-1", Some(&challenge))),
+            OPERATIONAL,
+        );
+        assert_eq!(answer.map(|_| ()), auth_failure, "{short}-byte challenge");
+    }
+    // A challenge sent to a one-way host is refused as well.
+    let mut c = Client::connect(portal.addr);
+    let challenge = super::chap::encode_hex(&[0x5a; 16]);
+    let answer = c.login(
+        fake::CHAP,
+        Some(("alice", "alice-secret-1", Some(&challenge))),
+        OPERATIONAL,
+    );
+    assert_eq!(answer.map(|_| ()), auth_failure);
+}
+
+#[test]
 fn session_reinstatement_closes_the_old_session() {
     let portal = Portal1::start();
     let mut old = Client::connect(portal.addr);
