@@ -278,7 +278,14 @@ impl TestServer {
             open,
             allowed_uids: Vec::new(),
         };
-        Self::start(NbdListener::Tcp(listener), address, None, exports, tls, access)
+        Self::start(
+            NbdListener::Tcp(listener),
+            address,
+            None,
+            exports,
+            tls,
+            access,
+        )
     }
 
     pub fn unix(exports: Vec<Arc<MemTarget>>) -> Self {

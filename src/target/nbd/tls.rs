@@ -74,8 +74,12 @@ impl fmt::Display for NbdTlsMode {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NbdPeer {
     /// A unix-socket client the accept thread admitted; `uid` from `SO_PEERCRED`.
-    Unix { uid: u32 },
-    Tcp { addr: SocketAddr },
+    Unix {
+        uid: u32,
+    },
+    Tcp {
+        addr: SocketAddr,
+    },
 }
 
 /// How a client connected: where from, and what TLS proved (if it used TLS). This
