@@ -9,7 +9,10 @@
 #     engine cannot use PSK: libnbd refuses local files (tls-psk-file) in URIs unless the
 #     program allows them, and fio does not; x509 works through libnbd's default
 #     $HOME/.pki/libnbd.
-# troika runs `--nbd-tls on` (TLS and plain on the same port), nbdkit once per mode.
+# troika runs `--nbd-tls on --nbd-open` (TLS and plain on the same port; plain clients and
+# TLS clients without an identity see every export), with host `rig` holding the NBD
+# identity `rig` (PSK identity and client certificate CN) and volume V mapped to it, so an
+# identified client reaches V through access control; nbdkit runs once per mode.
 # Prints a table: median IOPS (4k) or MiB/s (1M, nbdcopy) and the ratio troika/nbdkit.
 #
 # Usage: test-rigs/nbd-tls-peers.sh          (ROUNDS=3 RUNTIME=5 SIZE=256M by default)
@@ -49,19 +52,23 @@ mkdir -p "$PKI/server" "$PKI/home/.pki/libnbd" "$WORK/troika/tls"
     chmod 600 psk.keys server/server-key.pem
 )
 cp "$PKI/server-cert.pem" "$PKI/server-key.pem" "$WORK/troika/tls/"
+cp "$PKI/ca-cert.pem" "$WORK/troika/tls/nbd-ca.pem"
 
 # --- servers
 PORT_T="$(free_port)"
 PORT_X="$(free_port)"
 PORT_P="$(free_port)"
 NBD_LISTEN="127.0.0.1:$PORT_T" NBD_TLS=on start_troika "$WORK/troika" "$WORK/troika.log" \
-    --mgmt-listen none --iscsi-listen none --nbd-tls-psk "$PKI/psk.keys"
+    --mgmt-listen none --iscsi-listen none --nbd-tls-psk "$PKI/psk.keys" --nbd-open
 for ((i = 0; i < 100; i++)); do
     grep -q "serving;" "$WORK/troika.log" && break
     sleep 0.1
 done
 "$TROIKA" --data "$WORK/troika" pool create p --size 3G >/dev/null
 "$TROIKA" --data "$WORK/troika" vol create V --pool p --size "$SIZE" >/dev/null
+"$TROIKA" --data "$WORK/troika" host create rig >/dev/null
+"$TROIKA" --data "$WORK/troika" host add-port rig --nbd-identity rig >/dev/null
+"$TROIKA" --data "$WORK/troika" host map rig V >/dev/null
 nbdkit -f -i 127.0.0.1 -p "$PORT_X" --tls=on --tls-certificates="$PKI/server" memory "$SIZE" \
     >"$WORK/nbdkit-x509.log" 2>&1 &
 PIDS+=($!)
