@@ -10,16 +10,7 @@
 //! Writes run in partial-write mode (each `SSL_write` returns after a record) with a
 //! moving write buffer allowed; a reply made of a small header and its data is coalesced
 //! into one record-sized scratch buffer (kept per connection) so that a 4 KiB read reply
-//! is one record and one system call, not two. A large payload is encrypted straight
-//! from the caller's buffer, up to [`BATCH`] bytes of records per lock hold, into a
-//! per-connection holding buffer that goes to the socket in one system call; the bytes
-//! are reported written only once their records are all on the socket (a batch cut short
-//! by a full socket is finished by the next call, which the writer makes with the same
-//! data). Nothing is allocated per request.
-//!
-//! This relies on one writer at a time (transmission serialises replies, the handshake
-//! is single-threaded): only the reader may interleave, and its reads first push out any
-//! held records, so the wire order is OpenSSL's order.
+//! is one record and one system call, not two. Nothing is allocated per request.
 
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::RawFd;
@@ -40,54 +31,19 @@ unsafe extern "C" {
 
 /// Largest TLS record payload: replies are coalesced up to this size.
 const RECORD: usize = 16 * 1024;
-/// Plaintext encrypted per lock hold and sent in one system call, for large payloads.
-const BATCH: usize = 16 * RECORD;
-/// Room for the records of one batch: payload plus each record's header, tag and type
-/// byte (well under 64 bytes per record).
-const HELD_CAPACITY: usize = BATCH + BATCH / RECORD * 64;
 
-/// The plain socket under TLS, as OpenSSL's byte transport. While `batching`, records
-/// are held instead of sent; any later write sends the held ones first.
-struct Transport {
-    stream: Stream,
-    held: Vec<u8>,
-    /// How much of `held` is already on the socket.
-    held_sent: usize,
-    batching: bool,
-}
-
-impl Transport {
-    /// Sends the held records; `WouldBlock` when the socket takes no more for now.
-    fn send_held(&mut self) -> io::Result<()> {
-        while self.held_sent < self.held.len() {
-            let rest = &self.held[self.held_sent..];
-            match self.stream.write_some(&[IoSlice::new(rest)]) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.held_sent += n,
-                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                Err(err) => return Err(err),
-            }
-        }
-        self.held.clear();
-        self.held_sent = 0;
-        Ok(())
-    }
-}
+/// The plain socket under TLS, as OpenSSL's byte transport.
+struct Transport(Stream);
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.stream.read_some(buf)
+        self.0.read_some(buf)
     }
 }
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.batching {
-            self.held.extend_from_slice(buf);
-            return Ok(buf.len());
-        }
-        self.send_held()?;
-        self.stream.write_some(&[IoSlice::new(buf)])
+        self.0.write_some(&[IoSlice::new(buf)])
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -99,9 +55,6 @@ struct Inner {
     ssl: SslStream<Transport>,
     /// Where small reply pieces are gathered into one record.
     scratch: Vec<u8>,
-    /// Plaintext bytes of a batch whose records are not all on the socket yet; reported
-    /// to the writer once they are.
-    owed: usize,
 }
 
 /// A TLS session over a TCP or unix socket, usable from several threads.
@@ -136,13 +89,7 @@ impl TlsStream {
         let ssl = server
             .new_ssl()
             .map_err(|err| AcceptError::Failed(format!("cannot start TLS: {err}")))?;
-        let transport = Transport {
-            stream,
-            held: Vec::with_capacity(HELD_CAPACITY),
-            held_sent: 0,
-            batching: false,
-        };
-        let mut tls = SslStream::new(ssl, transport)
+        let mut tls = SslStream::new(ssl, Transport(stream))
             .map_err(|err| AcceptError::Failed(format!("cannot start TLS: {err}")))?;
         loop {
             let err = match tls.accept() {
@@ -165,7 +112,6 @@ impl TlsStream {
             inner: Mutex::new(Inner {
                 ssl: tls,
                 scratch: Vec::with_capacity(RECORD),
-                owed: 0,
             }),
             identity,
         })
@@ -218,44 +164,28 @@ impl TlsStream {
     /// Encrypts and sends a prefix of `bufs`; returns how many bytes of it were sent.
     pub(super) fn write_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         loop {
-            let mut guard = self.lock();
-            let result = match bufs {
-                [] => return Ok(0),
-                _ if guard.owed > 0 => Ok(0),
-                [first, _, ..] if first.len() < RECORD => {
-                    let Inner { ssl, scratch, .. } = &mut *guard;
-                    scratch.clear();
-                    for buf in bufs {
-                        let room = RECORD - scratch.len();
-                        scratch.extend_from_slice(&buf[..buf.len().min(room)]);
-                        if scratch.len() == RECORD {
-                            break;
+            let result = {
+                let mut guard = self.lock();
+                let Inner { ssl, scratch } = &mut *guard;
+                match bufs {
+                    [] => return Ok(0),
+                    [first, _, ..] if first.len() < RECORD => {
+                        scratch.clear();
+                        for buf in bufs {
+                            let room = RECORD - scratch.len();
+                            scratch.extend_from_slice(&buf[..buf.len().min(room)]);
+                            if scratch.len() == RECORD {
+                                break;
+                            }
                         }
+                        ssl.ssl_write(scratch)
                     }
-                    ssl.ssl_write(scratch)
+                    [first, ..] => ssl.ssl_write(&first[..first.len().min(1 << 30)]),
                 }
-                [first, ..] if first.len() <= RECORD => guard.ssl.ssl_write(first),
-                [first, ..] => encrypt_batch(&mut guard, first),
             };
             match result {
-                Ok(0) if guard.owed > 0 => {}
                 Ok(n) => return Ok(n),
-                Err(err) => {
-                    drop(guard);
-                    self.wait_or_fail(err.code(), err)?;
-                    continue;
-                }
-            }
-            // A batch is held: report it once its records are all on the socket.
-            match guard.ssl.get_mut().send_held() {
-                Ok(()) => return Ok(std::mem::take(&mut guard.owed)),
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                    drop(guard);
-                    if !wait_for(self.fd, libc::POLLOUT) {
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                }
-                Err(err) => return Err(err),
+                Err(err) => self.wait_or_fail(err.code(), err)?,
             }
         }
     }
@@ -285,34 +215,6 @@ impl TlsStream {
         if let Ok(mut inner) = self.inner.try_lock() {
             // The peer may be gone; a failed alert changes nothing.
             let _ = inner.ssl.shutdown();
-        }
-    }
-}
-
-/// Encrypts up to [`BATCH`] bytes of `data` into records held by the transport, and
-/// records them as owed; returns 0 (the bytes count once sent). A failure on the first
-/// record is returned; a later one ends the batch early and comes back on the next call.
-fn encrypt_batch(inner: &mut Inner, data: &[u8]) -> Result<usize, openssl::ssl::Error> {
-    let want = data.len().min(BATCH);
-    let mut done = 0;
-    inner.ssl.get_mut().batching = true;
-    let mut failure = None;
-    while done < want {
-        // Partial-write mode: each call encrypts exactly one record.
-        match inner.ssl.ssl_write(&data[done..want]) {
-            Ok(n) => done += n,
-            Err(err) => {
-                failure = Some(err);
-                break;
-            }
-        }
-    }
-    inner.ssl.get_mut().batching = false;
-    match failure {
-        Some(err) if done == 0 => Err(err),
-        _ => {
-            inner.owed = done;
-            Ok(0)
         }
     }
 }
