@@ -15,8 +15,8 @@ use clap::{Parser, Subcommand};
 use troika::hw::HwModel;
 use troika::mgmt::{self, CliCommand, cli};
 use troika::node::stop::StopSignals;
-use troika::node::{Node, NodeOptions};
-use troika::target::nbd::NbdAccessConfig;
+use troika::node::{NbdTlsOptions, Node, NodeOptions};
+use troika::target::nbd::{NbdAccessConfig, NbdTlsMode};
 
 /// troika: a three-controller storage array in one process.
 #[derive(Parser)]
@@ -74,10 +74,29 @@ enum Command {
         /// `none`.
         #[arg(long, default_value = "127.0.0.1:3260")]
         iscsi_listen: String,
-        /// Serve every volume and snapshot to any NBD client on the TCP ports, without TLS
-        /// or host mappings: for benchmarking on a trusted machine only (logged, and
-        /// raises the warning event NBD_OPEN_EXPORTS). Without it a TCP client without a
-        /// TLS identity sees no export.
+        /// TLS on the NBD TCP ports: `require` (nothing is served before STARTTLS), `on`
+        /// (offered, plain clients served too) or `off`. Credentials: DATA/tls/server-cert.pem
+        /// and server-key.pem (x509) and/or a PSK key file. Default `require`; with
+        /// --nbd-open, `on` when there are credentials, else `off`.
+        #[arg(long, value_name = "off|on|require")]
+        nbd_tls: Option<NbdTlsMode>,
+        /// TLS on the NBD unix socket DATA/nbd.sock (same values as --nbd-tls).
+        #[arg(long, default_value = "off", value_name = "off|on|require")]
+        nbd_unix_tls: NbdTlsMode,
+        /// The CA certificate (PEM) that NBD client certificates are verified against
+        /// (default DATA/tls/nbd-ca.pem when it exists); a verified certificate's subject
+        /// CN is the client's TLS identity.
+        #[arg(long, value_name = "FILE")]
+        nbd_tls_ca: Option<PathBuf>,
+        /// The NBD pre-shared keys, psktool format `identity:hexkey` per line, mode 0600
+        /// (default DATA/tls/nbd-psk.keys when it exists).
+        #[arg(long, value_name = "FILE")]
+        nbd_tls_psk: Option<PathBuf>,
+        /// Serve every volume and snapshot to any NBD client on the TCP ports that proves
+        /// no TLS identity, plain TCP included (see --nbd-tls): for benchmarking on a
+        /// trusted machine only (logged, and raises the warning event NBD_OPEN_EXPORTS).
+        /// A client with a TLS identity still sees only its host's mappings. Without it a
+        /// TCP client without a TLS identity sees no export.
         #[arg(long)]
         nbd_open: bool,
         /// Make DATA/nbd.sock mode 0660 owned by this group (name or gid) instead of 0600.
@@ -145,6 +164,7 @@ struct Listen<'a> {
     mgmt_tls: bool,
     /// `--mgmt-login-lockout`, seconds.
     login_lockout: u64,
+    nbd_tls: NbdTlsOptions,
     nbd_open: bool,
     nbd_socket_group: Option<&'a str>,
     nbd_allow_uids: &'a [u32],
@@ -183,6 +203,7 @@ fn serve(data: PathBuf, hw: Option<PathBuf>, listen: &Listen) -> anyhow::Result<
             mgmt_tls: listen.mgmt_tls,
             login_lockout: std::time::Duration::from_secs(listen.login_lockout),
             iscsi_tcp: iscsi_tcp.clone(),
+            nbd_tls: listen.nbd_tls.clone(),
             nbd_access: NbdAccessConfig {
                 open: listen.nbd_open,
                 allowed_uids: listen.nbd_allow_uids.to_vec(),
@@ -234,6 +255,10 @@ fn main() -> ExitCode {
             mgmt_tls,
             mgmt_login_lockout,
             iscsi_listen,
+            nbd_tls,
+            nbd_unix_tls,
+            nbd_tls_ca,
+            nbd_tls_psk,
             nbd_open,
             nbd_socket_group,
             nbd_allow_uids,
@@ -246,6 +271,12 @@ fn main() -> ExitCode {
                 iscsi: &iscsi_listen,
                 mgmt_tls: mgmt_tls == "on",
                 login_lockout: mgmt_login_lockout,
+                nbd_tls: NbdTlsOptions {
+                    tcp: nbd_tls,
+                    unix: nbd_unix_tls,
+                    ca: nbd_tls_ca,
+                    psk: nbd_tls_psk,
+                },
                 nbd_open,
                 nbd_socket_group: nbd_socket_group.as_deref(),
                 nbd_allow_uids: &nbd_allow_uids,

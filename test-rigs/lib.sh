@@ -49,14 +49,14 @@ wait_for_socket() {
 
 # start_troika DATA_DIR LOG [--hw FILE]: starts `troika serve` in the background with NBD only
 # on DATA_DIR/nbd.sock (or also on TCP: NBD_LISTEN=ADDR[,ADDR...] start_troika ... --nbd-open,
-# since a TCP client without TLS sees no export otherwise); sets
-# TROIKA_PID.
+# since a TCP client without TLS sees no export otherwise); sets TROIKA_PID. TLS on TCP is
+# troika's default (`require`; plain TCP under --nbd-open) unless NBD_TLS=off|on|require.
 start_troika() {
     local data="$1" log="$2"
     shift 2
     mkdir -p "$data"
     rm -f "$data/troika.sock" "$data/nbd.sock"
-    "$TROIKA" serve --data "$data" --nbd-listen "${NBD_LISTEN:-none}" "$@" >>"$log" 2>&1 &
+    "$TROIKA" serve --data "$data" --nbd-listen "${NBD_LISTEN:-none}" ${NBD_TLS:+--nbd-tls "$NBD_TLS"} "$@" >>"$log" 2>&1 &
     TROIKA_PID=$!
     PIDS+=("$TROIKA_PID")
     if ! wait_for_socket "$data/troika.sock" 60 || ! wait_for_socket "$data/nbd.sock" 10; then

@@ -4,7 +4,7 @@
 //! serves the local administrator; the unix socket refuses other uids, by its mode
 //! (connect fails) and, where the mode lets them connect, by SO_PEERCRED (closed before
 //! any NBD byte, logged once); `--nbd-allow-uid` with `--nbd-socket-group` admits one.
-//! Identity-based (TLS) tests come with the TLS front end.
+//! Identity-based tests over TLS are in tests/nbd_tls.rs.
 
 mod common;
 

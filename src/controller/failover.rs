@@ -464,7 +464,9 @@ impl Controllers {
                 self.cache.domain_figures(index)
             };
         let ports = match self.ports.address(index) {
-            Some(address) if state.ports_open() => vec![format!("nbd://{address}")],
+            Some(address) if state.ports_open() => {
+                vec![format!("{}://{address}", self.ports.scheme())]
+            }
             _ => Vec::new(),
         };
         let started_with = self

@@ -200,8 +200,8 @@ impl Controllers {
         *self.events.lock() = Some(sink);
     }
 
-    /// The NBD configuration (access rules, tuning) the controllers' ports open with;
-    /// set it before opening them.
+    /// The NBD configuration (access rules, TLS policy, tuning) the controllers' ports
+    /// open with; set it before opening them.
     pub fn set_nbd_config(&self, config: crate::target::nbd::NbdConfig) {
         self.ports.set_config(config);
     }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::target::ExportProvider;
-use crate::target::nbd::{self, NbdConfig, NbdListener};
+use crate::target::nbd::{self, NbdConfig, NbdListener, NbdTlsMode};
 
 /// Listens on `address`, retrying for up to 2 s while it is in use: a port closed a moment
 /// ago may still be held by its listener thread.
@@ -41,7 +41,7 @@ struct Port {
 pub struct Ports {
     ports: Mutex<Vec<Port>>,
     retired: Mutex<Vec<JoinHandle<()>>>,
-    /// What every port is opened (and reopened) with.
+    /// What every port is opened (and reopened) with: access rules, TLS policy, tuning.
     config: Mutex<NbdConfig>,
 }
 
@@ -54,7 +54,7 @@ impl Ports {
         }
     }
 
-    /// The configuration ports opened from now on use (access rules, tuning).
+    /// The configuration ports opened from now on use (access rules, TLS, tuning).
     pub fn set_config(&self, config: NbdConfig) {
         *self.config.lock() = config;
     }
@@ -64,7 +64,16 @@ impl Ports {
         self.ports.lock().get(index).and_then(|port| port.address)
     }
 
-    /// Listens on `address` for controller `index` (remembered for reopening).
+    /// The URI scheme clients use on the ports: `nbds` when TLS is required there.
+    pub fn scheme(&self) -> &'static str {
+        match self.config.lock().tls.mode {
+            NbdTlsMode::Require => "nbds",
+            NbdTlsMode::On | NbdTlsMode::Off => "nbd",
+        }
+    }
+
+    /// Listens on `address` for controller `index` (the address remembered for
+    /// reopening).
     pub fn open(
         &self,
         index: usize,

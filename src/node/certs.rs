@@ -1,5 +1,5 @@
 //! The node's TLS certificate: one certificate and key, shared by every TLS listener of the
-//! node (the management API's HTTPS port today, NBD over TLS later).
+//! node (the management API's HTTPS port and NBD over x509).
 //!
 //! What it promises:
 //! - The files are standard PEM: `<data-dir>/tls/server-cert.pem` holds the certificate
@@ -7,8 +7,8 @@
 //!   PKCS#1). Any TLS library can load them.
 //! - On the first start (neither file exists) a self-signed ECDSA P-256 certificate is
 //!   made, with subject alternative names `localhost`, `127.0.0.1`, `::1` and the host's
-//!   name. The directory is created 0700 and the key file 0600 before the key is written,
-//!   so the key is never readable by others, not even for a moment.
+//!   name. The directory is created 0700 and both files 0600 before anything is written
+//!   (see [`crate::private_files`]), so the key is never readable by others.
 //! - An operator installs their own certificate by replacing both files while the node is
 //!   stopped; whatever is installed is used as is (never overwritten). Only one of the two
 //!   files present is an error that says which is missing.
@@ -16,14 +16,13 @@
 //!   form `openssl x509 -noout -fingerprint -sha256` prints (`AB:CD:...`), and written to
 //!   `<data-dir>/tls/server-cert.sha256` so clients can pin or compare it.
 
-use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::private_files;
 
 /// The folder under the data directory that holds the certificate files.
 pub const TLS_DIR: &str = "tls";
@@ -90,7 +89,8 @@ impl NodeCertificate {
         })?;
         let fingerprint = sha256_fingerprint(leaf);
         let fingerprint_path = dir.join(FINGERPRINT_FILE);
-        fs::write(&fingerprint_path, format!("{fingerprint}\n")).with_context(|| {
+        private_files::write_atomically(&fingerprint_path, format!("{fingerprint}\n").as_bytes())
+            .with_context(|| {
             format!(
                 "cannot write the certificate fingerprint to {}; check the directory's permissions",
                 fingerprint_path.display()
@@ -133,14 +133,8 @@ fn host_name() -> Option<String> {
 }
 
 fn create_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> anyhow::Result<()> {
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
+    private_files::create_dir(dir)
         .with_context(|| format!("cannot create the TLS directory {}", dir.display()))?;
-    // An existing directory keeps its mode from DirBuilder; make sure it is private.
-    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
-        .with_context(|| format!("cannot make {} private (0700)", dir.display()))?;
     let mut names = vec![
         "localhost".to_owned(),
         "127.0.0.1".to_owned(),
@@ -163,26 +157,23 @@ fn create_self_signed(dir: &Path, cert_path: &Path, key_path: &Path) -> anyhow::
     let cert = params
         .self_signed(&key_pair)
         .context("cannot sign the self-signed TLS certificate")?;
-    write_private(key_path, key_pair.serialize_pem().as_bytes(), 0o600)?;
-    write_private(cert_path, cert.pem().as_bytes(), 0o644)?;
+    // Like everything in the data directory, both files are 0600: the certificate is
+    // public, but clients get it from the operator, not from other local users.
+    for (path, pem) in [
+        (key_path, key_pair.serialize_pem()),
+        (cert_path, cert.pem()),
+    ] {
+        private_files::write_atomically(path, pem.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
     Ok(())
-}
-
-/// Creates `path` with `mode` (never wider) and writes `bytes`, synced.
-fn write_private(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
+
     use super::*;
 
     #[test]
@@ -193,6 +184,7 @@ mod tests {
         let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&dir.path().join(TLS_DIR)), 0o700);
         assert_eq!(mode(&first.key_path), 0o600);
+        assert_eq!(mode(&first.cert_path), 0o600);
         assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
         let written = fs::read_to_string(dir.path().join(TLS_DIR).join(FINGERPRINT_FILE)).unwrap();
         assert_eq!(written.trim(), first.fingerprint);

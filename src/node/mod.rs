@@ -27,6 +27,7 @@ mod hosts;
 pub mod iscsi;
 mod monitor;
 pub mod nbd_access;
+pub mod nbd_tls;
 mod policies;
 #[cfg(test)]
 mod snapshot_tests;
@@ -34,6 +35,7 @@ mod snapshots;
 pub mod stop;
 
 use api::{NodeApi, now_ms};
+pub use nbd_tls::NbdTlsOptions;
 use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;
@@ -71,15 +73,17 @@ pub struct NodeOptions {
     pub login_lockout: Duration,
     /// iSCSI portals, one per controller in order (controller 1 first); empty for none.
     pub iscsi_tcp: Vec<SocketAddr>,
+    /// TLS on the NBD listeners.
+    pub nbd_tls: NbdTlsOptions,
     /// Who may use NBD: `--nbd-open` and the unix socket's extra uids.
     pub nbd_access: NbdAccessConfig,
     /// `--nbd-socket-group`: the NBD socket is mode 0660 owned by this group (else 0600).
     pub nbd_socket_group: Option<u32>,
 }
 
-/// The HTTPS configuration of the REST API's TCP port and the certificate's fingerprint,
-/// which is printed.
-fn mgmt_tls_config(data_dir: &Path) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+/// Loads the node's certificate (NBD over x509 and HTTPS serve it), making a self-signed
+/// one at the first start, and prints its fingerprint.
+fn node_certificate(data_dir: &Path) -> anyhow::Result<certs::NodeCertificate> {
     let certificate = certs::NodeCertificate::load_or_create(data_dir)?;
     crate::say!(
         "troika: TLS certificate {} ({}), SHA-256 fingerprint {}",
@@ -91,16 +95,22 @@ fn mgmt_tls_config(data_dir: &Path) -> anyhow::Result<(Arc<rustls::ServerConfig>
         },
         certificate.fingerprint
     );
-    let fingerprint = certificate.fingerprint.clone();
-    let config =
-        mgmt::tls::server_config(certificate.chain, certificate.key).with_context(|| {
-            format!(
-                "cannot use the TLS certificate {} with its key {}; install a matching pair",
-                certificate.cert_path.display(),
-                certificate.key_path.display()
-            )
-        })?;
-    Ok((config, fingerprint))
+    Ok(certificate)
+}
+
+/// The HTTPS configuration of the REST API's TCP port, and the certificate's fingerprint.
+fn mgmt_tls_config(
+    certificate: &certs::NodeCertificate,
+) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
+    let config = mgmt::tls::server_config(certificate.chain.clone(), certificate.key.clone_key())
+        .with_context(|| {
+        format!(
+            "cannot use the TLS certificate {} with its key {}; install a matching pair",
+            certificate.cert_path.display(),
+            certificate.key_path.display()
+        )
+    })?;
+    Ok((config, certificate.fingerprint.clone()))
 }
 
 /// A running node.
@@ -122,6 +132,7 @@ impl Node {
         let lock = lock_data_dir(data_dir)?;
         let (key, key_created) = NodeKey::load_or_create(data_dir)?;
         let key = Arc::new(key);
+        let certificate = node_certificate(data_dir)?;
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
@@ -254,7 +265,7 @@ impl Node {
             shutdown.clone(),
         ));
         let tls = match options.mgmt_tcp {
-            Some(_) if options.mgmt_tls => Some(mgmt_tls_config(data_dir)?),
+            Some(_) if options.mgmt_tls => Some(mgmt_tls_config(&certificate)?),
             _ => None,
         };
         let mgmt = Arc::new(Mgmt {

@@ -31,7 +31,7 @@ use crate::meta::MetaStore;
 use crate::meta::catalog::Catalog;
 use crate::mgmt::events::EventLog;
 use crate::target::NbdClient;
-use crate::target::nbd::{self, NbdConfig, NbdListener};
+use crate::target::nbd::{self, NbdConfig, NbdListener, NbdTlsMode};
 
 /// What `client` may reach according to `catalog`.
 pub fn nbd_view(catalog: &Catalog, client: &NbdClient) -> ExportView {
@@ -108,8 +108,8 @@ fn unsafe_zeroed_group() -> libc::group {
     unsafe { std::mem::zeroed() }
 }
 
-/// Starts the node's NBD service: installs the catalog's access rules, serves the unix
-/// socket (DATA/nbd.sock, made the administrator's: see [`restrict_socket`]) and opens each
+/// Starts the node's NBD service: installs the catalog's access rules and each
+/// listener's TLS (see [`super::nbd_tls`]), serves the unix socket (DATA/nbd.sock, made the administrator's: see [`restrict_socket`]) and opens each
 /// controller's TCP port; with `--nbd-open` on TCP, says so on the terminal and raises
 /// NBD_OPEN_EXPORTS. Returns the socket's path and the unix server's thread.
 pub fn start_nbd(
@@ -119,12 +119,22 @@ pub fn start_nbd(
     events: &Arc<EventLog>,
     shutdown: &Arc<AtomicBool>,
 ) -> anyhow::Result<(PathBuf, JoinHandle<()>)> {
+    let (unix_tls, tcp_tls) = super::nbd_tls::listener_tls(
+        &options.data_dir,
+        &options.nbd_tls,
+        !options.nbd_tcp.is_empty(),
+        options.nbd_access.open,
+    )?;
     let config = NbdConfig {
         access: options.nbd_access.clone(),
         ..NbdConfig::default()
     };
+    let tcp_requires_tls = tcp_tls.mode == NbdTlsMode::Require;
     controllers.set_export_access(CatalogAccess::new(meta.clone()));
-    controllers.set_nbd_config(config.clone());
+    controllers.set_nbd_config(NbdConfig {
+        tls: tcp_tls,
+        ..config.clone()
+    });
     let socket = options.data_dir.join("nbd.sock");
     let _ = std::fs::remove_file(&socket);
     let unix = UnixListener::bind(&socket)
@@ -133,7 +143,10 @@ pub fn start_nbd(
     let thread = nbd::spawn_server(
         NbdListener::Unix(unix),
         NodePort::new(controllers.clone()),
-        config,
+        NbdConfig {
+            tls: unix_tls,
+            ..config
+        },
         shutdown.clone(),
     );
     if options.nbd_tcp.len() > controllers.ids().len() {
@@ -153,7 +166,11 @@ pub fn start_nbd(
             })?;
     }
     if options.nbd_access.open && !options.nbd_tcp.is_empty() {
-        let warning = "every volume and snapshot is served to any NBD client on TCP without TLS (--nbd-open); use it only for benchmarking on a trusted machine";
+        let warning = if tcp_requires_tls {
+            "every volume and snapshot is served to any NBD client on TCP that proves no TLS identity (--nbd-open); use it only for benchmarking on a trusted machine"
+        } else {
+            "every volume and snapshot is served to any NBD client on TCP without TLS (--nbd-open); use it only for benchmarking on a trusted machine"
+        };
         crate::say!("troika: WARNING: {warning}");
         events.raise("NBD_OPEN_EXPORTS", warning.to_owned(), None, None);
     }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod nbd_client;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -92,6 +93,9 @@ pub struct TestNode {
     /// Whether the TCP API speaks HTTPS; the plain-HTTP helpers (`http_tcp`, `raw_tcp`,
     /// `api_json`) need it off, which is the default here (`--mgmt-tls off`).
     pub mgmt_tls: bool,
+    /// The NBD TLS flags `serve` gets: `--nbd-tls off` unless a test says otherwise
+    /// (TCP listeners require TLS by default).
+    pub nbd_tls_args: Vec<String>,
 }
 
 impl TestNode {
@@ -170,7 +174,19 @@ impl TestNode {
             serve_args: Vec::new(),
             output: None,
             mgmt_tls: false,
+            nbd_tls_args: vec!["--nbd-tls".to_owned(), "off".to_owned()],
         }
+    }
+
+    /// A node with NBD TCP ports on `controllers` controllers, not started yet: put files
+    /// in its data directory and set `nbd_tls_args`, then call [`TestNode::launch`].
+    pub fn prepare_with_nbd_ports(model: PathBuf, controllers: usize) -> TestNode {
+        Self::prepare(model, None, (0..controllers).map(|_| free_port()).collect())
+    }
+
+    /// Starts a node made by [`TestNode::prepare_with_nbd_ports`] and waits until it serves.
+    pub fn launch(&mut self) {
+        self.spawn();
     }
 
     /// Starts a node (NBD on its unix socket only) whose stdout and stderr both go
@@ -266,6 +282,7 @@ impl TestNode {
             .arg("--iscsi-listen")
             .arg(list_or_none(&self.iscsi_ports))
             .args(["--mgmt-tls", if self.mgmt_tls { "on" } else { "off" }])
+            .args(&self.nbd_tls_args)
             .args(&self.serve_args)
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))

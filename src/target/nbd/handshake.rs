@@ -11,8 +11,17 @@
 //!
 //! State carried across options: whether structured replies were negotiated, which
 //! export the last `SET_META_CONTEXT` named (and whether it selected `base:allocation`),
-//! and the [`NbdClient`] every export lookup is made for (a TLS upgrade during haggling
-//! may change it; nothing else does).
+//! and the [`NbdClient`] every export lookup is made for. The client is derived from the
+//! [`NbdConnection`] when haggling starts, so it changes only with a TLS upgrade: after
+//! STARTTLS an identified TCP client sees its host's mappings (also under `--nbd-open`),
+//! an anonymous TLS client what any anonymous TCP client sees.
+//!
+//! TLS: `STARTTLS` (when the listener offers TLS) is answered with an ACK and ends this
+//! handshake with [`Outcome::StartTls`]; the caller runs the TLS handshake on the same
+//! socket and haggling starts again over TLS ([`Phase::AfterTls`]) with fresh option
+//! state (the spec: what was negotiated in the clear is forgotten). When the listener
+//! requires TLS, every option other than STARTTLS and ABORT gets `NBD_REP_ERR_TLS_REQD`
+//! before it, and `EXPORT_NAME` closes. A second STARTTLS is `NBD_REP_ERR_INVALID`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use super::proto::{self, InfoWanted, OptionRequest};
 use super::stream::{FrameReader, Stream, write_all};
+use super::tls::{NbdConnection, NbdPeer};
 use super::{NbdClient, NbdConfig};
 use crate::target::{BlockTarget, ExportProvider};
 
@@ -29,7 +39,7 @@ const MAX_OPTION_LEN: u32 = 64 * 1024;
 /// connection (nothing legitimate is that large).
 const MAX_DISCARD_LEN: u32 = 1024 * 1024;
 /// A client gets this long to finish the handshake.
-const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(60);
+pub(super) const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(60);
 
 /// What transmission needs from the handshake.
 pub(super) struct Session {
@@ -39,13 +49,28 @@ pub(super) struct Session {
     /// The `troika:changed:` base selected, as the target's token.
     pub changed: Option<u64>,
     pub block_size_negotiated: bool,
+    /// How the client connected (peer address, TLS identity), for the log.
+    pub connection: NbdConnection,
 }
 
 /// How a handshake ended.
 pub(super) enum Outcome {
     Transmission(Session),
+    /// STARTTLS was acknowledged: the TLS handshake comes next on this socket, then
+    /// [`negotiate`] again with [`Phase::AfterTls`].
+    StartTls {
+        no_zeroes: bool,
+    },
     /// The connection ends: the client aborted, left, or broke the protocol.
     Closed,
+}
+
+/// Where in the connection's life a handshake starts.
+pub(super) enum Phase {
+    /// A new connection: greeting and client flags first.
+    Fresh,
+    /// Haggling over TLS after STARTTLS (the client flags were sent before it).
+    AfterTls { no_zeroes: bool },
 }
 
 /// State of option haggling.
@@ -54,6 +79,7 @@ struct Haggle<'a> {
     provider: &'a dyn ExportProvider,
     config: &'a NbdConfig,
     shutdown: &'a AtomicBool,
+    connection: &'a NbdConnection,
     /// Who the exports are looked up for.
     client: NbdClient,
     no_zeroes: bool,
@@ -72,98 +98,108 @@ struct Selected {
 
 /// Who a connection's client is: a unix-socket peer has already passed the server's
 /// credential check and is the local administrator; a TCP client is identified by the
-/// TLS `identity` it proved, if any.
-fn client_of(stream: &Stream, identity: Option<String>, config: &NbdConfig) -> NbdClient {
-    match stream {
-        Stream::Unix(_) => NbdClient::LocalAdmin,
-        Stream::Tcp(_) => NbdClient::over_tcp(identity, config.access.open),
+/// TLS identity it proved, if any.
+fn client_of(connection: &NbdConnection, config: &NbdConfig) -> NbdClient {
+    match connection.peer {
+        NbdPeer::Unix { .. } => NbdClient::LocalAdmin,
+        NbdPeer::Tcp { .. } => {
+            NbdClient::over_tcp(connection.tls_identity.clone(), config.access.open)
+        }
     }
 }
 
-/// Runs the handshake on a freshly accepted connection. `identity` is the TLS identity
-/// the connection proved (`None` without TLS).
+/// Runs the handshake of a connection: from the greeting on a fresh one, or the haggling
+/// again after STARTTLS (with `connection` then saying what TLS proved).
 pub(super) fn negotiate(
     stream: &Stream,
     reader: &mut FrameReader<'_>,
     provider: &dyn ExportProvider,
     config: &NbdConfig,
     shutdown: &AtomicBool,
-    identity: Option<String>,
+    connection: &NbdConnection,
+    phase: Phase,
 ) -> Outcome {
     reader.set_deadline(Some(Instant::now() + HANDSHAKE_DEADLINE));
-    let client = client_of(stream, identity, config);
-    let outcome = run(stream, reader, provider, config, shutdown, client);
+    let no_zeroes = match phase {
+        Phase::Fresh => greet(stream, reader, shutdown),
+        Phase::AfterTls { no_zeroes } => Some(no_zeroes),
+    };
+    let outcome = match no_zeroes {
+        Some(no_zeroes) => {
+            let mut haggle = Haggle {
+                stream,
+                provider,
+                config,
+                shutdown,
+                connection,
+                client: client_of(connection, config),
+                no_zeroes,
+                structured: false,
+                meta: None,
+            };
+            haggle.run(reader)
+        }
+        None => Outcome::Closed,
+    };
     reader.set_deadline(None);
     outcome
 }
 
-fn run(
-    stream: &Stream,
-    reader: &mut FrameReader<'_>,
-    provider: &dyn ExportProvider,
-    config: &NbdConfig,
-    shutdown: &AtomicBool,
-    client: NbdClient,
-) -> Outcome {
+/// Sends the greeting and reads the client flags; returns whether the client asked for
+/// no zeroes, or `None` when the connection must close.
+fn greet(stream: &Stream, reader: &mut FrameReader<'_>, shutdown: &AtomicBool) -> Option<bool> {
     let mut greeting = [0u8; 18];
     greeting[0..8].copy_from_slice(&proto::NBD_MAGIC.to_be_bytes());
     greeting[8..16].copy_from_slice(&proto::IHAVEOPT.to_be_bytes());
     greeting[16..18]
         .copy_from_slice(&(proto::FLAG_FIXED_NEWSTYLE | proto::FLAG_NO_ZEROES).to_be_bytes());
-    if write_all(stream, &[&greeting], shutdown).is_err() {
-        return Outcome::Closed;
-    }
+    write_all(stream, &[&greeting], shutdown).ok()?;
     let mut client_flags = [0u8; 4];
-    if reader.read_exact(&mut client_flags).is_err() {
-        return Outcome::Closed;
-    }
+    reader.read_exact(&mut client_flags).ok()?;
     let client_flags = u32::from_be_bytes(client_flags);
     if client_flags & !proto::CLIENT_FLAGS_KNOWN != 0 {
-        return Outcome::Closed;
+        return None;
     }
-    let mut haggle = Haggle {
-        stream,
-        provider,
-        config,
-        shutdown,
-        client,
-        no_zeroes: client_flags & proto::CLIENT_FLAG_NO_ZEROES != 0,
-        structured: false,
-        meta: None,
-    };
-    let mut data = Vec::new();
-    loop {
-        let mut header = [0u8; proto::OPTION_HEADER_LEN];
-        if reader.read_exact(&mut header).is_err() {
-            return Outcome::Closed;
-        }
-        let Some(header) = proto::parse_option_header(&header) else {
-            return Outcome::Closed;
-        };
-        if header.length > MAX_OPTION_LEN {
-            if header.length > MAX_DISCARD_LEN
-                || header.option == proto::OPT_EXPORT_NAME
-                || reader.discard(u64::from(header.length)).is_err()
-            {
+    Some(client_flags & proto::CLIENT_FLAG_NO_ZEROES != 0)
+}
+
+impl Haggle<'_> {
+    /// Haggles until the client enters transmission, starts TLS, or the connection ends.
+    fn run(&mut self, reader: &mut FrameReader<'_>) -> Outcome {
+        let mut data = Vec::new();
+        loop {
+            let mut header = [0u8; proto::OPTION_HEADER_LEN];
+            if reader.read_exact(&mut header).is_err() {
                 return Outcome::Closed;
             }
-            if haggle
-                .reply(header.option, proto::REP_ERR_TOO_BIG, b"option too large")
-                .is_err()
-            {
+            let Some(header) = proto::parse_option_header(&header) else {
+                return Outcome::Closed;
+            };
+            if header.length > MAX_OPTION_LEN {
+                if header.length > MAX_DISCARD_LEN
+                    || header.option == proto::OPT_EXPORT_NAME
+                    || reader.discard(u64::from(header.length)).is_err()
+                {
+                    return Outcome::Closed;
+                }
+                if self
+                    .reply(header.option, proto::REP_ERR_TOO_BIG, b"option too large")
+                    .is_err()
+                {
+                    return Outcome::Closed;
+                }
+                continue;
+            }
+            data.clear();
+            data.resize(header.length as usize, 0);
+            if reader.read_exact(&mut data).is_err() {
                 return Outcome::Closed;
             }
-            continue;
-        }
-        data.clear();
-        data.resize(header.length as usize, 0);
-        if reader.read_exact(&mut data).is_err() {
-            return Outcome::Closed;
-        }
-        match haggle.option(header.option, &data) {
-            Ok(Step::Continue) => {}
-            Ok(Step::Done(outcome)) => return outcome,
-            Err(_) => return Outcome::Closed,
+            match self.option(header.option, &data) {
+                Ok(Step::Continue) => {}
+                Ok(Step::Done(outcome)) => return outcome,
+                Err(_) => return Outcome::Closed,
+            }
         }
     }
 }
@@ -175,6 +211,9 @@ enum Step {
 
 impl Haggle<'_> {
     fn option(&mut self, option: u32, data: &[u8]) -> std::io::Result<Step> {
+        if let Some(step) = self.tls_gate(option, data)? {
+            return Ok(step);
+        }
         let request = match proto::parse_option(option, data) {
             Ok(request) => request,
             Err(_) if option == proto::OPT_EXPORT_NAME => {
@@ -238,6 +277,44 @@ impl Haggle<'_> {
             }
         }
         Ok(Step::Continue)
+    }
+
+    /// STARTTLS, and what TLS policy says about other options; `None` lets the option
+    /// through to the ordinary handling.
+    fn tls_gate(&mut self, option: u32, data: &[u8]) -> std::io::Result<Option<Step>> {
+        let secured = self.connection.tls;
+        if option == proto::OPT_STARTTLS {
+            let offered = self.config.tls.offered().is_some();
+            if !offered {
+                self.reply(option, proto::REP_ERR_UNSUP, b"TLS is not offered here")?;
+            } else if secured {
+                self.reply(option, proto::REP_ERR_INVALID, b"TLS is already on")?;
+            } else if !data.is_empty() {
+                self.reply(option, proto::REP_ERR_INVALID, b"STARTTLS takes no data")?;
+            } else if self.shutdown.load(Ordering::Acquire) {
+                self.reply(option, proto::REP_ERR_SHUTDOWN, b"server shutting down")?;
+                return Ok(Some(Step::Done(Outcome::Closed)));
+            } else {
+                self.reply(option, proto::REP_ACK, &[])?;
+                return Ok(Some(Step::Done(Outcome::StartTls {
+                    no_zeroes: self.no_zeroes,
+                })));
+            }
+            return Ok(Some(Step::Continue));
+        }
+        if secured || !self.config.tls.required() || option == proto::OPT_ABORT {
+            return Ok(None);
+        }
+        if option == proto::OPT_EXPORT_NAME {
+            // No error reply is possible to EXPORT_NAME.
+            return Ok(Some(Step::Done(Outcome::Closed)));
+        }
+        self.reply(
+            option,
+            proto::REP_ERR_TLS_REQD,
+            b"TLS is required: use STARTTLS",
+        )?;
+        Ok(Some(Step::Continue))
     }
 
     /// Sends one option reply.
@@ -322,6 +399,7 @@ impl Haggle<'_> {
             base_allocation: self.meta_selected(export).0,
             changed: self.meta_selected(export).1,
             block_size_negotiated: wanted.block_size,
+            connection: self.connection.clone(),
         }))
     }
 
@@ -399,6 +477,7 @@ impl Haggle<'_> {
             base_allocation: self.meta_selected(name).0,
             changed: self.meta_selected(name).1,
             block_size_negotiated: false,
+            connection: self.connection.clone(),
         }))
     }
 }

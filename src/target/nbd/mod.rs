@@ -12,14 +12,18 @@
 //!   errno in transmission); a stream that cannot be resynchronised closes only its own
 //!   connection; nothing from the wire panics or sizes an allocation beyond fixed caps.
 //!
-//! Access: each connection is classified once as an [`NbdClient`] (see [`access`]) and
-//! every LIST, INFO, GO and EXPORT_NAME asks the provider with it, so a client never sees
+//! Access: how a client connected is an [`NbdConnection`] (peer, TLS, TLS identity); what
+//! it may reach is the [`NbdClient`] derived from it (see [`access`]) at the start of
+//! haggling and again after STARTTLS, once TLS has proved an identity. Every LIST, INFO,
+//! GO and EXPORT_NAME asks the provider with that client, so a client never sees
 //! or opens an export the provider does not grant it; a name it may not reach gets the
 //! same answer as a name that does not exist.
 //!
 //! Layout: [`proto`] holds the wire constants and the pure parsers (fuzzed and
 //! benchmarked); `handshake` runs option haggling; `transmission` runs the per-connection
-//! workers; `server` accepts connections; `stream` is the socket plumbing.
+//! workers; `server` accepts connections; `stream` is the socket plumbing; [`tls`] is the
+//! TLS policy and OpenSSL context (STARTTLS), `tls_stream` the TLS session that the
+//! connection's threads share.
 //!
 //! Threads: one accept thread per listener, and per connection `workers_per_connection`
 //! threads (the connection's own thread is one of them).
@@ -29,12 +33,16 @@ mod handshake;
 pub mod proto;
 mod server;
 mod stream;
+pub mod tls;
+mod tls_stream;
 mod transmission;
 
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -42,6 +50,7 @@ use std::thread::JoinHandle;
 
 pub use self::access::{NbdAccessConfig, NbdClient};
 use self::proto::{Command, Errno};
+pub use self::tls::{NbdConnection, NbdPeer, NbdTls, NbdTlsFiles, NbdTlsMode, TlsServer};
 use crate::target::ExportProvider;
 use crate::types::IoError;
 
@@ -56,6 +65,8 @@ pub struct NbdConfig {
     pub min_block: u32,
     /// Preferred block size advertised.
     pub preferred_block: u32,
+    /// Whether STARTTLS is offered or required, and the TLS context.
+    pub tls: NbdTls,
     /// Who may connect and what anonymous TCP clients see.
     pub access: NbdAccessConfig,
 }
@@ -69,6 +80,7 @@ impl Default for NbdConfig {
             max_payload: 32 * 1024 * 1024,
             min_block: 512,
             preferred_block: 4096,
+            tls: NbdTls::off(),
             access: NbdAccessConfig::default(),
         }
     }
@@ -91,6 +103,7 @@ impl NbdConfig {
             max_payload,
             min_block,
             preferred_block,
+            tls: self.tls.clone(),
             access: self.access.clone(),
         }
     }

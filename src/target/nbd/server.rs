@@ -14,11 +14,13 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::access::{RefusalLog, peer_credentials};
-use super::handshake::{self, Outcome};
+use super::handshake::{self, Outcome, Phase, Session};
 use super::stream::{FrameReader, Stream};
+use super::tls::{NbdConnection, NbdPeer};
+use super::tls_stream::{AcceptError, TlsStream};
 use super::transmission::Connection;
 use super::{NbdConfig, NbdListener};
 use crate::target::ExportProvider;
@@ -103,13 +105,14 @@ fn accept_loop(
                 continue;
             }
         };
-        if let Stream::Unix(unix) = &stream
-            && let Err(peer) = admit_unix_peer(unix, &config)
-        {
-            refusals.refused(&peer);
-            stream.shutdown();
-            continue;
-        }
+        let peer = match admit(&stream, &config) {
+            Ok(peer) => peer,
+            Err(refused) => {
+                refusals.refused(&refused);
+                stream.shutdown();
+                continue;
+            }
+        };
         connections.retain(|handle| !handle.is_finished());
         if connections.len() >= MAX_CONNECTIONS {
             stream.shutdown();
@@ -120,7 +123,7 @@ fn accept_loop(
         let shutdown = Arc::clone(&shutdown);
         let spawned = std::thread::Builder::new()
             .name("nbd-conn".to_owned())
-            .spawn(move || serve_connection(stream, &*provider, &config, &shutdown));
+            .spawn(move || serve_connection(stream, peer, &*provider, &config, &shutdown));
         if let Ok(handle) = spawned {
             connections.push(handle);
         }
@@ -131,14 +134,17 @@ fn accept_loop(
     }
 }
 
-/// Admits a unix-socket peer whose uid the configuration allows; otherwise describes it
-/// for the log.
-fn admit_unix_peer(
-    stream: &std::os::unix::net::UnixStream,
-    config: &NbdConfig,
-) -> Result<(), String> {
-    match peer_credentials(stream) {
-        Ok((_, uid)) if config.access.admits_uid(uid) => Ok(()),
+/// Where a freshly accepted connection came from. A unix-socket peer is admitted only
+/// when the configuration allows its uid (SO_PEERCRED); a refused one is described for
+/// the log.
+fn admit(stream: &Stream, config: &NbdConfig) -> Result<NbdPeer, String> {
+    let Stream::Unix(unix) = stream else {
+        return stream
+            .tcp_peer()
+            .ok_or_else(|| "a connection of an unexpected kind".to_owned());
+    };
+    match peer_credentials(unix) {
+        Ok((_, uid)) if config.access.admits_uid(uid) => Ok(NbdPeer::Unix { uid }),
         Ok((pid, uid)) => Err(format!("uid {uid} (pid {pid})")),
         Err(err) => Err(format!("a peer whose credentials cannot be read ({err})")),
     }
@@ -146,6 +152,7 @@ fn admit_unix_peer(
 
 fn serve_connection(
     stream: Stream,
+    peer: NbdPeer,
     provider: &dyn ExportProvider,
     config: &NbdConfig,
     shutdown: &AtomicBool,
@@ -154,18 +161,85 @@ fn serve_connection(
         return;
     }
     let stop = AtomicBool::new(false);
-    let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
-    // Without TLS no connection proves an identity (the TLS upgrade fills it in).
-    let identity = None;
-    match handshake::negotiate(&stream, &mut reader, provider, config, shutdown, identity) {
-        // Failed handshakes are not logged: a port scanner would flood the log.
-        Outcome::Closed => {}
-        Outcome::Transmission(session) => {
-            let export = session.target.name().to_owned();
-            let connection = Connection::new(&stream, session, reader, config, shutdown, &stop);
-            connection.serve(config.workers_per_connection);
-            crate::say!("nbd: {} closed its session on {export}", stream.peer());
+    let mut connection = NbdConnection {
+        peer,
+        tls: false,
+        tls_identity: None,
+    };
+    let started = Instant::now();
+    let no_zeroes = {
+        let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
+        let outcome = handshake::negotiate(
+            &stream,
+            &mut reader,
+            provider,
+            config,
+            shutdown,
+            &connection,
+            Phase::Fresh,
+        );
+        match outcome {
+            // Failed handshakes are not logged: a port scanner would flood the log.
+            Outcome::Closed => None,
+            Outcome::Transmission(session) => {
+                transmit(&stream, session, reader, config, shutdown, &stop);
+                None
+            }
+            // The client sends nothing between our ACK and its TLS hello; bytes already
+            // buffered are a protocol violation.
+            Outcome::StartTls { no_zeroes } => (!reader.has_buffered()).then_some(no_zeroes),
         }
+    };
+    let Some(no_zeroes) = no_zeroes else {
+        stream.shutdown();
+        return;
+    };
+    let Some(server) = config.tls.offered() else {
+        stream.shutdown();
+        return;
+    };
+    let deadline = started + handshake::HANDSHAKE_DEADLINE;
+    let tls = match TlsStream::accept(stream, server, [shutdown, &stop], deadline) {
+        Ok(tls) => tls,
+        Err(AcceptError::Stopped) => return,
+        Err(AcceptError::Failed(reason)) => {
+            // Worth a line, unlike a plain failed handshake: a client that got this far
+            // meant to connect and its operator needs to know why it could not.
+            crate::say!("nbd: TLS handshake with {connection} failed: {reason}");
+            return;
+        }
+    };
+    connection.tls = true;
+    connection.tls_identity = tls.identity().map(str::to_owned);
+    let stream = Stream::Tls(Box::new(tls));
+    let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
+    let outcome = handshake::negotiate(
+        &stream,
+        &mut reader,
+        provider,
+        config,
+        shutdown,
+        &connection,
+        Phase::AfterTls { no_zeroes },
+    );
+    if let Outcome::Transmission(session) = outcome {
+        transmit(&stream, session, reader, config, shutdown, &stop);
     }
     stream.shutdown();
+}
+
+/// Serves a connection that entered transmission until it stops.
+fn transmit<'a>(
+    stream: &'a Stream,
+    session: Session,
+    reader: FrameReader<'a>,
+    config: &'a NbdConfig,
+    shutdown: &'a AtomicBool,
+    stop: &'a AtomicBool,
+) {
+    let export = session.target.name().to_owned();
+    let client = session.connection.clone();
+    let connection = Connection::new(stream, session, reader, config, shutdown, stop);
+    connection.serve(config.workers_per_connection);
+    crate::say!("nbd: {client} closed its session on {export}");
 }

@@ -1,16 +1,20 @@
-//! Socket plumbing for one NBD connection: a TCP or unix stream, a buffered reader that
-//! notices shutdown while it waits, and a vectored write that sends a whole reply.
+//! Socket plumbing for one NBD connection: a TCP or unix stream (or a TLS session over
+//! one, see `tls_stream`), a buffered reader that notices shutdown while it waits, and a
+//! vectored write that sends a whole reply.
 //!
 //! Sockets get short read and write timeouts ([`POLL_INTERVAL`]) so that a thread blocked
 //! on a silent or stalled peer wakes up, checks the stop flags and either keeps waiting or
 //! gives up; that is how shutdown reaches every connection thread within ~100 ms.
 
 use std::io::{self, IoSlice, Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::os::fd::AsRawFd;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use super::tls::NbdPeer;
+use super::tls_stream::TlsStream;
 
 /// How long a blocked read or write waits before rechecking the stop flags.
 pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -23,6 +27,8 @@ const READ_BUFFER: usize = 64 * 1024;
 pub(super) enum Stream {
     Tcp(TcpStream),
     Unix(UnixStream),
+    /// After STARTTLS: the session over the (now non-blocking) socket.
+    Tls(Box<TlsStream>),
 }
 
 impl Stream {
@@ -40,17 +46,38 @@ impl Stream {
                 s.set_read_timeout(Some(POLL_INTERVAL))?;
                 s.set_write_timeout(Some(POLL_INTERVAL))
             }
+            // Configured when it was a plain socket.
+            Stream::Tls(_) => Ok(()),
         }
     }
 
-    /// Describes the peer for the one log line per connection.
-    pub(super) fn peer(&self) -> String {
+    /// Makes the socket non-blocking (for TLS, which waits in poll(2) itself).
+    pub(super) fn set_nonblocking(&self) -> io::Result<()> {
         match self {
-            Stream::Tcp(s) => s
-                .peer_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "tcp peer".to_owned()),
-            Stream::Unix(_) => "unix peer".to_owned(),
+            Stream::Tcp(s) => s.set_nonblocking(true),
+            Stream::Unix(s) => s.set_nonblocking(true),
+            Stream::Tls(_) => Ok(()),
+        }
+    }
+
+    pub(super) fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Tcp(s) => s.as_raw_fd(),
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tls(s) => s.raw_fd(),
+        }
+    }
+
+    /// Where a TCP connection came from (the unspecified address if the kernel no longer
+    /// knows); `None` for the other kinds of stream.
+    pub(super) fn tcp_peer(&self) -> Option<NbdPeer> {
+        match self {
+            Stream::Tcp(s) => Some(NbdPeer::Tcp {
+                addr: s
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0))),
+            }),
+            Stream::Unix(_) | Stream::Tls(_) => None,
         }
     }
 
@@ -59,15 +86,26 @@ impl Stream {
         let _ = match self {
             Stream::Tcp(s) => s.shutdown(Shutdown::Both),
             Stream::Unix(s) => s.shutdown(Shutdown::Both),
+            Stream::Tls(s) => {
+                s.close_notify();
+                // SAFETY: the descriptor belongs to the socket owned by `s`, which is alive
+                // for this call; shutdown(2) neither closes nor frees it.
+                match unsafe { libc::shutdown(s.raw_fd(), libc::SHUT_RDWR) } {
+                    0 => Ok(()),
+                    _ => Err(io::Error::last_os_error()),
+                }
+            }
         };
     }
 
     /// True when bytes can be read right now without blocking.
     fn readable_now(&self) -> bool {
-        let fd = match self {
-            Stream::Tcp(s) => s.as_raw_fd(),
-            Stream::Unix(s) => s.as_raw_fd(),
-        };
+        if let Stream::Tls(s) = self
+            && s.has_buffered()
+        {
+            return true;
+        }
+        let fd = self.raw_fd();
         let mut poll = libc::pollfd {
             fd,
             events: libc::POLLIN,
@@ -79,17 +117,19 @@ impl Stream {
         ready > 0 && poll.revents & libc::POLLIN != 0
     }
 
-    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+    pub(super) fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => (&*s).read(buf),
             Stream::Unix(s) => (&*s).read(buf),
+            Stream::Tls(s) => s.read_some(buf),
         }
     }
 
-    fn write_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    pub(super) fn write_some(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => (&*s).write_vectored(bufs),
             Stream::Unix(s) => (&*s).write_vectored(bufs),
+            Stream::Tls(s) => s.write_some(bufs),
         }
     }
 }
@@ -150,6 +190,11 @@ impl<'a> FrameReader<'a> {
     /// True when another request has (at least partly) arrived: buffered or readable.
     pub(super) fn has_pending(&self) -> bool {
         self.start < self.end || self.stream.readable_now()
+    }
+
+    /// True when bytes read from the socket wait in the buffer.
+    pub(super) fn has_buffered(&self) -> bool {
+        self.start < self.end
     }
 
     pub(super) fn stop_requested(&self) -> bool {

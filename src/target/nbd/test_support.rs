@@ -15,7 +15,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use super::proto::*;
-use super::{NbdAccessConfig, NbdClient, NbdConfig, NbdListener, spawn_server};
+use super::{NbdAccessConfig, NbdClient, NbdConfig, NbdListener, NbdTls, spawn_server};
 use crate::target::{BlockTarget, ExportInfo, ExportProvider, Extent};
 use crate::types::IoError;
 
@@ -267,13 +267,25 @@ impl TestServer {
 
     /// A TCP server; `open` is `--nbd-open`.
     pub fn tcp_with(exports: Vec<Arc<MemTarget>>, open: bool) -> Self {
+        Self::tcp_with_tls(exports, NbdTls::off(), open)
+    }
+
+    /// A TCP server with the given TLS policy; `open` is `--nbd-open`.
+    pub fn tcp_with_tls(exports: Vec<Arc<MemTarget>>, tls: NbdTls, open: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let address = Address::Tcp(listener.local_addr().expect("addr"));
         let access = NbdAccessConfig {
             open,
             allowed_uids: Vec::new(),
         };
-        Self::start(NbdListener::Tcp(listener), address, None, exports, access)
+        Self::start(
+            NbdListener::Tcp(listener),
+            address,
+            None,
+            exports,
+            tls,
+            access,
+        )
     }
 
     pub fn unix(exports: Vec<Arc<MemTarget>>) -> Self {
@@ -285,6 +297,7 @@ impl TestServer {
             Address::Unix(path),
             Some(dir),
             exports,
+            NbdTls::off(),
             NbdAccessConfig::default(),
         )
     }
@@ -294,6 +307,7 @@ impl TestServer {
         address: Address,
         dir: Option<tempfile::TempDir>,
         exports: Vec<Arc<MemTarget>>,
+        tls: NbdTls,
         access: NbdAccessConfig,
     ) -> Self {
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -302,6 +316,7 @@ impl TestServer {
             Arc::new(MemProvider { exports }),
             NbdConfig {
                 max_payload: 1024 * 1024,
+                tls,
                 access,
                 ..NbdConfig::default()
             },
@@ -333,8 +348,14 @@ impl Drop for TestServer {
 /// The max payload every [`TestServer`] advertises.
 pub const TEST_MAX_PAYLOAD: u32 = 1024 * 1024;
 
-trait Socket: Read + Write + Send {
+pub trait Socket: Read + Write + Send {
     fn half_close(&self);
+}
+
+impl Socket for openssl::ssl::SslStream<TcpStream> {
+    fn half_close(&self) {
+        let _ = self.get_ref().shutdown(Shutdown::Write);
+    }
 }
 
 impl Socket for TcpStream {
@@ -409,6 +430,16 @@ impl Client {
                 Box::new(s)
             }
         };
+        Client {
+            sock,
+            size: 0,
+            flags: 0,
+            pending_reads: HashMap::new(),
+        }
+    }
+
+    /// A client over an already connected socket (e.g. a TLS session).
+    pub fn over(sock: Box<dyn Socket>) -> Self {
         Client {
             sock,
             size: 0,

@@ -560,7 +560,7 @@ fn config_is_sanitized() {
         max_payload: 1000,
         min_block: 3,
         preferred_block: 100,
-        access: Default::default(),
+        ..NbdConfig::default()
     }
     .sanitized();
     assert_eq!(odd.workers_per_connection, 1);
