@@ -659,14 +659,20 @@ fn the_cli_over_tcp_sends_the_users_credentials() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--user"), "{}", text(&out));
 
-    // https needs a certificate to verify the node with (this node serves plain HTTP and
-    // made none), and an unreachable address is exit 3. HTTPS itself: tests/mgmt_tls.rs.
+    // https needs a certificate to verify the node with: without --ca, TROIKA_CA or the
+    // data directory's tls/server-cert.pem the CLI asks for one (the file is moved aside
+    // for this call; this node serves plain HTTP, so nothing reads it meanwhile), and an
+    // unreachable address is exit 3. HTTPS itself: tests/mgmt_tls.rs.
     let https = url.replacen("http", "https", 1);
+    let cert = node.data().join("tls/server-cert.pem");
+    let aside = node.data().join("tls/server-cert.pem.aside");
+    std::fs::rename(&cert, &aside).unwrap();
     let out = troika_env(
         &node,
         &["--url", &https, "--user", "admin", "vol", "ls"],
         &[("TROIKA_PASSWORD", password.as_str())],
     );
+    std::fs::rename(&aside, &cert).unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("--ca FILE"), "{}", text(&out));
     let nobody = format!("http://127.0.0.1:{}", common::free_port());
