@@ -256,17 +256,17 @@ fn fio_over_tls(node: &TestNode, port: u16, certificates: &Path, scratch: &Path)
     );
 }
 
-#[test]
-fn requiring_tls_without_credentials_fails_to_start_and_says_what_to_create() {
-    let dir = tempfile::tempdir().unwrap();
+/// `troika serve` on `data` with NBD on a free TCP port and nothing else, for at most
+/// `seconds`.
+fn serve_briefly(data: &std::path::Path, seconds: u32) -> std::process::Output {
     let port = common::free_port();
-    let out = Command::new("timeout")
-        .arg("60")
+    Command::new("timeout")
+        .arg(seconds.to_string())
         .arg(common::troika_bin())
         .args(["serve", "--hw"])
         .arg(ci_model())
         .arg("--data")
-        .arg(dir.path())
+        .arg(data)
         .args([
             "--nbd-listen",
             &format!("127.0.0.1:{port}"),
@@ -276,16 +276,35 @@ fn requiring_tls_without_credentials_fails_to_start_and_says_what_to_create() {
             "none",
         ])
         .output()
-        .expect("run troika serve");
+        .expect("run troika serve")
+}
+
+#[test]
+fn tls_is_required_from_the_first_start_and_half_installed_credentials_stop_it() {
+    // A half-installed certificate (a key without its certificate) stops the start and
+    // names the missing file.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("tls")).unwrap();
+    std::fs::write(dir.path().join("tls/server-key.pem"), "not a key\n").unwrap();
+    let out = serve_briefly(dir.path(), 60);
     assert!(
         !out.status.success(),
-        "started without credentials: {}",
+        "started with half a certificate: {}",
         text(&out)
     );
+    assert!(text(&out).contains("server-cert.pem"), "{}", text(&out));
+
+    // Without any: the first start makes a self-signed certificate and requires TLS on
+    // the TCP ports at once (the run is ended by `timeout`, exit 124).
+    std::fs::remove_file(dir.path().join("tls/server-key.pem")).unwrap();
+    let out = serve_briefly(dir.path(), 5);
     let message = text(&out);
-    assert!(message.contains("server-cert.pem"), "{message}");
-    assert!(message.contains("--nbd-tls-psk"), "{message}");
-    assert!(message.contains("--nbd-tls off"), "{message}");
+    assert_eq!(out.status.code(), Some(124), "{message}");
+    assert!(message.contains("self-signed, made now"), "{message}");
+    assert!(
+        message.contains("NBD TLS require on the TCP ports, x509"),
+        "{message}"
+    );
 }
 
 /// The export names `nbdinfo --list` prints for `uri`; `None` when it failed.
