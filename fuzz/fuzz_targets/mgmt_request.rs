@@ -241,6 +241,10 @@ fn mgmt() -> &'static Mgmt {
             api: Arc::new(FakeNode::default()),
             users: Arc::new(users),
             events: EventLog::open(&dir).expect("an event log"),
+            limiter: Arc::new(troika::mgmt::login_limit::LoginLimiter::new(
+                std::time::Duration::from_secs(60),
+            )),
+            tls_fingerprint: None,
         }
     })
 }

@@ -106,8 +106,11 @@ impl PortGroups for Ports {
 struct NoStore;
 
 impl PrStore for NoStore {
-    fn load(&self, _: u32) -> Option<Vec<u8>> {
-        None
+    fn load(&self, _: u32) -> std::io::Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
+    fn location(&self, _: u32) -> String {
+        "nowhere (fuzzing)".into()
     }
     fn save(&self, _: u32, _: &[u8]) -> std::io::Result<()> {
         Ok(())
@@ -141,7 +144,9 @@ fuzz_target!(|data: &[u8]| {
             serial: "FUZZ".into(),
             name: "fuzz".into(),
         }),
-        shared: registry.shared(1),
+        shared: registry
+            .shared(1)
+            .expect("a store that holds nothing loads nothing"),
         ports: registry.ports(),
     };
     let nexus = Nexus {
