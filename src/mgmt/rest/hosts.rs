@@ -134,37 +134,12 @@ pub fn add_port(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     call.object(201, &updated)
 }
 
-/// Decodes `%XX` escapes in one path segment (`+` stays a plus sign); a `%` not followed
-/// by two hex digits, or bytes that do not decode to UTF-8, are kept as they are.
-fn decode_path_segment(segment: &str) -> String {
-    let bytes = segment.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut index = 0;
-    while index < bytes.len() {
-        let escaped = bytes
-            .get(index + 1..index + 3)
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match (bytes[index], escaped) {
-            (b'%', Some(byte)) => {
-                decoded.push(byte);
-                index += 3;
-            }
-            (byte, _) => {
-                decoded.push(byte);
-                index += 1;
-            }
-        }
-    }
-    String::from_utf8(decoded).unwrap_or_else(|_| segment.to_owned())
-}
-
 pub fn remove_port(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
     let host = path_host(mgmt, call)?;
     let port_type = call.params.get(1).copied().unwrap_or("");
     // An NBD identity may hold characters a path cannot ('/', '?', spaces): clients
     // percent-encode them.
-    let address = &decode_path_segment(call.params.get(2).copied().unwrap_or(""));
+    let address = &super::list::decode_path_segment(call.params.get(2).copied().unwrap_or(""));
     let updated = mgmt.api.remove_host_port(host.id, port_type, address)?;
     call.raise(
         mgmt,

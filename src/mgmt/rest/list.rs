@@ -36,6 +36,19 @@ pub fn parse_query(query: &str) -> Result<Vec<(String, String)>, MgmtError> {
 /// Decodes `%XX` escapes and `+` (a space in form encoding). A `%` not followed by two hex
 /// digits is kept as it is.
 fn percent_decode(text: &str) -> Result<String, MgmtError> {
+    String::from_utf8(decode_escapes(text, true))
+        .map_err(|_| MgmtError::bad_request(format!("query {text:?} is not UTF-8 once decoded")))
+}
+
+/// Decodes `%XX` escapes in one path segment (`+` stays a plus sign); a `%` not followed
+/// by two hex digits, or bytes that do not decode to UTF-8, are kept as they are.
+pub fn decode_path_segment(segment: &str) -> String {
+    String::from_utf8(decode_escapes(segment, false)).unwrap_or_else(|_| segment.to_owned())
+}
+
+/// The bytes `text` stands for once its `%XX` escapes (and, with `plus_is_space`, its `+`
+/// signs) are decoded.
+fn decode_escapes(text: &str, plus_is_space: bool) -> Vec<u8> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -49,7 +62,7 @@ fn percent_decode(text: &str) -> Result<String, MgmtError> {
                 decoded.push(byte);
                 index += 3;
             }
-            (b'+', _) => {
+            (b'+', _) if plus_is_space => {
                 decoded.push(b' ');
                 index += 1;
             }
@@ -59,8 +72,7 @@ fn percent_decode(text: &str) -> Result<String, MgmtError> {
             }
         }
     }
-    String::from_utf8(decoded)
-        .map_err(|_| MgmtError::bad_request(format!("query {text:?} is not UTF-8 once decoded")))
+    decoded
 }
 
 /// Like [`list_response`], but a list without filters in id order takes only its page
