@@ -8,14 +8,24 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{TestNode, ci_model};
 use troika::mgmt::client::{Client, Endpoint};
 use troika::mgmt::login_limit::NAME_FAILURES;
+
+/// The attacks run one at a time: each is a flood sized for the whole machine (2 cores in
+/// CI), and a flood running beside another test's measurement would measure the two
+/// floods together, not one.
+fn one_attack_at_a_time() -> MutexGuard<'static, ()> {
+    static ATTACKS: Mutex<()> = Mutex::new(());
+    ATTACKS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 fn https_client(node: &TestNode, user: &str, password: &str) -> Client {
     let url = format!("https://127.0.0.1:{}", node.api_port.expect("api port"));
@@ -82,6 +92,7 @@ fn slowloris(node: &TestNode) -> thread::JoinHandle<Duration> {
 
 #[test]
 fn idle_and_slowloris_floods_do_not_keep_an_authenticated_client_out() {
+    let _alone = one_attack_at_a_time();
     let node = TestNode::start_with_https_api(ci_model(), &[]);
     let password = node.admin_password();
     // Warm up: the admin's credentials are checked once before the flood.
@@ -124,6 +135,7 @@ fn idle_and_slowloris_floods_do_not_keep_an_authenticated_client_out() {
 
 #[test]
 fn parallel_password_guessing_is_limited_and_the_lockout_ends() {
+    let _alone = one_attack_at_a_time();
     let lockout_secs = 3u64;
     let node = TestNode::start_with_https_api(
         ci_model(),
@@ -195,6 +207,7 @@ fn parallel_password_guessing_is_limited_and_the_lockout_ends() {
 #[test]
 #[ignore]
 fn login_throughput_under_a_guessing_attack() {
+    let _alone = one_attack_at_a_time();
     let node = TestNode::start_with_https_api(ci_model(), &[]);
     let password = node.admin_password();
     let window = Duration::from_secs(5);
