@@ -272,6 +272,15 @@ fn parse_content_length(value: &str) -> Result<u64, HttpError> {
     Ok(value.parse().unwrap_or(u64::MAX))
 }
 
+/// True when a read on a socket with a timeout failed only because nothing came in time
+/// (or a signal interrupted it): the caller looks at its clocks and flags and reads again.
+pub fn only_waited(error: &io::Error) -> bool {
+    matches!(
+        error.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// Parses one request from the start of `buf`: `Ok(None)` while more bytes are needed,
 /// otherwise the request and the number of bytes of `buf` it used (the rest belongs to the
 /// next, pipelined request).
@@ -364,13 +373,7 @@ impl RequestReader {
                     }
                     self.buf.extend_from_slice(&chunk[..n]);
                 }
-                Err(error)
-                    if matches!(
-                        error.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
+                Err(error) if only_waited(&error) => {}
                 Err(_) => return ReadOutcome::Closed,
             }
         }

@@ -184,13 +184,7 @@ fn first_byte(stream: &TcpStream, context: &Context) -> FirstByte {
                     FirstByte::PlainHttp
                 };
             }
-            Err(error)
-                if matches!(
-                    error.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(error) if crate::mgmt::http::only_waited(&error) => {}
             Err(_) => return FirstByte::Nothing,
         }
     }

@@ -167,29 +167,14 @@ fn serve_connection(
         tls_identity: None,
     };
     let started = Instant::now();
-    let no_zeroes = {
-        let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
-        let outcome = handshake::negotiate(
-            &stream,
-            &mut reader,
-            provider,
-            config,
-            shutdown,
-            &connection,
-            Phase::Fresh,
-        );
-        match outcome {
-            // Failed handshakes are not logged: a port scanner would flood the log.
-            Outcome::Closed => None,
-            Outcome::Transmission(session) => {
-                transmit(&stream, session, reader, config, shutdown, &stop);
-                None
-            }
-            // The client sends nothing between our ACK and its TLS hello; bytes already
-            // buffered are a protocol violation.
-            Outcome::StartTls { no_zeroes } => (!reader.has_buffered()).then_some(no_zeroes),
-        }
-    };
+    let no_zeroes = haggle_and_serve(
+        &stream,
+        provider,
+        config,
+        [shutdown, &stop],
+        &connection,
+        Phase::Fresh,
+    );
     let Some(no_zeroes) = no_zeroes else {
         stream.shutdown();
         return;
@@ -212,23 +197,49 @@ fn serve_connection(
     connection.tls = true;
     connection.tls_identity = tls.identity().map(str::to_owned);
     let stream = Stream::Tls(Box::new(tls));
-    let mut reader = FrameReader::new(&stream, [shutdown, &stop]);
-    let outcome = handshake::negotiate(
+    // A second STARTTLS is refused while haggling, so this never asks for TLS again.
+    haggle_and_serve(
         &stream,
+        provider,
+        config,
+        [shutdown, &stop],
+        &connection,
+        Phase::AfterTls { no_zeroes },
+    );
+    stream.shutdown();
+}
+
+/// Haggles on `stream` in `phase` and serves the session that ends it. Returns the
+/// client's no-zeroes flag when haggling ended in STARTTLS with nothing buffered after it
+/// (bytes between our ACK and the client's TLS hello are a protocol violation).
+fn haggle_and_serve(
+    stream: &Stream,
+    provider: &dyn ExportProvider,
+    config: &NbdConfig,
+    [shutdown, stop]: [&AtomicBool; 2],
+    connection: &NbdConnection,
+    phase: Phase,
+) -> Option<bool> {
+    let mut reader = FrameReader::new(stream, [shutdown, stop]);
+    match handshake::negotiate(
+        stream,
         &mut reader,
         provider,
         config,
         shutdown,
-        &connection,
-        Phase::AfterTls { no_zeroes },
-    );
-    if let Outcome::Transmission(session) = outcome {
-        transmit(&stream, session, reader, config, shutdown, &stop);
+        connection,
+        phase,
+    ) {
+        // Failed handshakes are not logged: a port scanner would flood the log.
+        Outcome::Closed => None,
+        Outcome::Transmission(session) => {
+            transmit(stream, session, reader, config, shutdown, stop);
+            None
+        }
+        Outcome::StartTls { no_zeroes } => (!reader.has_buffered()).then_some(no_zeroes),
     }
-    stream.shutdown();
 }
 
-/// Serves a connection that entered transmission until it stops.
 fn transmit<'a>(
     stream: &'a Stream,
     session: Session,
