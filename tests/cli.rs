@@ -195,7 +195,7 @@ fn resize_grows_the_nbd_export() {
     node.cli_ok(&["vol", "resize", "V", "128M"]);
     let mut after = NbdClient::connect(&node.nbd_socket(), "V").expect("connect after resize");
     assert_eq!(after.size, 128 * MIB, "new connections see the new size");
-    if common::have("nbdinfo") {
+    if common::tools::present(&[&common::tools::NBDINFO]) {
         let out = Command::new("nbdinfo")
             .args(["--size", &node.uri("V")])
             .output()

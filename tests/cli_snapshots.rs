@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use common::{TestNode, have};
+use common::TestNode;
 use serde_json::Value;
 
 const MIB: usize = 1 << 20;
@@ -106,11 +106,7 @@ fn assert_export(node: &TestNode, export: &str, expected: &[u8], what: &str) {
 }
 
 fn skip_without_nbdcopy() -> bool {
-    if have("nbdcopy") {
-        return false;
-    }
-    eprintln!("skipping: nbdcopy (libnbd-bin) is not installed");
-    true
+    !common::tools::present(&[&common::tools::NBDCOPY])
 }
 
 #[test]

@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use common::{TestNode, ci_model, have};
+use common::{TestNode, ci_model};
 
 fn metric(text: &str, sample: &str) -> f64 {
     text.lines()
@@ -16,8 +16,7 @@ fn metric(text: &str, sample: &str) -> f64 {
 
 #[test]
 fn any_controller_port_serves_any_volume() {
-    if !have("nbdcopy") {
-        eprintln!("skipping: nbdcopy (libnbd-bin) is not installed");
+    if !common::tools::present(&[&common::tools::NBDCOPY]) {
         return;
     }
     let mut node = TestNode::start_with_nbd_ports(ci_model(), 3);

@@ -43,7 +43,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::nbd_client::NbdClient;
-use common::{TestNode, ci_model, have};
+use common::{TestNode, ci_model};
 use serde_json::Value;
 
 const BLOCK: usize = 4096;
@@ -1703,18 +1703,6 @@ fn flushed_writes_survive_kill_9_around_a_controller_failure() {
 // ----------------------------------------------------------------------------------------
 // fio.
 
-fn fio_has_nbd() -> bool {
-    Command::new("fio")
-        .arg("--enghelp")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == "nbd")
-        })
-        .unwrap_or(false)
-}
-
 fn fio(port: u16, seed: u64, verify_only: bool) -> std::process::Output {
     let mut command = Command::new("fio");
     command
@@ -1738,12 +1726,7 @@ fn fio(port: u16, seed: u64, verify_only: bool) -> std::process::Output {
 #[test]
 fn fio_verifies_on_a_live_controller_while_the_others_fail() {
     let _serial = serial();
-    if !have("fio") || !fio_has_nbd() {
-        assert!(
-            std::env::var("TROIKA_REQUIRE_FIO").as_deref() != Ok("1"),
-            "TROIKA_REQUIRE_FIO=1 but fio with its nbd engine is not installed"
-        );
-        eprintln!("skipping: fio with the nbd engine is not installed");
+    if !common::tools::present(&[&common::tools::FIO_NBD]) {
         return;
     }
     let mut node = TestNode::start_with_nbd_ports(ci_model(), 3);

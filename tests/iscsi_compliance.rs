@@ -49,15 +49,11 @@ fn known_test_defect(run: &iscsi::CuRun, name: &str) -> bool {
 }
 
 fn tools_present() -> bool {
-    if have("iscsi-test-cu") {
-        return true;
-    }
     assert!(
-        std::env::var_os("CI").is_none() && std::env::var_os("TROIKA_REQUIRE_ISCSI").is_none(),
+        std::env::var_os("CI").is_none() || have("iscsi-test-cu"),
         "iscsi-test-cu is missing (Debian package libiscsi-bin)"
     );
-    eprintln!("skipping: iscsi-test-cu is not installed (Debian package libiscsi-bin)");
-    false
+    common::tools::present(&[&common::tools::ISCSI_TEST_CU])
 }
 
 fn report(run: &iscsi::CuRun, label: &str) {

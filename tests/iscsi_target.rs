@@ -16,7 +16,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{TestNode, ci_model, have};
+use common::{TestNode, ci_model};
 use iscsi::{api, create_host, map_volume, target_name};
 use iscsi_client::{Auth, LoginRefused, Session, port_groups, read10, report_luns, write10};
 use serde_json::json;
@@ -74,7 +74,7 @@ fn discovery_lists_every_portal_of_the_one_target() {
             "{expected} missing: {targets:?}"
         );
     }
-    if have("iscsi-ls") {
+    if common::tools::present(&[&common::tools::ISCSI_LS]) {
         let out = Command::new("iscsi-ls")
             .args(["-i", HOST_B, "-s"])
             .arg(format!("iscsi://127.0.0.1:{}", node.iscsi_ports[0]))
@@ -111,7 +111,7 @@ fn each_host_sees_exactly_its_luns_and_data_is_one_with_nbd() {
             .output()
             .expect("qemu-io")
     };
-    if have("qemu-io") {
+    if common::tools::present(&[&common::tools::QEMU_IO]) {
         let out = check("va", "0xab");
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(!text.contains("Pattern verification failed"), "va: {text}");
@@ -275,12 +275,7 @@ fn alua_groups_follow_a_controller_failure_with_unit_attentions() {
 
 #[test]
 fn an_initiator_reconnects_to_a_failed_controllers_portal_with_no_error() {
-    if !have("iscsi-perf") {
-        assert!(
-            std::env::var_os("TROIKA_REQUIRE_ISCSI").is_none(),
-            "iscsi-perf missing"
-        );
-        eprintln!("skipping: iscsi-perf is not installed (libiscsi-bin)");
+    if !common::tools::present(&[&common::tools::ISCSI_PERF]) {
         return;
     }
     let node = node_with_two_hosts();

@@ -55,8 +55,7 @@ impl Drop for Loops {
 
 #[test]
 fn a_node_on_loop_devices_stores_and_recovers_data() {
-    if !common::have("losetup") {
-        eprintln!("skipped: losetup is not installed");
+    if !common::tools::present(&[&common::tools::LOSETUP]) {
         return;
     }
     let Some(loops) = Loops::create(&[
@@ -68,7 +67,10 @@ fn a_node_on_loop_devices_stores_and_recovers_data() {
         128 << 20,
         128 << 20,
     ]) else {
-        eprintln!("skipped: cannot create loop devices (not root?)");
+        common::tools::skipped(
+            "cannot create loop devices",
+            "run the tests as root on a machine with /dev/loop-control",
+        );
         return;
     };
     let model_dir = tempfile::tempdir().unwrap();

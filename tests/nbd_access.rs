@@ -16,12 +16,7 @@ use common::{TestNode, ci_model};
 use serde_json::Value;
 
 fn skip_without_nbdinfo() -> bool {
-    if common::have("nbdinfo") {
-        false
-    } else {
-        eprintln!("skipped: `nbdinfo` is not installed");
-        true
-    }
+    !common::tools::present(&[&common::tools::NBDINFO])
 }
 
 /// A node with two volumes, one NBD TCP port, and `args` for `troika serve`.
@@ -160,9 +155,13 @@ fn the_unix_socket_refuses_other_uids() {
     if skip_without_nbdinfo() {
         return;
     }
-    if !running_as_root() || !common::have("setpriv") {
-        eprintln!(
-            "skipped: proving SO_PEERCRED needs root (to run a client as nobody) and setpriv"
+    if !common::tools::present(&[&common::tools::SETPRIV]) {
+        return;
+    }
+    if !running_as_root() {
+        common::tools::skipped(
+            "proving SO_PEERCRED needs root, to run a client as nobody",
+            "run the tests as root",
         );
         return;
     }
@@ -200,8 +199,14 @@ fn allowed_uids_in_the_socket_group_are_served() {
     if skip_without_nbdinfo() {
         return;
     }
-    if !running_as_root() || !common::have("setpriv") {
-        eprintln!("skipped: running a client as another uid needs root and setpriv");
+    if !common::tools::present(&[&common::tools::SETPRIV]) {
+        return;
+    }
+    if !running_as_root() {
+        common::tools::skipped(
+            "running a client as another uid needs root",
+            "run the tests as root",
+        );
         return;
     }
     let node = node_with_volumes(&["--nbd-socket-group", "nogroup", "--nbd-allow-uid", "65534"]);

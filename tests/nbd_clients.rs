@@ -16,13 +16,8 @@ use testdata::XorShift;
 
 const MIB: u64 = 1 << 20;
 
-fn skip_without(tool: &str) -> bool {
-    if common::have(tool) {
-        false
-    } else {
-        eprintln!("skipped: `{tool}` is not installed");
-        true
-    }
+fn skip_without(tool: &common::tools::Tool) -> bool {
+    !common::tools::present(&[tool])
 }
 
 fn run(program: &str, args: &[&str]) -> Output {
@@ -58,7 +53,7 @@ fn nbdinfo_json(node: &TestNode, args: &[&str]) -> Value {
 
 #[test]
 fn nbdinfo_reports_the_export() {
-    if skip_without("nbdinfo") {
+    if skip_without(&common::tools::NBDINFO) {
         return;
     }
     let node = TestNode::start();
@@ -94,7 +89,7 @@ fn nbdinfo_reports_the_export() {
 
 #[test]
 fn nbdinfo_lists_every_volume() {
-    if skip_without("nbdinfo") {
+    if skip_without(&common::tools::NBDINFO) {
         return;
     }
     let node = TestNode::start();
@@ -161,7 +156,7 @@ fn type_at(extents: &[(u64, u64, u64)], offset: u64) -> u64 {
 
 #[test]
 fn nbdinfo_map_shows_holes_and_data() {
-    if skip_without("nbdinfo") {
+    if skip_without(&common::tools::NBDINFO) {
         return;
     }
     let node = TestNode::start();
@@ -257,7 +252,7 @@ fn fio(node: &TestNode, uri: &str, job: &[&str]) {
 
 #[test]
 fn fio_verifies_random_sequential_and_mixed_io() {
-    if skip_without("fio") {
+    if skip_without(&common::tools::FIO_NBD) {
         return;
     }
     let node = TestNode::start();
@@ -332,7 +327,7 @@ fn first_difference(a: &[u8], b: &[u8]) -> Option<usize> {
 }
 
 fn nbdcopy_round_trip(connections: Option<&str>) {
-    if skip_without("nbdcopy") {
+    if skip_without(&common::tools::NBDCOPY) {
         return;
     }
     let node = TestNode::start();

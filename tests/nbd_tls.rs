@@ -12,7 +12,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{TestNode, ci_model, have};
+use common::{TestNode, ci_model};
 
 fn text(out: &Output) -> String {
     format!(
@@ -30,18 +30,6 @@ fn run(program: &str, args: &[&str], home: Option<&Path>) -> Output {
         command.env("HOME", home);
     }
     command.output().expect("run a client tool")
-}
-
-fn fio_has_nbd() -> bool {
-    Command::new("fio")
-        .arg("--enghelp")
-        .output()
-        .map(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .lines()
-                .any(|l| l.trim() == "nbd")
-        })
-        .unwrap_or(false)
 }
 
 fn image(len: usize, seed: u32) -> Vec<u8> {
@@ -86,8 +74,7 @@ fn add_nbd_host(node: &TestNode, host: &str, identity: &str, datasets: &[&str]) 
 
 #[test]
 fn tls_clients_are_served_and_identified_and_others_refused() {
-    if !have("nbdinfo") || !have("nbdcopy") {
-        eprintln!("skipping: nbdinfo/nbdcopy (libnbd-bin) are not installed");
+    if !common::tools::present(&[&common::tools::NBDINFO, &common::tools::NBDCOPY]) {
         return;
     }
     let mut node = TestNode::prepare_with_nbd_ports(ci_model(), 1);
@@ -167,18 +154,12 @@ fn tls_clients_are_served_and_identified_and_others_refused() {
 /// only for a non-root user (root's is /etc/pki/libnbd, which a test must not touch), so
 /// as root fio runs as `nobody` through setpriv.
 fn fio_over_tls(node: &TestNode, port: u16, certificates: &Path, scratch: &Path) {
-    if !have("fio") || !fio_has_nbd() {
-        assert!(
-            std::env::var("TROIKA_REQUIRE_FIO").as_deref() != Ok("1"),
-            "TROIKA_REQUIRE_FIO=1 but fio with its nbd engine is not installed"
-        );
-        eprintln!("skipping the fio part: fio with the nbd engine is not installed");
+    if !common::tools::present(&[&common::tools::FIO_NBD]) {
         return;
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let as_root = unsafe { libc::geteuid() } == 0;
-    if as_root && !have("setpriv") {
-        eprintln!("skipping the fio part: as root it needs setpriv to run fio as nobody");
+    if as_root && !common::tools::present(&[&common::tools::SETPRIV]) {
         return;
     }
     let home = scratch.join("home");
@@ -332,8 +313,7 @@ fn opens(uri: &str) -> bool {
 
 #[test]
 fn identified_tls_clients_reach_only_their_hosts_mappings() {
-    if !have("nbdinfo") || !have("nbdcopy") {
-        eprintln!("skipping: nbdinfo/nbdcopy (libnbd-bin) are not installed");
+    if !common::tools::present(&[&common::tools::NBDINFO, &common::tools::NBDCOPY]) {
         return;
     }
     let mut node = TestNode::prepare_with_nbd_ports(ci_model(), 1);

@@ -22,7 +22,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{TestNode, have};
+use common::TestNode;
 use serde_json::{Value, json};
 
 const MIB: u64 = 1024 * 1024;
@@ -1236,8 +1236,11 @@ fn ranges(changed: &Value) -> Vec<(u64, u64)> {
 
 #[test]
 fn snapshots_hold_their_data() {
-    if !have("qemu-io") || !have("nbdcopy") || !have("nbdinfo") {
-        eprintln!("skipping: qemu-io (qemu-utils), nbdcopy and nbdinfo (libnbd-bin) are needed");
+    if !common::tools::present(&[
+        &common::tools::QEMU_IO,
+        &common::tools::NBDCOPY,
+        &common::tools::NBDINFO,
+    ]) {
         return;
     }
     let mut api = Api::start();

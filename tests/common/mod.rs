@@ -4,6 +4,7 @@
 
 pub mod nbd_client;
 pub mod tls;
+pub mod tools;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -23,7 +24,8 @@ pub fn ci_model() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("hw/ci.toml")
 }
 
-/// True when an external tool is on PATH; tests that need it print why they skip.
+/// True when an external tool is on PATH. A test that skips without it goes through
+/// `tools::present`, which says so on the terminal.
 pub fn have(tool: &str) -> bool {
     Command::new("sh")
         .arg("-c")
