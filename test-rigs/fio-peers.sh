@@ -3,8 +3,10 @@
 # with fio's nbd engine, on the same job matrix. See test-rigs/README.md.
 #
 # Env: RUNTIME (s per job, default 10), SIZE (volume size, default 512M, must fit troika's
-# 768M DRAM cache), TARGETS (subset of "troika nbdkit-mem nbdkit-file qemu-nbd"),
-# JOBS (subset of job names below), KEEP_JSON=DIR (copy the fio JSON there).
+# 768M DRAM cache), TARGETS (subset of "troika nbdkit-mem nbdkit-file qemu-nbd", plus
+# "troika-before" with BEFORE=PATH: another troika binary, e.g. the build before a
+# refactoring, run side by side), JOBS (subset of job names below), KEEP_JSON=DIR (copy
+# the fio JSON there).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -36,6 +38,16 @@ for target in $TARGETS; do
             "$TROIKA" --data "$WORK/troika" pool create P --size 3G >/dev/null
             "$TROIKA" --data "$WORK/troika" vol create V --pool P --size "$SIZE" >/dev/null
             URI[$target]="nbd+unix:///V?socket=$WORK/troika/nbd.sock"
+            ;;
+        troika-before)
+            [[ -x "${BEFORE:-}" ]] || { echo "troika-before needs BEFORE=path to a troika binary" >&2; exit 2; }
+            after_pid="${TROIKA_PID:-}"
+            TROIKA="$BEFORE" start_troika "$WORK/before" "$WORK/before.log" --mgmt-listen none --iscsi-listen none
+            BEFORE_PID=$TROIKA_PID
+            TROIKA_PID=$after_pid
+            "$BEFORE" --data "$WORK/before" pool create P --size 3G >/dev/null
+            "$BEFORE" --data "$WORK/before" vol create V --pool P --size "$SIZE" >/dev/null
+            URI[$target]="nbd+unix:///V?socket=$WORK/before/nbd.sock"
             ;;
         nbdkit-mem)
             nbdkit -f -U "$WORK/mem.sock" memory "$SIZE" &
@@ -97,6 +109,9 @@ if [[ " $TARGETS " == *" troika "* ]]; then
         printf '  %-40s %s\n' "$name" "$(metric "$WORK/troika" "$name")"
     done
     echo "troika RSS at the end: $(awk '/VmRSS/ {print $2, $3}' "/proc/$TROIKA_PID/status" 2>/dev/null || echo '?')"
+    if [[ -n "${BEFORE_PID:-}" ]]; then
+        echo "troika-before RSS at the end: $(awk '/VmRSS/ {print $2, $3}' "/proc/$BEFORE_PID/status" 2>/dev/null || echo '?')"
+    fi
     if grep -qiE 'panic|error' "$WORK/troika.log"; then
         echo "troika log has errors:" && grep -iE 'panic|error' "$WORK/troika.log" | head -20
     fi
