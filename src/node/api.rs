@@ -518,7 +518,20 @@ impl Management for NodeApi {
             &self.cache,
             self.controllers.stats(),
         );
-        self.controllers.render_metrics(&mut out);
+        let gauges: Vec<crate::stats::ControllerGauges> = self
+            .controllers
+            .infos()
+            .into_iter()
+            .map(|info| crate::stats::ControllerGauges {
+                id: info.id,
+                up: info.state == "ACTIVE" || info.state == "RECOVERING",
+                dirty_bytes: info.dirty_bytes,
+                mirror_bytes: info.mirror_bytes,
+                mirror_lag_bytes: info.mirror_lag_bytes,
+                failovers: info.failovers,
+            })
+            .collect();
+        crate::stats::render_controller_gauges(&mut out, &gauges);
         out
     }
 
