@@ -160,6 +160,11 @@ pub fn utc_time(epoch_ms: u64) -> String {
     )
 }
 
+/// Milliseconds since the epoch as an operator reads them: `2024-05-01 12:00:00 UTC`.
+pub fn format_time(epoch_ms: u64) -> String {
+    format!("{} UTC", utc_time(epoch_ms))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -57,19 +57,55 @@ const LAYER_RULE: &[(&str, &[&str])] = &[
     ("layout", &["io", "hw"]),
     ("meta", &["layout", "io", "hw"]),
     ("cache", &["meta", "layout", "io", "hw"]),
-    ("controller", &["cache", "meta", "layout", "io", "hw"]),
-    ("target", &["controller", "cache", "meta", "layout", "io", "hw"]),
-    ("stats", &["controller", "cache", "meta", "layout", "io", "hw"]),
-    ("mgmt", &["target", "controller", "cache", "meta", "layout", "io", "hw", "stats"]),
+    ("stats", &["cache", "meta", "layout", "io", "hw"]),
+    ("target", &["cache", "meta", "layout", "io", "hw"]),
+    (
+        "controller",
+        &["target", "stats", "cache", "meta", "layout", "io", "hw"],
+    ),
+    (
+        "mgmt",
+        &[
+            "controller",
+            "target",
+            "stats",
+            "cache",
+            "meta",
+            "layout",
+            "io",
+            "hw",
+        ],
+    ),
     ("cli", &["mgmt"]),
     (
         "node",
-        &["mgmt", "stats", "target", "controller", "cache", "meta", "layout", "io", "hw"],
+        &[
+            "mgmt",
+            "controller",
+            "target",
+            "stats",
+            "cache",
+            "meta",
+            "layout",
+            "io",
+            "hw",
+        ],
     ),
     (
         "main",
-        &["cli", "node", "mgmt", "stats", "target", "controller", "cache", "meta", "layout",
-          "io", "hw"],
+        &[
+            "cli",
+            "node",
+            "mgmt",
+            "controller",
+            "target",
+            "stats",
+            "cache",
+            "meta",
+            "layout",
+            "io",
+            "hw",
+        ],
     ),
 ];
 
@@ -88,7 +124,9 @@ fn allowed(from: &str, to: &str) -> Result<(), String> {
     if may.contains(&to) {
         Ok(())
     } else {
-        Err(format!("`{from}` may use only {may:?} and the leaves, not `{to}`"))
+        Err(format!(
+            "`{from}` may use only {may:?} and the leaves, not `{to}`"
+        ))
     }
 }
 
@@ -149,7 +187,10 @@ fn module_name(path: &[String]) -> String {
 fn top_level_imports_follow_the_layer_rule() {
     let krate = crate_graphs();
     let root = &krate.graphs[&Vec::new()];
-    assert!(root.edges.len() > 20, "too few edges between top-level modules: {root:?}");
+    assert!(
+        root.edges.len() > 20,
+        "too few edges between top-level modules: {root:?}"
+    );
     let mut breaks = Vec::new();
     for ((from, to), sites) in &root.edges {
         if let Err(rule) = allowed(from, to) {
@@ -200,4 +241,3 @@ fn no_cycle_between_sibling_files() {
         cycles.join("\n")
     );
 }
-

@@ -168,7 +168,11 @@ fn scan_all(src: &Path) -> (Vec<ScannedFile>, usize) {
             .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
         let lexed = scan::lex(&text);
         let module = module_of_file(&relative);
-        let alias = if module == ["main"] { "troika" } else { "crate" };
+        let alias = if module == ["main"] {
+            "troika"
+        } else {
+            "crate"
+        };
         let scan = scan::scan(&lexed, module.clone(), alias);
         files.push(ScannedFile {
             relative: format!("src/{}", relative.display()),
@@ -187,15 +191,22 @@ pub fn build(src: &Path) -> Crate {
         .flat_map(|f| f.scan.test_children.iter().cloned())
         .collect();
     let before = files.len();
-    files.retain(|f| {
-        !f.scan.test_only && !test_modules.iter().any(|t| f.module.starts_with(t))
-    });
+    files.retain(|f| !f.scan.test_only && !test_modules.iter().any(|t| f.module.starts_with(t)));
     skipped += before - files.len();
     let mut known: BTreeSet<ModulePath> = files.iter().map(|f| f.module.clone()).collect();
-    known.extend(files.iter().flat_map(|f| f.scan.inline_modules.iter().cloned()));
+    known.extend(
+        files
+            .iter()
+            .flat_map(|f| f.scan.inline_modules.iter().cloned()),
+    );
     let macros: BTreeMap<String, ModulePath> = files
         .iter()
-        .flat_map(|f| f.scan.exported_macros.iter().map(|m| (m.clone(), f.module.clone())))
+        .flat_map(|f| {
+            f.scan
+                .exported_macros
+                .iter()
+                .map(|m| (m.clone(), f.module.clone()))
+        })
         .collect();
 
     let mut krate = Crate {
@@ -204,7 +215,11 @@ pub fn build(src: &Path) -> Crate {
         ..Crate::default()
     };
     for file in &files {
-        let alias = if file.module == ["main"] { "troika" } else { "crate" };
+        let alias = if file.module == ["main"] {
+            "troika"
+        } else {
+            "crate"
+        };
         for r in &file.scan.refs {
             let Some(path) = resolve(r, &known, alias) else {
                 continue;
@@ -240,7 +255,8 @@ pub fn build(src: &Path) -> Crate {
 /// `keep` accepts. Each component is sorted; the list is sorted.
 pub fn cycles(graph: &Graph, keep: impl Fn(&[Site]) -> bool) -> Vec<Vec<String>> {
     let nodes: Vec<&String> = graph.nodes.iter().collect();
-    let index_of: BTreeMap<&String, usize> = nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
+    let index_of: BTreeMap<&String, usize> =
+        nodes.iter().enumerate().map(|(i, n)| (*n, i)).collect();
     let mut next: Vec<Vec<usize>> = vec![Vec::new(); nodes.len()];
     for ((a, b), sites) in &graph.edges {
         if keep(sites) {
