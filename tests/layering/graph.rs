@@ -141,10 +141,10 @@ fn landing_module(
     known: &BTreeSet<ModulePath>,
     macros: &BTreeMap<String, ModulePath>,
 ) -> ModulePath {
-    if path.len() == 1 {
-        if let Some(home) = macros.get(&path[0]) {
-            return home.clone();
-        }
+    if let [name] = path
+        && let Some(home) = macros.get(name)
+    {
+        return home.clone();
     }
     (0..=path.len())
         .rev()

@@ -523,10 +523,10 @@ impl<'a> Parser<'a> {
                         self.skip_test_item();
                     } else if attr == [Tok::Ident("macro_export".into())] {
                         self.skip_attributes();
-                        if self.is_ident(0, "macro_rules") {
-                            if let Some(Tok::Ident(name)) = self.tok(2) {
-                                self.out.exported_macros.push(name.clone());
-                            }
+                        if self.is_ident(0, "macro_rules")
+                            && let Some(Tok::Ident(name)) = self.tok(2)
+                        {
+                            self.out.exported_macros.push(name.clone());
                         }
                     }
                 }
