@@ -40,6 +40,27 @@ impl fmt::Display for VolumeId {
     }
 }
 
+/// A checked controller number (0-based internally, shown 1-based to operators).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ControllerId(u8);
+
+impl ControllerId {
+    /// The id of controller `index` of `count`; `None` out of range.
+    pub fn new(index: usize, count: usize) -> Option<ControllerId> {
+        (index < count && index < 8).then_some(ControllerId(index as u8))
+    }
+
+    pub fn index(self) -> usize {
+        usize::from(self.0)
+    }
+}
+
+impl fmt::Display for ControllerId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0 + 1)
+    }
+}
+
 /// How a data-path request failed. Each front end maps these to its wire errors once
 /// (NBD errno, SCSI sense); the message is for the log and the operator.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -137,6 +158,11 @@ pub fn utc_time(epoch_ms: u64) -> String {
         of_day % 3600 / 60,
         of_day % 60
     )
+}
+
+/// Milliseconds since the epoch as an operator reads them: `2024-05-01 12:00:00 UTC`.
+pub fn format_time(epoch_ms: u64) -> String {
+    format!("{} UTC", utc_time(epoch_ms))
 }
 
 #[cfg(test)]

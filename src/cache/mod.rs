@@ -54,6 +54,7 @@
 
 mod destage;
 mod domain;
+mod extent;
 mod failover;
 #[cfg(test)]
 mod failover_tests;
@@ -78,9 +79,9 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::io::{AlignedBuf, BufferPool, with_thread_ring};
 use crate::meta::{BlockRead, MetaStore, RecoveredBlock, VolumeHandle};
-use crate::target::Extent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
 use domain::{Domain, SHARDS, shard_of};
+pub use extent::{ChangedExtent, Extent};
 pub use failover::{DomainFailure, RemirrorProgress};
 pub use gate::Admission;
 use shard::Role;

@@ -7,8 +7,8 @@ use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use super::Cache;
+use super::ChangedExtent;
 use crate::meta::VolumeHandle;
-use crate::target::ChangedExtent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
 
 /// Tree nodes reclaimed per step (64 blocks a leaf); each step holds the metadata lock

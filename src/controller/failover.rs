@@ -21,15 +21,12 @@ use std::time::{Duration, Instant};
 
 use super::routing::FAILBACK_STEPS;
 use super::state::{ControllerEvent, ControllerState};
-use super::{ControllerId, Controllers};
-use crate::mgmt::api::{ControllerInfo, MgmtError};
+use super::{ControllerId, ControllerInfo, Controllers};
+use crate::mgmt::api::MgmtError;
 use crate::types::BLOCK_SIZE;
 
 /// Where the controllers layer raises events: (code, description).
 pub type EventSink = Arc<dyn Fn(&'static str, String) + Send + Sync>;
-
-/// A per-controller gauge: name, help text, and how to read it.
-type Gauge = (&'static str, &'static str, fn(&ControllerInfo) -> f64);
 
 /// Time between failback steps, so hosts see a few brief pauses, not one long one.
 const FAILBACK_STEP_INTERVAL: Duration = Duration::from_millis(50);
@@ -390,54 +387,6 @@ impl Controllers {
     /// Controllers that own sections now.
     pub fn live_count(&self) -> usize {
         self.routing.load().live.len()
-    }
-
-    /// Per-controller gauges for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        let infos = self.infos();
-        let gauges: [Gauge; 5] = [
-            (
-                "troika_controller_up",
-                "1 while the controller serves (ACTIVE or RECOVERING).",
-                |info| {
-                    f64::from(u8::from(
-                        info.state == "ACTIVE" || info.state == "RECOVERING",
-                    ))
-                },
-            ),
-            (
-                "troika_controller_dirty_bytes",
-                "Dirty bytes the controller owns.",
-                |info| info.dirty_bytes as f64,
-            ),
-            (
-                "troika_controller_mirror_bytes",
-                "Mirror copies of other controllers' dirty data it holds.",
-                |info| info.mirror_bytes as f64,
-            ),
-            (
-                "troika_controller_mirror_lag_bytes",
-                "Dirty bytes it owns without a second copy yet.",
-                |info| info.mirror_lag_bytes as f64,
-            ),
-            (
-                "troika_controller_failovers_total",
-                "Times the controller failed since the node started.",
-                |info| info.failovers as f64,
-            ),
-        ];
-        for (name, help, value) in gauges {
-            let kind = if name.ends_with("_total") {
-                "counter"
-            } else {
-                "gauge"
-            };
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for info in &infos {
-                let _ = writeln!(out, "{name}{{controller=\"{}\"}} {}", info.id, value(info));
-            }
-        }
     }
 
     /// Every controller as operators see it.

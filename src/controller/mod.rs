@@ -20,6 +20,7 @@
 
 pub mod access;
 mod failover;
+mod info;
 pub mod placement;
 mod ports;
 pub use ports::bind_retrying;
@@ -40,31 +41,12 @@ use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
 use crate::target::{BlockTarget, ChangedExtent, Extent, ShareOutcome};
+pub use crate::types::ControllerId;
 use crate::types::{BLOCK_SIZE, IoError};
 pub use failover::EventSink;
+pub use info::ControllerInfo;
 use routing::Routing;
 use state::{ControllerEvent, ControllerState};
-
-/// A checked controller number (0-based internally, shown 1-based to operators).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ControllerId(u8);
-
-impl ControllerId {
-    /// The id of controller `index` of `count`; `None` out of range.
-    pub fn new(index: usize, count: usize) -> Option<ControllerId> {
-        (index < count && index < 8).then_some(ControllerId(index as u8))
-    }
-
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-impl std::fmt::Display for ControllerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0 + 1)
-    }
-}
 
 /// What the node keeps about one controller besides its state machine.
 struct Record {

@@ -15,7 +15,7 @@
 //!   `volA` and `VOLA` are the same name. Names are ASCII (see the name rule of each store),
 //!   so ASCII case folding is the whole rule.
 
-use crate::meta::store::snapshots::format_time;
+use crate::types::format_time;
 
 /// The longest a snapshot lock may last, counted from the time it is set (100 years).
 pub const MAX_LOCK_SECS: u64 = 100 * 365 * 86_400;

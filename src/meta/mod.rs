@@ -9,6 +9,7 @@
 //! between two slots. Assumes the layer above (the cache) appends map commits only for
 //! blocks written to the array and synced, and holds its flush lock around checkpoints.
 
+mod apply;
 pub mod bounds;
 pub mod catalog;
 pub mod checkpoint;
@@ -31,5 +32,6 @@ pub use hosts::{
     ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
 };
 pub use journal::{Journal, JournalError};
-pub use store::{BlockRead, MetaError, MetaState, MetaStore, OpenReport, RecoveredBlock};
+pub use replay::RecoveredBlock;
+pub use store::{BlockRead, MetaError, MetaState, MetaStore, OpenReport};
 pub use usage::{PoolUsage, VolumeHandle};

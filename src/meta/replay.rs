@@ -13,13 +13,21 @@ use std::sync::Arc;
 
 use hashbrown::{HashMap, HashSet};
 
+use super::apply::apply_to_forest;
 use super::catalog::{Catalog, CatalogOp};
 use super::forest::Forest;
 use super::records::{self, Record};
-use super::store::RecoveredBlock;
-use super::store::apply_to_forest;
 use crate::secrets::NodeKey;
 use crate::types::{BLOCK_SIZE, Lba};
+
+/// A flushed write found in the vault at start that was not yet destaged.
+pub struct RecoveredBlock {
+    pub volume: u32,
+    pub lba: Lba,
+    pub generation: u64,
+    pub lsn: u64,
+    pub data: Box<[u8]>,
+}
 
 /// A vault copy found during replay: generation, batch LSN, bytes.
 type VaultCopy = (u64, u64, Box<[u8]>);

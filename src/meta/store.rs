@@ -31,7 +31,7 @@ use super::forest::{Forest, Freed, MapEntry};
 use super::journal::{Journal, JournalError};
 
 use super::records;
-use super::replay::{Replay, VaultCopies};
+use super::replay::{RecoveredBlock, Replay, VaultCopies};
 use super::usage::{PoolUsage, VolumeHandle};
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
@@ -49,7 +49,7 @@ pub mod hosts;
 mod secrets_tests;
 pub mod snapshots;
 
-pub(super) use datasets::apply_to_forest;
+use super::apply::apply_to_forest;
 use datasets::{add_snapshot_handles, family_table, rebuild_handles};
 
 /// A control-plane or recovery failure, worded for an operator.
@@ -132,15 +132,6 @@ pub struct MetaCounters {
     pub checkpoints: AtomicU64,
     pub media_blocks_written: AtomicU64,
     pub media_rows_written: AtomicU64,
-}
-
-/// A flushed write found in the vault at start that was not yet destaged.
-pub struct RecoveredBlock {
-    pub volume: u32,
-    pub lba: Lba,
-    pub generation: u64,
-    pub lsn: u64,
-    pub data: Box<[u8]>,
 }
 
 /// What `open` did.

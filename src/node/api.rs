@@ -93,6 +93,15 @@ fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
     }
 }
 
+/// InfiniBox's lock states.
+pub(super) fn lock_state(lock_expires_at: Option<u64>) -> &'static str {
+    match lock_expires_at {
+        None => "UNLOCKED",
+        Some(until) if until > now_ms() => "LOCKED",
+        Some(_) => "EXPIRED",
+    }
+}
+
 pub(super) fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord) -> VolumeInfo {
     // A thick volume's own account also counts blocks still in cache; a thin one's share
     // of its pool's account is not kept apart, so it shows its mapped blocks.
@@ -139,7 +148,7 @@ pub(super) fn volume_info(state: &MetaState, serial: u64, volume: &VolumeRecord)
         mapped: state.catalog.is_mapped(volume.id),
         cg_id: volume.cg_id,
         lock_expires_at: volume.lock_expires_at,
-        lock_state: super::snapshots::lock_state(volume.lock_expires_at).into(),
+        lock_state: lock_state(volume.lock_expires_at).into(),
         serial: super::iscsi::dataset_serial(serial, volume.id),
         created_at: volume.created_at,
         updated_at: volume.updated_at.max(volume.created_at),
@@ -518,7 +527,20 @@ impl Management for NodeApi {
             &self.cache,
             self.controllers.stats(),
         );
-        self.controllers.render_metrics(&mut out);
+        let gauges: Vec<crate::stats::ControllerGauges> = self
+            .controllers
+            .infos()
+            .into_iter()
+            .map(|info| crate::stats::ControllerGauges {
+                id: info.id,
+                up: info.state == "ACTIVE" || info.state == "RECOVERING",
+                dirty_bytes: info.dirty_bytes,
+                mirror_bytes: info.mirror_bytes,
+                mirror_lag_bytes: info.mirror_lag_bytes,
+                failovers: info.failovers,
+            })
+            .collect();
+        crate::stats::render_controller_gauges(&mut out, &gauges);
         out
     }
 

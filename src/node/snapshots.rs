@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::api::{NodeApi, mgmt_error, now_ms, volume_info};
+use super::api::{NodeApi, lock_state, mgmt_error, now_ms, volume_info};
 use crate::meta::store::snapshots::{GroupSpec, SnapshotSpec};
 use crate::meta::{CgRecord, MetaState, VolumeRecord};
 use crate::mgmt::api::{
@@ -24,15 +24,6 @@ fn io_error(err: IoError) -> MgmtError {
     MgmtError::internal(format!(
         "the cache could not settle before the change: {err}"
     ))
-}
-
-/// InfiniBox's lock states.
-pub(super) fn lock_state(lock_expires_at: Option<u64>) -> &'static str {
-    match lock_expires_at {
-        None => "UNLOCKED",
-        Some(until) if until > now_ms() => "LOCKED",
-        Some(_) => "EXPIRED",
-    }
 }
 
 pub(super) fn cg_info(state: &MetaState, cg: &CgRecord) -> CgInfo {
@@ -354,7 +345,7 @@ impl NodeApi {
                 format!(
                     "group snapshot {:?} is locked until {}; nobody can delete it before then",
                     cg.name,
-                    crate::meta::store::snapshots::format_time(cg.lock_expires_at.unwrap_or(0))
+                    crate::types::format_time(cg.lock_expires_at.unwrap_or(0))
                 ),
             ));
         }

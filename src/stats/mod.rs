@@ -27,10 +27,12 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
-use crate::controller::ControllerId;
 use crate::meta::VolumeHandle;
+use crate::types::ControllerId;
 
-pub use render::{escape_label_value, render_node_metrics};
+pub use render::{
+    ControllerGauges, escape_label_value, render_controller_gauges, render_node_metrics,
+};
 
 /// Upper bounds (inclusive, in nanoseconds) of the finite latency buckets; one more bucket
 /// past the last catches everything slower (`+Inf`).

@@ -10,6 +10,9 @@ use crate::cache::Cache;
 use crate::meta::{MetaStore, VolumeHandle};
 use crate::types::BLOCK_SIZE;
 
+mod controllers;
+pub use controllers::{ControllerGauges, render_controller_gauges};
+
 /// Escapes a label value: backslash, double quote and newline, as the text format asks.
 pub fn escape_label_value(value: &str) -> String {
     let mut escaped = String::with_capacity(value.len());

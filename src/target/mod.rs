@@ -13,26 +13,8 @@ pub mod scsi;
 use std::sync::Arc;
 
 pub use self::nbd::NbdClient;
-pub use crate::cache::ShareOutcome;
+pub use crate::cache::{ChangedExtent, Extent, ShareOutcome};
 use crate::types::IoError;
-
-/// One extent of a block-status answer: `length` bytes with the given allocation state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Extent {
-    pub length: u64,
-    /// No storage is allocated for this range (a read returns zeroes).
-    pub hole: bool,
-    /// A read of this range returns zeroes.
-    pub zero: bool,
-}
-
-/// One extent of a `troika:changed:<base>` answer: whether the blocks differ from the
-/// base dataset's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChangedExtent {
-    pub length: u64,
-    pub changed: bool,
-}
 
 /// What a front end may list and open.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -11,10 +11,7 @@ use hashbrown::HashMap;
 
 use super::{MetaError, MetaState, MetaStore, now_ms};
 use crate::meta::bounds::{OutOfRange, check_byte_count, same_name};
-use crate::meta::catalog::{
-    CapacityLevel, Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord,
-};
-use crate::meta::forest::Forest;
+use crate::meta::catalog::{CapacityLevel, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
 use crate::meta::usage::{PoolUsage, VolumeHandle};
 use crate::types::{BLOCK_SIZE, VolumeId};
 
@@ -288,6 +285,8 @@ impl MetaStore {
         let state = self.state();
         let volume = volume_record(&state, id)?;
         check_unlocked(&volume, "delete")?;
+        // cycle: deleting a volume asks the hosts file whether a LUN still maps it; that
+        // file looks volumes up with the dataset helpers here.
         super::hosts::check_unmapped(&state, &volume)?;
         let children: Vec<&str> = state
             .catalog
@@ -324,42 +323,6 @@ impl MetaStore {
         // committed, not before.
         self.log_catalog(&mut state, CatalogOp::DeleteVolume { id });
         Ok(volume)
-    }
-}
-
-/// Applies a catalog change's effect on the maps (the same when a change is made and when
-/// it is replayed).
-pub(in crate::meta) fn apply_to_forest(forest: &mut Forest, catalog: &Catalog, op: &CatalogOp) {
-    let blocks = |id: &u32| {
-        catalog
-            .volumes
-            .get(id)
-            .map_or(0, |volume| volume.size / BLOCK_SIZE as u64)
-    };
-    match op {
-        CatalogOp::CreateVolume(volume) => {
-            forest.create(volume.id, volume.family(), blocks(&volume.id));
-        }
-        CatalogOp::ResizeVolume { id, .. } => forest.cover(*id, blocks(id)),
-        CatalogOp::DeleteVolume { id } => {
-            forest.drop_dataset(*id);
-        }
-        CatalogOp::CreateSnapshots { snapshots, .. } => {
-            for snapshot in snapshots {
-                if !forest.contains(snapshot.id) {
-                    forest.share(snapshot.parent_id, snapshot.id);
-                }
-            }
-        }
-        CatalogOp::TakeContents(pairs) => {
-            // Every source is read before any target changes: one instant for all.
-            let sources: Vec<(u32, Option<crate::meta::forest::Root>)> = pairs
-                .iter()
-                .map(|(id, from)| (*id, forest.root(*from)))
-                .collect();
-            forest.share_all(&sources);
-        }
-        _ => {}
     }
 }
 
@@ -503,7 +466,7 @@ fn check_lock_change(volume: &VolumeRecord, until: Option<u64>) -> Result<(), Me
         (Some(current), _) => Err(MetaError::Locked(format!(
             "snapshot {:?} is locked until {}; a lock can be extended but not shortened or removed",
             volume.name,
-            super::snapshots::format_time(current)
+            crate::types::format_time(current)
         ))),
         (None, _) => Ok(()),
     }
@@ -521,7 +484,7 @@ pub(super) fn check_unlocked(volume: &VolumeRecord, what: &str) -> Result<(), Me
                 "volume"
             },
             volume.name,
-            super::snapshots::format_time(until),
+            crate::types::format_time(until),
             (until - now).div_ceil(1000)
         )));
     }

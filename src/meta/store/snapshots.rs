@@ -13,12 +13,7 @@ use super::datasets::{
 use super::{MetaError, MetaStore, now_ms};
 use crate::meta::bounds::{check_lock_duration, check_lock_end, same_name};
 use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, PolicyRecord, VolumeRecord};
-use crate::types::{BLOCK_SIZE, Lba, utc_time};
-
-/// Milliseconds since the epoch as an operator reads them.
-pub fn format_time(epoch_ms: u64) -> String {
-    format!("{} UTC", utc_time(epoch_ms))
-}
+use crate::types::{BLOCK_SIZE, Lba};
 
 /// The longest interval a snapshot schedule may have (10 years).
 pub const MAX_INTERVAL_SECS: u64 = 10 * 365 * 86_400;

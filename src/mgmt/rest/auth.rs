@@ -29,6 +29,8 @@
 
 use base64::Engine;
 
+// cycle: a request is checked against its row of the route table, whose rows name the
+// access rules defined here.
 use super::{Mgmt, error_response, routes::Route};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::{Request, Response};

@@ -7,6 +7,8 @@
 
 use serde_json::{Map, Value, json};
 
+// cycle: the spec is generated from the route table (the one list of routes), and the
+// handlers the table names take their schemas from here.
 use super::routes::{Answer, ROUTES};
 use super::{Call, Mgmt, json_response};
 use crate::mgmt::api::MgmtError;

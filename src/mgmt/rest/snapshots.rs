@@ -63,10 +63,7 @@ fn snapshot_event(mgmt: &Mgmt, call: &Call, snapshot: &VolumeInfo) {
             },
             snapshot
                 .lock_expires_at
-                .map(|until| format!(
-                    ", locked until {}",
-                    crate::meta::store::snapshots::format_time(until)
-                ))
+                .map(|until| format!(", locked until {}", crate::types::format_time(until)))
                 .unwrap_or_default()
         ),
     );

@@ -14,6 +14,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
+// cycle: Data-Out handling is a part of the connection's state machine, split out by size;
+// it works on the connection's shared state and jobs.
 use super::connection::{Job, Shared};
 use super::pdu::{NO_TAG, Pdu, reject};
 

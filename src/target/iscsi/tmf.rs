@@ -8,7 +8,10 @@
 
 use std::sync::PoisonError;
 
+// cycle: task management is a part of the connection's state machine, split out by size;
+// it aborts the connection's tasks and their pending Data-Out.
 use super::connection::{Shared, Task, admit};
+// cycle: as above, the pending Data-Out of aborted tasks.
 use super::dataout;
 use super::pdu::{self, BHS_LEN, Pdu, op};
 use super::session::lun_from_wire;

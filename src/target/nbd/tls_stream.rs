@@ -21,6 +21,8 @@ use std::time::Instant;
 use foreign_types::ForeignTypeRef;
 use openssl::ssl::{ErrorCode, SslStream};
 
+// cycle: `Stream` is the plain-or-TLS socket; the TLS half lives here by size and reads
+// with the same poll interval.
 use super::stream::{POLL_INTERVAL, Stream};
 use super::tls::TlsServer;
 
