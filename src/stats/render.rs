@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::{BUCKET_LABELS, HistogramSnapshot, IoSnapshot, StatsRegistry};
 use crate::cache::Cache;
-use crate::meta::{MetaStore, VolumeHandle};
+use crate::meta::{MetaState, MetaStore, VolumeHandle};
 use crate::types::BLOCK_SIZE;
 
 mod controllers;
@@ -35,142 +35,16 @@ pub fn render_node_metrics(
     cache: &Cache,
     stats: &StatsRegistry,
 ) {
-    let load = |atomic: &AtomicU64| atomic.load(Ordering::Relaxed);
     let mut text = Exposition { out };
-    let mut single = |name: &str, help: &str, kind: &str, value: u64| {
-        text.family(name, help, kind);
-        text.sample(name, "", value);
-    };
-    single(
-        "troika_checksum_repairs_total",
-        "Blocks that failed their checksum and were rebuilt from parity.",
-        "counter",
-        load(&meta.counters.checksum_repairs),
-    );
-    single(
-        "troika_unrecoverable_reads_total",
-        "Blocks that failed their checksum and could not be rebuilt.",
-        "counter",
-        load(&meta.counters.unrecoverable_reads),
-    );
-    single(
-        "troika_checkpoints_total",
-        "Metadata checkpoints written.",
-        "counter",
-        load(&meta.counters.checkpoints),
-    );
-    single(
-        "troika_media_blocks_written_total",
-        "User blocks written to the NL-SAS array (destage and cleaning).",
-        "counter",
-        load(&meta.counters.media_blocks_written),
-    );
-    single(
-        "troika_media_rows_written_total",
-        "Whole rows (stripes with P and Q) written to the NL-SAS array.",
-        "counter",
-        load(&meta.counters.media_rows_written),
-    );
-    let maps = meta.state().maps.stats();
-    single(
-        "troika_map_nodes",
-        "Nodes of the redirect-on-write maps (shared between a volume and its snapshots).",
-        "gauge",
-        maps.nodes,
-    );
-    single(
-        "troika_map_bytes",
-        "Memory the redirect-on-write maps hold.",
-        "gauge",
-        maps.bytes,
-    );
-    single(
-        "troika_map_shared_blocks",
-        "Physical blocks referred to from more than one map leaf.",
-        "gauge",
-        maps.shared_blocks,
-    );
-    single(
-        "troika_reclaim_pending_nodes",
-        "Map nodes of deleted snapshots and replaced contents not reclaimed yet.",
-        "gauge",
-        maps.pending_nodes,
-    );
-    single(
-        "troika_host_blocks_written_total",
-        "4 KiB blocks written by hosts into the cache.",
-        "counter",
-        load(&cache.counters.blocks_written),
-    );
     let hits = load(&cache.counters.read_hits);
     let misses = load(&cache.counters.read_misses);
-    single(
-        "troika_cache_read_hits_total",
-        "Blocks read from the DRAM cache.",
-        "counter",
-        hits,
-    );
-    single(
-        "troika_cache_read_misses_total",
-        "Blocks read from the array.",
-        "counter",
-        misses,
-    );
-    let destaged = load(&cache.counters.blocks_destaged);
-    single(
-        "troika_cache_destaged_blocks_total",
-        "Dirty blocks destaged.",
-        "counter",
-        destaged,
-    );
-    single(
-        "troika_destage_bytes_total",
-        "Bytes destaged from the cache to the array.",
-        "counter",
-        destaged.saturating_mul(BLOCK_SIZE as u64),
-    );
-    single(
-        "troika_cache_vaulted_blocks_total",
-        "Dirty blocks copied to the SSD vault by flushes.",
-        "counter",
-        load(&cache.counters.blocks_vaulted),
-    );
-    single(
-        "troika_cleaner_relocated_blocks_total",
-        "Live blocks moved by segment cleaning.",
-        "counter",
-        load(&cache.counters.blocks_relocated),
-    );
-    single(
-        "troika_flushes_total",
-        "Flush requests served.",
-        "counter",
-        load(&cache.counters.flushes),
-    );
-    single(
-        "troika_console_lost_messages_total",
-        "Operator messages that could not be written to stderr (closed pipe, full disk).",
-        "counter",
-        crate::console::lost_messages(),
-    );
-    single(
-        "troika_cache_dirty_bytes",
-        "Bytes written to cache and not yet destaged.",
-        "gauge",
-        cache.dirty_bytes(),
-    );
-    single(
-        "troika_cache_capacity_bytes",
-        "DRAM cache size.",
-        "gauge",
-        cache.capacity_bytes(),
-    );
-    single(
-        "troika_journal_used_bytes",
-        "Journal bytes still needed by recovery.",
-        "gauge",
-        meta.journal().used(),
-    );
+    for single in media_and_map_figures(meta)
+        .into_iter()
+        .chain(cache_and_journal_figures(cache, meta, hits, misses))
+    {
+        text.family(single.name, single.help, single.kind);
+        text.sample(single.name, "", single.value);
+    }
     text.family(
         "troika_cache_hit_ratio",
         "Share of blocks read that were found in the DRAM cache since start (0 before any read).",
@@ -180,40 +54,8 @@ pub fn render_node_metrics(
 
     let (segments_free, pools, volumes) = {
         let state = meta.state();
-        let pools: Vec<PoolRow> = state
-            .catalog
-            .pools
-            .values()
-            .map(|record| {
-                let usage = state.pools.get(&record.id);
-                let physical = usage.map_or(record.physical_capacity, |usage| {
-                    usage.capacity_blocks.load(Ordering::Acquire) * BLOCK_SIZE as u64
-                });
-                PoolRow {
-                    labels: format!(
-                        "pool=\"{}\",id=\"{}\"",
-                        escape_label_value(&record.name),
-                        record.id
-                    ),
-                    physical,
-                    used: usage.map_or(0, |usage| usage.used_bytes()),
-                    virtual_capacity: record.virtual_capacity,
-                }
-            })
-            .collect();
-        let live: Vec<(&str, &Arc<VolumeHandle>)> = state
-            .catalog
-            .volumes
-            .values()
-            .filter_map(|record| Some((record.name.as_str(), state.volumes.get(&record.id)?)))
-            .collect();
-        let handles: Vec<&Arc<VolumeHandle>> = live.iter().map(|(_, handle)| *handle).collect();
-        let volumes: Vec<(String, IoSnapshot)> = live
-            .iter()
-            .map(|(name, handle)| volume_labels(name, handle.id.0))
-            .zip(stats.volume_snapshots(&handles))
-            .collect();
-        (state.alloc.free_segments(), pools, volumes)
+        let volumes = volume_rows(&state, stats);
+        (state.alloc.free_segments(), pool_rows(&state), volumes)
     };
     text.family(
         "troika_segments_free",
@@ -221,34 +63,7 @@ pub fn render_node_metrics(
         "gauge",
     );
     text.sample("troika_segments_free", "", segments_free);
-    pool_family(
-        &mut text,
-        &pools,
-        "troika_pool_physical_capacity_bytes",
-        "Physical capacity of the pool.",
-        |pool| pool.physical,
-    );
-    pool_family(
-        &mut text,
-        &pools,
-        "troika_pool_used_bytes",
-        "Physical bytes used in the pool.",
-        |pool| pool.used,
-    );
-    pool_family(
-        &mut text,
-        &pools,
-        "troika_pool_free_bytes",
-        "Physical bytes still free in the pool.",
-        |pool| pool.physical.saturating_sub(pool.used),
-    );
-    pool_family(
-        &mut text,
-        &pools,
-        "troika_pool_virtual_capacity_bytes",
-        "Virtual capacity of the pool (the most its volumes' sizes may add up to).",
-        |pool| pool.virtual_capacity,
-    );
+    pool_families(&mut text, &pools);
 
     io_families(&mut text, "troika_volume", "volume", &volumes);
     let controllers: Vec<(String, IoSnapshot)> = (0..stats.controller_count())
@@ -260,6 +75,202 @@ pub fn render_node_metrics(
         })
         .collect();
     io_families(&mut text, "troika_controller", "controller", &controllers);
+}
+
+fn load(atomic: &AtomicU64) -> u64 {
+    atomic.load(Ordering::Relaxed)
+}
+
+/// A family with one unlabelled sample.
+struct Single {
+    name: &'static str,
+    help: &'static str,
+    kind: &'static str,
+    value: u64,
+}
+
+const fn counter(name: &'static str, help: &'static str, value: u64) -> Single {
+    Single {
+        name,
+        help,
+        kind: "counter",
+        value,
+    }
+}
+
+const fn gauge(name: &'static str, help: &'static str, value: u64) -> Single {
+    Single {
+        name,
+        help,
+        kind: "gauge",
+        value,
+    }
+}
+
+/// The media counters and the redirect-on-write maps' size, in `/metrics` order.
+fn media_and_map_figures(meta: &MetaStore) -> [Single; 9] {
+    let maps = meta.state().maps.stats();
+    let counters = &meta.counters;
+    [
+        counter(
+            "troika_checksum_repairs_total",
+            "Blocks that failed their checksum and were rebuilt from parity.",
+            load(&counters.checksum_repairs),
+        ),
+        counter(
+            "troika_unrecoverable_reads_total",
+            "Blocks that failed their checksum and could not be rebuilt.",
+            load(&counters.unrecoverable_reads),
+        ),
+        counter(
+            "troika_checkpoints_total",
+            "Metadata checkpoints written.",
+            load(&counters.checkpoints),
+        ),
+        counter(
+            "troika_media_blocks_written_total",
+            "User blocks written to the NL-SAS array (destage and cleaning).",
+            load(&counters.media_blocks_written),
+        ),
+        counter(
+            "troika_media_rows_written_total",
+            "Whole rows (stripes with P and Q) written to the NL-SAS array.",
+            load(&counters.media_rows_written),
+        ),
+        gauge(
+            "troika_map_nodes",
+            "Nodes of the redirect-on-write maps (shared between a volume and its snapshots).",
+            maps.nodes,
+        ),
+        gauge(
+            "troika_map_bytes",
+            "Memory the redirect-on-write maps hold.",
+            maps.bytes,
+        ),
+        gauge(
+            "troika_map_shared_blocks",
+            "Physical blocks referred to from more than one map leaf.",
+            maps.shared_blocks,
+        ),
+        gauge(
+            "troika_reclaim_pending_nodes",
+            "Map nodes of deleted snapshots and replaced contents not reclaimed yet.",
+            maps.pending_nodes,
+        ),
+    ]
+}
+
+/// The cache's counters and gauges and the journal's use, in `/metrics` order.
+fn cache_and_journal_figures(
+    cache: &Cache,
+    meta: &MetaStore,
+    hits: u64,
+    misses: u64,
+) -> [Single; 12] {
+    let counters = &cache.counters;
+    let destaged = load(&counters.blocks_destaged);
+    [
+        counter(
+            "troika_host_blocks_written_total",
+            "4 KiB blocks written by hosts into the cache.",
+            load(&counters.blocks_written),
+        ),
+        counter(
+            "troika_cache_read_hits_total",
+            "Blocks read from the DRAM cache.",
+            hits,
+        ),
+        counter(
+            "troika_cache_read_misses_total",
+            "Blocks read from the array.",
+            misses,
+        ),
+        counter(
+            "troika_cache_destaged_blocks_total",
+            "Dirty blocks destaged.",
+            destaged,
+        ),
+        counter(
+            "troika_destage_bytes_total",
+            "Bytes destaged from the cache to the array.",
+            destaged.saturating_mul(BLOCK_SIZE as u64),
+        ),
+        counter(
+            "troika_cache_vaulted_blocks_total",
+            "Dirty blocks copied to the SSD vault by flushes.",
+            load(&counters.blocks_vaulted),
+        ),
+        counter(
+            "troika_cleaner_relocated_blocks_total",
+            "Live blocks moved by segment cleaning.",
+            load(&counters.blocks_relocated),
+        ),
+        counter(
+            "troika_flushes_total",
+            "Flush requests served.",
+            load(&counters.flushes),
+        ),
+        counter(
+            "troika_console_lost_messages_total",
+            "Operator messages that could not be written to stderr (closed pipe, full disk).",
+            crate::console::lost_messages(),
+        ),
+        gauge(
+            "troika_cache_dirty_bytes",
+            "Bytes written to cache and not yet destaged.",
+            cache.dirty_bytes(),
+        ),
+        gauge(
+            "troika_cache_capacity_bytes",
+            "DRAM cache size.",
+            cache.capacity_bytes(),
+        ),
+        gauge(
+            "troika_journal_used_bytes",
+            "Journal bytes still needed by recovery.",
+            meta.journal().used(),
+        ),
+    ]
+}
+
+/// Each pool's capacity and use, labelled with its name and id.
+fn pool_rows(state: &MetaState) -> Vec<PoolRow> {
+    state
+        .catalog
+        .pools
+        .values()
+        .map(|record| {
+            let usage = state.pools.get(&record.id);
+            let physical = usage.map_or(record.physical_capacity, |usage| {
+                usage.capacity_blocks.load(Ordering::Acquire) * BLOCK_SIZE as u64
+            });
+            PoolRow {
+                labels: format!(
+                    "pool=\"{}\",id=\"{}\"",
+                    escape_label_value(&record.name),
+                    record.id
+                ),
+                physical,
+                used: usage.map_or(0, |usage| usage.used_bytes()),
+                virtual_capacity: record.virtual_capacity,
+            }
+        })
+        .collect()
+}
+
+/// Each live volume's labels and I/O figures.
+fn volume_rows(state: &MetaState, stats: &StatsRegistry) -> Vec<(String, IoSnapshot)> {
+    let live: Vec<(&str, &Arc<VolumeHandle>)> = state
+        .catalog
+        .volumes
+        .values()
+        .filter_map(|record| Some((record.name.as_str(), state.volumes.get(&record.id)?)))
+        .collect();
+    let handles: Vec<&Arc<VolumeHandle>> = live.iter().map(|(_, handle)| *handle).collect();
+    live.iter()
+        .map(|(name, handle)| volume_labels(name, handle.id.0))
+        .zip(stats.volume_snapshots(&handles))
+        .collect()
 }
 
 /// The labels that name a volume's series.
@@ -283,16 +294,38 @@ struct PoolRow {
     virtual_capacity: u64,
 }
 
-fn pool_family(
-    text: &mut Exposition<'_>,
-    pools: &[PoolRow],
-    name: &str,
-    help: &str,
-    value: impl Fn(&PoolRow) -> u64,
-) {
-    text.family(name, help, "gauge");
-    for pool in pools {
-        text.sample(name, &pool.labels, value(pool));
+type PoolField = (&'static str, &'static str, fn(&PoolRow) -> u64);
+
+const POOL_GAUGES: [PoolField; 4] = [
+    (
+        "troika_pool_physical_capacity_bytes",
+        "Physical capacity of the pool.",
+        |pool| pool.physical,
+    ),
+    (
+        "troika_pool_used_bytes",
+        "Physical bytes used in the pool.",
+        |pool| pool.used,
+    ),
+    (
+        "troika_pool_free_bytes",
+        "Physical bytes still free in the pool.",
+        |pool| pool.physical.saturating_sub(pool.used),
+    ),
+    (
+        "troika_pool_virtual_capacity_bytes",
+        "Virtual capacity of the pool (the most its volumes' sizes may add up to).",
+        |pool| pool.virtual_capacity,
+    ),
+];
+
+/// The pool gauge families, each with a sample per pool.
+fn pool_families(text: &mut Exposition<'_>, pools: &[PoolRow]) {
+    for (name, help, value) in POOL_GAUGES {
+        text.family(name, help, "gauge");
+        for pool in pools {
+            text.sample(name, &pool.labels, value(pool));
+        }
     }
 }
 
