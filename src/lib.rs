@@ -11,6 +11,7 @@
 //! the node key), for any layer to use.
 
 pub mod cache;
+pub mod cli;
 pub mod console;
 pub mod controller;
 pub mod fatal;

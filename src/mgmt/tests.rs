@@ -29,8 +29,6 @@ use super::api::{
     API_LEVEL, Management, MgmtError, OperationalState, PoolCreate, PoolInfo, PoolUpdate,
     SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
 };
-use super::cli::{self, CliCommand, ControllerCommand, PoolCommand, VolCommand};
-use super::client::Client;
 use super::events::EventLog;
 use super::http::{self, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use super::rest::Mgmt;
@@ -38,6 +36,8 @@ use super::rest::openapi::{POOL, VOLUME, field_names};
 use super::server::slots::MAX_AUTHENTICATED;
 use super::server::{MgmtListener, spawn_server};
 use super::users::{DEFAULT_ADMIN_NAME, UserStore};
+use crate::cli::client::Client;
+use crate::cli::{self, CliCommand, ControllerCommand, PoolCommand, VolCommand};
 use memory::{GIB, Memory, SYSTEM_CAPACITY};
 
 /// A [`Mgmt`] over a fresh [`Memory`] node, with a real user store and event log in a

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{CliCommand, CliError, EventCommand, Settings, SystemCommand, tables};
+use crate::cli::client::{Client, ClientError, encode_query_value};
 use crate::mgmt::api::SystemInfo;
-use crate::mgmt::client::{Client, ClientError, encode_query_value};
 use crate::mgmt::rest::MAX_PAGE_SIZE;
 
 /// A kind of object the CLI names by NAME.

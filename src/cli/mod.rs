@@ -40,6 +40,7 @@
 //! output, `terminal` the password prompt.
 
 mod accounts;
+pub mod client;
 mod consistency_groups;
 mod controllers;
 mod events;
@@ -53,13 +54,14 @@ mod session;
 mod snapshots;
 mod tables;
 mod terminal;
+pub mod top;
 
 use std::io::Write;
 use std::path::Path;
 
-use super::client::{Client, ClientError, Endpoint};
 use crate::mgmt::api::ScheduleInfo;
 use crate::types::parse_size;
+use client::{Client, ClientError, Endpoint};
 pub use hosts::{ChapArg, ChapArgs, ClusterCommand, HostCommand};
 pub use lock_until::LockUntil;
 use session::Session;
