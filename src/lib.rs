@@ -6,7 +6,9 @@
 //! `layout` (stripes with P+Q parity on the NL-SAS drives, segment cleaning) → `io`
 //! (io_uring, aligned buffers, devices) → `hw` (the hardware model). `mgmt` is the
 //! control plane beside them; `stats` counts I/O per volume and controller for its
-//! `/metrics`; `node` wires them together. `private_files` makes every file the node
+//! `/metrics`; `node` wires them together. `cli` is the management client (the
+//! operator's CLI, its HTTP client and `top`), which talks to a node only through the
+//! management API's wire format. `private_files` makes every file the node
 //! creates (0600, in a 0700 directory) and `secrets` seals the secrets it keeps (under
 //! the node key), for any layer to use.
 

@@ -1,11 +1,42 @@
-//! The node: opens the devices the hardware model names, recovers the metadata, starts the
-//! cache, the controllers and the ports, serves until SIGINT/SIGTERM, and shuts down
-//! cleanly (destage, checkpoint, close). Also the `Management` implementation the REST
-//! server calls.
+//! The node: one process that owns a data directory, serves it until a signal, and stops
+//! cleanly. Also the `Management` implementation the REST server calls.
 //!
-//! What it promises about stopping (see `stop`): every SIGINT or SIGTERM leads to the
-//! clean stop, never to an abort, and nothing written to the terminal can end the node
-//! (every message goes through [`say!`](crate::say)).
+//! What it promises:
+//!
+//! - **One node per data directory.** Start-up takes an exclusive, non-blocking `flock` on
+//!   `DATA/troika.lock` (and writes its pid there) before it opens anything else; a second
+//!   node on the same directory is refused with the holder's pid. The lock lasts as long
+//!   as the process (the kernel drops it on any exit).
+//! - **Start-up, in this order** ([`Node::start`]): make the data directory private
+//!   ([`data_dir::prepare`]: created 0700, or group and other bits cleared throughout);
+//!   take the lock; load the node key (`node.key`, made at the first start); load the TLS
+//!   certificate (self-signed at the first start, see [`certs`]); check io_uring; open the
+//!   vault SSD and the NL-SAS drives with their fault rules and lay out the array; open the
+//!   event log and make it where a durability failure writes; open (format or recover) the
+//!   metadata and raise `SYSTEM_STARTED` or, after a crash, `SYSTEM_RECOVERED`; open the
+//!   user store (making `admin` and `DATA/admin-password` at the first start); start the
+//!   cache and the controllers; serve NBD (`DATA/nbd.sock` and the TCP ports); open the
+//!   iSCSI portals; start the snapshot policies; serve the management API
+//!   (`DATA/troika.sock`, 0600, and the TCP port, HTTPS unless `--mgmt-tls off`); start the
+//!   monitor. Nothing is served before the metadata is recovered.
+//! - **What start-up refuses**, each with a message that says what to do: a data directory
+//!   it cannot create or make private; a directory another node holds; a kernel without
+//!   usable io_uring; a device it cannot open; an array of fewer than 16 segments; a
+//!   missing or wrong node key for metadata sealed under one (a key made by this very
+//!   start is removed again); a half-installed certificate, or one that does not match its
+//!   key; more iSCSI addresses than controllers; a port or socket it cannot listen on.
+//! - **Exit status 2 after a durability failure.** When metadata or data cannot be made
+//!   durable, [`crate::fatal::durability_failure`] writes one message and a final event
+//!   and ends the process with status 2, without the clean stop (see `fatal`); a restart
+//!   recovers from media.
+//! - **The clean stop, in this order** ([`Node::run_until_signal`], see [`stop`]): every
+//!   SIGINT, SIGTERM or SIGHUP leads to it, never to an abort. Close the ports (NBD and
+//!   iSCSI stop accepting, the services see the shutdown flag); end the services (join
+//!   the NBD server, the management servers, the policy runner and the monitor); vault
+//!   every acknowledged write (flush); destage the cache and write the final checkpoint;
+//!   remove the sockets; raise `SYSTEM_SHUTDOWN` and sync the event log; release the lock.
+//!   Nothing written to the terminal can end the node (every message goes through
+//!   [`say!`](crate::say)).
 
 use std::fs::File;
 use std::io::Write;
@@ -45,7 +76,7 @@ use crate::hw::DeviceSpec;
 use crate::hw::HwModel;
 use crate::io::{self, Device, FaultPlane};
 use crate::layout::Array;
-use crate::meta::{MetaError, MetaStore};
+use crate::meta::{MetaError, MetaStore, RecoveredBlock};
 use crate::mgmt;
 use crate::mgmt::events::EventLog;
 use crate::mgmt::login_limit::LoginLimiter;
@@ -125,7 +156,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens and recovers the node and starts serving.
+    /// Opens and recovers the node and starts serving, in the order the module doc gives.
     pub fn start(hw: HwModel, options: &NodeOptions) -> anyhow::Result<Node> {
         let data_dir = &options.data_dir;
         data_dir::prepare(data_dir)?;
@@ -136,71 +167,9 @@ impl Node {
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
-        let ssd = open_device(&hw, &hw.ssds[0], data_dir, &faults)
-            .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
-        let mut drives = Vec::new();
-        for spec in &hw.nlsas {
-            drives.push(
-                open_device(&hw, spec, data_dir, &faults)
-                    .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
-            );
-        }
-        let array = Array::new(
-            drives,
-            hw.stripe.data,
-            hw.stripe.unit,
-            hw.stripe.rows_per_segment,
-        );
-        if array.geometry().segments() < 16 {
-            bail!(
-                "the NL-SAS devices hold only {} segments; give them more space or fewer rows_per_segment (at least 16 segments)",
-                array.geometry().segments()
-            );
-        }
-        let events = EventLog::open(data_dir)
-            .with_context(|| format!("cannot open the event log in {}", data_dir.display()))?;
-        let final_events = events.clone();
-        crate::fatal::set_event_sink(move |code, description| {
-            final_events.raise_final(code, description, Duration::from_millis(200));
-        });
-        let (meta, recovered, report) = MetaStore::open(ssd, array, key)
-            .map_err(|err| open_error(err, data_dir, key_created))?;
-        if report.sealed_plain_secrets {
-            crate::say!(
-                "troika: sealed the CHAP secrets of the catalog under {} (the metadata was of a format that kept them plain); change the hosts' CHAP secrets if the devices may have been read by others",
-                data_dir.join(KEY_FILE).display()
-            );
-        }
-        if report.formatted {
-            crate::say!(
-                "troika: formatted a new node (serial {}) in {}",
-                meta.serial(),
-                data_dir.display()
-            );
-            events.raise(
-                "SYSTEM_STARTED",
-                format!("formatted a new node, serial {}", meta.serial()),
-                None,
-                None,
-            );
-        } else {
-            let summary = format!(
-                "recovered from media in {} ms: replayed {} journal batches ({} records), {} flushed blocks returned to cache",
-                report.elapsed.as_millis(),
-                report.replayed_batches,
-                report.replayed_records,
-                report.recovered_blocks
-            );
-            crate::say!("troika: {summary}");
-            // A clean stop checkpoints everything, so only a crash leaves work to replay.
-            let clean = report.replayed_batches == 0 && report.recovered_blocks == 0;
-            let code = if clean {
-                "SYSTEM_STARTED"
-            } else {
-                "SYSTEM_RECOVERED"
-            };
-            events.raise(code, summary, None, None);
-        }
+        let (ssd, array) = open_devices(&hw, data_dir, &faults)?;
+        let events = open_event_log(data_dir)?;
+        let (meta, recovered) = open_metadata(ssd, array, key, data_dir, key_created, &events)?;
         let (users, admin_password) = UserStore::open(data_dir)
             .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
         // The password goes to the 0600 file only: terminals and logs are read by others.
@@ -211,45 +180,15 @@ impl Node {
             );
         }
         let meta = Arc::new(meta);
-        let routing = Arc::new(Routing::new(hw.controllers));
-        let cache = Cache::start(
-            meta.clone(),
-            hw.controllers,
-            hw.dram_per_controller,
-            recovered,
-            routing.clone(),
-        );
-        let controllers = Controllers::new(cache.clone(), routing, hw.controllers);
-        let sink_events = events.clone();
-        controllers.set_event_sink(Arc::new(move |code, description| {
-            sink_events.raise(code, description, None, None);
-        }));
+        let (cache, controllers) = start_controllers(&hw, &meta, recovered, &events);
         let shutdown = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let mut sockets = Vec::new();
+        let mut services = Services::default();
 
         let (nbd_socket, nbd_thread) =
             nbd_access::start_nbd(options, &controllers, &meta, &events, &shutdown)?;
-        sockets.push(nbd_socket);
-        threads.push(nbd_thread);
-
-        if options.iscsi_tcp.len() > controllers.ids().len() {
-            bail!(
-                "{} iSCSI portal addresses were given but the model has {} controllers; give one address per controller at most",
-                options.iscsi_tcp.len(),
-                controllers.ids().len()
-            );
-        }
-        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone())
-            .map_err(anyhow::Error::msg)?;
-        for (address, controller) in options.iscsi_tcp.iter().zip(controllers.ids()) {
-            iscsi_node.open_portal(*controller, *address).with_context(|| {
-                format!(
-                    "cannot listen for iSCSI on {address} (controller {controller}); is another target using the port? Choose others with --iscsi-listen"
-                )
-            })?;
-        }
-        controllers.add_portal_set(iscsi_node);
+        services.sockets.push(nbd_socket);
+        services.threads.push(nbd_thread);
+        open_iscsi_portals(options, &meta, &controllers)?;
 
         let api = Arc::new(NodeApi {
             hw,
@@ -259,60 +198,28 @@ impl Node {
             faults,
             started_at: now_ms(),
         });
-        threads.push(policies::spawn(
+        services.threads.push(policies::spawn(
             api.clone(),
             events.clone(),
             shutdown.clone(),
         ));
-        let tls = match options.mgmt_tcp {
-            Some(_) if options.mgmt_tls => Some(mgmt_tls_config(&certificate)?),
-            _ => None,
-        };
-        let mgmt = Arc::new(Mgmt {
+        let mgmt_parts = MgmtParts {
             api,
-            users: Arc::new(users),
-            events: events.clone(),
-            limiter: Arc::new(LoginLimiter::new(options.login_lockout)),
-            tls_fingerprint: tls.as_ref().map(|(_, fingerprint)| fingerprint.clone()),
-        });
-        let mgmt_socket = data_dir.join("troika.sock");
-        let _ = std::fs::remove_file(&mgmt_socket);
-        let listener = UnixListener::bind(&mgmt_socket)
-            .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
-        // The management socket's peers are the local administrator: only the node's user
-        // (and root) may connect.
-        nbd_access::restrict_socket(&mgmt_socket, None)?;
-        sockets.push(mgmt_socket);
-        threads.push(mgmt::server::spawn_server(
-            MgmtListener::Unix(listener),
-            mgmt.clone(),
-            shutdown.clone(),
-        ));
-        if let Some(address) = options.mgmt_tcp {
-            let tcp = TcpListener::bind(address).with_context(|| {
-                format!(
-                    "cannot listen for the REST API on {address}; is another server using the port? Choose another with --mgmt-listen"
-                )
-            })?;
-            if tls.is_none() {
-                crate::say!(
-                    "troika: WARNING: the REST API on {address} speaks plain HTTP (--mgmt-tls off): passwords cross the network in clear text; this is for tests only"
-                );
-            }
-            threads.push(mgmt::server::spawn_server(
-                MgmtListener::Tcp(tcp, tls.map(|(config, _)| config)),
-                mgmt.clone(),
-                shutdown.clone(),
-            ));
-        }
-        threads.push(monitor::spawn(meta, events.clone(), shutdown.clone()));
+            users,
+            events: &events,
+            certificate: &certificate,
+        };
+        start_mgmt(options, mgmt_parts, &shutdown, &mut services)?;
+        services
+            .threads
+            .push(monitor::spawn(meta, events.clone(), shutdown.clone()));
         Ok(Node {
             cache,
             controllers,
             events,
             shutdown,
-            threads,
-            sockets,
+            threads: services.threads,
+            sockets: services.sockets,
             _lock: lock,
         })
     }
@@ -375,6 +282,240 @@ impl Node {
         crate::say!("troika: stopped cleanly");
         Ok(())
     }
+}
+
+/// The threads the node joins and the sockets it removes when it stops.
+#[derive(Default)]
+struct Services {
+    threads: Vec<JoinHandle<()>>,
+    sockets: Vec<PathBuf>,
+}
+
+/// Opens the vault SSD and the NL-SAS drives of the model (each with its simulated write
+/// cache and fault rules) and lays the array over the drives; refuses an array of fewer
+/// than 16 segments.
+fn open_devices(
+    hw: &HwModel,
+    data_dir: &Path,
+    faults: &FaultPlane,
+) -> anyhow::Result<(Device, Array)> {
+    let ssd = open_device(hw, &hw.ssds[0], data_dir, faults)
+        .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
+    let mut drives = Vec::new();
+    for spec in &hw.nlsas {
+        drives.push(
+            open_device(hw, spec, data_dir, faults)
+                .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
+        );
+    }
+    let array = Array::new(
+        drives,
+        hw.stripe.data,
+        hw.stripe.unit,
+        hw.stripe.rows_per_segment,
+    );
+    if array.geometry().segments() < 16 {
+        bail!(
+            "the NL-SAS devices hold only {} segments; give them more space or fewer rows_per_segment (at least 16 segments)",
+            array.geometry().segments()
+        );
+    }
+    Ok((ssd, array))
+}
+
+/// Opens the event log and makes it where a durability failure writes its event.
+fn open_event_log(data_dir: &Path) -> anyhow::Result<Arc<EventLog>> {
+    let events = EventLog::open(data_dir)
+        .with_context(|| format!("cannot open the event log in {}", data_dir.display()))?;
+    let final_events = events.clone();
+    crate::fatal::set_event_sink(move |code, description| {
+        final_events.raise_final(code, description, Duration::from_millis(200));
+    });
+    Ok(events)
+}
+
+/// Opens (formatting when new) or recovers the metadata store, tells the operator what
+/// happened and raises `SYSTEM_STARTED` (formatted, or a clean stop before) or
+/// `SYSTEM_RECOVERED` (journal replayed or blocks returned to cache after a crash).
+fn open_metadata(
+    ssd: Device,
+    array: Array,
+    key: Arc<NodeKey>,
+    data_dir: &Path,
+    key_created: bool,
+    events: &EventLog,
+) -> anyhow::Result<(MetaStore, Vec<RecoveredBlock>)> {
+    let (meta, recovered, report) =
+        MetaStore::open(ssd, array, key).map_err(|err| open_error(err, data_dir, key_created))?;
+    if report.sealed_plain_secrets {
+        crate::say!(
+            "troika: sealed the CHAP secrets of the catalog under {} (the metadata was of a format that kept them plain); change the hosts' CHAP secrets if the devices may have been read by others",
+            data_dir.join(KEY_FILE).display()
+        );
+    }
+    if report.formatted {
+        crate::say!(
+            "troika: formatted a new node (serial {}) in {}",
+            meta.serial(),
+            data_dir.display()
+        );
+        events.raise(
+            "SYSTEM_STARTED",
+            format!("formatted a new node, serial {}", meta.serial()),
+            None,
+            None,
+        );
+    } else {
+        let summary = format!(
+            "recovered from media in {} ms: replayed {} journal batches ({} records), {} flushed blocks returned to cache",
+            report.elapsed.as_millis(),
+            report.replayed_batches,
+            report.replayed_records,
+            report.recovered_blocks
+        );
+        crate::say!("troika: {summary}");
+        // A clean stop checkpoints everything, so only a crash leaves work to replay.
+        let clean = report.replayed_batches == 0 && report.recovered_blocks == 0;
+        let code = if clean {
+            "SYSTEM_STARTED"
+        } else {
+            "SYSTEM_RECOVERED"
+        };
+        events.raise(code, summary, None, None);
+    }
+    Ok((meta, recovered))
+}
+
+/// Starts the cache (with the recovered blocks) and the controllers over it; the
+/// controllers' events go to the event log.
+fn start_controllers(
+    hw: &HwModel,
+    meta: &Arc<MetaStore>,
+    recovered: Vec<RecoveredBlock>,
+    events: &Arc<EventLog>,
+) -> (Arc<Cache>, Arc<Controllers>) {
+    let routing = Arc::new(Routing::new(hw.controllers));
+    let cache = Cache::start(
+        meta.clone(),
+        hw.controllers,
+        hw.dram_per_controller,
+        recovered,
+        routing.clone(),
+    );
+    let controllers = Controllers::new(cache.clone(), routing, hw.controllers);
+    let sink_events = events.clone();
+    controllers.set_event_sink(Arc::new(move |code, description| {
+        sink_events.raise(code, description, None, None);
+    }));
+    (cache, controllers)
+}
+
+/// Opens one iSCSI portal per address given (controller 1 first) and hands them to the
+/// controllers; refuses more addresses than controllers.
+fn open_iscsi_portals(
+    options: &NodeOptions,
+    meta: &Arc<MetaStore>,
+    controllers: &Arc<Controllers>,
+) -> anyhow::Result<()> {
+    if options.iscsi_tcp.len() > controllers.ids().len() {
+        bail!(
+            "{} iSCSI portal addresses were given but the model has {} controllers; give one address per controller at most",
+            options.iscsi_tcp.len(),
+            controllers.ids().len()
+        );
+    }
+    let iscsi_node =
+        iscsi::IscsiNode::new(meta.clone(), controllers.clone(), options.data_dir.clone())
+            .map_err(anyhow::Error::msg)?;
+    for (address, controller) in options.iscsi_tcp.iter().zip(controllers.ids()) {
+        iscsi_node.open_portal(*controller, *address).with_context(|| {
+            format!(
+                "cannot listen for iSCSI on {address} (controller {controller}); is another target using the port? Choose others with --iscsi-listen"
+            )
+        })?;
+    }
+    controllers.add_portal_set(iscsi_node);
+    Ok(())
+}
+
+/// What the management API serves from.
+struct MgmtParts<'a> {
+    api: Arc<NodeApi>,
+    users: UserStore,
+    events: &'a Arc<EventLog>,
+    certificate: &'a certs::NodeCertificate,
+}
+
+/// Serves the management API on DATA/troika.sock (0600: the local administrator only)
+/// and, when asked, on its TCP address (HTTPS unless `--mgmt-tls off`).
+fn start_mgmt(
+    options: &NodeOptions,
+    parts: MgmtParts<'_>,
+    shutdown: &Arc<AtomicBool>,
+    services: &mut Services,
+) -> anyhow::Result<()> {
+    let tls = match options.mgmt_tcp {
+        Some(_) if options.mgmt_tls => Some(mgmt_tls_config(parts.certificate)?),
+        _ => None,
+    };
+    let mgmt = Arc::new(Mgmt {
+        api: parts.api,
+        users: Arc::new(parts.users),
+        events: parts.events.clone(),
+        limiter: Arc::new(LoginLimiter::new(options.login_lockout)),
+        tls_fingerprint: tls.as_ref().map(|(_, fingerprint)| fingerprint.clone()),
+    });
+    let mgmt_socket = options.data_dir.join("troika.sock");
+    let _ = std::fs::remove_file(&mgmt_socket);
+    let listener = UnixListener::bind(&mgmt_socket)
+        .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
+    // The management socket's peers are the local administrator: only the node's user
+    // (and root) may connect.
+    nbd_access::restrict_socket(&mgmt_socket, None)?;
+    services.sockets.push(mgmt_socket);
+    services.threads.push(mgmt::server::spawn_server(
+        MgmtListener::Unix(listener),
+        mgmt.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(address) = options.mgmt_tcp {
+        let tcp = TcpListener::bind(address).with_context(|| {
+            format!(
+                "cannot listen for the REST API on {address}; is another server using the port? Choose another with --mgmt-listen"
+            )
+        })?;
+        if tls.is_none() {
+            crate::say!(
+                "troika: WARNING: the REST API on {address} speaks plain HTTP (--mgmt-tls off): passwords cross the network in clear text; this is for tests only"
+            );
+        }
+        services.threads.push(mgmt::server::spawn_server(
+            MgmtListener::Tcp(tcp, tls.map(|(config, _)| config)),
+            mgmt,
+            shutdown.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// The node's management calls (the real `NodeApi`) over a small store in `dir`
+/// (`crate::testing::open_small_store`) with one controller and 4 MiB of cache, for tests
+/// of the layers above the node that want its real rules rather than a model of them.
+#[cfg(test)]
+pub(crate) fn small_node_api(dir: &Path) -> Arc<NodeApi> {
+    let (meta, recovered) = crate::testing::open_small_store(dir);
+    let meta = Arc::new(meta);
+    let routing = Arc::new(Routing::new(1));
+    let cache = Cache::start(meta.clone(), 1, 4 << 20, recovered, routing.clone());
+    let controllers = Controllers::new(cache.clone(), routing, 1);
+    Arc::new(NodeApi {
+        hw: HwModel::embedded_default(),
+        meta,
+        cache,
+        controllers,
+        faults: Default::default(),
+        started_at: 0,
+    })
 }
 
 /// Opens one device of the model with its simulated write cache and its fault rules.

@@ -1,5 +1,16 @@
 //! A node in memory: enough pools, volumes and capacity logic for the REST layer.
 //!
+//! Why a fake and not the real `NodeApi` on a small store (`crate::node::small_node_api`,
+//! which `field_lists_match_the_serialized_objects` uses): the tests that use this one
+//! need states the real node cannot reach quickly or at all in a unit test:
+//! - pools and volumes of GiBs and a 1 TiB system (`SYSTEM_CAPACITY`), so the tables and
+//!   the capacity refusals show GiB/TiB figures; the small store holds about 128 MiB;
+//! - sizes that are not 4 KiB multiples and names with spaces, which the node refuses;
+//! - a fixed system name and serial (`troika-test`, 4242) the tables are checked against;
+//! - a create that panics (a volume named `boom`), to check the server survives it;
+//! - controllers stopped halfway through failback and re-mirroring (see [`controllers`]),
+//!   moved on by the test, where the real node's background work runs on its own clock.
+//!
 //! It follows the live node's rules (`node::api` over `meta::store`) where the REST layer
 //! can see them: unique names, THIN or THICK provisioning, thresholds with
 //! 1 <= warning <= critical <= 100, capacities that hold what a pool already uses and fit

@@ -25,21 +25,23 @@ fn system_answers_in_the_envelope() {
     );
 }
 
+/// On the real node's management calls: the objects it serializes are the ones clients see.
 #[test]
 fn field_lists_match_the_serialized_objects() {
-    let memory = Memory::default();
-    let pool = memory
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::node::small_node_api(dir.path());
+    let pool = node
         .create_pool(PoolCreate {
             name: "p".into(),
-            physical_capacity: GIB,
+            physical_capacity: 16 << 20,
             virtual_capacity: None,
         })
         .unwrap();
-    let volume = memory
+    let volume = node
         .create_volume(VolumeCreate {
             name: "v".into(),
             pool_id: pool.id,
-            size: GIB,
+            size: 4 << 20,
             provtype: None,
             ssd_enabled: None,
             write_protected: None,
