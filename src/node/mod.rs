@@ -7,18 +7,18 @@
 //!   `DATA/troika.lock` (and writes its pid there) before it opens anything else; a second
 //!   node on the same directory is refused with the holder's pid. The lock lasts as long
 //!   as the process (the kernel drops it on any exit).
-//! - **Start-up, in this order** ([`Node::start`], its steps in `start`): make the data directory private
-//!   ([`data_dir::prepare`]: created 0700, or group and other bits cleared throughout);
-//!   take the lock; load the node key (`node.key`, made at the first start); load the TLS
-//!   certificate (self-signed at the first start, see [`certs`]); check io_uring; open the
-//!   vault SSD and the NL-SAS drives with their fault rules and lay out the array; open the
-//!   event log and make it where a durability failure writes; open (format or recover) the
-//!   metadata and raise `SYSTEM_STARTED` or, after a crash, `SYSTEM_RECOVERED`; open the
-//!   user store (making `admin` and `DATA/admin-password` at the first start); start the
-//!   cache and the controllers; serve NBD (`DATA/nbd.sock` and the TCP ports); open the
-//!   iSCSI portals; start the snapshot policies; serve the management API
-//!   (`DATA/troika.sock`, 0600, and the TCP port, HTTPS unless `--mgmt-tls off`); start the
-//!   monitor. Nothing is served before the metadata is recovered.
+//! - **Start-up, in this order** ([`Node::start`], its steps in `start`): make the data
+//!   directory private ([`data_dir::prepare`]: created 0700, or group and other bits
+//!   cleared throughout); take the lock; load the node key (`node.key`, made at the first
+//!   start); load the TLS certificate (self-signed at the first start, see [`certs`]);
+//!   check io_uring; open the vault SSD and the NL-SAS drives with their fault rules and
+//!   lay out the array; open the event log and make it where a durability failure writes;
+//!   open (format or recover) the metadata and raise `SYSTEM_STARTED` or, after a crash,
+//!   `SYSTEM_RECOVERED`; open the user store (making `admin` and `DATA/admin-password` at
+//!   the first start); start the cache and the controllers; serve NBD (`DATA/nbd.sock` and
+//!   the TCP ports); open the iSCSI portals; start the snapshot policies; serve the
+//!   management API (`DATA/troika.sock`, 0600, and the TCP port, HTTPS unless `--mgmt-tls
+//!   off`); start the monitor. Nothing is served before the metadata is recovered.
 //! - **What start-up refuses**, each with a message that says what to do: a data directory
 //!   it cannot create or make private; a directory another node holds; a kernel without
 //!   usable io_uring; a device it cannot open; an array of fewer than 16 segments; a
