@@ -26,8 +26,9 @@
 //!   errors and builds `ControllerInfo`, the shape operators see of a controller.
 //! - `mgmt` (the control plane's server: REST, users, events, the wire types in
 //!   `mgmt::api`) uses any layer below it; no layer below uses `mgmt`.
-//! - `cli` (the management client: the CLI, its HTTP client, `top`) sits beside `mgmt` and
-//!   uses only `mgmt`'s wire types.
+//! - `cli` (the management client: the operator's CLI, its HTTP client, `top`) sits beside
+//!   `mgmt` and uses only `mgmt`'s wire types and its TLS client settings: it talks to a
+//!   node only through the management API's wire format.
 //! - `node` wires everything together and may use every module but `cli`; `main.rs` (the
 //!   binary) may use all of them.
 //!
@@ -42,6 +43,7 @@
 //! checks all of this on the source text (its `LAYER_RULE` table mirrors this list).
 
 pub mod cache;
+pub mod cli;
 pub mod console;
 pub mod controller;
 pub mod fatal;

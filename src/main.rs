@@ -12,8 +12,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use troika::cli::{self, CliCommand};
 use troika::hw::HwModel;
-use troika::mgmt::{self, CliCommand, cli};
 use troika::node::stop::StopSignals;
 use troika::node::{NbdTlsOptions, Node, NodeOptions};
 use troika::target::nbd::{NbdAccessConfig, NbdTlsMode};
@@ -306,7 +306,7 @@ fn main() -> ExitCode {
                     .or_else(|| non_empty_env("TROIKA_CA").map(PathBuf::from))
                     .unwrap_or_else(|| cli.data.join("tls/server-cert.pem")),
             };
-            let code = mgmt::run(command, &target, cli.json);
+            let code = cli::run(command, &target, cli.json);
             ExitCode::from(u8::try_from(code).unwrap_or(1))
         }
     }

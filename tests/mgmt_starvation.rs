@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{TestNode, ci_model};
-use troika::mgmt::client::{Client, Endpoint};
+use troika::cli::client::{Client, Endpoint};
 use troika::mgmt::login_limit::NAME_FAILURES;
 
 /// The attacks run one at a time: each is a flood sized for the whole machine (2 cores in

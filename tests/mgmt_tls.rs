@@ -11,7 +11,7 @@ use std::time::Duration;
 use common::{TestNode, ci_model};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
-use troika::mgmt::client::{Client, Endpoint};
+use troika::cli::client::{Client, Endpoint};
 
 fn https_client(node: &TestNode, user: &str, password: &str) -> Client {
     let url = format!("https://127.0.0.1:{}", node.api_port.expect("api port"));

@@ -1,5 +1,5 @@
-//! Management: the REST/JSON API on the node's unix socket and TCP port, and the CLI that
-//! talks to it.
+//! Management: the REST/JSON API on the node's unix socket and TCP port (the CLI that
+//! talks to it is `crate::cli`).
 //!
 //! The server promises InfiniBox's REST shape (`/api/rest/...`, the `{result, error,
 //! metadata}` envelope, paging, `field=op:value` filters, InfiniBox error codes with
@@ -14,12 +14,10 @@
 //! Pieces: [`http`] frames requests and responses under size limits, [`rest`] routes them
 //! (one route table for dispatch, roles and the OpenAPI description) to the
 //! [`Management`] calls, [`users`] holds users, password hashes and sessions, [`events`]
-//! the event log, [`server`] owns the sockets and the connection threads, [`client`],
-//! [`cli`] and [`top`] are the other end.
+//! the event log, [`server`] owns the sockets and the connection threads; `crate::cli` (the
+//! operator's CLI, its HTTP client and `top`) is the other end.
 
 pub mod api;
-pub mod cli;
-pub mod client;
 pub mod events;
 pub mod http;
 pub mod login_limit;
@@ -29,13 +27,10 @@ pub mod snapshot_api;
 #[cfg(test)]
 mod tests;
 pub mod tls;
-pub mod top;
 pub mod users;
 
 pub use api::{
     Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate, SystemInfo, VolumeCreate, VolumeInfo,
     VolumeUpdate,
 };
-pub use cli::{CliCommand, ControllerCommand, PoolCommand, SystemCommand, VolCommand, run};
-pub use client::{Client, ClientError};
 pub use server::spawn_server;

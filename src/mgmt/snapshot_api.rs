@@ -4,6 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+/// The bound on a lock end the API enforces (the node's own, from `meta::bounds`), for
+/// clients that check a `lock_expires_at` before they send it.
+pub use crate::meta::bounds::{MAX_LOCK_MS, MAX_LOCK_SECS, check_lock_end};
+
 /// `POST /api/rest/volumes` with a `parent_id`: a snapshot of that volume or snapshot.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct SnapshotCreate {

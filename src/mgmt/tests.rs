@@ -29,8 +29,6 @@ use super::api::{
     API_LEVEL, Management, MgmtError, OperationalState, PoolCreate, PoolInfo, PoolUpdate,
     SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
 };
-use super::cli::{self, CliCommand, ControllerCommand, PoolCommand, VolCommand};
-use super::client::Client;
 use super::events::EventLog;
 use super::http::{self, HttpError, MAX_BODY_BYTES, MAX_HEAD_BYTES};
 use super::rest::Mgmt;
@@ -38,13 +36,17 @@ use super::rest::openapi::{POOL, VOLUME, field_names};
 use super::server::slots::MAX_AUTHENTICATED;
 use super::server::{MgmtListener, spawn_server};
 use super::users::{DEFAULT_ADMIN_NAME, UserStore};
+use crate::cli::client::Client;
+use crate::cli::{self, CliCommand, ControllerCommand, PoolCommand, VolCommand};
 use memory::{GIB, Memory, SYSTEM_CAPACITY};
 
-/// A [`Mgmt`] over a fresh [`Memory`] node, with a real user store and event log in a
-/// temporary directory that lives as long as the fixture.
+/// A [`Mgmt`] over a fresh [`Memory`] node (or the real node on a small store, see
+/// [`Fixture::on_node`]), with a real user store and event log in a temporary directory
+/// that lives as long as the fixture.
 pub(crate) struct Fixture {
     pub(crate) dir: tempfile::TempDir,
-    pub(crate) api: Arc<Memory>,
+    /// The fake node; `None` where the fixture runs on the real one.
+    memory: Option<Arc<Memory>>,
     pub(crate) mgmt: Arc<Mgmt>,
     /// The generated password of the built-in `admin` user.
     pub(crate) admin_password: String,
@@ -53,12 +55,28 @@ pub(crate) struct Fixture {
 impl Fixture {
     pub(crate) fn new() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
+        let memory = Arc::new(Memory::default());
+        Fixture::over(dir, memory.clone(), Some(memory))
+    }
+
+    /// On the real node's management calls over a small store (about 128 MiB), for tests
+    /// of the node's rules that need none of what only the fake can do (see `memory`).
+    pub(crate) fn on_node() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let node = crate::node::small_node_api(dir.path());
+        Fixture::over(dir, node, None)
+    }
+
+    fn over(
+        dir: tempfile::TempDir,
+        api: Arc<dyn Management>,
+        memory: Option<Arc<Memory>>,
+    ) -> Fixture {
         let (users, admin_password) = UserStore::open(dir.path()).unwrap();
         let admin_password = admin_password.expect("a fresh directory creates the admin");
         let events = EventLog::open(dir.path()).unwrap();
-        let api = Arc::new(Memory::default());
         let mgmt = Arc::new(Mgmt {
-            api: api.clone(),
+            api,
             users: Arc::new(users),
             events,
             limiter: Arc::new(crate::mgmt::login_limit::LoginLimiter::new(
@@ -68,10 +86,17 @@ impl Fixture {
         });
         Fixture {
             dir,
-            api,
+            memory,
             mgmt,
             admin_password,
         }
+    }
+
+    /// The fake node behind the fixture.
+    pub(crate) fn api(&self) -> &Memory {
+        self.memory
+            .as_deref()
+            .expect("this fixture runs on the real node, not the fake")
     }
 
     /// `Authorization` header value for HTTP basic credentials.
@@ -102,13 +127,21 @@ impl TestServer {
         TestServer::start_with(false)
     }
 
+    /// On the real node over a small store ([`Fixture::on_node`]).
+    fn start_on_node() -> TestServer {
+        TestServer::serve(Fixture::on_node(), false)
+    }
+
     /// Also listens on 127.0.0.1, on a free port.
     fn start_with_tcp() -> TestServer {
         TestServer::start_with(true)
     }
 
     fn start_with(tcp: bool) -> TestServer {
-        let fixture = Fixture::new();
+        TestServer::serve(Fixture::new(), tcp)
+    }
+
+    fn serve(fixture: Fixture, tcp: bool) -> TestServer {
         let socket = fixture.dir.path().join("mgmt.sock");
         let listener = UnixListener::bind(&socket).unwrap();
         let shutdown = Arc::new(AtomicBool::new(false));
@@ -137,7 +170,7 @@ impl TestServer {
     }
 
     fn api(&self) -> &Memory {
-        &self.fixture.api
+        self.fixture.api()
     }
 
     fn client(&self) -> Client {

@@ -1,24 +1,52 @@
-//! The node: opens the devices the hardware model names, recovers the metadata, starts the
-//! cache, the controllers and the ports, serves until SIGINT/SIGTERM, and shuts down
-//! cleanly (destage, checkpoint, close). Also the `Management` implementation the REST
-//! server calls.
+//! The node: one process that owns a data directory, serves it until a signal, and stops
+//! cleanly. Also the `Management` implementation the REST server calls.
 //!
-//! What it promises about stopping (see `stop`): every SIGINT or SIGTERM leads to the
-//! clean stop, never to an abort, and nothing written to the terminal can end the node
-//! (every message goes through [`say!`](crate::say)).
+//! What it promises:
+//!
+//! - **One node per data directory.** Start-up takes an exclusive, non-blocking `flock` on
+//!   `DATA/troika.lock` (and writes its pid there) before it opens anything else; a second
+//!   node on the same directory is refused with the holder's pid. The lock lasts as long
+//!   as the process (the kernel drops it on any exit).
+//! - **Start-up, in this order** ([`Node::start`], its steps in `start`): make the data
+//!   directory private ([`data_dir::prepare`]: created 0700, or group and other bits
+//!   cleared throughout); take the lock; load the node key (`node.key`, made at the first
+//!   start); load the TLS certificate (self-signed at the first start, see [`certs`]);
+//!   check io_uring; open the vault SSD and the NL-SAS drives with their fault rules and
+//!   lay out the array; open the event log and make it where a durability failure writes;
+//!   open (format or recover) the metadata and raise `SYSTEM_STARTED` or, after a crash,
+//!   `SYSTEM_RECOVERED`; open the user store (making `admin` and `DATA/admin-password` at
+//!   the first start); start the cache and the controllers; serve NBD (`DATA/nbd.sock` and
+//!   the TCP ports); open the iSCSI portals; start the snapshot policies; serve the
+//!   management API (`DATA/troika.sock`, 0600, and the TCP port, HTTPS unless `--mgmt-tls
+//!   off`); start the monitor. Nothing is served before the metadata is recovered.
+//! - **What start-up refuses**, each with a message that says what to do: a data directory
+//!   it cannot create or make private; a directory another node holds; a kernel without
+//!   usable io_uring; a device it cannot open; an array of fewer than 16 segments; a
+//!   missing or wrong node key for metadata sealed under one (a key made by this very
+//!   start is removed again); a half-installed certificate, or one that does not match its
+//!   key; more iSCSI addresses than controllers; a port or socket it cannot listen on.
+//! - **Exit status 2 after a durability failure.** When metadata or data cannot be made
+//!   durable, [`crate::fatal::durability_failure`] writes one message and a final event
+//!   and ends the process with status 2, without the clean stop (see `fatal`); a restart
+//!   recovers from media.
+//! - **The clean stop, in this order** ([`Node::run_until_signal`], see [`stop`]): every
+//!   SIGINT, SIGTERM or SIGHUP leads to it, never to an abort. Close the ports (NBD and
+//!   iSCSI stop accepting, the services see the shutdown flag); end the services (join
+//!   the NBD server, the management servers, the policy runner and the monitor); vault
+//!   every acknowledged write (flush); destage the cache and write the final checkpoint;
+//!   remove the sockets; raise `SYSTEM_SHUTDOWN` and sync the event log; release the lock.
+//!   Nothing written to the terminal can end the node (every message goes through
+//!   [`say!`](crate::say)).
 
 use std::fs::File;
-use std::io::Write;
-use std::net::{SocketAddr, TcpListener};
-use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixListener;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 
 mod api;
 pub mod certs;
@@ -32,28 +60,24 @@ mod policies;
 #[cfg(test)]
 mod snapshot_tests;
 mod snapshots;
+mod start;
 pub mod stop;
 
 use api::{NodeApi, now_ms};
 pub use nbd_tls::NbdTlsOptions;
+use start::{
+    MgmtParts, Services, lock_data_dir, node_certificate, open_devices, open_event_log,
+    open_iscsi_portals, open_metadata, start_controllers, start_mgmt,
+};
 use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;
 use crate::controller::Controllers;
-use crate::controller::routing::Routing;
-use crate::hw::DeviceSpec;
 use crate::hw::HwModel;
-use crate::io::{self, Device, FaultPlane};
-use crate::layout::Array;
-use crate::meta::{MetaError, MetaStore};
-use crate::mgmt;
+use crate::io::{self, FaultPlane};
 use crate::mgmt::events::EventLog;
-use crate::mgmt::login_limit::LoginLimiter;
-use crate::mgmt::rest::Mgmt;
-use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
-use crate::private_files;
-use crate::secrets::{KEY_FILE, NodeKey};
+use crate::secrets::NodeKey;
 use crate::target::nbd::NbdAccessConfig;
 
 /// Where the node listens.
@@ -81,38 +105,6 @@ pub struct NodeOptions {
     pub nbd_socket_group: Option<u32>,
 }
 
-/// Loads the node's certificate (NBD over x509 and HTTPS serve it), making a self-signed
-/// one at the first start, and prints its fingerprint.
-fn node_certificate(data_dir: &Path) -> anyhow::Result<certs::NodeCertificate> {
-    let certificate = certs::NodeCertificate::load_or_create(data_dir)?;
-    crate::say!(
-        "troika: TLS certificate {} ({}), SHA-256 fingerprint {}",
-        certificate.cert_path.display(),
-        if certificate.created {
-            "self-signed, made now"
-        } else {
-            "installed"
-        },
-        certificate.fingerprint
-    );
-    Ok(certificate)
-}
-
-/// The HTTPS configuration of the REST API's TCP port, and the certificate's fingerprint.
-fn mgmt_tls_config(
-    certificate: &certs::NodeCertificate,
-) -> anyhow::Result<(Arc<rustls::ServerConfig>, String)> {
-    let config = mgmt::tls::server_config(certificate.chain.clone(), certificate.key.clone_key())
-        .with_context(|| {
-        format!(
-            "cannot use the TLS certificate {} with its key {}; install a matching pair",
-            certificate.cert_path.display(),
-            certificate.key_path.display()
-        )
-    })?;
-    Ok((config, certificate.fingerprint.clone()))
-}
-
 /// A running node.
 pub struct Node {
     cache: Arc<Cache>,
@@ -125,7 +117,7 @@ pub struct Node {
 }
 
 impl Node {
-    /// Opens and recovers the node and starts serving.
+    /// Opens and recovers the node and starts serving, in the order the module doc gives.
     pub fn start(hw: HwModel, options: &NodeOptions) -> anyhow::Result<Node> {
         let data_dir = &options.data_dir;
         data_dir::prepare(data_dir)?;
@@ -136,71 +128,9 @@ impl Node {
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
-        let ssd = open_device(&hw, &hw.ssds[0], data_dir, &faults)
-            .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
-        let mut drives = Vec::new();
-        for spec in &hw.nlsas {
-            drives.push(
-                open_device(&hw, spec, data_dir, &faults)
-                    .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
-            );
-        }
-        let array = Array::new(
-            drives,
-            hw.stripe.data,
-            hw.stripe.unit,
-            hw.stripe.rows_per_segment,
-        );
-        if array.geometry().segments() < 16 {
-            bail!(
-                "the NL-SAS devices hold only {} segments; give them more space or fewer rows_per_segment (at least 16 segments)",
-                array.geometry().segments()
-            );
-        }
-        let events = EventLog::open(data_dir)
-            .with_context(|| format!("cannot open the event log in {}", data_dir.display()))?;
-        let final_events = events.clone();
-        crate::fatal::set_event_sink(move |code, description| {
-            final_events.raise_final(code, description, Duration::from_millis(200));
-        });
-        let (meta, recovered, report) = MetaStore::open(ssd, array, key)
-            .map_err(|err| open_error(err, data_dir, key_created))?;
-        if report.sealed_plain_secrets {
-            crate::say!(
-                "troika: sealed the CHAP secrets of the catalog under {} (the metadata was of a format that kept them plain); change the hosts' CHAP secrets if the devices may have been read by others",
-                data_dir.join(KEY_FILE).display()
-            );
-        }
-        if report.formatted {
-            crate::say!(
-                "troika: formatted a new node (serial {}) in {}",
-                meta.serial(),
-                data_dir.display()
-            );
-            events.raise(
-                "SYSTEM_STARTED",
-                format!("formatted a new node, serial {}", meta.serial()),
-                None,
-                None,
-            );
-        } else {
-            let summary = format!(
-                "recovered from media in {} ms: replayed {} journal batches ({} records), {} flushed blocks returned to cache",
-                report.elapsed.as_millis(),
-                report.replayed_batches,
-                report.replayed_records,
-                report.recovered_blocks
-            );
-            crate::say!("troika: {summary}");
-            // A clean stop checkpoints everything, so only a crash leaves work to replay.
-            let clean = report.replayed_batches == 0 && report.recovered_blocks == 0;
-            let code = if clean {
-                "SYSTEM_STARTED"
-            } else {
-                "SYSTEM_RECOVERED"
-            };
-            events.raise(code, summary, None, None);
-        }
+        let (ssd, array) = open_devices(&hw, data_dir, &faults)?;
+        let events = open_event_log(data_dir)?;
+        let (meta, recovered) = open_metadata(ssd, array, key, data_dir, key_created, &events)?;
         let (users, admin_password) = UserStore::open(data_dir)
             .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
         // The password goes to the 0600 file only: terminals and logs are read by others.
@@ -211,45 +141,15 @@ impl Node {
             );
         }
         let meta = Arc::new(meta);
-        let routing = Arc::new(Routing::new(hw.controllers));
-        let cache = Cache::start(
-            meta.clone(),
-            hw.controllers,
-            hw.dram_per_controller,
-            recovered,
-            routing.clone(),
-        );
-        let controllers = Controllers::new(cache.clone(), routing, hw.controllers);
-        let sink_events = events.clone();
-        controllers.set_event_sink(Arc::new(move |code, description| {
-            sink_events.raise(code, description, None, None);
-        }));
+        let (cache, controllers) = start_controllers(&hw, &meta, recovered, &events);
         let shutdown = Arc::new(AtomicBool::new(false));
-        let mut threads = Vec::new();
-        let mut sockets = Vec::new();
+        let mut services = Services::default();
 
         let (nbd_socket, nbd_thread) =
             nbd_access::start_nbd(options, &controllers, &meta, &events, &shutdown)?;
-        sockets.push(nbd_socket);
-        threads.push(nbd_thread);
-
-        if options.iscsi_tcp.len() > controllers.ids().len() {
-            bail!(
-                "{} iSCSI portal addresses were given but the model has {} controllers; give one address per controller at most",
-                options.iscsi_tcp.len(),
-                controllers.ids().len()
-            );
-        }
-        let iscsi_node = iscsi::IscsiNode::new(meta.clone(), controllers.clone(), data_dir.clone())
-            .map_err(anyhow::Error::msg)?;
-        for (address, controller) in options.iscsi_tcp.iter().zip(controllers.ids()) {
-            iscsi_node.open_portal(*controller, *address).with_context(|| {
-                format!(
-                    "cannot listen for iSCSI on {address} (controller {controller}); is another target using the port? Choose others with --iscsi-listen"
-                )
-            })?;
-        }
-        controllers.add_portal_set(iscsi_node);
+        services.sockets.push(nbd_socket);
+        services.threads.push(nbd_thread);
+        open_iscsi_portals(options, &meta, &controllers)?;
 
         let api = Arc::new(NodeApi {
             hw,
@@ -259,60 +159,28 @@ impl Node {
             faults,
             started_at: now_ms(),
         });
-        threads.push(policies::spawn(
+        services.threads.push(policies::spawn(
             api.clone(),
             events.clone(),
             shutdown.clone(),
         ));
-        let tls = match options.mgmt_tcp {
-            Some(_) if options.mgmt_tls => Some(mgmt_tls_config(&certificate)?),
-            _ => None,
-        };
-        let mgmt = Arc::new(Mgmt {
+        let mgmt_parts = MgmtParts {
             api,
-            users: Arc::new(users),
-            events: events.clone(),
-            limiter: Arc::new(LoginLimiter::new(options.login_lockout)),
-            tls_fingerprint: tls.as_ref().map(|(_, fingerprint)| fingerprint.clone()),
-        });
-        let mgmt_socket = data_dir.join("troika.sock");
-        let _ = std::fs::remove_file(&mgmt_socket);
-        let listener = UnixListener::bind(&mgmt_socket)
-            .with_context(|| format!("cannot listen on {}", mgmt_socket.display()))?;
-        // The management socket's peers are the local administrator: only the node's user
-        // (and root) may connect.
-        nbd_access::restrict_socket(&mgmt_socket, None)?;
-        sockets.push(mgmt_socket);
-        threads.push(mgmt::server::spawn_server(
-            MgmtListener::Unix(listener),
-            mgmt.clone(),
-            shutdown.clone(),
-        ));
-        if let Some(address) = options.mgmt_tcp {
-            let tcp = TcpListener::bind(address).with_context(|| {
-                format!(
-                    "cannot listen for the REST API on {address}; is another server using the port? Choose another with --mgmt-listen"
-                )
-            })?;
-            if tls.is_none() {
-                crate::say!(
-                    "troika: WARNING: the REST API on {address} speaks plain HTTP (--mgmt-tls off): passwords cross the network in clear text; this is for tests only"
-                );
-            }
-            threads.push(mgmt::server::spawn_server(
-                MgmtListener::Tcp(tcp, tls.map(|(config, _)| config)),
-                mgmt.clone(),
-                shutdown.clone(),
-            ));
-        }
-        threads.push(monitor::spawn(meta, events.clone(), shutdown.clone()));
+            users,
+            events: &events,
+            certificate: &certificate,
+        };
+        start_mgmt(options, mgmt_parts, &shutdown, &mut services)?;
+        services
+            .threads
+            .push(monitor::spawn(meta, events.clone(), shutdown.clone()));
         Ok(Node {
             cache,
             controllers,
             events,
             shutdown,
-            threads,
-            sockets,
+            threads: services.threads,
+            sockets: services.sockets,
             _lock: lock,
         })
     }
@@ -377,70 +245,22 @@ impl Node {
     }
 }
 
-/// Opens one device of the model with its simulated write cache and its fault rules.
-fn open_device(
-    hw: &HwModel,
-    spec: &DeviceSpec,
-    data_dir: &Path,
-    faults: &FaultPlane,
-) -> anyhow::Result<Device> {
-    let path = hw.resolve_path(spec, data_dir);
-    let device = Device::open(&path, spec.size, spec.latency)?;
-    let device_faults = faults
-        .attach(&spec.name, &path, spec.write_cache)
-        .with_context(|| format!("cannot open {} for fault injection", path.display()))?;
-    for rule in &spec.faults {
-        faults
-            .inject(rule.clone())
-            .map_err(|err| anyhow::anyhow!("fault rule on {}: {err}", spec.name))?;
-    }
-    Ok(device.with_faults(device_faults))
-}
-
-/// An operator's message for a failed metadata open; a wrong node key names its file.
-/// A key made by this start (none was there) is removed again, so the next start finds
-/// the directory as the operator left it.
-fn open_error(err: MetaError, data_dir: &Path, key_created: bool) -> anyhow::Error {
-    let MetaError::WrongKey {
-        ssd,
-        recorded,
-        given,
-    } = &err
-    else {
-        return anyhow::anyhow!("{err}");
-    };
-    let key_path = data_dir.join(KEY_FILE);
-    if key_created {
-        let _ = std::fs::remove_file(&key_path);
-        anyhow::anyhow!(
-            "the node key {} is missing, but the metadata on {ssd} was written under one (its secrets are sealed with it); restore this node's node.key from a backup (whoever holds node.key holds the secrets, and without it the node cannot start)",
-            key_path.display()
-        )
-    } else {
-        anyhow::anyhow!(
-            "the node key {} is not the key the metadata on {ssd} was written under (fingerprint {recorded:016x}; this file's is {given:016x}), so its secrets cannot be opened; restore the node.key that belongs to this data directory",
-            key_path.display()
-        )
-    }
-}
-
-/// Takes an exclusive lock on the data directory so two nodes never share it.
-fn lock_data_dir(data_dir: &Path) -> anyhow::Result<File> {
-    let path = data_dir.join("troika.lock");
-    let file =
-        private_files::open_or_create(&path, std::fs::OpenOptions::new().read(true).write(true))
-            .with_context(|| format!("cannot open {}", path.display()))?;
-    // SAFETY: flock on a file descriptor we own; no memory is shared with the kernel.
-    let locked = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0;
-    if !locked {
-        let holder = std::fs::read_to_string(&path).unwrap_or_default();
-        bail!(
-            "another troika node is already serving {} (pid {}); stop it first or use another --data directory",
-            data_dir.display(),
-            holder.trim()
-        );
-    }
-    let _ = file.set_len(0);
-    let _ = (&file).write_all(format!("{}\n", std::process::id()).as_bytes());
-    Ok(file)
+/// The node's management calls (the real `NodeApi`) over a small store in `dir`
+/// (`crate::testing::open_small_store`) with one controller and 4 MiB of cache, for tests
+/// of the layers above the node that want its real rules rather than a model of them.
+#[cfg(test)]
+pub(crate) fn small_node_api(dir: &std::path::Path) -> Arc<NodeApi> {
+    let (meta, recovered) = crate::testing::open_small_store(dir);
+    let meta = Arc::new(meta);
+    let routing = Arc::new(crate::controller::routing::Routing::new(1));
+    let cache = Cache::start(meta.clone(), 1, 4 << 20, recovered, routing.clone());
+    let controllers = Controllers::new(cache.clone(), routing, 1);
+    Arc::new(NodeApi {
+        hw: HwModel::embedded_default(),
+        meta,
+        cache,
+        controllers,
+        faults: Default::default(),
+        started_at: 0,
+    })
 }

@@ -289,37 +289,48 @@ pub fn list_cg_members(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> 
     )
 }
 
-pub fn add_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
+/// Which way a member changes.
+#[derive(Clone, Copy)]
+enum MemberChange {
+    /// `POST /api/rest/cgs/{id}/members {"dataset_id": V}`.
+    Add,
+    /// `DELETE /api/rest/cgs/{id}/members/{V}`.
+    Remove,
+}
+
+/// Adds or removes a member volume of a group and raises the event saying so.
+fn change_cg_member(mgmt: &Mgmt, call: &Call, change: MemberChange) -> Result<Response, MgmtError> {
     let cg = cg_for_change(mgmt, call, "change a consistency group in this pool")?;
-    let request: CgMemberAdd = call.body()?;
-    let volume = request.dataset_id;
-    let member = mgmt.api.add_cg_member(cg.id, volume)?;
+    let (member, code, done, status) = match change {
+        MemberChange::Add => {
+            let request: CgMemberAdd = call.body()?;
+            let member = mgmt.api.add_cg_member(cg.id, request.dataset_id)?;
+            (member, "CG_MEMBER_ADDED", "added to", 201)
+        }
+        MemberChange::Remove => {
+            let volume = call.id(1, MgmtError::volume_not_found)?;
+            let member = mgmt.api.remove_cg_member(cg.id, volume)?;
+            (member, "CG_MEMBER_REMOVED", "removed from", 200)
+        }
+    };
     call.raise(
         mgmt,
-        "CG_MEMBER_ADDED",
+        code,
         cg.id,
         format!(
-            "volume {:?} added to consistency group {:?}",
+            "volume {:?} {done} consistency group {:?}",
             member.name, cg.name
         ),
     );
-    call.object(201, &member)
+    call.object(status, &member)
+}
+
+pub fn add_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
+    change_cg_member(mgmt, call, MemberChange::Add)
 }
 
 pub fn remove_cg_member(mgmt: &Mgmt, call: &Call) -> Result<Response, MgmtError> {
-    let cg = cg_for_change(mgmt, call, "change a consistency group in this pool")?;
-    let volume = call.id(1, MgmtError::volume_not_found)?;
-    let member = mgmt.api.remove_cg_member(cg.id, volume)?;
-    call.raise(
-        mgmt,
-        "CG_MEMBER_REMOVED",
-        cg.id,
-        format!(
-            "volume {:?} removed from consistency group {:?}",
-            member.name, cg.name
-        ),
-    );
-    call.object(200, &member)
+    change_cg_member(mgmt, call, MemberChange::Remove)
 }
 
 /// `POST /api/rest/cgs/{id}/restore {"source_id": group snapshot}`.

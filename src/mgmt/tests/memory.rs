@@ -1,5 +1,23 @@
 //! A node in memory: enough pools, volumes and capacity logic for the REST layer.
 //!
+//! Why a fake and not the real `NodeApi` on a small store: the tests of the node's own
+//! rules for pools and volumes run on the real one (`Fixture::on_node`,
+//! `crate::node::small_node_api`: `field_lists_match_the_serialized_objects`,
+//! `pools_are_created_read_listed_and_deleted_with_approval`,
+//! `volumes_are_created_resized_and_deleted`,
+//! `pools_update_names_capacities_thresholds_and_ssd`, `pool_owners_must_be_pool_admins`);
+//! the tests that still use this one need states the real node cannot reach quickly or
+//! at all in a unit test:
+//! - pools and volumes of GiBs and a 1 TiB system (`SYSTEM_CAPACITY`), so the tables and
+//!   the capacity refusals show GiB/TiB figures; the small store holds about 128 MiB;
+//! - sizes that are not 4 KiB multiples and names with spaces, which the node refuses;
+//! - a fixed system name and serial (`troika-test`, 4242) the tables are checked against;
+//! - a create that panics (a volume named `boom`), to check the server survives it;
+//! - `updated_at` that moves on every change (a logical clock), where the node's
+//!   millisecond clock may not between two quick calls;
+//! - controllers stopped halfway through failback and re-mirroring (see [`controllers`]),
+//!   moved on by the test, where the real node's background work runs on its own clock.
+//!
 //! It follows the live node's rules (`node::api` over `meta::store`) where the REST layer
 //! can see them: unique names, THIN or THICK provisioning, thresholds with
 //! 1 <= warning <= critical <= 100, capacities that hold what a pool already uses and fit

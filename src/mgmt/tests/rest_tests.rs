@@ -2,6 +2,10 @@
 
 use super::*;
 
+/// The unit of the tests on the real node (where the fake's tests use GiB: the small
+/// store holds about 128 MiB).
+const MIB: u64 = 1 << 20;
+
 #[test]
 fn system_answers_in_the_envelope() {
     let server = TestServer::start();
@@ -25,21 +29,23 @@ fn system_answers_in_the_envelope() {
     );
 }
 
+/// On the real node's management calls: the objects it serializes are the ones clients see.
 #[test]
 fn field_lists_match_the_serialized_objects() {
-    let memory = Memory::default();
-    let pool = memory
+    let dir = tempfile::tempdir().unwrap();
+    let node = crate::node::small_node_api(dir.path());
+    let pool = node
         .create_pool(PoolCreate {
             name: "p".into(),
-            physical_capacity: GIB,
+            physical_capacity: 16 << 20,
             virtual_capacity: None,
         })
         .unwrap();
-    let volume = memory
+    let volume = node
         .create_volume(VolumeCreate {
             name: "v".into(),
             pool_id: pool.id,
-            size: GIB,
+            size: 4 << 20,
             provtype: None,
             ssd_enabled: None,
             write_protected: None,
@@ -65,21 +71,24 @@ fn field_lists_match_the_serialized_objects() {
     );
 }
 
+/// On the real node.
 #[test]
 fn pools_are_created_read_listed_and_deleted_with_approval() {
-    let server = TestServer::start();
-    let body = json!({"name": "gold", "physical_capacity": 10 * GIB, "virtual_capacity": 20 * GIB});
+    let server = TestServer::start_on_node();
+    let body = json!({"name": "gold", "physical_capacity": 10 * MIB, "virtual_capacity": 20 * MIB});
     let (status, created) = server.call("POST", "/api/rest/pools", Some(body.clone()));
     assert_eq!(status, 201);
     assert_eq!(created["error"], Value::Null);
-    assert_eq!(created["result"]["virtual_capacity"], 20 * GIB);
+    assert_eq!(created["result"]["virtual_capacity"], 20 * MIB);
     let id = created["result"]["id"].as_u64().unwrap();
 
     let (status, again) = server.call("POST", "/api/rest/pools", Some(body));
     assert_eq!(status, 409);
     assert_error(&again, "NAME_CONFLICT");
 
-    let too_big = json!({"name": "huge", "physical_capacity": 2 * SYSTEM_CAPACITY});
+    let (_, system) = server.call("GET", "/api/rest/system", None);
+    let system_capacity = system["result"]["physical_capacity"].as_u64().unwrap();
+    let too_big = json!({"name": "huge", "physical_capacity": 2 * system_capacity});
     let (status, refused) = server.call("POST", "/api/rest/pools", Some(too_big));
     assert_eq!(status, 409);
     assert_error(&refused, "SYSTEM_CAPACITY_EXCEEDED");
@@ -126,11 +135,12 @@ fn pools_are_created_read_listed_and_deleted_with_approval() {
     assert_error(&bad_id, "POOL_NOT_FOUND");
 }
 
+/// On the real node.
 #[test]
 fn volumes_are_created_resized_and_deleted() {
-    let server = TestServer::start();
-    let pool = server.create_pool("silver", 100 * GIB);
-    let body = json!({"name": "db", "pool_id": pool, "size": 10 * GIB, "provtype": "THICK"});
+    let server = TestServer::start_on_node();
+    let pool = server.create_pool("silver", 64 * MIB);
+    let body = json!({"name": "db", "pool_id": pool, "size": 10 * MIB, "provtype": "THICK"});
     let (status, created) = server.call("POST", "/api/rest/volumes", Some(body));
     assert_eq!(status, 201);
     assert_eq!(created["result"]["type"], "MASTER");
@@ -139,35 +149,35 @@ fn volumes_are_created_resized_and_deleted() {
     let id = created["result"]["id"].as_u64().unwrap();
     let path = format!("/api/rest/volumes/{id}");
 
-    let no_pool = json!({"name": "x", "pool_id": 999, "size": GIB});
+    let no_pool = json!({"name": "x", "pool_id": 999, "size": MIB});
     let (status, refused) = server.call("POST", "/api/rest/volumes", Some(no_pool));
     assert_eq!(status, 404);
     assert_error(&refused, "POOL_NOT_FOUND");
 
-    let (status, grown) = server.call("PUT", &path, Some(json!({"size": 20 * GIB})));
+    let (status, grown) = server.call("PUT", &path, Some(json!({"size": 20 * MIB})));
     assert_eq!(status, 200);
-    assert_eq!(grown["result"]["size"], 20 * GIB);
+    assert_eq!(grown["result"]["size"], 20 * MIB);
 
-    let (status, refused) = server.call("PUT", &path, Some(json!({"size": 5 * GIB})));
+    let (status, refused) = server.call("PUT", &path, Some(json!({"size": 5 * MIB})));
     assert_eq!(status, 403);
     assert_error(&refused, "APPROVAL_REQUIRED");
     let (status, shrunk) = server.call(
         "PUT",
         &format!("{path}?approved=true"),
-        Some(json!({"size": 5 * GIB})),
+        Some(json!({"size": 5 * MIB})),
     );
     assert_eq!(status, 200);
-    assert_eq!(shrunk["result"]["size"], 5 * GIB);
+    assert_eq!(shrunk["result"]["size"], 5 * MIB);
 
     // One PUT may rename and resize; a field the update does not know is refused by name.
     let (status, changed) = server.call(
         "PUT",
         &path,
-        Some(json!({"size": 6 * GIB, "name": "renamed"})),
+        Some(json!({"size": 6 * MIB, "name": "renamed"})),
     );
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["result"]["name"], "renamed");
-    assert_eq!(changed["result"]["size"], 6 * GIB);
+    assert_eq!(changed["result"]["size"], 6 * MIB);
     let (status, refused) = server.call("PUT", &path, Some(json!({"colour": "red"})));
     assert_eq!(status, 400);
     assert_error(&refused, "BAD_REQUEST");
@@ -196,7 +206,7 @@ fn volumes_are_created_resized_and_deleted() {
     let (status, gone) = server.call("GET", &path, None);
     assert_eq!(status, 404);
     assert_error(&gone, "VOLUME_NOT_FOUND");
-    let (status, gone) = server.call("PUT", &path, Some(json!({"size": GIB})));
+    let (status, gone) = server.call("PUT", &path, Some(json!({"size": MIB})));
     assert_eq!(status, 404);
     assert_error(&gone, "VOLUME_NOT_FOUND");
 }
@@ -515,12 +525,13 @@ fn event_types_are_one_object_of_codes_levels_and_reporters() {
     assert_eq!(login_failure["reporter"], "SECURITY");
 }
 
+/// On the real node: its own rules for names, thresholds and capacities.
 #[test]
 fn pools_update_names_capacities_thresholds_and_ssd() {
-    let server = TestServer::start();
-    let gold = server.create_pool("gold", 10 * GIB);
-    server.create_pool("silver", GIB);
-    let volume = server.create_volume("v", gold, 4 * GIB);
+    let server = TestServer::start_on_node();
+    let gold = server.create_pool("gold", 10 * MIB);
+    server.create_pool("silver", MIB);
+    let volume = server.create_volume("v", gold, 4 * MIB);
     let path = format!("/api/rest/pools/{gold}");
     let put = |body: Value| server.call("PUT", &path, Some(body));
 
@@ -569,17 +580,19 @@ fn pools_update_names_capacities_thresholds_and_ssd() {
     let (status, refused) = put(json!({"physical_capacity_warning": 300}));
     assert_eq!(status, 400, "a percent above u8 is a bad body: {refused}");
 
-    let (status, grown) = put(json!({"physical_capacity": 20 * GIB, "virtual_capacity": 40 * GIB}));
+    let (status, grown) = put(json!({"physical_capacity": 20 * MIB, "virtual_capacity": 40 * MIB}));
     assert_eq!(status, 200);
-    assert_eq!(grown["result"]["free_virtual_space"], 36 * GIB);
-    let (status, refused) = put(json!({"virtual_capacity": 3 * GIB, "physical_capacity": GIB}));
+    assert_eq!(grown["result"]["free_virtual_space"], 36 * MIB);
+    let (status, refused) = put(json!({"virtual_capacity": 3 * MIB, "physical_capacity": MIB}));
     assert_eq!(
         status, 409,
-        "the volume holds 4 GiB of the virtual capacity"
+        "the volume holds 4 MiB of the virtual capacity"
     );
     assert_error(&refused, "POOL_CAPACITY_EXCEEDED");
+    let (_, system) = server.call("GET", "/api/rest/system", None);
+    let system_capacity = system["result"]["physical_capacity"].as_u64().unwrap();
     let (status, refused) = put(json!({
-        "physical_capacity": SYSTEM_CAPACITY, "virtual_capacity": SYSTEM_CAPACITY,
+        "physical_capacity": system_capacity, "virtual_capacity": system_capacity,
     }));
     assert_eq!(status, 409);
     assert_error(&refused, "POOL_CAPACITY_EXCEEDED");
@@ -595,10 +608,11 @@ fn pools_update_names_capacities_thresholds_and_ssd() {
     assert_error(&refused, "POOL_NOT_FOUND");
 }
 
+/// On the real node.
 #[test]
 fn pool_owners_must_be_pool_admins() {
-    let server = TestServer::start();
-    let pool = server.create_pool("p", GIB);
+    let server = TestServer::start_on_node();
+    let pool = server.create_pool("p", MIB);
     let mut ids = Vec::new();
     for (name, role) in [("ops", "POOL_ADMIN"), ("viewer", "READ_ONLY")] {
         let body = json!({"name": name, "password": "long enough", "role": role});

@@ -465,8 +465,8 @@ fn top_reads_what_the_node_renders() {
         "volume",
         &rows,
     );
-    let sample = crate::mgmt::top::NodeSample::from_text(&out);
-    let key = crate::mgmt::top::VolumeKey {
+    let sample = crate::cli::top::NodeSample::from_text(&out);
+    let key = crate::cli::top::VolumeKey {
         name: "we\"ird\\".into(),
         id: "4".into(),
     };

@@ -58,7 +58,7 @@ fn tcp_without_credentials_is_unauthorized_with_a_challenge() {
     );
     assert_eq!(reply.status, 401);
     assert!(
-        node.fixture.api.pools().is_empty(),
+        node.fixture.api().pools().is_empty(),
         "a refused request changes nothing"
     );
     let reply = node.send(&node.admin, "GET", "/api/rest/system", None);
@@ -264,7 +264,7 @@ fn roles_limit_what_users_may_change() {
         200
     );
 
-    let volumes = node.fixture.api.volumes();
+    let volumes = node.fixture.api().volumes();
     let names: Vec<&str> = volumes.iter().map(|volume| volume.name.as_str()).collect();
     assert_eq!(names, ["a"], "refused requests created nothing");
     let denied = node.events("ACCESS_DENIED");

@@ -8,7 +8,7 @@ use crate::mgmt::api::Management;
 
 fn states(node: &Node) -> Vec<String> {
     node.fixture
-        .api
+        .api()
         .controllers()
         .into_iter()
         .map(|controller| controller.state)
@@ -201,10 +201,10 @@ fn failing_needs_approval_and_recovering_brings_the_controller_back() {
     assert_eq!(failed["result"]["failovers"], 2);
     node.admin_ok("POST", "/api/rest/controllers/2/recover", None);
     node.admin_ok("POST", "/api/rest/controllers/3/recover", None);
-    node.fixture.api.advance_controllers(0.5);
+    node.fixture.api().advance_controllers(0.5);
     let halfway = node.admin_ok("GET", "/api/rest/controllers/2", None);
     assert_eq!(halfway["result"]["failback_progress"], 0.5);
-    node.fixture.api.advance_controllers(0.5);
+    node.fixture.api().advance_controllers(0.5);
     assert_eq!(states(&node), ["ACTIVE"; 3]);
     let failed_twice = node.admin_ok("GET", "/api/rest/controllers/2", None);
     assert_eq!(failed_twice["result"]["failovers"], 2);

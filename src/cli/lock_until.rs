@@ -10,7 +10,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::meta::bounds::check_lock_end;
+use crate::mgmt::snapshot_api::check_lock_end;
 
 /// When a lock ends.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -310,13 +310,13 @@ mod tests {
     #[test]
     fn a_lock_ends_within_100_years_as_on_the_node() {
         let now = 1_800_000_000_000;
-        let latest = now + crate::meta::bounds::MAX_LOCK_MS;
+        let latest = now + crate::mgmt::snapshot_api::MAX_LOCK_MS;
         assert_eq!(LockUntil::At(latest).epoch_ms(now), Ok(latest));
         let error = LockUntil::At(latest + 1).epoch_ms(now).unwrap_err();
         assert!(error.contains("100 years"), "{error}");
         let error = LockUntil::At(u64::MAX).epoch_ms(now).unwrap_err();
         assert!(error.contains("100 years"), "{error}");
-        let century = Duration::from_secs(crate::meta::bounds::MAX_LOCK_SECS + 1);
+        let century = Duration::from_secs(crate::mgmt::snapshot_api::MAX_LOCK_SECS + 1);
         assert!(LockUntil::After(century).epoch_ms(now).is_err());
     }
 }

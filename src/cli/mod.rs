@@ -1,5 +1,13 @@
-//! The `troika` CLI's management commands: clap subcommands that call the REST API and print
-//! tables (or the API's `result` JSON with `--json`).
+//! The management client: the operator's CLI (`troika pool|vol|snap|...`), the HTTP client
+//! it uses ([`client`]) and `troika top` ([`top`]).
+//!
+//! What it promises: it talks to a node only through the management API's wire format
+//! (the REST paths, the `{result, error, metadata}` envelope and the request and answer
+//! types of `crate::mgmt`, with their error codes); it never reaches into the node's
+//! layers, so it works the same against a node on this machine or across the network.
+//!
+//! The commands are clap subcommands that call the REST API and print tables (or the
+//! API's `result` JSON with `--json`).
 //!
 //! The API is reached on the node's unix socket (the caller acts as the local ADMIN) or, with
 //! `--url https://HOST:PORT`, on its TCP listener with HTTP basic credentials (`--user`, the
@@ -40,6 +48,7 @@
 //! output, `terminal` the password prompt.
 
 mod accounts;
+pub mod client;
 mod consistency_groups;
 mod controllers;
 mod events;
@@ -53,13 +62,14 @@ mod session;
 mod snapshots;
 mod tables;
 mod terminal;
+pub mod top;
 
 use std::io::Write;
 use std::path::Path;
 
-use super::client::{Client, ClientError, Endpoint};
 use crate::mgmt::api::ScheduleInfo;
 use crate::types::parse_size;
+use client::{Client, ClientError, Endpoint};
 pub use hosts::{ChapArg, ChapArgs, ClusterCommand, HostCommand};
 pub use lock_until::LockUntil;
 use session::Session;

@@ -7,8 +7,8 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{CliCommand, CliError, EventCommand, Settings, SystemCommand, tables};
+use crate::cli::client::{Client, ClientError, encode_query_value};
 use crate::mgmt::api::SystemInfo;
-use crate::mgmt::client::{Client, ClientError, encode_query_value};
 use crate::mgmt::rest::MAX_PAGE_SIZE;
 
 /// A kind of object the CLI names by NAME.
@@ -29,39 +29,38 @@ pub(super) struct Kind {
     pub command: &'static str,
 }
 
-pub(super) const POOL: Kind = Kind {
-    collection: "pools",
-    only: "",
-    not_found: "POOL_NOT_FOUND",
-    noun: "pool",
-    plural: "pools",
-    command: "pool",
-};
+impl Kind {
+    /// A kind that has its own collection (nothing else is listed there).
+    pub(super) const fn own(
+        collection: &'static str,
+        not_found: &'static str,
+        noun: &'static str,
+        plural: &'static str,
+        command: &'static str,
+    ) -> Kind {
+        Kind {
+            collection,
+            only: "",
+            not_found,
+            noun,
+            plural,
+            command,
+        }
+    }
+}
+
+pub(super) const POOL: Kind = Kind::own("pools", "POOL_NOT_FOUND", "pool", "pools", "pool");
 /// A master volume or a snapshot: anything a host can read.
-pub(super) const VOLUME: Kind = Kind {
-    collection: "volumes",
-    only: "",
-    not_found: "VOLUME_NOT_FOUND",
-    noun: "volume",
-    plural: "volumes",
-    command: "vol",
-};
+pub(super) const VOLUME: Kind =
+    Kind::own("volumes", "VOLUME_NOT_FOUND", "volume", "volumes", "vol");
 pub(super) const SNAPSHOT: Kind = Kind {
-    collection: "volumes",
     only: "&type=eq:SNAPSHOT",
-    not_found: "VOLUME_NOT_FOUND",
     noun: "snapshot",
     plural: "snapshots",
     command: "snap",
+    ..VOLUME
 };
-pub(super) const USER: Kind = Kind {
-    collection: "users",
-    only: "",
-    not_found: "USER_NOT_FOUND",
-    noun: "user",
-    plural: "users",
-    command: "user",
-};
+pub(super) const USER: Kind = Kind::own("users", "USER_NOT_FOUND", "user", "users", "user");
 pub(super) const CONSISTENCY_GROUP: Kind = Kind {
     collection: "cgs",
     only: "&type=eq:MASTER",
@@ -81,14 +80,13 @@ pub(super) const GROUP_SNAPSHOT: Kind = Kind {
     plural: "group snapshots",
     ..CONSISTENCY_GROUP
 };
-pub(super) const POLICY: Kind = Kind {
-    collection: "snapshot_policies",
-    only: "",
-    not_found: "SNAPSHOT_POLICY_NOT_FOUND",
-    noun: "snapshot policy",
-    plural: "snapshot policies",
-    command: "policy",
-};
+pub(super) const POLICY: Kind = Kind::own(
+    "snapshot_policies",
+    "SNAPSHOT_POLICY_NOT_FOUND",
+    "snapshot policy",
+    "snapshot policies",
+    "policy",
+);
 
 /// What `--json` prints: the value, pretty, and a newline.
 pub(super) fn json_text(value: &Value) -> String {

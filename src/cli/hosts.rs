@@ -15,23 +15,14 @@ use super::session::{Kind, Session, VOLUME, json_text};
 use super::tables::{self, Names, table, utc_time};
 use crate::mgmt::api::{ClusterInfo, HostInfo, LunInfo};
 
-pub(super) const HOST: Kind = Kind {
-    collection: "hosts",
-    only: "",
-    not_found: "HOST_NOT_FOUND",
-    noun: "host",
-    plural: "hosts",
-    command: "host",
-};
-
-pub(super) const CLUSTER: Kind = Kind {
-    collection: "clusters",
-    only: "",
-    not_found: "CLUSTER_NOT_FOUND",
-    noun: "host cluster",
-    plural: "host clusters",
-    command: "cluster",
-};
+pub(super) const HOST: Kind = Kind::own("hosts", "HOST_NOT_FOUND", "host", "hosts", "host");
+pub(super) const CLUSTER: Kind = Kind::own(
+    "clusters",
+    "CLUSTER_NOT_FOUND",
+    "host cluster",
+    "host clusters",
+    "cluster",
+);
 
 /// CHAP methods as the CLI spells them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -11,10 +11,10 @@ use serde_json::Value;
 
 use super::session::Session;
 use super::{CliError, EventCommand, EventFilter, FollowStop, tables};
-use crate::mgmt::client::encode_query_value;
+use crate::cli::client::encode_query_value;
+use crate::cli::top::run_top;
 use crate::mgmt::events::Event;
 use crate::mgmt::rest::MAX_PAGE_SIZE;
-use crate::mgmt::top::run_top;
 
 /// How often `follow` asks for new events.
 const FOLLOW_POLL: Duration = Duration::from_millis(500);

@@ -217,7 +217,7 @@ impl Client {
 
     /// Verifies an HTTPS node against the certificates in the PEM file `ca_file`.
     pub fn with_ca_file(mut self, ca_file: &Path) -> anyhow::Result<Client> {
-        self.tls = Some(super::tls::client_config(ca_file)?);
+        self.tls = Some(crate::mgmt::tls::client_config(ca_file)?);
         Ok(self)
     }
 
