@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::shard::{Role, SectionKey};
 use super::{Cache, Route, block_mask};
 use crate::meta::VolumeHandle;
-use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError};
 
 /// The merged bytes of a write's partial first and last blocks, for the mirror: one pair
 /// per thread, so a section write neither allocates nor clears 8 KiB of stack.
@@ -99,7 +99,7 @@ impl Cache {
     #[allow(clippy::too_many_arguments)]
     fn write_primary(
         &self,
-        owner: usize,
+        owner: ControllerId,
         volume: &VolumeHandle,
         key: SectionKey,
         within: usize,
@@ -232,7 +232,7 @@ impl Cache {
     /// outlive checkpoints should the copy become the primary).
     pub(super) fn write_mirror<'a>(
         &self,
-        mirror: usize,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         bytes: &'a dyn Fn(usize) -> &'a [u8],
@@ -252,7 +252,7 @@ impl Cache {
                             volume: String::new(),
                             detail: format!(
                                 "controller {} had no cache slot for a mirror copy for 120 s; destage is stuck, check the NL-SAS devices",
-                                mirror + 1
+                                mirror
                             ),
                         }
                     })?;
@@ -264,7 +264,7 @@ impl Cache {
     /// One attempt of [`Cache::write_mirror`]; `None` when the domain has no slot free.
     pub(super) fn try_write_mirror<'a>(
         &self,
-        mirror: usize,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         bytes: &'a dyn Fn(usize) -> &'a [u8],
@@ -316,8 +316,8 @@ impl Cache {
     /// their fresh mirror copy is released.
     pub(super) fn settle_mirror(
         &self,
-        owner: usize,
-        mirror: usize,
+        owner: ControllerId,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         generation: &dyn Fn(usize) -> u64,
@@ -365,8 +365,8 @@ impl Cache {
     /// rewrote that generation).
     pub(super) fn release_mirror(
         &self,
-        owner: usize,
-        mirror: usize,
+        owner: ControllerId,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         generation: &dyn Fn(usize) -> u64,
@@ -407,10 +407,10 @@ impl Cache {
                 self.still_held_dirty(owner, key, released, &released_at),
                 0,
                 "controller {} released mirror copies of section {} of volume {} (left: the mask of those blocks) that controller {}, their owner, still holds dirty at the same generation, neither destaged nor rewritten: those acknowledged writes are left with one copy",
-                mirror + 1,
+                mirror,
                 key.1,
                 key.0,
-                owner + 1
+                owner
             );
         }
     }
@@ -419,7 +419,7 @@ impl Cache {
     /// `generations[block]` (a lock of one shard of the owner).
     fn still_held_dirty(
         &self,
-        owner: usize,
+        owner: ControllerId,
         key: SectionKey,
         mask: u16,
         generations: &[u64; BLOCKS_PER_SECTION],
@@ -441,7 +441,7 @@ impl Cache {
 
     /// Marks blocks `mask` of the owner's slot, still at `generation`, as lacking a mirror
     /// copy (a mirror write failed).
-    fn mark_unmirrored(&self, owner: usize, key: SectionKey, mask: u16, generation: u64) {
+    fn mark_unmirrored(&self, owner: ControllerId, key: SectionKey, mask: u16, generation: u64) {
         let domain = &self.domains[owner];
         let mut added = 0u64;
         {

@@ -79,7 +79,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::io::{AlignedBuf, BufferPool, with_thread_ring};
 use crate::meta::{BlockRead, MetaStore, RecoveredBlock, VolumeHandle};
 use crate::target::Extent;
-use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError, SECTION_SIZE};
+use crate::types::{
+    BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError, PerController, SECTION_SIZE,
+};
 use domain::{Domain, SHARDS, shard_of};
 pub use failover::{DomainFailure, RemirrorProgress};
 pub use gate::Admission;
@@ -88,11 +90,12 @@ pub use shard::SectionKey;
 pub use share::{SHARE_CHUNK_BLOCKS, ShareOutcome};
 pub use vault::StrandedReport;
 
-/// Where a section lives: the index of its owner's domain and of its mirror's, if any.
+/// Where a section lives: the controller whose domain owns it and the one whose domain
+/// mirrors it, if any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Route {
-    pub owner: usize,
-    pub mirror: Option<usize>,
+    pub owner: ControllerId,
+    pub mirror: Option<ControllerId>,
 }
 
 /// Names each section's owner and mirror (the controllers layer implements it).
@@ -123,7 +126,7 @@ struct Signals {
 /// See the module doc.
 pub struct Cache {
     meta: Arc<MetaStore>,
-    domains: Box<[Domain]>,
+    domains: PerController<Domain>,
     router: Arc<dyn SectionRouter>,
     /// Writers wait above this many dirty blocks in a domain...
     dirty_limit: u64,
@@ -155,7 +158,7 @@ pub struct Cache {
 }
 
 /// What the controllers layer does when a domain's own thread panics: fail that domain.
-pub type PanicHook = Arc<dyn Fn(usize) + Send + Sync>;
+pub type PanicHook = Arc<dyn Fn(ControllerId) + Send + Sync>;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<AlignedBuf> = std::cell::RefCell::new(AlignedBuf::new(BLOCK_SIZE));
@@ -173,10 +176,11 @@ impl Cache {
         router: Arc<dyn SectionRouter>,
     ) -> Arc<Cache> {
         let slots_per_shard = ((bytes_per_domain / SECTION_SIZE as u64) as usize / SHARDS).max(8);
-        let domains: Box<[Domain]> = (0..domains.max(1))
-            .map(|index| Domain::new(index, slots_per_shard))
-            .collect();
-        let capacity_blocks = domains[0].capacity_blocks;
+        let domains = PerController::new(domains.max(1), |id| Domain::new(id, slots_per_shard));
+        let capacity_blocks = domains
+            .values()
+            .next()
+            .map_or(0, |domain| domain.capacity_blocks);
         let cache = Arc::new(Cache {
             meta,
             domains,
@@ -208,8 +212,8 @@ impl Cache {
             );
             std::process::exit(1);
         }
-        for index in 0..cache.domains.len() {
-            cache.start_destager(index);
+        for id in cache.domains.ids() {
+            cache.start_destager(id);
         }
         cache.start_reclaimer();
         cache
@@ -224,14 +228,11 @@ impl Cache {
         *self.panic_hook.lock() = Some(hook);
     }
 
-    fn domain_panicked(&self, index: usize) {
-        crate::say!(
-            "troika: a thread of controller {} panicked; failing that controller",
-            index + 1
-        );
+    fn domain_panicked(&self, id: ControllerId) {
+        crate::say!("troika: a thread of controller {id} panicked; failing that controller");
         let hook = self.panic_hook.lock().clone();
         if let Some(hook) = hook {
-            std::thread::spawn(move || hook(index));
+            std::thread::spawn(move || hook(id));
         }
     }
 
@@ -243,7 +244,7 @@ impl Cache {
     /// Bytes of DRAM all domains hold.
     pub fn capacity_bytes(&self) -> u64 {
         self.domains
-            .iter()
+            .values()
             .map(|domain| domain.capacity_blocks * BLOCK_SIZE as u64)
             .sum()
     }
@@ -251,23 +252,27 @@ impl Cache {
     /// Every domain's dirty counts recounted from its slots (a walk of every slot): only
     /// exact while nothing changes them, e.g. during an ownership change.
     fn recount_domains(&self) -> Result<(), String> {
-        self.domains.iter().try_for_each(Domain::recount)
+        self.domains.values().try_for_each(Domain::recount)
     }
 
     /// One domain's DRAM budget.
     pub fn domain_capacity_bytes(&self) -> u64 {
-        self.domains[0].capacity_blocks * BLOCK_SIZE as u64
+        self.domains
+            .values()
+            .next()
+            .map_or(0, |domain| domain.capacity_blocks)
+            * BLOCK_SIZE as u64
     }
 
     /// Bytes written but not destaged (each counted once, at its owner).
     pub fn dirty_bytes(&self) -> u64 {
-        self.domains.iter().map(Domain::dirty_bytes).sum()
+        self.domains.values().map(Domain::dirty_bytes).sum()
     }
 
     /// Per domain: (dirty bytes it owns, mirror bytes it holds, dirty bytes without a
     /// mirror copy, sections it holds as owner).
-    pub fn domain_figures(&self, index: usize) -> (u64, u64, u64, u64) {
-        let domain = &self.domains[index];
+    pub fn domain_figures(&self, id: ControllerId) -> (u64, u64, u64, u64) {
+        let domain = &self.domains[id];
         (
             domain.dirty_bytes(),
             domain.mirror_bytes(),
@@ -312,12 +317,12 @@ impl Cache {
         Ok(())
     }
 
-    fn kick_destage(&self, index: usize) {
-        self.domains[index].destage_wake.notify_one();
+    fn kick_destage(&self, id: ControllerId) {
+        self.domains[id].destage_wake.notify_one();
     }
 
     fn kick_all_destagers(&self) {
-        for domain in self.domains.iter() {
+        for domain in self.domains.values() {
             domain.destage_wake.notify_one();
         }
     }
@@ -350,7 +355,7 @@ impl Cache {
 
     /// Waits while dirty data fills the owner's or the mirror's DRAM (back-pressure).
     fn wait_for_dirty_room(&self, route: Route) -> Result<(), IoError> {
-        let full = |index: usize| self.domains[index].dirty_total() >= self.dirty_limit;
+        let full = |id: ControllerId| self.domains[id].dirty_total() >= self.dirty_limit;
         let mut deadline = None;
         while full(route.owner) || route.mirror.is_some_and(full) {
             self.wait_for_space(&mut deadline, Duration::from_millis(20), || {
@@ -417,7 +422,7 @@ impl Cache {
     /// Brings one block into its owner's slot from the array (zeroes when unmapped).
     fn fill_block(
         &self,
-        owner: usize,
+        owner: ControllerId,
         volume: &VolumeHandle,
         key: SectionKey,
         block: usize,
@@ -436,7 +441,7 @@ impl Cache {
     /// Installs bytes read from the array, unless the block changed meanwhile.
     fn install_clean(
         &self,
-        owner: usize,
+        owner: ControllerId,
         key: SectionKey,
         block: usize,
         bytes: &[u8],
@@ -493,7 +498,7 @@ impl Cache {
 
     fn read_section(
         &self,
-        owner: usize,
+        owner: ControllerId,
         volume: &VolumeHandle,
         section: u64,
         within: usize,
@@ -568,7 +573,7 @@ impl Cache {
 
     fn copy_if_cached(
         &self,
-        owner: usize,
+        owner: ControllerId,
         key: SectionKey,
         block: usize,
         start: usize,
@@ -668,7 +673,7 @@ impl Cache {
         let first_section = start / BLOCKS_PER_SECTION as u64;
         let end_section = end.div_ceil(BLOCKS_PER_SECTION as u64);
         let mut released_any = false;
-        for domain in self.domains.iter() {
+        for domain in self.domains.values() {
             for (index, shard) in domain.shards.iter().enumerate() {
                 let mut shard = shard.inner.lock();
                 let slots: Vec<u32> = if end_section - first_section <= shard.slots.len() as u64 {
@@ -835,7 +840,7 @@ impl Cache {
         let result = self.drain();
         self.shutdown.store(true, Ordering::Release);
         self.kick_all_destagers();
-        for domain in self.domains.iter() {
+        for domain in self.domains.values() {
             if let Some(handle) = domain.destager.lock().take() {
                 let _ = handle.join();
             }
@@ -858,11 +863,11 @@ impl Cache {
                 reported = true;
                 let figures: Vec<String> = self
                     .domains
-                    .iter()
+                    .values()
                     .map(|domain| {
                         format!(
                             "controller {}: {} dirty blocks, {} mirror blocks{}",
-                            domain.index + 1,
+                            domain.id,
                             domain.primary_dirty.load(Ordering::Acquire),
                             domain.mirror_dirty.load(Ordering::Acquire),
                             if domain.is_alive() { "" } else { " (failed)" }

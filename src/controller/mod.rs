@@ -19,6 +19,7 @@
 //! is a clock read before and after and a few relaxed atomic adds.
 
 pub mod access;
+mod error;
 mod failover;
 pub mod placement;
 mod ports;
@@ -41,30 +42,11 @@ use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
 use crate::target::{BlockTarget, ChangedExtent, Extent, ShareOutcome};
 use crate::types::{BLOCK_SIZE, IoError};
+pub use crate::types::{ControllerId, PerController};
+pub use error::ControllerError;
 pub use failover::EventSink;
 use routing::Routing;
 use state::{ControllerEvent, ControllerState};
-
-/// A checked controller number (0-based internally, shown 1-based to operators).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ControllerId(u8);
-
-impl ControllerId {
-    /// The id of controller `index` of `count`; `None` out of range.
-    pub fn new(index: usize, count: usize) -> Option<ControllerId> {
-        (index < count && index < 8).then_some(ControllerId(index as u8))
-    }
-
-    pub fn index(self) -> usize {
-        usize::from(self.0)
-    }
-}
-
-impl std::fmt::Display for ControllerId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0 + 1)
-    }
-}
 
 /// What the node keeps about one controller besides its state machine.
 struct Record {
@@ -81,7 +63,7 @@ pub struct Controllers {
     routing: Arc<Routing>,
     ids: Vec<ControllerId>,
     stats: Arc<StatsRegistry>,
-    records: Mutex<Vec<Record>>,
+    records: Mutex<PerController<Record>>,
     /// Serializes failures, recoveries and failback steps.
     control: Mutex<()>,
     ports: ports::Ports,
@@ -115,21 +97,16 @@ impl Controllers {
     /// The controllers over `cache`, placing sections with `routing` (the router the
     /// cache was started with); all start ACTIVE.
     pub fn new(cache: Arc<Cache>, routing: Arc<Routing>, count: usize) -> Arc<Controllers> {
-        let ids: Vec<ControllerId> = (0..count)
-            .filter_map(|index| ControllerId::new(index, count))
-            .collect();
         let now = failover::now_ms();
-        let records = ids
-            .iter()
-            .map(|_| Record {
-                state: ControllerState::Starting
-                    .on(ControllerEvent::Ready)
-                    .expect("Starting takes Ready"),
-                failovers: 0,
-                state_changed_at: now,
-                failback_step: 0,
-            })
-            .collect();
+        let records = PerController::new(count, |_| Record {
+            state: ControllerState::Starting
+                .on(ControllerEvent::Ready)
+                .expect("Starting takes Ready"),
+            failovers: 0,
+            state_changed_at: now,
+            failback_step: 0,
+        });
+        let ids: Vec<ControllerId> = records.ids().collect();
         let controllers = Arc::new(Controllers {
             cache,
             routing,
@@ -144,9 +121,9 @@ impl Controllers {
             access: Mutex::new(Arc::new(access::DefaultAccess)),
         });
         let weak = Arc::downgrade(&controllers);
-        controllers.cache.set_panic_hook(Arc::new(move |index| {
+        controllers.cache.set_panic_hook(Arc::new(move |id| {
             if let Some(controllers) = weak.upgrade() {
-                controllers.fail_after_panic(index);
+                controllers.fail_after_panic(id);
             }
         }));
         controllers
@@ -206,14 +183,14 @@ impl Controllers {
         self.ports.set_config(config);
     }
 
-    /// Opens controller `index`'s NBD port on `address`.
+    /// Opens controller `controller`'s NBD port on `address`.
     pub fn open_port(
         self: &Arc<Self>,
         controller: ControllerId,
         address: SocketAddr,
     ) -> std::io::Result<()> {
         self.ports.open(
-            controller.index(),
+            controller,
             address,
             ControllerPort::new(self.clone(), controller),
         )
@@ -241,7 +218,7 @@ impl Controllers {
 
     /// The state of controller `controller`.
     pub fn state(&self, controller: ControllerId) -> ControllerState {
-        self.records.lock()[controller.index()].state
+        self.records.lock()[controller].state
     }
 
     /// Opens the named export, whoever asks, for a connection that arrived on
@@ -269,7 +246,7 @@ impl Controllers {
         Some(Arc::new(VolumeTarget {
             controllers: self.clone(),
             cache: self.cache.clone(),
-            port: controller.index(),
+            port: controller,
             handle,
             volume_stats,
             controller_stats,
@@ -279,11 +256,10 @@ impl Controllers {
     /// The first controller whose ports are open (the unix socket's requests enter there).
     fn first_open(&self) -> ControllerId {
         let records = self.records.lock();
-        self.ids
+        records
             .iter()
-            .copied()
-            .find(|id| records[id.index()].state.ports_open())
-            .unwrap_or(self.ids[0])
+            .find(|(_, record)| record.state.ports_open())
+            .map_or(self.ids[0], |(id, _)| id)
     }
 }
 
@@ -319,7 +295,7 @@ pub struct VolumeTarget {
     controllers: Arc<Controllers>,
     cache: Arc<Cache>,
     /// The controller whose port the connection arrived on.
-    port: usize,
+    port: ControllerId,
     handle: Arc<VolumeHandle>,
     volume_stats: Arc<IoStats>,
     controller_stats: Arc<IoStats>,
@@ -345,7 +321,7 @@ impl VolumeTarget {
                     volume: self.handle.name.clone(),
                     detail: format!(
                         "controller {} failed while serving this request; reconnect through another controller's port",
-                        self.port + 1
+                        self.port
                     ),
                 })
             }

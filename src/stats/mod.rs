@@ -27,8 +27,8 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use parking_lot::Mutex;
 
-use crate::controller::ControllerId;
 use crate::meta::VolumeHandle;
+use crate::types::{ControllerId, PerController};
 
 pub use render::{escape_label_value, render_node_metrics};
 
@@ -211,7 +211,7 @@ impl VolumeEntry {
 /// opened and when metrics are rendered, never per request.
 pub struct StatsRegistry {
     volumes: Mutex<HashMap<u32, VolumeEntry>>,
-    controllers: Box<[Arc<IoStats>]>,
+    controllers: PerController<Arc<IoStats>>,
 }
 
 impl StatsRegistry {
@@ -219,7 +219,7 @@ impl StatsRegistry {
     pub fn new(controllers: usize) -> StatsRegistry {
         StatsRegistry {
             volumes: Mutex::new(HashMap::new()),
-            controllers: (0..controllers).map(|_| Arc::default()).collect(),
+            controllers: PerController::new(controllers, |_| Arc::default()),
         }
     }
 
@@ -242,7 +242,7 @@ impl StatsRegistry {
 
     /// The stats of controller `id`; `None` if the node has no such controller.
     pub fn controller(&self, id: ControllerId) -> Option<&Arc<IoStats>> {
-        self.controllers.get(id.index())
+        self.controllers.get(id)
     }
 
     pub fn controller_count(&self) -> usize {
