@@ -12,7 +12,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::shard::{Role, SectionKey};
-use super::{Cache, Route, block_mask};
+use super::write::block_mask;
+use super::{Cache, Route};
 use crate::meta::VolumeHandle;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError};
 
