@@ -130,17 +130,8 @@ impl Cache {
                 return Err(IoError::Paused);
             }
             // Partial blocks need their current bytes first.
-            let mut missing = None;
-            for block in [first_block, last_block] {
-                let start = (block * BLOCK_SIZE).max(within);
-                let end = ((block + 1) * BLOCK_SIZE).min(within + data.len());
-                let partial = end - start < BLOCK_SIZE;
-                if partial && shard.slots[slot as usize].valid & (1 << block) == 0 {
-                    missing = Some(block);
-                    break;
-                }
-            }
-            if let Some(block) = missing {
+            let valid = shard.slots[slot as usize].valid;
+            if let Some(block) = partial_block_missing(valid, within, data.len()) {
                 drop(shard);
                 self.fill_block(owner, volume, key, block)?;
                 continue;
@@ -166,15 +157,7 @@ impl Cache {
                 }
             }
             let need = candidates & !entry.mapped;
-            let count = u64::from(need.count_ones());
-            for taken in 0..count {
-                if !volume.pool.try_reserve() {
-                    volume.pool.release(taken);
-                    return Err(IoError::NoSpace {
-                        pool: volume.pool.name.clone(),
-                    });
-                }
-            }
+            reserve_blocks(volume, u64::from(need.count_ones()))?;
             if need != 0 {
                 entry.reserved |= need;
                 entry.pool = Some(volume.pool.clone());
@@ -465,4 +448,30 @@ impl Cache {
             domain.unmirrored.fetch_add(added, Ordering::AcqRel);
         }
     }
+}
+
+/// The first of the end blocks of a write of `len` bytes at `within` in a section that the
+/// write covers only partly and whose bytes are not in the slot yet (`valid`): its
+/// current bytes must be read in before the write merges into it.
+fn partial_block_missing(valid: u16, within: usize, len: usize) -> Option<usize> {
+    let (first_block, last_block) = (within / BLOCK_SIZE, (within + len - 1) / BLOCK_SIZE);
+    [first_block, last_block].into_iter().find(|&block| {
+        let start = (block * BLOCK_SIZE).max(within);
+        let end = ((block + 1) * BLOCK_SIZE).min(within + len);
+        end - start < BLOCK_SIZE && valid & (1 << block) == 0
+    })
+}
+
+/// Reserves `count` blocks of `volume`'s pool for blocks written for the first time; on
+/// failure gives back those taken and refuses the write.
+fn reserve_blocks(volume: &VolumeHandle, count: u64) -> Result<(), IoError> {
+    for taken in 0..count {
+        if !volume.pool.try_reserve() {
+            volume.pool.release(taken);
+            return Err(IoError::NoSpace {
+                pool: volume.pool.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -79,7 +79,7 @@ pub struct StrandedReport {
     pub lost_to_older: u64,
     /// Names of the volumes with lost writes.
     pub volumes: Vec<String>,
-    /// Controllers (0-based) that took reloaded blocks.
+    /// Controllers that took reloaded blocks.
     pub owners: Vec<ControllerId>,
     /// Why the reload failed (the node then stops writing; the vault keeps the blocks,
     /// and a restart recovers them).
