@@ -40,24 +40,135 @@ impl fmt::Display for VolumeId {
     }
 }
 
-/// A checked controller number (0-based internally, shown 1-based to operators).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Most controllers a node can have (the hardware model allows 1 to 8): a set of live
+/// controllers is one byte.
+pub const MAX_CONTROLLERS: usize = 8;
+
+/// Names one controller of the node. Checked when made, from the hardware model's count
+/// or from an operator's number, so indexing per-controller state with it cannot go out of
+/// range. Inside it is 0-based; operators (REST ids, the CLI, messages, metrics labels)
+/// see it 1-based, which is what `Display` and [`ControllerId::number`] give.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ControllerId(u8);
 
 impl ControllerId {
-    /// The id of controller `index` of `count`; `None` out of range.
-    pub fn new(index: usize, count: usize) -> Option<ControllerId> {
-        (index < count && index < 8).then_some(ControllerId(index as u8))
+    /// Controller `index` (0-based) of a node with `count`; `None` out of range.
+    pub const fn new(index: usize, count: usize) -> Option<ControllerId> {
+        if index < count && index < MAX_CONTROLLERS {
+            Some(ControllerId(index as u8))
+        } else {
+            None
+        }
     }
 
+    /// The controller an operator calls `number` (1-based, as REST and the CLI show it)
+    /// on a node with `count`; `None` when the node has no such controller.
+    pub fn from_number(number: u32, count: usize) -> Option<ControllerId> {
+        let index = usize::try_from(number).ok()?.checked_sub(1)?;
+        ControllerId::new(index, count)
+    }
+
+    /// Its 0-based position, for packing into bits and for seeds.
     pub fn index(self) -> usize {
         usize::from(self.0)
+    }
+
+    /// Its 1-based number, as operators see it.
+    pub fn number(self) -> u32 {
+        u32::from(self.0) + 1
+    }
+
+    /// Every controller of a node with `count`, in order.
+    pub fn all(count: usize) -> impl Iterator<Item = ControllerId> + Clone {
+        (0..count.min(MAX_CONTROLLERS)).map(|index| ControllerId(index as u8))
+    }
+}
+
+/// A 0-based index that names no controller any node can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("controller index {0} is out of range (a node has at most {MAX_CONTROLLERS} controllers)")]
+pub struct NoSuchController(pub usize);
+
+impl TryFrom<usize> for ControllerId {
+    type Error = NoSuchController;
+
+    /// A 0-based index checked only against [`MAX_CONTROLLERS`] (for bit sets; use
+    /// [`ControllerId::new`] where the node's count is known).
+    fn try_from(index: usize) -> Result<ControllerId, NoSuchController> {
+        ControllerId::new(index, MAX_CONTROLLERS).ok_or(NoSuchController(index))
     }
 }
 
 impl fmt::Display for ControllerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.0 + 1)
+        write!(f, "{}", self.number())
+    }
+}
+
+/// One `T` per controller of the node, indexed by [`ControllerId`]: the typed form of a
+/// per-controller array. Its length is the hardware model's controller count, fixed when
+/// it is made (never grown, so a reference into it stays valid).
+pub struct PerController<T>(Box<[T]>);
+
+impl<T> PerController<T> {
+    /// `make(id)` for every controller of a node with `count` (at most
+    /// [`MAX_CONTROLLERS`]).
+    pub fn new(count: usize, make: impl FnMut(ControllerId) -> T) -> PerController<T> {
+        PerController(ControllerId::all(count).map(make).collect())
+    }
+
+    /// How many controllers there are.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Controller `id`'s value; `None` when this node has no such controller.
+    pub fn get(&self, id: ControllerId) -> Option<&T> {
+        self.0.get(id.index())
+    }
+
+    /// Every controller's id, in order.
+    pub fn ids(&self) -> impl Iterator<Item = ControllerId> + Clone + use<T> {
+        ControllerId::all(self.0.len())
+    }
+
+    /// Every controller with its value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (ControllerId, &T)> {
+        self.ids().zip(self.0.iter())
+    }
+
+    /// Every controller's value, in order.
+    pub fn values(&self) -> std::slice::Iter<'_, T> {
+        self.0.iter()
+    }
+
+    /// Every controller's value, mutable, in order.
+    pub fn values_mut(&mut self) -> std::slice::IterMut<'_, T> {
+        self.0.iter_mut()
+    }
+}
+
+impl<T> std::ops::Index<ControllerId> for PerController<T> {
+    type Output = T;
+
+    fn index(&self, id: ControllerId) -> &T {
+        &self.0[id.index()]
+    }
+}
+
+impl<T> std::ops::IndexMut<ControllerId> for PerController<T> {
+    fn index_mut(&mut self, id: ControllerId) -> &mut T {
+        &mut self.0[id.index()]
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for PerController<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
     }
 }
 
@@ -177,6 +288,36 @@ mod tests {
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("2GiB"), Some(2 << 30));
         assert_eq!(parse_size("1gb"), Some(1 << 30));
+    }
+
+    #[test]
+    fn controller_ids_are_checked_and_shown_one_based() {
+        assert!(ControllerId::new(2, 3).is_some());
+        assert!(ControllerId::new(3, 3).is_none());
+        assert_eq!(ControllerId::new(0, 3).unwrap().to_string(), "1");
+        assert_eq!(
+            ControllerId::from_number(3, 3).map(ControllerId::index),
+            Some(2)
+        );
+        assert_eq!(ControllerId::from_number(0, 3), None);
+        assert_eq!(ControllerId::from_number(4, 3), None);
+        assert_eq!(ControllerId::try_from(7).map(ControllerId::number), Ok(8));
+        assert_eq!(ControllerId::try_from(8), Err(NoSuchController(8)));
+    }
+
+    #[test]
+    fn per_controller_values_are_indexed_by_id() {
+        let mut per = PerController::new(3, |id| id.number() * 10);
+        let second = ControllerId::new(1, 3).unwrap();
+        per[second] += 1;
+        assert_eq!(per[second], 21);
+        let seen: Vec<(u32, u32)> = per
+            .iter()
+            .map(|(id, value)| (id.number(), *value))
+            .collect();
+        assert_eq!(seen, [(1, 10), (2, 21), (3, 30)]);
+        assert_eq!(per.get(ControllerId::new(5, 8).unwrap()), None);
+        assert_eq!(PerController::new(12, |_| ()).len(), MAX_CONTROLLERS);
     }
 
     #[test]

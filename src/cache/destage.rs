@@ -22,7 +22,7 @@ use crate::layout::{Array, ParityCodec, block_checksum};
 use crate::meta::journal::Ticket;
 use crate::meta::records;
 use crate::meta::{MapEntry, MetaState};
-use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, VolumeId};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, VolumeId};
 
 const ROWS_PER_BATCH: usize = 16;
 /// Segments only the cleaner may write to, so cleaning can always make progress.
@@ -76,32 +76,32 @@ pub(super) struct Batch {
     ring: IoRing,
     codec: ParityCodec,
     /// The domain whose blocks the batch holds.
-    domain: usize,
+    domain: ControllerId,
     /// Blocks marked clean by the last commit, whose mirror copies go next.
     cleaned: Vec<(SectionKey, usize, u64)>,
 }
 
 impl Cache {
-    /// Starts domain `index`'s destage thread; a panic on it fails the domain through the
-    /// panic hook instead of the node.
-    pub(super) fn start_destager(self: &std::sync::Arc<Self>, index: usize) {
+    /// Starts controller `id`'s domain's destage thread; a panic on it fails the domain
+    /// through the panic hook instead of the node.
+    pub(super) fn start_destager(self: &std::sync::Arc<Self>, id: ControllerId) {
         let worker = self.clone();
         let handle = std::thread::Builder::new()
-            .name(format!("troika-destage-{}", index + 1))
+            .name(format!("troika-destage-{id}"))
             .spawn(move || {
                 let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    worker.destage_loop(index)
+                    worker.destage_loop(id)
                 }));
                 if outcome.is_err() {
-                    worker.domain_panicked(index);
+                    worker.domain_panicked(id);
                 }
             })
             .expect("spawning a destage thread");
-        *self.domains[index].destager.lock() = Some(handle);
+        *self.domains[id].destager.lock() = Some(handle);
     }
 
-    /// Buffers for one destage thread of domain `index`.
-    pub(super) fn new_batch(&self, index: usize) -> Batch {
+    /// Buffers for one destage thread of controller `id`'s domain.
+    pub(super) fn new_batch(&self, id: ControllerId) -> Batch {
         let array = self.meta.array();
         let geometry = *array.geometry();
         Batch {
@@ -116,14 +116,14 @@ impl Cache {
             ring: IoRing::new(256).expect("io_uring was probed at start"),
             codec: ParityCodec::new(geometry.data, geometry.unit as usize)
                 .expect("geometry was validated"),
-            domain: index,
+            domain: id,
             cleaned: Vec::new(),
         }
     }
 
-    fn destage_loop(&self, index: usize) {
-        let domain = &self.domains[index];
-        let mut batch = self.new_batch(index);
+    fn destage_loop(&self, id: ControllerId) {
+        let domain = &self.domains[id];
+        let mut batch = self.new_batch(id);
         // Hot data stays in cache: destage starts at the high watermark and goes down to
         // the low one. When hosts stop doing I/O for a while, everything is written out so
         // the vault and the recovery time stay small without competing with host I/O.
@@ -141,17 +141,17 @@ impl Cache {
             // fullest domain sets the pace for all.
             let fullest = self
                 .domains
-                .iter()
+                .values()
                 .filter(|domain| domain.is_alive())
                 .map(|domain| domain.dirty_total())
                 .max()
                 .unwrap_or(0);
             let checkpointer = self
                 .domains
-                .iter()
+                .values()
                 .find(|domain| domain.is_alive())
-                .map(|domain| domain.index)
-                == Some(index);
+                .map(|domain| domain.id)
+                == Some(id);
             let journal = self.meta.journal();
             let journal_used = journal.used();
             // The vault copies of dirty blocks pin the journal: past a quarter of it they
@@ -174,7 +174,7 @@ impl Cache {
             let pressure = domain.slot_pressure.swap(false, Ordering::AcqRel)
                 || self
                     .domains
-                    .iter()
+                    .values()
                     .any(|domain| domain.slot_pressure.load(Ordering::Acquire));
             let io = self.host_io();
             if io != host_io {
@@ -203,7 +203,7 @@ impl Cache {
                     .manual_destage
                     .load(std::sync::atomic::Ordering::Acquire);
             if dirty > 0 && (drain || shutdown) {
-                if let Err(err) = self.destage_batch(index, &mut batch) {
+                if let Err(err) = self.destage_batch(id, &mut batch) {
                     self.meta.fail("the NL-SAS array", "destage", &err);
                 }
                 self.signals.space.notify_all();
@@ -257,29 +257,29 @@ impl Cache {
             + self.counters.read_misses.load(Ordering::Relaxed)
     }
 
-    /// Gathers up to a batch of domain `domain_index`'s dirty blocks and writes them out.
+    /// Gathers up to a batch of controller `domain_id`'s dirty blocks and writes them out.
     pub(super) fn destage_batch(
         &self,
-        domain_index: usize,
+        domain_id: ControllerId,
         batch: &mut Batch,
     ) -> Result<(), String> {
         let _writer = self.array_writer.lock();
-        self.destage_batch_locked(domain_index, batch, 0)
+        self.destage_batch_locked(domain_id, batch, 0)
     }
 
     /// [`Cache::destage_batch`] for a caller that holds the array writer, gathering from
     /// shard `first_shard` on (the shards after it next, wrapping around).
     pub(super) fn destage_batch_locked(
         &self,
-        domain_index: usize,
+        domain_id: ControllerId,
         batch: &mut Batch,
         first_shard: usize,
     ) -> Result<(), String> {
-        let domain = &self.domains[domain_index];
+        let domain = &self.domains[domain_id];
         if !domain.is_alive() {
             return Ok(());
         }
-        batch.domain = domain_index;
+        batch.domain = domain_id;
         let geometry = *self.meta.array().geometry();
         let capacity = ROWS_PER_BATCH * geometry.data_slots_per_row() as usize;
         batch.blocks.clear();
@@ -306,7 +306,7 @@ impl Cache {
                 assert!(
                     dirty & !entry.valid == 0,
                     "controller {}: section {} of volume {} holds dirty blocks (mask {:#06x}) whose bytes are not in its cache; destaging them would write garbage to the volume",
-                    domain_index + 1,
+                    domain_id,
                     key.1,
                     key.0,
                     dirty & !entry.valid
@@ -561,7 +561,12 @@ impl Cache {
     /// the batch read (not rewritten, dropped or destaged since). A block of a volume
     /// deleted meanwhile is dropped from the slot here. The caller holds the metadata
     /// lock.
-    fn still_dirty_in_owner(&self, domain: usize, block: &BatchBlock, state: &MetaState) -> Held {
+    fn still_dirty_in_owner(
+        &self,
+        domain: ControllerId,
+        block: &BatchBlock,
+        state: &MetaState,
+    ) -> Held {
         let Source::Cache {
             shard,
             slot,
@@ -668,7 +673,7 @@ impl Cache {
         assert!(
             durable >= ticket,
             "controller {}: destaged blocks are being marked clean before their map commit is durable (journal ticket {ticket}, durable up to {durable}); a crash now would lose them",
-            domain.index + 1
+            domain.id
         );
         let mut cleaned = 0u64;
         let mut relocated = 0u64;
@@ -692,7 +697,7 @@ impl Cache {
                 assert!(
                     entry.unvaulted & bit != 0 || entry.vault_lsn != u64::MAX,
                     "controller {}: block {} of volume {} was flushed to the vault, but until its destage commits nothing kept its vault record from a checkpoint (its slot holds no vault journal position)",
-                    domain.index + 1,
+                    domain.id,
                     block.lba,
                     key.0
                 );
@@ -729,7 +734,7 @@ impl Cache {
     /// rewritten since (newer generation) stays.
     pub(super) fn release_destaged_mirrors(
         &self,
-        owner: usize,
+        owner: ControllerId,
         cleaned: &[(SectionKey, usize, u64)],
         ticket: Ticket,
     ) {

@@ -16,7 +16,7 @@ use parking_lot::{Condvar, Mutex};
 
 use super::gate::Gate;
 use super::shard::{Role, SectionKey, ShardInner};
-use crate::types::BLOCK_SIZE;
+use crate::types::{BLOCK_SIZE, ControllerId};
 
 pub const SHARDS: usize = 16;
 
@@ -31,8 +31,8 @@ pub fn shard_of(key: SectionKey) -> usize {
 
 /// See the module doc.
 pub struct Domain {
-    /// Its controller's index (0-based).
-    pub index: usize,
+    /// Its controller.
+    pub id: ControllerId,
     pub shards: Box<[Shard]>,
     pub capacity_blocks: u64,
     /// Dirty blocks it owns (destaged by it).
@@ -51,12 +51,12 @@ pub struct Domain {
 }
 
 impl Domain {
-    pub fn new(index: usize, slots_per_shard: usize) -> Domain {
+    pub fn new(id: ControllerId, slots_per_shard: usize) -> Domain {
         let capacity_blocks = (slots_per_shard * SHARDS * crate::types::BLOCKS_PER_SECTION) as u64;
         let gate = Gate::default();
         gate.accepting.store(true, Ordering::Release);
         Domain {
-            index,
+            id,
             shards: (0..SHARDS)
                 .map(|_| Shard {
                     inner: Mutex::new(ShardInner::new(slots_per_shard)),
@@ -105,7 +105,7 @@ impl Domain {
         assert!(
             before >= count,
             "controller {}: its count of dirty blocks it owns would go below zero ({before} counted, {count} being released): the cache's dirty accounting is broken",
-            self.index + 1
+            self.id
         );
     }
 
@@ -116,7 +116,7 @@ impl Domain {
         assert!(
             before >= count,
             "controller {}: its count of mirror copies would go below zero ({before} counted, {count} being released): the cache's dirty accounting is broken",
-            self.index + 1
+            self.id
         );
     }
 
@@ -127,7 +127,7 @@ impl Domain {
         assert!(
             before >= count,
             "controller {}: its count of dirty blocks without a mirror copy would go below zero ({before} counted, {count} being released): the cache's dirty accounting is broken",
-            self.index + 1
+            self.id
         );
     }
 
@@ -157,7 +157,7 @@ impl Domain {
         if counted != (primary, mirror, unmirrored) {
             return Err(format!(
                 "controller {}: counts of (dirty blocks it owns, mirror copies, unmirrored dirty blocks) are {counted:?} but its slots hold {:?}",
-                self.index + 1,
+                self.id,
                 (primary, mirror, unmirrored)
             ));
         }

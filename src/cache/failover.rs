@@ -63,7 +63,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::shard::{Role, SectionKey, Slot};
 use super::vault::{Stranded, StrandedReport};
 use super::{Cache, Route, SectionRouter};
-use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, PerController, SECTION_SIZE};
 
 /// Re-mirroring after a failover, for `controller ls` and the events.
 #[derive(Default)]
@@ -84,13 +84,13 @@ pub struct DomainFailure {
 /// A failback step could not run: the receiving domain lacks room for dirty data.
 #[derive(Debug)]
 pub struct NoRoom {
-    pub domain: usize,
+    pub domain: ControllerId,
     pub needed: usize,
 }
 
 /// One cached section whose placement changes.
 struct Move {
-    domain: usize,
+    domain: ControllerId,
     key: SectionKey,
     role: Role,
     old: Route,
@@ -111,7 +111,7 @@ impl Cache {
     /// routing to `new` before resuming them.
     pub fn fail_domain(
         &self,
-        failed: usize,
+        failed: ControllerId,
         old: &dyn SectionRouter,
         new: &dyn SectionRouter,
     ) -> DomainFailure {
@@ -158,7 +158,7 @@ impl Cache {
             self.recount_domains(),
             Ok(()),
             "the cache's dirty counts disagree with its slots after controller {} failed",
-            failed + 1
+            failed
         );
         // Making room for the reload destages, which takes the state lock for writing.
         drop(state);
@@ -171,7 +171,7 @@ impl Cache {
         self.signals.space.notify_all();
         let unmirrored: u64 = self
             .domains
-            .iter()
+            .values()
             .map(|domain| domain.unmirrored.load(Ordering::Acquire))
             .sum();
         self.remirror
@@ -185,18 +185,18 @@ impl Cache {
 
     /// Brings a failed domain back empty and starts its destage thread. Its gate opens
     /// when the controllers layer opens its ports.
-    pub fn recover_domain(self: &std::sync::Arc<Self>, index: usize) {
-        let domain = &self.domains[index];
+    pub fn recover_domain(self: &std::sync::Arc<Self>, id: ControllerId) {
+        let domain = &self.domains[id];
         if let Some(handle) = domain.destager.lock().take() {
             let _ = handle.join();
         }
         domain.alive.store(true, Ordering::Release);
-        self.start_destager(index);
+        self.start_destager(id);
     }
 
     /// Opens or closes a domain's gate for requests from its ports.
-    pub fn set_accepting(&self, index: usize, accepting: bool) {
-        self.domains[index]
+    pub fn set_accepting(&self, id: ControllerId, accepting: bool) {
+        self.domains[id]
             .gate
             .accepting
             .store(accepting, Ordering::SeqCst);
@@ -232,7 +232,7 @@ impl Cache {
     /// Every cached section, in a live domain, whose owner or mirror differs.
     fn changed_sections(&self, old: &dyn SectionRouter, new: &dyn SectionRouter) -> Vec<Move> {
         let mut moves = Vec::new();
-        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+        for domain in self.domains.values().filter(|domain| domain.is_alive()) {
             for shard in domain.shards.iter() {
                 let shard = shard.inner.lock();
                 for slot in &shard.slots {
@@ -240,7 +240,7 @@ impl Cache {
                     let (was, now) = (old.route(key), new.route(key));
                     if was != now {
                         moves.push(Move {
-                            domain: domain.index,
+                            domain: domain.id,
                             key,
                             role: slot.role,
                             old: was,
@@ -256,7 +256,7 @@ impl Cache {
     /// Counts, per receiving shard, the slots a failback step must find, and fails when a
     /// domain lacks them.
     fn check_room(&self, moves: &[Move]) -> Result<(), NoRoom> {
-        let mut needed = vec![[0usize; super::SHARDS]; self.domains.len()];
+        let mut needed = PerController::new(self.domains.len(), |_| [0usize; super::SHARDS]);
         for change in moves {
             let dirty = self.slot_dirty(change.domain, change.key);
             if dirty == 0 {
@@ -275,7 +275,7 @@ impl Cache {
                 }
             }
         }
-        for (domain, shards) in needed.iter().enumerate() {
+        for (domain, shards) in needed.iter() {
             for (index, &count) in shards.iter().enumerate() {
                 if count > 0 && self.domains[domain].shards[index].inner.lock().available() < count
                 {
@@ -289,7 +289,7 @@ impl Cache {
         Ok(())
     }
 
-    fn slot_dirty(&self, domain: usize, key: SectionKey) -> u16 {
+    fn slot_dirty(&self, domain: ControllerId, key: SectionKey) -> u16 {
         let shard = self.domains[domain].shard(key).inner.lock();
         shard
             .index
@@ -332,7 +332,7 @@ impl Cache {
         }
     }
 
-    fn lift_role(&self, domain: usize, key: SectionKey) -> Option<Role> {
+    fn lift_role(&self, domain: ControllerId, key: SectionKey) -> Option<Role> {
         let shard = self.domains[domain].shard(key).inner.lock();
         let slot = *shard.index.get(&key)?;
         Some(shard.slots[slot as usize].role)
@@ -340,8 +340,13 @@ impl Cache {
 
     /// Takes a primary slot's state and bytes out of `domain`; the slot stays behind as a
     /// mirror of its dirty blocks when `keep_as_mirror`, else it is freed.
-    fn lift(&self, domain_index: usize, key: SectionKey, keep_as_mirror: bool) -> Option<Lifted> {
-        let domain = &self.domains[domain_index];
+    fn lift(
+        &self,
+        domain_id: ControllerId,
+        key: SectionKey,
+        keep_as_mirror: bool,
+    ) -> Option<Lifted> {
+        let domain = &self.domains[domain_id];
         let since = self.meta.journal().lsn_floor();
         let mut shard = domain.shard(key).inner.lock();
         let slot = *shard.index.get(&key)?;
@@ -378,14 +383,14 @@ impl Cache {
 
     /// Puts a lifted primary into `owner`, over any mirror copy it held. Clean sections
     /// land only if a slot is free; `false` when the section was left out.
-    fn land_primary(&self, owner: usize, key: SectionKey, lifted: Lifted) -> bool {
+    fn land_primary(&self, owner: ControllerId, key: SectionKey, lifted: Lifted) -> bool {
         let domain = &self.domains[owner];
         let mut shard = domain.shard(key).inner.lock();
         let Some(slot) = shard.find_or_insert(key, Role::Primary) else {
             if lifted.slot.dirty != 0 {
                 crate::say!(
                     "troika: controller {} had no slot for section {:?} during failback although room was checked",
-                    owner + 1,
+                    owner,
                     key
                 );
             }
@@ -421,11 +426,11 @@ impl Cache {
     /// if any, stay pinned by the slot's journal position meanwhile).
     pub(super) fn promote(
         &self,
-        domain_index: usize,
+        domain_id: ControllerId,
         key: SectionKey,
         state: &crate::meta::MetaState,
     ) {
-        let domain = &self.domains[domain_index];
+        let domain = &self.domains[domain_id];
         let handle = state.volumes.get(&key.0).cloned();
         let map = &state.maps;
         let mut shard = domain.shard(key).inner.lock();
@@ -436,14 +441,14 @@ impl Cache {
         assert!(
             copy.role == Role::Mirror,
             "controller {}: section {} of volume {} is being promoted from its mirror copy, but this controller holds the owner's copy already",
-            domain_index + 1,
+            domain_id,
             key.1,
             key.0
         );
         assert!(
             copy.dirty & !copy.valid == 0,
             "controller {}: the mirror copy of section {} of volume {} being promoted lacks the bytes of dirty blocks (mask {:#06x}); with the owner's copy gone those writes would be lost",
-            domain_index + 1,
+            domain_id,
             key.1,
             key.0,
             copy.dirty & !copy.valid
@@ -488,8 +493,8 @@ impl Cache {
         domain.release_mirror_dirty(count);
     }
 
-    fn drop_mirror(&self, domain_index: usize, key: SectionKey) {
-        let domain = &self.domains[domain_index];
+    fn drop_mirror(&self, domain_id: ControllerId, key: SectionKey) {
+        let domain = &self.domains[domain_id];
         let mut shard = domain.shard(key).inner.lock();
         let Some(&slot) = shard.index.get(&key) else {
             return;
@@ -504,9 +509,9 @@ impl Cache {
     /// slot permitting) or marked for the re-mirror worker.
     fn give_new_mirror(
         &self,
-        owner: usize,
+        owner: ControllerId,
         key: SectionKey,
-        mirror: Option<usize>,
+        mirror: Option<ControllerId>,
         copy_now: bool,
     ) {
         let Some(mirror) = mirror else { return };
@@ -560,16 +565,15 @@ impl Cache {
     /// Copies every dirty block that lacks a mirror copy to its section's mirror, then
     /// returns. Runs admitted through `port`'s gate, so ownership changes wait for it.
     /// Returns the blocks copied.
-    pub fn remirror_all(&self, port: usize) -> Result<u64, crate::types::IoError> {
+    pub fn remirror_all(&self, port: ControllerId) -> Result<u64, crate::types::IoError> {
         let mut copied = 0u64;
         #[cfg(test)]
         if self.faults.hold_remirror.load(Ordering::Acquire) {
             return Ok(copied);
         }
         let mut data = vec![0u8; SECTION_SIZE];
-        for owner in 0..self.domains.len() {
+        for (owner, domain) in self.domains.iter() {
             let keys: Vec<SectionKey> = {
-                let domain = &self.domains[owner];
                 if !domain.is_alive() {
                     continue;
                 }
@@ -601,7 +605,7 @@ impl Cache {
 
     fn remirror_section(
         &self,
-        owner: usize,
+        owner: ControllerId,
         key: SectionKey,
         data: &mut [u8],
     ) -> Result<u64, crate::types::IoError> {
@@ -646,7 +650,7 @@ impl Cache {
     /// Dirty blocks without a mirror copy, over all domains.
     pub fn unmirrored_blocks(&self) -> u64 {
         self.domains
-            .iter()
+            .values()
             .filter(|domain| domain.is_alive())
             .map(|domain| domain.unmirrored.load(Ordering::Acquire))
             .sum()

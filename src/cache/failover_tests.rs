@@ -13,6 +13,7 @@ use hashbrown::HashMap;
 
 use super::domain::shard_of;
 use super::tests::FaultPoint;
+use super::tests::id;
 use super::{Cache, Route, SectionKey, SectionRouter, StrandedReport};
 use crate::meta::{MetaStore, Provisioning, RecoveredBlock, VolumeHandle};
 use crate::testing::open_small_store;
@@ -34,15 +35,15 @@ struct Phased {
 /// The usual fate of a section of controller 1: promoted on 2, then on 3.
 const FOLLOWS_FAILURES: [Route; PHASES] = [
     Route {
-        owner: 0,
-        mirror: Some(1),
+        owner: id(0),
+        mirror: Some(id(1)),
     },
     Route {
-        owner: 1,
-        mirror: Some(2),
+        owner: id(1),
+        mirror: Some(id(2)),
     },
     Route {
-        owner: 2,
+        owner: id(2),
         mirror: None,
     },
 ];
@@ -131,7 +132,11 @@ fn check(cache: &Cache, volume: &VolumeHandle, expected: &Expected, when: &str) 
 /// Fails `failed` going from `phase` to `phase + 1`, as the controllers layer does.
 fn fail(cache: &Cache, router: &Phased, failed: usize, phase: usize) -> StrandedReport {
     cache.pause();
-    let failure = cache.fail_domain(failed, &AtPhase(router, phase), &AtPhase(router, phase + 1));
+    let failure = cache.fail_domain(
+        id(failed),
+        &AtPhase(router, phase),
+        &AtPhase(router, phase + 1),
+    );
     router.phase.store(phase as u8 + 1, Ordering::Release);
     cache.resume();
     failure.stranded
@@ -245,15 +250,15 @@ fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner()
             section,
             [
                 Route {
-                    owner: 2,
-                    mirror: Some(first_mirror),
+                    owner: id(2),
+                    mirror: Some(id(first_mirror)),
                 },
                 Route {
-                    owner: 2,
-                    mirror: Some(1),
+                    owner: id(2),
+                    mirror: Some(id(1)),
                 },
                 Route {
-                    owner: 2,
+                    owner: id(2),
                     mirror: None,
                 },
             ],
@@ -267,7 +272,7 @@ fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner()
         expect_section(&mut expected, section, Some(1));
     }
     assert_eq!(
-        cache.domains[2].shards[0].inner.lock().available(),
+        cache.domains[id(2)].shards[0].inner.lock().available(),
         0,
         "the test means to fill shard 0 of controller 3"
     );
@@ -298,7 +303,7 @@ fn flushed_writes_without_a_mirror_copy_survive_the_failure_of_their_new_owner()
     // at its flushed version.
     let report = fail(&cache, &router, 1, 1);
     assert_eq!(counts(&report), (95, 95, 1, 1));
-    assert_eq!(report.owners, vec![2]);
+    assert_eq!(report.owners, vec![id(2)]);
     assert!(
         cache.counters.blocks_destaged.load(Ordering::Relaxed) > 0,
         "controller 3 had room without destaging"
@@ -362,7 +367,7 @@ fn a_re_mirrored_copy_keeps_the_vault_records_of_flushed_writes() {
     // Controller 2 vaults the promoted blocks, then re-mirroring copies them to 3.
     cache.flush().unwrap();
     assert_eq!(
-        cache.remirror_all(2).unwrap(),
+        cache.remirror_all(id(2)).unwrap(),
         4 * BLOCKS_PER_SECTION as u64
     );
     assert_eq!(cache.unmirrored_blocks(), 0);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::Cache;
-use crate::types::IoError;
+use crate::types::{ControllerId, IoError};
 
 /// One controller's admission count, on its own cache line.
 #[repr(align(64))]
@@ -48,7 +48,7 @@ impl Drop for Admission<'_> {
 impl Cache {
     /// Enters through controller `port`'s gate, waiting out a pause. Fails with
     /// `ShuttingDown` when that controller's ports no longer take requests.
-    pub fn admit(&self, port: usize) -> Result<Admission<'_>, IoError> {
+    pub fn admit(&self, port: ControllerId) -> Result<Admission<'_>, IoError> {
         let gate = &self.domains[port].gate;
         loop {
             gate.inflight.fetch_add(1, Ordering::SeqCst);
@@ -68,7 +68,7 @@ impl Cache {
     /// interrupted it.
     pub fn admitted<T>(
         &self,
-        port: usize,
+        port: ControllerId,
         mut operation: impl FnMut() -> Result<T, IoError>,
     ) -> Result<T, IoError> {
         loop {
@@ -100,13 +100,13 @@ impl Cache {
         self.signals.space.notify_all();
         let started = Instant::now();
         let mut warned = false;
-        for domain in self.domains.iter() {
+        for domain in self.domains.values() {
             while domain.gate.inflight.load(Ordering::SeqCst) > 0 {
                 if !warned && started.elapsed() > Duration::from_secs(30) {
                     warned = true;
                     crate::say!(
                         "troika: requests on controller {} have not left the cache for 30 s during an ownership change; still waiting",
-                        domain.index + 1
+                        domain.id
                     );
                 }
                 self.signals.space.notify_all();

@@ -8,6 +8,7 @@ use std::sync::atomic::Ordering;
 use tempfile::TempDir;
 
 use super::shard::{SectionKey, Slot};
+use super::tests::id;
 use super::{Cache, Route, SectionRouter};
 use crate::meta::{Provisioning, VolumeHandle};
 use crate::testing::open_small_store;
@@ -27,13 +28,13 @@ impl SectionRouter for Fixed {
 
 /// Owned by controller 1, mirrored by controller 2: the placement the tests start with.
 const FIRST: Route = Route {
-    owner: 0,
-    mirror: Some(1),
+    owner: id(0),
+    mirror: Some(id(1)),
 };
 /// After controller 1 failed: controller 2 owns, controller 3 mirrors.
 const AFTER_FIRST_FAILED: Route = Route {
-    owner: 1,
-    mirror: Some(2),
+    owner: id(1),
+    mirror: Some(id(2)),
 };
 
 /// A store with one volume and a cache of three controllers over it (placed as
@@ -62,7 +63,7 @@ fn written_section() -> (TempDir, Arc<Cache>, Arc<VolumeHandle>, SectionKey) {
 
 /// Changes the slot of `key` in controller `domain` (0-based) as a bug would.
 fn break_slot(cache: &Cache, domain: usize, key: SectionKey, change: impl FnOnce(&mut Slot)) {
-    let mut shard = cache.domains[domain].shard(key).inner.lock();
+    let mut shard = cache.domains[id(domain)].shard(key).inner.lock();
     let slot = shard.index[&key];
     change(&mut shard.slots[slot as usize]);
 }
@@ -70,7 +71,7 @@ fn break_slot(cache: &Cache, domain: usize, key: SectionKey, change: impl FnOnce
 /// Fails controller 1 as the controllers layer does (requests paused meanwhile).
 fn fail_first(cache: &Cache) {
     cache.pause();
-    cache.fail_domain(0, &Fixed(FIRST), &Fixed(AFTER_FIRST_FAILED));
+    cache.fail_domain(id(0), &Fixed(FIRST), &Fixed(AFTER_FIRST_FAILED));
     cache.resume();
 }
 
@@ -87,7 +88,9 @@ fn the_unbroken_setup_destages_and_fails_over_cleanly() {
 #[should_panic(expected = "its count of dirty blocks it owns would go below zero")]
 fn destage_commit_stops_when_the_owners_dirty_count_would_go_below_zero() {
     let (_dir, cache, _volume, _key) = written_section();
-    cache.domains[0].primary_dirty.store(0, Ordering::Release);
+    cache.domains[id(0)]
+        .primary_dirty
+        .store(0, Ordering::Release);
     let _ = cache.destage_now(0);
 }
 
@@ -112,7 +115,9 @@ fn destage_stops_before_taking_dirty_blocks_without_their_bytes() {
 #[should_panic(expected = "its count of mirror copies would go below zero")]
 fn mirror_release_stops_when_the_mirrors_count_would_go_below_zero() {
     let (_dir, cache, _volume, _key) = written_section();
-    cache.domains[1].mirror_dirty.store(0, Ordering::Release);
+    cache.domains[id(1)]
+        .mirror_dirty
+        .store(0, Ordering::Release);
     let _ = cache.destage_now(0);
 }
 
@@ -121,7 +126,7 @@ fn mirror_release_stops_when_the_mirrors_count_would_go_below_zero() {
 fn mirror_copies_are_not_released_before_the_owners_map_commit_is_durable() {
     let (_dir, cache, _volume, key) = written_section();
     let durable = cache.meta.journal().durable_ticket();
-    cache.release_destaged_mirrors(0, &[(key, 0, u64::MAX)], durable + 1);
+    cache.release_destaged_mirrors(id(0), &[(key, 0, u64::MAX)], durable + 1);
 }
 
 /// Debug builds only: the owner's copy is checked after the mirror copy is released.
@@ -143,7 +148,9 @@ fn a_mirror_copy_the_owner_still_needs_is_not_released() {
 )]
 fn a_failover_stops_when_the_dirty_counts_disagree_with_the_slots() {
     let (_dir, cache, _volume, _key) = written_section();
-    cache.domains[1].mirror_dirty.fetch_add(5, Ordering::AcqRel);
+    cache.domains[id(1)]
+        .mirror_dirty
+        .fetch_add(5, Ordering::AcqRel);
     fail_first(&cache);
 }
 
@@ -153,8 +160,8 @@ fn destage_commit_stops_when_the_unmirrored_count_would_go_below_zero() {
     let (_dir, cache, _volume, _key) = written_section();
     fail_first(&cache);
     // The promoted blocks wait for the re-mirror worker: unmirrored.
-    assert!(cache.domains[1].unmirrored.load(Ordering::Acquire) > 0);
-    cache.domains[1].unmirrored.store(0, Ordering::Release);
+    assert!(cache.domains[id(1)].unmirrored.load(Ordering::Acquire) > 0);
+    cache.domains[id(1)].unmirrored.store(0, Ordering::Release);
     let _ = cache.destage_now(1);
 }
 
@@ -162,7 +169,9 @@ fn destage_commit_stops_when_the_unmirrored_count_would_go_below_zero() {
 #[should_panic(expected = "its count of mirror copies would go below zero")]
 fn promotion_stops_when_the_mirrors_count_would_go_below_zero() {
     let (_dir, cache, _volume, _key) = written_section();
-    cache.domains[1].mirror_dirty.store(0, Ordering::Release);
+    cache.domains[id(1)]
+        .mirror_dirty
+        .store(0, Ordering::Release);
     fail_first(&cache);
 }
 
@@ -179,5 +188,5 @@ fn promotion_stops_when_the_mirror_copy_lacks_the_bytes() {
 fn promotion_stops_on_a_copy_that_is_not_a_mirror_copy() {
     let (_dir, cache, _volume, key) = written_section();
     let state = cache.meta.state();
-    cache.promote(0, key, &state);
+    cache.promote(id(0), key, &state);
 }

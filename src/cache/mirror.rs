@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::shard::{Role, SectionKey};
-use super::{Cache, Route, block_mask};
+use super::write::block_mask;
+use super::{Cache, Route};
 use crate::meta::VolumeHandle;
-use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError};
 
 /// The merged bytes of a write's partial first and last blocks, for the mirror: one pair
 /// per thread, so a section write neither allocates nor clears 8 KiB of stack.
@@ -99,7 +100,7 @@ impl Cache {
     #[allow(clippy::too_many_arguments)]
     fn write_primary(
         &self,
-        owner: usize,
+        owner: ControllerId,
         volume: &VolumeHandle,
         key: SectionKey,
         within: usize,
@@ -129,17 +130,8 @@ impl Cache {
                 return Err(IoError::Paused);
             }
             // Partial blocks need their current bytes first.
-            let mut missing = None;
-            for block in [first_block, last_block] {
-                let start = (block * BLOCK_SIZE).max(within);
-                let end = ((block + 1) * BLOCK_SIZE).min(within + data.len());
-                let partial = end - start < BLOCK_SIZE;
-                if partial && shard.slots[slot as usize].valid & (1 << block) == 0 {
-                    missing = Some(block);
-                    break;
-                }
-            }
-            if let Some(block) = missing {
+            let valid = shard.slots[slot as usize].valid;
+            if let Some(block) = partial_block_missing(valid, within, data.len()) {
                 drop(shard);
                 self.fill_block(owner, volume, key, block)?;
                 continue;
@@ -165,15 +157,7 @@ impl Cache {
                 }
             }
             let need = candidates & !entry.mapped;
-            let count = u64::from(need.count_ones());
-            for taken in 0..count {
-                if !volume.pool.try_reserve() {
-                    volume.pool.release(taken);
-                    return Err(IoError::NoSpace {
-                        pool: volume.pool.name.clone(),
-                    });
-                }
-            }
+            reserve_blocks(volume, u64::from(need.count_ones()))?;
             if need != 0 {
                 entry.reserved |= need;
                 entry.pool = Some(volume.pool.clone());
@@ -232,7 +216,7 @@ impl Cache {
     /// outlive checkpoints should the copy become the primary).
     pub(super) fn write_mirror<'a>(
         &self,
-        mirror: usize,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         bytes: &'a dyn Fn(usize) -> &'a [u8],
@@ -252,7 +236,7 @@ impl Cache {
                             volume: String::new(),
                             detail: format!(
                                 "controller {} had no cache slot for a mirror copy for 120 s; destage is stuck, check the NL-SAS devices",
-                                mirror + 1
+                                mirror
                             ),
                         }
                     })?;
@@ -264,7 +248,7 @@ impl Cache {
     /// One attempt of [`Cache::write_mirror`]; `None` when the domain has no slot free.
     pub(super) fn try_write_mirror<'a>(
         &self,
-        mirror: usize,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         bytes: &'a dyn Fn(usize) -> &'a [u8],
@@ -316,8 +300,8 @@ impl Cache {
     /// their fresh mirror copy is released.
     pub(super) fn settle_mirror(
         &self,
-        owner: usize,
-        mirror: usize,
+        owner: ControllerId,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         generation: &dyn Fn(usize) -> u64,
@@ -365,8 +349,8 @@ impl Cache {
     /// rewrote that generation).
     pub(super) fn release_mirror(
         &self,
-        owner: usize,
-        mirror: usize,
+        owner: ControllerId,
+        mirror: ControllerId,
         key: SectionKey,
         mask: u16,
         generation: &dyn Fn(usize) -> u64,
@@ -407,10 +391,10 @@ impl Cache {
                 self.still_held_dirty(owner, key, released, &released_at),
                 0,
                 "controller {} released mirror copies of section {} of volume {} (left: the mask of those blocks) that controller {}, their owner, still holds dirty at the same generation, neither destaged nor rewritten: those acknowledged writes are left with one copy",
-                mirror + 1,
+                mirror,
                 key.1,
                 key.0,
-                owner + 1
+                owner
             );
         }
     }
@@ -419,7 +403,7 @@ impl Cache {
     /// `generations[block]` (a lock of one shard of the owner).
     fn still_held_dirty(
         &self,
-        owner: usize,
+        owner: ControllerId,
         key: SectionKey,
         mask: u16,
         generations: &[u64; BLOCKS_PER_SECTION],
@@ -441,7 +425,7 @@ impl Cache {
 
     /// Marks blocks `mask` of the owner's slot, still at `generation`, as lacking a mirror
     /// copy (a mirror write failed).
-    fn mark_unmirrored(&self, owner: usize, key: SectionKey, mask: u16, generation: u64) {
+    fn mark_unmirrored(&self, owner: ControllerId, key: SectionKey, mask: u16, generation: u64) {
         let domain = &self.domains[owner];
         let mut added = 0u64;
         {
@@ -464,4 +448,30 @@ impl Cache {
             domain.unmirrored.fetch_add(added, Ordering::AcqRel);
         }
     }
+}
+
+/// The first of the end blocks of a write of `len` bytes at `within` in a section that the
+/// write covers only partly and whose bytes are not in the slot yet (`valid`): its
+/// current bytes must be read in before the write merges into it.
+fn partial_block_missing(valid: u16, within: usize, len: usize) -> Option<usize> {
+    let (first_block, last_block) = (within / BLOCK_SIZE, (within + len - 1) / BLOCK_SIZE);
+    [first_block, last_block].into_iter().find(|&block| {
+        let start = (block * BLOCK_SIZE).max(within);
+        let end = ((block + 1) * BLOCK_SIZE).min(within + len);
+        end - start < BLOCK_SIZE && valid & (1 << block) == 0
+    })
+}
+
+/// Reserves `count` blocks of `volume`'s pool for blocks written for the first time; on
+/// failure gives back those taken and refuses the write.
+fn reserve_blocks(volume: &VolumeHandle, count: u64) -> Result<(), IoError> {
+    for taken in 0..count {
+        if !volume.pool.try_reserve() {
+            volume.pool.release(taken);
+            return Err(IoError::NoSpace {
+                pool: volume.pool.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::domain::shard_of;
+use super::tests::id;
 use super::{Cache, Route, SectionRouter};
 use crate::meta::{MetaStore, Provisioning, RecoveredBlock, VolumeHandle};
 use crate::testing::open_small_store;
@@ -26,12 +27,12 @@ impl SectionRouter for Rotating {
     fn route(&self, key: super::SectionKey) -> Route {
         match self.0.iter().position(|&section| section == key.1) {
             Some(at) => Route {
-                owner: at % 3,
-                mirror: Some((at + 1) % 3),
+                owner: id(at % 3),
+                mirror: Some(id((at + 1) % 3)),
             },
             None => Route {
-                owner: 0,
-                mirror: Some(1),
+                owner: id(0),
+                mirror: Some(id(1)),
             },
         }
     }
@@ -43,8 +44,8 @@ struct AllOnFirst;
 impl SectionRouter for AllOnFirst {
     fn route(&self, _key: super::SectionKey) -> Route {
         Route {
-            owner: 0,
-            mirror: Some(1),
+            owner: id(0),
+            mirror: Some(id(1)),
         }
     }
 }
@@ -128,7 +129,7 @@ fn recovered_blocks_beyond_a_shards_slots_are_kept_and_survive_another_crash() {
     );
     cache.set_manual_destage(true);
     assert_eq!(
-        cache.domains[0].shards[0].inner.lock().slots.len(),
+        cache.domains[id(0)].shards[0].inner.lock().slots.len(),
         SLOTS_PER_SHARD
     );
     let volume = handle(&meta, record.id);
@@ -141,7 +142,7 @@ fn recovered_blocks_beyond_a_shards_slots_are_kept_and_survive_another_crash() {
             .unwrap();
     }
     cache.flush().unwrap();
-    for domain in cache.domains.iter() {
+    for domain in cache.domains.values() {
         assert_eq!(
             domain.shards[0].inner.lock().available(),
             0,

@@ -107,10 +107,14 @@ impl Cache {
     /// loads. Otherwise it walks the cache's index, which is bounded by the cache's size,
     /// not by the datasets' sizes.
     pub fn any_dirty(&self, datasets: &[u32]) -> bool {
-        if self.domains.iter().all(|domain| domain.dirty_total() == 0) {
+        if self
+            .domains
+            .values()
+            .all(|domain| domain.dirty_total() == 0)
+        {
             return false;
         }
-        self.domains.iter().any(|domain| {
+        self.domains.values().any(|domain| {
             domain.shards.iter().any(|shard| {
                 let shard = shard.inner.lock();
                 shard.index.iter().any(|(key, slot)| {
@@ -124,7 +128,7 @@ impl Cache {
     /// blocks), in no particular order. Walks the cache's index: for the control plane.
     pub fn dirty_blocks(&self, volume: u32) -> Vec<u64> {
         let mut blocks = Vec::new();
-        for domain in self.domains.iter() {
+        for domain in self.domains.values() {
             for shard in domain.shards.iter() {
                 let shard = shard.inner.lock();
                 for (key, slot) in shard.index.iter() {

@@ -5,7 +5,12 @@
 use parking_lot::Mutex;
 
 use super::Cache;
-use crate::types::IoError;
+use crate::types::{ControllerId, IoError, MAX_CONTROLLERS};
+
+/// Controller `index` (0-based), for tests that name controllers by position.
+pub const fn id(index: usize) -> ControllerId {
+    ControllerId::new(index, MAX_CONTROLLERS).unwrap()
+}
 
 /// A step of a write or a destage where a test can cut it short.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -66,15 +71,15 @@ impl Cache {
         Ok(())
     }
 
-    /// Runs one destage batch of domain `index` on this thread.
+    /// Runs one destage batch of domain `index` (0-based) on this thread.
     pub fn destage_now(&self, index: usize) -> Result<(), String> {
-        let mut batch = self.new_batch(index);
-        self.destage_batch(index, &mut batch)
+        let mut batch = self.new_batch(id(index));
+        self.destage_batch(id(index), &mut batch)
     }
 
     /// Cleans the emptiest segment on this thread; `false` when no segment is worth it.
     pub fn clean_now(&self) -> Result<bool, String> {
-        let mut batch = self.new_batch(0);
+        let mut batch = self.new_batch(id(0));
         let _writer = self.array_writer.lock();
         self.clean_one_segment(&mut batch)
     }
@@ -111,7 +116,7 @@ impl Cache {
     /// without the unmirrored mark has its copy. Only meaningful while nothing runs.
     pub fn check_mirrors(&self) -> Result<(), String> {
         use super::shard::Role;
-        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+        for domain in self.domains.values().filter(|domain| domain.is_alive()) {
             for shard in domain.shards.iter() {
                 let shard = shard.inner.lock();
                 for slot in shard.slots.iter().filter(|slot| slot.key.is_some()) {
@@ -124,17 +129,17 @@ impl Cache {
                         }
                         let generation = slot.generation[block];
                         let (other, wanted_role) = match slot.role {
-                            Role::Mirror if route.mirror != Some(domain.index) => {
+                            Role::Mirror if route.mirror != Some(domain.id) => {
                                 return Err(format!(
                                     "domain {} holds a mirror copy of {key:?} but routing says {route:?}",
-                                    domain.index + 1
+                                    domain.id
                                 ));
                             }
                             Role::Mirror => (route.owner, Role::Primary),
-                            Role::Primary if route.owner != domain.index => {
+                            Role::Primary if route.owner != domain.id => {
                                 return Err(format!(
                                     "domain {} holds {key:?} dirty as primary but routing says {route:?}",
-                                    domain.index + 1
+                                    domain.id
                                 ));
                             }
                             Role::Primary if slot.unmirrored & bit != 0 => continue,
@@ -151,10 +156,7 @@ impl Cache {
                         if !matches {
                             return Err(format!(
                                 "{key:?} block {block} generation {generation}: {:?} copy in domain {} has no {:?} twin in domain {}",
-                                slot.role,
-                                domain.index + 1,
-                                wanted_role,
-                                other + 1
+                                slot.role, domain.id, wanted_role, other
                             ));
                         }
                     }

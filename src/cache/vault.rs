@@ -39,7 +39,7 @@ use super::shard::{Role, SectionKey};
 use super::{Cache, SectionRouter};
 use crate::meta::records::{self, VAULT_BLOCKS_PER_RECORD};
 use crate::meta::{MetaState, RecoveredBlock};
-use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, IoError};
+use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError};
 
 /// What became of a vaulted block offered to the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,30 +79,29 @@ pub struct StrandedReport {
     pub lost_to_older: u64,
     /// Names of the volumes with lost writes.
     pub volumes: Vec<String>,
-    /// Controllers (0-based) that took reloaded blocks.
-    pub owners: Vec<usize>,
+    /// Controllers that took reloaded blocks.
+    pub owners: Vec<ControllerId>,
     /// Why the reload failed (the node then stops writing; the vault keeps the blocks,
     /// and a restart recovers them).
     pub error: Option<String>,
 }
 
 impl StrandedReport {
-    /// The operator's message for the failure of controller `failed` (0-based), if it
+    /// The operator's message for the failure of controller `failed`, if it
     /// held such blocks.
-    pub fn describe(&self, failed: usize) -> Option<String> {
+    pub fn describe(&self, failed: ControllerId) -> Option<String> {
         if self.blocks == 0 {
             return None;
         }
-        let controllers = |list: &[usize]| {
+        let controllers = |list: &[ControllerId]| {
             list.iter()
-                .map(|index| (index + 1).to_string())
+                .map(ControllerId::to_string)
                 .collect::<Vec<_>>()
                 .join(" and ")
         };
         let mut text = format!(
             "controller {} failed holding {} dirty blocks that had no mirror copy yet (re-mirroring after an earlier failure had not reached them)",
-            failed + 1,
-            self.blocks
+            failed, self.blocks
         );
         if let Some(error) = &self.error {
             text.push_str(&format!(
@@ -137,7 +136,7 @@ impl StrandedReport {
 /// One block copied into a vault record: where it came from and which generation.
 #[derive(Clone, Copy)]
 struct Vaulted {
-    domain: usize,
+    domain: ControllerId,
     shard: usize,
     slot: u32,
     key: (u32, u64),
@@ -172,7 +171,7 @@ impl Cache {
     fn flush_once(&self) -> Result<(), IoError> {
         let mut state = self.flush_lock.lock();
         let state = &mut *state;
-        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+        for domain in self.domains.values().filter(|domain| domain.is_alive()) {
             for (index, shard) in domain.shards.iter().enumerate() {
                 let mut shard = shard.inner.lock();
                 let mut slots = std::mem::take(&mut shard.unvaulted);
@@ -197,7 +196,7 @@ impl Cache {
                         state.headers.push((key.0, lba, generation));
                         state.data.extend_from_slice(shard.block(slot, block));
                         state.pending.push(Vaulted {
-                            domain: domain.index,
+                            domain: domain.id,
                             shard: index,
                             slot,
                             key,
@@ -294,7 +293,7 @@ impl Cache {
     /// failed domain's blocks are reloaded (`vault_pin`).
     fn vault_floor(&self) -> u64 {
         let mut floor = self.vault_pin.load(Ordering::Acquire);
-        for domain in self.domains.iter().filter(|domain| domain.is_alive()) {
+        for domain in self.domains.values().filter(|domain| domain.is_alive()) {
             for shard in domain.shards.iter() {
                 let shard = shard.inner.lock();
                 for entry in &shard.slots {
@@ -368,8 +367,8 @@ impl Cache {
         &self,
         state: &MetaState,
         block: &RecoveredBlock,
-        owner: usize,
-        mirror: Option<usize>,
+        owner: ControllerId,
+        mirror: Option<ControllerId>,
         unmirrored: bool,
     ) -> Placed {
         let Some(volume) = state.volumes.get(&block.volume) else {
@@ -387,11 +386,11 @@ impl Cache {
         let bit = 1u16 << index;
         let targets = [(Some(owner), Role::Primary), (mirror, Role::Mirror)];
         // Take both slots before writing either.
-        for (domain_index, role) in targets {
-            let Some(domain_index) = domain_index else {
+        for (domain_id, role) in targets {
+            let Some(domain_id) = domain_id else {
                 continue;
             };
-            let mut shard = self.domains[domain_index].shard(key).inner.lock();
+            let mut shard = self.domains[domain_id].shard(key).inner.lock();
             let Some(slot) = shard.find_or_insert(key, role) else {
                 return Placed::NoSlot;
             };
@@ -408,11 +407,11 @@ impl Cache {
                 return Placed::Covered;
             }
         }
-        for (domain_index, role) in targets {
-            let Some(domain_index) = domain_index else {
+        for (domain_id, role) in targets {
+            let Some(domain_id) = domain_id else {
                 continue;
             };
-            let domain = &self.domains[domain_index];
+            let domain = &self.domains[domain_id];
             let mut shard = domain.shard(key).inner.lock();
             let slot = shard
                 .find(key)
@@ -532,7 +531,7 @@ impl Cache {
             .iter()
             .filter(|slot| slot.vault_lsn != u64::MAX)
             .collect();
-        let needs: Vec<(usize, SectionKey)> = candidates
+        let needs: Vec<(ControllerId, SectionKey)> = candidates
             .iter()
             .map(|slot| (new.route(slot.key).owner, slot.key))
             .collect();
@@ -568,9 +567,7 @@ impl Cache {
                 Placed::NoSlot => {
                     return Err(format!(
                         "controller {} had no cache slot for block {} of volume {} although room was made",
-                        route.owner + 1,
-                        copy.lba,
-                        copy.volume
+                        route.owner, copy.lba, copy.volume
                     ));
                 }
             }
@@ -584,8 +581,8 @@ impl Cache {
     /// are destaged in every live domain (a mirror copy there goes when its owner destages
     /// it). The caller holds the array writer and the flush lock, not the state lock, and
     /// requests are paused, so nothing else takes the slots freed.
-    fn make_room(&self, needs: &[(usize, SectionKey)]) -> Result<(), String> {
-        let mut wanted: HashMap<(usize, usize), HashSet<SectionKey>> = HashMap::new();
+    fn make_room(&self, needs: &[(ControllerId, SectionKey)]) -> Result<(), String> {
+        let mut wanted: HashMap<(ControllerId, usize), HashSet<SectionKey>> = HashMap::new();
         for &(owner, key) in needs {
             let holds = self.domains[owner]
                 .shard(key)
@@ -613,7 +610,7 @@ impl Cache {
                 let dirty = |cache: &Cache| -> u64 {
                     cache
                         .domains
-                        .iter()
+                        .values()
                         .filter(|domain| domain.is_alive())
                         .map(|domain| domain.primary_dirty.load(Ordering::Acquire))
                         .sum()
@@ -628,8 +625,8 @@ impl Cache {
                         .map_err(|err| err.to_string())?;
                 }
                 self.clean_if_low_locked(batch)?;
-                for index in 0..self.domains.len() {
-                    self.destage_batch_locked(index, batch, shard_index)?;
+                for id in self.domains.ids() {
+                    self.destage_batch_locked(id, batch, shard_index)?;
                 }
                 if dirty(self) < before {
                     stalled = 0;
@@ -641,7 +638,7 @@ impl Cache {
                 if !self.clean_one_segment(batch)? || stalled > 64 {
                     return Err(format!(
                         "controller {} has no cache slot free for {} sections and destage makes no progress; check the NL-SAS devices",
-                        owner + 1,
+                        owner,
                         keys.len()
                     ));
                 }
@@ -706,12 +703,11 @@ impl Cache {
     /// taken to keep the journal from filling keeps every record from `pinned` on: the
     /// vault copies of recovered blocks not installed yet.
     fn destage_for_recovery(&self, pinned: u64) -> Result<(), String> {
-        for index in 0..self.domains.len() {
-            let domain = &self.domains[index];
+        for (id, domain) in self.domains.iter() {
             if !domain.is_alive() {
                 continue;
             }
-            let mut batch = self.new_batch(index);
+            let mut batch = self.new_batch(id);
             let mut stalled = 0;
             loop {
                 let dirty = domain.primary_dirty.load(Ordering::Acquire);
@@ -724,7 +720,7 @@ impl Cache {
                         .map_err(|err| err.to_string())?;
                 }
                 self.clean_if_low(&mut batch)?;
-                self.destage_batch(index, &mut batch)?;
+                self.destage_batch(id, &mut batch)?;
                 if domain.primary_dirty.load(Ordering::Acquire) < dirty {
                     stalled = 0;
                     continue;
@@ -737,8 +733,7 @@ impl Cache {
                 drop(writer);
                 if !cleaned || stalled > 64 {
                     return Err(format!(
-                        "the NL-SAS drives have no free space left for {dirty} dirty blocks of controller {}",
-                        index + 1
+                        "the NL-SAS drives have no free space left for {dirty} dirty blocks of controller {id}"
                     ));
                 }
             }

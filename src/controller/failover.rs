@@ -19,10 +19,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::ControllerError;
 use super::routing::FAILBACK_STEPS;
 use super::state::{ControllerEvent, ControllerState};
 use super::{ControllerId, ControllerInfo, Controllers};
-use crate::mgmt::api::MgmtError;
 use crate::types::BLOCK_SIZE;
 
 /// Where the controllers layer raises events: (code, description).
@@ -46,29 +46,17 @@ pub enum FailReason {
     Panic,
 }
 
-fn state_error(message: String) -> MgmtError {
-    MgmtError::new("CONTROLLER_STATE", 409, message)
-}
-
 fn mib(blocks: u64) -> f64 {
     (blocks * BLOCK_SIZE as u64) as f64 / f64::from(1u32 << 20)
 }
 
 impl Controllers {
-    fn id_of(&self, number: u32) -> Result<ControllerId, MgmtError> {
-        (number as usize)
-            .checked_sub(1)
-            .and_then(|index| self.ids.get(index).copied())
-            .ok_or_else(|| {
-                MgmtError::new(
-                    "CONTROLLER_NOT_FOUND",
-                    404,
-                    format!(
-                        "there is no controller {number}; this node has controllers 1 to {}",
-                        self.ids.len()
-                    ),
-                )
-            })
+    /// The controller an operator calls `number` (1-based).
+    fn id_of(&self, number: u32) -> Result<ControllerId, ControllerError> {
+        ControllerId::from_number(number, self.ids.len()).ok_or(ControllerError::NotFound {
+            number,
+            count: self.ids.len(),
+        })
     }
 
     fn raise(&self, code: &'static str, description: String) {
@@ -80,31 +68,34 @@ impl Controllers {
     }
 
     /// Fails controller `number` (1-based); see `Management::fail_controller`.
-    pub fn fail_by_number(self: &Arc<Self>, number: u32) -> Result<ControllerInfo, MgmtError> {
+    pub fn fail_by_number(
+        self: &Arc<Self>,
+        number: u32,
+    ) -> Result<ControllerInfo, ControllerError> {
         let id = self.id_of(number)?;
         self.fail(id, FailReason::Injected)?;
         Ok(self.info(id))
     }
 
     /// Recovers controller `number` (1-based); see `Management::recover_controller`.
-    pub fn recover_by_number(self: &Arc<Self>, number: u32) -> Result<ControllerInfo, MgmtError> {
+    pub fn recover_by_number(
+        self: &Arc<Self>,
+        number: u32,
+    ) -> Result<ControllerInfo, ControllerError> {
         let id = self.id_of(number)?;
         self.recover(id)?;
         Ok(self.info(id))
     }
 
-    /// A thread serving controller `index` panicked: fail it (once), unless it is the last.
-    pub(super) fn fail_after_panic(self: &Arc<Self>, index: usize) {
-        let Some(id) = self.ids.get(index).copied() else {
+    /// A thread serving controller `id` panicked: fail it (once), unless it is the last.
+    pub(super) fn fail_after_panic(self: &Arc<Self>, id: ControllerId) {
+        if !self.ids.contains(&id) {
             return;
-        };
+        }
         let controllers = self.clone();
         std::thread::spawn(move || {
             if let Err(err) = controllers.fail(id, FailReason::Panic) {
-                crate::say!(
-                    "troika: controller {id} panicked but cannot be failed: {}",
-                    err.message
-                );
+                crate::say!("troika: controller {id} panicked but cannot be failed: {err}");
             }
         });
     }
@@ -114,26 +105,26 @@ impl Controllers {
         self: &Arc<Self>,
         id: ControllerId,
         reason: FailReason,
-    ) -> Result<Duration, MgmtError> {
+    ) -> Result<Duration, ControllerError> {
         let _control = self.control.lock();
-        let index = id.index();
-        let from = self.records.lock()[index].state;
-        let next = from
-            .on(ControllerEvent::Fail)
-            .map_err(|err| state_error(format!("controller {id} cannot fail now: {err}")))?;
+        let from = self.records.lock()[id].state;
+        let next =
+            from.on(ControllerEvent::Fail)
+                .map_err(|refused| ControllerError::Transition {
+                    id,
+                    action: "fail",
+                    refused,
+                })?;
         let routing = self.routing.load();
         let survivors = routing.without(id).live;
         if survivors.is_empty() {
-            return Err(state_error(format!(
-                "controller {id} is the last live controller; failing it would stop the node"
-            )));
+            return Err(ControllerError::LastLive { id });
         }
         let unmirrored = self.cache.unmirrored_blocks();
         if reason == FailReason::Injected && unmirrored > 0 {
-            return Err(state_error(format!(
-                "controllers are still re-mirroring {:.1} MiB of dirty data after the last failure; fail another controller once REDUNDANCY_RESTORED is raised (see `troika controller ls`)",
-                mib(unmirrored)
-            )));
+            return Err(ControllerError::StillRemirroring {
+                unmirrored_mib: mib(unmirrored),
+            });
         }
         let started = Instant::now();
         // Portals close first: a command that fails because its controller stopped
@@ -142,19 +133,19 @@ impl Controllers {
         for set in self.portal_sets() {
             set.close(id);
         }
-        self.cache.set_accepting(index, false);
-        self.ports.close(index);
+        self.cache.set_accepting(id, false);
+        self.ports.close(id);
         self.cache.pause();
         let old = self.routing.load();
         let new = old.without(id);
-        let failure = self.cache.fail_domain(index, &old, &new);
+        let failure = self.cache.fail_domain(id, &old, &new);
         let left_unmirrored = failure.unmirrored;
         self.routing.store(new);
         self.cache.resume();
         let pause = started.elapsed();
         {
             let mut records = self.records.lock();
-            let record = &mut records[index];
+            let record = &mut records[id];
             record.state = next;
             record.failovers += 1;
             record.state_changed_at = now_ms();
@@ -164,8 +155,8 @@ impl Controllers {
             set.states_changed();
         }
         let survivors_text = survivors
-            .indexes()
-            .map(|index| (index + 1).to_string())
+            .ids()
+            .map(|survivor| survivor.to_string())
             .collect::<Vec<_>>()
             .join(" and ");
         let cause = match reason {
@@ -241,10 +232,10 @@ impl Controllers {
         while self.cache.unmirrored_blocks() > 0 {
             let port = {
                 let records = self.records.lock();
-                self.ids
+                records
                     .iter()
-                    .find(|id| records[id.index()].state.ports_open())
-                    .map(|id| id.index())
+                    .find(|(_, record)| record.state.ports_open())
+                    .map(|(id, _)| id)
             };
             let Some(port) = port else { return };
             match self.cache.remirror_all(port) {
@@ -281,32 +272,33 @@ impl Controllers {
     }
 
     /// Brings `id` back (FAILED → RECOVERING) and starts moving ownership back to it.
-    pub fn recover(self: &Arc<Self>, id: ControllerId) -> Result<(), MgmtError> {
+    pub fn recover(self: &Arc<Self>, id: ControllerId) -> Result<(), ControllerError> {
         let _control = self.control.lock();
-        let index = id.index();
-        let from = self.records.lock()[index].state;
-        let next = from
-            .on(ControllerEvent::Recover)
-            .map_err(|err| state_error(format!("controller {id} cannot recover now: {err}")))?;
+        let from = self.records.lock()[id].state;
+        let next =
+            from.on(ControllerEvent::Recover)
+                .map_err(|refused| ControllerError::Transition {
+                    id,
+                    action: "recover",
+                    refused,
+                })?;
         if let Some((returning, _)) = self.routing.load().returning {
             // One failback at a time: routing describes a single returning controller.
-            return Err(state_error(format!(
-                "controller {returning} is still failing back; recover controller {id} once it is ACTIVE (see `troika controller ls`)"
-            )));
+            return Err(ControllerError::FailbackUnderWay { returning, id });
         }
-        self.cache.recover_domain(index);
+        self.cache.recover_domain(id);
         // Step 0 places every section as before: no section moves, no pause needed.
         self.routing.store(self.routing.load().returning(id));
-        self.cache.set_accepting(index, true);
+        self.cache.set_accepting(id, true);
         if let Err(err) = self
             .ports
-            .reopen(index, super::ControllerPort::new(self.clone(), id))
+            .reopen(id, super::ControllerPort::new(self.clone(), id))
         {
             crate::say!("troika: controller {id} cannot reopen its port: {err}");
         }
         {
             let mut records = self.records.lock();
-            let record = &mut records[index];
+            let record = &mut records[id];
             record.state = next;
             record.state_changed_at = now_ms();
             record.failback_step = 0;
@@ -329,7 +321,7 @@ impl Controllers {
             let mut waited = 0;
             loop {
                 let control = self.control.lock();
-                if self.records.lock()[id.index()].state != ControllerState::Recovering {
+                if self.records.lock()[id].state != ControllerState::Recovering {
                     return;
                 }
                 let paused_at = Instant::now();
@@ -345,7 +337,7 @@ impl Controllers {
                 drop(control);
                 match outcome {
                     Ok(()) => {
-                        self.records.lock()[id.index()].failback_step = step;
+                        self.records.lock()[id].failback_step = step;
                         break;
                     }
                     Err(no_room) => {
@@ -353,7 +345,7 @@ impl Controllers {
                         if waited % 100 == 1 {
                             crate::say!(
                                 "troika: failback of controller {id} waits for destage: controller {} needs {} free cache slots",
-                                no_room.domain + 1,
+                                no_room.domain,
                                 no_room.needed
                             );
                         }
@@ -364,7 +356,7 @@ impl Controllers {
         }
         let _control = self.control.lock();
         let mut records = self.records.lock();
-        let record = &mut records[id.index()];
+        let record = &mut records[id];
         let Ok(next) = record.state.on(ControllerEvent::Warm) else {
             return;
         };
@@ -395,10 +387,9 @@ impl Controllers {
     }
 
     fn info(&self, id: ControllerId) -> ControllerInfo {
-        let index = id.index();
         let (state, failovers, state_changed_at, failback_step) = {
             let records = self.records.lock();
-            let record = &records[index];
+            let record = &records[id];
             (
                 record.state,
                 record.failovers,
@@ -410,9 +401,9 @@ impl Controllers {
             if state == ControllerState::Failed {
                 (0, 0, 0, 0)
             } else {
-                self.cache.domain_figures(index)
+                self.cache.domain_figures(id)
             };
-        let ports = match self.ports.address(index) {
+        let ports = match self.ports.address(id) {
             Some(address) if state.ports_open() => {
                 vec![format!("{}://{address}", self.ports.scheme())]
             }
@@ -427,11 +418,11 @@ impl Controllers {
         let remirror_progress = (left > 0 && started_with > 0)
             .then(|| 1.0 - (left as f64 / started_with as f64).min(1.0));
         ControllerInfo {
-            id: index as u32 + 1,
-            name: format!("controller-{}", index + 1),
+            id: id.number(),
+            name: format!("controller-{id}"),
             state: state.as_str().to_string(),
             ports,
-            ownership_share: self.ownership_share(index),
+            ownership_share: self.ownership_share(id),
             owned_sections,
             cache_bytes: self.cache.domain_capacity_bytes(),
             dirty_bytes,
@@ -445,13 +436,13 @@ impl Controllers {
         }
     }
 
-    /// The share of sections `index` owns now, from a sample of placements.
-    fn ownership_share(&self, index: usize) -> f64 {
+    /// The share of sections `id` owns now, from a sample of placements.
+    fn ownership_share(&self, id: ControllerId) -> f64 {
         use crate::cache::SectionRouter;
         const SAMPLE: u64 = 3000;
         let routing = self.routing.load();
         let owned = (0..SAMPLE)
-            .filter(|section| routing.route((u32::MAX, *section)).owner == index)
+            .filter(|section| routing.route((u32::MAX, *section)).owner == id)
             .count();
         owned as f64 / SAMPLE as f64
     }

@@ -19,6 +19,7 @@
 //! is a clock read before and after and a few relaxed atomic adds.
 
 pub mod access;
+mod error;
 mod failover;
 mod info;
 pub mod placement;
@@ -41,8 +42,9 @@ use crate::cache::Cache;
 use crate::meta::VolumeHandle;
 use crate::stats::{IoStats, StatsRegistry};
 use crate::target::{BlockTarget, ChangedExtent, Extent, ShareOutcome};
-pub use crate::types::ControllerId;
 use crate::types::{BLOCK_SIZE, IoError};
+pub use crate::types::{ControllerId, PerController};
+pub use error::ControllerError;
 pub use failover::EventSink;
 pub use info::ControllerInfo;
 use routing::Routing;
@@ -63,7 +65,7 @@ pub struct Controllers {
     routing: Arc<Routing>,
     ids: Vec<ControllerId>,
     stats: Arc<StatsRegistry>,
-    records: Mutex<Vec<Record>>,
+    records: Mutex<PerController<Record>>,
     /// Serializes failures, recoveries and failback steps.
     control: Mutex<()>,
     ports: ports::Ports,
@@ -97,21 +99,16 @@ impl Controllers {
     /// The controllers over `cache`, placing sections with `routing` (the router the
     /// cache was started with); all start ACTIVE.
     pub fn new(cache: Arc<Cache>, routing: Arc<Routing>, count: usize) -> Arc<Controllers> {
-        let ids: Vec<ControllerId> = (0..count)
-            .filter_map(|index| ControllerId::new(index, count))
-            .collect();
         let now = failover::now_ms();
-        let records = ids
-            .iter()
-            .map(|_| Record {
-                state: ControllerState::Starting
-                    .on(ControllerEvent::Ready)
-                    .expect("Starting takes Ready"),
-                failovers: 0,
-                state_changed_at: now,
-                failback_step: 0,
-            })
-            .collect();
+        let records = PerController::new(count, |_| Record {
+            state: ControllerState::Starting
+                .on(ControllerEvent::Ready)
+                .expect("Starting takes Ready"),
+            failovers: 0,
+            state_changed_at: now,
+            failback_step: 0,
+        });
+        let ids: Vec<ControllerId> = records.ids().collect();
         let controllers = Arc::new(Controllers {
             cache,
             routing,
@@ -126,9 +123,9 @@ impl Controllers {
             access: Mutex::new(Arc::new(access::DefaultAccess)),
         });
         let weak = Arc::downgrade(&controllers);
-        controllers.cache.set_panic_hook(Arc::new(move |index| {
+        controllers.cache.set_panic_hook(Arc::new(move |id| {
             if let Some(controllers) = weak.upgrade() {
-                controllers.fail_after_panic(index);
+                controllers.fail_after_panic(id);
             }
         }));
         controllers
@@ -188,14 +185,14 @@ impl Controllers {
         self.ports.set_config(config);
     }
 
-    /// Opens controller `index`'s NBD port on `address`.
+    /// Opens controller `controller`'s NBD port on `address`.
     pub fn open_port(
         self: &Arc<Self>,
         controller: ControllerId,
         address: SocketAddr,
     ) -> std::io::Result<()> {
         self.ports.open(
-            controller.index(),
+            controller,
             address,
             ControllerPort::new(self.clone(), controller),
         )
@@ -223,7 +220,7 @@ impl Controllers {
 
     /// The state of controller `controller`.
     pub fn state(&self, controller: ControllerId) -> ControllerState {
-        self.records.lock()[controller.index()].state
+        self.records.lock()[controller].state
     }
 
     /// Opens the named export, whoever asks, for a connection that arrived on
@@ -251,7 +248,7 @@ impl Controllers {
         Some(Arc::new(VolumeTarget {
             controllers: self.clone(),
             cache: self.cache.clone(),
-            port: controller.index(),
+            port: controller,
             handle,
             volume_stats,
             controller_stats,
@@ -261,11 +258,10 @@ impl Controllers {
     /// The first controller whose ports are open (the unix socket's requests enter there).
     fn first_open(&self) -> ControllerId {
         let records = self.records.lock();
-        self.ids
+        records
             .iter()
-            .copied()
-            .find(|id| records[id.index()].state.ports_open())
-            .unwrap_or(self.ids[0])
+            .find(|(_, record)| record.state.ports_open())
+            .map_or(self.ids[0], |(id, _)| id)
     }
 }
 
@@ -301,7 +297,7 @@ pub struct VolumeTarget {
     controllers: Arc<Controllers>,
     cache: Arc<Cache>,
     /// The controller whose port the connection arrived on.
-    port: usize,
+    port: ControllerId,
     handle: Arc<VolumeHandle>,
     volume_stats: Arc<IoStats>,
     controller_stats: Arc<IoStats>,
@@ -327,7 +323,7 @@ impl VolumeTarget {
                     volume: self.handle.name.clone(),
                     detail: format!(
                         "controller {} failed while serving this request; reconnect through another controller's port",
-                        self.port + 1
+                        self.port
                     ),
                 })
             }

@@ -17,7 +17,7 @@
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use super::ControllerId;
-use crate::types::SECTION_SIZE;
+use crate::types::{MAX_CONTROLLERS, SECTION_SIZE};
 
 /// The controllers that are alive, as a bit set over controller indexes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -26,7 +26,7 @@ pub struct LiveSet(u8);
 impl LiveSet {
     /// All of `count` controllers alive.
     pub fn all(count: usize) -> LiveSet {
-        LiveSet(((1u16 << count.min(8)) - 1) as u8)
+        LiveSet(((1u16 << count.min(MAX_CONTROLLERS)) - 1) as u8)
     }
 
     pub fn contains(self, controller: ControllerId) -> bool {
@@ -57,8 +57,9 @@ impl LiveSet {
         LiveSet(bits)
     }
 
-    pub fn indexes(self) -> impl Iterator<Item = usize> {
-        (0..8).filter(move |index| self.0 & (1 << index) != 0)
+    /// The live controllers, in order.
+    pub fn ids(self) -> impl Iterator<Item = ControllerId> {
+        ControllerId::all(MAX_CONTROLLERS).filter(move |id| self.contains(*id))
     }
 }
 
@@ -74,19 +75,19 @@ pub fn section_of(offset: u64) -> u64 {
     offset / SECTION_SIZE as u64
 }
 
-fn weight(volume: u32, section: u64, controller: usize) -> u64 {
+fn weight(volume: u32, section: u64, controller: ControllerId) -> u64 {
     let mut key = [0u8; 12];
     key[..4].copy_from_slice(&volume.to_le_bytes());
     key[4..].copy_from_slice(&section.to_le_bytes());
-    xxh3_64_with_seed(&key, controller as u64)
+    xxh3_64_with_seed(&key, controller.index() as u64)
 }
 
 /// The placement of `section` of `volume` over `live`; `None` when no controller lives.
 pub fn place(volume: u32, section: u64, live: LiveSet) -> Option<Placement> {
-    let mut best: Option<(u64, usize)> = None;
-    let mut second: Option<(u64, usize)> = None;
-    for index in live.indexes() {
-        let candidate = (weight(volume, section, index), index);
+    let mut best: Option<(u64, ControllerId)> = None;
+    let mut second: Option<(u64, ControllerId)> = None;
+    for id in live.ids() {
+        let candidate = (weight(volume, section, id), id);
         if best.is_none_or(|b| candidate > b) {
             second = best;
             best = Some(candidate);
@@ -94,10 +95,9 @@ pub fn place(volume: u32, section: u64, live: LiveSet) -> Option<Placement> {
             second = Some(candidate);
         }
     }
-    let id = |index: usize| ControllerId::new(index, 8).expect("indexes come from a u8 bit set");
     best.map(|(_, owner)| Placement {
-        owner: id(owner),
-        mirror: second.map(|(_, mirror)| id(mirror)),
+        owner,
+        mirror: second.map(|(_, mirror)| mirror),
     })
 }
 

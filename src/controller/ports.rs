@@ -11,6 +11,7 @@ use parking_lot::Mutex;
 
 use crate::target::ExportProvider;
 use crate::target::nbd::{self, NbdConfig, NbdListener, NbdTlsMode};
+use crate::types::{ControllerId, PerController};
 
 /// Listens on `address`, retrying for up to 2 s while it is in use: a port closed a moment
 /// ago may still be held by its listener thread.
@@ -37,9 +38,8 @@ struct Port {
 }
 
 /// Every controller's port, and the server threads of closed ones still finishing.
-#[derive(Default)]
 pub struct Ports {
-    ports: Mutex<Vec<Port>>,
+    ports: Mutex<PerController<Port>>,
     retired: Mutex<Vec<JoinHandle<()>>>,
     /// What every port is opened (and reopened) with: access rules, TLS policy, tuning.
     config: Mutex<NbdConfig>,
@@ -48,7 +48,7 @@ pub struct Ports {
 impl Ports {
     pub fn new(count: usize) -> Ports {
         Ports {
-            ports: Mutex::new((0..count).map(|_| Port::default()).collect()),
+            ports: Mutex::new(PerController::new(count, |_| Port::default())),
             retired: Mutex::new(Vec::new()),
             config: Mutex::new(NbdConfig::default()),
         }
@@ -59,9 +59,9 @@ impl Ports {
         *self.config.lock() = config;
     }
 
-    /// The address controller `index` serves on, if it has one.
-    pub fn address(&self, index: usize) -> Option<SocketAddr> {
-        self.ports.lock().get(index).and_then(|port| port.address)
+    /// The address controller `id` serves on, if it has one.
+    pub fn address(&self, id: ControllerId) -> Option<SocketAddr> {
+        self.ports.lock().get(id).and_then(|port| port.address)
     }
 
     /// The URI scheme clients use on the ports: `nbds` when TLS is required there.
@@ -72,16 +72,15 @@ impl Ports {
         }
     }
 
-    /// Listens on `address` for controller `index` (the address remembered for
-    /// reopening).
+    /// Listens on `address` for controller `id` (the address remembered for reopening).
     pub fn open(
         &self,
-        index: usize,
+        id: ControllerId,
         address: SocketAddr,
         provider: Arc<dyn ExportProvider>,
     ) -> std::io::Result<()> {
         let mut ports = self.ports.lock();
-        let port = &mut ports[index];
+        let port = &mut ports[id];
         if port.thread.is_some() {
             return Ok(());
         }
@@ -98,19 +97,23 @@ impl Ports {
         Ok(())
     }
 
-    /// Reopens controller `index`'s port at its remembered address.
-    pub fn reopen(&self, index: usize, provider: Arc<dyn ExportProvider>) -> std::io::Result<()> {
-        match self.address(index) {
-            Some(address) => self.open(index, address, provider),
+    /// Reopens controller `id`'s port at its remembered address.
+    pub fn reopen(
+        &self,
+        id: ControllerId,
+        provider: Arc<dyn ExportProvider>,
+    ) -> std::io::Result<()> {
+        match self.address(id) {
+            Some(address) => self.open(id, address, provider),
             None => Ok(()),
         }
     }
 
-    /// Stops controller `index`'s port: no new connections, and open ones close within
+    /// Stops controller `id`'s port: no new connections, and open ones close within
     /// about 100 ms. Does not wait for them.
-    pub fn close(&self, index: usize) {
+    pub fn close(&self, id: ControllerId) {
         let mut ports = self.ports.lock();
-        let port = &mut ports[index];
+        let port = &mut ports[id];
         if let Some(shutdown) = port.shutdown.take() {
             shutdown.store(true, Ordering::Release);
         }
@@ -121,9 +124,9 @@ impl Ports {
 
     /// Closes every port and waits for their threads.
     pub fn close_all(&self) {
-        let count = self.ports.lock().len();
-        for index in 0..count {
-            self.close(index);
+        let ids = self.ports.lock().ids();
+        for id in ids {
+            self.close(id);
         }
         let threads = std::mem::take(&mut *self.retired.lock());
         for thread in threads {

@@ -42,7 +42,7 @@ impl RoutingState {
             live: LiveSet::from_bits(bits as u8),
             returning: (returning > 0).then(|| {
                 (
-                    ControllerId::new(returning as usize - 1, 8).expect("packed from an id"),
+                    ControllerId::try_from(returning as usize - 1).expect("packed from an id"),
                     (bits >> 16) as u8,
                 )
             }),
@@ -104,8 +104,8 @@ impl SectionRouter for RoutingState {
         let placement = place(key.0, key.1, self.live_for(key))
             .expect("the node never runs with no live controller");
         Route {
-            owner: placement.owner.index(),
-            mirror: placement.mirror.map(ControllerId::index),
+            owner: placement.owner,
+            mirror: placement.mirror,
         }
     }
 }

@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::Cache;
-use crate::controller::Controllers;
+use crate::controller::{ControllerError, Controllers};
 use crate::hw::HwModel;
 use crate::meta::{MetaError, MetaState, MetaStore, PoolRecord, Provisioning, VolumeRecord};
 use crate::mgmt::api::{API_LEVEL, OperationalState, PoolUpdate, VolumeUpdate};
@@ -56,6 +56,22 @@ pub(super) fn mgmt_error(err: MetaError) -> MgmtError {
         MetaError::OutOfRange(refused) => MgmtError::new(refused.code, 400, refused.message),
         other @ (MetaError::Journal(_) | MetaError::Media(_) | MetaError::WrongKey { .. }) => {
             MgmtError::internal(other.to_string())
+        }
+    }
+}
+
+/// The management error for a refused controller operation: an unknown number is not
+/// found, anything else conflicts with the controllers' states.
+pub(super) fn controller_error(err: ControllerError) -> MgmtError {
+    match err {
+        ControllerError::NotFound { .. } => {
+            MgmtError::new("CONTROLLER_NOT_FOUND", 404, err.to_string())
+        }
+        ControllerError::Transition { .. }
+        | ControllerError::LastLive { .. }
+        | ControllerError::StillRemirroring { .. }
+        | ControllerError::FailbackUnderWay { .. } => {
+            MgmtError::new("CONTROLLER_STATE", 409, err.to_string())
         }
     }
 }
@@ -549,11 +565,15 @@ impl Management for NodeApi {
     }
 
     fn fail_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
-        self.controllers.fail_by_number(id)
+        self.controllers
+            .fail_by_number(id)
+            .map_err(controller_error)
     }
 
     fn recover_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
-        self.controllers.recover_by_number(id)
+        self.controllers
+            .recover_by_number(id)
+            .map_err(controller_error)
     }
 }
 
@@ -570,5 +590,73 @@ impl NodeApi {
         self.cache.forget_volume(id);
         self.meta.delete_volume(id).map_err(mgmt_error)?;
         Ok(info)
+    }
+}
+
+#[cfg(test)]
+mod controller_error_tests {
+    use super::*;
+    use crate::controller::state::{ControllerEvent, ControllerState, InvalidTransition};
+    use crate::types::ControllerId;
+
+    /// The REST answers for refused controller operations, word for word as operators
+    /// (and scripts matching on them) have always seen them.
+    #[test]
+    fn controller_refusals_keep_their_codes_and_messages() {
+        let id = |number| ControllerId::from_number(number, 3).unwrap();
+        let cases = [
+            (
+                ControllerError::NotFound {
+                    number: 9,
+                    count: 3,
+                },
+                "CONTROLLER_NOT_FOUND",
+                404,
+                "there is no controller 9; this node has controllers 1 to 3",
+            ),
+            (
+                ControllerError::Transition {
+                    id: id(2),
+                    action: "recover",
+                    refused: InvalidTransition {
+                        from: ControllerState::Active,
+                        event: ControllerEvent::Recover,
+                    },
+                },
+                "CONTROLLER_STATE",
+                409,
+                "controller 2 cannot recover now: a controller in state ACTIVE cannot take event Recover",
+            ),
+            (
+                ControllerError::LastLive { id: id(3) },
+                "CONTROLLER_STATE",
+                409,
+                "controller 3 is the last live controller; failing it would stop the node",
+            ),
+            (
+                ControllerError::StillRemirroring {
+                    unmirrored_mib: 3.0,
+                },
+                "CONTROLLER_STATE",
+                409,
+                "controllers are still re-mirroring 3.0 MiB of dirty data after the last failure; fail another controller once REDUNDANCY_RESTORED is raised (see `troika controller ls`)",
+            ),
+            (
+                ControllerError::FailbackUnderWay {
+                    returning: id(1),
+                    id: id(2),
+                },
+                "CONTROLLER_STATE",
+                409,
+                "controller 1 is still failing back; recover controller 2 once it is ACTIVE (see `troika controller ls`)",
+            ),
+        ];
+        for (err, code, status, message) in cases {
+            let mapped = controller_error(err);
+            assert_eq!(
+                (mapped.code, mapped.status, mapped.message.as_str()),
+                (code, status, message)
+            );
+        }
     }
 }

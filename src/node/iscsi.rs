@@ -28,7 +28,7 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::controller::state::ControllerState;
-use crate::controller::{ControllerId, Controllers, PortalSet, bind_retrying};
+use crate::controller::{ControllerId, Controllers, PerController, PortalSet, bind_retrying};
 use crate::meta::MetaStore;
 use crate::meta::hosts::ChapMethod;
 use crate::target::iscsi::{
@@ -83,7 +83,7 @@ impl PortGroups for ControllerGroups {
             .ids()
             .iter()
             .map(|id| {
-                let number = (id.index() + 1) as u16;
+                let number = tpgt_of(*id);
                 PortGroup {
                     id: number,
                     state: alua_state(self.controllers.state(*id)),
@@ -170,11 +170,10 @@ impl PrStore for ReservationFiles {
 
 /// One controller's portal address: served by its own controller, or, while that one is
 /// failed, by a survivor that took the address over (as an array moves a failed node's IP).
-#[derive(Default)]
 struct PortalSlot {
     address: Option<SocketAddr>,
-    /// The controller serving the address now (its index).
-    served_by: usize,
+    /// The controller serving the address now.
+    served_by: ControllerId,
     shutdown: Option<Arc<AtomicBool>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -187,7 +186,8 @@ pub struct IscsiNode {
     groups: Arc<ControllerGroups>,
     target: String,
     config: IscsiConfig,
-    portals: Mutex<Vec<PortalSlot>>,
+    /// Per controller, the portal address it owns.
+    portals: Mutex<PerController<PortalSlot>>,
     retired: Mutex<Vec<JoinHandle<()>>>,
     /// This node itself, for portals reopened from [`PortalSet::reopen`].
     me: Weak<IscsiNode>,
@@ -222,7 +222,12 @@ impl IscsiNode {
             groups,
             target,
             config: IscsiConfig::default(),
-            portals: Mutex::new((0..count).map(|_| PortalSlot::default()).collect()),
+            portals: Mutex::new(PerController::new(count, |id| PortalSlot {
+                address: None,
+                served_by: id,
+                shutdown: None,
+                thread: None,
+            })),
             retired: Mutex::new(Vec::new()),
         }))
     }
@@ -233,14 +238,14 @@ impl IscsiNode {
         controller: ControllerId,
         address: SocketAddr,
     ) -> std::io::Result<()> {
-        self.serve_portal(controller.index(), controller.index(), address)
+        self.serve_portal(controller, controller, address)
     }
 
     /// Serves slot `slot`'s address with controller `server`'s target port group.
     fn serve_portal(
         self: &Arc<Self>,
-        slot: usize,
-        server: usize,
+        slot: ControllerId,
+        server: ControllerId,
         address: SocketAddr,
     ) -> std::io::Result<()> {
         let mut portals = self.portals.lock();
@@ -254,7 +259,7 @@ impl IscsiNode {
         let backend: Arc<dyn IscsiBackend> = self.clone();
         portal.thread = Some(iscsi::spawn_portal(
             listener,
-            (server + 1) as u16,
+            tpgt_of(server),
             backend,
             self.config.clone(),
             shutdown.clone(),
@@ -266,7 +271,7 @@ impl IscsiNode {
 
     /// A surviving controller takes over failed controller `failed`'s portal address, so
     /// initiators reconnecting to it reach the target again.
-    fn take_over(self: &Arc<Self>, failed: usize) {
+    fn take_over(self: &Arc<Self>, failed: ControllerId) {
         let Some(address) = self.portals.lock()[failed].address else {
             return;
         };
@@ -274,27 +279,19 @@ impl IscsiNode {
             .controllers
             .ids()
             .iter()
-            .map(|id| id.index())
-            .find(|index| {
-                *index != failed
-                    && self
-                        .controllers
-                        .state(self.controllers.ids()[*index])
-                        .ports_open()
-            });
+            .copied()
+            .find(|id| *id != failed && self.controllers.state(*id).ports_open());
         let Some(survivor) = survivor else { return };
         if let Err(err) = self.serve_portal(failed, survivor, address) {
             crate::say!(
-                "troika: controller {} cannot take over the iSCSI portal {address} of failed controller {}: {err}",
-                survivor + 1,
-                failed + 1
+                "troika: controller {survivor} cannot take over the iSCSI portal {address} of failed controller {failed}: {err}"
             );
         }
     }
 
-    fn close_portal(&self, index: usize) {
+    fn close_portal(&self, id: ControllerId) {
         let mut portals = self.portals.lock();
-        let slot = &mut portals[index];
+        let slot = &mut portals[id];
         if let Some(shutdown) = slot.shutdown.take() {
             shutdown.store(true, Ordering::Release);
         }
@@ -304,23 +301,26 @@ impl IscsiNode {
     }
 
     fn controller_of(&self, tpgt: u16) -> Option<ControllerId> {
-        let index = usize::from(tpgt).checked_sub(1)?;
-        ControllerId::new(index, self.controllers.ids().len())
+        ControllerId::from_number(u32::from(tpgt), self.controllers.ids().len())
     }
+}
+
+/// The target portal group tag of controller `id`'s portals: its number.
+fn tpgt_of(id: ControllerId) -> u16 {
+    id.number() as u16
 }
 
 impl PortalSet for IscsiNode {
     fn close(&self, controller: ControllerId) {
-        let index = controller.index();
         // Portals this controller had taken over go too; their own controllers are back
         // or will be taken over below.
-        let count = self.portals.lock().len();
+        let slots = self.portals.lock().ids();
         let mut orphans = Vec::new();
-        for slot in 0..count {
+        for slot in slots {
             let served_by = self.portals.lock()[slot].served_by;
-            if served_by == index {
+            if served_by == controller {
                 self.close_portal(slot);
-                if slot != index {
+                if slot != controller {
                     orphans.push(slot);
                 }
             }
@@ -331,7 +331,7 @@ impl PortalSet for IscsiNode {
         std::thread::spawn(move || {
             // The failed controller's state is set after `close` returns.
             std::thread::sleep(Duration::from_millis(100));
-            me.take_over(index);
+            me.take_over(controller);
             for slot in orphans {
                 me.take_over(slot);
             }
@@ -339,9 +339,8 @@ impl PortalSet for IscsiNode {
     }
 
     fn reopen(&self, controller: ControllerId) {
-        let index = controller.index();
-        let address = self.portals.lock()[index].address;
-        self.close_portal(index);
+        let address = self.portals.lock()[controller].address;
+        self.close_portal(controller);
         if let (Some(address), Some(me)) = (address, self.me.upgrade())
             && let Err(err) = me.open_portal(controller, address)
         {
@@ -356,9 +355,9 @@ impl PortalSet for IscsiNode {
     }
 
     fn close_all(&self) {
-        let count = self.portals.lock().len();
-        for index in 0..count {
-            self.close_portal(index);
+        let slots = self.portals.lock().ids();
+        for slot in slots {
+            self.close_portal(slot);
         }
         let threads = std::mem::take(&mut *self.retired.lock());
         for thread in threads {
@@ -375,12 +374,12 @@ impl IscsiBackend for IscsiNode {
     fn portals(&self) -> Vec<Portal> {
         let portals = self.portals.lock();
         portals
-            .iter()
+            .values()
             .filter(|slot| slot.thread.is_some())
             .filter_map(|slot| {
                 Some(Portal {
                     address: slot.address?,
-                    tpgt: (slot.served_by + 1) as u16,
+                    tpgt: tpgt_of(slot.served_by),
                 })
             })
             .collect()

@@ -28,7 +28,7 @@ use hashbrown::HashMap;
 use parking_lot::Mutex;
 
 use crate::meta::VolumeHandle;
-use crate::types::ControllerId;
+use crate::types::{ControllerId, PerController};
 
 pub use render::{
     ControllerGauges, escape_label_value, render_controller_gauges, render_node_metrics,
@@ -213,7 +213,7 @@ impl VolumeEntry {
 /// opened and when metrics are rendered, never per request.
 pub struct StatsRegistry {
     volumes: Mutex<HashMap<u32, VolumeEntry>>,
-    controllers: Box<[Arc<IoStats>]>,
+    controllers: PerController<Arc<IoStats>>,
 }
 
 impl StatsRegistry {
@@ -221,7 +221,7 @@ impl StatsRegistry {
     pub fn new(controllers: usize) -> StatsRegistry {
         StatsRegistry {
             volumes: Mutex::new(HashMap::new()),
-            controllers: (0..controllers).map(|_| Arc::default()).collect(),
+            controllers: PerController::new(controllers, |_| Arc::default()),
         }
     }
 
@@ -244,7 +244,7 @@ impl StatsRegistry {
 
     /// The stats of controller `id`; `None` if the node has no such controller.
     pub fn controller(&self, id: ControllerId) -> Option<&Arc<IoStats>> {
-        self.controllers.get(id.index())
+        self.controllers.get(id)
     }
 
     pub fn controller_count(&self) -> usize {

@@ -66,13 +66,10 @@ pub fn render_node_metrics(
     pool_families(&mut text, &pools);
 
     io_families(&mut text, "troika_volume", "volume", &volumes);
-    let controllers: Vec<(String, IoSnapshot)> = (0..stats.controller_count())
-        .map(|index| {
-            (
-                format!("controller=\"{}\"", index + 1),
-                stats.controllers[index].snapshot(),
-            )
-        })
+    let controllers: Vec<(String, IoSnapshot)> = stats
+        .controllers
+        .iter()
+        .map(|(id, controller)| (format!("controller=\"{id}\""), controller.snapshot()))
         .collect();
     io_families(&mut text, "troika_controller", "controller", &controllers);
 }
