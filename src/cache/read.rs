@@ -5,10 +5,9 @@
 use std::sync::atomic::Ordering;
 
 use super::shard::Role;
-use super::{Cache, SectionKey};
+use super::{Cache, Extent, SectionKey};
 use crate::io::{AlignedBuf, with_thread_ring};
 use crate::meta::{BlockRead, VolumeHandle};
-use crate::target::Extent;
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError, SECTION_SIZE};
 
 thread_local! {
