@@ -44,7 +44,7 @@ mod clones;
 mod datasets;
 #[cfg(test)]
 mod durability_tests;
-pub mod hosts;
+pub mod host_ops;
 #[cfg(test)]
 mod secrets_tests;
 pub mod snapshots;

@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 mod api;
 pub mod certs;
 pub mod data_dir;
-mod hosts;
+mod host_admin;
 pub mod iscsi;
 mod monitor;
 pub mod nbd_access;

@@ -288,7 +288,7 @@ impl MetaStore {
         let state = self.state();
         let volume = volume_record(&state, id)?;
         check_unlocked(&volume, "delete")?;
-        super::hosts::check_unmapped(&state, &volume)?;
+        super::host_ops::check_unmapped(&state, &volume)?;
         let children: Vec<&str> = state
             .catalog
             .volumes

@@ -1,5 +1,5 @@
 //! Hosts, clusters and LUN mappings on the store: every change is checked against the
-//! catalog's rules (see [`crate::meta::hosts`]) under the state write lock, then journaled
+//! catalog's rules (see [`crate::meta::host_records`]) under the state write lock, then journaled
 //! as one catalog record, so it is durable when the call returns and a refused change
 //! changes nothing.
 
