@@ -9,8 +9,11 @@
 //! `/metrics`; `node` wires them together. `private_files` makes every file the node
 //! creates (0600, in a 0700 directory) and `secrets` seals the secrets it keeps (under
 //! the node key), for any layer to use.
+//! `clock` (wall-clock timestamps) and `poll` (waiting until a descriptor is readable) are
+//! leaves too, for any layer to use.
 
 pub mod cache;
+pub mod clock;
 pub mod console;
 pub mod controller;
 pub mod fatal;
@@ -20,6 +23,7 @@ pub mod layout;
 pub mod meta;
 pub mod mgmt;
 pub mod node;
+pub mod poll;
 pub mod private_files;
 pub mod secrets;
 pub mod stats;

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 use super::routing::FAILBACK_STEPS;
 use super::state::{ControllerEvent, ControllerState};
 use super::{ControllerId, Controllers};
+use crate::clock::now_ms;
 use crate::mgmt::api::{ControllerInfo, MgmtError};
 use crate::types::BLOCK_SIZE;
 
@@ -33,12 +34,6 @@ type Gauge = (&'static str, &'static str, fn(&ControllerInfo) -> f64);
 
 /// Time between failback steps, so hosts see a few brief pauses, not one long one.
 const FAILBACK_STEP_INTERVAL: Duration = Duration::from_millis(50);
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
 
 /// Why a controller fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -118,7 +118,7 @@ impl Controllers {
         let ids: Vec<ControllerId> = (0..count)
             .filter_map(|index| ControllerId::new(index, count))
             .collect();
-        let now = failover::now_ms();
+        let now = crate::clock::now_ms();
         let records = ids
             .iter()
             .map(|_| Record {

@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -33,6 +33,7 @@ use super::journal::{Journal, JournalError};
 use super::records;
 use super::replay::{Replay, VaultCopies};
 use super::usage::{PoolUsage, VolumeHandle};
+use crate::clock::now_secs;
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
 use crate::secrets::NodeKey;
@@ -187,19 +188,6 @@ pub struct MetaStore {
     /// thread reads it under shard locks).
     families: RwLock<HashMap<u32, u32>>,
     pub counters: MetaCounters,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl MetaStore {

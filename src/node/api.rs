@@ -9,7 +9,6 @@
 use crate::io::FaultPlane;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::Cache;
 use crate::controller::Controllers;
@@ -20,13 +19,6 @@ use crate::mgmt::{
     Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
 };
 use crate::types::BLOCK_SIZE;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
 
 /// The management API over the live node.
 pub struct NodeApi {

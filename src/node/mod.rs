@@ -34,7 +34,8 @@ mod snapshot_tests;
 mod snapshots;
 pub mod stop;
 
-use api::{NodeApi, now_ms};
+use crate::clock::now_ms;
+use api::NodeApi;
 pub use nbd_tls::NbdTlsOptions;
 use stop::{StopPhase, StopProgress, StopSignals};
 

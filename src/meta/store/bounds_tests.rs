@@ -4,6 +4,7 @@
 
 use super::snapshots::{GroupSpec, SnapshotSpec};
 use super::*;
+use crate::clock::now_ms;
 use crate::meta::bounds::{MAX_BYTE_COUNT, MAX_LOCK_MS, MAX_LOCK_SECS};
 use crate::meta::catalog::{CatalogOp, PolicyRecord, Provisioning, ScheduleRecord, VolumeRecord};
 use crate::meta::host_records::{ChapSettings, ClusterRecord, HostRecord};

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hashbrown::HashMap;
 
-use super::{MetaError, MetaState, MetaStore, now_ms};
+use super::{MetaError, MetaState, MetaStore};
+use crate::clock::now_ms;
 use crate::meta::bounds::{OutOfRange, check_byte_count, same_name};
 use crate::meta::catalog::{
     CapacityLevel, Catalog, CatalogOp, PoolRecord, Provisioning, VolumeRecord,

@@ -6,7 +6,8 @@
 use std::sync::atomic::Ordering;
 
 use super::datasets::{validate_name, volume_record};
-use super::{MetaError, MetaState, MetaStore, now_ms};
+use super::{MetaError, MetaState, MetaStore};
+use crate::clock::now_ms;
 use crate::meta::bounds::same_name;
 use crate::meta::catalog::{
     CatalogOp, ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord,

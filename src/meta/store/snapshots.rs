@@ -10,7 +10,8 @@
 use super::datasets::{
     cg_name_taken, check_unlocked, pool_record, validate_name, volume_name_taken, volume_record,
 };
-use super::{MetaError, MetaStore, now_ms};
+use super::{MetaError, MetaStore};
+use crate::clock::now_ms;
 use crate::meta::bounds::{check_lock_duration, check_lock_end, same_name};
 use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, PolicyRecord, VolumeRecord};
 use crate::types::{BLOCK_SIZE, Lba, utc_time};
