@@ -106,13 +106,9 @@ impl MetaStore {
         pool.created_at = before.created_at;
         pool.updated_at = now_ms();
         if pool.name != before.name {
-            validate_name(&pool.name)?;
-            if pool_name_taken(&state, &pool.name, Some(id)) {
-                return Err(MetaError::NameConflict {
-                    kind: "pool",
-                    name: pool.name,
-                });
-            }
+            check_rename("pool", &pool.name, |name| {
+                pool_name_taken(&state, name, Some(id))
+            })?;
         }
         if pool.physical_capacity_warning == 0
             || pool.physical_capacity_critical > 100
@@ -251,13 +247,9 @@ impl MetaStore {
         }
         volume.updated_at = now_ms();
         if volume.name != before.name {
-            validate_name(&volume.name)?;
-            if volume_name_taken(&state, &volume.name, Some(id)) {
-                return Err(MetaError::NameConflict {
-                    kind: "volume",
-                    name: volume.name,
-                });
-            }
+            check_rename("volume", &volume.name, |name| {
+                volume_name_taken(&state, name, Some(id))
+            })?;
         }
         self.log_catalog(&mut state, CatalogOp::UpdateVolume(volume.clone()));
         Ok(volume)
@@ -562,6 +554,39 @@ pub(super) fn volume_name_taken(state: &MetaState, name: &str, except: Option<u3
 /// Whether a consistency group other than `except` has `name` (without regard to case).
 pub(super) fn cg_name_taken(state: &MetaState, name: &str, except: Option<u32>) -> bool {
     (state.catalog.cgs.values()).any(|cg| same_name(&cg.name, name) && Some(cg.id) != except)
+}
+
+/// Checks the new name of a `kind` record: valid, and not `taken` by another record.
+fn check_rename(
+    kind: &'static str,
+    name: &str,
+    taken: impl FnOnce(&str) -> bool,
+) -> Result<(), MetaError> {
+    validate_name(name)?;
+    if taken(name) {
+        return Err(MetaError::NameConflict {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `name` for the `kind` record `id` (0: a new one) when another of `others`
+/// (their ids and names) has it, without regard to case.
+pub(super) fn refuse_taken_name<'a>(
+    kind: &'static str,
+    name: &str,
+    id: u32,
+    mut others: impl Iterator<Item = (u32, &'a str)>,
+) -> Result<(), MetaError> {
+    if others.any(|(other, taken)| same_name(taken, name) && other != id) {
+        return Err(MetaError::NameConflict {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn validate_name(name: &str) -> Result<(), MetaError> {
