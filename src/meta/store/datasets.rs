@@ -100,10 +100,10 @@ impl MetaStore {
     ) -> Result<PoolRecord, MetaError> {
         let mut state = self.state_mut();
         let before = pool_record(&state, id)?;
-        let mut pool = before.clone();
-        change(&mut pool);
-        pool.id = id;
-        pool.created_at = before.created_at;
+        let mut pool = changed(&before, change, |pool, before| {
+            pool.id = id;
+            pool.created_at = before.created_at;
+        });
         pool.updated_at = now_ms();
         if pool.name != before.name {
             check_rename("pool", &pool.name, |name| {
@@ -225,17 +225,17 @@ impl MetaStore {
     ) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
         let before = volume_record(&state, id)?;
-        let mut volume = before.clone();
-        change(&mut volume);
-        volume.id = id;
-        volume.size = before.size;
-        volume.pool_id = before.pool_id;
-        volume.provtype = before.provtype;
-        volume.created_at = before.created_at;
-        volume.kind = before.kind;
-        volume.parent_id = before.parent_id;
-        volume.family_id = before.family_id;
-        volume.cg_id = before.cg_id;
+        let mut volume = changed(&before, change, |volume, before| {
+            volume.id = id;
+            volume.size = before.size;
+            volume.pool_id = before.pool_id;
+            volume.provtype = before.provtype;
+            volume.created_at = before.created_at;
+            volume.kind = before.kind;
+            volume.parent_id = before.parent_id;
+            volume.family_id = before.family_id;
+            volume.cg_id = before.cg_id;
+        });
         let mut unchanged = volume.clone();
         unchanged.lock_expires_at = before.lock_expires_at;
         unchanged.updated_at = before.updated_at;
@@ -554,6 +554,15 @@ pub(super) fn volume_name_taken(state: &MetaState, name: &str, except: Option<u3
 /// Whether a consistency group other than `except` has `name` (without regard to case).
 pub(super) fn cg_name_taken(state: &MetaState, name: &str, except: Option<u32>) -> bool {
     (state.catalog.cgs.values()).any(|cg| same_name(&cg.name, name) && Some(cg.id) != except)
+}
+
+/// A copy of `before` as the caller's `change` leaves it, with the fields the caller may
+/// not change put back by `keep`.
+fn changed<T: Clone>(before: &T, change: impl FnOnce(&mut T), keep: impl FnOnce(&mut T, &T)) -> T {
+    let mut record = before.clone();
+    change(&mut record);
+    keep(&mut record, before);
+    record
 }
 
 /// Checks the new name of a `kind` record: valid, and not `taken` by another record.
