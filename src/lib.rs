@@ -44,6 +44,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod clock;
 pub mod console;
 pub mod controller;
 pub mod fatal;
@@ -53,6 +54,7 @@ pub mod layout;
 pub mod meta;
 pub mod mgmt;
 pub mod node;
+pub mod poll;
 pub mod private_files;
 pub mod secrets;
 pub mod stats;

@@ -34,12 +34,32 @@ use std::time::Duration;
 
 use hashbrown::{HashMap, HashSet};
 
+use super::destage::Batch;
 use super::domain::shard_of;
 use super::shard::{Role, SectionKey};
 use super::{Cache, SectionRouter};
 use crate::meta::records::{self, VAULT_BLOCKS_PER_RECORD};
 use crate::meta::{MetaState, RecoveredBlock};
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, ControllerId, IoError};
+
+/// Rounds in a row that may destage nothing (each then cleaning one segment) before
+/// making room gives up.
+const MAX_STALLED_ROUNDS: u32 = 64;
+
+/// What [`Cache::destage_until`] makes room for.
+#[derive(Clone, Copy, Debug)]
+enum RoomFor {
+    /// Slots for `sections` sections not held yet in shard `shard` of controller
+    /// `owner`'s domain. The caller holds the array writer and the flush lock.
+    Sections {
+        owner: ControllerId,
+        shard: usize,
+        sections: usize,
+    },
+    /// No dirty block left in `domain` (at start, before the destage threads run); a
+    /// checkpoint keeps every journal record from `pinned` on.
+    Recovery { domain: ControllerId, pinned: u64 },
+}
 
 /// What became of a vaulted block offered to the cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -598,51 +618,17 @@ impl Cache {
             }
         }
         let mut batch = None;
-        for ((owner, shard_index), keys) in wanted {
-            let mut stalled = 0;
-            while self.domains[owner].shards[shard_index]
-                .inner
-                .lock()
-                .available()
-                < keys.len()
-            {
-                let batch = batch.get_or_insert_with(|| self.new_batch(owner));
-                let dirty = |cache: &Cache| -> u64 {
-                    cache
-                        .domains
-                        .values()
-                        .filter(|domain| domain.is_alive())
-                        .map(|domain| domain.primary_dirty.load(Ordering::Acquire))
-                        .sum()
-                };
-                let before = dirty(self);
-                let journal = self.meta.journal();
-                if journal.used() > journal.region_len() / 2 {
-                    // The flush lock is held (no vault record can slip in) and the floor
-                    // includes the pin.
-                    self.meta
-                        .checkpoint(|| self.vault_floor())
-                        .map_err(|err| err.to_string())?;
-                }
-                self.clean_if_low_locked(batch)?;
-                for id in self.domains.ids() {
-                    self.destage_batch_locked(id, batch, shard_index)?;
-                }
-                if dirty(self) < before {
-                    stalled = 0;
-                    continue;
-                }
-                // No free rows outside the cleaner's reserve: clean one segment, however
-                // full, and try again.
-                stalled += 1;
-                if !self.clean_one_segment(batch)? || stalled > 64 {
-                    return Err(format!(
-                        "controller {} has no cache slot free for {} sections and destage makes no progress; check the NL-SAS devices",
-                        owner,
-                        keys.len()
-                    ));
-                }
+        for ((owner, shard), keys) in wanted {
+            let goal = RoomFor::Sections {
+                owner,
+                shard,
+                sections: keys.len(),
+            };
+            if self.room_made(goal) {
+                continue;
             }
+            let batch = batch.get_or_insert_with(|| self.new_batch(owner));
+            self.destage_until(goal, batch)?;
         }
         Ok(())
     }
@@ -703,41 +689,99 @@ impl Cache {
     /// taken to keep the journal from filling keeps every record from `pinned` on: the
     /// vault copies of recovered blocks not installed yet.
     fn destage_for_recovery(&self, pinned: u64) -> Result<(), String> {
-        for (id, domain) in self.domains.iter() {
-            if !domain.is_alive() {
+        for (domain, state) in self.domains.iter() {
+            if !state.is_alive() {
                 continue;
             }
-            let mut batch = self.new_batch(id);
-            let mut stalled = 0;
-            loop {
-                let dirty = domain.primary_dirty.load(Ordering::Acquire);
-                if dirty == 0 {
-                    break;
+            let mut batch = self.new_batch(domain);
+            self.destage_until(RoomFor::Recovery { domain, pinned }, &mut batch)?;
+        }
+        Ok(())
+    }
+
+    /// The loop that makes room, for both [`RoomFor`] goals: until the goal is met, keep
+    /// the journal from filling (a checkpoint once it is half full), destage one round,
+    /// and when that left no fewer dirty blocks, clean one segment however full (no free
+    /// rows are left outside the cleaner's reserve) and try again. Gives up when no
+    /// segment can be cleaned, or after [`MAX_STALLED_ROUNDS`] rounds in a row that
+    /// destaged nothing.
+    fn destage_until(&self, goal: RoomFor, batch: &mut Batch) -> Result<(), String> {
+        let mut stalled = 0;
+        while !self.room_made(goal) {
+            let before = self.dirty_left(goal);
+            let journal = self.meta.journal();
+            if journal.used() > journal.region_len() / 2 {
+                match goal {
+                    // The flush lock is held (no vault record can slip in) and the floor
+                    // includes the pin.
+                    RoomFor::Sections { .. } => self.meta.checkpoint(|| self.vault_floor()),
+                    RoomFor::Recovery { pinned, .. } => self.checkpoint_keeping(pinned),
                 }
-                let journal = self.meta.journal();
-                if journal.used() > journal.region_len() / 2 {
-                    self.checkpoint_keeping(pinned)
-                        .map_err(|err| err.to_string())?;
+                .map_err(|err| err.to_string())?;
+            }
+            match goal {
+                RoomFor::Sections { shard, .. } => {
+                    self.clean_if_low_locked(batch)?;
+                    for id in self.domains.ids() {
+                        self.destage_batch_locked(id, batch, shard)?;
+                    }
                 }
-                self.clean_if_low(&mut batch)?;
-                self.destage_batch(id, &mut batch)?;
-                if domain.primary_dirty.load(Ordering::Acquire) < dirty {
-                    stalled = 0;
-                    continue;
+                RoomFor::Recovery { domain, .. } => {
+                    self.clean_if_low(batch)?;
+                    self.destage_batch(domain, batch)?;
                 }
-                // No free rows outside the cleaner's reserve: clean one segment, however
-                // full, and try again.
-                stalled += 1;
-                let writer = self.array_writer.lock();
-                let cleaned = self.clean_one_segment(&mut batch)?;
-                drop(writer);
-                if !cleaned || stalled > 64 {
-                    return Err(format!(
-                        "the NL-SAS drives have no free space left for {dirty} dirty blocks of controller {id}"
-                    ));
-                }
+            }
+            if self.dirty_left(goal) < before {
+                stalled = 0;
+                continue;
+            }
+            // No free rows outside the cleaner's reserve: clean one segment, however full,
+            // and try again.
+            stalled += 1;
+            let writer = matches!(goal, RoomFor::Recovery { .. }).then(|| self.array_writer.lock());
+            let cleaned = self.clean_one_segment(batch)?;
+            drop(writer);
+            if !cleaned || stalled > MAX_STALLED_ROUNDS {
+                return Err(match goal {
+                    RoomFor::Sections {
+                        owner, sections, ..
+                    } => format!(
+                        "controller {owner} has no cache slot free for {sections} sections and destage makes no progress; check the NL-SAS devices"
+                    ),
+                    RoomFor::Recovery { domain, .. } => format!(
+                        "the NL-SAS drives have no free space left for {before} dirty blocks of controller {domain}"
+                    ),
+                });
             }
         }
         Ok(())
+    }
+
+    /// True once `goal` is met: the shard has the slots, or the domain holds no dirty block.
+    fn room_made(&self, goal: RoomFor) -> bool {
+        match goal {
+            RoomFor::Sections {
+                owner,
+                shard,
+                sections,
+            } => self.domains[owner].shards[shard].inner.lock().available() >= sections,
+            RoomFor::Recovery { .. } => self.dirty_left(goal) == 0,
+        }
+    }
+
+    /// The dirty blocks destage works on for `goal`: those of every live domain (the
+    /// sections' shard is destaged in each), or those of the recovering domain.
+    fn dirty_left(&self, goal: RoomFor) -> u64 {
+        match goal {
+            RoomFor::Sections { .. } => self
+                .domains
+                .values()
+                .filter(|domain| domain.is_alive())
+                .map(|domain| domain.primary_dirty.load(Ordering::Acquire))
+                .sum(),
+            RoomFor::Recovery { domain, .. } => {
+                self.domains[domain].primary_dirty.load(Ordering::Acquire)
+            }
+        }
     }
 }

@@ -8,7 +8,7 @@
 //! time that has already passed. The duration form ([`parse_duration`]) is also the one of
 //! snapshot policy schedules.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::mgmt::snapshot_api::check_lock_end;
 
@@ -60,15 +60,6 @@ impl LockUntil {
         check_lock_end("the lock", at, now_ms).map_err(|refused| refused.message)?;
         Ok(at)
     }
-}
-
-/// Milliseconds since the epoch on this machine's clock.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        })
 }
 
 /// `<digits><unit>` with unit s, m, h, d or w (zero is a duration; callers that need a

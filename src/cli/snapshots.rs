@@ -6,11 +6,12 @@
 
 use serde_json::{Value, json};
 
-use super::lock_until::{LockUntil, now_ms};
+use super::lock_until::LockUntil;
 use super::objects::changes;
 use super::session::{SNAPSHOT, Session, VOLUME};
 use super::tables::{self, Names};
 use super::{CliError, SnapCommand};
+use crate::clock::now_ms;
 use crate::mgmt::api::{ChangedBlocks, VolumeInfo};
 
 /// A lock end given as `--FLAG` in milliseconds since the epoch; one that cannot be a lock

@@ -23,6 +23,7 @@ use super::error::ControllerError;
 use super::routing::FAILBACK_STEPS;
 use super::state::{ControllerEvent, ControllerState};
 use super::{ControllerId, ControllerInfo, Controllers};
+use crate::clock::now_ms;
 use crate::types::BLOCK_SIZE;
 
 /// Where the controllers layer raises events: (code, description).
@@ -30,12 +31,6 @@ pub type EventSink = Arc<dyn Fn(&'static str, String) + Send + Sync>;
 
 /// Time between failback steps, so hosts see a few brief pauses, not one long one.
 const FAILBACK_STEP_INTERVAL: Duration = Duration::from_millis(50);
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
 
 /// Why a controller fails.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -99,7 +99,7 @@ impl Controllers {
     /// The controllers over `cache`, placing sections with `routing` (the router the
     /// cache was started with); all start ACTIVE.
     pub fn new(cache: Arc<Cache>, routing: Arc<Routing>, count: usize) -> Arc<Controllers> {
-        let now = failover::now_ms();
+        let now = crate::clock::now_ms();
         let records = PerController::new(count, |_| Record {
             state: ControllerState::Starting
                 .on(ControllerEvent::Ready)

@@ -121,11 +121,7 @@ impl SeededRng {
 pub fn random_seed() -> u64 {
     let mut bytes = [0u8; 8];
     if getrandom::fill(&mut bytes).is_err() {
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        return nanos ^ u64::from(std::process::id());
+        return crate::clock::now_nanos() ^ u64::from(std::process::id());
     }
     u64::from_le_bytes(bytes)
 }

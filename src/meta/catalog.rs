@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 // cycle: the catalog holds the host, cluster and LUN records, which are defined beside
-// their rules in hosts.rs; hosts.rs turns those rules into catalog ops. One file would be
-// two modules in one.
-pub use super::hosts::{
+// their rules in host_records.rs; host_records.rs turns those rules into catalog ops. One
+// file would be two modules in one.
+pub use super::host_records::{
     ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
 };
 

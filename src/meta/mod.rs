@@ -16,7 +16,7 @@ pub mod checkpoint;
 #[cfg(test)]
 pub(crate) mod failpoint;
 pub mod forest;
-pub mod hosts;
+pub mod host_records;
 pub mod journal;
 pub mod records;
 mod replay;
@@ -28,7 +28,7 @@ pub use catalog::{
     Provisioning, ScheduleRecord, VolumeRecord,
 };
 pub use forest::{Forest, MapEntry};
-pub use hosts::{
+pub use host_records::{
     ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
 };
 pub use journal::{Journal, JournalError};

@@ -17,21 +17,18 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use hashbrown::HashMap;
 use parking_lot::{Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::catalog::{Catalog, CatalogOp};
-use super::checkpoint::{
-    SsdLayout, Superblock, SuperblockState, build_checkpoint, read_checkpoint, read_superblock,
-    write_checkpoint, write_superblock,
-};
+use super::checkpoint::{Superblock, build_checkpoint, write_checkpoint, write_superblock};
 use super::forest::{Forest, Freed, MapEntry};
 use super::journal::{Journal, JournalError};
 
 use super::records;
-use super::replay::{RecoveredBlock, Replay, VaultCopies};
+use super::replay::{RecoveredBlock, VaultCopies};
 use super::usage::{PoolUsage, VolumeHandle};
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
@@ -44,7 +41,8 @@ mod clones;
 mod datasets;
 #[cfg(test)]
 mod durability_tests;
-pub mod hosts;
+pub mod host_ops;
+mod open;
 #[cfg(test)]
 mod secrets_tests;
 pub mod snapshots;
@@ -180,202 +178,7 @@ pub struct MetaStore {
     pub counters: MetaCounters,
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 impl MetaStore {
-    /// Opens the node's metadata: formats a blank vault device, or loads the newest
-    /// checkpoint and replays the journal. Returns the flushed blocks that still need to
-    /// be destaged. `key` seals and opens the catalog's secrets; a vault whose secrets
-    /// were sealed with another key is refused ([`MetaError::WrongKey`]), and one of
-    /// format 1 (plain secrets) is rewritten sealed by a checkpoint before this returns.
-    pub fn open(
-        ssd: Device,
-        array: Array,
-        key: Arc<NodeKey>,
-    ) -> Result<(MetaStore, Vec<RecoveredBlock>, OpenReport), MetaError> {
-        let started = Instant::now();
-        let ssd_path = ssd.path().display().to_string();
-        let media = |err: std::io::Error| MetaError::Media(format!("{ssd_path}: {err}"));
-        let mut ring = IoRing::new(64).map_err(media)?;
-        let geometry = *array.geometry();
-        let mut report = OpenReport::default();
-        let (superblock, catalog, maps, generation, recovered, end_lsn) = match read_superblock(
-            &mut ring, &ssd,
-        )
-        .map_err(media)?
-        {
-            SuperblockState::Blank => {
-                let layout = SsdLayout::plan(ssd.size(), geometry.data_blocks())
-                    .map_err(MetaError::Invalid)?;
-                let serial = now_secs() ^ u64::from(std::process::id()) << 32;
-                let catalog = Catalog::new(serial);
-                let image = build_checkpoint(
-                    0,
-                    1,
-                    &catalog,
-                    &Forest::new(),
-                    layout.checkpoint_slot_len,
-                    &key,
-                )
-                .map_err(media)?;
-                write_checkpoint(&mut ring, &ssd, &layout, 0, &image).map_err(media)?;
-                let superblock = Superblock {
-                    sequence: 2,
-                    serial,
-                    data_devices: geometry.data as u64,
-                    unit: geometry.unit,
-                    rows_per_segment: geometry.rows_per_segment,
-                    rows: geometry.rows,
-                    layout,
-                    checkpoint_slot: 0,
-                    checkpoint_len: image.len,
-                    checkpoint_sum: image.sum,
-                    checkpoint_lsn: 0,
-                    replay_from: 0,
-                    key_id: Some(key.id()),
-                };
-                write_superblock(&mut ring, &ssd, &superblock).map_err(media)?;
-                report.formatted = true;
-                (superblock, catalog, Forest::new(), 1, Vec::new(), 0)
-            }
-            SuperblockState::Unreadable => {
-                return Err(MetaError::Media(format!(
-                    "{ssd_path} holds data but no valid troika superblock; it is damaged or belongs to something else. Point the hardware model at the right device, or wipe it to start a new node"
-                )));
-            }
-            SuperblockState::Found(superblock) => {
-                if !superblock.matches(&geometry) {
-                    return Err(MetaError::Invalid(format!(
-                        "the data in {} was written with a different array geometry ({}+2, unit {}, {} rows, {} rows per segment) than the hardware model describes; use the model it was created with",
-                        ssd.path().display(),
-                        superblock.data_devices,
-                        superblock.unit,
-                        superblock.rows,
-                        superblock.rows_per_segment
-                    )));
-                }
-                if let Some(recorded) = superblock.key_id
-                    && recorded != key.id()
-                {
-                    return Err(MetaError::WrongKey {
-                        ssd: ssd_path,
-                        recorded,
-                        given: key.id(),
-                    });
-                }
-                let loaded = read_checkpoint(&mut ring, &ssd, &superblock, &key).map_err(media)?;
-                let mut replay = Replay {
-                    catalog: loaded.catalog,
-                    maps: loaded.forest,
-                    vault: VaultCopies::all(),
-                    max_generation: loaded.generation,
-                    checkpoint_lsn: superblock.checkpoint_lsn,
-                    key: key.clone(),
-                };
-                let summary = Journal::replay(
-                    &ssd,
-                    superblock.layout.log_start,
-                    superblock.layout.log_len,
-                    superblock.replay_from,
-                    |lsn, kind, body| replay.apply(lsn, kind, body),
-                )
-                .map_err(media)?;
-                report.replayed_batches = summary.batches;
-                report.replayed_records = summary.records;
-                let recovered = replay.finish();
-                (
-                    superblock,
-                    replay.catalog,
-                    replay.maps,
-                    replay.max_generation + 1,
-                    recovered,
-                    summary.end_lsn,
-                )
-            }
-        };
-        report.recovered_blocks = recovered.len() as u64;
-        // Trees dropped by replayed deletions and restores still name their blocks; they
-        // are garbage, so they go now, before live space is counted (reclaimed later,
-        // they would be taken off accounts that never counted them).
-        let mut maps = maps;
-        maps.reclaim_all();
-        let live = maps.live_blocks();
-        let alloc = SegmentAllocator::rebuild(geometry, live.iter().map(|(phys, _)| *phys));
-        let ssd = Arc::new(ssd);
-        let journal = Journal::new(
-            ssd.clone(),
-            superblock.layout.log_start,
-            superblock.layout.log_len,
-            end_lsn,
-            superblock.replay_from,
-        )
-        .map_err(media)?;
-        let data_blocks = geometry.data_blocks();
-        let row_buffer_len = array.row_buffer_len();
-        let reserve = (data_blocks / 8).max(6 * geometry.data_blocks_per_segment());
-        let mut state = MetaState {
-            catalog,
-            maps,
-            alloc,
-            pools: HashMap::new(),
-            volumes: HashMap::new(),
-            family_accounts: HashMap::new(),
-            children: HashMap::new(),
-        };
-        rebuild_handles(&mut state);
-        let mut per_family: HashMap<u32, u64> = HashMap::new();
-        for (_, family) in &live {
-            *per_family.entry(*family).or_default() += 1;
-        }
-        for (family, blocks) in per_family {
-            if let Some(account) = state.family_accounts.get(&family) {
-                account.add(blocks);
-            }
-        }
-        let families = family_table(&state);
-        let plain_secrets = superblock.key_id.is_none();
-        let replay_from = superblock.replay_from;
-        let store = MetaStore {
-            array,
-            ssd,
-            journal,
-            state: RwLock::new(state),
-            superblock: Mutex::new(Superblock {
-                key_id: Some(key.id()),
-                ..superblock
-            }),
-            key,
-            generation: AtomicU64::new(generation),
-            map_version: AtomicU64::new(0),
-            catalog_generation: AtomicU64::new(0),
-            usable_blocks: data_blocks.saturating_sub(reserve),
-            repair_rows: BufferPool::new(2, row_buffer_len),
-            failed: AtomicBool::new(false),
-            families: RwLock::new(families),
-            counters: MetaCounters::default(),
-        };
-        if plain_secrets {
-            // Twice, so that both checkpoint slots hold the sealed catalog. Every vault
-            // record replay may still need stays: the floor is the old one.
-            store.checkpoint(|| replay_from)?;
-            store.checkpoint(|| replay_from)?;
-            report.sealed_plain_secrets = true;
-        }
-        report.elapsed = started.elapsed();
-        Ok((store, recovered, report))
-    }
-
     pub fn array(&self) -> &Array {
         &self.array
     }

@@ -144,7 +144,8 @@ fn accept_loop(listener: MgmtListener, mgmt: Arc<Mgmt>, shutdown: Arc<AtomicBool
                 }
             }
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                wait_for_connection(&listener, ACCEPT_POLL)
+                // Errors are left for the following `accept` to report.
+                crate::poll::wait_readable(listener.raw_fd(), ACCEPT_POLL);
             }
             Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
             Err(error) => {
@@ -157,21 +158,5 @@ fn accept_loop(listener: MgmtListener, mgmt: Arc<Mgmt>, shutdown: Arc<AtomicBool
     for connection in connections {
         // A connection thread only ends by returning; a panic there was already reported.
         let _ = connection.join();
-    }
-}
-
-/// Waits until `listener` has a connection to accept, or `timeout` passes. Errors are left
-/// for the following `accept` to report.
-fn wait_for_connection(listener: &MgmtListener, timeout: Duration) {
-    let mut ready = libc::pollfd {
-        fd: listener.raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let timeout_ms = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: `ready` is one initialized pollfd that outlives the call, matching the count
-    // of 1, and its fd stays open because `listener` is borrowed for the call.
-    unsafe {
-        libc::poll(&mut ready, 1, timeout_ms);
     }
 }

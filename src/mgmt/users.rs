@@ -39,7 +39,7 @@ use std::fs;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use parking_lot::Mutex;
@@ -57,6 +57,7 @@ use self::validate::{
     NAME_MAX_CHARS, parse_role, validate_email, validate_name, validate_password,
 };
 use super::api::MgmtError;
+use crate::clock::now_ms;
 
 /// The cookie that carries a session token (InfiniBox uses a Java-style session cookie).
 pub const SESSION_COOKIE: &str = "JSESSIONID";
@@ -603,11 +604,4 @@ fn last_admin(name: &str, action: &str) -> MgmtError {
 
 fn internal_error(error: anyhow::Error) -> MgmtError {
     MgmtError::new("INTERNAL_ERROR", 500, format!("{error:#}"))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }

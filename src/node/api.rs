@@ -9,7 +9,6 @@
 use crate::io::FaultPlane;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::cache::Cache;
 use crate::controller::{ControllerError, Controllers};
@@ -20,13 +19,6 @@ use crate::mgmt::{
     Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
 };
 use crate::types::BLOCK_SIZE;
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_millis() as u64)
-}
 
 /// The management API over the live node.
 pub struct NodeApi {
@@ -113,7 +105,7 @@ fn pool_info(state: &MetaState, pool: &PoolRecord) -> PoolInfo {
 pub(super) fn lock_state(lock_expires_at: Option<u64>) -> &'static str {
     match lock_expires_at {
         None => "UNLOCKED",
-        Some(until) if until > now_ms() => "LOCKED",
+        Some(until) if until > crate::clock::now_ms() => "LOCKED",
         Some(_) => "EXPIRED",
     }
 }

@@ -30,7 +30,7 @@ use parking_lot::Mutex;
 use crate::controller::state::ControllerState;
 use crate::controller::{ControllerId, Controllers, PerController, PortalSet, bind_retrying};
 use crate::meta::MetaStore;
-use crate::meta::hosts::ChapMethod;
+use crate::meta::host_records::ChapMethod;
 use crate::target::iscsi::{
     self, Authentication, ChapCredentials, IscsiBackend, IscsiConfig, Portal,
 };

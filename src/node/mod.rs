@@ -51,7 +51,7 @@ use anyhow::Context;
 mod api;
 pub mod certs;
 pub mod data_dir;
-mod hosts;
+mod host_admin;
 pub mod iscsi;
 mod monitor;
 pub mod nbd_access;
@@ -63,7 +63,8 @@ mod snapshots;
 mod start;
 pub mod stop;
 
-use api::{NodeApi, now_ms};
+use crate::clock::now_ms;
+use api::NodeApi;
 pub use nbd_tls::NbdTlsOptions;
 use start::{
     MgmtParts, Services, lock_data_dir, node_certificate, open_devices, open_event_log,

@@ -14,7 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-use super::api::{NodeApi, mgmt_error, now_ms};
+use super::api::{NodeApi, mgmt_error};
+use crate::clock::now_ms;
 use crate::meta::store::snapshots::SnapshotSpec;
 use crate::meta::{PolicyRecord, ScheduleRecord, VolumeRecord};
 use crate::mgmt::MgmtError;

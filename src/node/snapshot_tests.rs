@@ -496,7 +496,7 @@ fn policies_take_snapshots_when_due_and_keep_the_newest() {
             assets: Some(vec![volume]),
         })
         .unwrap();
-    let start = super::api::now_ms();
+    let start = crate::clock::now_ms();
     let taken: Vec<usize> = [0u64, 10, 60, 61, 120, 180]
         .iter()
         .map(|seconds| {

@@ -11,7 +11,8 @@
 
 use std::collections::HashSet;
 
-use super::api::{NodeApi, lock_state, mgmt_error, now_ms, volume_info};
+use super::api::{NodeApi, lock_state, mgmt_error, volume_info};
+use crate::clock::now_ms;
 use crate::meta::store::snapshots::{GroupSpec, SnapshotSpec};
 use crate::meta::{CgRecord, MetaState, VolumeRecord};
 use crate::mgmt::api::{

@@ -113,67 +113,103 @@ impl Forest {
         // Node heights, to refuse a child that is not one level down.
         let mut levels: Vec<u8> = Vec::with_capacity(count);
         for ordinal in 0..count {
-            let tag = reader.u8()?;
-            let children = usize::from(reader.u8()?);
-            if children > FANOUT {
-                return Err(DecodeError(format!(
-                    "node {ordinal} has {children} children"
-                )));
-            }
-            match tag {
-                LEAF => {
-                    let mut entries = Box::new([VACANT; FANOUT]);
-                    for _ in 0..children {
-                        let index = usize::from(reader.u8()?);
-                        let entry = MapEntry {
-                            phys: reader.u64()?,
-                            checksum: reader.u64()?,
-                            generation: reader.u64()?,
-                        };
-                        if index >= FANOUT || !is_vacant(&entries[index]) || is_vacant(&entry) {
-                            return Err(DecodeError(format!("leaf {ordinal} is malformed")));
-                        }
-                        entries[index] = entry;
-                    }
-                    forest.alloc(Body::Leaf(entries), children as u64);
-                    levels.push(0);
-                }
-                INNER => {
-                    let mut slots = Box::new([NIL; FANOUT]);
-                    let mut mapped = 0;
-                    let level = reader.u8()?;
-                    for _ in 0..children {
-                        let index = usize::from(reader.u8()?);
-                        let child = reader.u32()?;
-                        if index >= FANOUT
-                            || slots[index] != NIL
-                            || child as usize >= ordinal
-                            || level != levels[child as usize] + 1
-                        {
-                            return Err(DecodeError(format!("inner node {ordinal} is malformed")));
-                        }
-                        slots[index] = child;
-                        mapped += forest.nodes[child as usize].mapped;
-                    }
-                    if level == 0 || level > MAX_HEIGHT {
-                        return Err(DecodeError(format!("inner node {ordinal} is too high")));
-                    }
-                    forest.alloc(Body::Inner(slots), mapped);
-                    levels.push(level);
-                }
-                other => return Err(DecodeError(format!("node {ordinal} has tag {other}"))),
-            }
+            let level = forest.decode_node(&mut reader, ordinal, &levels)?;
+            levels.push(level);
             // Every node starts unreferenced; references are counted below.
             forest.nodes[ordinal].refs = 0;
         }
-        for ordinal in 0..count {
-            if let Body::Inner(children) = &forest.nodes[ordinal].body {
+        forest.count_child_references();
+        forest.decode_roots(&mut reader, &levels)?;
+        if let Some(orphan) = forest.nodes.iter().position(|node| node.refs == 0) {
+            return Err(DecodeError(format!("node {orphan} is not referenced")));
+        }
+        let references = forest.leaf_references();
+        forest.shared = references
+            .iter()
+            .filter(|(_, count)| **count > 1)
+            .map(|(phys, count)| (*phys, count - 1))
+            .collect();
+        if with_aliases {
+            forest.decode_aliases(&mut reader, &references)?;
+        }
+        Ok((forest, reader.at))
+    }
+
+    /// Reads node `ordinal` (its children come before it, with their `levels`) and
+    /// returns its level: 0 for a leaf.
+    fn decode_node(
+        &mut self,
+        reader: &mut Reader<'_>,
+        ordinal: usize,
+        levels: &[u8],
+    ) -> Result<u8, DecodeError> {
+        let tag = reader.u8()?;
+        let children = usize::from(reader.u8()?);
+        if children > FANOUT {
+            return Err(DecodeError(format!(
+                "node {ordinal} has {children} children"
+            )));
+        }
+        match tag {
+            LEAF => {
+                let mut entries = Box::new([VACANT; FANOUT]);
+                for _ in 0..children {
+                    let index = usize::from(reader.u8()?);
+                    let entry = MapEntry {
+                        phys: reader.u64()?,
+                        checksum: reader.u64()?,
+                        generation: reader.u64()?,
+                    };
+                    if index >= FANOUT || !is_vacant(&entries[index]) || is_vacant(&entry) {
+                        return Err(DecodeError(format!("leaf {ordinal} is malformed")));
+                    }
+                    entries[index] = entry;
+                }
+                self.alloc(Body::Leaf(entries), children as u64);
+                Ok(0)
+            }
+            INNER => {
+                let mut slots = Box::new([NIL; FANOUT]);
+                let mut mapped = 0;
+                let level = reader.u8()?;
+                for _ in 0..children {
+                    let index = usize::from(reader.u8()?);
+                    let child = reader.u32()?;
+                    if index >= FANOUT
+                        || slots[index] != NIL
+                        || child as usize >= ordinal
+                        || level != levels[child as usize] + 1
+                    {
+                        return Err(DecodeError(format!("inner node {ordinal} is malformed")));
+                    }
+                    slots[index] = child;
+                    mapped += self.nodes[child as usize].mapped;
+                }
+                if level == 0 || level > MAX_HEIGHT {
+                    return Err(DecodeError(format!("inner node {ordinal} is too high")));
+                }
+                self.alloc(Body::Inner(slots), mapped);
+                Ok(level)
+            }
+            other => Err(DecodeError(format!("node {ordinal} has tag {other}"))),
+        }
+    }
+
+    /// Counts, in each node, the inner nodes that name it as a child.
+    fn count_child_references(&mut self) {
+        for ordinal in 0..self.nodes.len() {
+            if let Body::Inner(children) = &self.nodes[ordinal].body {
                 let children: Vec<u32> = children.iter().copied().filter(|c| *c != NIL).collect();
                 for child in children {
-                    forest.nodes[child as usize].refs += 1;
+                    self.nodes[child as usize].refs += 1;
                 }
             }
         }
+    }
+
+    /// Reads the roots section: each dataset's root node (at the height its level says)
+    /// and family; a root counts as a reference to its node.
+    fn decode_roots(&mut self, reader: &mut Reader<'_>, levels: &[u8]) -> Result<(), DecodeError> {
         let roots = reader.u32()?;
         for _ in 0..roots {
             let dataset = reader.u32()?;
@@ -181,7 +217,8 @@ impl Forest {
             let height = reader.u8()?;
             let node = reader.u32()?;
             if height > MAX_HEIGHT
-                || (node != u32::MAX && (node as usize >= count || levels[node as usize] != height))
+                || (node != u32::MAX
+                    && (node as usize >= levels.len() || levels[node as usize] != height))
             {
                 return Err(DecodeError(format!(
                     "root of dataset {dataset} is malformed"
@@ -189,9 +226,9 @@ impl Forest {
             }
             let node = if node == u32::MAX { NIL } else { node };
             if node != NIL {
-                forest.nodes[node as usize].refs += 1;
+                self.nodes[node as usize].refs += 1;
             }
-            forest.roots.insert(
+            self.roots.insert(
                 dataset,
                 Root {
                     node,
@@ -200,42 +237,48 @@ impl Forest {
                 },
             );
         }
-        if let Some(orphan) = forest.nodes.iter().position(|node| node.refs == 0) {
-            return Err(DecodeError(format!("node {orphan} is not referenced")));
-        }
+        Ok(())
+    }
+
+    /// How many leaf entries name each physical block.
+    fn leaf_references(&self) -> HashMap<u64, u32> {
         let mut references: HashMap<u64, u32> = HashMap::new();
-        for node in &forest.nodes {
+        for node in &self.nodes {
             if let Body::Leaf(entries) = &node.body {
                 for entry in entries.iter().filter(|entry| !is_vacant(entry)) {
                     *references.entry(entry.phys).or_insert(0) += 1;
                 }
             }
         }
-        forest.shared = references
-            .iter()
-            .filter(|(_, count)| **count > 1)
-            .map(|(phys, count)| (*phys, count - 1))
-            .collect();
-        if with_aliases {
-            let blocks = reader.u32()? as usize;
-            if blocks > bytes.len() {
-                return Err(DecodeError(format!("{blocks} aliased blocks cannot fit")));
-            }
-            for _ in 0..blocks {
-                let phys = reader.u64()?;
-                let count = reader.u32()? as usize;
-                if count == 0 || count > bytes.len() / 8 || !references.contains_key(&phys) {
-                    return Err(DecodeError(format!(
-                        "the aliases of block {phys} are malformed"
-                    )));
-                }
-                let lbas = (0..count)
-                    .map(|_| reader.u64())
-                    .collect::<Result<Vec<_>, _>>()?;
-                forest.aliases.insert(phys, lbas);
-            }
+        references
+    }
+
+    /// Reads the aliases section: for blocks the leaves name (`references`), the LBAs
+    /// that alias them.
+    fn decode_aliases(
+        &mut self,
+        reader: &mut Reader<'_>,
+        references: &HashMap<u64, u32>,
+    ) -> Result<(), DecodeError> {
+        let bytes = reader.bytes.len();
+        let blocks = reader.u32()? as usize;
+        if blocks > bytes {
+            return Err(DecodeError(format!("{blocks} aliased blocks cannot fit")));
         }
-        Ok((forest, reader.at))
+        for _ in 0..blocks {
+            let phys = reader.u64()?;
+            let count = reader.u32()? as usize;
+            if count == 0 || count > bytes / 8 || !references.contains_key(&phys) {
+                return Err(DecodeError(format!(
+                    "the aliases of block {phys} are malformed"
+                )));
+            }
+            let lbas = (0..count)
+                .map(|_| reader.u64())
+                .collect::<Result<Vec<_>, _>>()?;
+            self.aliases.insert(phys, lbas);
+        }
+        Ok(())
     }
 }
 

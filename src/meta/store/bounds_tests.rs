@@ -4,10 +4,11 @@
 
 use super::snapshots::{GroupSpec, SnapshotSpec};
 use super::*;
+use crate::clock::now_ms;
 use crate::meta::bounds::{MAX_BYTE_COUNT, MAX_LOCK_MS, MAX_LOCK_SECS};
 use crate::meta::catalog::{CatalogOp, PolicyRecord, Provisioning, ScheduleRecord, VolumeRecord};
-use crate::meta::hosts::{ChapSettings, ClusterRecord, HostRecord};
-use crate::meta::store::hosts::HostError;
+use crate::meta::host_records::{ChapSettings, ClusterRecord, HostRecord};
+use crate::meta::store::host_ops::HostError;
 use crate::testing::open_small_store;
 
 fn out_of_range_code<T: std::fmt::Debug>(result: Result<T, MetaError>) -> &'static str {

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use hashbrown::HashMap;
 
-use super::{MetaError, MetaState, MetaStore, now_ms};
+use super::{MetaError, MetaState, MetaStore};
+use crate::clock::now_ms;
 use crate::meta::bounds::{OutOfRange, check_byte_count, same_name};
 use crate::meta::catalog::{CapacityLevel, CatalogOp, PoolRecord, Provisioning, VolumeRecord};
 use crate::meta::usage::{PoolUsage, VolumeHandle};
@@ -96,19 +97,15 @@ impl MetaStore {
     ) -> Result<PoolRecord, MetaError> {
         let mut state = self.state_mut();
         let before = pool_record(&state, id)?;
-        let mut pool = before.clone();
-        change(&mut pool);
-        pool.id = id;
-        pool.created_at = before.created_at;
+        let mut pool = changed(&before, change, |pool, before| {
+            pool.id = id;
+            pool.created_at = before.created_at;
+        });
         pool.updated_at = now_ms();
         if pool.name != before.name {
-            validate_name(&pool.name)?;
-            if pool_name_taken(&state, &pool.name, Some(id)) {
-                return Err(MetaError::NameConflict {
-                    kind: "pool",
-                    name: pool.name,
-                });
-            }
+            check_rename("pool", &pool.name, |name| {
+                pool_name_taken(&state, name, Some(id))
+            })?;
         }
         if pool.physical_capacity_warning == 0
             || pool.physical_capacity_critical > 100
@@ -225,17 +222,17 @@ impl MetaStore {
     ) -> Result<VolumeRecord, MetaError> {
         let mut state = self.state_mut();
         let before = volume_record(&state, id)?;
-        let mut volume = before.clone();
-        change(&mut volume);
-        volume.id = id;
-        volume.size = before.size;
-        volume.pool_id = before.pool_id;
-        volume.provtype = before.provtype;
-        volume.created_at = before.created_at;
-        volume.kind = before.kind;
-        volume.parent_id = before.parent_id;
-        volume.family_id = before.family_id;
-        volume.cg_id = before.cg_id;
+        let mut volume = changed(&before, change, |volume, before| {
+            volume.id = id;
+            volume.size = before.size;
+            volume.pool_id = before.pool_id;
+            volume.provtype = before.provtype;
+            volume.created_at = before.created_at;
+            volume.kind = before.kind;
+            volume.parent_id = before.parent_id;
+            volume.family_id = before.family_id;
+            volume.cg_id = before.cg_id;
+        });
         let mut unchanged = volume.clone();
         unchanged.lock_expires_at = before.lock_expires_at;
         unchanged.updated_at = before.updated_at;
@@ -247,13 +244,9 @@ impl MetaStore {
         }
         volume.updated_at = now_ms();
         if volume.name != before.name {
-            validate_name(&volume.name)?;
-            if volume_name_taken(&state, &volume.name, Some(id)) {
-                return Err(MetaError::NameConflict {
-                    kind: "volume",
-                    name: volume.name,
-                });
-            }
+            check_rename("volume", &volume.name, |name| {
+                volume_name_taken(&state, name, Some(id))
+            })?;
         }
         self.log_catalog(&mut state, CatalogOp::UpdateVolume(volume.clone()));
         Ok(volume)
@@ -285,9 +278,9 @@ impl MetaStore {
         let state = self.state();
         let volume = volume_record(&state, id)?;
         check_unlocked(&volume, "delete")?;
-        // cycle: deleting a volume asks the hosts file whether a LUN still maps it; that
+        // cycle: deleting a volume asks host_ops.rs whether a LUN still maps it; that
         // file looks volumes up with the dataset helpers here.
-        super::hosts::check_unmapped(&state, &volume)?;
+        super::host_ops::check_unmapped(&state, &volume)?;
         let children: Vec<&str> = state
             .catalog
             .volumes
@@ -524,6 +517,48 @@ pub(super) fn volume_name_taken(state: &MetaState, name: &str, except: Option<u3
 /// Whether a consistency group other than `except` has `name` (without regard to case).
 pub(super) fn cg_name_taken(state: &MetaState, name: &str, except: Option<u32>) -> bool {
     (state.catalog.cgs.values()).any(|cg| same_name(&cg.name, name) && Some(cg.id) != except)
+}
+
+/// A copy of `before` as the caller's `change` leaves it, with the fields the caller may
+/// not change put back by `keep`.
+fn changed<T: Clone>(before: &T, change: impl FnOnce(&mut T), keep: impl FnOnce(&mut T, &T)) -> T {
+    let mut record = before.clone();
+    change(&mut record);
+    keep(&mut record, before);
+    record
+}
+
+/// Checks the new name of a `kind` record: valid, and not `taken` by another record.
+fn check_rename(
+    kind: &'static str,
+    name: &str,
+    taken: impl FnOnce(&str) -> bool,
+) -> Result<(), MetaError> {
+    validate_name(name)?;
+    if taken(name) {
+        return Err(MetaError::NameConflict {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses `name` for the `kind` record `id` (0: a new one) when another of `others`
+/// (their ids and names) has it, without regard to case.
+pub(super) fn refuse_taken_name<'a>(
+    kind: &'static str,
+    name: &str,
+    id: u32,
+    mut others: impl Iterator<Item = (u32, &'a str)>,
+) -> Result<(), MetaError> {
+    if others.any(|(other, taken)| same_name(taken, name) && other != id) {
+        return Err(MetaError::NameConflict {
+            kind,
+            name: name.to_owned(),
+        });
+    }
+    Ok(())
 }
 
 pub(super) fn validate_name(name: &str) -> Result<(), MetaError> {

@@ -8,9 +8,11 @@
 //! other contents has had its cached blocks dropped.
 
 use super::datasets::{
-    cg_name_taken, check_unlocked, pool_record, validate_name, volume_name_taken, volume_record,
+    cg_name_taken, check_unlocked, pool_record, refuse_taken_name, validate_name,
+    volume_name_taken, volume_record,
 };
-use super::{MetaError, MetaStore, now_ms};
+use super::{MetaError, MetaStore};
+use crate::clock::now_ms;
 use crate::meta::bounds::{check_lock_duration, check_lock_end, same_name};
 use crate::meta::catalog::{CatalogOp, CgRecord, DatasetKind, PolicyRecord, VolumeRecord};
 use crate::types::{BLOCK_SIZE, Lba};
@@ -295,17 +297,8 @@ impl MetaStore {
     pub fn save_policy(&self, mut policy: PolicyRecord) -> Result<PolicyRecord, MetaError> {
         validate_name(&policy.name)?;
         let mut state = self.state_mut();
-        if state
-            .catalog
-            .policies
-            .values()
-            .any(|other| same_name(&other.name, &policy.name) && other.id != policy.id)
-        {
-            return Err(MetaError::NameConflict {
-                kind: "snapshot policy",
-                name: policy.name,
-            });
-        }
+        let others = (state.catalog.policies.values()).map(|other| (other.id, other.name.as_str()));
+        refuse_taken_name("snapshot policy", &policy.name, policy.id, others)?;
         let mut names = std::collections::BTreeSet::new();
         for schedule in &policy.schedules {
             validate_name(&schedule.name)?;

@@ -22,7 +22,7 @@ pub mod auth;
 pub mod controllers;
 pub mod faults;
 pub mod guard;
-pub mod hosts;
+pub mod host_routes;
 pub mod list;
 pub mod objects;
 pub mod openapi;

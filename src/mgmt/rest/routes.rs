@@ -4,7 +4,7 @@
 
 use super::auth::Access;
 use super::{
-    Call, Mgmt, accounts, controllers, faults, hosts, objects, openapi, policies, snapshots,
+    Call, Mgmt, accounts, controllers, faults, host_routes, objects, openapi, policies, snapshots,
 };
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
@@ -521,7 +521,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "Lists hosts: their initiator ports, CHAP method (never secrets), cluster and LUNs.",
         List("Host"),
-        hosts::list_hosts,
+        host_routes::list_hosts,
     ),
     with_body(
         route(
@@ -530,7 +530,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Creates a host with optional ports ({type, address}) and CHAP settings (secrets 12 to 16 characters).",
             Object("Host"),
-            hosts::create_host,
+            host_routes::create_host,
         ),
         "HostCreate",
         201,
@@ -541,7 +541,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "One host.",
         Object("Host"),
-        hosts::get_host,
+        host_routes::get_host,
     ),
     with_body(
         route(
@@ -550,7 +550,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Renames a host or changes its type or CHAP settings.",
             Object("Host"),
-            hosts::update_host,
+            host_routes::update_host,
         ),
         "HostUpdate",
         200,
@@ -561,7 +561,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Deletes a host with its own LUN mappings.",
         Object("Host"),
-        hosts::delete_host,
+        host_routes::delete_host,
     )),
     with_body(
         route(
@@ -570,7 +570,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Adds an initiator port (an iSCSI name belongs to one host only).",
             Object("Host"),
-            hosts::add_port,
+            host_routes::add_port,
         ),
         "HostPort",
         201,
@@ -581,7 +581,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Removes an initiator port.",
         Object("Host"),
-        hosts::remove_port,
+        host_routes::remove_port,
     ),
     route(
         "GET",
@@ -589,7 +589,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "Lists the LUN mappings the host sees.",
         List("Lun"),
-        hosts::list_luns,
+        host_routes::list_luns,
     ),
     with_body(
         route(
@@ -598,7 +598,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Maps a volume or snapshot ({volume_id[, lun]}; free LUNs from 1).",
             Object("Lun"),
-            hosts::map_lun,
+            host_routes::map_lun,
         ),
         "LunCreate",
         201,
@@ -609,7 +609,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "One LUN mapping by its number.",
         Object("Lun"),
-        hosts::get_lun,
+        host_routes::get_lun,
     ),
     route(
         "DELETE",
@@ -617,7 +617,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Unmaps a LUN by its number.",
         Object("Lun"),
-        hosts::unmap_by_lun,
+        host_routes::unmap_by_lun,
     ),
     route(
         "DELETE",
@@ -625,7 +625,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Unmaps a volume.",
         Object("Lun"),
-        hosts::unmap_by_volume,
+        host_routes::unmap_by_volume,
     ),
     route(
         "GET",
@@ -633,7 +633,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "Lists host clusters: their hosts and the LUNs they share.",
         List("HostCluster"),
-        hosts::list_clusters,
+        host_routes::list_clusters,
     ),
     with_body(
         route(
@@ -642,7 +642,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Creates a host cluster.",
             Object("HostCluster"),
-            hosts::create_cluster,
+            host_routes::create_cluster,
         ),
         "ClusterCreate",
         201,
@@ -653,7 +653,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "One host cluster.",
         Object("HostCluster"),
-        hosts::get_cluster,
+        host_routes::get_cluster,
     ),
     with_body(
         route(
@@ -662,7 +662,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Renames a host cluster.",
             Object("HostCluster"),
-            hosts::update_cluster,
+            host_routes::update_cluster,
         ),
         "ClusterUpdate",
         200,
@@ -673,7 +673,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Deletes a host cluster with its LUN mappings; its hosts stay.",
         Object("HostCluster"),
-        hosts::delete_cluster,
+        host_routes::delete_cluster,
     )),
     with_body(
         route(
@@ -682,7 +682,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Adds a host ({id}) to the cluster; its own LUNs must not clash with the cluster's.",
             Object("HostCluster"),
-            hosts::add_cluster_host,
+            host_routes::add_cluster_host,
         ),
         "ClusterHost",
         201,
@@ -693,7 +693,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Takes a host out of the cluster.",
         Object("HostCluster"),
-        hosts::remove_cluster_host,
+        host_routes::remove_cluster_host,
     ),
     route(
         "GET",
@@ -701,7 +701,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "Lists the LUN mappings the cluster sees.",
         List("Lun"),
-        hosts::list_luns,
+        host_routes::list_luns,
     ),
     with_body(
         route(
@@ -710,7 +710,7 @@ pub static ROUTES: &[Route] = &[
             Admin,
             "Maps a volume or snapshot ({volume_id[, lun]}; free LUNs from 11).",
             Object("Lun"),
-            hosts::map_lun,
+            host_routes::map_lun,
         ),
         "LunCreate",
         201,
@@ -721,7 +721,7 @@ pub static ROUTES: &[Route] = &[
         Authenticated,
         "One LUN mapping by its number.",
         Object("Lun"),
-        hosts::get_lun,
+        host_routes::get_lun,
     ),
     route(
         "DELETE",
@@ -729,7 +729,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Unmaps a LUN by its number.",
         Object("Lun"),
-        hosts::unmap_by_lun,
+        host_routes::unmap_by_lun,
     ),
     route(
         "DELETE",
@@ -737,7 +737,7 @@ pub static ROUTES: &[Route] = &[
         Admin,
         "Unmaps a volume.",
         Object("Lun"),
-        hosts::unmap_by_volume,
+        host_routes::unmap_by_volume,
     ),
     route(
         "GET",

@@ -26,7 +26,8 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
 use super::password::{generate_password, hash_password};
-use super::{DEFAULT_ADMIN_NAME, Role, now_ms};
+use super::{DEFAULT_ADMIN_NAME, Role};
+use crate::clock::now_ms;
 use crate::private_files;
 
 pub(super) const USERS_FILE: &str = "users.json";

@@ -2,7 +2,7 @@
 //! feature phase, then cleanup (nexus lost, session table).
 //!
 //! The listener is non-blocking and polled, so a set shutdown flag is noticed within
-//! [`ACCEPT_POLL_MS`]; connection threads notice it through their socket timeouts, send a
+//! [`ACCEPT_POLL`]; connection threads notice it through their socket timeouts, send a
 //! target-initiated logout (async message) when they can, and close. Logins that do not
 //! finish within [`LOGIN_TIMEOUT`] are dropped; at most [`MAX_CONNECTIONS`] connections are
 //! served at once.
@@ -23,7 +23,7 @@ use super::session::{CommandSink, Directory, SessionControl, SessionTable};
 use super::wire::{self, PduReader};
 use crate::target::scsi::Nexus;
 
-const ACCEPT_POLL_MS: i32 = 50;
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
 pub const MAX_CONNECTIONS: usize = 1024;
 pub const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -39,19 +39,6 @@ pub fn spawn(
         .name("iscsi-accept".to_owned())
         .spawn(move || accept_loop(listener, tpgt, dir, Arc::new(config), shutdown))
         .expect("cannot start the iSCSI accept thread")
-}
-
-fn wait_readable(listener: &TcpListener) {
-    let mut pollfd = libc::pollfd {
-        fd: listener.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pollfd` is a valid, initialised pollfd on our stack for the duration of the
-    // call, and the count passed is 1; poll only writes its `revents` field.
-    unsafe {
-        libc::poll(&mut pollfd, 1, ACCEPT_POLL_MS);
-    }
 }
 
 fn accept_loop(
@@ -75,12 +62,12 @@ fn accept_loop(
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(&listener);
+                crate::poll::wait_readable(listener.as_raw_fd(), ACCEPT_POLL);
                 continue;
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
-                std::thread::sleep(Duration::from_millis(ACCEPT_POLL_MS as u64));
+                std::thread::sleep(ACCEPT_POLL);
                 continue;
             }
         };

@@ -1,7 +1,7 @@
 //! The accept loop: one thread per listener, one thread (plus workers) per connection.
 //!
 //! The listener is non-blocking and polled with a short timeout, so shutdown is noticed
-//! within [`ACCEPT_POLL_MS`]. On shutdown the loop stops accepting and joins every
+//! within [`ACCEPT_POLL`]. On shutdown the loop stops accepting and joins every
 //! connection thread; those notice the flag themselves (see `stream`), finish what they
 //! hold and close.
 //!
@@ -26,7 +26,7 @@ use super::{NbdConfig, NbdListener};
 use crate::target::ExportProvider;
 
 /// How long one wait for a new connection lasts before rechecking shutdown.
-const ACCEPT_POLL_MS: i32 = 50;
+const ACCEPT_POLL: Duration = Duration::from_millis(50);
 /// Connections served at once; more are closed on accept (each costs several threads).
 const MAX_CONNECTIONS: usize = 1024;
 
@@ -65,20 +65,6 @@ impl NbdListener {
     }
 }
 
-/// Waits until `fd` is readable or the timeout passes.
-fn wait_readable(fd: RawFd, timeout_ms: i32) {
-    let mut pollfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: `pollfd` is a valid, initialised pollfd that lives across the call, and the
-    // count passed is 1; poll only writes its `revents` field.
-    unsafe {
-        libc::poll(&mut pollfd, 1, timeout_ms);
-    }
-}
-
 fn accept_loop(
     listener: NbdListener,
     provider: Arc<dyn ExportProvider>,
@@ -96,12 +82,12 @@ fn accept_loop(
             Ok(stream) => stream,
             Err(err) if err.kind() == io::ErrorKind::Interrupted => continue,
             Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
-                wait_readable(listener.raw_fd(), ACCEPT_POLL_MS);
+                crate::poll::wait_readable(listener.raw_fd(), ACCEPT_POLL);
                 continue;
             }
             Err(_) => {
                 // Out of descriptors or a similar transient failure: back off.
-                std::thread::sleep(Duration::from_millis(ACCEPT_POLL_MS as u64));
+                std::thread::sleep(ACCEPT_POLL);
                 continue;
             }
         };

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use super::tls::NbdPeer;
 use super::tls_stream::TlsStream;
+use crate::poll::Readiness;
 
 /// How long a blocked read or write waits before rechecking the stop flags.
 pub(super) const POLL_INTERVAL: Duration = Duration::from_millis(100);
@@ -105,16 +106,7 @@ impl Stream {
         {
             return true;
         }
-        let fd = self.raw_fd();
-        let mut poll = libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: `poll` reads and writes exactly the one pollfd we pass, which lives on
-        // our stack for the duration of the call; a zero timeout never blocks.
-        let ready = unsafe { libc::poll(&mut poll, 1, 0) };
-        ready > 0 && poll.revents & libc::POLLIN != 0
+        crate::poll::wait_readable(self.raw_fd(), Duration::ZERO) == Readiness::Ready
     }
 
     pub(super) fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {

@@ -25,6 +25,7 @@ use openssl::ssl::{ErrorCode, SslStream};
 // with the same poll interval.
 use super::stream::{POLL_INTERVAL, Stream};
 use super::tls::TlsServer;
+use crate::poll::Interest;
 
 // libssl 3 has it (since 1.1.0); the openssl-sys crate does not declare it.
 unsafe extern "C" {
@@ -98,15 +99,15 @@ impl TlsStream {
                 Ok(()) => break,
                 Err(err) => err,
             };
-            let events = match err.code() {
-                ErrorCode::WANT_READ => libc::POLLIN,
-                ErrorCode::WANT_WRITE => libc::POLLOUT,
+            let interest = match err.code() {
+                ErrorCode::WANT_READ => Interest::Readable,
+                ErrorCode::WANT_WRITE => Interest::Writable,
                 _ => return Err(AcceptError::Failed(err.to_string())),
             };
             if stop_flags.iter().any(|f| f.load(Ordering::Acquire)) || Instant::now() >= deadline {
                 return Err(AcceptError::Stopped);
             }
-            wait_for(fd, events);
+            crate::poll::wait(fd, interest, POLL_INTERVAL);
         }
         let identity = TlsServer::identity(tls.ssl());
         Ok(TlsStream {
@@ -195,9 +196,9 @@ impl TlsStream {
     /// After a failed OpenSSL call: waits (outside the lock) for what it wants, or turns the
     /// failure into an I/O error. A wait that runs out is `WouldBlock`.
     fn wait_or_fail(&self, code: ErrorCode, err: openssl::ssl::Error) -> io::Result<()> {
-        let events = match code {
-            ErrorCode::WANT_READ => libc::POLLIN,
-            ErrorCode::WANT_WRITE => libc::POLLOUT,
+        let interest = match code {
+            ErrorCode::WANT_READ => Interest::Readable,
+            ErrorCode::WANT_WRITE => Interest::Writable,
             _ => {
                 return Err(match err.into_io_error() {
                     Ok(io) => io,
@@ -205,7 +206,8 @@ impl TlsStream {
                 });
             }
         };
-        if wait_for(self.fd, events) {
+        // An error or hang-up settles the wait too: the next call reports it.
+        if crate::poll::wait(self.fd, interest, POLL_INTERVAL).is_settled() {
             Ok(())
         } else {
             Err(io::ErrorKind::WouldBlock.into())
@@ -219,19 +221,4 @@ impl TlsStream {
             let _ = inner.ssl.shutdown();
         }
     }
-}
-
-/// Waits up to [`POLL_INTERVAL`] for `events` on `fd`; true when they (or an error or
-/// hang-up, which the next call reports) arrived.
-fn wait_for(fd: RawFd, events: libc::c_short) -> bool {
-    let mut poll = libc::pollfd {
-        fd,
-        events,
-        revents: 0,
-    };
-    let timeout = POLL_INTERVAL.as_millis() as libc::c_int;
-    // SAFETY: `poll` is one valid pollfd on our stack for the duration of the call, and the
-    // count passed is 1; poll only writes its `revents` field.
-    let ready = unsafe { libc::poll(&mut poll, 1, timeout) };
-    ready > 0
 }

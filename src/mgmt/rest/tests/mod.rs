@@ -9,7 +9,7 @@ mod auth;
 mod controllers;
 mod events_and_lists;
 mod faults;
-mod hosts;
+mod host_schemas;
 mod openapi;
 
 use std::collections::BTreeSet;

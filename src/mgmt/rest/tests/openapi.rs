@@ -134,7 +134,7 @@ fn real_object(node: &Node, schema: &str) -> Value {
         .unwrap(),
         "FaultsCleared" => json!({"cleared": 0}),
         "PowerCut" => json!({"seed": 7}),
-        other => super::hosts::real_object(other)
+        other => super::host_schemas::real_object(other)
             .unwrap_or_else(|| panic!("schema {other} has no real object in this test; add one")),
     }
 }
@@ -431,7 +431,7 @@ fn fields_received(name: &str, body: &Value) -> Result<Vec<&'static str>, String
             let PowerCutOptions { seed } = parse(body)?;
             present(&[("seed", seed.is_some())])
         }
-        other => match super::hosts::body_fields_received(other, body) {
+        other => match super::host_schemas::body_fields_received(other, body) {
             Some(received) => received?,
             None => panic!("body schema {other} has no struct in this test; add one"),
         },

@@ -1,6 +1,6 @@
 //! The host, cluster and mapping schemas against their structs, for the OpenAPI tests
 //! (the test fake does not model hosts; the routes themselves run on a real node in
-//! `node::hosts::tests`).
+//! `node::host_admin::tests`).
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;

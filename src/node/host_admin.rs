@@ -6,7 +6,7 @@
 
 use super::api::{NodeApi, mgmt_error};
 use crate::meta::catalog::Catalog;
-use crate::meta::store::hosts::HostError;
+use crate::meta::store::host_ops::HostError;
 use crate::meta::{
     ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord, PortKind,
 };
@@ -177,7 +177,7 @@ impl NodeApi {
             .catalog
             .hosts
             .get(&id)
-            .ok_or_else(|| host_error(crate::meta::store::hosts::host_not_found(id)))?;
+            .ok_or_else(|| host_error(crate::meta::store::host_ops::host_not_found(id)))?;
         Ok(host_info(&state.catalog, host))
     }
 
@@ -187,7 +187,7 @@ impl NodeApi {
             .catalog
             .clusters
             .get(&id)
-            .ok_or_else(|| host_error(crate::meta::store::hosts::cluster_not_found(id)))?;
+            .ok_or_else(|| host_error(crate::meta::store::host_ops::cluster_not_found(id)))?;
         Ok(cluster_info(&state.catalog, cluster))
     }
 

@@ -1,16 +1,16 @@
 //! Hosts, clusters and LUN mappings on the store: every change is checked against the
-//! catalog's rules (see [`crate::meta::hosts`]) under the state write lock, then journaled
+//! catalog's rules (see [`crate::meta::host_records`]) under the state write lock, then journaled
 //! as one catalog record, so it is durable when the call returns and a refused change
 //! changes nothing.
 
 use std::sync::atomic::Ordering;
 
-use super::datasets::{validate_name, volume_record};
-use super::{MetaError, MetaState, MetaStore, now_ms};
-use crate::meta::bounds::same_name;
+use super::datasets::{refuse_taken_name, validate_name, volume_record};
+use super::{MetaError, MetaState, MetaStore};
+use crate::clock::now_ms;
 use crate::meta::catalog::{
-    CatalogOp, ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner, LunRecord,
-    PortKind, VolumeRecord,
+    Catalog, CatalogOp, ChapMethod, ChapSettings, ClusterRecord, HostPort, HostRecord, LunOwner,
+    LunRecord, PortKind, VolumeRecord,
 };
 
 /// The highest LUN number a mapping may use (single-level peripheral addressing).
@@ -239,17 +239,8 @@ impl MetaStore {
         validate_chap(&host.chap)?;
         let mut state = self.state_mut();
         let catalog = &state.catalog;
-        if catalog
-            .hosts
-            .values()
-            .any(|other| same_name(&other.name, &host.name) && other.id != host.id)
-        {
-            return Err(MetaError::NameConflict {
-                kind: "host",
-                name: host.name,
-            }
-            .into());
-        }
+        let others = (catalog.hosts.values()).map(|other| (other.id, other.name.as_str()));
+        refuse_taken_name("host", &host.name, host.id, others)?;
         for (index, port) in host.ports.iter().enumerate() {
             validate_port(port.kind, &port.address)?;
             let twice = host.ports[..index]
@@ -328,33 +319,19 @@ impl MetaStore {
 
     /// Deletes a host; its own mappings go with it (its cluster's stay with the cluster).
     pub fn delete_host(&self, id: u32) -> Result<HostRecord, HostError> {
-        let mut state = self.state_mut();
-        let host = state
-            .catalog
-            .hosts
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| host_not_found(id))?;
-        self.log_catalog(&mut state, CatalogOp::DeleteHost { id });
-        Ok(host)
+        self.delete_record(
+            |catalog| catalog.hosts.get(&id),
+            || host_not_found(id),
+            CatalogOp::DeleteHost { id },
+        )
     }
 
     /// Stores a cluster as new (`id` 0) or renames cluster `id`.
     pub fn save_cluster(&self, mut cluster: ClusterRecord) -> Result<ClusterRecord, HostError> {
         validate_name(&cluster.name)?;
         let mut state = self.state_mut();
-        if state
-            .catalog
-            .clusters
-            .values()
-            .any(|other| same_name(&other.name, &cluster.name) && other.id != cluster.id)
-        {
-            return Err(MetaError::NameConflict {
-                kind: "host cluster",
-                name: cluster.name,
-            }
-            .into());
-        }
+        let others = (state.catalog.clusters.values()).map(|other| (other.id, other.name.as_str()));
+        refuse_taken_name("host cluster", &cluster.name, cluster.id, others)?;
         let now = now_ms();
         cluster.updated_at = now;
         if cluster.id == 0 {
@@ -374,15 +351,25 @@ impl MetaStore {
 
     /// Deletes a cluster and its mappings; its hosts stay, outside any cluster.
     pub fn delete_cluster(&self, id: u32) -> Result<ClusterRecord, HostError> {
+        self.delete_record(
+            |catalog| catalog.clusters.get(&id),
+            || cluster_not_found(id),
+            CatalogOp::DeleteCluster { id },
+        )
+    }
+
+    /// Journals the deletion `op` of the record `find` picks out of the catalog and
+    /// returns the record as it was; `missing` when there is none.
+    fn delete_record<T: Clone>(
+        &self,
+        find: impl FnOnce(&Catalog) -> Option<&T>,
+        missing: impl FnOnce() -> HostError,
+        op: CatalogOp,
+    ) -> Result<T, HostError> {
         let mut state = self.state_mut();
-        let cluster = state
-            .catalog
-            .clusters
-            .get(&id)
-            .cloned()
-            .ok_or_else(|| cluster_not_found(id))?;
-        self.log_catalog(&mut state, CatalogOp::DeleteCluster { id });
-        Ok(cluster)
+        let record = find(&state.catalog).cloned().ok_or_else(missing)?;
+        self.log_catalog(&mut state, op);
+        Ok(record)
     }
 
     /// Maps dataset `volume_id` to `owner` as `lun` (the lowest free number from 1 for a
