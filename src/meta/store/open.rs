@@ -13,7 +13,6 @@ use parking_lot::{Mutex, RwLock};
 
 use super::datasets::{family_table, rebuild_handles};
 use super::{MetaCounters, MetaError, MetaState, MetaStore, OpenReport};
-use crate::meta::replay::RecoveredBlock;
 use crate::clock::now_secs;
 use crate::io::{BufferPool, Device, IoRing};
 use crate::layout::{Array, Geometry, SegmentAllocator};
@@ -24,6 +23,7 @@ use crate::meta::checkpoint::{
 };
 use crate::meta::forest::Forest;
 use crate::meta::journal::Journal;
+use crate::meta::replay::RecoveredBlock;
 use crate::meta::replay::{Replay, VaultCopies};
 use crate::secrets::NodeKey;
 
