@@ -53,7 +53,7 @@ mod consistency_groups;
 mod controllers;
 mod events;
 mod faults;
-mod hosts;
+mod host_commands;
 mod lock_until;
 mod objects;
 mod policies;
@@ -70,7 +70,7 @@ use std::path::Path;
 use crate::mgmt::api::ScheduleInfo;
 use crate::types::parse_size;
 use client::{Client, ClientError, Endpoint};
-pub use hosts::{ChapArg, ChapArgs, ClusterCommand, HostCommand};
+pub use host_commands::{ChapArg, ChapArgs, ClusterCommand, HostCommand};
 pub use lock_until::LockUntil;
 use session::Session;
 

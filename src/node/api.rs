@@ -14,7 +14,10 @@ use crate::cache::Cache;
 use crate::controller::{ControllerError, Controllers};
 use crate::hw::HwModel;
 use crate::meta::{MetaError, MetaState, MetaStore, PoolRecord, Provisioning, VolumeRecord};
-use crate::mgmt::api::{API_LEVEL, OperationalState, PoolUpdate, VolumeUpdate};
+use crate::mgmt::api::{
+    API_LEVEL, CgCreate, CgInfo, CgUpdate, ChangedBlocks, ControllerInfo, OperationalState,
+    PolicyCreate, PolicyInfo, PolicyUpdate, PoolUpdate, SnapshotCreate, VolumeUpdate,
+};
 use crate::mgmt::{
     Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
 };
@@ -419,7 +422,7 @@ impl Management for NodeApi {
 
     fn create_snapshots(
         &self,
-        requests: Vec<crate::mgmt::api::SnapshotCreate>,
+        requests: Vec<SnapshotCreate>,
     ) -> Result<Vec<VolumeInfo>, MgmtError> {
         self.take_snapshots(requests)
     }
@@ -432,42 +435,27 @@ impl Management for NodeApi {
         self.refresh(id)
     }
 
-    fn changed_blocks(
-        &self,
-        id: u32,
-        base: u32,
-    ) -> Result<crate::mgmt::api::ChangedBlocks, MgmtError> {
+    fn changed_blocks(&self, id: u32, base: u32) -> Result<ChangedBlocks, MgmtError> {
         self.diff(id, base)
     }
 
-    fn cgs(&self) -> Vec<crate::mgmt::api::CgInfo> {
+    fn cgs(&self) -> Vec<CgInfo> {
         self.all_cgs()
     }
 
-    fn cg(&self, id: u32) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+    fn cg(&self, id: u32) -> Result<CgInfo, MgmtError> {
         self.one_cg(id)
     }
 
-    fn create_cg(
-        &self,
-        request: crate::mgmt::api::CgCreate,
-    ) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+    fn create_cg(&self, request: CgCreate) -> Result<CgInfo, MgmtError> {
         self.new_cg(request)
     }
 
-    fn update_cg(
-        &self,
-        id: u32,
-        update: crate::mgmt::api::CgUpdate,
-    ) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+    fn update_cg(&self, id: u32, update: CgUpdate) -> Result<CgInfo, MgmtError> {
         self.change_cg(id, update)
     }
 
-    fn delete_cg(
-        &self,
-        id: u32,
-        delete_members: bool,
-    ) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+    fn delete_cg(&self, id: u32, delete_members: bool) -> Result<CgInfo, MgmtError> {
         self.remove_cg(id, delete_members)
     }
 
@@ -483,47 +471,35 @@ impl Management for NodeApi {
         self.leave_cg(cg, volume)
     }
 
-    fn restore_cg(&self, id: u32, source: u32) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+    fn restore_cg(&self, id: u32, source: u32) -> Result<CgInfo, MgmtError> {
         self.restore_group(id, source)
     }
 
-    fn refresh_cg(&self, id: u32) -> Result<crate::mgmt::api::CgInfo, MgmtError> {
+    fn refresh_cg(&self, id: u32) -> Result<CgInfo, MgmtError> {
         self.refresh_group(id)
     }
 
-    fn policies(&self) -> Vec<crate::mgmt::api::PolicyInfo> {
+    fn policies(&self) -> Vec<PolicyInfo> {
         self.all_policies()
     }
 
-    fn policy(&self, id: u32) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+    fn policy(&self, id: u32) -> Result<PolicyInfo, MgmtError> {
         self.one_policy(id)
     }
 
-    fn create_policy(
-        &self,
-        request: crate::mgmt::api::PolicyCreate,
-    ) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+    fn create_policy(&self, request: PolicyCreate) -> Result<PolicyInfo, MgmtError> {
         self.new_policy(request)
     }
 
-    fn update_policy(
-        &self,
-        id: u32,
-        update: crate::mgmt::api::PolicyUpdate,
-    ) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+    fn update_policy(&self, id: u32, update: PolicyUpdate) -> Result<PolicyInfo, MgmtError> {
         self.change_policy(id, update)
     }
 
-    fn delete_policy(&self, id: u32) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+    fn delete_policy(&self, id: u32) -> Result<PolicyInfo, MgmtError> {
         self.remove_policy(id)
     }
 
-    fn set_policy_asset(
-        &self,
-        id: u32,
-        volume: u32,
-        add: bool,
-    ) -> Result<crate::mgmt::api::PolicyInfo, MgmtError> {
+    fn set_policy_asset(&self, id: u32, volume: u32, add: bool) -> Result<PolicyInfo, MgmtError> {
         self.policy_asset(id, volume, add)
     }
 
@@ -552,17 +528,17 @@ impl Management for NodeApi {
         out
     }
 
-    fn controllers(&self) -> Vec<crate::mgmt::api::ControllerInfo> {
+    fn controllers(&self) -> Vec<ControllerInfo> {
         self.controllers.infos()
     }
 
-    fn fail_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+    fn fail_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError> {
         self.controllers
             .fail_by_number(id)
             .map_err(controller_error)
     }
 
-    fn recover_controller(&self, id: u32) -> Result<crate::mgmt::api::ControllerInfo, MgmtError> {
+    fn recover_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError> {
         self.controllers
             .recover_by_number(id)
             .map_err(controller_error)
