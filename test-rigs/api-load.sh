@@ -9,7 +9,7 @@
 #    alternating for ROUNDS (default 3) rounds, with the median ratio (SKIP_RATES=1 skips
 #    step 2);
 # 4. infinisdk creating and deleting BULK (default 1000) volumes, when its venv exists
-#    (target/infinisdk-venv, as .ci/run builds it).
+#    (target/infinisdk-venv, as ./test.sh builds it).
 set -euo pipefail
 [[ -n "${DEBUG:-}" ]] && set -x
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"

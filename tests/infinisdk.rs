@@ -12,8 +12,9 @@
 //! NOTES.md beside them says what infinisdk sends.
 //!
 //! The Python interpreter with infinisdk comes from `TROIKA_INFINISDK_PYTHON` or the venv
-//! `.ci/run` builds at `target/infinisdk-venv`. Without either a test says so and passes,
-//! unless `TROIKA_REQUIRE_INFINISDK=1` (set by `.ci/run`) makes it fail.
+//! `./test.sh` builds at `target/infinisdk-venv`. Without either a test says so and passes,
+//! unless `TROIKA_REQUIRE_TOOLS=1` (set by `./test.sh`) or `TROIKA_REQUIRE_INFINISDK=1`
+//! makes it fail.
 
 mod common;
 
