@@ -109,12 +109,7 @@ pub fn skipped(reason: &str, remedy: &str) {
 }
 
 fn command_exists(name: &'static str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {name}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
+    super::have(name)
 }
 
 fn fio_has_nbd_engine(_: &'static str) -> bool {
