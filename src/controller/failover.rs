@@ -102,14 +102,7 @@ impl Controllers {
         reason: FailReason,
     ) -> Result<Duration, ControllerError> {
         let _control = self.control.lock();
-        let from = self.records.lock()[id].state;
-        let next =
-            from.on(ControllerEvent::Fail)
-                .map_err(|refused| ControllerError::Transition {
-                    id,
-                    action: "fail",
-                    refused,
-                })?;
+        let next = self.next_state(id, ControllerEvent::Fail, "fail")?;
         let routing = self.routing.load();
         let survivors = routing.without(id).live;
         if survivors.is_empty() {
@@ -266,17 +259,26 @@ impl Controllers {
         );
     }
 
+    /// The state `id` moves to on `event`, or the refusal of `action` (`fail`, `recover`).
+    fn next_state(
+        &self,
+        id: ControllerId,
+        event: ControllerEvent,
+        action: &'static str,
+    ) -> Result<ControllerState, ControllerError> {
+        let from = self.records.lock()[id].state;
+        from.on(event)
+            .map_err(|refused| ControllerError::Transition {
+                id,
+                action,
+                refused,
+            })
+    }
+
     /// Brings `id` back (FAILED → RECOVERING) and starts moving ownership back to it.
     pub fn recover(self: &Arc<Self>, id: ControllerId) -> Result<(), ControllerError> {
         let _control = self.control.lock();
-        let from = self.records.lock()[id].state;
-        let next =
-            from.on(ControllerEvent::Recover)
-                .map_err(|refused| ControllerError::Transition {
-                    id,
-                    action: "recover",
-                    refused,
-                })?;
+        let next = self.next_state(id, ControllerEvent::Recover, "recover")?;
         if let Some((returning, _)) = self.routing.load().returning {
             // One failback at a time: routing describes a single returning controller.
             return Err(ControllerError::FailbackUnderWay { returning, id });
