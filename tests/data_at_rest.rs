@@ -301,38 +301,6 @@ fn a_loose_data_directory_is_tightened_at_start() {
     register_key(&mut session, 0x5ec2e7, 0x5ec2e9);
 }
 
-/// `troika serve` on `node`'s data directory, expected to refuse to start: its output.
-fn refused_start(node: &TestNode) -> String {
-    let mut child = std::process::Command::new(common::troika_bin())
-        .args(["serve", "--hw"])
-        .arg(ci_model())
-        .arg("--data")
-        .arg(node.data())
-        .args([
-            "--nbd-listen",
-            "none",
-            "--mgmt-listen",
-            "none",
-            "--iscsi-listen",
-            "none",
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start troika serve");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("troika serve started with a wrong or missing node key");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(!output.status.success(), "troika serve exited 0");
-    String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
 #[test]
 fn a_wrong_or_missing_node_key_is_refused_by_name() {
     let mut node = node_with_a_chap_host();
@@ -344,13 +312,13 @@ fn a_wrong_or_missing_node_key_is_refused_by_name() {
         format!("troika node key v1: {}\n", "ab".repeat(32)),
     )
     .unwrap();
-    let wrong = refused_start(&node);
+    let wrong = node.refused_start("with a wrong or missing node key");
     assert!(
         wrong.contains(&key_path.display().to_string()) && wrong.contains("not the key"),
         "{wrong}"
     );
     fs::remove_file(&key_path).unwrap();
-    let missing = refused_start(&node);
+    let missing = node.refused_start("with a wrong or missing node key");
     assert!(
         missing.contains(&key_path.display().to_string()) && missing.contains("missing"),
         "{missing}"

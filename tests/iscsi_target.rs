@@ -475,37 +475,7 @@ fn a_damaged_reservation_file_refuses_the_start_naming_the_file() {
     let middle = damaged.len() / 2;
     damaged[middle] ^= 0x20;
     std::fs::write(file, &damaged).unwrap();
-    let mut child = Command::new(common::troika_bin())
-        .args(["serve", "--hw"])
-        .arg(ci_model())
-        .arg("--data")
-        .arg(node.data())
-        .args([
-            "--nbd-listen",
-            "none",
-            "--mgmt-listen",
-            "none",
-            "--iscsi-listen",
-            "none",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start troika serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("troika served with a damaged reservation file");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
-    assert!(!status.success(), "start refused: {status}\n{stderr}");
+    let stderr = node.refused_start("with a damaged reservation file");
     assert!(
         stderr.contains(&file.display().to_string()) && stderr.contains("cannot be loaded"),
         "the message names the file:\n{stderr}"

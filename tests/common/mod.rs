@@ -244,6 +244,42 @@ impl TestNode {
         self.dir.path()
     }
 
+    /// Starts `troika serve` on this (stopped) node's data directory with no listener,
+    /// expecting it to refuse: waits up to 60 s for it to exit, asserts it failed, and
+    /// returns its stderr. `why` says what it should have refused, for the panic when it
+    /// keeps running.
+    pub fn refused_start(&self, why: &str) -> String {
+        let mut child = Command::new(troika_bin())
+            .args(["serve", "--hw"])
+            .arg(&self.model)
+            .arg("--data")
+            .arg(self.data())
+            .args([
+                "--nbd-listen",
+                "none",
+                "--mgmt-listen",
+                "none",
+                "--iscsi-listen",
+                "none",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start troika serve");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("troika serve started: {why}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(!output.status.success(), "troika serve exited 0:\n{stderr}");
+        stderr
+    }
+
     pub fn nbd_socket(&self) -> PathBuf {
         self.data().join("nbd.sock")
     }
