@@ -150,19 +150,23 @@ fn wait_for_log(node: &TestNode, text: &str) -> usize {
     }
 }
 
-#[test]
-fn the_unix_socket_refuses_other_uids() {
-    if skip_without_nbdinfo() {
-        return;
-    }
-    if !common::tools::present(&[&common::tools::SETPRIV]) {
-        return;
+/// True when this test can run nbdinfo as another uid: nbdinfo and setpriv installed and
+/// the suite running as root. Otherwise the test is skipped visibly, `why` naming what
+/// needs the other uid.
+fn can_run_clients_as_other_uids(why: &str) -> bool {
+    if skip_without_nbdinfo() || !common::tools::present(&[&common::tools::SETPRIV]) {
+        return false;
     }
     if !running_as_root() {
-        common::tools::skipped(
-            "proving SO_PEERCRED needs root, to run a client as nobody",
-            "run the tests as root",
-        );
+        common::tools::skipped(why, "run the tests as root");
+        return false;
+    }
+    true
+}
+
+#[test]
+fn the_unix_socket_refuses_other_uids() {
+    if !can_run_clients_as_other_uids("proving SO_PEERCRED needs root, to run a client as nobody") {
         return;
     }
     let node = node_with_volumes(&[]);
@@ -196,17 +200,7 @@ fn the_unix_socket_refuses_other_uids() {
 
 #[test]
 fn allowed_uids_in_the_socket_group_are_served() {
-    if skip_without_nbdinfo() {
-        return;
-    }
-    if !common::tools::present(&[&common::tools::SETPRIV]) {
-        return;
-    }
-    if !running_as_root() {
-        common::tools::skipped(
-            "running a client as another uid needs root",
-            "run the tests as root",
-        );
+    if !can_run_clients_as_other_uids("running a client as another uid needs root") {
         return;
     }
     let node = node_with_volumes(&["--nbd-socket-group", "nogroup", "--nbd-allow-uid", "65534"]);
