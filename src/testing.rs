@@ -48,6 +48,6 @@ pub fn open_small_store_with_report(dir: &Path) -> (MetaStore, Vec<RecoveredBloc
             Device::open(&path, Some(32 << 20), None).unwrap()
         })
         .collect();
-    let array = Array::new(drives, 4, 64 << 10, 4);
+    let array = Array::straight(drives, 4, 64 << 10, 4);
     MetaStore::open(ssd, array, test_key()).unwrap()
 }

@@ -325,8 +325,7 @@ impl Cache {
                     let generation = shard.slots[slot as usize].generation[block];
                     let row = batch.blocks.len() / geometry.data_slots_per_row() as usize;
                     let within = batch.blocks.len() % geometry.data_slots_per_row() as usize;
-                    let (device, offset) = geometry.locate(geometry.phys(0, within as u64));
-                    let at = device * geometry.unit as usize + offset as usize;
+                    let at = geometry.offset_in_row(geometry.phys(0, within as u64));
                     let bytes = shard.block(slot, block);
                     batch.rows[row][at..at + BLOCK_SIZE].copy_from_slice(bytes);
                     let checksum = block_checksum(VolumeId(family), lba, bytes);
@@ -387,12 +386,10 @@ impl Cache {
             // Unused slots of a partial row are zero.
             let buffer = &mut batch.rows[index];
             for slot in blocks.len()..per_row {
-                let (device, offset) = geometry.locate(geometry.phys(0, slot as u64));
-                let at = device * geometry.unit as usize + offset as usize;
+                let at = geometry.offset_in_row(geometry.phys(0, slot as u64));
                 buffer[at..at + BLOCK_SIZE].fill(0);
             }
-            let (device, offset) = geometry.locate(geometry.phys(0, geometry.summary_slot()));
-            let at = device * geometry.unit as usize + offset as usize;
+            let at = geometry.offset_in_row(geometry.phys(0, geometry.summary_slot()));
             encode_summary(row, &batch.identities, &mut buffer[at..at + BLOCK_SIZE]);
             array
                 .compute_parity(&mut batch.codec, buffer)
@@ -855,8 +852,7 @@ impl Cache {
                     }
                 }
                 let index = batch.blocks.len();
-                let (device, offset) = geometry.locate(geometry.phys(0, (index % per_row) as u64));
-                let at = device * geometry.unit as usize + offset as usize;
+                let at = geometry.offset_in_row(geometry.phys(0, (index % per_row) as u64));
                 batch.rows[index / per_row][at..at + BLOCK_SIZE].copy_from_slice(&block_buf);
                 batch.blocks.push(BatchBlock {
                     source: Source::Relocation { old: phys },

@@ -14,7 +14,11 @@
 //! Checks: unknown fields are refused; `controllers` is 1..=8; `dram_per_controller` is at
 //! least 16M and a multiple of 64K; `stripe.parity` is 2 (P+Q); `stripe.data` is 2..=30;
 //! `stripe.unit` is a power of two between 16K and 1M; `stripe.rows_per_segment` is at least
-//! 1; there is at least one `[[ssd]]` and exactly `data + parity` `[[nlsas]]` drives; every
+//! 1; there is at least one `[[ssd]]` and at least `data + parity + spare` `[[nlsas]]` drives
+//! (at most 1024), where the spare space is `stripe.spare_drives` or `stripe.spare` (a share
+//! such as `"5%"`, rounded up to whole drives' worth) or by default two drives' worth when
+//! there are more drives than a row is wide (none when exactly as many: the straight layout
+//! of earlier builds); every
 //! device has a non-empty name (unique across the node) and a path; a size, when given, is a
 //! multiple of the stripe unit and at least 64 units (NL-SAS) or 64M (SSD); latency numbers
 //! are within physical reason (rpm 3600..=20000, times at most 100 ms); `write_cache` is a
@@ -44,6 +48,8 @@ const MAX_LATENCY_US: u64 = 100_000;
 const MIN_SSD_SIZE: u64 = 64 << 20;
 /// Largest simulated write cache a device may have.
 const MAX_WRITE_CACHE: u64 = 1 << 30;
+/// Most NL-SAS drives a model may name.
+const MAX_NLSAS: usize = 1024;
 /// Smallest NL-SAS drive a model may name, in stripe units.
 const MIN_NLSAS_UNITS: u64 = 64;
 
@@ -94,6 +100,11 @@ pub struct StripeGeometry {
     pub unit: u64,
     /// Stripe rows per segment (the unit of allocation and cleaning).
     pub rows_per_segment: u64,
+    /// Drives' worth of spare cells spread over every drive (0 for the straight layout).
+    pub spare: usize,
+    /// Rows are declustered over the drives (false only for the straight layout: exactly
+    /// `data + parity` drives and no spare).
+    pub declustered: bool,
 }
 
 /// A simulated device's service time.
@@ -197,6 +208,10 @@ struct RawStripe {
     parity: i64,
     unit: RawSize,
     rows_per_segment: i64,
+    /// Drives' worth of distributed spare space.
+    spare_drives: Option<i64>,
+    /// Spare space as a share of the drives (`"5%"`), rounded up to whole drives' worth.
+    spare: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -280,12 +295,23 @@ impl RawModel {
                 "at least one [[ssd]] device is needed (the write vault)",
             ));
         }
-        let columns = stripe.data + stripe.parity;
-        if self.nlsas.len() != columns {
+        let columns = stripe.stripe.data + stripe.stripe.parity;
+        let stripe = stripe.with_spare(self.nlsas.len())?;
+        if self.nlsas.len() < columns + stripe.spare {
             return Err(FieldError::new(
                 "nlsas",
                 format!(
-                    "need exactly stripe.data + stripe.parity = {columns} [[nlsas]] drives (got {})",
+                    "need at least stripe.data + stripe.parity + spare = {} [[nlsas]] drives (got {})",
+                    columns + stripe.spare,
+                    self.nlsas.len()
+                ),
+            ));
+        }
+        if self.nlsas.len() > MAX_NLSAS {
+            return Err(FieldError::new(
+                "nlsas",
+                format!(
+                    "at most {MAX_NLSAS} [[nlsas]] drives (got {})",
                     self.nlsas.len()
                 ),
             ));
@@ -322,7 +348,7 @@ impl RawModel {
 }
 
 impl RawStripe {
-    fn validate(self) -> Result<StripeGeometry, FieldError> {
+    fn validate(self) -> Result<RawSpare, FieldError> {
         if self.parity != 2 {
             return Err(FieldError::new(
                 "stripe.parity",
@@ -343,11 +369,63 @@ impl RawStripe {
                 format!("must be at least 1 (got {})", self.rows_per_segment),
             ));
         }
+        Ok(RawSpare {
+            stripe: StripeGeometry {
+                data,
+                parity: 2,
+                unit,
+                rows_per_segment: self.rows_per_segment as u64,
+                spare: 0,
+                declustered: false,
+            },
+            spare_drives: self.spare_drives,
+            spare_share: self.spare,
+        })
+    }
+}
+
+/// A stripe whose spare space is known once the drives are counted.
+struct RawSpare {
+    stripe: StripeGeometry,
+    spare_drives: Option<i64>,
+    spare_share: Option<String>,
+}
+
+impl RawSpare {
+    /// The stripe over `drives` drives: `spare_drives`, or `spare` as a share rounded up,
+    /// or by default 2 drives' worth when the drives leave room (none when there are exactly
+    /// `data + parity`: the straight layout of earlier builds).
+    fn with_spare(self, drives: usize) -> Result<StripeGeometry, FieldError> {
+        let width = self.stripe.data + self.stripe.parity;
+        let spare = match (self.spare_drives, &self.spare_share) {
+            (Some(_), Some(_)) => {
+                return Err(FieldError::new(
+                    "stripe.spare",
+                    "give either spare_drives or spare, not both",
+                ));
+            }
+            (Some(count), None) => {
+                int_in_range("stripe.spare_drives", count, 0, drives as i64)? as usize
+            }
+            (None, Some(share)) => {
+                let percent = share
+                    .strip_suffix('%')
+                    .and_then(|number| number.trim().parse::<f64>().ok())
+                    .filter(|percent| (0.0..=50.0).contains(percent))
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            "stripe.spare",
+                            format!("must be a share of the drives from \"0%\" to \"50%\" (got {share:?})"),
+                        )
+                    })?;
+                (drives as f64 * percent / 100.0).ceil() as usize
+            }
+            (None, None) => drives.saturating_sub(width).min(2),
+        };
         Ok(StripeGeometry {
-            data,
-            parity: 2,
-            unit,
-            rows_per_segment: self.rows_per_segment as u64,
+            spare,
+            declustered: drives != width || spare != 0,
+            ..self.stripe
         })
     }
 }

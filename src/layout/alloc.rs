@@ -129,6 +129,13 @@ impl SegmentAllocator {
     }
 
     /// Segments ready for writing (the rest of the open one not counted).
+    /// True when `segment` may hold rows something refers to (not free).
+    pub fn may_hold_data(&self, segment: u64) -> bool {
+        self.state
+            .get(segment as usize)
+            .is_some_and(|state| *state != SegmentState::Free)
+    }
+
     pub fn free_segments(&self) -> u64 {
         self.free.len() as u64
     }

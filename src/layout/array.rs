@@ -1,38 +1,280 @@
-//! The NL-SAS devices as one array of rows (see `geometry`): whole-row writes with parity,
-//! single-block reads, and repair of a block from the rest of its row.
+//! The NL-SAS drives as one array of rows (see `geometry` for the rows, `placement` for
+//! where their units live, `drives` for failed drives): whole-row writes with parity onto
+//! healthy drives only, single-block reads, and reconstruction of what a failed or
+//! damaged drive holds from the rest of its row.
+//!
+//! A drive that fails a write or a sync is failed (never touched again) and the units it
+//! was to hold are written to their spare cells instead; the node stops only when a new
+//! row would be left with fewer units than its data needs. Reads that fail count against
+//! the drive, which fails after [`READ_ERRORS_TO_FAIL`] of them.
 
 use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use super::drive_store::DriveStore;
+use super::drives::{DriveState, DriveTable};
 use super::geometry::{Geometry, PhysBlock};
 use super::parity::ParityCodec;
+use super::placement::{Cell, Placement};
 use crate::io::{Device, IoKind, IoRequest, IoRing};
 use crate::types::BLOCK_SIZE;
 
-/// The data devices followed by P and Q, and the geometry over them.
+mod heal;
+mod reconstruct;
+
+pub use heal::{HealBuffers, HealJob, HealPhase, HealStatus};
+pub use reconstruct::RepairOutcome;
+
+/// Read errors after which a drive is failed (a drive that fails one read is usually
+/// repaired by rewriting; one that keeps failing is dying).
+pub const READ_ERRORS_TO_FAIL: u64 = 8;
+
+/// Something that happened to a drive, for the node's event log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DriveEvent {
+    Failed {
+        drive: usize,
+        name: String,
+        reason: String,
+    },
+    RebuildStarted {
+        drive: usize,
+        name: String,
+        segments: u64,
+    },
+    RebuildCompleted {
+        drive: usize,
+        name: String,
+        bytes: u64,
+        seconds: f64,
+    },
+    CopybackCompleted {
+        drive: usize,
+        name: String,
+    },
+    /// Rows that lost more units than parity can rebuild.
+    RowsLost {
+        rows: u64,
+        first_row: u64,
+    },
+}
+
+type Listener = Box<dyn Fn(DriveEvent) + Send + Sync>;
+
+/// One drive as operators see it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriveInfo {
+    pub index: usize,
+    pub name: String,
+    pub path: String,
+    pub bytes: u64,
+    pub state: DriveState,
+    /// Percent of the current rebuild or copy-back done (100 when none runs).
+    pub progress_percent: f64,
+    pub read_errors: u64,
+    pub reason: Option<String>,
+}
+
+/// The drives, the map of rows onto them and the state of each.
 pub struct Array {
-    devices: Vec<Device>,
+    drives: Vec<RwLock<Arc<Device>>>,
     geometry: Geometry,
+    placement: Placement,
+    table: RwLock<DriveTable>,
+    /// True while any drive is not ACTIVE: the fast path skips the table when false.
+    degraded: AtomicBool,
+    store: Mutex<Option<DriveStore>>,
+    listener: RwLock<Option<Listener>>,
+    read_errors: Vec<AtomicU64>,
+    /// The segment a heal (rebuild, copy-back) is working on: row writes into it wait.
+    healing: Mutex<Option<u64>>,
+    healed: Condvar,
+    /// Codecs over 4 KiB slices of a row, for block reconstruction.
+    block_codecs: Mutex<Vec<(ParityCodec, crate::io::AlignedBuf)>>,
+    heal_progress: Mutex<heal::Progress>,
+    /// Block reads served, so a heal can tell when hosts are busy.
+    reads_served: AtomicU64,
+    priority: std::sync::atomic::AtomicU8,
+}
+
+/// How hard a heal pushes against host I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HealPriority {
+    /// Rests four times as long as it works while hosts are reading.
+    Low,
+    /// Rests as long as it works while hosts are reading.
+    Medium,
+    /// Rests a quarter of its working time while hosts are reading.
+    High,
+}
+
+impl HealPriority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealPriority::Low => "LOW",
+            HealPriority::Medium => "MEDIUM",
+            HealPriority::High => "HIGH",
+        }
+    }
+
+    /// Parses `low`, `medium` or `high` (any case).
+    pub fn parse(text: &str) -> Option<HealPriority> {
+        match text.to_ascii_lowercase().as_str() {
+            "low" => Some(HealPriority::Low),
+            "medium" => Some(HealPriority::Medium),
+            "high" => Some(HealPriority::High),
+            _ => None,
+        }
+    }
+
+    /// Rest per unit of work while hosts are busy.
+    pub fn rest_factor(self) -> f64 {
+        match self {
+            HealPriority::Low => 4.0,
+            HealPriority::Medium => 1.0,
+            HealPriority::High => 0.25,
+        }
+    }
 }
 
 impl Array {
-    /// `devices` are the `data` data devices then P then Q.
-    pub fn new(devices: Vec<Device>, data: usize, unit: u64, rows_per_segment: u64) -> Array {
+    /// Lays rows `data + 2` units wide over `devices` with `placement`; the rows are those
+    /// that fit the smallest device, in whole segments.
+    pub fn new(
+        devices: Vec<Device>,
+        data: usize,
+        unit: u64,
+        rows_per_segment: u64,
+        placement: Placement,
+    ) -> Array {
         let smallest = devices.iter().map(Device::size).min().unwrap_or(0);
-        let geometry = Geometry::new(data, devices.len() - data, unit, rows_per_segment, smallest);
-        Array { devices, geometry }
+        let rows = placement.rows_for(smallest / unit);
+        let rows = rows - rows % rows_per_segment;
+        let geometry = Geometry {
+            data,
+            parity: placement.width() - data,
+            unit,
+            rows,
+            rows_per_segment,
+        };
+        let segments = geometry.segments();
+        let drive_count = devices.len();
+        Array {
+            read_errors: devices.iter().map(|_| AtomicU64::new(0)).collect(),
+            drives: devices
+                .into_iter()
+                .map(|device| RwLock::new(Arc::new(device)))
+                .collect(),
+            geometry,
+            placement,
+            table: RwLock::new(DriveTable::new(drive_count, segments, rows_per_segment)),
+            degraded: AtomicBool::new(false),
+            store: Mutex::new(None),
+            listener: RwLock::new(None),
+            healing: Mutex::new(None),
+            healed: Condvar::new(),
+            block_codecs: Mutex::new(Vec::new()),
+            heal_progress: Mutex::new(heal::Progress::default()),
+            reads_served: AtomicU64::new(0),
+            priority: std::sync::atomic::AtomicU8::new(1),
+        }
+    }
+
+    /// A straight array (the layout before declustering) over exactly `data + 2` devices.
+    pub fn straight(devices: Vec<Device>, data: usize, unit: u64, rows_per_segment: u64) -> Array {
+        let placement = Placement::new(
+            super::placement::PlacementKind::Straight,
+            devices.len(),
+            devices.len(),
+            devices.len() - data,
+            0,
+        )
+        .expect("a straight placement over data + parity devices");
+        Array::new(devices, data, unit, rows_per_segment, placement)
+    }
+
+    /// Keeps drive states in `store`, loading what it holds first. Errors name the file.
+    pub fn attach_store(&self, store: DriveStore) -> Result<(), String> {
+        if let Some(table) = store.load(&self.placement, &self.geometry)? {
+            self.degraded
+                .store(!table.failures().is_empty(), Ordering::Release);
+            *self.table.write() = table;
+        }
+        *self.store.lock() = Some(store);
+        Ok(())
+    }
+
+    /// Where drive events go (the node's event log).
+    pub fn set_listener(&self, listener: impl Fn(DriveEvent) + Send + Sync + 'static) {
+        *self.listener.write() = Some(Box::new(listener));
+    }
+
+    fn notify(&self, event: DriveEvent) {
+        if let Some(listener) = self.listener.read().as_ref() {
+            listener(event);
+        }
     }
 
     pub fn geometry(&self) -> &Geometry {
         &self.geometry
     }
 
-    pub fn devices(&self) -> &[Device] {
-        &self.devices
+    pub fn placement(&self) -> &Placement {
+        &self.placement
+    }
+
+    pub fn drive_count(&self) -> usize {
+        self.drives.len()
+    }
+
+    /// The device now in slot `index`.
+    pub fn device(&self, index: usize) -> Arc<Device> {
+        self.drives[index].read().clone()
+    }
+
+    /// The hardware model's name of drive `index`.
+    pub fn device_name(&self, index: usize) -> String {
+        self.drives[index].read().name().to_string()
+    }
+
+    /// Block reads served so far (host reads and the cleaner's).
+    pub fn reads_served(&self) -> u64 {
+        self.reads_served.load(Ordering::Relaxed)
+    }
+
+    pub fn heal_priority(&self) -> HealPriority {
+        match self.priority.load(Ordering::Relaxed) {
+            0 => HealPriority::Low,
+            2 => HealPriority::High,
+            _ => HealPriority::Medium,
+        }
+    }
+
+    pub fn set_heal_priority(&self, priority: HealPriority) {
+        let value = match priority {
+            HealPriority::Low => 0,
+            HealPriority::Medium => 1,
+            HealPriority::High => 2,
+        };
+        self.priority.store(value, Ordering::Relaxed);
+    }
+
+    /// A copy of the drive table.
+    pub fn drive_table(&self) -> DriveTable {
+        self.table.read().clone()
+    }
+
+    /// True while any drive is FAILED, REBUILDING or REPLACING.
+    pub fn is_degraded(&self) -> bool {
+        self.degraded.load(Ordering::Acquire)
     }
 
     /// Bytes of one row buffer: every unit of the row, data then P then Q.
     pub fn row_buffer_len(&self) -> usize {
-        self.geometry.unit as usize * self.devices.len()
+        self.geometry.unit as usize * self.placement.width()
     }
 
     /// Computes P and Q into the parity units of `row_buffer` from its data units.
@@ -46,78 +288,298 @@ impl Array {
             .map_err(|err| io::Error::other(err.to_string()))
     }
 
-    /// The hardware model's name of device `index` (data devices, then P, then Q).
-    pub fn device_name(&self, index: usize) -> &str {
-        self.devices[index].name()
-    }
-
-    /// Writes whole rows (each buffer holds every unit of its row, parity computed) and
-    /// makes them durable on every device before returning.
-    ///
-    /// A write or sync that fails (or writes short) on any drive stops the node through
-    /// [`crate::fatal::durability_failure`], naming the drive: until drive states exist,
-    /// nothing can mark that drive failed and go on with a row below its redundancy.
-    pub fn write_rows(&self, ring: &mut IoRing, rows: &[(u64, &[u8])]) {
-        let unit = self.geometry.unit as usize;
-        let mut requests = Vec::with_capacity(rows.len() * self.devices.len());
-        for (row, buffer) in rows {
-            let offset = self.geometry.row_offset(*row);
-            for (index, device) in self.devices.iter().enumerate() {
-                requests.push(IoRequest {
-                    device,
-                    offset,
-                    kind: IoKind::Write(&buffer[index * unit..(index + 1) * unit]),
-                });
-            }
+    /// Where unit `unit` of `row` is read from; `None` when its drive is out and it must be
+    /// reconstructed.
+    pub(crate) fn read_cell(&self, row: u64, unit: usize) -> Option<Cell> {
+        if !self.is_degraded() {
+            return Some(self.placement.cell(row, unit));
         }
-        self.run_or_stop(ring, &mut requests, "row write", unit);
-        let mut syncs: Vec<IoRequest<'_>> = self
-            .devices
-            .iter()
-            .map(|device| IoRequest {
-                device,
-                offset: 0,
-                kind: IoKind::Sync,
-            })
-            .collect();
-        self.run_or_stop(ring, &mut syncs, "row sync", 0);
+        self.table.read().read_cell(&self.placement, row, unit)
     }
 
-    /// Runs `requests` (each on the device at its index modulo the device count); the
-    /// first that fails, or transfers fewer than `expected` bytes, stops the node.
-    fn run_or_stop(
-        &self,
-        ring: &mut IoRing,
-        requests: &mut [IoRequest<'_>],
-        operation: &str,
-        expected: usize,
-    ) {
-        let mut results = Vec::with_capacity(requests.len());
-        ring.execute(requests, &mut results);
-        for (index, result) in results.into_iter().enumerate() {
-            let device = index % self.devices.len();
-            let offset = requests[index].offset;
-            let error = match result {
-                Ok(done) if done >= expected => continue,
-                Ok(done) => io::Error::other(format!("wrote {done} of {expected} bytes")),
-                Err(err) => err,
-            };
+    fn write_cell(&self, row: u64, unit: usize) -> Option<Cell> {
+        if !self.is_degraded() {
+            return Some(self.placement.cell(row, unit));
+        }
+        self.table.read().write_cell(&self.placement, row, unit)
+    }
+
+    fn byte_offset(&self, cell: Cell) -> u64 {
+        cell.index * self.geometry.unit
+    }
+
+    /// Fails drive `index` for `reason`: it is never read or written again, and its units
+    /// move to spare cells as the rebuild reaches them. Persists the new state before
+    /// returning. Returns false when the drive was already failed.
+    pub fn fail_drive(&self, index: usize, reason: &str) -> Result<bool, String> {
+        if index >= self.drives.len() {
+            return Err(format!(
+                "there is no drive {index}; the array has drives 0 to {}",
+                self.drives.len() - 1
+            ));
+        }
+        let changed = {
+            let mut table = self.table.write();
+            let changed = table.fail(&self.placement, index, reason, crate::clock::now_ms());
+            self.degraded.store(true, Ordering::Release);
+            if changed {
+                self.persist(&table);
+            }
+            changed
+        };
+        if changed {
+            crate::say!(
+                "troika: drive {index} ({}) failed: {reason}; it will not be used again until it is replaced",
+                self.device_name(index)
+            );
+            self.notify(DriveEvent::Failed {
+                drive: index,
+                name: self.device_name(index),
+                reason: reason.to_string(),
+            });
+        }
+        Ok(changed)
+    }
+
+    /// Puts `device` in the place of failed drive `index` and starts copying its units
+    /// back onto it.
+    pub fn replace_drive(&self, index: usize, device: Device) -> Result<(), String> {
+        if index >= self.drives.len() {
+            return Err(format!("there is no drive {index}"));
+        }
+        let needed = self.drives[index].read().size();
+        if device.size() < needed {
+            return Err(format!(
+                "the replacement {} holds {} bytes; drive {index} needs at least {needed}",
+                device.path().display(),
+                device.size()
+            ));
+        }
+        let mut table = self.table.write();
+        if table.state(index) == DriveState::Replacing {
+            return Err(format!("drive {index} is already being replaced"));
+        }
+        if table.failure(index).is_none() {
+            return Err(format!(
+                "drive {index} is ACTIVE; fail it first (drive fail {index}) to replace it"
+            ));
+        }
+        if let Some(store) = self.store.lock().as_ref() {
+            store.set_replacement(index, device.path());
+        }
+        *self.drives[index].write() = Arc::new(device);
+        self.read_errors[index].store(0, Ordering::Relaxed);
+        table.replace(index)?;
+        self.persist(&table);
+        Ok(())
+    }
+
+    /// Every drive with its state and progress.
+    pub fn drive_infos(&self) -> Vec<DriveInfo> {
+        let table = self.table.read();
+        (0..self.drives.len())
+            .map(|index| {
+                let device = self.device(index);
+                let failure = table.failure(index);
+                let progress_percent = failure.map_or(100.0, |failure| {
+                    let total = failure.rebuilt.len().max(1) as f64;
+                    100.0 * (total - failure.remaining() as f64) / total
+                });
+                DriveInfo {
+                    index,
+                    name: device.name().to_string(),
+                    path: device.path().display().to_string(),
+                    bytes: device.size(),
+                    state: table.state(index),
+                    progress_percent,
+                    read_errors: self.read_errors[index].load(Ordering::Relaxed),
+                    reason: failure.map(|f| f.reason.clone()),
+                }
+            })
+            .collect()
+    }
+
+    fn persist(&self, table: &DriveTable) {
+        if let Some(store) = self.store.lock().as_ref()
+            && let Err(err) = store.save(table)
+        {
             crate::fatal::durability_failure(
-                self.devices[device].name(),
-                operation,
-                &format_args!("at offset {offset}: {error}"),
+                &store.path().display().to_string(),
+                "drive state write",
+                &err,
             );
         }
     }
 
-    /// Reads one 4 KiB block.
+    /// Counts a failed read on `drive`; fails the drive after [`READ_ERRORS_TO_FAIL`].
+    fn count_read_error(&self, drive: usize, error: &dyn std::fmt::Display) {
+        let errors = self.read_errors[drive].fetch_add(1, Ordering::Relaxed) + 1;
+        if errors >= READ_ERRORS_TO_FAIL {
+            let reason = format!("{errors} read errors, the last: {error}");
+            let _ = self.fail_drive(drive, &reason);
+        }
+    }
+
+    /// Waits while a heal works on the segment of any of `rows`.
+    fn wait_for_heal(&self, rows: &[(u64, &[u8])]) {
+        let mut healing = self.healing.lock();
+        while let Some(segment) = *healing {
+            if !rows
+                .iter()
+                .any(|(row, _)| row / self.geometry.rows_per_segment == segment)
+            {
+                break;
+            }
+            self.healed.wait(&mut healing);
+        }
+    }
+
+    /// Writes whole rows (each buffer holds every unit of its row, parity computed) onto
+    /// healthy drives and makes them durable before returning.
+    ///
+    /// A drive that fails a write or a sync is failed, and the units it was to hold are
+    /// written again to where the drive table now puts them. The node stops through
+    /// [`crate::fatal::durability_failure`] only when a row cannot keep enough units to be
+    /// read back (more drives out than parity covers).
+    pub fn write_rows(&self, ring: &mut IoRing, rows: &[(u64, &[u8])]) {
+        if self.is_degraded() {
+            self.wait_for_heal(rows);
+        }
+        let unit = self.geometry.unit as usize;
+        let width = self.placement.width();
+        // (row index in `rows`, unit) of every unit still to write.
+        let mut pending: Vec<(usize, usize)> = (0..rows.len())
+            .flat_map(|r| (0..width).map(move |u| (r, u)))
+            .collect();
+        let mut written: Vec<(usize, usize, usize)> = Vec::with_capacity(pending.len());
+        for _attempt in 0..=self.drives.len() {
+            if pending.is_empty() {
+                break;
+            }
+            let mut skipped = vec![0usize; rows.len()];
+            let mut targets = Vec::with_capacity(pending.len());
+            for &(r, u) in &pending {
+                match self.write_cell(rows[r].0, u) {
+                    Some(cell) => targets.push((r, u, cell)),
+                    None => skipped[r] += 1,
+                }
+            }
+            self.check_redundancy(rows, &skipped);
+            let devices: Vec<Arc<Device>> =
+                (0..self.drives.len()).map(|d| self.device(d)).collect();
+            let mut requests: Vec<IoRequest<'_>> = targets
+                .iter()
+                .map(|&(r, u, cell)| IoRequest {
+                    device: &devices[cell.drive],
+                    offset: self.byte_offset(cell),
+                    kind: IoKind::Write(&rows[r].1[u * unit..(u + 1) * unit]),
+                })
+                .collect();
+            let mut results = Vec::with_capacity(requests.len());
+            ring.execute(&mut requests, &mut results);
+            drop(requests);
+            pending.clear();
+            let mut failed_now = Vec::new();
+            for (&(r, u, cell), result) in targets.iter().zip(results) {
+                match result {
+                    Ok(done) if done >= unit => written.push((r, u, cell.drive)),
+                    outcome => {
+                        pending.push((r, u));
+                        if !failed_now.contains(&cell.drive) {
+                            failed_now.push(cell.drive);
+                            let error = match outcome {
+                                Err(err) => err.to_string(),
+                                Ok(done) => format!("wrote {done} of {unit} bytes"),
+                            };
+                            let _ = self.fail_drive(
+                                cell.drive,
+                                &format!("a row write at cell {} failed: {error}", cell.index),
+                            );
+                        }
+                    }
+                }
+            }
+            // Sync every drive written to in this pass; a drive that fails its sync is
+            // failed and what it was given is written again elsewhere.
+            let mut touched: Vec<usize> = written.iter().map(|&(_, _, d)| d).collect();
+            touched.sort_unstable();
+            touched.dedup();
+            let mut syncs: Vec<IoRequest<'_>> = touched
+                .iter()
+                .map(|&d| IoRequest {
+                    device: &devices[d],
+                    offset: 0,
+                    kind: IoKind::Sync,
+                })
+                .collect();
+            let mut sync_results = Vec::with_capacity(syncs.len());
+            ring.execute(&mut syncs, &mut sync_results);
+            drop(syncs);
+            for (&drive, result) in touched.iter().zip(sync_results) {
+                if let Err(err) = result {
+                    let _ =
+                        self.fail_drive(drive, &format!("a sync after row writes failed: {err}"));
+                    written.retain(|&(r, u, d)| {
+                        if d == drive {
+                            pending.push((r, u));
+                        }
+                        d != drive
+                    });
+                }
+            }
+        }
+        if !pending.is_empty() {
+            crate::fatal::durability_failure(
+                "the NL-SAS array",
+                "row write",
+                &format_args!("{} units could not be written to any drive", pending.len()),
+            );
+        }
+    }
+
+    /// Stops the node when a row would be written with more units missing than parity
+    /// covers: acknowledging it would put flushed data at risk of loss on the next read.
+    fn check_redundancy(&self, rows: &[(u64, &[u8])], skipped: &[usize]) {
+        let parity = self.placement.width() - self.geometry.data;
+        if let Some((index, count)) = skipped.iter().enumerate().find(|(_, n)| **n > parity) {
+            crate::fatal::durability_failure(
+                "the NL-SAS array",
+                "row write",
+                &format_args!(
+                    "row {} would lose {count} of its units to failed drives with no spare space left; replace failed drives",
+                    rows[index].0
+                ),
+            );
+        }
+    }
+
+    /// Reads one 4 KiB block from where it lives now. Fails when its drive is out (then
+    /// [`Array::repair_block`] reconstructs it) or the read fails.
     pub fn read_block(&self, ring: &mut IoRing, phys: PhysBlock, buf: &mut [u8]) -> io::Result<()> {
-        let (device, offset) = self.geometry.locate(phys);
-        ring.read_at(&self.devices[device], offset, &mut buf[..BLOCK_SIZE])
+        self.reads_served.fetch_add(1, Ordering::Relaxed);
+        let row = self.geometry.row_of(phys);
+        let (unit, within) = self.geometry.unit_of(phys);
+        let cell = self.read_cell(row, unit).ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("physical block {phys} is on a failed drive"),
+            )
+        })?;
+        let device = self.device(cell.drive);
+        let result = ring.read_at(
+            &device,
+            self.byte_offset(cell) + within,
+            &mut buf[..BLOCK_SIZE],
+        );
+        if let Err(err) = &result {
+            self.count_read_error(cell.drive, err);
+        }
+        result
     }
 
     /// Reads 4 KiB blocks `phys[i]` into `buf[i * 4 KiB..]`, all in flight together;
-    /// `failed` gets the indexes of blocks that could not be read, in ascending order.
+    /// `failed` gets the indexes of blocks that could not be read (on a failed drive, or
+    /// the read failed), in ascending order.
     pub fn read_blocks(
         &self,
         ring: &mut IoRing,
@@ -126,37 +588,51 @@ impl Array {
         failed: &mut Vec<usize>,
     ) {
         failed.clear();
-        let mut requests: Vec<IoRequest<'_>> = phys
-            .iter()
-            .zip(buf.chunks_mut(BLOCK_SIZE))
-            .map(|(phys, chunk)| {
-                let (device, offset) = self.geometry.locate(*phys);
-                IoRequest {
-                    device: &self.devices[device],
-                    offset,
-                    kind: IoKind::Read(chunk),
+        self.reads_served
+            .fetch_add(phys.len() as u64, Ordering::Relaxed);
+        let devices: Vec<Arc<Device>> = (0..self.drives.len()).map(|d| self.device(d)).collect();
+        let mut indexes = Vec::with_capacity(phys.len());
+        let mut requests: Vec<IoRequest<'_>> = Vec::with_capacity(phys.len());
+        for (index, (phys, chunk)) in phys.iter().zip(buf.chunks_mut(BLOCK_SIZE)).enumerate() {
+            let (unit, within) = self.geometry.unit_of(*phys);
+            match self.read_cell(self.geometry.row_of(*phys), unit) {
+                Some(cell) => {
+                    indexes.push((index, cell.drive));
+                    requests.push(IoRequest {
+                        device: &devices[cell.drive],
+                        offset: self.byte_offset(cell) + within,
+                        kind: IoKind::Read(chunk),
+                    });
                 }
-            })
-            .collect();
-        let mut results = Vec::with_capacity(requests.len());
-        ring.execute(&mut requests, &mut results);
-        for (index, result) in results.iter().enumerate() {
-            if !matches!(result, Ok(done) if *done == BLOCK_SIZE) {
-                failed.push(index);
+                None => failed.push(index),
             }
         }
+        let mut results = Vec::with_capacity(requests.len());
+        ring.execute(&mut requests, &mut results);
+        drop(requests);
+        for (&(index, drive), result) in indexes.iter().zip(results) {
+            match result {
+                Ok(done) if done == BLOCK_SIZE => {}
+                Ok(done) => {
+                    self.count_read_error(drive, &format_args!("read {done} of 4096 bytes"));
+                    failed.push(index);
+                }
+                Err(err) => {
+                    self.count_read_error(drive, &err);
+                    failed.push(index);
+                }
+            }
+        }
+        failed.sort_unstable();
     }
 
-    /// Reads the summary block of `row`.
-    pub fn read_summary(&self, ring: &mut IoRing, row: u64, buf: &mut [u8]) -> io::Result<()> {
-        self.read_block(
-            ring,
-            self.geometry.phys(row, self.geometry.summary_slot()),
-            buf,
-        )
+    /// Where a block of a row sits inside a buffer of the row's units.
+    pub fn offset_in_row(&self, phys: PhysBlock) -> usize {
+        self.geometry.offset_in_row(phys)
     }
 
-    /// Reads the data units of `row` (summary included) into the start of `buffer`.
+    /// Reads the data units of `row` (summary included) into the start of `buffer`,
+    /// reconstructing those on failed drives. Fails when a unit cannot be read or rebuilt.
     pub fn read_data_units(
         &self,
         ring: &mut IoRing,
@@ -164,121 +640,19 @@ impl Array {
         buffer: &mut [u8],
     ) -> io::Result<()> {
         let unit = self.geometry.unit as usize;
-        let offset = self.geometry.row_offset(row);
-        let mut requests: Vec<IoRequest<'_>> = self.devices[..self.geometry.data]
-            .iter()
-            .zip(buffer.chunks_mut(unit))
-            .map(|(device, chunk)| IoRequest {
-                device,
-                offset,
-                kind: IoKind::Read(chunk),
-            })
-            .collect();
-        run_all(ring, &mut requests)
-    }
-
-    /// Where a block of a row sits inside a buffer of the row's units.
-    pub fn offset_in_row(&self, phys: PhysBlock) -> usize {
-        let (device, offset) = self.geometry.locate(phys);
-        device * self.geometry.unit as usize
-            + (offset - self.geometry.row_offset(self.geometry.row_of(phys))) as usize
-    }
-
-    /// Reads every unit of `row` into `row_buffer`; returns the indexes of units that
-    /// could not be read (their bytes are left zeroed).
-    pub fn read_row(&self, ring: &mut IoRing, row: u64, row_buffer: &mut [u8]) -> Vec<usize> {
-        let unit = self.geometry.unit as usize;
-        let offset = self.geometry.row_offset(row);
-        let mut requests: Vec<IoRequest<'_>> = self
-            .devices
-            .iter()
-            .zip(row_buffer.chunks_mut(unit))
-            .map(|(device, chunk)| IoRequest {
-                device,
-                offset,
-                kind: IoKind::Read(chunk),
-            })
-            .collect();
-        let mut results = Vec::new();
-        ring.execute(&mut requests, &mut results);
-        drop(requests);
-        let failed: Vec<usize> = results
-            .iter()
-            .enumerate()
-            .filter(|(_, result)| !matches!(result, Ok(n) if *n == unit))
-            .map(|(index, _)| index)
-            .collect();
-        for &index in &failed {
-            row_buffer[index * unit..(index + 1) * unit].fill(0);
+        let mut full = crate::io::AlignedBuf::new(self.row_buffer_len());
+        let failed = self.read_row(ring, row, &mut full);
+        let data_failed = failed.iter().any(|&u| u < self.geometry.data);
+        if data_failed {
+            let mut codec = ParityCodec::new(self.geometry.data, unit)
+                .map_err(|err| io::Error::other(err.to_string()))?;
+            let mut units: Vec<&mut [u8]> = full.chunks_mut(unit).collect();
+            codec
+                .rebuild(&mut units, &failed)
+                .map_err(|err| io::Error::other(format!("row {row} cannot be rebuilt: {err}")))?;
         }
-        failed
+        let len = unit * self.geometry.data;
+        buffer[..len].copy_from_slice(&full[..len]);
+        Ok(())
     }
-
-    /// Rebuilds the block at `phys` from the rest of its row until `verify` accepts it:
-    /// first assuming only its own unit is bad, then its unit and any one other. Returns
-    /// the repaired block in `out`; `false` when no combination verifies.
-    pub fn repair_block(
-        &self,
-        ring: &mut IoRing,
-        codec: &mut ParityCodec,
-        phys: PhysBlock,
-        verify: &dyn Fn(&[u8]) -> bool,
-        row_buffer: &mut [u8],
-        out: &mut [u8],
-    ) -> bool {
-        let row = self.geometry.row_of(phys);
-        let (device, offset) = self.geometry.locate(phys);
-        let within = (offset - self.geometry.row_offset(row)) as usize;
-        let unit = self.geometry.unit as usize;
-        let failed = self.read_row(ring, row, row_buffer);
-        let pristine = row_buffer.to_vec();
-        let mut candidates: Vec<Vec<usize>> = vec![vec![device]];
-        for other in 0..self.devices.len() {
-            if other != device {
-                candidates.push(vec![device, other]);
-            }
-        }
-        for mut lost in candidates {
-            for &index in &failed {
-                if !lost.contains(&index) {
-                    lost.push(index);
-                }
-            }
-            if lost.len() > 2 {
-                continue;
-            }
-            row_buffer.copy_from_slice(&pristine);
-            let mut units: Vec<&mut [u8]> = row_buffer.chunks_mut(unit).collect();
-            if codec.rebuild(&mut units, &lost).is_err() {
-                continue;
-            }
-            let block = &units[device][within..within + BLOCK_SIZE];
-            if verify(block) {
-                out[..BLOCK_SIZE].copy_from_slice(block);
-                return true;
-            }
-        }
-        false
-    }
-}
-
-fn run_all(ring: &mut IoRing, requests: &mut [IoRequest<'_>]) -> io::Result<()> {
-    let mut results = Vec::with_capacity(requests.len());
-    ring.execute(requests, &mut results);
-    for (request, result) in requests.iter().zip(results) {
-        match result {
-            Ok(_) => {}
-            Err(err) => {
-                return Err(io::Error::new(
-                    err.kind(),
-                    format!(
-                        "{} at offset {}: {err}",
-                        request.device.path().display(),
-                        request.offset
-                    ),
-                ));
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,7 +1,7 @@
 //! Where a physical block lives: the arithmetic of rows, units, slots and segments.
 //!
-//! A *row* is one stripe: `unit` bytes at the same offset on every NL-SAS device; the first
-//! `data` devices hold data units, the last two hold P and Q. The data units of a row are
+//! A *row* is one stripe of `data` data units and two parity units (P and Q), `unit` bytes
+//! each, on distinct drives (where: see `placement`). The data units of a row are
 //! cut into 4 KiB *slots*; the last slot of every row is the row's summary block (identity
 //! and checksum of every other slot), so a row carries `slots_per_row - 1` user blocks.
 //! A *segment* is `rows_per_segment` consecutive rows: the unit of allocation and cleaning.
@@ -103,18 +103,19 @@ impl Geometry {
         self.row_of(phys) / self.rows_per_segment
     }
 
-    /// Which data device holds a physical block, and at what byte offset.
-    pub fn locate(&self, phys: PhysBlock) -> (usize, u64) {
-        let row = self.row_of(phys);
+    /// Which data unit of its row holds a physical block, and at what byte offset inside
+    /// the unit. Where the unit lives on the drives is the placement's business.
+    pub fn unit_of(&self, phys: PhysBlock) -> (usize, u64) {
         let slot = self.slot_of(phys);
-        let device = (slot / self.blocks_per_unit()) as usize;
+        let unit = (slot / self.blocks_per_unit()) as usize;
         let within = (slot % self.blocks_per_unit()) * BLOCK_SIZE as u64;
-        (device, row * self.unit + within)
+        (unit, within)
     }
 
-    /// Byte offset of a row on every device.
-    pub fn row_offset(&self, row: u64) -> u64 {
-        row * self.unit
+    /// Where a block sits inside a buffer of its row's units (data units first).
+    pub fn offset_in_row(&self, phys: PhysBlock) -> usize {
+        let (unit, within) = self.unit_of(phys);
+        unit * self.unit as usize + within as usize
     }
 
     /// True when `phys` names a user slot inside the array.
@@ -141,9 +142,9 @@ mod tests {
                 let phys = g.phys(row, slot);
                 assert_eq!(g.row_of(phys), row);
                 assert_eq!(g.slot_of(phys), slot);
-                let (device, offset) = g.locate(phys);
-                assert!(device < g.data);
-                assert_eq!(offset / g.unit, row);
+                let (unit, within) = g.unit_of(phys);
+                assert!(unit < g.data);
+                assert!(within < g.unit);
             }
         }
     }
@@ -154,7 +155,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for row in 0..8 {
             for slot in 0..g.slots_per_row() {
-                assert!(seen.insert(g.locate(g.phys(row, slot))));
+                assert!(seen.insert((row, g.offset_in_row(g.phys(row, slot)))));
             }
         }
     }

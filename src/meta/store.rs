@@ -30,8 +30,8 @@ use super::journal::{Journal, JournalError};
 use super::records;
 use super::replay::{RecoveredBlock, VaultCopies};
 use super::usage::{PoolUsage, VolumeHandle};
-use crate::io::{BufferPool, Device, IoRing};
-use crate::layout::{Array, ParityCodec, SegmentAllocator, block_checksum};
+use crate::io::{Device, IoRing};
+use crate::layout::{Array, RepairOutcome, SegmentAllocator, block_checksum};
 use crate::secrets::NodeKey;
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
@@ -122,11 +122,19 @@ impl MetaState {
     }
 }
 
+/// Lost blocks remembered between two monitor passes.
+pub const LOST_BLOCKS_KEPT: usize = 64;
+
 /// Counters an operator watches.
 #[derive(Default)]
 pub struct MetaCounters {
     pub checksum_repairs: AtomicU64,
+    /// Reads of a block on a failed drive, rebuilt from the rest of its row.
+    pub degraded_reads: AtomicU64,
     pub unrecoverable_reads: AtomicU64,
+    /// The latest lost blocks (`volume NAME block LBA`), at most [`LOST_BLOCKS_KEPT`],
+    /// for the monitor to name in its event.
+    pub lost_blocks: parking_lot::Mutex<Vec<String>>,
     pub checkpoints: AtomicU64,
     pub media_blocks_written: AtomicU64,
     pub media_rows_written: AtomicU64,
@@ -170,7 +178,6 @@ pub struct MetaStore {
     /// Moves after every applied catalog change (see `catalog_generation`).
     catalog_generation: AtomicU64,
     usable_blocks: u64,
-    repair_rows: Arc<BufferPool>,
     failed: AtomicBool,
     /// Dataset → family, readable without the state lock (a leaf lock: the destage
     /// thread reads it under shard locks).
@@ -382,36 +389,37 @@ impl MetaStore {
                 continue; // moved while we read it: read the new copy
             }
             let verify = |block: &[u8]| block_checksum(identity, lba, block) == entry.checksum;
-            let geometry = self.array.geometry();
-            let mut codec =
-                ParityCodec::new(geometry.data, geometry.unit as usize).map_err(|err| {
-                    IoError::Media {
-                        volume: volume.name.clone(),
-                        detail: err.to_string(),
-                    }
-                })?;
-            // Repairs share a small fixed set of row buffers: a storm of bad blocks waits
-            // for one instead of allocating without bound.
-            let mut row = self.repair_rows.take();
-            if self
-                .array
-                .repair_block(ring, &mut codec, entry.phys, &verify, &mut row, buf)
-            {
-                self.counters
-                    .checksum_repairs
-                    .fetch_add(1, Ordering::Relaxed);
-                crate::say!(
-                    "troika: repaired block {lba} of volume {} (physical block {}) from parity: the copy on media failed its checksum",
-                    volume.name,
-                    entry.phys
-                );
-                return Ok(BlockRead::Repaired {
-                    generation: entry.generation,
-                });
+            match self.array.repair_block(ring, entry.phys, &verify, buf) {
+                RepairOutcome::Reconstructed => {
+                    self.counters.degraded_reads.fetch_add(1, Ordering::Relaxed);
+                    return Ok(BlockRead::Read {
+                        generation: entry.generation,
+                    });
+                }
+                RepairOutcome::Repaired => {
+                    self.counters
+                        .checksum_repairs
+                        .fetch_add(1, Ordering::Relaxed);
+                    crate::say!(
+                        "troika: repaired block {lba} of volume {} (physical block {}) from parity: the copy on media failed its checksum",
+                        volume.name,
+                        entry.phys
+                    );
+                    return Ok(BlockRead::Repaired {
+                        generation: entry.generation,
+                    });
+                }
+                RepairOutcome::Lost => {}
             }
             self.counters
                 .unrecoverable_reads
                 .fetch_add(1, Ordering::Relaxed);
+            {
+                let mut lost = self.counters.lost_blocks.lock();
+                if lost.len() < LOST_BLOCKS_KEPT {
+                    lost.push(format!("volume {} block {lba}", volume.name));
+                }
+            }
             return Err(IoError::Media {
                 volume: volume.name.clone(),
                 detail: format!(

@@ -51,6 +51,7 @@ use anyhow::Context;
 mod api;
 pub mod certs;
 pub mod data_dir;
+mod heal;
 mod host_admin;
 pub mod iscsi;
 mod monitor;
@@ -131,6 +132,7 @@ impl Node {
         let faults = Arc::new(FaultPlane::new());
         let (ssd, array) = open_devices(&hw, data_dir, &faults)?;
         let events = open_event_log(data_dir)?;
+        heal::report_drive_events(&array, events.clone());
         let (meta, recovered) = open_metadata(ssd, array, key, data_dir, key_created, &events)?;
         let (users, admin_password) = UserStore::open(data_dir)
             .with_context(|| format!("cannot open the user store in {}", data_dir.display()))?;
@@ -172,6 +174,9 @@ impl Node {
             certificate: &certificate,
         };
         start_mgmt(options, mgmt_parts, &shutdown, &mut services)?;
+        services
+            .threads
+            .push(heal::spawn(meta.clone(), shutdown.clone()));
         services
             .threads
             .push(monitor::spawn(meta, events.clone(), shutdown.clone()));

@@ -76,11 +76,13 @@ fn watch(meta: &MetaStore, events: &EventLog, shutdown: &AtomicBool) {
         }
         let now_lost = meta.counters.unrecoverable_reads.load(Ordering::Relaxed);
         if now_lost > lost {
+            let named = std::mem::take(&mut *meta.counters.lost_blocks.lock());
             events.raise(
                 "DATA_UNRECOVERABLE",
                 format!(
-                    "{} read(s) found a block that failed its checksum and could not be rebuilt from parity; hosts got a media error. Replace failed devices and restore the affected data",
-                    now_lost - lost
+                    "{} read(s) found a block that neither its copy nor parity could give back; hosts got a media error for exactly those blocks ({}). Replace failed devices and restore the affected data",
+                    now_lost - lost,
+                    named.join(", ")
                 ),
                 None,
                 None,

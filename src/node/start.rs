@@ -22,7 +22,7 @@ use crate::controller::Controllers;
 use crate::controller::routing::Routing;
 use crate::hw::{DeviceSpec, HwModel};
 use crate::io::{Device, FaultPlane};
-use crate::layout::Array;
+use crate::layout::{Array, DriveStore, Placement, PlacementKind};
 use crate::meta::{MetaError, MetaStore, RecoveredBlock};
 use crate::mgmt;
 use crate::mgmt::events::EventLog;
@@ -82,19 +82,50 @@ pub(super) fn open_devices(
 ) -> anyhow::Result<(Device, Array)> {
     let ssd = open_device(hw, &hw.ssds[0], data_dir, faults)
         .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
+    let store = DriveStore::open(data_dir).map_err(anyhow::Error::msg)?;
     let mut drives = Vec::new();
-    for spec in &hw.nlsas {
+    for (index, spec) in hw.nlsas.iter().enumerate() {
+        // A drive replaced since the node was formatted is opened where it now is.
+        let replaced;
+        let spec = match store.replacement(index) {
+            Some(path) => {
+                replaced = DeviceSpec {
+                    path,
+                    size: None,
+                    ..spec.clone()
+                };
+                &replaced
+            }
+            None => spec,
+        };
         drives.push(
             open_device(hw, spec, data_dir, faults)
                 .with_context(|| format!("cannot open NL-SAS device {:?}", spec.name))?,
         );
     }
+    let kind = if hw.stripe.declustered {
+        PlacementKind::Declustered {
+            seed: crate::layout::placement::DEFAULT_SEED,
+        }
+    } else {
+        PlacementKind::Straight
+    };
+    let placement = Placement::new(
+        kind,
+        drives.len(),
+        hw.stripe.data + hw.stripe.parity,
+        hw.stripe.parity,
+        hw.stripe.spare,
+    )
+    .map_err(anyhow::Error::msg)?;
     let array = Array::new(
         drives,
         hw.stripe.data,
         hw.stripe.unit,
         hw.stripe.rows_per_segment,
+        placement,
     );
+    array.attach_store(store).map_err(anyhow::Error::msg)?;
     if array.geometry().segments() < 16 {
         bail!(
             "the NL-SAS devices hold only {} segments; give them more space or fewer rows_per_segment (at least 16 segments)",

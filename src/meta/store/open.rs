@@ -14,7 +14,7 @@ use parking_lot::{Mutex, RwLock};
 use super::datasets::{family_table, rebuild_handles};
 use super::{MetaCounters, MetaError, MetaState, MetaStore, OpenReport};
 use crate::clock::now_secs;
-use crate::io::{BufferPool, Device, IoRing};
+use crate::io::{Device, IoRing};
 use crate::layout::{Array, Geometry, SegmentAllocator};
 use crate::meta::catalog::Catalog;
 use crate::meta::checkpoint::{
@@ -97,7 +97,6 @@ impl MetaStore {
         )
         .map_err(|err| media(&ssd, err))?;
         let data_blocks = geometry.data_blocks();
-        let row_buffer_len = array.row_buffer_len();
         let reserve = (data_blocks / 8).max(6 * geometry.data_blocks_per_segment());
         let families = family_table(&state);
         let plain_secrets = superblock.key_id.is_none();
@@ -116,7 +115,6 @@ impl MetaStore {
             map_version: AtomicU64::new(0),
             catalog_generation: AtomicU64::new(0),
             usable_blocks: data_blocks.saturating_sub(reserve),
-            repair_rows: BufferPool::new(2, row_buffer_len),
             failed: AtomicBool::new(false),
             families: RwLock::new(families),
             counters: MetaCounters::default(),

@@ -78,7 +78,7 @@ fn secrets_reach_the_vault_only_sealed_and_need_the_key() {
             Device::open(&dir.path().join(format!("nlsas{index}.img")), None, None).unwrap()
         })
         .collect();
-    let array = Array::new(drives, 4, 64 << 10, 4);
+    let array = Array::straight(drives, 4, 64 << 10, 4);
     let other = Arc::new(NodeKey::from_bytes([0x77; 32]));
     match MetaStore::open(ssd, array, other) {
         Err(MetaError::WrongKey { recorded, .. }) => assert_eq!(recorded, test_key().id()),

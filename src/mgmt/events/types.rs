@@ -387,6 +387,36 @@ pub const EVENT_TYPES: &[EventType] = &[
         "A block failed its checksum and could not be rebuilt; its data is lost",
     ),
     kind(
+        "DRIVE_FAILED",
+        Critical,
+        "DRIVE",
+        "Drive {drive} failed; its data is read from parity and rebuilt into spare space",
+    ),
+    kind(
+        "REBUILD_STARTED",
+        Warning,
+        "DRIVE",
+        "The rebuild of drive {drive} into distributed spare space started",
+    ),
+    kind(
+        "REBUILD_COMPLETED",
+        Info,
+        "DRIVE",
+        "The rebuild of drive {drive} completed",
+    ),
+    kind(
+        "DRIVE_COPYBACK_COMPLETED",
+        Info,
+        "DRIVE",
+        "Drive {drive} was replaced and its data copied back; it is ACTIVE",
+    ),
+    kind(
+        "ROWS_LOST",
+        Critical,
+        "DRIVE",
+        "Rows lost more units to failed drives than parity can rebuild",
+    ),
+    kind(
         "CONTROLLER_FAILED",
         Critical,
         "CONTROLLER",
