@@ -103,7 +103,9 @@ fn drives_that_fail_reads_or_writes_are_failed_and_everything_still_reads_back()
     node.restart();
     read_all(&node, 3);
     assert!(
-        node.log_text().lines().all(|line| !line.contains("durability failure")),
+        node.log_text()
+            .lines()
+            .all(|line| !line.contains("durability failure")),
         "{}",
         node.log_text()
     );
@@ -156,5 +158,34 @@ fn a_failed_drive_of_a_declustered_array_is_rebuilt_into_spare_space() {
     node.stop();
     node.restart();
     read_all(&node, 2);
+    node.stop();
+}
+
+#[test]
+fn a_drive_slower_than_the_model_allows_is_failed_and_its_data_rebuilt() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("hw/ci-raid.toml");
+    let text = std::fs::read_to_string(source).expect("read hw/ci-raid.toml");
+    let text = text.replace(
+        "spare_drives = 2",
+        "spare_drives = 2\ndrive_timeout_ms = 300",
+    );
+    assert!(text.contains("drive_timeout_ms = 300"));
+    let model = dir.path().join("slow.toml");
+    std::fs::write(&model, text).expect("write the model");
+    let mut node = TestNode::start_with_model(model);
+    node.pool_and_volume("p", "300M", "v", "64M");
+    fill(&node, 1);
+    node.stop();
+    node.restart();
+    rest_unix::inject_fault(
+        &node.mgmt_socket(),
+        r#"{"device": "nlsas6", "op": "read", "delay_ms": 800}"#,
+    );
+    read_all(&node, 1);
+    let failed = wait_for_event(&node, "DRIVE_FAILED", "nlsas6");
+    assert!(failed.contains("drive timeout"), "{failed}");
+    wait_for_event(&node, "REBUILD_COMPLETED", "nlsas6");
+    read_all(&node, 1);
     node.stop();
 }

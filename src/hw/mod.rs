@@ -18,7 +18,8 @@
 //! (at most 1024), where the spare space is `stripe.spare_drives` or `stripe.spare` (a share
 //! such as `"5%"`, rounded up to whole drives' worth) or by default two drives' worth when
 //! there are more drives than a row is wide (none when exactly as many: the straight layout
-//! of earlier builds); every
+//! of earlier builds); `stripe.drive_timeout_ms` (default 30000: an NL-SAS I/O slower than
+//! this fails its drive) is 100..=600000; every
 //! device has a non-empty name (unique across the node) and a path; a size, when given, is a
 //! multiple of the stripe unit and at least 64 units (NL-SAS) or 64M (SSD); latency numbers
 //! are within physical reason (rpm 3600..=20000, times at most 100 ms); `write_cache` is a
@@ -48,6 +49,8 @@ const MAX_LATENCY_US: u64 = 100_000;
 const MIN_SSD_SIZE: u64 = 64 << 20;
 /// Largest simulated write cache a device may have.
 const MAX_WRITE_CACHE: u64 = 1 << 30;
+/// How slow an NL-SAS I/O may be before its drive is failed, unless the model says.
+const DEFAULT_DRIVE_TIMEOUT_MS: i64 = 30_000;
 /// Most NL-SAS drives a model may name.
 const MAX_NLSAS: usize = 1024;
 /// Smallest NL-SAS drive a model may name, in stripe units.
@@ -105,6 +108,8 @@ pub struct StripeGeometry {
     /// Rows are declustered over the drives (false only for the straight layout: exactly
     /// `data + parity` drives and no spare).
     pub declustered: bool,
+    /// An NL-SAS I/O slower than this fails its drive.
+    pub drive_timeout: std::time::Duration,
 }
 
 /// A simulated device's service time.
@@ -212,6 +217,8 @@ struct RawStripe {
     spare_drives: Option<i64>,
     /// Spare space as a share of the drives (`"5%"`), rounded up to whole drives' worth.
     spare: Option<String>,
+    /// An NL-SAS I/O slower than this fails its drive (ms).
+    drive_timeout_ms: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -377,6 +384,12 @@ impl RawStripe {
                 rows_per_segment: self.rows_per_segment as u64,
                 spare: 0,
                 declustered: false,
+                drive_timeout: std::time::Duration::from_millis(int_in_range(
+                    "stripe.drive_timeout_ms",
+                    self.drive_timeout_ms.unwrap_or(DEFAULT_DRIVE_TIMEOUT_MS),
+                    100,
+                    600_000,
+                )? as u64),
             },
             spare_drives: self.spare_drives,
             spare_share: self.spare,

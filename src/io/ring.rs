@@ -9,7 +9,7 @@
 use std::cell::Cell;
 use std::io;
 use std::marker::PhantomData;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
@@ -62,6 +62,9 @@ struct OpState {
     cache_seq: Option<u64>,
     /// A sync's mark in its device's simulated write cache.
     sync_mark: Option<u64>,
+    /// When it was first pushed, and when it finished (for [`IoRing::took`]).
+    pushed_at: Option<Instant>,
+    finished_at: Option<Instant>,
 }
 
 /// An io_uring instance owned by one thread (it is `Send`, not `Sync`).
@@ -146,6 +149,8 @@ impl IoRing {
                 judged: false,
                 cache_seq: None,
                 sync_mark: None,
+                pushed_at: None,
+                finished_at: None,
             });
             results.push(result);
         }
@@ -176,6 +181,7 @@ impl IoRing {
                 let op = &mut ops[index];
                 if !op.judged {
                     op.judged = true;
+                    op.pushed_at = Some(Instant::now());
                     op.not_before = simulated_completion(request);
                     // The one branch injection costs while it is off.
                     if request.device.faults().active() && !judge(request, op) {
@@ -211,6 +217,10 @@ impl IoRing {
                     index,
                     cqe.result(),
                 );
+                let op = &mut ops[index];
+                if op.phase == Phase::Finished {
+                    op.finished_at = Some(Instant::now());
+                }
                 let op = &ops[index];
                 if op.phase == Phase::Finished && (op.cache_seq.is_some() || op.sync_mark.is_some())
                 {
@@ -224,6 +234,22 @@ impl IoRing {
                 std::thread::sleep(latest - now);
             }
         }
+    }
+
+    /// How long request `index` of the last [`IoRing::execute`] took, from its first
+    /// submission to its completion (its modelled completion, when that is later); zero
+    /// for a request that was never submitted.
+    pub fn took(&self, index: usize) -> Duration {
+        let Some(op) = self.ops.get(index) else {
+            return Duration::ZERO;
+        };
+        let (Some(pushed), Some(finished)) = (op.pushed_at, op.finished_at) else {
+            return Duration::ZERO;
+        };
+        let end = op
+            .not_before
+            .map_or(finished, |modelled| modelled.max(finished));
+        end.saturating_duration_since(pushed)
     }
 
     /// Reads the whole buffer from `offset`, or fails.

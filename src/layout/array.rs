@@ -98,6 +98,8 @@ pub struct Array {
     /// Block reads served, so a heal can tell when hosts are busy.
     reads_served: AtomicU64,
     priority: std::sync::atomic::AtomicU8,
+    /// An I/O slower than this fails its drive (ms; 0: no limit).
+    timeout_ms: AtomicU64,
 }
 
 /// How hard a heal pushes against host I/O.
@@ -180,6 +182,7 @@ impl Array {
             heal_progress: Mutex::new(heal::Progress::default()),
             reads_served: AtomicU64::new(0),
             priority: std::sync::atomic::AtomicU8::new(1),
+            timeout_ms: AtomicU64::new(0),
         }
     }
 
@@ -411,6 +414,31 @@ impl Array {
         }
     }
 
+    /// Fails drives whose I/O takes longer than `limit` (from the hardware model).
+    pub fn set_drive_timeout(&self, limit: std::time::Duration) {
+        self.timeout_ms
+            .store(limit.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Fails `drive` when request `index` of the ring's last batch took longer than the
+    /// drive timeout.
+    pub(crate) fn judge_latency(&self, ring: &IoRing, index: usize, drive: usize) {
+        let limit = self.timeout_ms.load(Ordering::Relaxed);
+        if limit == 0 {
+            return;
+        }
+        let took = ring.took(index);
+        if took.as_millis() as u64 > limit {
+            let _ = self.fail_drive(
+                drive,
+                &format!(
+                    "an I/O took {} ms, past the model's drive timeout of {limit} ms",
+                    took.as_millis()
+                ),
+            );
+        }
+    }
+
     /// Counts a failed read on `drive`; fails the drive after [`READ_ERRORS_TO_FAIL`].
     fn count_read_error(&self, drive: usize, error: &dyn std::fmt::Display) {
         let errors = self.read_errors[drive].fetch_add(1, Ordering::Relaxed) + 1;
@@ -480,6 +508,9 @@ impl Array {
             drop(requests);
             pending.clear();
             let mut failed_now = Vec::new();
+            for (index, &(_, _, cell)) in targets.iter().enumerate() {
+                self.judge_latency(ring, index, cell.drive);
+            }
             for (&(r, u, cell), result) in targets.iter().zip(results) {
                 match result {
                     Ok(done) if done >= unit => written.push((r, u, cell.drive)),
@@ -515,6 +546,9 @@ impl Array {
             let mut sync_results = Vec::with_capacity(syncs.len());
             ring.execute(&mut syncs, &mut sync_results);
             drop(syncs);
+            for (index, &drive) in touched.iter().enumerate() {
+                self.judge_latency(ring, index, drive);
+            }
             for (&drive, result) in touched.iter().zip(sync_results) {
                 if let Err(err) = result {
                     let _ =
@@ -571,6 +605,7 @@ impl Array {
             self.byte_offset(cell) + within,
             &mut buf[..BLOCK_SIZE],
         );
+        self.judge_latency(ring, 0, cell.drive);
         if let Err(err) = &result {
             self.count_read_error(cell.drive, err);
         }
@@ -610,6 +645,9 @@ impl Array {
         let mut results = Vec::with_capacity(requests.len());
         ring.execute(&mut requests, &mut results);
         drop(requests);
+        for (request, &(_, drive)) in indexes.iter().enumerate() {
+            self.judge_latency(ring, request, drive);
+        }
         for (&(index, drive), result) in indexes.iter().zip(results) {
             match result {
                 Ok(done) if done == BLOCK_SIZE => {}

@@ -126,6 +126,7 @@ pub(super) fn open_devices(
         placement,
     );
     array.attach_store(store).map_err(anyhow::Error::msg)?;
+    array.set_drive_timeout(hw.stripe.drive_timeout);
     if array.geometry().segments() < 16 {
         bail!(
             "the NL-SAS devices hold only {} segments; give them more space or fewer rows_per_segment (at least 16 segments)",

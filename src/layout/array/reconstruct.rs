@@ -48,6 +48,9 @@ impl Array {
         let mut results = Vec::with_capacity(requests.len());
         ring.execute(&mut requests, &mut results);
         drop(requests);
+        for (request, &(_, drive)) in issued.iter().enumerate() {
+            self.judge_latency(ring, request, drive);
+        }
         for (&(index, drive), result) in issued.iter().zip(&results) {
             match result {
                 Ok(n) if *n == unit => {}
