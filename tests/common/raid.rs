@@ -134,6 +134,17 @@ pub fn read_back(
     blocks: u64,
     expected: &dyn Fn(u64) -> u8,
 ) -> ReadBack {
+    read_back_range(node, volume, 0..blocks, expected)
+}
+
+/// [`read_back`] of the blocks in `range` only.
+pub fn read_back_range(
+    node: &TestNode,
+    volume: &str,
+    range: std::ops::Range<u64>,
+    expected: &dyn Fn(u64) -> u8,
+) -> ReadBack {
+    let blocks = range.end;
     let mut client = NbdClient::connect(&node.nbd_socket(), volume).expect("connect");
     let mut result = ReadBack::default();
     let mut buf = vec![0u8; CHUNK_BLOCKS as usize * BLOCK];
@@ -142,7 +153,7 @@ pub fn read_back(
             result.wrong.push((lba, identify(got)));
         }
     };
-    for first in (0..blocks).step_by(CHUNK_BLOCKS as usize) {
+    for first in range.step_by(CHUNK_BLOCKS as usize) {
         let count = CHUNK_BLOCKS.min(blocks - first);
         let len = count as usize * BLOCK;
         match client.read(first * BLOCK as u64, &mut buf[..len]) {
@@ -226,6 +237,34 @@ pub fn locate_blocks(
     found
 }
 
+/// The rows whose data units hold any block this module wrote (any LBA, any tag; stale
+/// copies included), read from the home cells on the drive files of a stopped node (a drive
+/// failed by injected faults keeps its file as it was).
+pub fn rows_holding_blocks(data: &Path, placement: &Placement) -> std::collections::BTreeSet<u64> {
+    let files: Vec<File> = (0..DRIVES)
+        .map(|d| File::open(data.join(format!("nlsas{d}.img"))).expect("open a drive file"))
+        .collect();
+    let cells = DRIVE_BYTES / UNIT;
+    let mut rows = std::collections::BTreeSet::new();
+    let mut buf = vec![0u8; UNIT as usize];
+    for row in 0..placement.rows_for(cells) {
+        for unit in 0..DATA {
+            let cell = placement.cell(row, unit);
+            if cell.index >= cells {
+                continue;
+            }
+            files[cell.drive]
+                .read_exact_at(&mut buf, cell.index * UNIT)
+                .expect("read a drive file");
+            if buf.chunks(BLOCK).any(|block| identify(block).is_some()) {
+                rows.insert(row);
+                break;
+            }
+        }
+    }
+    rows
+}
+
 /// Events with `code`, oldest first.
 pub fn events(node: &TestNode, code: &str) -> Vec<Value> {
     rest_unix::list(&node.mgmt_socket(), "events", &format!("code=eq:{code}"))
@@ -240,7 +279,7 @@ pub fn descriptions(node: &TestNode, code: &str) -> Vec<String> {
 }
 
 /// Waits up to `timeout` until at least `count` events with `code` whose description
-/// contains `needle` are logged; returns their descriptions or panics with what was logged.
+/// contains `needle` (in any case) are logged; returns their descriptions or panics with what was logged.
 pub fn wait_events(
     node: &TestNode,
     code: &str,
@@ -252,7 +291,7 @@ pub fn wait_events(
     loop {
         let found: Vec<String> = descriptions(node, code)
             .into_iter()
-            .filter(|text| text.contains(needle))
+            .filter(|text| text.to_lowercase().contains(&needle.to_lowercase()))
             .collect();
         if found.len() >= count {
             return found;
@@ -298,11 +337,15 @@ pub fn drive_events(node: &TestNode) -> String {
     format!("\n  {}", lines.join("\n  "))
 }
 
-/// The sequence number of the first event with `code` whose description contains `needle`.
+/// The sequence number of the first event with `code` whose description contains `needle`
+/// (in any case).
 pub fn first_seq(node: &TestNode, code: &str, needle: &str) -> Option<u64> {
     events(node, code)
         .iter()
-        .filter(|event| event["description"].as_str().unwrap_or("").contains(needle))
+        .filter(|event| {
+            let text = event["description"].as_str().unwrap_or("").to_lowercase();
+            text.contains(&needle.to_lowercase())
+        })
         .filter_map(|event| event["seq_num"].as_u64())
         .min()
 }
