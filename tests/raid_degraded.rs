@@ -41,6 +41,8 @@ const EVENT_WAIT: Duration = Duration::from_secs(90);
 const FIO_VOLUME: &str = "fv";
 const FIO_SIZE: &str = "48M";
 const FIO_SEED: u64 = 0x5EED_16;
+/// Write-and-verify passes of the loaded run, so fio still runs while both drives fail.
+const FIO_LOOPS: u32 = 4;
 
 fn fio_command(node: &TestNode, verify_only: bool) -> Command {
     let mut command = Command::new("fio");
@@ -61,6 +63,8 @@ fn fio_command(node: &TestNode, verify_only: bool) -> Command {
         .stderr(Stdio::piped());
     if verify_only {
         command.arg("--verify_only");
+    } else {
+        command.arg(format!("--loops={FIO_LOOPS}"));
     }
     command
 }
@@ -111,7 +115,7 @@ fn two_drive_failures_under_fio_verify_load() {
     let mut node = TestNode::start_with_model(raid::raid_model());
     node.pool_and_volume("p", "300M", FIO_VOLUME, "64M");
     let started = Instant::now();
-    let fio = fio_command(&node, false).spawn().expect("run fio");
+    let mut fio = fio_command(&node, false).spawn().expect("run fio");
     // Spare-cell writes of the survivors are slowed so the first rebuild is still running
     // when the second drive fails (the rebuild visits only what fio wrote: a few MiB).
     for drive in (0..DRIVES).filter(|&d| d != first && d != second) {
@@ -122,6 +126,11 @@ fn two_drive_failures_under_fio_verify_load() {
     raid::wait_events(&node, "REBUILD_STARTED", &drive_name(first), 1, EVENT_WAIT);
     raid::eio(&node, second, "write");
     raid::wait_events(&node, "DRIVE_FAILED", &drive_name(second), 1, EVENT_WAIT);
+    let failed_at = started.elapsed();
+    assert!(
+        fio.try_wait().expect("fio").is_none(),
+        "fio ended before the second drive failed ({failed_at:?}): the failures were not under load"
+    );
     let second_failed = raid::first_seq(&node, "DRIVE_FAILED", &drive_name(second));
     let first_rebuilt = raid::first_seq(&node, "REBUILD_COMPLETED", &drive_name(first));
     assert!(
@@ -134,7 +143,8 @@ fn two_drive_failures_under_fio_verify_load() {
     raid::wait_events(&node, "REBUILD_COMPLETED", &drive_name(first), 1, EVENT_WAIT);
     raid::wait_events(&node, "REBUILD_COMPLETED", &drive_name(second), 1, EVENT_WAIT);
     eprintln!(
-        "fio wrote and verified {FIO_SIZE} while drives {first} and {second} failed and were rebuilt, in {:.1} s",
+        "fio wrote and verified {FIO_SIZE} {FIO_LOOPS} times while drives {first} and {second} failed (both by {:.1} s) and were rebuilt, in {:.1} s",
+        failed_at.as_secs_f64(),
         started.elapsed().as_secs_f64()
     );
     // Every block from media: a clean stop destages, the restart starts with a cold cache.
