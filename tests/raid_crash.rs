@@ -60,7 +60,10 @@ fn persisted_progress(node: &TestNode, drive: usize) -> (BTreeSet<u64>, u64) {
         .expect("rebuilt bits are base64");
     // Little-endian 64-bit words: segment s is bit s % 8 of byte s / 8.
     let done = (0..segments)
-        .filter(|&s| bits.get((s / 8) as usize).is_some_and(|byte| byte & (1 << (s % 8)) != 0))
+        .filter(|&s| {
+            bits.get((s / 8) as usize)
+                .is_some_and(|byte| byte & (1 << (s % 8)) != 0)
+        })
         .collect();
     (done, segments)
 }
@@ -157,14 +160,24 @@ fn check_resumed(
     let starts = log
         .matches(&format!("troika: rebuilding drive {drive} (nlsas{drive})"))
         .count();
-    assert_eq!(starts, 2, "{crash}: one rebuild start per run:\n{}", raid::tail(&log, 40));
+    assert_eq!(
+        starts,
+        2,
+        "{crash}: one rebuild start per run:\n{}",
+        raid::tail(&log, 40)
+    );
     let needle = format!("troika: rebuilt drive {drive} (nlsas{drive}): ");
     let finished: Vec<u64> = log
         .lines()
         .filter_map(|line| line.split(needle.as_str()).nth(1))
         .filter_map(|rest| rest.split(' ').next()?.parse().ok())
         .collect();
-    assert_eq!(finished.len(), 1, "{crash}: one rebuild end:\n{}", raid::tail(&log, 40));
+    assert_eq!(
+        finished.len(),
+        1,
+        "{crash}: one rebuild end:\n{}",
+        raid::tail(&log, 40)
+    );
     let resumed = finished[0];
     // After kill -9 every row on the drive files is known, so the bytes left are exact. A
     // power cut also drops unsynced rows of segments already allocated, which the rebuild
@@ -199,7 +212,7 @@ fn check_resumed(
 
 /// Pattern 2 on every 4th block, destaged; pattern 3 on the next ones, only flushed.
 fn after_first_overwrite(lba: u64) -> u8 {
-    if lba % 4 == 0 { 2 } else { 1 }
+    if lba.is_multiple_of(4) { 2 } else { 1 }
 }
 
 fn after_second_overwrite(lba: u64) -> u8 {
@@ -229,7 +242,14 @@ fn rebuild_resumes_after_kill9_and_power_cut_and_flushed_data_survives() {
     node.kill9();
     let crashed = at_crash(&node, &placement, first, "kill -9");
     node.restart();
-    let resumed = check_resumed(&node, first, &crashed, &after_first_overwrite, "kill -9", true);
+    let resumed = check_resumed(
+        &node,
+        first,
+        &crashed,
+        &after_first_overwrite,
+        "kill -9",
+        true,
+    );
     eprintln!(
         "kill -9: {} of {} segments persisted at the crash; the resumed rebuild moved {resumed} bytes (from there {}, from zero {})",
         crashed.done.len(),
@@ -254,10 +274,21 @@ fn rebuild_resumes_after_kill9_and_power_cut_and_flushed_data_survives() {
     let status = node
         .wait_exit(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("the node outlived its power cut\n{}", node.log_text()));
-    assert_eq!(status.signal(), Some(libc::SIGKILL), "a power cut ends by SIGKILL: {status}");
+    assert_eq!(
+        status.signal(),
+        Some(libc::SIGKILL),
+        "a power cut ends by SIGKILL: {status}"
+    );
     let crashed = at_crash(&node, &placement, second, "power cut");
     node.restart();
-    let resumed = check_resumed(&node, second, &crashed, &after_second_overwrite, "power cut", false);
+    let resumed = check_resumed(
+        &node,
+        second,
+        &crashed,
+        &after_second_overwrite,
+        "power cut",
+        false,
+    );
     eprintln!(
         "power cut: {} of {} segments persisted at the cut; the resumed rebuild moved {resumed} bytes (from there {}, from zero {}); {:.1} s in all",
         crashed.done.len(),

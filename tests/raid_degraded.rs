@@ -31,7 +31,6 @@ use common::tools;
 use raid::{DATA, DRIVE_BYTES, DRIVES, WIDTH, drive_name, locate_blocks, placement};
 use troika::layout::placement::Placement;
 
-
 /// How long drive events and rebuilds may take before the test calls it a hang.
 const EVENT_WAIT: Duration = Duration::from_secs(90);
 
@@ -40,7 +39,7 @@ const EVENT_WAIT: Duration = Duration::from_secs(90);
 
 const FIO_VOLUME: &str = "fv";
 const FIO_SIZE: &str = "48M";
-const FIO_SEED: u64 = 0x5EED_16;
+const FIO_SEED: u64 = 0x5EED_0016;
 /// Write-and-verify passes of the loaded run, so fio still runs while both drives fail.
 const FIO_LOOPS: u32 = 4;
 
@@ -102,7 +101,10 @@ fn finish_fio(node: &TestNode, mut child: Child, timeout: Duration, what: &str) 
         "fio ({what}) reported verify errors:\n{text}"
     );
     for line in lower.lines().filter(|line| line.contains("err=")) {
-        assert!(line.contains("err= 0"), "fio ({what}) reported an error:\n{text}");
+        assert!(
+            line.contains("err= 0"),
+            "fio ({what}) reported an error:\n{text}"
+        );
     }
 }
 
@@ -140,8 +142,20 @@ fn two_drive_failures_under_fio_verify_load() {
     );
     raid::clear_faults(&node);
     finish_fio(&node, fio, Duration::from_secs(240), "write and verify");
-    raid::wait_events(&node, "REBUILD_COMPLETED", &drive_name(first), 1, EVENT_WAIT);
-    raid::wait_events(&node, "REBUILD_COMPLETED", &drive_name(second), 1, EVENT_WAIT);
+    raid::wait_events(
+        &node,
+        "REBUILD_COMPLETED",
+        &drive_name(first),
+        1,
+        EVENT_WAIT,
+    );
+    raid::wait_events(
+        &node,
+        "REBUILD_COMPLETED",
+        &drive_name(second),
+        1,
+        EVENT_WAIT,
+    );
     eprintln!(
         "fio wrote and verified {FIO_SIZE} {FIO_LOOPS} times while drives {first} and {second} failed (both by {:.1} s) and were rebuilt, in {:.1} s",
         failed_at.as_secs_f64(),
@@ -151,7 +165,12 @@ fn two_drive_failures_under_fio_verify_load() {
     node.stop();
     node.restart();
     let verify = fio_command(&node, true).spawn().expect("run fio");
-    finish_fio(&node, verify, Duration::from_secs(120), "verify after rebuild");
+    finish_fio(
+        &node,
+        verify,
+        Duration::from_secs(120),
+        "verify after rebuild",
+    );
     replace_both(&mut node, first, second);
     node.stop();
 }
@@ -182,7 +201,10 @@ fn replace_both(node: &mut TestNode, first: usize, second: usize) {
         );
         return;
     }
-    assert!((200..300).contains(&status), "POST {target}: {status} {answer}");
+    assert!(
+        (200..300).contains(&status),
+        "POST {target}: {status} {answer}"
+    );
     let path = new_drive(second);
     node.cli_ok(&[
         "drive",
@@ -203,7 +225,12 @@ fn replace_both(node: &mut TestNode, first: usize, second: usize) {
     node.stop();
     node.restart();
     let verify = fio_command(node, true).spawn().expect("run fio");
-    finish_fio(node, verify, Duration::from_secs(120), "verify after replacement");
+    finish_fio(
+        node,
+        verify,
+        Duration::from_secs(120),
+        "verify after replacement",
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -305,7 +332,8 @@ fn three_failures_lose_exactly_the_blocks_of_rows_that_lost_three_units() {
         rows.len()
     );
     assert_read_back(&node, &predicted, "second read (three drives failed)");
-    let unrecoverable = raid::wait_events(&node, "DATA_UNRECOVERABLE", "volume v block", 1, EVENT_WAIT);
+    let unrecoverable =
+        raid::wait_events(&node, "DATA_UNRECOVERABLE", "volume v block", 1, EVENT_WAIT);
     let named: Vec<u64> = unrecoverable
         .iter()
         .flat_map(|text| text.split("volume v block ").skip(1))
@@ -316,9 +344,15 @@ fn three_failures_lose_exactly_the_blocks_of_rows_that_lost_three_units() {
                 .ok()
         })
         .collect();
-    assert!(!named.is_empty(), "DATA_UNRECOVERABLE names no block: {unrecoverable:?}");
+    assert!(
+        !named.is_empty(),
+        "DATA_UNRECOVERABLE names no block: {unrecoverable:?}"
+    );
     for lba in &named {
-        assert!(predicted.contains(lba), "DATA_UNRECOVERABLE names block {lba}, which reads back");
+        assert!(
+            predicted.contains(lba),
+            "DATA_UNRECOVERABLE names block {lba}, which reads back"
+        );
     }
     // The node still serves: a new volume is written, read and destaged.
     node.cli_ok(&["vol", "create", "fresh", "--pool", "p", "--size", "8M"]);

@@ -172,7 +172,10 @@ pub fn read_back_range(
                     }
                 }
             }
-            Err(e) => panic!("read at block {first} of {volume}: {e}\n{}", node.log_text()),
+            Err(e) => panic!(
+                "read at block {first} of {volume}: {e}\n{}",
+                node.log_text()
+            ),
         }
     }
     client.disconnect();
