@@ -401,7 +401,7 @@ impl MetaStore {
                         .checksum_repairs
                         .fetch_add(1, Ordering::Relaxed);
                     crate::say!(
-                        "troika: repaired block {lba} of volume {} (physical block {}) from parity: the copy on media failed its checksum",
+                        "troika: repaired block {lba} of volume {} (physical block {}) from parity: the copy on media could not be read or failed its checksum",
                         volume.name,
                         entry.phys
                     );

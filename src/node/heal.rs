@@ -63,7 +63,7 @@ fn describe(event: &DriveEvent) -> (&'static str, String) {
             (
                 "REBUILD_COMPLETED",
                 format!(
-                    "The rebuild of drive {drive} ({name}) completed: {gib:.2} GiB in {seconds:.1} s ({rate:.1} MB/s). The array is redundant again"
+                    "The rebuild of drive {drive} ({name}) completed: {gib:.2} GiB in {seconds:.1} s ({rate:.1} MB/s); its data is now in distributed spare space"
                 ),
             )
         }

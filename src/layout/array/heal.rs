@@ -7,8 +7,8 @@
 //! done: read from where it is now (or reconstructed from the row when it is nowhere),
 //! written to where it will be, synced, then the segment's bit is set. Segments that hold
 //! nothing (free in the allocator) get their bit with no I/O: thin space costs nothing.
-//! Row writes into the segment being healed wait for it, so a heal never overwrites a
-//! newer row with an older one.
+//! The heal holds each segment it works on (see `guard`): row writes into it wait, so a
+//! heal never overwrites a newer row with an older one nor reads a row half-written.
 //!
 //! Rebuild bits are persisted at most a second late (a lost bit only means a segment is
 //! healed again); copy-back bits are persisted before new rows can rely on them.
@@ -17,7 +17,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Array, DriveEvent};
+use super::{Array, DriveEvent, guard};
 use crate::io::{AlignedBuf, Device, IoKind, IoRequest, IoRing};
 use crate::layout::parity::ParityCodec;
 use crate::layout::placement::Cell;
@@ -64,6 +64,9 @@ pub struct HealStatus {
     /// Seconds to go at the rate so far (`None` before the first segment).
     pub eta_seconds: Option<f64>,
 }
+
+/// Segments a heal step visits at most (empty ones cost no I/O).
+pub const VISITS_PER_STEP: usize = 4096;
 
 /// Buffers a heal step reuses.
 pub struct HealBuffers {
@@ -144,9 +147,10 @@ impl Array {
         })
     }
 
-    /// Heals up to `budget` segments of the oldest job. `in_use(segment)` says whether a
-    /// segment may hold referenced rows (the allocator above knows). Returns false when
-    /// nothing is left to heal.
+    /// Heals up to `budget` segments that hold data (and any number of empty ones, up to
+    /// [`VISITS_PER_STEP`]) of the oldest job. `in_use(segment)` says whether a segment may
+    /// hold referenced rows (the allocator above knows). Returns false when nothing is left
+    /// to heal.
     pub fn heal_step(
         &self,
         ring: &mut IoRing,
@@ -158,13 +162,25 @@ impl Array {
             return Ok(false);
         };
         self.start_job(job);
-        for _ in 0..budget {
-            let Some(segment) = self.next_segment(job) else {
+        let mut with_data = 0;
+        // Empty segments copied back stay held until their bits are durable (below).
+        let mut held = Vec::new();
+        for _ in 0..VISITS_PER_STEP {
+            let Some(segment) = self.next_segment(job, in_use) else {
                 break;
             };
-            self.heal_segment(ring, buffers, job, segment, in_use(segment))?;
+            if self.heal_segment(ring, buffers, job, segment, in_use, &mut held)? {
+                with_data += 1;
+                if with_data == budget {
+                    break;
+                }
+            }
         }
-        self.finish_if_done(job);
+        if !held.is_empty() {
+            self.persist(&self.table.read());
+            drop(held);
+        }
+        self.finish_if_done(job, in_use);
         Ok(true)
     }
 
@@ -194,9 +210,9 @@ impl Array {
         }
     }
 
-    /// The job's next segment: first one with a row missing two units, then the lowest
-    /// not yet done.
-    fn next_segment(&self, job: HealJob) -> Option<u64> {
+    /// The job's next segment: first one holding data with a row missing two units, then
+    /// the lowest not yet done.
+    fn next_segment(&self, job: HealJob, in_use: &dyn Fn(u64) -> bool) -> Option<u64> {
         let table = self.table.read();
         let failure = table.failure(job.drive)?;
         let bits = match job.phase {
@@ -208,7 +224,7 @@ impl Array {
         while several_out && progress.double_cursor < bits.len() {
             let segment = progress.double_cursor;
             progress.double_cursor += 1;
-            if !bits.get(segment) && self.lost_two_units(&table, segment) {
+            if !bits.get(segment) && in_use(segment) && self.lost_two_units(&table, segment) {
                 return Some(segment);
             }
         }
@@ -232,55 +248,50 @@ impl Array {
         })
     }
 
-    /// Heals one segment of `job` (see the module doc).
-    fn heal_segment(
-        &self,
+    /// Heals one segment of `job` (see the module doc); returns whether it held data. An
+    /// empty segment of a copy-back is left held in `keep` for the caller to persist.
+    fn heal_segment<'a>(
+        &'a self,
         ring: &mut IoRing,
         buffers: &mut HealBuffers,
         job: HealJob,
         segment: u64,
-        in_use: bool,
-    ) -> io::Result<()> {
-        *self.healing.lock() = Some(segment);
-        let result = if in_use {
-            self.move_units(ring, buffers, job, segment)
+        in_use: &dyn Fn(u64) -> bool,
+        keep: &mut Vec<guard::Held<'a>>,
+    ) -> io::Result<bool> {
+        let held = self.guard.hold(segment);
+        let holds_data = in_use(segment);
+        let moved = if holds_data {
+            self.move_units(ring, buffers, job, segment)?
         } else {
-            Ok(0)
+            0
         };
-        let moved = match result {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                *self.healing.lock() = None;
-                self.healed.notify_all();
-                return Err(err);
-            }
-        };
+        let mut table = self.table.write();
+        if let Some(failure) = table
+            .failures_mut()
+            .iter_mut()
+            .find(|f| f.drive == job.drive)
         {
-            let mut table = self.table.write();
-            if let Some(failure) = table
-                .failures_mut()
-                .iter_mut()
-                .find(|f| f.drive == job.drive)
-            {
-                match (job.phase, failure.copied.as_mut()) {
-                    (HealPhase::Copyback, Some(copied)) => copied.set(segment),
-                    _ => failure.rebuilt.set(segment),
-                }
-            }
-            let mut progress = self.heal_progress.lock();
-            progress.bytes += moved;
-            let due = progress
-                .last_persist
-                .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
-            if (job.phase == HealPhase::Copyback && moved > 0) || due {
-                progress.last_persist = Some(Instant::now());
-                drop(progress);
-                self.persist(&table);
+            match (job.phase, failure.copied.as_mut()) {
+                (HealPhase::Copyback, Some(copied)) => copied.set(segment),
+                _ => failure.rebuilt.set(segment),
             }
         }
-        *self.healing.lock() = None;
-        self.healed.notify_all();
-        Ok(())
+        let mut progress = self.heal_progress.lock();
+        progress.bytes += moved;
+        let due = progress
+            .last_persist
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
+        // New rows rely on copy-back bits at once (they go to the new drive), so those are
+        // durable before the segment is let go; rebuild bits may lag (see the module doc).
+        if job.phase == HealPhase::Copyback && !holds_data {
+            keep.push(held);
+        } else if job.phase == HealPhase::Copyback || due {
+            progress.last_persist = Some(Instant::now());
+            drop(progress);
+            self.persist(&table);
+        }
+        Ok(holds_data)
     }
 
     /// Moves every unit of the segment's rows whose home changes when the job has done the
@@ -377,8 +388,8 @@ impl Array {
     }
 
     /// Ends a finished job: events, the record of a copied-back drive dropped.
-    fn finish_if_done(&self, job: HealJob) {
-        if self.next_segment(job).is_some() {
+    fn finish_if_done(&self, job: HealJob, in_use: &dyn Fn(u64) -> bool) {
+        if self.next_segment(job, in_use).is_some() {
             return;
         }
         let (bytes, seconds, lost, first_lost) = {
