@@ -9,6 +9,7 @@ mod auth;
 mod controllers;
 mod events_and_lists;
 mod faults;
+mod drive_schemas;
 mod host_schemas;
 mod openapi;
 
