@@ -36,7 +36,8 @@ impl Session {
                 Ok(drives_table(&drives, &rebuild))
             }
             DriveCommand::Fail { number, yes } => {
-                let drive: DriveInfo = self.typed(self.call("GET", &drive_path(number), None)?)?;
+                let drive: DriveInfo =
+                    self.typed(self.call("GET", &drive_path(number), None)?)?;
                 if !yes {
                     confirm_fail(&drive)?;
                 }

@@ -18,10 +18,7 @@ pub const DRIVES_PER_ENCLOSURE: u32 = 60;
 
 /// `(enclosure_index, drive_index)` of array drive `id` (both from 1).
 pub fn slot_of(id: u32) -> (u32, u32) {
-    (
-        id / DRIVES_PER_ENCLOSURE + 1,
-        id % DRIVES_PER_ENCLOSURE + 1,
-    )
+    (id / DRIVES_PER_ENCLOSURE + 1, id % DRIVES_PER_ENCLOSURE + 1)
 }
 
 /// The array drive at `(enclosure_index, drive_index)`; `None` for a position that names

@@ -77,9 +77,7 @@ impl NodeApi {
 
     fn drive_now(&self, index: usize) -> Result<DriveInfo, MgmtError> {
         let infos = self.meta.array().drive_infos();
-        let drive = infos
-            .get(index)
-            .ok_or_else(|| drive_not_found(index))?;
+        let drive = infos.get(index).ok_or_else(|| drive_not_found(index))?;
         Ok(self.drive_view(self.meta.serial(), drive))
     }
 
@@ -93,7 +91,10 @@ impl NodeApi {
             .filter(|other| *other != index)
             .map(|other| {
                 let device = array.device(other);
-                (format!("drive {other} ({})", device.name()), device.path().to_path_buf())
+                (
+                    format!("drive {other} ({})", device.name()),
+                    device.path().to_path_buf(),
+                )
             })
             .chain(std::iter::once((
                 format!("the vault SSD {}", self.meta.ssd_name()),

@@ -16,7 +16,11 @@ pub const COMPONENTS: Schema = object(
 
 pub const ENCLOSURE: Schema = object(
     "Enclosure",
-    &[("id", "integer"), ("state", "string"), ("drives", "[object]")],
+    &[
+        ("id", "integer"),
+        ("state", "string"),
+        ("drives", "[object]"),
+    ],
 );
 
 pub const DRIVE: Schema = object(

@@ -7,9 +7,9 @@
 
 mod auth;
 mod controllers;
+mod drive_schemas;
 mod events_and_lists;
 mod faults;
-mod drive_schemas;
 mod host_schemas;
 mod openapi;
 
