@@ -10,6 +10,9 @@
 
 use serde::{Deserialize, Serialize};
 
+// cycle: the drive calls answer the control plane's one error type, and `Management` in
+// `api` extends `DriveManagement`; the drive surface stays in its own file (api.rs is long
+// enough as it is).
 use super::api::MgmtError;
 use crate::layout::HealPriority;
 
