@@ -7,7 +7,9 @@
 //! * `tests/infinisdk/test_snapshots.py`: snapshots, group snapshots, restores, refreshes,
 //!   consistency groups and snapshot locks, with infinisdk's own calls;
 //! * `tests/infinisdk/test_hosts.py`: hosts, iSCSI ports, CHAP, LUN mappings and host
-//!   clusters (`map_volume`, `get_luns`, `unmap_volume`, `add_host`).
+//!   clusters (`map_volume`, `get_luns`, `unmap_volume`, `add_host`);
+//! * `tests/infinisdk/test_components.py`, on `hw/ci-raid.toml`: `system.components`
+//!   enclosures and drives with their fields, and a drive failed through the API.
 //!
 //! NOTES.md beside them says what infinisdk sends.
 //!
@@ -34,8 +36,13 @@ fn infinisdk_python() -> Option<PathBuf> {
 /// Runs `tests/infinisdk/<script>` against a fresh node with the REST API on TCP over
 /// HTTPS (infinisdk's `use_ssl=True`; python requests verifies the node's self-signed
 /// certificate through `REQUESTS_CA_BUNDLE`); the script must exit 0 and report no failed
-/// step.
+/// step. The node runs `hw/api.toml`.
 fn run_scenario(script: &str) {
+    run_scenario_on(script, "hw/api.toml");
+}
+
+/// [`run_scenario`] on the hardware model at `model` (relative to the crate).
+fn run_scenario_on(script: &str, model: &str) {
     let Some(python) = infinisdk_python() else {
         assert!(
             std::env::var("TROIKA_REQUIRE_INFINISDK").as_deref() != Ok("1")
@@ -48,7 +55,7 @@ fn run_scenario(script: &str) {
         );
         return;
     };
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("hw/api.toml");
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join(model);
     let mut node = TestNode::start_with_https_api(model, &[]);
     let script = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/infinisdk")
@@ -94,4 +101,9 @@ fn infinisdk_manages_snapshots_and_consistency_groups() {
 #[test]
 fn infinisdk_manages_hosts_clusters_and_mappings() {
     run_scenario("test_hosts.py");
+}
+
+#[test]
+fn infinisdk_reads_enclosures_and_drives() {
+    run_scenario_on("test_components.py", "hw/ci-raid.toml");
 }

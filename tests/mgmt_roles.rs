@@ -189,6 +189,13 @@ const fn needs_approval(mut row: Row) -> Row {
     row
 }
 
+/// Names an ACTIVE drive where a failed one is needed: admitted callers get 409
+/// `DRIVE_STATE`.
+const fn active_drive(mut row: Row) -> Row {
+    row.refusal = Some((409, "DRIVE_STATE"));
+    row
+}
+
 /// A fault rule that never fires in a test: a 1 ms delay on the billionth read of a device.
 fn idle_fault() -> Value {
     json!({"device": "nlsas5", "op": "read", "delay_ms": 1, "nth": 1_000_000_000u64})
@@ -1074,6 +1081,77 @@ static ROWS: &[Row] = &[
             call("/api/rest/controllers/3/recover")
         },
     )),
+    row("GET", "/api/rest/components", Who::AnyUser, 200, |_, _| {
+        call("/api/rest/components")
+    }),
+    row(
+        "GET",
+        "/api/rest/components/enclosures",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/enclosures"),
+    ),
+    row(
+        "GET",
+        "/api/rest/components/enclosures/{enclosure}",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/enclosures/1"),
+    ),
+    row(
+        "GET",
+        "/api/rest/components/enclosures/{enclosure}/drives",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/enclosures/1/drives"),
+    ),
+    row(
+        "GET",
+        "/api/rest/components/enclosures/{enclosure}/drives/{drive}",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/enclosures/1/drives/2"),
+    ),
+    needs_approval(row(
+        "POST",
+        "/api/rest/components/enclosures/{enclosure}/drives/{drive}/fail",
+        Who::Admin,
+        200,
+        |_, _| call("/api/rest/components/enclosures/1/drives/2/fail"),
+    )),
+    active_drive(row(
+        "POST",
+        "/api/rest/components/enclosures/{enclosure}/drives/{drive}/replace",
+        Who::Admin,
+        200,
+        |world, _| {
+            call_with(
+                "/api/rest/components/enclosures/1/drives/2/replace",
+                json!({"path": world.node.data().join("scratch-drive.img")}),
+            )
+        },
+    )),
+    row(
+        "GET",
+        "/api/rest/components/drives",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/drives"),
+    ),
+    row(
+        "GET",
+        "/api/rest/components/rebuild",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/rebuild"),
+    ),
+    row(
+        "PUT",
+        "/api/rest/components/rebuild",
+        Who::Admin,
+        200,
+        |_, _| call_with("/api/rest/components/rebuild", json!({"priority": "HIGH"})),
+    ),
     row(
         "GET",
         "/api/rest/faults",
@@ -1592,6 +1670,14 @@ impl World {
         if !self.list("faults").is_empty() {
             self.admin_ok("DELETE", "/api/rest/faults?approved=true", None, 200);
         }
+        if self.rebuild_priority() != "MEDIUM" {
+            self.admin_ok(
+                "PUT",
+                "/api/rest/components/rebuild",
+                Some(json!({"priority": "MEDIUM"})),
+                200,
+            );
+        }
         // One failback runs at a time: recover the failed controllers one by one, each
         // once the previous one is ACTIVE and nothing is re-mirroring.
         for controller in self.list("controllers") {
@@ -1624,6 +1710,10 @@ impl World {
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
+    }
+
+    fn rebuild_priority(&self) -> Value {
+        self.admin_ok("GET", "/api/rest/components/rebuild", None, 200)["priority"].clone()
     }
 
     fn list(&self, kind: &str) -> Vec<Value> {
@@ -1661,6 +1751,10 @@ impl World {
                 .filter(|controller| is_failed(controller))
                 .map(id_of)
                 .collect::<Vec<_>>(),
+            "drives": self.list("components/drives").iter()
+                .map(|drive| json!([drive["path"], drive["state"], drive["serial_number"]]))
+                .collect::<Vec<_>>(),
+            "rebuild_priority": self.rebuild_priority(),
         })
     }
 }

@@ -44,13 +44,14 @@
 //! volume and system verbs, `snapshots` the snapshot verbs and `vol restore`,
 //! `consistency_groups` the group verbs, `lock_until` the lock end parser, `policies` the
 //! snapshot policy verbs, `hosts` the host and host cluster verbs, `schedule_spec` the schedule parser, `accounts` the user verbs,
-//! `controllers` the controller verbs, `faults` the fault injection verbs, `events` the event log and `top`, `tables` the human
+//! `controllers` the controller verbs, `drives` the drive verbs, `faults` the fault injection verbs, `events` the event log and `top`, `tables` the human
 //! output, `terminal` the password prompt.
 
 mod accounts;
 pub mod client;
 mod consistency_groups;
 mod controllers;
+mod drives;
 mod events;
 mod faults;
 mod host_commands;
@@ -170,6 +171,12 @@ pub enum CliCommand {
     Controller {
         #[command(subcommand)]
         cmd: ControllerCommand,
+    },
+    /// List the NL-SAS drives with their state and rebuild progress; fail, replace, and set
+    /// the rebuild priority (ADMIN).
+    Drive {
+        #[command(subcommand)]
+        cmd: DriveCommand,
     },
     /// Inject faults into the node's devices, list and clear them, cut the power (ADMIN or
     /// TECHNICIAN).
@@ -513,6 +520,37 @@ pub enum ControllerCommand {
     Recover {
         /// The controller's number: 1, 2, ...
         number: u32,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum DriveCommand {
+    /// List the drives: number, name, enclosure:slot, state, rebuild progress, rate, ETA,
+    /// capacity and serial, then the rebuild's phase and priority.
+    Ls,
+    /// Fail a drive as a hardware fault would: it is never used again and its data is
+    /// rebuilt from parity into spare space (ADMIN). Asks for confirmation unless --yes.
+    Fail {
+        /// The drive's number (the ID column of `drive ls`, from 0).
+        number: u32,
+        /// Do not ask: typing the command is the confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Replace a failed drive with a block device or a file (created sparse at the drive's
+    /// size when missing); its data is copied back onto it (ADMIN).
+    Replace {
+        /// The drive's number (the ID column of `drive ls`, from 0).
+        number: u32,
+        /// The new device or file on the node; a relative path is taken from the current
+        /// directory.
+        #[arg(long)]
+        path: std::path::PathBuf,
+    },
+    /// Set how hard rebuilds and copy-backs push against host reads (ADMIN).
+    Priority {
+        #[arg(value_parser = ["low", "medium", "high"], ignore_case = true)]
+        level: String,
     },
 }
 

@@ -124,6 +124,7 @@ impl Session {
             } => return self.event(EventCommand::Ls { filter, limit }, out),
             CliCommand::Top { interval, count } => return self.top(interval, count, out),
             CliCommand::Controller { cmd } => self.controller(cmd)?,
+            CliCommand::Drive { cmd } => self.drive(cmd)?,
             CliCommand::Fault { cmd } => self.fault(cmd)?,
             CliCommand::Snap { cmd } => self.snapshot(cmd)?,
             CliCommand::Cg { cmd } => self.consistency_group(cmd)?,

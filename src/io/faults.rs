@@ -515,7 +515,9 @@ impl FaultPlane {
 
     /// Makes the faults of the device `name` at `path`, with a volatile write cache of
     /// `write_cache` bytes (0 for none). The device opens with them
-    /// ([`Device::with_faults`](super::Device::with_faults)).
+    /// ([`Device::with_faults`](super::Device::with_faults)). A device attached under a
+    /// name already taken (a drive's replacement) takes the name over, with no rules: rules
+    /// and stalls act on the device now in the slot.
     pub fn attach(
         &self,
         name: &str,
@@ -541,7 +543,9 @@ impl FaultPlane {
             raw: Some(raw),
             plane: Some(self.shared.clone()),
         });
-        self.devices.lock().push(faults.clone());
+        let mut devices = self.devices.lock();
+        devices.retain(|device| device.name != name);
+        devices.push(faults.clone());
         Ok(faults)
     }
 

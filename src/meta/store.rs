@@ -229,6 +229,11 @@ impl MetaStore {
         self.ssd.name()
     }
 
+    /// Where the vault device is (so nothing else is put there).
+    pub fn ssd_path(&self) -> &std::path::Path {
+        self.ssd.path()
+    }
+
     /// Stops the node: `operation` on `device` could not make metadata or data durable
     /// (see [`crate::fatal`]). Marks the store failed first, so that in unit tests, where
     /// the stop is a panic, every later look at [`MetaStore::has_failed`] (health, the

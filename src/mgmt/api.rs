@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use super::drive_api::{
+    DriveInfo, DriveManagement, DriveReplace, EnclosureInfo, RebuildInfo, RebuildUpdate,
+};
 pub use super::snapshot_api::{
     CgCreate, CgInfo, CgMemberAdd, CgUpdate, ChangedBlocks, ChangedRange, PolicyAsset,
     PolicyCreate, PolicyInfo, PolicyUpdate, ScheduleInfo, SnapshotCreate, SourceRef,
@@ -263,7 +266,7 @@ pub use crate::controller::ControllerInfo;
 
 /// What the REST server needs from the node. Every method is a whole, atomic control-plane
 /// operation: it either happened (and is durable when it returns) or it did not.
-pub trait Management: Send + Sync + HostManagement {
+pub trait Management: Send + Sync + HostManagement + DriveManagement {
     /// The node's fault injection (rules on its devices, power cut); `None` where there is
     /// no hardware to inject into (the test fake).
     fn fault_plane(&self) -> Option<&crate::io::FaultPlane> {

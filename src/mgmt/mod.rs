@@ -18,6 +18,7 @@
 //! operator's CLI, its HTTP client and `top`) is the other end.
 
 pub mod api;
+pub mod drive_api;
 pub mod events;
 pub mod http;
 pub mod login_limit;

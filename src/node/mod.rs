@@ -51,6 +51,7 @@ use anyhow::Context;
 mod api;
 pub mod certs;
 pub mod data_dir;
+mod drives;
 mod heal;
 mod host_admin;
 pub mod iscsi;

@@ -11,6 +11,7 @@ use crate::meta::{MetaState, MetaStore, VolumeHandle};
 use crate::types::BLOCK_SIZE;
 
 mod controllers;
+mod drives;
 pub use controllers::{ControllerGauges, render_controller_gauges};
 
 /// Escapes a label value: backslash, double quote and newline, as the text format asks.
@@ -28,7 +29,8 @@ pub fn escape_label_value(value: &str) -> String {
 }
 
 /// Appends everything `/metrics` shows: media, cache and journal counters, pool capacity,
-/// and per-volume and per-controller I/O counters and latency histograms.
+/// per-volume and per-controller I/O counters and latency histograms, and the drives'
+/// states and the heal's progress.
 pub fn render_node_metrics(
     out: &mut String,
     meta: &MetaStore,
@@ -72,6 +74,7 @@ pub fn render_node_metrics(
         .map(|(id, controller)| (format!("controller=\"{id}\""), controller.snapshot()))
         .collect();
     io_families(&mut text, "troika_controller", "controller", &controllers);
+    drives::render_drive_metrics(text.out, meta);
 }
 
 fn load(atomic: &AtomicU64) -> u64 {

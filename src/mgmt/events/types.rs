@@ -393,6 +393,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "Drive {drive} failed; its data is read from parity and rebuilt into spare space",
     ),
     kind(
+        "DRIVE_REPLACED",
+        Info,
+        "DRIVE",
+        "Drive {drive} was replaced by {path}; its data is being copied back onto it",
+    ),
+    kind(
         "REBUILD_STARTED",
         Warning,
         "DRIVE",

@@ -20,6 +20,7 @@
 pub mod accounts;
 pub mod auth;
 pub mod controllers;
+pub mod drives;
 pub mod faults;
 pub mod guard;
 pub mod host_routes;

@@ -14,6 +14,9 @@ use super::{Call, Mgmt, json_response};
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
 
+mod drive_schemas;
+pub use drive_schemas::{COMPONENTS, DRIVE, ENCLOSURE, REBUILD};
+
 /// An object's fields and their JSON types: `integer`, `number`, `string`, `boolean`, a
 /// trailing `?` for nullable, `[t]` for an array of `t`.
 pub struct Schema {
@@ -554,6 +557,8 @@ pub const BODIES: &[Schema] = &[
         fields: &[("seed", "integer")],
         required: &[],
     },
+    drive_schemas::DRIVE_REPLACE,
+    drive_schemas::REBUILD_UPDATE,
 ];
 
 /// Every object schema the answers use.
@@ -574,6 +579,10 @@ pub const OBJECTS: &[&Schema] = &[
     &FIRED_FAULT,
     &FAULTS_CLEARED,
     &POWER_CUT,
+    &COMPONENTS,
+    &ENCLOSURE,
+    &DRIVE,
+    &REBUILD,
     &USER,
     &EVENT,
     &EVENT_TYPES,

@@ -4,7 +4,8 @@
 
 use super::auth::Access;
 use super::{
-    Call, Mgmt, accounts, controllers, faults, host_routes, objects, openapi, policies, snapshots,
+    Call, Mgmt, accounts, controllers, drives, faults, host_routes, objects, openapi, policies,
+    snapshots,
 };
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
@@ -778,6 +779,94 @@ pub static ROUTES: &[Route] = &[
         "Brings a failed controller back; its sections move back to it gradually.",
         Object("Controller"),
         controllers::recover_controller,
+    ),
+    route(
+        "GET",
+        "/api/rest/components",
+        Authenticated,
+        "The rack as InfiniBox shows it: its enclosures with their drives, and the controllers as nodes (what infinisdk's system.components reads).",
+        Object("Components"),
+        drives::get_components,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/enclosures",
+        Authenticated,
+        "Lists the drive enclosures (60 drives each) with their drives.",
+        List("Enclosure"),
+        drives::list_enclosures,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/enclosures/{enclosure}",
+        Authenticated,
+        "One enclosure, by its index from 1.",
+        Object("Enclosure"),
+        drives::get_enclosure,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/enclosures/{enclosure}/drives",
+        Authenticated,
+        "Lists an enclosure's drives with their state, serial, capacity and rebuild progress.",
+        List("Drive"),
+        drives::list_enclosure_drives,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/enclosures/{enclosure}/drives/{drive}",
+        Authenticated,
+        "One drive, by its enclosure's index and its own, both from 1.",
+        Object("Drive"),
+        drives::get_drive,
+    ),
+    approved(route(
+        "POST",
+        "/api/rest/components/enclosures/{enclosure}/drives/{drive}/fail",
+        Admin,
+        "Fails a drive as a hardware fault would: it is never used again and its data is rebuilt from parity into distributed spare space.",
+        Object("Drive"),
+        drives::fail_drive,
+    )),
+    with_body(
+        route(
+            "POST",
+            "/api/rest/components/enclosures/{enclosure}/drives/{drive}/replace",
+            Admin,
+            "Replaces a failed drive with the device or file at path (absolute; a missing file is created sparse at the drive's size); its data is copied back onto it.",
+            Object("Drive"),
+            drives::replace_drive,
+        ),
+        "DriveReplace",
+        200,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/drives",
+        Authenticated,
+        "Lists every drive of every enclosure by troika's drive number (id, from 0).",
+        List("Drive"),
+        drives::list_drives,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/rebuild",
+        Authenticated,
+        "The rebuild or copy-back under way: phase, drive, progress, rate, ETA and priority.",
+        Object("Rebuild"),
+        drives::get_rebuild,
+    ),
+    with_body(
+        route(
+            "PUT",
+            "/api/rest/components/rebuild",
+            Admin,
+            "Sets how hard rebuilds and copy-backs push against host reads: LOW, MEDIUM or HIGH.",
+            Object("Rebuild"),
+            drives::update_rebuild,
+        ),
+        "RebuildUpdate",
+        200,
     ),
     route(
         "GET",

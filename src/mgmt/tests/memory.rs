@@ -275,6 +275,9 @@ impl Memory {
 /// Hosts are not modelled by the fake (the trait's defaults answer).
 impl crate::mgmt::api::HostManagement for Memory {}
 
+/// Drives are not modelled by the fake (the trait's defaults answer).
+impl crate::mgmt::api::DriveManagement for Memory {}
+
 impl Management for Memory {
     fn system(&self) -> SystemInfo {
         let state = self.state.lock();

@@ -7,6 +7,7 @@
 
 mod auth;
 mod controllers;
+mod drive_schemas;
 mod events_and_lists;
 mod faults;
 mod host_schemas;

@@ -70,6 +70,7 @@ fn real_object(node: &Node, schema: &str) -> Value {
         "User" => first("/api/rest/users"),
         "Event" => first("/api/rest/events"),
         "EventTypes" => get("/api/rest/events/types"),
+        "Components" => get("/api/rest/components"),
         // The test fake does not model groups or snapshots: the node's own objects.
         "ConsistencyGroup" => serde_json::to_value(crate::mgmt::api::CgInfo {
             id: 1,
@@ -135,6 +136,7 @@ fn real_object(node: &Node, schema: &str) -> Value {
         "FaultsCleared" => json!({"cleared": 0}),
         "PowerCut" => json!({"seed": 7}),
         other => super::host_schemas::real_object(other)
+            .or_else(|| super::drive_schemas::real_object(other))
             .unwrap_or_else(|| panic!("schema {other} has no real object in this test; add one")),
     }
 }
@@ -431,7 +433,9 @@ fn fields_received(name: &str, body: &Value) -> Result<Vec<&'static str>, String
             let PowerCutOptions { seed } = parse(body)?;
             present(&[("seed", seed.is_some())])
         }
-        other => match super::host_schemas::body_fields_received(other, body) {
+        other => match super::host_schemas::body_fields_received(other, body)
+            .or_else(|| super::drive_schemas::body_fields_received(other, body))
+        {
             Some(received) => received?,
             None => panic!("body schema {other} has no struct in this test; add one"),
         },
@@ -495,6 +499,14 @@ const NODE_ONLY_PATHS: &[&str] = &[
     "/api/rest/faults/log",
     "/api/rest/faults/{id}",
     "/api/rest/faults/power_cut",
+    // The fake has no drives (its enclosure list is empty, its rebuild NOT_SUPPORTED);
+    // tests/drives_api.rs and tests/mgmt_roles.rs call these on a node.
+    "/api/rest/components/enclosures/{enclosure}",
+    "/api/rest/components/enclosures/{enclosure}/drives",
+    "/api/rest/components/enclosures/{enclosure}/drives/{drive}",
+    "/api/rest/components/enclosures/{enclosure}/drives/{drive}/fail",
+    "/api/rest/components/enclosures/{enclosure}/drives/{drive}/replace",
+    "/api/rest/components/rebuild",
 ];
 /// Bodies whose structs are private to their handler, checked through [`handle`].
 const HANDLER_BODIES: &[&str] = &["Login", "PoolOwner"];
