@@ -12,7 +12,7 @@ use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use parking_lot::{Condvar, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
 
 use super::drive_store::DriveStore;
 use super::drives::{DriveState, DriveTable};
@@ -22,11 +22,16 @@ use super::placement::{Cell, Placement};
 use crate::io::{Device, IoKind, IoRequest, IoRing};
 use crate::types::BLOCK_SIZE;
 
+mod guard;
 mod heal;
 mod reconstruct;
+mod scrub;
+#[cfg(test)]
+mod scrub_tests;
 
 pub use heal::{HealBuffers, HealJob, HealPhase, HealStatus};
 pub use reconstruct::RepairOutcome;
+pub use scrub::{RowScrub, ScrubBuffers, ScrubRepairs, ScrubTally};
 
 /// Read errors after which a drive is failed (a drive that fails one read is usually
 /// repaired by rewriting; one that keeps failing is dying).
@@ -89,9 +94,9 @@ pub struct Array {
     store: Mutex<Option<DriveStore>>,
     listener: RwLock<Option<Listener>>,
     read_errors: Vec<AtomicU64>,
-    /// The segment a heal (rebuild, copy-back) is working on: row writes into it wait.
-    healing: Mutex<Option<u64>>,
-    healed: Condvar,
+    /// The segments a heal (rebuild, copy-back) and a scrub work on: row writes into
+    /// them wait.
+    guards: guard::SegmentGuards,
     /// Codecs over 4 KiB slices of a row, for block reconstruction.
     block_codecs: Mutex<Vec<(ParityCodec, crate::io::AlignedBuf)>>,
     heal_progress: Mutex<heal::Progress>,
@@ -174,8 +179,7 @@ impl Array {
             degraded: AtomicBool::new(false),
             store: Mutex::new(None),
             listener: RwLock::new(None),
-            healing: Mutex::new(None),
-            healed: Condvar::new(),
+            guards: guard::SegmentGuards::default(),
             block_codecs: Mutex::new(Vec::new()),
             heal_progress: Mutex::new(heal::Progress::default()),
             reads_served: AtomicU64::new(0),
@@ -420,20 +424,6 @@ impl Array {
         }
     }
 
-    /// Waits while a heal works on the segment of any of `rows`.
-    fn wait_for_heal(&self, rows: &[(u64, &[u8])]) {
-        let mut healing = self.healing.lock();
-        while let Some(segment) = *healing {
-            if !rows
-                .iter()
-                .any(|(row, _)| row / self.geometry.rows_per_segment == segment)
-            {
-                break;
-            }
-            self.healed.wait(&mut healing);
-        }
-    }
-
     /// Writes whole rows (each buffer holds every unit of its row, parity computed) onto
     /// healthy drives and makes them durable before returning.
     ///
@@ -442,9 +432,14 @@ impl Array {
     /// [`crate::fatal::durability_failure`] only when a row cannot keep enough units to be
     /// read back (more drives out than parity covers).
     pub fn write_rows(&self, ring: &mut IoRing, rows: &[(u64, &[u8])]) {
-        if self.is_degraded() {
-            self.wait_for_heal(rows);
-        }
+        let _writing = self.guards.enter_write(|| {
+            let mut segments: Vec<u64> = rows
+                .iter()
+                .map(|(row, _)| row / self.geometry.rows_per_segment)
+                .collect();
+            segments.dedup();
+            segments
+        });
         let unit = self.geometry.unit as usize;
         let width = self.placement.width();
         // (row index in `rows`, unit) of every unit still to write.

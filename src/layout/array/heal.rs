@@ -241,45 +241,33 @@ impl Array {
         segment: u64,
         in_use: bool,
     ) -> io::Result<()> {
-        *self.healing.lock() = Some(segment);
-        let result = if in_use {
-            self.move_units(ring, buffers, job, segment)
+        let _held = self.guards.hold(super::guard::Holder::Heal, segment);
+        let moved = if in_use {
+            self.move_units(ring, buffers, job, segment)?
         } else {
-            Ok(0)
+            0
         };
-        let moved = match result {
-            Ok(bytes) => bytes,
-            Err(err) => {
-                *self.healing.lock() = None;
-                self.healed.notify_all();
-                return Err(err);
-            }
-        };
+        let mut table = self.table.write();
+        if let Some(failure) = table
+            .failures_mut()
+            .iter_mut()
+            .find(|f| f.drive == job.drive)
         {
-            let mut table = self.table.write();
-            if let Some(failure) = table
-                .failures_mut()
-                .iter_mut()
-                .find(|f| f.drive == job.drive)
-            {
-                match (job.phase, failure.copied.as_mut()) {
-                    (HealPhase::Copyback, Some(copied)) => copied.set(segment),
-                    _ => failure.rebuilt.set(segment),
-                }
-            }
-            let mut progress = self.heal_progress.lock();
-            progress.bytes += moved;
-            let due = progress
-                .last_persist
-                .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
-            if (job.phase == HealPhase::Copyback && moved > 0) || due {
-                progress.last_persist = Some(Instant::now());
-                drop(progress);
-                self.persist(&table);
+            match (job.phase, failure.copied.as_mut()) {
+                (HealPhase::Copyback, Some(copied)) => copied.set(segment),
+                _ => failure.rebuilt.set(segment),
             }
         }
-        *self.healing.lock() = None;
-        self.healed.notify_all();
+        let mut progress = self.heal_progress.lock();
+        progress.bytes += moved;
+        let due = progress
+            .last_persist
+            .is_none_or(|at| at.elapsed() > Duration::from_secs(1));
+        if (job.phase == HealPhase::Copyback && moved > 0) || due {
+            progress.last_persist = Some(Instant::now());
+            drop(progress);
+            self.persist(&table);
+        }
         Ok(())
     }
 
