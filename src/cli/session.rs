@@ -125,6 +125,7 @@ impl Session {
             CliCommand::Top { interval, count } => return self.top(interval, count, out),
             CliCommand::Controller { cmd } => self.controller(cmd)?,
             CliCommand::Fault { cmd } => self.fault(cmd)?,
+            CliCommand::Scrub { cmd } => self.scrub(cmd)?,
             CliCommand::Snap { cmd } => self.snapshot(cmd)?,
             CliCommand::Cg { cmd } => self.consistency_group(cmd)?,
             CliCommand::Policy { cmd } => self.policy(cmd)?,
