@@ -1154,6 +1154,27 @@ static ROWS: &[Row] = &[
     ),
     row(
         "GET",
+        "/api/rest/components/scrub",
+        Who::AnyUser,
+        200,
+        |_, _| call("/api/rest/components/scrub"),
+    ),
+    row(
+        "POST",
+        "/api/rest/components/scrub/start",
+        Who::Technician,
+        200,
+        |_, _| call("/api/rest/components/scrub/start"),
+    ),
+    row(
+        "POST",
+        "/api/rest/components/scrub/stop",
+        Who::Technician,
+        200,
+        |_, _| call("/api/rest/components/scrub/stop"),
+    ),
+    row(
+        "GET",
         "/api/rest/faults",
         Who::Technician,
         200,

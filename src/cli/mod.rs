@@ -45,6 +45,7 @@
 //! `consistency_groups` the group verbs, `lock_until` the lock end parser, `policies` the
 //! snapshot policy verbs, `hosts` the host and host cluster verbs, `schedule_spec` the schedule parser, `accounts` the user verbs,
 //! `controllers` the controller verbs, `drives` the drive verbs, `faults` the fault injection verbs, `events` the event log and `top`, `tables` the human
+//! `controllers` the controller verbs, `faults` the fault injection verbs, `scrub` the scrub verbs, `events` the event log and `top`, `tables` the human
 //! output, `terminal` the password prompt.
 
 mod accounts;
@@ -59,6 +60,7 @@ mod lock_until;
 mod objects;
 mod policies;
 mod schedule_spec;
+mod scrub;
 mod session;
 mod snapshots;
 mod tables;
@@ -184,6 +186,21 @@ pub enum CliCommand {
         #[command(subcommand)]
         cmd: FaultCommand,
     },
+    /// The background scrub of the NL-SAS array: show it, start or stop a pass.
+    Scrub {
+        #[command(subcommand)]
+        cmd: ScrubCommand,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]
+pub enum ScrubCommand {
+    /// Show whether a pass runs, its progress and repairs, and when the next starts.
+    Status,
+    /// Start a pass over every allocated row now (ADMIN or TECHNICIAN).
+    Start,
+    /// Stop the running pass; the next starts after the interval (ADMIN or TECHNICIAN).
+    Stop,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, clap::Subcommand)]

@@ -126,6 +126,7 @@ impl Session {
             CliCommand::Controller { cmd } => self.controller(cmd)?,
             CliCommand::Drive { cmd } => self.drive(cmd)?,
             CliCommand::Fault { cmd } => self.fault(cmd)?,
+            CliCommand::Scrub { cmd } => self.scrub(cmd)?,
             CliCommand::Snap { cmd } => self.snapshot(cmd)?,
             CliCommand::Cg { cmd } => self.consistency_group(cmd)?,
             CliCommand::Policy { cmd } => self.policy(cmd)?,

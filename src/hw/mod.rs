@@ -23,7 +23,9 @@
 //! device has a non-empty name (unique across the node) and a path; a size, when given, is a
 //! multiple of the stripe unit and at least 64 units (NL-SAS) or 64M (SSD); latency numbers
 //! are within physical reason (rpm 3600..=20000, times at most 100 ms); `write_cache` is a
-//! multiple of 4K up to 1G; every fault rule is whole (see [`faults`]).
+//! multiple of 4K up to 1G; every fault rule is whole (see [`faults`]); the optional
+//! `[scrub]` table has a rate of 1M to 100G per second and an interval of 1 second to 365
+//! days (see [`scrub`]).
 //!
 //! Sizes are written as integers (bytes) or strings with binary units (`"64K"`, `"1G"`).
 
@@ -35,10 +37,12 @@ use serde::Deserialize;
 use crate::types::parse_size;
 
 pub mod faults;
+pub mod scrub;
 #[cfg(test)]
 mod tests;
 
 use faults::{FaultSpec, RawFaultRule};
+pub use scrub::ScrubSettings;
 
 /// The embedded default model.
 const DEV_TOML: &str = include_str!("../../hw/dev.toml");
@@ -71,6 +75,8 @@ pub struct HwModel {
     pub nlsas: Vec<DeviceSpec>,
     /// How data is striped across the NL-SAS drives.
     pub stripe: StripeGeometry,
+    /// How fast and how often the background scrub runs (`[scrub]`).
+    pub scrub: ScrubSettings,
 }
 
 /// One device of the model.
@@ -204,6 +210,7 @@ struct RawModel {
     ssd: Vec<RawDevice>,
     #[serde(default)]
     nlsas: Vec<RawDevice>,
+    scrub: Option<scrub::RawScrub>,
 }
 
 #[derive(Deserialize)]
@@ -343,6 +350,7 @@ impl RawModel {
                 names.push((&device.name, field));
             }
         }
+        let scrub = scrub::RawScrub::validate(self.scrub)?;
         Ok(HwModel {
             name: self.name,
             controllers,
@@ -350,6 +358,7 @@ impl RawModel {
             ssds,
             nlsas,
             stripe,
+            scrub,
         })
     }
 }

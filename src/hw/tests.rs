@@ -233,9 +233,9 @@ fn data_columns_must_be_two_to_thirty() {
 #[test]
 fn nlsas_count_must_match_the_stripe() {
     refused(
-        replace("data = 4", "data = 3"),
+        replace("data = 4", "data = 5"),
         "`nlsas`",
-        "exactly stripe.data + stripe.parity = 5",
+        "need at least stripe.data + stripe.parity + spare = 7",
     );
 }
 
@@ -478,5 +478,74 @@ fn bad_fault_rules_and_caches_name_the_field() {
             .to_string();
         assert!(err.contains(expected), "{extra}: {err}");
         assert!(err.starts_with("m.toml"), "{extra}: {err}");
+    }
+}
+
+fn ci_with_scrub(table: &str) -> String {
+    format!("{CI_TOML}\n[scrub]\n{table}\n")
+}
+
+#[test]
+fn scrub_settings_default_and_parse() {
+    let model = HwModel::from_toml(CI_TOML, "hw/ci.toml").unwrap();
+    assert_eq!(model.scrub, ScrubSettings::DEFAULT);
+    assert_eq!(ScrubSettings::DEFAULT.rate, 200 << 20);
+    assert_eq!(ScrubSettings::DEFAULT.interval_seconds, 7 * 86_400);
+    let model = HwModel::from_toml(
+        &ci_with_scrub("rate = \"50M\"\ninterval = \"12h\""),
+        "hw/ci.toml",
+    )
+    .unwrap();
+    assert_eq!(
+        model.scrub,
+        ScrubSettings {
+            rate: 50 << 20,
+            interval_seconds: 12 * 3600
+        }
+    );
+    let model = HwModel::from_toml(&ci_with_scrub("interval = 90"), "hw/ci.toml").unwrap();
+    assert_eq!(model.scrub.interval_seconds, 90);
+    assert_eq!(model.scrub.rate, ScrubSettings::DEFAULT.rate);
+    for (text, seconds) in [
+        ("45s", 45),
+        ("30m", 1800),
+        ("7d", 604_800),
+        ("2w", 1_209_600),
+    ] {
+        assert_eq!(super::scrub::parse_interval(text), Some(seconds), "{text}");
+    }
+    for bad in ["", "d", "7x", "-1d", "1.5h"] {
+        assert_eq!(super::scrub::parse_interval(bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn scrub_settings_out_of_range_name_the_field() {
+    for (table, field, detail) in [
+        ("rate = \"512K\"", "scrub.rate", "between 1M and 100G"),
+        ("rate = \"1T\"", "scrub.rate", "between 1M and 100G"),
+        ("rate = \"fast\"", "scrub.rate", "not a size"),
+        (
+            "interval = \"0s\"",
+            "scrub.interval",
+            "from 1 second to 365 days",
+        ),
+        (
+            "interval = \"400d\"",
+            "scrub.interval",
+            "from 1 second to 365 days",
+        ),
+        (
+            "interval = -5",
+            "scrub.interval",
+            "from 1 second to 365 days",
+        ),
+        ("interval = \"weekly\"", "scrub.interval", "\"weekly\""),
+        ("speed = 1", "speed", "unknown field"),
+    ] {
+        let err = HwModel::from_toml(&ci_with_scrub(table), "hw/ci.toml").unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(field), "{table}: {message}");
+        assert!(message.contains(detail), "{table}: {message}");
     }
 }

@@ -25,9 +25,13 @@ use crate::types::BLOCK_SIZE;
 mod guard;
 mod heal;
 mod reconstruct;
+mod scrub;
+#[cfg(test)]
+mod scrub_tests;
 
 pub use heal::{HealBuffers, HealJob, HealPhase, HealStatus};
 pub use reconstruct::RepairOutcome;
+pub use scrub::{RowScrub, ScrubBuffers, ScrubRepairs, ScrubTally};
 
 /// Read errors after which a drive is failed (a drive that fails one read is usually
 /// repaired by rewriting; one that keeps failing is dying).

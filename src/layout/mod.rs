@@ -11,7 +11,9 @@
 //! map with spare cells spread over every drive (`placement`); a failed drive is never
 //! touched again, its units are read by reconstruction and rebuilt into spare cells by
 //! all the survivors, then copied back onto a replacement (`drives`, `array`); any two
-//! drives can be out with every row readable and writable. Assumes the caller (the
+//! drives can be out with every row readable and writable. A scrub reads allocated rows,
+//! verifies every block's checksum and the row's P and Q, and rewrites damaged units from
+//! parity (`array::scrub`). Assumes the caller (the
 //! metadata store) serializes allocation and commits, verifies every block it reads
 //! against the map, and tells the heal which segments may hold referenced rows.
 
@@ -27,7 +29,7 @@ pub mod summary;
 pub use alloc::SegmentAllocator;
 pub use array::{
     Array, DriveEvent, DriveInfo, HealBuffers, HealJob, HealPhase, HealPriority, HealStatus,
-    RepairOutcome,
+    RepairOutcome, RowScrub, ScrubBuffers, ScrubRepairs, ScrubTally,
 };
 pub use drive_store::DriveStore;
 pub use drives::DriveState;

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 pub use super::drive_api::{
     DriveInfo, DriveManagement, DriveReplace, EnclosureInfo, RebuildInfo, RebuildUpdate,
 };
+pub use super::scrub_api::ScrubInfo;
 pub use super::snapshot_api::{
     CgCreate, CgInfo, CgMemberAdd, CgUpdate, ChangedBlocks, ChangedRange, PolicyAsset,
     PolicyCreate, PolicyInfo, PolicyUpdate, ScheduleInfo, SnapshotCreate, SourceRef,
@@ -316,6 +317,22 @@ pub trait Management: Send + Sync + HostManagement + DriveManagement {
     /// to it gradually (RECOVERING, then ACTIVE). Refuses as `fail_controller` does when
     /// it is not FAILED.
     fn recover_controller(&self, id: u32) -> Result<ControllerInfo, MgmtError>;
+
+    // ---- the background scrub (the node; the test fake does not model it)
+
+    /// The scrub's state and the figures of the running or last pass.
+    fn scrub(&self) -> Result<ScrubInfo, MgmtError> {
+        Err(not_modelled("the scrub"))
+    }
+    /// Starts a pass over every allocated row now; a running pass goes on (no error).
+    fn start_scrub(&self) -> Result<ScrubInfo, MgmtError> {
+        Err(not_modelled("the scrub"))
+    }
+    /// Stops the running pass (the next starts after the interval); none running is no
+    /// error.
+    fn stop_scrub(&self) -> Result<ScrubInfo, MgmtError> {
+        Err(not_modelled("the scrub"))
+    }
 
     // ---- snapshots and consistency groups (the node; the test fake does not model them)
 

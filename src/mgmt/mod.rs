@@ -23,6 +23,7 @@ pub mod events;
 pub mod http;
 pub mod login_limit;
 pub mod rest;
+pub mod scrub_api;
 pub mod server;
 pub mod snapshot_api;
 #[cfg(test)]

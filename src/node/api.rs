@@ -16,7 +16,7 @@ use crate::hw::HwModel;
 use crate::meta::{MetaError, MetaState, MetaStore, PoolRecord, Provisioning, VolumeRecord};
 use crate::mgmt::api::{
     API_LEVEL, CgCreate, CgInfo, CgUpdate, ChangedBlocks, ControllerInfo, OperationalState,
-    PolicyCreate, PolicyInfo, PolicyUpdate, PoolUpdate, SnapshotCreate, VolumeUpdate,
+    PolicyCreate, PolicyInfo, PolicyUpdate, PoolUpdate, ScrubInfo, SnapshotCreate, VolumeUpdate,
 };
 use crate::mgmt::{
     Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
@@ -31,6 +31,8 @@ pub struct NodeApi {
     pub controllers: Arc<Controllers>,
     /// Fault injection and simulated write caches on the model's devices.
     pub faults: Arc<FaultPlane>,
+    /// The background scrub.
+    pub scrub: Arc<super::scrub::Scrubber>,
     pub started_at: u64,
 }
 
@@ -525,7 +527,20 @@ impl Management for NodeApi {
             })
             .collect();
         crate::stats::render_controller_gauges(&mut out, &gauges);
+        self.scrub.render_metrics(&mut out);
         out
+    }
+
+    fn scrub(&self) -> Result<ScrubInfo, MgmtError> {
+        Ok(self.scrub.info())
+    }
+
+    fn start_scrub(&self) -> Result<ScrubInfo, MgmtError> {
+        Ok(self.scrub.start())
+    }
+
+    fn stop_scrub(&self) -> Result<ScrubInfo, MgmtError> {
+        Ok(self.scrub.stop())
     }
 
     fn controllers(&self) -> Vec<ControllerInfo> {

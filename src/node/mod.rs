@@ -18,7 +18,8 @@
 //!   the first start); start the cache and the controllers; serve NBD (`DATA/nbd.sock` and
 //!   the TCP ports); open the iSCSI portals; start the snapshot policies; serve the
 //!   management API (`DATA/troika.sock`, 0600, and the TCP port, HTTPS unless `--mgmt-tls
-//!   off`); start the monitor. Nothing is served before the metadata is recovered.
+//!   off`); start the heal, the scrub (see [`scrub`]) and the monitor. Nothing is served
+//!   before the metadata is recovered.
 //! - **What start-up refuses**, each with a message that says what to do: a data directory
 //!   it cannot create or make private; a directory another node holds; a kernel without
 //!   usable io_uring; a device it cannot open; an array of fewer than 16 segments; a
@@ -59,6 +60,7 @@ mod monitor;
 pub mod nbd_access;
 pub mod nbd_tls;
 mod policies;
+pub mod scrub;
 #[cfg(test)]
 mod snapshot_tests;
 mod snapshots;
@@ -155,8 +157,10 @@ impl Node {
         services.threads.push(nbd_thread);
         open_iscsi_portals(options, &meta, &controllers)?;
 
+        let scrubber = scrub::Scrubber::open(meta.clone(), hw.scrub, data_dir, events.clone());
         let api = Arc::new(NodeApi {
             hw,
+            scrub: scrubber.clone(),
             meta: meta.clone(),
             cache: cache.clone(),
             controllers: controllers.clone(),
@@ -178,6 +182,9 @@ impl Node {
         services
             .threads
             .push(heal::spawn(meta.clone(), shutdown.clone()));
+        services
+            .threads
+            .push(scrub::spawn(scrubber, shutdown.clone()));
         services
             .threads
             .push(monitor::spawn(meta, events.clone(), shutdown.clone()));
@@ -264,6 +271,7 @@ pub(crate) fn small_node_api(dir: &std::path::Path) -> Arc<NodeApi> {
     let controllers = Controllers::new(cache.clone(), routing, 1);
     Arc::new(NodeApi {
         hw: HwModel::embedded_default(),
+        scrub: scrub::test_scrubber(&meta, dir),
         meta,
         cache,
         controllers,

@@ -68,6 +68,7 @@ impl Node {
         let controllers = Controllers::new(cache.clone(), routing, 3);
         let api = NodeApi {
             hw: HwModel::embedded_default(),
+            scrub: crate::node::scrub::test_scrubber(&meta, dir.path()),
             meta,
             cache: cache.clone(),
             controllers: controllers.clone(),

@@ -423,6 +423,36 @@ pub const EVENT_TYPES: &[EventType] = &[
         "Rows lost more units to failed drives than parity can rebuild",
     ),
     kind(
+        "SCRUB_STARTED",
+        Info,
+        "DRIVE",
+        "A scrub pass over every allocated row of the NL-SAS array started",
+    ),
+    kind(
+        "SCRUB_COMPLETED",
+        Info,
+        "DRIVE",
+        "A scrub pass completed (rows, bytes, seconds and repairs by kind)",
+    ),
+    kind(
+        "SCRUB_STOPPED",
+        Info,
+        "DRIVE",
+        "A scrub pass was stopped by an operator before it completed",
+    ),
+    kind(
+        "SCRUB_REPAIRED",
+        Warning,
+        "DRIVE",
+        "The scrub found damaged units (data, parity, summary or unused space) and rewrote them from parity",
+    ),
+    kind(
+        "SCRUB_UNREPAIRABLE",
+        Critical,
+        "DRIVE",
+        "The scrub found rows with more damage than parity can locate and rebuild",
+    ),
+    kind(
         "CONTROLLER_FAILED",
         Critical,
         "CONTROLLER",

@@ -29,6 +29,7 @@ pub mod objects;
 pub mod openapi;
 pub mod policies;
 pub mod routes;
+pub mod scrub;
 pub mod snapshots;
 #[cfg(test)]
 mod tests;

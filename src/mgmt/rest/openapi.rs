@@ -249,6 +249,29 @@ pub const CONTROLLER: Schema = object(
     ],
 );
 
+pub const SCRUB: Schema = object(
+    "Scrub",
+    &[
+        ("state", "string"),
+        ("rate", "integer"),
+        ("interval_seconds", "integer"),
+        ("segment", "integer"),
+        ("segments", "integer"),
+        ("progress_percent", "number"),
+        ("started_at", "integer?"),
+        ("rows", "integer"),
+        ("bytes", "integer"),
+        ("seconds", "number"),
+        ("data_repairs", "integer"),
+        ("parity_repairs", "integer"),
+        ("other_repairs", "integer"),
+        ("unrepairable_rows", "integer"),
+        ("passes_completed", "integer"),
+        ("last_completed_at", "integer?"),
+        ("next_run_at", "integer?"),
+    ],
+);
+
 pub const FAULT: Schema = object(
     "Fault",
     &[
@@ -575,6 +598,7 @@ pub const OBJECTS: &[&Schema] = &[
     &CLUSTER,
     &LUN,
     &CONTROLLER,
+    &SCRUB,
     &FAULT,
     &FIRED_FAULT,
     &FAULTS_CLEARED,

@@ -5,7 +5,7 @@
 use super::auth::Access;
 use super::{
     Call, Mgmt, accounts, controllers, drives, faults, host_routes, objects, openapi, policies,
-    snapshots,
+    scrub, snapshots,
 };
 use crate::mgmt::api::MgmtError;
 use crate::mgmt::http::Response;
@@ -867,6 +867,30 @@ pub static ROUTES: &[Route] = &[
         ),
         "RebuildUpdate",
         200,
+    ),
+    route(
+        "GET",
+        "/api/rest/components/scrub",
+        Authenticated,
+        "The background scrub: RUNNING or IDLE, rate, interval, progress, and the running or last pass's rows, bytes and repairs by kind.",
+        Object("Scrub"),
+        scrub::get_scrub,
+    ),
+    route(
+        "POST",
+        "/api/rest/components/scrub/start",
+        Technician,
+        "Starts a scrub pass over every allocated row now (a running pass goes on).",
+        Object("Scrub"),
+        scrub::start_scrub,
+    ),
+    route(
+        "POST",
+        "/api/rest/components/scrub/stop",
+        Technician,
+        "Stops the running scrub pass; the next starts after the interval.",
+        Object("Scrub"),
+        scrub::stop_scrub,
     ),
     route(
         "GET",

@@ -37,6 +37,7 @@ impl Rig {
         let controllers = Controllers::new(cache.clone(), routing, 1);
         let api = Arc::new(NodeApi {
             hw: HwModel::embedded_default(),
+            scrub: crate::node::scrub::test_scrubber(&meta, dir.path()),
             meta,
             cache: cache.clone(),
             controllers,

@@ -45,6 +45,7 @@ fn rig() -> Rig {
     let port = ControllerPort::new(controllers.clone(), controllers.ids()[0]);
     let api = NodeApi {
         hw: HwModel::embedded_default(),
+        scrub: crate::node::scrub::test_scrubber(&meta, dir.path()),
         meta,
         cache: cache.clone(),
         controllers,

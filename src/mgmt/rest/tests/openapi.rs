@@ -133,6 +133,15 @@ fn real_object(node: &Node, schema: &str) -> Value {
             effect: "EIO".into(),
         }))
         .unwrap(),
+        // The test fake has no array: the node's own object.
+        "Scrub" => serde_json::to_value(crate::mgmt::api::ScrubInfo {
+            state: "IDLE".into(),
+            started_at: Some(1),
+            last_completed_at: Some(2),
+            next_run_at: Some(3),
+            ..Default::default()
+        })
+        .unwrap(),
         "FaultsCleared" => json!({"cleared": 0}),
         "PowerCut" => json!({"seed": 7}),
         other => super::host_schemas::real_object(other)
@@ -476,6 +485,10 @@ const NODE_ONLY_PATHS: &[&str] = &[
     "/api/rest/snapshot_policies/{id}",
     "/api/rest/snapshot_policies/{id}/assets",
     "/api/rest/snapshot_policies/{id}/assets/{entity_id}",
+    // The scrub: `tests/scrub.rs` runs them on a node.
+    "/api/rest/components/scrub",
+    "/api/rest/components/scrub/start",
+    "/api/rest/components/scrub/stop",
     // Hosts, clusters and mappings: `tests/host_api` in this directory runs them on a node.
     "/api/rest/hosts",
     "/api/rest/hosts/{id}",
