@@ -13,7 +13,9 @@
 //!
 //! Checks: unknown fields are refused; `controllers` is 1..=8; `dram_per_controller` is at
 //! least 16M and a multiple of 64K; `stripe.parity` is 2 (P+Q); `stripe.data` is 2..=30;
-//! `stripe.unit` is a power of two between 16K and 1M; `stripe.rows_per_segment` is at least
+//! `stripe.unit` is a power of two between 16K and 1M, small enough that a row's blocks fit
+//! its 4 KiB summary (at most 128 blocks of 4K per row: 32K units for 14 data units, 64K
+//! for 4); `stripe.rows_per_segment` is at least
 //! 1; there is at least one `[[ssd]]` and at least `data + parity + spare` `[[nlsas]]` drives
 //! (at most 1024), where the spare space is `stripe.spare_drives` or `stripe.spare` (a share
 //! such as `"5%"`, rounded up to whole drives' worth) or by default two drives' worth when
@@ -42,8 +44,11 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::types::parse_size;
+use crate::layout::summary::MAX_SUMMARY_ENTRIES;
+use crate::types::{BLOCK_SIZE, parse_size};
 
+#[cfg(test)]
+mod compact_tests;
 mod devices;
 pub mod faults;
 #[cfg(test)]
@@ -388,6 +393,19 @@ impl RawStripe {
             return Err(FieldError::new(
                 "stripe.unit",
                 format!("must be a power of two between 16K and 1M (got {unit} bytes)"),
+            ));
+        }
+        // The row's summary block names every other block of the row in one 4 KiB block.
+        let slots = data as u64 * unit / BLOCK_SIZE as u64;
+        if slots > MAX_SUMMARY_ENTRIES as u64 + 1 {
+            let fits = (MAX_SUMMARY_ENTRIES as u64 + 1) * BLOCK_SIZE as u64 / data as u64;
+            let largest = 1u64 << (63 - fits.leading_zeros());
+            return Err(FieldError::new(
+                "stripe.unit",
+                format!(
+                    "a row of {data} data units of {unit} bytes has {slots} blocks, but its 4 KiB summary describes at most {MAX_SUMMARY_ENTRIES} besides itself; use a unit of at most {}K with {data} data units",
+                    largest >> 10
+                ),
             ));
         }
         if self.rows_per_segment < 1 {
