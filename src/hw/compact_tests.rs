@@ -41,7 +41,10 @@ fn a_counted_entry_stands_for_numbered_drives() {
     let names: Vec<&str> = model.nlsas.iter().map(|d| d.name.as_str()).collect();
     assert_eq!(
         names,
-        ["nlsas0", "nlsas1", "nlsas2", "nlsas3", "nlsas4", "nlsas5", "nlsas6", "nlsas7", "nlsas8", "extra"]
+        [
+            "nlsas0", "nlsas1", "nlsas2", "nlsas3", "nlsas4", "nlsas5", "nlsas6", "nlsas7",
+            "nlsas8", "extra"
+        ]
     );
     assert_eq!(model.nlsas[8].path, PathBuf::from("/dev/disk/by-slot/8"));
     assert!(model.nlsas.iter().all(|d| d.size == Some(96 << 20)));
@@ -52,11 +55,26 @@ fn a_counted_entry_stands_for_numbered_drives() {
 #[test]
 fn counted_entries_need_the_number_mark_and_a_sane_count() {
     for (entry, detail) in [
-        ("count = 8\nname = \"nlsas\"\npath = \"nlsas{}.img\"", "needs \"{}\" in both"),
-        ("count = 8\nname = \"nlsas{}\"\npath = \"nlsas.img\"", "needs \"{}\" in both"),
-        ("name = \"nlsas{}\"\npath = \"nlsas{}.img\"", "give count = N"),
-        ("count = 0\nname = \"n{}\"\npath = \"n{}.img\"", "must be between 1 and 1024 (got 0)"),
-        ("count = 99999999999\nname = \"n{}\"\npath = \"n{}.img\"", "must be between 1 and 1024"),
+        (
+            "count = 8\nname = \"nlsas\"\npath = \"nlsas{}.img\"",
+            "needs \"{}\" in both",
+        ),
+        (
+            "count = 8\nname = \"nlsas{}\"\npath = \"nlsas.img\"",
+            "needs \"{}\" in both",
+        ),
+        (
+            "name = \"nlsas{}\"\npath = \"nlsas{}.img\"",
+            "give count = N",
+        ),
+        (
+            "count = 0\nname = \"n{}\"\npath = \"n{}.img\"",
+            "must be between 1 and 1024 (got 0)",
+        ),
+        (
+            "count = 99999999999\nname = \"n{}\"\npath = \"n{}.img\"",
+            "must be between 1 and 1024",
+        ),
     ] {
         let err = model(&with_drives(&format!("[[nlsas]]\n{entry}\nsize = \"96M\""))).unwrap_err();
         assert!(err.contains("nlsas[0].count"), "{err}");
@@ -66,7 +84,10 @@ fn counted_entries_need_the_number_mark_and_a_sane_count() {
         "[[nlsas]]\ncount = 600\nname = \"a{}\"\npath = \"a{}.img\"\n\n[[nlsas]]\ncount = 600\nname = \"b{}\"\npath = \"b{}.img\"",
     ))
     .unwrap_err();
-    assert!(err.contains("at most 1024 [[nlsas]] drives (got 1200)"), "{err}");
+    assert!(
+        err.contains("at most 1024 [[nlsas]] drives (got 1200)"),
+        "{err}"
+    );
     let err = model(&with_drives(
         "[[nlsas]]\ncount = 8\nname = \"n{}\"\npath = \"n{}.img\"\n\n[[nlsas]]\nname = \"n3\"\npath = \"x.img\"",
     ))
@@ -119,12 +140,21 @@ fn the_full_size_model_is_an_f4300_class_system() {
     let model = HwModel::from_toml(F4300_TOML, "hw/infinibox-f4300.toml").unwrap();
     assert_eq!(model.controllers, 3);
     assert_eq!(model.dram_per_controller, 384 << 30);
-    assert_eq!(model.cache_per_controller(), (384u64 << 30) / 100 / (64 << 10) * (64 << 10));
+    assert_eq!(
+        model.cache_per_controller(),
+        (384u64 << 30) / 100 / (64 << 10) * (64 << 10)
+    );
     assert_eq!(model.nlsas.len(), 480);
     assert_eq!(model.nlsas[479].name, "nlsas479");
     assert!(model.nlsas.iter().all(|d| d.size == Some(5588 << 30)));
     // Sparse files on ext4 can be at most 16 TiB.
-    assert!(model.ssds.iter().chain(&model.nlsas).all(|d| d.size < Some(16 << 40)));
+    assert!(
+        model
+            .ssds
+            .iter()
+            .chain(&model.nlsas)
+            .all(|d| d.size < Some(16 << 40))
+    );
     assert_eq!(model.ssds.len(), 12);
     assert_eq!((model.stripe.data, model.stripe.parity), (14, 2));
     assert_eq!(model.stripe.spare, 24);

@@ -35,8 +35,12 @@ enum RawLatency {
     Ssd { read_us: i64, write_us: i64 },
 }
 
-
-pub(super) fn check_device_size(size: u64, unit: u64, min: u64, min_text: &str) -> Result<(), String> {
+pub(super) fn check_device_size(
+    size: u64,
+    unit: u64,
+    min: u64,
+    min_text: &str,
+) -> Result<(), String> {
     if !size.is_multiple_of(unit) {
         Err(format!(
             "must be a multiple of the stripe unit {unit} (got {size} bytes)"
@@ -166,7 +170,10 @@ pub(super) fn expand_counted(
         if devices.len() + count > MAX_NLSAS * 2 {
             return Err(FieldError::new(
                 field("count"),
-                format!("the [[{section}]] entries list more than {} devices", MAX_NLSAS * 2),
+                format!(
+                    "the [[{section}]] entries list more than {} devices",
+                    MAX_NLSAS * 2
+                ),
             ));
         }
         for number in 0..count {

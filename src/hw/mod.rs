@@ -341,10 +341,7 @@ impl RawModel {
         if nlsas.len() > MAX_NLSAS {
             return Err(FieldError::new(
                 "nlsas",
-                format!(
-                    "at most {MAX_NLSAS} [[nlsas]] drives (got {})",
-                    nlsas.len()
-                ),
+                format!("at most {MAX_NLSAS} [[nlsas]] drives (got {})", nlsas.len()),
             ));
         }
         let ssds = validate_devices("ssd", ssd, |size| {
@@ -474,4 +471,3 @@ impl RawSpare {
         })
     }
 }
-

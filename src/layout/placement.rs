@@ -224,7 +224,9 @@ impl Placement {
         let p = (slice % permutations) as usize;
         let rotation = match self.kind {
             PlacementKind::Straight => 0,
-            PlacementKind::Declustered { .. } => (slice / permutations % self.drives as u64) as usize,
+            PlacementKind::Declustered { .. } => {
+                (slice / permutations % self.drives as u64) as usize
+            }
         };
         (&self.base[p * self.drives..(p + 1) * self.drives], rotation)
     }

@@ -79,7 +79,11 @@ fn slice_shape(placement: &Placement) -> SliceShape {
     let drives = placement.drives();
     let packed_uses = packed_uses_in(placement, 0);
     for slice in [1, placement.period() / 2 + 1, placement.period() - 1] {
-        assert_eq!(packed_uses_in(placement, slice), packed_uses, "slice {slice}");
+        assert_eq!(
+            packed_uses_in(placement, slice),
+            packed_uses,
+            "slice {slice}"
+        );
     }
     let mut neighbours: Vec<Vec<(usize, u64)>> = vec![Vec::new(); drives];
     for row in 0..placement.rows_per_slice() {
@@ -137,7 +141,10 @@ fn shares_slice_by_slice(placement: &Placement, shape: &SliceShape) -> Vec<u64> 
     for slice in 0..placement.period() {
         for column in 0..drives {
             let drive = placement.drive_at(slice, column);
-            assert_ne!(seen_in[drive], slice, "slice {slice} uses drive {drive} twice");
+            assert_ne!(
+                seen_in[drive], slice,
+                "slice {slice} uses drive {drive} twice"
+            );
             seen_in[drive] = slice;
             shares[drive] += shape.packed_uses[column];
         }
@@ -199,7 +206,11 @@ fn shares_are_equal(width: usize) {
                 placement.drives()
             );
         }
-        assert!(per_drive.iter().all(|uses| uses.iter().sum::<u64>() == cells));
+        assert!(
+            per_drive
+                .iter()
+                .all(|uses| uses.iter().sum::<u64>() == cells)
+        );
         assert!(per_drive.iter().all(|uses| uses[1] > 0));
     }
 }

@@ -101,5 +101,8 @@ fn small_vaults_keep_their_layout_and_huge_arrays_get_a_capped_slot() {
     let overflow = SsdLayout::plan(u64::MAX / 2, u64::MAX).unwrap();
     assert_eq!(overflow.checkpoint_slot_len, u64::MAX / 2 / 8 / MIB * MIB);
     let err = SsdLayout::plan(40 << 20, u64::MAX).unwrap_err();
-    assert!(err.contains("too small") && err.contains("give it at least"), "{err}");
+    assert!(
+        err.contains("too small") && err.contains("give it at least"),
+        "{err}"
+    );
 }
