@@ -142,7 +142,7 @@ fn the_full_size_model_is_an_f4300_class_system() {
     assert_eq!(model.dram_per_controller, 384 << 30);
     assert_eq!(
         model.cache_per_controller(),
-        (384u64 << 30) / 100 / (64 << 10) * (64 << 10)
+        (384u64 << 30) / 1000 / (64 << 10) * (64 << 10)
     );
     assert_eq!(model.nlsas.len(), 480);
     assert_eq!(model.nlsas[479].name, "nlsas479");
