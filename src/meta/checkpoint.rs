@@ -83,7 +83,7 @@ pub fn build_checkpoint(
     let len = 64 + catalog_json.len() as u64 + maps.len() as u64;
     if len > slot_len {
         return Err(io::Error::other(format!(
-            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes: the maps of {} datasets share too little; delete snapshots or volumes that are no longer needed (a slot takes at most an eighth of the vault SSD: a node formatted with a larger vault SSD has more room)",
+            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes: the maps of {} datasets share too little; delete snapshots or volumes that are no longer needed (a vault SSD too small for the map of every block gets slots of an eighth of its size: a node formatted with a larger vault SSD has more room)",
             catalog.volumes.len()
         )));
     }

@@ -34,6 +34,8 @@ const CATALOG_RESERVE: u64 = 8 << 20;
 /// Largest share of the vault SSD one checkpoint slot may take (two slots: a quarter).
 const SLOT_SHARE_OF_SSD: u64 = 8;
 const MIB: u64 = 1 << 20;
+/// The smallest journal a vault may have.
+const MIN_JOURNAL: u64 = 32 << 20;
 
 /// Where things are on the vault device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,21 +49,30 @@ impl SsdLayout {
     /// Lays out a vault device of `ssd_size` bytes for an array of `data_blocks` blocks.
     ///
     /// A checkpoint slot gets room for the catalog plus 36 bytes per data block (the flat
-    /// map of every block, the most a checkpoint of unshared maps can take), but at most an
-    /// eighth of the SSD: a petabyte array would otherwise want slots of terabytes. A
-    /// capped slot holds the maps of what was written as long as they fit; a checkpoint
-    /// that outgrows it says so (see `build_checkpoint`).
+    /// map of every block, the most a checkpoint of unshared maps can take) when both
+    /// slots and a 32 MiB journal fit the SSD that way: the layout earlier builds made.
+    /// Otherwise (a petabyte array would want slots of terabytes) a slot is capped at an
+    /// eighth of the SSD; it holds the maps of what was written as long as they fit, and a
+    /// checkpoint that outgrows it says so (see `build_checkpoint`).
     pub fn plan(ssd_size: u64, data_blocks: u64) -> Result<SsdLayout, String> {
         let wanted = data_blocks
             .saturating_mul(ENTRY_LEN as u64)
             .saturating_add(CATALOG_RESERVE + PAGE)
             .div_ceil(MIB)
             .saturating_mul(MIB);
+        let uncapped_fits = wanted
+            .checked_mul(2)
+            .and_then(|slots| slots.checked_add(2 * PAGE + MIN_JOURNAL))
+            .is_some_and(|needed| needed <= ssd_size);
         let share = ssd_size / SLOT_SHARE_OF_SSD / MIB * MIB;
-        let slot = wanted.min(share.max(CATALOG_RESERVE + MIB));
+        let slot = if uncapped_fits {
+            wanted
+        } else {
+            wanted.min(share.max(CATALOG_RESERVE + MIB))
+        };
         let log_start = 2 * PAGE + 2 * slot;
         let log_len = ssd_size.saturating_sub(log_start) / PAGE * PAGE;
-        if log_len < 32 << 20 {
+        if log_len < MIN_JOURNAL {
             return Err(format!(
                 "the vault SSD of {ssd_size} bytes is too small: checkpoints need 2 x {slot} bytes and the journal at least 32 MiB; give it at least {} bytes",
                 log_start + (32 << 20)

@@ -94,6 +94,9 @@ fn small_vaults_keep_their_layout_and_huge_arrays_get_a_capped_slot() {
     let small = SsdLayout::plan(256 << 20, 130_000).unwrap();
     assert_eq!(small.checkpoint_slot_len, 13 << 20);
     assert_eq!(small.log_start, 2 * PAGE + 2 * (13 << 20));
+    // hw/api.toml's: slots of more than an eighth of the SSD, as earlier builds made them.
+    let mid = SsdLayout::plan(8 << 30, 66_100_000).unwrap();
+    assert_eq!(mid.checkpoint_slot_len, 2278 << 20);
     // 2.5 PB of 4 KiB blocks would want 22 TB slots; an 8 TiB vault gives each 1 TiB.
     let huge = SsdLayout::plan(8 << 40, 600_000_000_000).unwrap();
     assert_eq!(huge.checkpoint_slot_len, 1 << 40);
