@@ -13,7 +13,9 @@
 //!
 //! Checks: unknown fields are refused; `controllers` is 1..=8; `dram_per_controller` is at
 //! least 16M and a multiple of 64K; `stripe.parity` is 2 (P+Q); `stripe.data` is 2..=30;
-//! `stripe.unit` is a power of two between 16K and 1M; `stripe.rows_per_segment` is at least
+//! `stripe.unit` is a power of two between 16K and 1M, small enough that a row's blocks fit
+//! its 4 KiB summary (at most 128 blocks of 4K per row: 32K units for 14 data units, 64K
+//! for 4); `stripe.rows_per_segment` is at least
 //! 1; there is at least one `[[ssd]]` and at least `data + parity + spare` `[[nlsas]]` drives
 //! (at most 1024), where the spare space is `stripe.spare_drives` or `stripe.spare` (a share
 //! such as `"5%"`, rounded up to whole drives' worth) or by default two drives' worth when
@@ -28,20 +30,36 @@
 //! days (see [`scrub`]).
 //!
 //! Sizes are written as integers (bytes) or strings with binary units (`"64K"`, `"1G"`).
+//!
+//! Large inventories are written compactly: an `[[nlsas]]` (or `[[ssd]]`) entry with
+//! `count = N` stands for N alike devices, numbered from 0 where `{}` appears in its name
+//! and path (`name = "nlsas{}"`, `path = "nlsas{}.img"` gives `nlsas0` at `nlsas0.img` up to
+//! `nlsas479`); such an entry needs `{}` in both, `{}` needs a count, and N is 1..=1024.
+//! Errors name the expanded device (`nlsas[37].size`).
+//!
+//! DRAM is declared as the real machine has it (`dram_per_controller`); `dram_scale`
+//! (more than 0, at most 1; 1 when absent) is the one setting that fits it to a smaller
+//! host: each controller's cache gets `dram_per_controller × dram_scale`, rounded down to
+//! 64K, which must still be at least 16M ([`HwModel::cache_per_controller`]).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::types::parse_size;
+use crate::layout::summary::MAX_SUMMARY_ENTRIES;
+use crate::types::{BLOCK_SIZE, parse_size};
 
+#[cfg(test)]
+mod compact_tests;
+mod devices;
 pub mod faults;
 pub mod scrub;
 #[cfg(test)]
 mod tests;
 
-use faults::{FaultSpec, RawFaultRule};
+use devices::{RawDevice, check_device_size, expand_counted, validate_devices};
+use faults::FaultSpec;
 pub use scrub::ScrubSettings;
 
 /// The embedded default model.
@@ -67,8 +85,11 @@ pub struct HwModel {
     pub name: String,
     /// Number of controllers (each with its own DRAM cache and reactor).
     pub controllers: usize,
-    /// DRAM cache per controller, in bytes.
+    /// DRAM per controller as the model declares it (the real machine's), in bytes.
     pub dram_per_controller: u64,
+    /// What share of the declared DRAM this host gives the cache (`dram_scale`, 1 unless
+    /// set): see [`HwModel::cache_per_controller`].
+    pub dram_scale: f64,
     /// SSD devices: write vault and read-cache tier.
     pub ssds: Vec<DeviceSpec>,
     /// NL-SAS drives: one per stripe column (`stripe.data + stripe.parity` of them).
@@ -181,6 +202,12 @@ impl HwModel {
         }
     }
 
+    /// DRAM cache per controller on this host: `dram_per_controller × dram_scale`, rounded
+    /// down to 64K (validation made sure it is at least 16M).
+    pub fn cache_per_controller(&self) -> u64 {
+        scaled_dram(self.dram_per_controller, self.dram_scale)
+    }
+
     /// Where `spec`'s device is: relative paths are under `data_dir`, absolute ones as given.
     pub fn resolve_path(&self, spec: &DeviceSpec, data_dir: &Path) -> PathBuf {
         if spec.path.is_absolute() {
@@ -205,6 +232,7 @@ struct RawModel {
     name: String,
     controllers: i64,
     dram_per_controller: RawSize,
+    dram_scale: Option<f64>,
     stripe: RawStripe,
     #[serde(default)]
     ssd: Vec<RawDevice>,
@@ -226,25 +254,6 @@ struct RawStripe {
     spare: Option<String>,
     /// An NL-SAS I/O slower than this fails its drive (ms).
     drive_timeout_ms: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawDevice {
-    name: String,
-    path: Option<String>,
-    size: Option<RawSize>,
-    latency: Option<RawLatency>,
-    write_cache: Option<RawSize>,
-    #[serde(default)]
-    faults: Vec<RawFaultRule>,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
-enum RawLatency {
-    Hdd { seek_us: i64, rpm: i64 },
-    Ssd { read_us: i64, write_us: i64 },
 }
 
 /// A validation failure before the file name is attached.
@@ -285,6 +294,10 @@ fn int_in_range(field: &str, value: i64, low: i64, high: i64) -> Result<i64, Fie
     }
 }
 
+fn scaled_dram(declared: u64, scale: f64) -> u64 {
+    ((declared as f64 * scale) as u64) / (64 << 10) * (64 << 10)
+}
+
 fn latency_us(field: &str, value: i64) -> Result<u64, FieldError> {
     int_in_range(field, value, 0, MAX_LATENCY_US as i64).map(|v| v as u64)
 }
@@ -302,39 +315,54 @@ impl RawModel {
                 format!("must be at least 16M and a multiple of 64K (got {dram} bytes)"),
             ));
         }
+        let dram_scale = self.dram_scale.unwrap_or(1.0);
+        if !(dram_scale > 0.0 && dram_scale <= 1.0) {
+            return Err(FieldError::new(
+                "dram_scale",
+                format!("must be more than 0 and at most 1 (got {dram_scale})"),
+            ));
+        }
+        let cache = scaled_dram(dram, dram_scale);
+        if cache < 16 << 20 {
+            return Err(FieldError::new(
+                "dram_scale",
+                format!(
+                    "leaves {cache} bytes of the declared {dram} per controller; the cache needs at least 16M: raise dram_scale"
+                ),
+            ));
+        }
         let stripe = self.stripe.validate()?;
-        if self.ssd.is_empty() {
+        let ssd = expand_counted("ssd", self.ssd)?;
+        let nlsas = expand_counted("nlsas", self.nlsas)?;
+        if ssd.is_empty() {
             return Err(FieldError::new(
                 "ssd",
                 "at least one [[ssd]] device is needed (the write vault)",
             ));
         }
         let columns = stripe.stripe.data + stripe.stripe.parity;
-        let stripe = stripe.with_spare(self.nlsas.len())?;
-        if self.nlsas.len() < columns + stripe.spare {
+        let stripe = stripe.with_spare(nlsas.len())?;
+        if nlsas.len() < columns + stripe.spare {
             return Err(FieldError::new(
                 "nlsas",
                 format!(
                     "need at least stripe.data + stripe.parity + spare = {} [[nlsas]] drives (got {})",
                     columns + stripe.spare,
-                    self.nlsas.len()
+                    nlsas.len()
                 ),
             ));
         }
-        if self.nlsas.len() > MAX_NLSAS {
+        if nlsas.len() > MAX_NLSAS {
             return Err(FieldError::new(
                 "nlsas",
-                format!(
-                    "at most {MAX_NLSAS} [[nlsas]] drives (got {})",
-                    self.nlsas.len()
-                ),
+                format!("at most {MAX_NLSAS} [[nlsas]] drives (got {})", nlsas.len()),
             ));
         }
-        let ssds = validate_devices("ssd", self.ssd, |size| {
+        let ssds = validate_devices("ssd", ssd, |size| {
             check_device_size(size, stripe.unit, MIN_SSD_SIZE, "64M")
         })?;
         let min_nlsas = stripe.unit * MIN_NLSAS_UNITS;
-        let nlsas = validate_devices("nlsas", self.nlsas, |size| {
+        let nlsas = validate_devices("nlsas", nlsas, |size| {
             check_device_size(size, stripe.unit, min_nlsas, "64 stripe units")
         })?;
         let mut names: Vec<(&str, String)> = Vec::new();
@@ -355,6 +383,7 @@ impl RawModel {
             name: self.name,
             controllers,
             dram_per_controller: dram,
+            dram_scale,
             ssds,
             nlsas,
             stripe,
@@ -377,6 +406,19 @@ impl RawStripe {
             return Err(FieldError::new(
                 "stripe.unit",
                 format!("must be a power of two between 16K and 1M (got {unit} bytes)"),
+            ));
+        }
+        // The row's summary block names every other block of the row in one 4 KiB block.
+        let slots = data as u64 * unit / BLOCK_SIZE as u64;
+        if slots > MAX_SUMMARY_ENTRIES as u64 + 1 {
+            let fits = (MAX_SUMMARY_ENTRIES as u64 + 1) * BLOCK_SIZE as u64 / data as u64;
+            let largest = 1u64 << (63 - fits.leading_zeros());
+            return Err(FieldError::new(
+                "stripe.unit",
+                format!(
+                    "a row of {data} data units of {unit} bytes has {slots} blocks, but its 4 KiB summary describes at most {MAX_SUMMARY_ENTRIES} besides itself; use a unit of at most {}K with {data} data units",
+                    largest >> 10
+                ),
             ));
         }
         if self.rows_per_segment < 1 {
@@ -450,96 +492,4 @@ impl RawSpare {
             ..self.stripe
         })
     }
-}
-
-fn check_device_size(size: u64, unit: u64, min: u64, min_text: &str) -> Result<(), String> {
-    if !size.is_multiple_of(unit) {
-        Err(format!(
-            "must be a multiple of the stripe unit {unit} (got {size} bytes)"
-        ))
-    } else if size < min {
-        Err(format!("must be at least {min_text} (got {size} bytes)"))
-    } else {
-        Ok(())
-    }
-}
-
-fn validate_devices(
-    section: &str,
-    raw: Vec<RawDevice>,
-    check_size: impl Fn(u64) -> Result<(), String>,
-) -> Result<Vec<DeviceSpec>, FieldError> {
-    let mut devices = Vec::with_capacity(raw.len());
-    for (index, device) in raw.into_iter().enumerate() {
-        let field = |name: &str| format!("{section}[{index}].{name}");
-        if device.name.trim().is_empty() {
-            return Err(FieldError::new(field("name"), "must not be empty"));
-        }
-        let path = match device.path {
-            Some(path) if !path.trim().is_empty() => PathBuf::from(path),
-            _ => {
-                return Err(FieldError::new(
-                    field("path"),
-                    format!(
-                        "device {:?} needs a path (a file under the data directory or a block device)",
-                        device.name
-                    ),
-                ));
-            }
-        };
-        let size = match &device.size {
-            Some(raw) => {
-                let size = size_field(&field("size"), raw)?;
-                check_size(size).map_err(|reason| FieldError::new(field("size"), reason))?;
-                Some(size)
-            }
-            None => None,
-        };
-        let latency = match device.latency {
-            None => None,
-            Some(RawLatency::Hdd { seek_us, rpm }) => Some(LatencyModel::Hdd {
-                seek_us: latency_us(&field("latency.seek_us"), seek_us)?,
-                rpm: int_in_range(&field("latency.rpm"), rpm, 3600, 20_000)? as u64,
-            }),
-            Some(RawLatency::Ssd { read_us, write_us }) => Some(LatencyModel::Ssd {
-                read_us: latency_us(&field("latency.read_us"), read_us)?,
-                write_us: latency_us(&field("latency.write_us"), write_us)?,
-            }),
-        };
-        let write_cache = match &device.write_cache {
-            None => 0,
-            Some(raw) => {
-                let bytes = size_field(&field("write_cache"), raw)?;
-                if bytes == 0 || bytes > MAX_WRITE_CACHE || !bytes.is_multiple_of(4096) {
-                    return Err(FieldError::new(
-                        field("write_cache"),
-                        format!("must be a multiple of 4K between 4K and 1G (got {bytes} bytes)"),
-                    ));
-                }
-                bytes
-            }
-        };
-        let mut faults = Vec::with_capacity(device.faults.len());
-        for (rule_index, rule) in device.faults.into_iter().enumerate() {
-            if rule.device.is_some() {
-                return Err(FieldError::new(
-                    field(&format!("faults[{rule_index}].device")),
-                    "a model's rule applies to the device it is listed under; remove device",
-                ));
-            }
-            let spec = rule.into_spec(device.name.clone(), 0).map_err(|reason| {
-                FieldError::new(field(&format!("faults[{rule_index}]")), reason)
-            })?;
-            faults.push(spec);
-        }
-        devices.push(DeviceSpec {
-            name: device.name,
-            path,
-            size,
-            latency,
-            write_cache,
-            faults,
-        });
-    }
-    Ok(devices)
 }

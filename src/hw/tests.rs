@@ -233,9 +233,9 @@ fn data_columns_must_be_two_to_thirty() {
 #[test]
 fn nlsas_count_must_match_the_stripe() {
     refused(
-        replace("data = 4", "data = 5"),
+        replace("data = 4", "data = 8"),
         "`nlsas`",
-        "need at least stripe.data + stripe.parity + spare = 7",
+        "need at least stripe.data + stripe.parity + spare = 10 [[nlsas]] drives (got 6)",
     );
 }
 

@@ -15,11 +15,14 @@
 //! the LSN replay must start from and the fingerprint of the node key that seals the
 //! secrets in the catalog and in catalog journal records ([`crate::secrets`]).
 //!
-//! Format versions: 1 kept secrets plain; 2 (written now) seals them and records the key's
-//! fingerprint. A version-1 superblock still loads (its plain secrets are read as they
-//! are, and the store writes a sealed checkpoint with a version-2 superblock at once);
-//! builds that know only version 1 find no valid superblock in a version-2 vault and
-//! refuse to start, rather than misread sealed records. Both slots are ping-ponged: a new checkpoint goes to
+//! Format versions (see `superblock` for the page): 1 kept secrets plain; 2 seals them and
+//! records the key's fingerprint; 3 (written now) also records the placement of rows on
+//! the drives (drive count, spare, straight or declustered with its seed). Older
+//! superblocks still load: their placement is the straight layout, the only one their
+//! builds knew; a version-1 vault's plain secrets are read as they are, and the store writes
+//! a sealed checkpoint with a current superblock at once. Builds that know only older
+//! versions find no valid superblock in a newer vault and refuse to start, rather than
+//! misread it. Both slots are ping-ponged: a new checkpoint goes to
 //! the slot not in use and is synced, then a superblock with a higher sequence number goes
 //! to the superblock slot not in use and is synced. A crash at any point leaves the older
 //! pair intact, and start-up takes the valid superblock with the highest sequence number.
@@ -37,198 +40,25 @@ use std::sync::Arc;
 
 use super::catalog::Catalog;
 use super::forest::{self, Forest, MapEntry};
+#[cfg(test)]
+use superblock::FORMAT_VERSION_PLAIN_SECRETS;
+pub use superblock::{
+    RecordedPlacement, SsdLayout, Superblock, SuperblockState, read_superblock, write_superblock,
+};
+
+mod superblock;
 use crate::io::{AlignedBuf, Device, IoRing};
-use crate::layout::Geometry;
 use crate::secrets::{self, NodeKey};
 use crate::types::BLOCK_SIZE;
 
-const SUPER_MAGIC: u64 = 0x5452_4f49_4b41_5342; // "TROIKASB"
 /// The first format: a flat list of map entries.
 const CHECKPOINT_MAGIC: u64 = 0x5452_4f49_4b41_4350; // "TROIKACP"
 /// The second format: the forest of shared maps.
 const CHECKPOINT_MAGIC_FOREST: u64 = 0x5452_4f49_4b41_4346; // "TROIKACF"
 /// The current format: the forest with the aliases of blocks copied by reference.
 const CHECKPOINT_MAGIC_ALIASES: u64 = 0x5452_4f49_4b41_4341; // "TROIKACA"
-/// Written now: secrets sealed, the key's fingerprint recorded.
-const FORMAT_VERSION: u64 = 2;
-/// Secrets plain, no key fingerprint; still read.
-const FORMAT_VERSION_PLAIN_SECRETS: u64 = 1;
 const PAGE: u64 = 4096;
 const ENTRY_LEN: usize = 36;
-/// Room kept for the catalog in a checkpoint slot.
-const CATALOG_RESERVE: u64 = 8 << 20;
-
-/// Where things are on the vault device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SsdLayout {
-    pub checkpoint_slot_len: u64,
-    pub log_start: u64,
-    pub log_len: u64,
-}
-
-impl SsdLayout {
-    /// Lays out a vault device of `ssd_size` bytes for an array of `data_blocks` blocks.
-    pub fn plan(ssd_size: u64, data_blocks: u64) -> Result<SsdLayout, String> {
-        let slot =
-            (CATALOG_RESERVE + data_blocks * ENTRY_LEN as u64 + PAGE).div_ceil(1 << 20) * (1 << 20);
-        let log_start = 2 * PAGE + 2 * slot;
-        let log_len = ssd_size.saturating_sub(log_start) / PAGE * PAGE;
-        if log_len < 32 << 20 {
-            return Err(format!(
-                "the vault SSD of {ssd_size} bytes is too small: checkpoints need 2 x {slot} bytes and the journal at least 32 MiB; give it at least {} bytes",
-                log_start + (32 << 20)
-            ));
-        }
-        Ok(SsdLayout {
-            checkpoint_slot_len: slot,
-            log_start,
-            log_len,
-        })
-    }
-
-    fn checkpoint_offset(&self, slot: u32) -> u64 {
-        2 * PAGE + u64::from(slot) * self.checkpoint_slot_len
-    }
-}
-
-/// The contents of a superblock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Superblock {
-    pub sequence: u64,
-    pub serial: u64,
-    pub data_devices: u64,
-    pub unit: u64,
-    pub rows_per_segment: u64,
-    pub rows: u64,
-    pub layout: SsdLayout,
-    pub checkpoint_slot: u32,
-    pub checkpoint_len: u64,
-    pub checkpoint_sum: u64,
-    /// The journal LSN the checkpoint reflects.
-    pub checkpoint_lsn: u64,
-    /// Replay starts here (at or before `checkpoint_lsn`: vault records of data still dirty).
-    pub replay_from: u64,
-    /// The fingerprint ([`NodeKey::id`]) of the key that seals this node's secrets; `None`
-    /// in a superblock of format 1, whose secrets are plain.
-    pub key_id: Option<u64>,
-}
-
-impl Superblock {
-    /// The geometry this node was formatted with.
-    pub fn matches(&self, geometry: &Geometry) -> bool {
-        self.data_devices == geometry.data as u64
-            && self.unit == geometry.unit
-            && self.rows_per_segment == geometry.rows_per_segment
-            && self.rows == geometry.rows
-    }
-
-    fn encode(&self, page: &mut [u8]) {
-        page.fill(0);
-        let fields = [
-            SUPER_MAGIC,
-            FORMAT_VERSION,
-            self.sequence,
-            self.serial,
-            self.data_devices,
-            self.unit,
-            self.rows_per_segment,
-            self.rows,
-            self.layout.checkpoint_slot_len,
-            self.layout.log_start,
-            self.layout.log_len,
-            u64::from(self.checkpoint_slot),
-            self.checkpoint_len,
-            self.checkpoint_sum,
-            self.checkpoint_lsn,
-            self.replay_from,
-            self.key_id
-                .expect("a superblock is written with the node key's fingerprint"),
-        ];
-        for (index, value) in fields.iter().enumerate() {
-            page[index * 8..index * 8 + 8].copy_from_slice(&value.to_le_bytes());
-        }
-        let sum = xxh3_64(&page[..PAGE as usize - 8]);
-        page[PAGE as usize - 8..].copy_from_slice(&sum.to_le_bytes());
-    }
-
-    /// The superblock in a slot's page, `None` unless `page` is one page holding a valid
-    /// superblock.
-    pub fn decode(page: &[u8]) -> Option<Superblock> {
-        if page.len() != PAGE as usize {
-            return None;
-        }
-        let field = |index: usize| {
-            u64::from_le_bytes(page[index * 8..index * 8 + 8].try_into().expect("8 bytes"))
-        };
-        let sum = u64::from_le_bytes(page[PAGE as usize - 8..].try_into().expect("8 bytes"));
-        let version = field(1);
-        if field(0) != SUPER_MAGIC
-            || !(version == FORMAT_VERSION || version == FORMAT_VERSION_PLAIN_SECRETS)
-            || sum != xxh3_64(&page[..PAGE as usize - 8])
-        {
-            return None;
-        }
-        Some(Superblock {
-            sequence: field(2),
-            serial: field(3),
-            data_devices: field(4),
-            unit: field(5),
-            rows_per_segment: field(6),
-            rows: field(7),
-            layout: SsdLayout {
-                checkpoint_slot_len: field(8),
-                log_start: field(9),
-                log_len: field(10),
-            },
-            checkpoint_slot: u32::try_from(field(11)).ok().filter(|slot| *slot < 2)?,
-            checkpoint_len: field(12),
-            checkpoint_sum: field(13),
-            checkpoint_lsn: field(14),
-            replay_from: field(15),
-            key_id: (version == FORMAT_VERSION).then(|| field(16)),
-        })
-    }
-}
-
-/// What the vault device's superblock slots hold.
-pub enum SuperblockState {
-    /// Neither slot has ever been written: a new node.
-    Blank,
-    /// The newest valid superblock.
-    Found(Superblock),
-    /// Something is there but no slot is valid.
-    Unreadable,
-}
-
-/// Reads both superblock slots.
-pub fn read_superblock(ring: &mut IoRing, ssd: &Device) -> io::Result<SuperblockState> {
-    let mut page = AlignedBuf::new(2 * PAGE as usize);
-    ring.read_at(ssd, 0, &mut page)?;
-    let slots = [
-        Superblock::decode(&page[..PAGE as usize]),
-        Superblock::decode(&page[PAGE as usize..]),
-    ];
-    if let Some(best) = slots.iter().flatten().max_by_key(|sb| sb.sequence) {
-        return Ok(SuperblockState::Found(*best));
-    }
-    if page.iter().all(|&byte| byte == 0) {
-        Ok(SuperblockState::Blank)
-    } else {
-        Ok(SuperblockState::Unreadable)
-    }
-}
-
-/// Writes `superblock` to the slot its sequence number selects and syncs.
-pub fn write_superblock(
-    ring: &mut IoRing,
-    ssd: &Device,
-    superblock: &Superblock,
-) -> io::Result<()> {
-    let mut page = AlignedBuf::new(PAGE as usize);
-    superblock.encode(&mut page);
-    ring.write_at(ssd, (superblock.sequence % 2) * PAGE, &page)?;
-    ring.sync(ssd)
-}
 
 /// A serialized checkpoint ready to be written.
 pub struct CheckpointImage {
@@ -253,7 +83,7 @@ pub fn build_checkpoint(
     let len = 64 + catalog_json.len() as u64 + maps.len() as u64;
     if len > slot_len {
         return Err(io::Error::other(format!(
-            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes: the maps of {} datasets share too little; delete snapshots that are no longer needed",
+            "checkpoint of {len} bytes does not fit its slot of {slot_len} bytes: the maps of {} datasets share too little; delete snapshots or volumes that are no longer needed (a vault SSD too small for the map of every block gets slots of an eighth of its size: a node formatted with a larger vault SSD has more room)",
             catalog.volumes.len()
         )));
     }
@@ -550,6 +380,11 @@ mod tests {
             checkpoint_lsn: 0,
             replay_from: 0,
             key_id: Some(key().id()),
+            placement: RecordedPlacement {
+                drives: 6,
+                spare: 0,
+                kind: crate::layout::PlacementKind::Straight,
+            },
         };
         let err = read_checkpoint(&mut ring, &ssd, &superblock, &key())
             .err()

@@ -44,6 +44,8 @@ mod durability_tests;
 pub mod host_ops;
 mod open;
 #[cfg(test)]
+mod placement_tests;
+#[cfg(test)]
 mod secrets_tests;
 pub mod snapshots;
 

@@ -211,7 +211,7 @@ pub(super) fn start_controllers(
     let cache = Cache::start(
         meta.clone(),
         hw.controllers,
-        hw.dram_per_controller,
+        hw.cache_per_controller(),
         recovered,
         routing.clone(),
     );

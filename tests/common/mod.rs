@@ -360,6 +360,11 @@ impl TestNode {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The running node's process id (for /proc), `None` when it is not running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// kill -9: the process dies with whatever it had in memory.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {

@@ -15,11 +15,11 @@ use super::datasets::{family_table, rebuild_handles};
 use super::{MetaCounters, MetaError, MetaState, MetaStore, OpenReport};
 use crate::clock::now_secs;
 use crate::io::{Device, IoRing};
-use crate::layout::{Array, Geometry, SegmentAllocator};
+use crate::layout::{Array, Geometry, PlacementKind, SegmentAllocator};
 use crate::meta::catalog::Catalog;
 use crate::meta::checkpoint::{
-    SsdLayout, Superblock, SuperblockState, build_checkpoint, read_checkpoint, read_superblock,
-    write_checkpoint, write_superblock,
+    RecordedPlacement, SsdLayout, Superblock, SuperblockState, build_checkpoint, read_checkpoint,
+    read_superblock, write_checkpoint, write_superblock,
 };
 use crate::meta::forest::Forest;
 use crate::meta::journal::Journal;
@@ -59,11 +59,12 @@ impl MetaStore {
         let started = Instant::now();
         let mut ring = IoRing::new(64).map_err(|err| media(&ssd, err))?;
         let geometry = *array.geometry();
+        let placement = RecordedPlacement::of(array.placement());
         let mut report = OpenReport::default();
         let found = read_superblock(&mut ring, &ssd).map_err(|err| media(&ssd, err))?;
         let loaded = match found {
             SuperblockState::Blank => {
-                let loaded = format_blank(&mut ring, &ssd, &geometry, &key)?;
+                let loaded = format_blank(&mut ring, &ssd, &geometry, placement, &key)?;
                 report.formatted = true;
                 loaded
             }
@@ -74,6 +75,7 @@ impl MetaStore {
                 )));
             }
             SuperblockState::Found(superblock) => {
+                check_placement(&ssd, &superblock, placement)?;
                 load_found(&mut ring, &ssd, superblock, &geometry, &key, &mut report)?
             }
         };
@@ -137,6 +139,7 @@ fn format_blank(
     ring: &mut IoRing,
     ssd: &Device,
     geometry: &Geometry,
+    placement: RecordedPlacement,
     key: &Arc<NodeKey>,
 ) -> Result<Loaded, MetaError> {
     let layout = SsdLayout::plan(ssd.size(), geometry.data_blocks()).map_err(MetaError::Invalid)?;
@@ -166,6 +169,7 @@ fn format_blank(
         checkpoint_lsn: 0,
         replay_from: 0,
         key_id: Some(key.id()),
+        placement,
     };
     write_superblock(ring, ssd, &superblock).map_err(|err| media(ssd, err))?;
     Ok(Loaded {
@@ -176,6 +180,33 @@ fn format_blank(
         recovered: Vec::new(),
         end_lsn: 0,
     })
+}
+
+/// Refuses a model whose placement of rows on the drives is not the one the array was
+/// formatted with: its rows would be read from the wrong cells.
+fn check_placement(
+    ssd: &Device,
+    superblock: &Superblock,
+    model: RecordedPlacement,
+) -> Result<(), MetaError> {
+    let recorded = superblock.placement;
+    if recorded == model {
+        return Ok(());
+    }
+    let how = match recorded.kind {
+        PlacementKind::Straight => format!(
+            "exactly {} [[nlsas]] drives and no spare (no spare_drives or spare in [stripe])",
+            recorded.drives
+        ),
+        PlacementKind::Declustered { .. } => format!(
+            "{} [[nlsas]] drives and spare_drives = {}",
+            recorded.drives, recorded.spare
+        ),
+    };
+    Err(MetaError::Invalid(format!(
+        "the data in {} was laid out as {recorded}, but the hardware model describes {model}; start the node with the model it was formatted with ({how}). To move the data to another layout, copy the volumes to a node formatted with the new model (README, Upgrading)",
+        ssd.path().display()
+    )))
 }
 
 /// Loads a vault device that holds a troika superblock: refuses one written with another
