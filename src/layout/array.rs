@@ -22,13 +22,16 @@ use super::placement::{Cell, Placement};
 use crate::io::{Device, IoKind, IoRequest, IoRing};
 use crate::types::BLOCK_SIZE;
 
+mod drive_admin;
 mod guard;
 mod heal;
 mod reconstruct;
 mod scrub;
 #[cfg(test)]
 mod scrub_tests;
+mod write;
 
+pub use drive_admin::HealPriority;
 pub use heal::{HealBuffers, HealJob, HealPhase, HealStatus};
 pub use reconstruct::RepairOutcome;
 pub use scrub::{RowScrub, ScrubBuffers, ScrubRepairs, ScrubTally};
@@ -105,46 +108,6 @@ pub struct Array {
     priority: std::sync::atomic::AtomicU8,
     /// An I/O slower than this fails its drive (ms; 0: no limit).
     timeout_ms: AtomicU64,
-}
-
-/// How hard a heal pushes against host I/O.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HealPriority {
-    /// Rests four times as long as it works while hosts are reading.
-    Low,
-    /// Rests as long as it works while hosts are reading.
-    Medium,
-    /// Rests a quarter of its working time while hosts are reading.
-    High,
-}
-
-impl HealPriority {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HealPriority::Low => "LOW",
-            HealPriority::Medium => "MEDIUM",
-            HealPriority::High => "HIGH",
-        }
-    }
-
-    /// Parses `low`, `medium` or `high` (any case).
-    pub fn parse(text: &str) -> Option<HealPriority> {
-        match text.to_ascii_lowercase().as_str() {
-            "low" => Some(HealPriority::Low),
-            "medium" => Some(HealPriority::Medium),
-            "high" => Some(HealPriority::High),
-            _ => None,
-        }
-    }
-
-    /// Rest per unit of work while hosts are busy.
-    pub fn rest_factor(self) -> f64 {
-        match self {
-            HealPriority::Low => 4.0,
-            HealPriority::Medium => 1.0,
-            HealPriority::High => 0.25,
-        }
-    }
 }
 
 impl Array {
@@ -304,279 +267,15 @@ impl Array {
         self.table.read().read_cell(&self.placement, row, unit)
     }
 
-    fn write_cell(&self, row: u64, unit: usize) -> Option<Cell> {
+    pub(super) fn write_cell(&self, row: u64, unit: usize) -> Option<Cell> {
         if !self.is_degraded() {
             return Some(self.placement.cell(row, unit));
         }
         self.table.read().write_cell(&self.placement, row, unit)
     }
 
-    fn byte_offset(&self, cell: Cell) -> u64 {
+    pub(super) fn byte_offset(&self, cell: Cell) -> u64 {
         cell.index * self.geometry.unit
-    }
-
-    /// Fails drive `index` for `reason`: it is never read or written again, and its units
-    /// move to spare cells as the rebuild reaches them. Persists the new state before
-    /// returning. Returns false when the drive was already failed.
-    pub fn fail_drive(&self, index: usize, reason: &str) -> Result<bool, String> {
-        if index >= self.drives.len() {
-            return Err(format!(
-                "there is no drive {index}; the array has drives 0 to {}",
-                self.drives.len() - 1
-            ));
-        }
-        let changed = {
-            let mut table = self.table.write();
-            let changed = table.fail(&self.placement, index, reason, crate::clock::now_ms());
-            self.degraded.store(true, Ordering::Release);
-            if changed {
-                self.persist(&table);
-            }
-            changed
-        };
-        if changed {
-            crate::say!(
-                "troika: drive {index} ({}) failed: {reason}; it will not be used again until it is replaced",
-                self.device_name(index)
-            );
-            self.notify(DriveEvent::Failed {
-                drive: index,
-                name: self.device_name(index),
-                reason: reason.to_string(),
-            });
-        }
-        Ok(changed)
-    }
-
-    /// Puts `device` in the place of failed drive `index` and starts copying its units
-    /// back onto it.
-    pub fn replace_drive(&self, index: usize, device: Device) -> Result<(), String> {
-        if index >= self.drives.len() {
-            return Err(format!("there is no drive {index}"));
-        }
-        let needed = self.drives[index].read().size();
-        if device.size() < needed {
-            return Err(format!(
-                "the replacement {} holds {} bytes; drive {index} needs at least {needed}",
-                device.path().display(),
-                device.size()
-            ));
-        }
-        let mut table = self.table.write();
-        if table.state(index) == DriveState::Replacing {
-            return Err(format!("drive {index} is already being replaced"));
-        }
-        if table.failure(index).is_none() {
-            return Err(format!(
-                "drive {index} is ACTIVE; fail it first (drive fail {index}) to replace it"
-            ));
-        }
-        if let Some(store) = self.store.lock().as_ref() {
-            store.set_replacement(index, device.path());
-        }
-        *self.drives[index].write() = Arc::new(device);
-        self.read_errors[index].store(0, Ordering::Relaxed);
-        table.replace(index)?;
-        self.persist(&table);
-        Ok(())
-    }
-
-    /// Every drive with its state and progress.
-    pub fn drive_infos(&self) -> Vec<DriveInfo> {
-        let table = self.table.read();
-        (0..self.drives.len())
-            .map(|index| {
-                let device = self.device(index);
-                let failure = table.failure(index);
-                let progress_percent = failure.map_or(100.0, |failure| {
-                    let total = failure.rebuilt.len().max(1) as f64;
-                    100.0 * (total - failure.remaining() as f64) / total
-                });
-                DriveInfo {
-                    index,
-                    name: device.name().to_string(),
-                    path: device.path().display().to_string(),
-                    bytes: device.size(),
-                    state: table.state(index),
-                    progress_percent,
-                    read_errors: self.read_errors[index].load(Ordering::Relaxed),
-                    reason: failure.map(|f| f.reason.clone()),
-                }
-            })
-            .collect()
-    }
-
-    fn persist(&self, table: &DriveTable) {
-        if let Some(store) = self.store.lock().as_ref()
-            && let Err(err) = store.save(table)
-        {
-            crate::fatal::durability_failure(
-                &store.path().display().to_string(),
-                "drive state write",
-                &err,
-            );
-        }
-    }
-
-    /// Fails drives whose I/O takes longer than `limit` (from the hardware model).
-    pub fn set_drive_timeout(&self, limit: std::time::Duration) {
-        self.timeout_ms
-            .store(limit.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// Fails `drive` when request `index` of the ring's last batch took longer than the
-    /// drive timeout.
-    pub(crate) fn judge_latency(&self, ring: &IoRing, index: usize, drive: usize) {
-        let limit = self.timeout_ms.load(Ordering::Relaxed);
-        if limit == 0 {
-            return;
-        }
-        let took = ring.took(index);
-        if took.as_millis() as u64 > limit {
-            let _ = self.fail_drive(
-                drive,
-                &format!(
-                    "an I/O took {} ms, past the model's drive timeout of {limit} ms",
-                    took.as_millis()
-                ),
-            );
-        }
-    }
-
-    /// Counts a failed read on `drive`; fails the drive after [`READ_ERRORS_TO_FAIL`].
-    fn count_read_error(&self, drive: usize, error: &dyn std::fmt::Display) {
-        let errors = self.read_errors[drive].fetch_add(1, Ordering::Relaxed) + 1;
-        if errors >= READ_ERRORS_TO_FAIL {
-            let reason = format!("{errors} read errors, the last: {error}");
-            let _ = self.fail_drive(drive, &reason);
-        }
-    }
-
-    /// Writes whole rows (each buffer holds every unit of its row, parity computed) onto
-    /// healthy drives and makes them durable before returning.
-    ///
-    /// A drive that fails a write or a sync is failed, and the units it was to hold are
-    /// written again to where the drive table now puts them. The node stops through
-    /// [`crate::fatal::durability_failure`] only when a row cannot keep enough units to be
-    /// read back (more drives out than parity covers).
-    pub fn write_rows(&self, ring: &mut IoRing, rows: &[(u64, &[u8])]) {
-        let segments = rows
-            .iter()
-            .map(|(row, _)| row / self.geometry.rows_per_segment)
-            .collect();
-        let _writing = self.guard.writing(segments);
-        let unit = self.geometry.unit as usize;
-        let width = self.placement.width();
-        // (row index in `rows`, unit) of every unit still to write.
-        let mut pending: Vec<(usize, usize)> = (0..rows.len())
-            .flat_map(|r| (0..width).map(move |u| (r, u)))
-            .collect();
-        let mut written: Vec<(usize, usize, usize)> = Vec::with_capacity(pending.len());
-        for _attempt in 0..=self.drives.len() {
-            if pending.is_empty() {
-                break;
-            }
-            let mut skipped = vec![0usize; rows.len()];
-            let mut targets = Vec::with_capacity(pending.len());
-            for &(r, u) in &pending {
-                match self.write_cell(rows[r].0, u) {
-                    Some(cell) => targets.push((r, u, cell)),
-                    None => skipped[r] += 1,
-                }
-            }
-            self.check_redundancy(rows, &skipped);
-            let devices: Vec<Arc<Device>> =
-                (0..self.drives.len()).map(|d| self.device(d)).collect();
-            let mut requests: Vec<IoRequest<'_>> = targets
-                .iter()
-                .map(|&(r, u, cell)| IoRequest {
-                    device: &devices[cell.drive],
-                    offset: self.byte_offset(cell),
-                    kind: IoKind::Write(&rows[r].1[u * unit..(u + 1) * unit]),
-                })
-                .collect();
-            let mut results = Vec::with_capacity(requests.len());
-            ring.execute(&mut requests, &mut results);
-            drop(requests);
-            pending.clear();
-            let mut failed_now = Vec::new();
-            for (index, &(_, _, cell)) in targets.iter().enumerate() {
-                self.judge_latency(ring, index, cell.drive);
-            }
-            for (&(r, u, cell), result) in targets.iter().zip(results) {
-                match result {
-                    Ok(done) if done >= unit => written.push((r, u, cell.drive)),
-                    outcome => {
-                        pending.push((r, u));
-                        if !failed_now.contains(&cell.drive) {
-                            failed_now.push(cell.drive);
-                            let error = match outcome {
-                                Err(err) => err.to_string(),
-                                Ok(done) => format!("wrote {done} of {unit} bytes"),
-                            };
-                            let _ = self.fail_drive(
-                                cell.drive,
-                                &format!("a row write at cell {} failed: {error}", cell.index),
-                            );
-                        }
-                    }
-                }
-            }
-            // Sync every drive written to in this pass; a drive that fails its sync is
-            // failed and what it was given is written again elsewhere.
-            let mut touched: Vec<usize> = written.iter().map(|&(_, _, d)| d).collect();
-            touched.sort_unstable();
-            touched.dedup();
-            let mut syncs: Vec<IoRequest<'_>> = touched
-                .iter()
-                .map(|&d| IoRequest {
-                    device: &devices[d],
-                    offset: 0,
-                    kind: IoKind::Sync,
-                })
-                .collect();
-            let mut sync_results = Vec::with_capacity(syncs.len());
-            ring.execute(&mut syncs, &mut sync_results);
-            drop(syncs);
-            for (index, &drive) in touched.iter().enumerate() {
-                self.judge_latency(ring, index, drive);
-            }
-            for (&drive, result) in touched.iter().zip(sync_results) {
-                if let Err(err) = result {
-                    let _ =
-                        self.fail_drive(drive, &format!("a sync after row writes failed: {err}"));
-                    written.retain(|&(r, u, d)| {
-                        if d == drive {
-                            pending.push((r, u));
-                        }
-                        d != drive
-                    });
-                }
-            }
-        }
-        if !pending.is_empty() {
-            crate::fatal::durability_failure(
-                "the NL-SAS array",
-                "row write",
-                &format_args!("{} units could not be written to any drive", pending.len()),
-            );
-        }
-    }
-
-    /// Stops the node when a row would be written with more units missing than parity
-    /// covers: acknowledging it would put flushed data at risk of loss on the next read.
-    fn check_redundancy(&self, rows: &[(u64, &[u8])], skipped: &[usize]) {
-        let parity = self.placement.width() - self.geometry.data;
-        if let Some((index, count)) = skipped.iter().enumerate().find(|(_, n)| **n > parity) {
-            crate::fatal::durability_failure(
-                "the NL-SAS array",
-                "row write",
-                &format_args!(
-                    "row {} would lose {count} of its units to failed drives with no spare space left; replace failed drives",
-                    rows[index].0
-                ),
-            );
-        }
     }
 
     /// Reads one 4 KiB block from where it lives now. Fails when its drive is out (then
