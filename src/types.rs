@@ -7,6 +7,10 @@ use std::fmt;
 /// cache validity. Requests of any byte alignment are accepted above this layer and turned
 /// into whole-block operations (read-modify-write) by the cache.
 pub const BLOCK_SIZE: usize = 4096;
+/// Blocks a row may carry besides its summary block: what one 4 KiB summary can describe
+/// (`layout::summary` checks its own arithmetic against this; the hardware model refuses
+/// rows with more).
+pub const MAX_ROW_DATA_BLOCKS: usize = 127;
 /// log2 of [`BLOCK_SIZE`].
 pub const BLOCK_SHIFT: u32 = 12;
 /// Size of a cache section: the unit of ownership, mirroring and DRAM cache residency.

@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use libfuzzer_sys::fuzz_target;
 use serde_json::json;
 use troika::mgmt::api::{
-    ControllerInfo, HostManagement, Management, MgmtError, PoolCreate, PoolInfo, PoolUpdate,
-    SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
+    ControllerInfo, DriveManagement, HostManagement, Management, MgmtError, PoolCreate, PoolInfo,
+    PoolUpdate, SystemInfo, VolumeCreate, VolumeInfo, VolumeUpdate,
 };
 use troika::mgmt::events::EventLog;
 use troika::mgmt::http::parse_request;
@@ -91,6 +91,9 @@ fn controller_change(id: u32) -> Result<ControllerInfo, MgmtError> {
 
 /// Hosts, clusters and LUN mappings: the trait's defaults (not supported).
 impl HostManagement for FakeNode {}
+
+// The node-only drive routes answer with the defaults (no drives), as in the in-memory fake.
+impl DriveManagement for FakeNode {}
 
 impl Management for FakeNode {
     fn system(&self) -> SystemInfo {

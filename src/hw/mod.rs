@@ -47,8 +47,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::layout::summary::MAX_SUMMARY_ENTRIES;
-use crate::types::{BLOCK_SIZE, parse_size};
+use crate::types::{BLOCK_SIZE, MAX_ROW_DATA_BLOCKS as MAX_SUMMARY_ENTRIES, parse_size};
 
 #[cfg(test)]
 mod compact_tests;

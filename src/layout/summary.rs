@@ -46,8 +46,10 @@ impl SlotIdentity {
     };
 }
 
-/// Largest number of slots a summary can describe.
-pub const MAX_SUMMARY_ENTRIES: usize = (BLOCK_SIZE - HEADER_LEN) / ENTRY_LEN;
+/// Largest number of slots a summary can describe (the row limit the hardware model checks,
+/// [`crate::types::MAX_ROW_DATA_BLOCKS`]).
+pub const MAX_SUMMARY_ENTRIES: usize = crate::types::MAX_ROW_DATA_BLOCKS;
+const _: () = assert!(MAX_SUMMARY_ENTRIES <= (BLOCK_SIZE - HEADER_LEN) / ENTRY_LEN);
 
 /// Writes the summary of `row` into `block` (one 4 KiB block).
 pub fn encode_summary(row: u64, entries: &[SlotIdentity], block: &mut [u8]) {
