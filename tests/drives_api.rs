@@ -314,6 +314,16 @@ fn a_drive_is_failed_rebuilt_replaced_and_copied_back_through_the_cli_and_rest()
         Some(&json!({"priority": "HIGH"})),
     );
     assert_eq!(status, 403);
+    // The priority an operator set is kept across a restart.
+    node.stop();
+    node.restart();
+    let rebuild = rest_unix::ok(
+        &node.mgmt_socket(),
+        "GET",
+        "/api/rest/components/rebuild",
+        None,
+    );
+    assert_eq!(rebuild["priority"].as_str(), Some("LOW"), "{rebuild}");
     node.stop();
 }
 

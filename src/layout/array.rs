@@ -173,6 +173,9 @@ impl Array {
                 .store(!table.failures().is_empty(), Ordering::Release);
             *self.table.write() = table;
         }
+        if let Some(priority) = store.priority().as_deref().and_then(HealPriority::parse) {
+            self.set_priority_in_memory(priority);
+        }
         *self.store.lock() = Some(store);
         Ok(())
     }
@@ -223,7 +226,17 @@ impl Array {
         }
     }
 
+    /// Sets the heal priority and keeps it in the drive store, so a restart keeps it.
     pub fn set_heal_priority(&self, priority: HealPriority) {
+        self.set_priority_in_memory(priority);
+        let table = self.table.read();
+        if let Some(store) = self.store.lock().as_ref() {
+            store.set_priority(priority.as_str());
+        }
+        self.persist(&table);
+    }
+
+    fn set_priority_in_memory(&self, priority: HealPriority) {
         let value = match priority {
             HealPriority::Low => 0,
             HealPriority::Medium => 1,

@@ -27,6 +27,9 @@ struct StoredTable {
     /// Drive index to the path of the device that replaced the model's.
     #[serde(default)]
     replacements: BTreeMap<usize, String>,
+    /// The heal priority an operator set (`LOW`, `MEDIUM`, `HIGH`); absent: MEDIUM.
+    #[serde(default)]
+    priority: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -43,6 +46,7 @@ struct StoredFailure {
 pub struct DriveStore {
     path: PathBuf,
     replacements: parking_lot::Mutex<BTreeMap<usize, String>>,
+    priority: parking_lot::Mutex<Option<String>>,
 }
 
 impl DriveStore {
@@ -50,13 +54,14 @@ impl DriveStore {
     /// an error naming it).
     pub fn open(data_dir: &Path) -> Result<DriveStore, String> {
         let path = data_dir.join(FILE_NAME);
-        let replacements = match read(&path)? {
-            Some(stored) => stored.replacements,
-            None => BTreeMap::new(),
+        let (replacements, priority) = match read(&path)? {
+            Some(stored) => (stored.replacements, stored.priority),
+            None => (BTreeMap::new(), None),
         };
         Ok(DriveStore {
             path,
             replacements: parking_lot::Mutex::new(replacements),
+            priority: parking_lot::Mutex::new(priority),
         })
     }
 
@@ -74,6 +79,16 @@ impl DriveStore {
         self.replacements
             .lock()
             .insert(index, path.display().to_string());
+    }
+
+    /// The heal priority saved by an operator (`LOW`, `MEDIUM` or `HIGH`), if any.
+    pub fn priority(&self) -> Option<String> {
+        self.priority.lock().clone()
+    }
+
+    /// Records the heal priority (saved with the next table).
+    pub fn set_priority(&self, priority: &str) {
+        *self.priority.lock() = Some(priority.to_string());
     }
 
     /// The table saved for an array of this shape, `None` when none was saved. A file for
@@ -161,6 +176,7 @@ impl DriveStore {
                 })
                 .collect(),
             replacements: self.replacements.lock().clone(),
+            priority: self.priority.lock().clone(),
         };
         let bytes = serde_json::to_vec(&stored).map_err(std::io::Error::other)?;
         let mut temporary = self.path.as_os_str().to_os_string();

@@ -5,7 +5,7 @@
 //! hardware model put in the slot, with `R<hash of its path>` appended for a replacement.
 //! The replacement's path is persisted with the drive table (`DATA/drives.json`), so a
 //! replaced drive keeps its serial across restarts and differs from the one it replaced.
-//! The heal priority lives in memory: a restart sets it back to MEDIUM.
+//! The heal priority is kept in `DATA/drives.json`, so a restart keeps it.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};

@@ -7,7 +7,8 @@
 //! - **Only allocated space.** A pass visits the segments the allocator says may hold
 //!   data (`may_hold_data`), in order; free segments cost nothing.
 //! - **Rate-limited.** A pass reads at most the model's `[scrub] rate` bytes per second,
-//!   resting after each segment until its bytes are paid for.
+//!   resting after each segment until its bytes are paid for; while hosts read meanwhile,
+//!   it also rests as long again as the segment took, so it yields to them.
 //! - **Periodic.** A pass starts by itself `[scrub] interval` after the last one ended (or
 //!   was stopped, or after the node's first start with this data directory); `start`
 //!   begins one at once, `stop` ends the running one.
@@ -389,15 +390,22 @@ fn run(scrubber: &Scrubber, shutdown: &AtomicBool) {
             }
         };
         let started = Instant::now();
+        let host_reads = array.reads_served();
         match array.scrub_segment(&mut ring, &mut buffers, segment) {
             Ok(tally) => {
                 let spent = started.elapsed();
                 scrubber.record(pass, segment, &tally, spent.as_secs_f64());
-                // Pay for the bytes read at the model's rate, looking at the shutdown
-                // flag now and then.
+                // Pay for the bytes read at the model's rate, and rest as long again as the
+                // segment took while hosts were reading, looking at the shutdown flag now
+                // and then. (The scrub's own reads are not counted in `reads_served`.)
                 let owed =
                     Duration::from_secs_f64(tally.bytes as f64 / scrubber.settings.rate as f64);
-                let until = started + owed;
+                let yielded = if array.reads_served() > host_reads {
+                    spent.min(Duration::from_secs(1))
+                } else {
+                    Duration::ZERO
+                };
+                let until = started + owed.max(spent + yielded);
                 while !shutdown.load(Ordering::Acquire) {
                     let left = until.saturating_duration_since(Instant::now());
                     if left.is_zero() {
