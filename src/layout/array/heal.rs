@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Array, DriveEvent, guard};
-use crate::io::{AlignedBuf, Device, IoKind, IoRequest, IoRing};
+use crate::io::{AlignedBuf, Device, IoRing};
 use crate::layout::parity::ParityCodec;
 use crate::layout::placement::Cell;
 
@@ -335,49 +335,17 @@ impl Array {
                     continue;
                 }
             }
-            let mut requests: Vec<IoRequest<'_>> = moves
-                .iter()
-                .map(|&(u, cell)| IoRequest {
-                    device: &devices[cell.drive],
-                    offset: self.byte_offset(cell),
-                    kind: IoKind::Write(&buffers.row[u * unit..(u + 1) * unit]),
-                })
-                .collect();
-            let mut results = Vec::with_capacity(requests.len());
-            ring.execute(&mut requests, &mut results);
-            drop(requests);
-            for (&(_, cell), result) in moves.iter().zip(results) {
-                match result {
-                    Ok(n) if n == unit => {
-                        moved += unit as u64;
-                        if !touched.contains(&cell.drive) {
-                            touched.push(cell.drive);
-                        }
-                    }
-                    outcome => {
-                        let detail = match outcome {
-                            Err(err) => err.to_string(),
-                            Ok(n) => format!("wrote {n} of {unit} bytes"),
-                        };
-                        let _ = self.fail_drive(
-                            cell.drive,
-                            &format!("a rebuild write at cell {} failed: {detail}", cell.index),
-                        );
-                        return Err(io::Error::other(format!(
-                            "drive {} failed during the heal of segment {segment}",
-                            cell.drive
-                        )));
-                    }
-                }
-            }
+            self.write_units(
+                ring,
+                &devices,
+                &buffers.row,
+                &moves,
+                "rebuild",
+                &mut touched,
+            )?;
+            moved += (moves.len() * unit) as u64;
         }
-        for drive in touched {
-            if let Err(err) = ring.sync(&devices[drive]) {
-                let _ =
-                    self.fail_drive(drive, &format!("a sync after rebuild writes failed: {err}"));
-                return Err(err);
-            }
-        }
+        self.sync_drives(ring, &devices, &touched, "rebuild")?;
         Ok(moved)
     }
 

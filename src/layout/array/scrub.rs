@@ -23,7 +23,7 @@ use std::io;
 use std::sync::Arc;
 
 use super::Array;
-use crate::io::{AlignedBuf, Device, IoKind, IoRequest, IoRing};
+use crate::io::{AlignedBuf, Device, IoRing};
 use crate::layout::geometry::Geometry;
 use crate::layout::parity::ParityCodec;
 use crate::layout::summary::{EMPTY_SLOT, SlotIdentity, block_checksum, decode_summary};
@@ -340,51 +340,16 @@ impl Array {
             .iter()
             .filter_map(|&u| Some((u, self.read_cell(row, u)?)))
             .collect();
-        let mut requests: Vec<IoRequest<'_>> = targets
-            .iter()
-            .map(|&(u, cell)| IoRequest {
-                device: &devices[cell.drive],
-                offset: self.byte_offset(cell),
-                kind: IoKind::Write(&buffers.work[u * unit..(u + 1) * unit]),
-            })
-            .collect();
-        let mut results = Vec::with_capacity(requests.len());
-        ring.execute(&mut requests, &mut results);
-        drop(requests);
-        let mut touched: Vec<usize> = Vec::new();
-        for (&(_, cell), result) in targets.iter().zip(results) {
-            match result {
-                Ok(n) if n == unit => {
-                    if !touched.contains(&cell.drive) {
-                        touched.push(cell.drive);
-                    }
-                }
-                outcome => {
-                    let detail = match outcome {
-                        Err(err) => err.to_string(),
-                        Ok(n) => format!("wrote {n} of {unit} bytes"),
-                    };
-                    let _ = self.fail_drive(
-                        cell.drive,
-                        &format!(
-                            "a scrub repair write at cell {} failed: {detail}",
-                            cell.index
-                        ),
-                    );
-                    return Err(io::Error::other(format!(
-                        "drive {} failed a scrub repair of row {row}",
-                        cell.drive
-                    )));
-                }
-            }
-        }
-        for drive in touched {
-            if let Err(err) = ring.sync(&devices[drive]) {
-                let _ =
-                    self.fail_drive(drive, &format!("a sync after scrub repairs failed: {err}"));
-                return Err(err);
-            }
-        }
+        let mut touched = Vec::new();
+        self.write_units(
+            ring,
+            &devices,
+            &buffers.work,
+            &targets,
+            "scrub repair",
+            &mut touched,
+        )?;
+        self.sync_drives(ring, &devices, &touched, "scrub repair")?;
         for &(u, cell) in &targets {
             let back = &mut buffers.scratch[..unit];
             let read = ring.read_at(&devices[cell.drive], self.byte_offset(cell), back);

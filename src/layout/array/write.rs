@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use super::Array;
+use std::io;
+
 use crate::io::{Device, IoKind, IoRequest, IoRing};
+use crate::layout::placement::Cell;
 
 impl Array {
     /// Writes whole rows (each buffer holds every unit of its row, parity computed) onto
@@ -142,5 +145,75 @@ impl Array {
                 ),
             );
         }
+    }
+}
+
+impl Array {
+    /// Writes unit `u` of `row_buffer` to `cell` for each `(u, cell)` of `cells`, all in
+    /// flight together, and adds each drive written to `touched`. A drive that fails its
+    /// write is failed (the reason names `purpose` and the cell) and the error returned:
+    /// for the passes that rewrite cells of existing rows (heal, scrub), which retry.
+    pub(super) fn write_units(
+        &self,
+        ring: &mut IoRing,
+        devices: &[Arc<Device>],
+        row_buffer: &[u8],
+        cells: &[(usize, Cell)],
+        purpose: &str,
+        touched: &mut Vec<usize>,
+    ) -> io::Result<()> {
+        let unit = self.geometry.unit as usize;
+        let mut requests: Vec<IoRequest<'_>> = cells
+            .iter()
+            .map(|&(u, cell)| IoRequest {
+                device: &devices[cell.drive],
+                offset: self.byte_offset(cell),
+                kind: IoKind::Write(&row_buffer[u * unit..(u + 1) * unit]),
+            })
+            .collect();
+        let mut results = Vec::with_capacity(requests.len());
+        ring.execute(&mut requests, &mut results);
+        drop(requests);
+        for (&(_, cell), result) in cells.iter().zip(results) {
+            let detail = match result {
+                Ok(n) if n == unit => {
+                    if !touched.contains(&cell.drive) {
+                        touched.push(cell.drive);
+                    }
+                    continue;
+                }
+                Ok(n) => format!("wrote {n} of {unit} bytes"),
+                Err(err) => err.to_string(),
+            };
+            let _ = self.fail_drive(
+                cell.drive,
+                &format!("a {purpose} write at cell {} failed: {detail}", cell.index),
+            );
+            return Err(io::Error::other(format!(
+                "drive {} failed a {purpose} write",
+                cell.drive
+            )));
+        }
+        Ok(())
+    }
+
+    /// Syncs each drive of `touched`; a drive that fails is failed and the error returned.
+    pub(super) fn sync_drives(
+        &self,
+        ring: &mut IoRing,
+        devices: &[Arc<Device>],
+        touched: &[usize],
+        purpose: &str,
+    ) -> io::Result<()> {
+        for &drive in touched {
+            if let Err(err) = ring.sync(&devices[drive]) {
+                let _ = self.fail_drive(
+                    drive,
+                    &format!("a sync after {purpose} writes failed: {err}"),
+                );
+                return Err(err);
+            }
+        }
+        Ok(())
     }
 }
