@@ -35,12 +35,29 @@ pub fn have(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-/// A loopback TCP port nobody listens on right now.
+/// A loopback TCP port nobody listens on right now, chosen below the kernel's ephemeral
+/// range (32768 and up by default) so that a client's outgoing connection elsewhere in the
+/// test run cannot take it between this call and the node's bind. Parallel test binaries
+/// start at offsets drawn from their process id; `TestNode::spawn` retries with fresh
+/// ports if a port is taken anyway.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("bind an ephemeral port")
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(2_654_435_761) % SPAN,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..SPAN {
+        let port = (FIRST + NEXT.fetch_add(1, Ordering::Relaxed) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN);
 }
 
 /// Standard base64 with padding (for HTTP basic credentials).
@@ -296,7 +313,40 @@ impl TestNode {
         )
     }
 
+    /// Starts `troika serve` and waits until every listener answers. A start that loses a
+    /// port to another process (another test binary running beside this one) is retried
+    /// on fresh ports, twice at most; any other failed start panics with the node's log.
     fn spawn(&mut self) {
+        for _ in 0..2 {
+            let log_before = self.log_text().len();
+            match self.spawn_once() {
+                Ok(()) => return,
+                Err(failure)
+                    if self.log_text()[log_before..].contains("Address already in use") =>
+                {
+                    eprintln!(
+                        "a port was taken before the node bound it; retrying on others: {failure}"
+                    );
+                    self.pick_fresh_ports();
+                }
+                Err(failure) => panic!("{failure}"),
+            }
+        }
+        if let Err(failure) = self.spawn_once() {
+            panic!("{failure}");
+        }
+    }
+
+    fn pick_fresh_ports(&mut self) {
+        if self.api_port.is_some() {
+            self.api_port = Some(free_port());
+        }
+        for port in self.nbd_ports.iter_mut().chain(self.iscsi_ports.iter_mut()) {
+            *port = free_port();
+        }
+    }
+
+    fn spawn_once(&mut self) -> Result<(), String> {
         let _ = std::fs::remove_file(self.mgmt_socket());
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -342,18 +392,25 @@ impl TestNode {
                 && api_up
                 && nbd_up
             {
-                return;
+                return Ok(());
             }
             if let Some(status) = self
                 .child
                 .as_mut()
                 .and_then(|c| c.try_wait().ok().flatten())
             {
-                panic!("troika serve exited with {status}:\n{}", self.log_text());
+                self.child = None;
+                return Err(format!(
+                    "troika serve exited with {status}:\n{}",
+                    self.log_text()
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("troika serve did not come up in 60 s:\n{}", self.log_text());
+        Err(format!(
+            "troika serve did not come up in 60 s:\n{}",
+            self.log_text()
+        ))
     }
 
     pub fn log_text(&self) -> String {
