@@ -14,7 +14,9 @@
 //!
 //! A module uses only modules below it, and no two modules use each other. Below means:
 //!
-//! - `hw` < `io` < `layout` < `meta` < `cache`: each uses only those to its left.
+//! - `hw` < `io` < `layout` < `ssd` < `meta` < `cache`: each uses only those to its left
+//!   (`ssd` is the SSD read-cache tier, keyed by physical block; it uses only `io` and
+//!   `hw`).
 //! - `stats` (per-volume and per-controller I/O counters, and the Prometheus text of
 //!   what it is given) sits on `cache` and `meta`; the controllers count into it.
 //! - `target` sits on `cache` (whose `ShareOutcome`, `Extent` and `ChangedExtent` it
@@ -57,6 +59,7 @@ pub mod node;
 pub mod poll;
 pub mod private_files;
 pub mod secrets;
+pub mod ssd;
 pub mod stats;
 pub mod target;
 #[cfg(test)]
