@@ -2,6 +2,7 @@
 //! request can end with. Nothing here does I/O or holds state.
 
 use std::fmt;
+use std::sync::atomic::AtomicU64;
 
 /// Size of a logical block: the unit of the redirect-on-write map, of checksums and of
 /// cache validity. Requests of any byte alignment are accepted above this layer and turned
@@ -338,4 +339,13 @@ mod tests {
             assert_eq!(parse_size(bad), None, "{bad:?}");
         }
     }
+}
+
+/// Where block reads were served from, for a volume or a controller: the DRAM cache, the
+/// SSD read cache, or the drives. Each read block counts once.
+#[derive(Debug, Default)]
+pub struct ReadSources {
+    pub dram_hits: AtomicU64,
+    pub ssd_hits: AtomicU64,
+    pub misses: AtomicU64,
 }

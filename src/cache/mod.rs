@@ -105,6 +105,8 @@ pub struct CacheCounters {
     pub blocks_mirrored: AtomicU64,
     pub blocks_remirrored: AtomicU64,
     pub flushes: AtomicU64,
+    /// Where each controller's block reads were served from (by 0-based controller).
+    pub reads_by_controller: [crate::types::ReadSources; crate::types::MAX_CONTROLLERS],
 }
 
 /// Lets writers wait for space; the destage threads wake on their domain's condvar.
@@ -141,6 +143,8 @@ pub struct Cache {
     prefetch_buffers: Arc<BufferPool>,
     pub remirror: RemirrorProgress,
     pub counters: CacheCounters,
+    /// The SSD read-cache tier, when the model has one (attached once, at start).
+    ssd: std::sync::OnceLock<Arc<crate::ssd::SsdCache>>,
     /// Called (on a new thread) when a domain's destage thread panics.
     panic_hook: Mutex<Option<PanicHook>>,
     #[cfg(test)]
@@ -149,6 +153,18 @@ pub struct Cache {
 
 /// What the controllers layer does when a domain's own thread panics: fail that domain.
 pub type PanicHook = Arc<dyn Fn(ControllerId) + Send + Sync>;
+
+impl Cache {
+    /// Puts the SSD read-cache tier under this cache (once; later calls are ignored).
+    pub fn attach_ssd(&self, ssd: Arc<crate::ssd::SsdCache>) {
+        let _ = self.ssd.set(ssd);
+    }
+
+    /// The SSD read-cache tier, if the model has one.
+    pub fn ssd(&self) -> Option<&Arc<crate::ssd::SsdCache>> {
+        self.ssd.get()
+    }
+}
 
 impl Cache {
     /// A cache of `domains` controllers with `bytes_per_domain` of DRAM each, over `meta`,
@@ -188,6 +204,7 @@ impl Cache {
             prefetch_buffers: BufferPool::new(4, SECTION_SIZE),
             remirror: RemirrorProgress::default(),
             counters: CacheCounters::default(),
+            ssd: std::sync::OnceLock::new(),
             panic_hook: Mutex::new(None),
             #[cfg(test)]
             faults: tests::Faults::default(),

@@ -88,6 +88,11 @@ pub struct VolumeHandle {
     /// Hosts may read but not write.
     pub write_protected: AtomicBool,
     pub deleted: AtomicBool,
+    /// Blocks this volume may put in the SSD read cache: its own `ssd_enabled` and its
+    /// pool's both true. Kept current when either changes.
+    pub ssd_enabled: AtomicBool,
+    /// Where this volume's block reads were served from.
+    pub reads: crate::types::ReadSources,
 }
 
 impl VolumeHandle {

@@ -293,6 +293,8 @@ mod tests {
             home_pool: pool,
             write_protected: AtomicBool::new(false),
             deleted: AtomicBool::new(false),
+            ssd_enabled: AtomicBool::new(true),
+            reads: Default::default(),
         })
     }
 

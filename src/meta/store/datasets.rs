@@ -343,6 +343,8 @@ fn new_handle(
         home_pool,
         write_protected: AtomicBool::new(volume.write_protected),
         deleted: AtomicBool::new(false),
+        ssd_enabled: AtomicBool::new(volume.ssd_enabled),
+        reads: Default::default(),
     })
 }
 
