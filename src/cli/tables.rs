@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use super::schedule_spec;
 use crate::mgmt::api::{
-    CgInfo, ChangedBlocks, ControllerInfo, PolicyInfo, PoolInfo, ScheduleInfo, SystemInfo,
-    VolumeInfo,
+    CgInfo, ChangedBlocks, ControllerInfo, PolicyInfo, PoolInfo, ReadSourcesInfo, ScheduleInfo,
+    SsdCacheInfo, SystemInfo, VolumeInfo,
 };
 use crate::mgmt::events::Event;
 use crate::mgmt::users::UserInfo;
@@ -481,11 +481,68 @@ pub fn system(system: &SystemInfo) -> String {
         ("pools", system.pools_count.to_string()),
         ("volumes", system.volumes_count.to_string()),
         ("started", utc_time(system.started_at)),
+        ("reads (blocks)", read_sources(&system.reads)),
     ]
     .into_iter()
+    .chain(system.ssd_cache.iter().flat_map(ssd_cache_rows))
     .map(|(field, value)| vec![field.to_owned(), value])
     .collect();
     table(&["FIELD", "VALUE"], &rows)
+}
+
+/// `12 DRAM (40.0%), 15 SSD (50.0%), 3 drives (10.0%)`, or `none yet`.
+fn read_sources(reads: &ReadSourcesInfo) -> String {
+    let total = reads.dram_hits + reads.ssd_hits + reads.misses;
+    if total == 0 {
+        return "none yet".into();
+    }
+    let share = |count: u64| format!("{count} ({:.1}%)", count as f64 * 100.0 / total as f64);
+    format!(
+        "{} DRAM, {} SSD, {} drives",
+        share(reads.dram_hits),
+        share(reads.ssd_hits),
+        share(reads.misses)
+    )
+}
+
+fn ssd_cache_rows(ssd: &SsdCacheInfo) -> Vec<(&'static str, String)> {
+    vec![
+        ("ssd cache", ssd.state.clone()),
+        (
+            "ssd cache used",
+            format!(
+                "{} of {}",
+                format_size(ssd.cached_bytes),
+                format_size(ssd.capacity)
+            ),
+        ),
+        (
+            "ssd cache index",
+            format!(
+                "{} ({:.1} B per cached block)",
+                format_size(ssd.index_bytes),
+                ssd.index_bytes_per_block
+            ),
+        ),
+        (
+            "ssd cache hits/misses",
+            format!(
+                "{} / {} ({} refused by verification)",
+                ssd.hits, ssd.misses, ssd.mismatches
+            ),
+        ),
+        (
+            "ssd cache admitted",
+            format!(
+                "{} blocks, {} evicted, {} throttled, {} bypassed (sequential), {} written",
+                ssd.admissions,
+                ssd.evictions,
+                ssd.throttled,
+                ssd.bypassed,
+                format_size(ssd.bytes_written)
+            ),
+        ),
+    ]
 }
 
 pub use crate::types::utc_time;

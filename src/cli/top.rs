@@ -123,6 +123,8 @@ pub struct NodeSample {
     pub volumes: BTreeMap<VolumeKey, VolumeCounters>,
     pub cache_read_hits: f64,
     pub cache_read_misses: f64,
+    /// Blocks read over every controller, by where they were found: DRAM, SSD, drives.
+    pub read_sources: [f64; 3],
     pub dirty_bytes: f64,
     /// Lines that fed one of the fields above (0: the text is not troika's metrics).
     pub recognized: usize,
@@ -149,6 +151,16 @@ impl NodeSample {
         };
         if let Some(field) = node_field {
             *field = line.value;
+            return true;
+        }
+        if line.name == "troika_controller_read_blocks_total" {
+            let Some(at) = ["dram", "ssd", "drives"]
+                .iter()
+                .position(|source| line.label("source") == Some(*source))
+            else {
+                return false;
+            };
+            self.read_sources[at] += line.value;
             return true;
         }
         let Some(suffix) = line.name.strip_prefix("troika_volume_") else {
@@ -204,6 +216,9 @@ pub struct Frame {
     pub volumes: Vec<VolumeRates>,
     /// Share of blocks read in the interval that hit the cache; `None` without reads.
     pub cache_hit_ratio: Option<f64>,
+    /// Shares of blocks read in the interval found in DRAM and in the SSD read cache;
+    /// `None` without reads.
+    pub dram_ssd_ratios: Option<(f64, f64)>,
     pub dirty_bytes: f64,
     pub seconds: f64,
 }
@@ -252,9 +267,14 @@ impl Frame {
         });
         let hits = delta(current.cache_read_hits, previous.cache_read_hits);
         let misses = delta(current.cache_read_misses, previous.cache_read_misses);
+        let sources: Vec<f64> = (0..3)
+            .map(|at| delta(current.read_sources[at], previous.read_sources[at]))
+            .collect();
+        let reads: f64 = sources.iter().sum();
         Frame {
             volumes,
             cache_hit_ratio: (hits + misses > 0.0).then(|| hits / (hits + misses)),
+            dram_ssd_ratios: (reads > 0.0).then(|| (sources[0] / reads, sources[1] / reads)),
             dirty_bytes: current.dirty_bytes,
             seconds,
         }
@@ -265,9 +285,13 @@ impl Frame {
         let hit = self
             .cache_hit_ratio
             .map_or_else(|| "-".to_string(), |ratio| format!("{:.1}%", ratio * 100.0));
+        let tiers = self.dram_ssd_ratios.map_or_else(
+            || "-".to_string(),
+            |(dram, ssd)| format!("DRAM {:.1}% SSD {:.1}%", dram * 100.0, ssd * 100.0),
+        );
         writeln!(
             out,
-            "troika top   interval {:.1} s   volumes {}   cache hit {hit}   dirty {}",
+            "troika top   interval {:.1} s   volumes {}   cache hit {hit}   reads from {tiers}   dirty {}",
             self.seconds,
             self.volumes.len(),
             human_bytes(self.dirty_bytes)
@@ -393,6 +417,15 @@ troika_volume_read_latency_seconds_count{volume="a",id="1"} 1000
 troika_volume_write_latency_seconds_sum{volume="a",id="1"} 0.01
 troika_volume_write_latency_seconds_count{volume="a",id="1"} 10
 troika_controller_read_ops_total{controller="1"} 1005
+# HELP troika_controller_read_blocks_total Blocks read by each controller, by where they were found.
+# TYPE troika_controller_read_blocks_total counter
+troika_controller_read_blocks_total{controller="1",source="dram"} 60
+troika_controller_read_blocks_total{controller="1",source="ssd"} 30
+troika_controller_read_blocks_total{controller="1",source="drives"} 10
+troika_controller_read_blocks_total{controller="2",source="dram"} 40
+troika_controller_read_blocks_total{controller="2",source="ssd"} 50
+troika_controller_read_blocks_total{controller="2",source="drives"} 10
+troika_controller_read_blocks_total{controller="2",source="tape"} 10
 "#;
 
     fn key(name: &str, id: &str) -> VolumeKey {
@@ -441,6 +474,24 @@ troika_controller_read_ops_total{controller="1"} 1005
         assert_eq!(sample.volumes[&key("odd \"name\\\n", "2")].read_ops, 5.0);
         assert_eq!(sample.cache_read_hits, 100.0);
         assert_eq!(sample.dirty_bytes, 1048576.0);
+        assert_eq!(
+            sample.read_sources,
+            [100.0, 80.0, 20.0],
+            "summed over controllers"
+        );
+    }
+
+    #[test]
+    fn a_frame_shows_where_reads_were_found() {
+        let before = NodeSample::default();
+        let after = NodeSample::from_text(FIXTURE);
+        let frame = Frame::between(&before, &after, 1.0);
+        assert_eq!(frame.dram_ssd_ratios, Some((0.5, 0.4)));
+        let mut text = Vec::new();
+        frame.write_to(&mut text).unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text.contains("reads from DRAM 50.0% SSD 40.0%"), "{text}");
+        assert_eq!(Frame::between(&after, &after, 1.0).dram_ssd_ratios, None);
     }
 
     #[test]

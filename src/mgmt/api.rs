@@ -53,6 +53,44 @@ pub struct SystemInfo {
     pub volumes_count: u64,
     /// Milliseconds since the Unix epoch when this process started serving.
     pub started_at: u64,
+    /// Where block reads were served from since start, over every controller.
+    #[serde(default)]
+    pub reads: ReadSourcesInfo,
+    /// The SSD read-cache tier; absent when the model has no cache SSD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssd_cache: Option<SsdCacheInfo>,
+}
+
+/// Blocks read since start by where they were found: the DRAM cache, the SSD read cache,
+/// or the NL-SAS drives.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ReadSourcesInfo {
+    pub dram_hits: u64,
+    pub ssd_hits: u64,
+    pub misses: u64,
+}
+
+/// The SSD read-cache tier as `system show` reports it (totals over its partitions).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct SsdCacheInfo {
+    /// ACTIVE, or FAILED after an I/O error on the cache SSD (cache lost, data safe).
+    pub state: String,
+    pub capacity: u64,
+    pub cached_bytes: u64,
+    /// DRAM the tier's index holds, and that divided by the blocks cached.
+    pub index_bytes: u64,
+    pub index_bytes_per_block: f64,
+    pub hits: u64,
+    pub misses: u64,
+    /// Copies found but refused by verification (counted as misses too).
+    pub mismatches: u64,
+    pub admissions: u64,
+    pub evictions: u64,
+    /// Offers dropped for the write budget or a full staging area.
+    pub throttled: u64,
+    /// Blocks kept out because they were part of a long sequential read.
+    pub bypassed: u64,
+    pub bytes_written: u64,
 }
 
 /// The system's state in InfiniBox's shape.

@@ -16,7 +16,8 @@ use crate::hw::HwModel;
 use crate::meta::{MetaError, MetaState, MetaStore, PoolRecord, Provisioning, VolumeRecord};
 use crate::mgmt::api::{
     API_LEVEL, CgCreate, CgInfo, CgUpdate, ChangedBlocks, ControllerInfo, OperationalState,
-    PolicyCreate, PolicyInfo, PolicyUpdate, PoolUpdate, ScrubInfo, SnapshotCreate, VolumeUpdate,
+    PolicyCreate, PolicyInfo, PolicyUpdate, PoolUpdate, ReadSourcesInfo, ScrubInfo, SnapshotCreate,
+    SsdCacheInfo, VolumeUpdate,
 };
 use crate::mgmt::{
     Management, MgmtError, PoolCreate, PoolInfo, SystemInfo, VolumeCreate, VolumeInfo,
@@ -200,6 +201,42 @@ fn provisioning(text: Option<&str>) -> Result<Provisioning, MgmtError> {
     }
 }
 
+/// Blocks read since start, by where they were found, over every controller.
+fn read_sources(cache: &Cache) -> ReadSourcesInfo {
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
+    let mut info = ReadSourcesInfo::default();
+    for sources in &cache.counters.reads_by_controller {
+        info.dram_hits += load(&sources.dram_hits);
+        info.ssd_hits += load(&sources.ssd_hits);
+        info.misses += load(&sources.misses);
+    }
+    info
+}
+
+/// The SSD tier's totals in the shape `system show` reports.
+fn ssd_cache_info(cache: &Cache) -> Option<SsdCacheInfo> {
+    let (total, _) = cache.ssd()?.stats();
+    Some(SsdCacheInfo {
+        state: if total.failed { "FAILED" } else { "ACTIVE" }.into(),
+        capacity: total.capacity_bytes,
+        cached_bytes: total.cached_bytes,
+        index_bytes: total.index_bytes,
+        index_bytes_per_block: if total.cached_blocks == 0 {
+            0.0
+        } else {
+            total.index_bytes as f64 / total.cached_blocks as f64
+        },
+        hits: total.hits,
+        misses: total.misses,
+        mismatches: total.mismatches,
+        admissions: total.admissions,
+        evictions: total.evictions,
+        throttled: total.throttled,
+        bypassed: cache.counters.ssd_bypassed.load(Ordering::Relaxed),
+        bytes_written: total.bytes_written,
+    })
+}
+
 impl Management for NodeApi {
     fn fault_plane(&self) -> Option<&FaultPlane> {
         Some(&self.faults)
@@ -248,6 +285,8 @@ impl Management for NodeApi {
             pools_count: state.catalog.pools.len() as u64,
             volumes_count: state.catalog.volumes.len() as u64,
             started_at: self.started_at,
+            reads: read_sources(&self.cache),
+            ssd_cache: ssd_cache_info(&self.cache),
         }
     }
 

@@ -12,6 +12,7 @@ use crate::types::BLOCK_SIZE;
 
 mod controllers;
 mod drives;
+mod ssd;
 pub use controllers::{ControllerGauges, render_controller_gauges};
 
 /// Escapes a label value: backslash, double quote and newline, as the text format asks.
@@ -56,6 +57,7 @@ pub fn render_node_metrics(
 
     let (segments_free, pools, volumes) = {
         let state = meta.state();
+        ssd::render_read_sources_and_ssd(text.out, cache, &state, stats.controllers.len());
         let volumes = volume_rows(&state, stats);
         (state.alloc.free_segments(), pool_rows(&state), volumes)
     };

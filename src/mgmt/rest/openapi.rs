@@ -53,6 +53,8 @@ pub const SYSTEM: Schema = object(
         ("pools_count", "integer"),
         ("volumes_count", "integer"),
         ("started_at", "integer"),
+        ("reads", "object"),
+        ("ssd_cache", "object?"),
         ("tls_certificate_sha256", "string?"),
     ],
 );

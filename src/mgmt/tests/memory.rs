@@ -302,6 +302,8 @@ impl Management for Memory {
             pools_count: state.pools.len() as u64,
             volumes_count: state.volumes.len() as u64,
             started_at: EPOCH_MS,
+            reads: Default::default(),
+            ssd_cache: None,
         }
     }
 
