@@ -211,6 +211,8 @@ impl Cache {
                 }
             }
         }
+        #[cfg(test)]
+        self.run_flush_hook(state.pending.len());
         let journal = self.meta.journal();
         let mut floor = u64::MAX;
         for (headers, data) in state
