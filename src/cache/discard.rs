@@ -1,7 +1,8 @@
 //! Discards: trim, and the dropping of a volume's cached blocks (and map entries) when
 //! blocks are trimmed, a volume shrinks, is deleted or takes other contents. The metadata
-//! lock is held throughout, so no reader puts old bytes back and no destage commit slips
-//! in between.
+//! lock is held throughout, so no reader puts old bytes back, no destage commit slips
+//! in between, and no flush appends a vault copy taken before the discard after its
+//! record (the flush holds the lock, shared, from its copy to its append).
 
 use super::Cache;
 use super::domain::shard_of;

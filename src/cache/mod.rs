@@ -59,6 +59,8 @@ mod extent;
 mod failover;
 #[cfg(test)]
 mod failover_tests;
+#[cfg(test)]
+mod flush_trim_tests;
 mod gate;
 #[cfg(test)]
 mod invariant_tests;

@@ -32,7 +32,13 @@ pub struct Faults {
     pub manual_destage: std::sync::atomic::AtomicBool,
     /// Re-mirroring copies nothing (a test holds the node inside the re-mirror window).
     pub hold_remirror: std::sync::atomic::AtomicBool,
+    /// Runs once, inside the next flush that copied dirty blocks, before their vault
+    /// records are appended to the journal.
+    flush_hook: Mutex<Option<FlushHook>>,
 }
+
+/// What a test runs inside a flush (see [`Cache::set_flush_hook`]).
+pub type FlushHook = Box<dyn FnOnce(&Cache) + Send>;
 
 impl Cache {
     /// Makes the next pass through `point` stop there.
@@ -57,6 +63,28 @@ impl Cache {
         self.faults
             .hold_remirror
             .store(held, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Runs `hook` inside the next flush that copies dirty blocks, between the copy and
+    /// the append of their vault records.
+    pub fn set_flush_hook(&self, hook: FlushHook) {
+        *self.faults.flush_hook.lock() = Some(hook);
+    }
+
+    /// Whether the flush hook has not run yet.
+    pub fn flush_hook_pending(&self) -> bool {
+        self.faults.flush_hook.lock().is_some()
+    }
+
+    /// Called by the flush between copying dirty blocks and appending their vault records.
+    pub(super) fn run_flush_hook(&self, copied: usize) {
+        if copied == 0 {
+            return;
+        }
+        let hook = self.faults.flush_hook.lock().take();
+        if let Some(hook) = hook {
+            hook(self);
+        }
     }
 
     pub fn fault_point(&self, at: FaultPoint) -> Result<(), IoError> {

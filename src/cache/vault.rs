@@ -1,6 +1,11 @@
 //! The vault flush: copies every dirty block (of every live domain's primaries) whose
 //! current generation is not yet in the vault into VAULT records of the journal, syncs the
-//! journal, and only then marks those generations vaulted. Also checkpoints (under the
+//! journal, and only then marks those generations vaulted. The metadata state lock is
+//! held (shared) from the copy until the VAULT records are appended, so the record of a
+//! discard (trim, shrink, deletion, new contents), journaled under that lock held
+//! exclusively, never lands between a block's copy and its VAULT record: replay applies
+//! records in journal order, and a VAULT record after the discard's would bring the
+//! discarded bytes back. Also checkpoints (under the
 //! same lock, so no vault record can slip between the computed replay floor and the
 //! checkpoint) and re-installs blocks from the vault: at start, and after a controller
 //! failure for the blocks whose only DRAM copy it held.
@@ -170,6 +175,13 @@ impl Cache {
     fn flush_once(&self) -> Result<(), IoError> {
         let mut state = self.flush_lock.lock();
         let state = &mut *state;
+        // A discard drops cached blocks and journals its record (TRIM, a catalog change)
+        // under this lock for writing; held from the copy until the vault records are
+        // appended, it puts each discard's record either before the copy (its blocks are
+        // gone from cache) or after the vault records (replay lets it supersede them),
+        // never between (a vault copy after the record would bring the discarded bytes
+        // back at recovery).
+        let discards_held = self.meta.state();
         for domain in self.domains.values().filter(|domain| domain.is_alive()) {
             for (index, shard) in domain.shards.iter().enumerate() {
                 let mut shard = shard.inner.lock();
@@ -211,6 +223,8 @@ impl Cache {
                 }
             }
         }
+        #[cfg(test)]
+        self.run_flush_hook(state.pending.len());
         let journal = self.meta.journal();
         let mut floor = u64::MAX;
         for (headers, data) in state
@@ -224,6 +238,7 @@ impl Cache {
             });
             floor = floor.min(lsn);
         }
+        drop(discards_held);
         let result = journal.commit_all();
         let count = state.pending.len() as u64;
         if result.is_ok() {

@@ -226,6 +226,15 @@ impl MetaStore {
         guard
     }
 
+    /// [`MetaStore::state_mut`] when no one holds the state lock (tests that must not
+    /// block on a lock the calling thread may hold).
+    #[cfg(test)]
+    pub fn try_state_mut(&self) -> Option<RwLockWriteGuard<'_, MetaState>> {
+        let guard = self.state.try_write()?;
+        self.map_version.fetch_add(1, Ordering::AcqRel);
+        Some(guard)
+    }
+
     /// The vault device's name in the hardware model (`ssd0`).
     pub fn ssd_name(&self) -> &str {
         self.ssd.name()
