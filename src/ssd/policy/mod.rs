@@ -5,7 +5,7 @@
 //! (4 KiB places in the cache region, numbered from 0 up to its capacity). It decides
 //! what is admitted and what is evicted; it never does I/O.
 //!
-//! The contract every policy keeps (the tests in `policy_tests.rs` check it for each one):
+//! The contract every policy keeps (the tests in `tests.rs` check it for each one):
 //! - a key is in at most one slot and a slot holds at most one key;
 //! - slots are handed out from 0 upward before any is reused, so a cache that is not
 //!   full has touched only its first `len()` slots;
@@ -13,9 +13,28 @@
 //! - memory grows with the number of cached blocks, never with the capacity alone;
 //!   `index_bytes` is what the index really holds (its tables' allocated bytes).
 
+mod arc;
 mod clock;
+mod ghost;
+mod list;
+mod lru;
+mod s3fifo;
+mod slots;
+mod table;
 
+pub mod replay;
+pub mod trace_files;
+pub mod traces;
+
+#[cfg(test)]
+mod replay_tests;
+#[cfg(test)]
+mod tests;
+
+pub use arc::Arc;
 pub use clock::Clock;
+pub use lru::Lru;
+pub use s3fifo::S3Fifo;
 
 /// A cached block's key: its physical block number on the array.
 pub type Key = u64;
@@ -63,5 +82,15 @@ pub trait CachePolicy: Send {
 
 /// The policy the tier runs (chosen by the trace replay; see the README's SSD cache section).
 pub fn chosen(capacity: u32) -> Box<dyn CachePolicy> {
-    Box::new(Clock::new(capacity))
+    Box::new(S3Fifo::new(capacity))
+}
+
+/// Every policy, in the replay's column order (the chosen one first).
+pub fn every_policy(capacity: u32) -> Vec<Box<dyn CachePolicy>> {
+    vec![
+        Box::new(S3Fifo::new(capacity)),
+        Box::new(Arc::new(capacity)),
+        Box::new(Lru::new(capacity)),
+        Box::new(Clock::new(capacity)),
+    ]
 }
