@@ -3,7 +3,7 @@
 
 use super::replay::{distinct_blocks, replay, replay_every_policy};
 use super::traces::{Mix, Request, Rng, TraceSpec, Zipf, generate};
-use super::{CachePolicy, chosen};
+use super::chosen;
 
 /// Cache sizes, in percent of a trace's distinct blocks.
 const SIZES_PERCENT: [u64; 3] = [1, 5, 10];
