@@ -1,9 +1,9 @@
 //! The acceptance on synthetic traces, through the replay harness: the chosen
 //! policy against LRU and ARC on every mix at three sizes, and scan resistance.
 
+use super::chosen;
 use super::replay::{distinct_blocks, replay, replay_every_policy};
 use super::traces::{Mix, Request, Rng, TraceSpec, Zipf, generate};
-use super::chosen;
 
 /// Cache sizes, in percent of a trace's distinct blocks.
 const SIZES_PERCENT: [u64; 3] = [1, 5, 10];
@@ -26,7 +26,10 @@ fn chosen_policy_beats_lru_and_stays_within_a_point_of_arc_on_every_mix() {
             let results = replay_every_policy(&trace, capacity);
             let ratio = |name: &str| {
                 let (_, stats) = results.iter().find(|(each, _)| *each == name).unwrap();
-                assert!(stats.reads > 0 && stats.cached > 0, "{name}: replay did nothing");
+                assert!(
+                    stats.reads > 0 && stats.cached > 0,
+                    "{name}: replay did nothing"
+                );
                 stats.hit_ratio() * 100.0
             };
             let (chosen, lru, arc) = (ratio(chosen_name), ratio("lru"), ratio("arc"));
@@ -66,7 +69,10 @@ fn a_scan_ten_times_the_cache_leaves_the_hot_set_its_hit_ratio() {
                 let scanned = Request::block(1 << 30 | at, false);
                 replay(policy.as_mut(), &[scanned]);
             }
-            let stats = replay(policy.as_mut(), &[Request::block(hot.sample(&mut rng), false)]);
+            let stats = replay(
+                policy.as_mut(),
+                &[Request::block(hot.sample(&mut rng), false)],
+            );
             hits += stats.hits;
             reads += stats.reads;
         }

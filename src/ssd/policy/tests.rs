@@ -42,7 +42,11 @@ impl Model {
     fn admit(&mut self, policy: &dyn CachePolicy, key: Key, outcome: Admission) {
         let name = policy.name();
         if self.slot_of.contains_key(&key) {
-            assert_eq!(outcome, Admission::Rejected, "{name}: admit of resident {key}");
+            assert_eq!(
+                outcome,
+                Admission::Rejected,
+                "{name}: admit of resident {key}"
+            );
             return;
         }
         let Admission::Into { slot, evicted } = outcome else {
@@ -51,11 +55,18 @@ impl Model {
         assert!(slot < policy.capacity(), "{name}: slot {slot} out of range");
         match evicted {
             Some(old) => {
-                assert_eq!(self.slot_of.remove(&old), Some(slot), "{name}: evicted {old}");
+                assert_eq!(
+                    self.slot_of.remove(&old),
+                    Some(slot),
+                    "{name}: evicted {old}"
+                );
                 self.key_in.remove(&slot);
             }
             None => {
-                assert!(!self.key_in.contains_key(&slot), "{name}: slot {slot} is taken");
+                assert!(
+                    !self.key_in.contains_key(&slot),
+                    "{name}: slot {slot} is taken"
+                );
                 assert!(
                     slot <= self.handed_out,
                     "{name}: slot {slot} handed out before {}",
@@ -95,7 +106,11 @@ impl Model {
                 let allowed = slot < policy.capacity()
                     && !self.slot_of.contains_key(&key)
                     && !self.key_in.contains_key(&slot);
-                assert_eq!(policy.restore(key, slot), allowed, "{name}: restore {key}@{slot}");
+                assert_eq!(
+                    policy.restore(key, slot),
+                    allowed,
+                    "{name}: restore {key}@{slot}"
+                );
                 if allowed {
                     self.take(key, slot);
                 }
@@ -228,7 +243,11 @@ fn chosen_policy_index_fits_32_bytes_per_cached_block() {
     let bytes = policy.index_bytes();
     let per_block = bytes as f64 / f64::from(policy.len());
     println!("{}: {per_block:.2} B per cached block", policy.name());
-    assert!(per_block <= 32.0, "{}: {per_block:.2} B per block", policy.name());
+    assert!(
+        per_block <= 32.0,
+        "{}: {per_block:.2} B per block",
+        policy.name()
+    );
     for key in 0..u64::from(SLOTS) {
         if policy.get(key % 5000).is_none() {
             policy.admit(10 * u64::from(SLOTS) + key);

@@ -46,10 +46,14 @@ fn parse_op(field: &str) -> Result<bool, String> {
 
 fn request(offset: u64, size: u64, write: bool) -> Result<Request, String> {
     if size > MAX_REQUEST_BYTES {
-        return Err(format!("size {size} is over the limit of {MAX_REQUEST_BYTES} bytes"));
+        return Err(format!(
+            "size {size} is over the limit of {MAX_REQUEST_BYTES} bytes"
+        ));
     }
     if offset >= 1 << DISK_SPAN_BITS {
-        return Err(format!("offset {offset} is beyond 2^{DISK_SPAN_BITS} bytes"));
+        return Err(format!(
+            "offset {offset} is beyond 2^{DISK_SPAN_BITS} bytes"
+        ));
     }
     Ok(Request {
         offset,
