@@ -30,6 +30,8 @@ pub mod traces;
 mod replay_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod trace_tests;
 
 pub use arc::Arc;
 pub use clock::Clock;

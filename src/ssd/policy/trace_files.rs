@@ -7,7 +7,7 @@
 //!   offset and size in bytes.
 //!
 //! Which one a file is follows from its first data line's field count (7 or 4). A first
-//! line that does not parse as data is taken as a header and skipped; any other line that
+//! line whose timestamp is not a number is taken as a header and skipped; any other line that
 //! does not parse is an error naming the line. Lines may be blank. Nothing here trusts the
 //! file: sizes are capped and offsets checked, so a hostile trace is refused, not obeyed.
 
@@ -95,6 +95,12 @@ pub fn parse_line(format: TraceFormat, line: &str) -> Result<Request, String> {
     }
 }
 
+/// A header line: its first field (the timestamp) is not a number.
+fn is_header(line: &str) -> bool {
+    let first = line.split(',').next().unwrap_or_default().trim();
+    first.parse::<f64>().is_err()
+}
+
 /// Reads a trace (either format), at most `limit` requests. `source` names the input in
 /// errors.
 pub fn read_trace(
@@ -129,13 +135,15 @@ pub fn read_trace(
         };
         match parse_line(known, line) {
             Ok(request) => trace.push(request),
-            // The first line of a file may be a header.
-            Err(_) if format.is_none() && number == 1 => {}
+            // The first line of a file may be a header (its timestamp is no number).
+            Err(_) if format.is_none() && number == 1 && is_header(line) => {}
             Err(error) => return Err(format!("{source}: line {number}: {error}")),
         }
         format = Some(known);
     }
-    let format = format.ok_or_else(|| format!("{source}: no requests in the file"))?;
+    let format = format
+        .filter(|_| !trace.is_empty())
+        .ok_or_else(|| format!("{source}: no requests in the file"))?;
     Ok((format, trace))
 }
 
