@@ -24,7 +24,11 @@ fn plain_lines_parse_after_a_header_and_partial_blocks_round_out() {
     let (format, trace) = read_trace(text.as_bytes(), "plain", usize::MAX).unwrap();
     assert_eq!(format, TraceFormat::Plain);
     assert_eq!(trace.len(), 3);
-    assert_eq!(trace[0].blocks(), 1..3, "bytes 6144..10240 touch blocks 1 and 2");
+    assert_eq!(
+        trace[0].blocks(),
+        1..3,
+        "bytes 6144..10240 touch blocks 1 and 2"
+    );
     assert_eq!(trace[1].blocks(), 0..1);
     assert!(trace[1].write);
     assert!(trace[2].blocks().is_empty());
@@ -37,7 +41,10 @@ fn hostile_lines_are_refused_naming_the_line() {
     for (text, wanted) in [
         ("0,0,4096,R\n1,0,4096,X\n", "line 2: operation \"x\""),
         ("0,0,4096,R\n1,-5,4096,R\n", "line 2: offset"),
-        ("0,0,4096,R\n1,0,99999999999,R\n", "line 2: size 99999999999"),
+        (
+            "0,0,4096,R\n1,0,99999999999,R\n",
+            "line 2: size 99999999999",
+        ),
         ("0,0,4096,R\n1,0,4096\n", "line 2: 3 fields"),
         ("0,18446744073709551615,4096,R\n", "line 1: offset"),
         ("a,b\n", "line 1 has 2 fields"),
@@ -79,6 +86,9 @@ fn generated_traces_are_deterministic_and_round_trip_through_a_file() {
     .iter()
     .filter(|request: &&Request| request.write)
     .count();
-    assert!((2_000..3_000).contains(&writes), "{writes} writes of 10,000");
+    assert!(
+        (2_000..3_000).contains(&writes),
+        "{writes} writes of 10,000"
+    );
     assert!("zipf-x".parse::<Mix>().is_err());
 }
