@@ -394,18 +394,38 @@ impl SsdCache {
             return;
         }
         let mut records = Vec::new();
+        let mut keys = Vec::new();
         for partition in inner.partitions.iter() {
-            if partition.cached_blocks() == 0 {
+            let cached = partition.cached_blocks();
+            if cached == 0 {
                 continue;
             }
             records.clear();
-            // Probing each phys costs one hash lookup per block of the range; the policies
-            // give no slot-order scan, so this is done whatever the range's size.
-            for phys in first..end {
-                let mut shard = partition.shard_for(phys);
-                if let Some(slot) = shard.slot_of(phys) {
-                    shard.policy.remove(phys);
-                    records.push(Record::bare(RecordKind::Clear, slot, phys));
+            if end - first < cached {
+                // A range smaller than the cache: probe each of its keys.
+                for phys in first..end {
+                    let mut shard = partition.shard_for(phys);
+                    if let Some(slot) = shard.slot_of(phys) {
+                        shard.policy.remove(phys);
+                        records.push(Record::bare(RecordKind::Clear, slot, phys));
+                    }
+                }
+            } else {
+                // A range larger than the cache: scan what each shard holds.
+                for shard in partition.shards.iter() {
+                    let mut shard = shard.lock();
+                    keys.clear();
+                    shard.policy.for_each_resident(&mut |key, _| {
+                        if (first..end).contains(&key) {
+                            keys.push(key);
+                        }
+                    });
+                    for &phys in &keys {
+                        if let Some(slot) = shard.slot_of(phys) {
+                            shard.policy.remove(phys);
+                            records.push(Record::bare(RecordKind::Clear, slot, phys));
+                        }
+                    }
                 }
             }
             crate::io::with_thread_ring(|ring| inner.log(partition, ring, &records));
