@@ -265,6 +265,10 @@ impl CachePolicy for Arc {
         true
     }
 
+    fn for_each_resident(&self, visit: &mut dyn FnMut(Key, SlotId)) {
+        self.slots.for_each_resident(visit);
+    }
+
     fn index_bytes(&self) -> usize {
         self.slots.bytes() + self.ghosts.bytes()
     }

@@ -173,6 +173,10 @@ impl CachePolicy for S3Fifo {
         true
     }
 
+    fn for_each_resident(&self, visit: &mut dyn FnMut(Key, SlotId)) {
+        self.slots.for_each_resident(visit);
+    }
+
     fn index_bytes(&self) -> usize {
         self.slots.bytes() + self.ghost.bytes()
     }

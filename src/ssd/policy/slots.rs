@@ -39,6 +39,15 @@ impl Slots {
         }
     }
 
+    /// Calls `visit(key, slot)` for every slot holding a key.
+    pub fn for_each_resident(&self, visit: &mut dyn FnMut(Key, SlotId)) {
+        for (slot, state) in self.state.iter().enumerate() {
+            if *state != FREE {
+                visit(self.keys[slot], slot as SlotId);
+            }
+        }
+    }
+
     /// Keys resident.
     pub fn len(&self) -> u32 {
         self.index.len() as u32
