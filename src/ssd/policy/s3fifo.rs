@@ -149,8 +149,14 @@ impl CachePolicy for S3Fifo {
 
     fn remove(&mut self, key: Key) -> Option<SlotId> {
         let slot = self.slots.find(key)?;
-        let queue = queue_of(self.slots.state[slot as usize]);
+        let state = self.slots.state[slot as usize];
+        let queue = queue_of(state);
         debug_assert_ne!(queue, FREE);
+        if queue == MAIN || freq_of(state) > 0 {
+            // A block proven hot and then rewritten (or moved) stays wanted: the ghost sends
+            // it straight back to main when it is admitted again.
+            self.ghost.remember(key);
+        }
         let links = &mut self.slots.links;
         if queue == SMALL {
             self.small.unlink(links, slot);
