@@ -364,6 +364,7 @@ impl Cache {
         if keep_as_mirror && entry.dirty != 0 {
             entry.role = Role::Mirror;
             entry.valid = entry.dirty;
+            entry.ssd.clear(u16::MAX);
             entry.unvaulted = 0;
             entry.reserved = 0;
             entry.unmirrored = 0;
@@ -476,6 +477,7 @@ impl Cache {
         }
         entry.role = Role::Primary;
         entry.valid = dirty;
+        entry.ssd.clear(u16::MAX);
         entry.unvaulted = dirty;
         entry.known = dirty;
         entry.mapped = mapped;
