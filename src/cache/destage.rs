@@ -465,7 +465,8 @@ impl Cache {
     /// again: whatever it holds of their physical blocks means nothing any more. Called
     /// before any row is written.
     fn forget_reused_segments(&self, geometry: &crate::layout::Geometry, rows: &[u64]) {
-        let Some(ssd) = self.ssd.get() else {
+        // The store's attachment, made before the cache starts: recovery's destage too.
+        let Some(ssd) = self.meta.read_cache() else {
             return;
         };
         let per_segment = geometry.rows_per_segment;
@@ -565,7 +566,7 @@ impl Cache {
         for (_, _, old, _) in &relocations {
             state.alloc.remove_live(*old, ticket);
         }
-        if let Some(ssd) = self.ssd.get() {
+        if let Some(ssd) = self.meta.read_cache() {
             // The cached copy of a moved block now answers for its new place.
             for (_, _, old, new) in &relocations {
                 ssd.relocate(*old, *new);

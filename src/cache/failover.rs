@@ -121,6 +121,10 @@ impl Cache {
         let domain = &self.domains[failed];
         domain.alive.store(false, Ordering::Release);
         domain.gate.accepting.store(false, Ordering::SeqCst);
+        if let Some(ssd) = self.ssd.get() {
+            // Its SSD partition survives the controller: the others' reads look in it.
+            ssd.set_partition_online(failed.index(), false);
+        }
         let mut stranded = Vec::new();
         for shard in domain.shards.iter() {
             let mut shard = shard.inner.lock();
@@ -191,6 +195,9 @@ impl Cache {
             let _ = handle.join();
         }
         domain.alive.store(true, Ordering::Release);
+        if let Some(ssd) = self.ssd.get() {
+            ssd.set_partition_online(id.index(), true);
+        }
         self.start_destager(id);
     }
 

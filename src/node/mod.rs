@@ -64,6 +64,7 @@ pub mod scrub;
 #[cfg(test)]
 mod snapshot_tests;
 mod snapshots;
+mod ssd_cache;
 mod start;
 pub mod stop;
 
@@ -74,6 +75,7 @@ use start::{
     MgmtParts, Services, lock_data_dir, node_certificate, open_devices, open_event_log,
     open_iscsi_portals, open_metadata, start_controllers, start_mgmt,
 };
+use ssd_cache::{attach_ssd_cache, open_ssd_cache};
 use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;
@@ -133,7 +135,7 @@ impl Node {
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
-        let (ssd, array) = open_devices(&hw, data_dir, &faults)?;
+        let (ssd, cache_region, array) = open_devices(&hw, data_dir, &faults)?;
         let events = open_event_log(data_dir)?;
         heal::report_drive_events(&array, events.clone());
         let (meta, recovered) = open_metadata(ssd, array, key, data_dir, key_created, &events)?;
@@ -147,7 +149,9 @@ impl Node {
             );
         }
         let meta = Arc::new(meta);
+        let ssd = cache_region.and_then(|region| open_ssd_cache(&hw, region, &meta, &events));
         let (cache, controllers) = start_controllers(&hw, &meta, recovered, &events);
+        attach_ssd_cache(&hw, ssd, &cache);
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut services = Services::default();
 
@@ -237,6 +241,9 @@ impl Node {
         self.cache
             .shutdown()
             .map_err(|err| anyhow::anyhow!("shutdown failed: {err}"))?;
+        if let Some(ssd) = self.cache.ssd() {
+            ssd.shutdown();
+        }
         progress.advance(StopPhase::Recording);
         for socket in &self.sockets {
             let _ = std::fs::remove_file(socket);

@@ -32,6 +32,7 @@ use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
 use crate::private_files;
 use crate::secrets::{KEY_FILE, NodeKey};
+use crate::ssd::CacheRegion;
 
 /// Loads the node's certificate (NBD over x509 and HTTPS serve it), making a self-signed
 /// one at the first start, and prints its fingerprint.
@@ -72,16 +73,15 @@ pub(super) struct Services {
     pub(super) sockets: Vec<PathBuf>,
 }
 
-/// Opens the vault SSD and the NL-SAS drives of the model (each with its simulated write
-/// cache and fault rules) and lays the array over the drives; refuses an array of fewer
-/// than 16 segments.
+/// Opens the vault SSD (and the SSD read cache's region), and the NL-SAS drives of the
+/// model (each with its simulated write cache and fault rules) and lays the array over the
+/// drives; refuses an array of fewer than 16 segments.
 pub(super) fn open_devices(
     hw: &HwModel,
     data_dir: &Path,
     faults: &FaultPlane,
-) -> anyhow::Result<(Device, Array)> {
-    let ssd = open_device(hw, &hw.ssds[0], data_dir, faults)
-        .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
+) -> anyhow::Result<(Device, Option<CacheRegion>, Array)> {
+    let (ssd, cache_region) = super::ssd_cache::open_ssds(hw, data_dir, faults)?;
     let store = DriveStore::open(data_dir).map_err(anyhow::Error::msg)?;
     let mut drives = Vec::new();
     for (index, spec) in hw.nlsas.iter().enumerate() {
@@ -133,7 +133,7 @@ pub(super) fn open_devices(
             array.geometry().segments()
         );
     }
-    Ok((ssd, array))
+    Ok((ssd, cache_region, array))
 }
 
 /// Opens the event log and makes it where a durability failure writes its event.
