@@ -461,6 +461,30 @@ impl Cache {
         Err("the array has no free segment left even for cleaning; pools promise more than the array holds".into())
     }
 
+    /// Points the SSD notes of clean DRAM copies of relocated blocks (any family member's)
+    /// at their new places. The caller holds the metadata lock (shard locks come after it).
+    fn renote_relocated(&self, state: &MetaState, relocations: &[(u32, u64, u64, u64)]) {
+        for &(family, lba, old, new) in relocations {
+            let section = lba / BLOCKS_PER_SECTION as u64;
+            let block = (lba % BLOCKS_PER_SECTION as u64) as usize;
+            for member in state.family_member_ids(family) {
+                let key = (member, section);
+                let owner = self.router.route(key).owner;
+                let Some(domain) = self.domains.get(owner) else {
+                    continue;
+                };
+                let mut shard = domain.shard(key).inner.lock();
+                let Some(&slot) = shard.index.get(&key) else {
+                    continue;
+                };
+                let notes = &mut shard.slots[slot as usize].ssd;
+                if notes.admissible & (1 << block) != 0 && notes.phys[block] == old {
+                    notes.phys[block] = new;
+                }
+            }
+        }
+    }
+
     /// Tells the SSD read cache that the segments `rows` opened are about to be written
     /// again: whatever it holds of their physical blocks means nothing any more. Called
     /// before any row is written.
@@ -567,10 +591,13 @@ impl Cache {
             state.alloc.remove_live(*old, ticket);
         }
         if let Some(ssd) = self.meta.read_cache() {
-            // The cached copy of a moved block now answers for its new place.
+            // The cached copy of a moved block now answers for its new place, and so do
+            // the clean DRAM copies that noted the old one (offered later, they would
+            // name a place about to mean something else).
             for (_, _, old, new) in &relocations {
                 ssd.relocate(*old, *new);
             }
+            self.renote_relocated(&state, &relocations);
         }
         state.release_freed(&freed, ticket);
         (ticket, orphaned)
