@@ -70,6 +70,8 @@ mod route;
 mod settle;
 mod shard;
 mod share;
+#[cfg(test)]
+mod ssd_tests;
 mod stream;
 #[cfg(test)]
 pub mod tests;
