@@ -23,11 +23,33 @@
 //!   staging area and written by a background writer at a bounded rate; an offer that
 //!   does not fit is dropped and counted.
 
+//!
+//! How it is built: `format.rs` (the on-media layout), `partition.rs` (index shards and
+//! counters), `staging.rs` (the admission staging ring), `writer.rs` (the writer thread and
+//! its throttle), `persist.rs` (identity log, checkpoints, rebuild; its module doc states
+//! the commit order and why each crash point is safe).
+
+mod format;
+mod partition;
+mod persist;
 pub mod policy;
+mod staging;
+mod writer;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use crate::io::{Device, IoRing};
+use parking_lot::Mutex;
+
+use self::format::{NONE, PAGE, Record, RecordKind};
+use self::partition::{Partition, bump};
+use self::persist::{IdentityLog, Media, MediaError};
+use crate::io::{ALIGN, AlignedBuf, Device, IoRing};
 
 /// Where the cache lives: a byte range of an SSD device.
 pub struct CacheRegion {
@@ -98,13 +120,113 @@ pub struct SsdCacheStats {
     pub evictions: u64,
     /// Offers dropped: staging full or over the write budget.
     pub throttled: u64,
+    /// Offers the policy did not take.
+    pub rejected: u64,
     pub bytes_written: u64,
     pub failed: bool,
 }
 
+const STOP_RUNNING: u8 = 0;
+/// `shutdown`: drain staging at full speed, checkpoint, stop.
+const STOP_SHUTDOWN: u8 = 1;
+/// Dropped without `shutdown`: stop after the batch in hand (what is durable stays so).
+const STOP_ABANDON: u8 = 2;
+
+/// What the writer threads share with the façade.
+struct Inner {
+    media: Media,
+    partitions: Box<[Partition]>,
+    failed: AtomicBool,
+    stop: AtomicU8,
+    write_bytes_per_sec: u64,
+    on_failure: Box<dyn Fn(String) + Send + Sync>,
+}
+
+impl Inner {
+    fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Fails the tier after an I/O error on the region.
+    fn fail(&self, error: MediaError) {
+        let device = &self.media.device;
+        self.fail_with(format!(
+            "SSD read cache on device {} ({}): {} failed: {}; the read cache is off and its copies are dropped (data is safe on the NL-SAS drives): replace the SSD, then restart the node to bring the read cache back",
+            device.name(),
+            device.path().display(),
+            error.what,
+            error.error
+        ));
+    }
+
+    /// Fails the tier: from now on reads miss and offers are refused; told once.
+    fn fail_with(&self, message: String) {
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for partition in self.partitions.iter() {
+            partition.staging.wake();
+        }
+        (self.on_failure)(message);
+    }
+
+    /// Appends `records` to `partition`'s log; an I/O error fails the tier.
+    fn log(&self, partition: &Partition, ring: &mut IoRing, records: &[Record]) {
+        if records.is_empty() || self.is_failed() {
+            return;
+        }
+        let still_cached = |phys, slot| partition.still_cached(phys, slot);
+        let result = partition
+            .log
+            .lock()
+            .append(&self.media, ring, records, &still_cached);
+        if let Err(e) = result {
+            self.fail(e);
+        }
+    }
+
+    /// Reads partition slot `slot` of `holder` (which maps `phys` to it) and verifies it.
+    fn read_slot(
+        &self,
+        ring: &mut IoRing,
+        holder: &Partition,
+        phys: u64,
+        slot: u32,
+        buf: &mut [u8],
+        verify: &dyn Fn(&[u8]) -> bool,
+    ) -> SsdRead {
+        let offset = self.media.base + self.media.geometry.slot_offset(holder.index, slot);
+        if let Err(error) = ring.read_at(&self.media.device, offset, buf) {
+            self.fail(MediaError {
+                what: "reading a cached block",
+                error,
+            });
+            return SsdRead::Miss;
+        }
+        if verify(buf) {
+            return SsdRead::Hit;
+        }
+        let real_mismatch = {
+            let mut shard = holder.shard_for(phys);
+            let held = shard.holds(phys, slot);
+            if held {
+                shard.policy.remove(phys);
+            }
+            held
+        };
+        if !real_mismatch {
+            // Evicted or rewritten while we read: the bytes were someone else's.
+            return SsdRead::Miss;
+        }
+        self.log(holder, ring, &[Record::bare(RecordKind::Clear, slot, phys)]);
+        SsdRead::Mismatch
+    }
+}
+
 /// See the module doc.
 pub struct SsdCache {
-    _private: (),
+    inner: Arc<Inner>,
+    writers: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl SsdCache {
@@ -114,8 +236,91 @@ impl SsdCache {
         region: CacheRegion,
         settings: SsdCacheSettings,
     ) -> Result<(Arc<SsdCache>, OpenReport), String> {
-        let _ = (region, settings);
-        todo!("the SSD tier (helper: ssd-tier)")
+        let started = Instant::now();
+        let device = region.device.clone();
+        let name = format!(
+            "SSD cache device {} ({})",
+            device.name(),
+            device.path().display()
+        );
+        let aligned =
+            region.offset.is_multiple_of(PAGE as u64) && region.len.is_multiple_of(PAGE as u64);
+        let fits = region
+            .offset
+            .checked_add(region.len)
+            .is_some_and(|end| end <= device.size());
+        if !aligned || !fits {
+            return Err(format!(
+                "{name}: the cache region at offset {} of {} bytes is not 4 KiB aligned or does not fit the device ({} bytes); fix the read cache's size in the hardware model",
+                region.offset,
+                region.len,
+                device.size()
+            ));
+        }
+        let geometry = format::Geometry::for_region(region.len, settings.partitions)
+            .map_err(|e| format!("{name}: {e}"))?;
+        let mut ring =
+            IoRing::new(64).map_err(|e| format!("{name}: cannot create an io_uring ring: {e}"))?;
+        let io_error = |what: &str, e: &dyn std::fmt::Display| {
+            format!(
+                "{name}: {what} failed at open: {e}; check or replace the SSD (the node can run without its read cache)"
+            )
+        };
+        let mut page = AlignedBuf::new(PAGE);
+        ring.read_at(&device, region.offset, &mut page)
+            .map_err(|e| io_error("reading the cache header", &e))?;
+        let mut report = OpenReport::default();
+        let instance = match format::decode_header(&page, &geometry) {
+            Some(instance) => instance,
+            None => {
+                let instance = crate::io::faults::random_seed();
+                format::encode_header(&geometry, instance, &mut page);
+                ring.write_at(&device, region.offset, &page)
+                    .and_then(|()| ring.sync(&device))
+                    .map_err(|e| io_error("writing the cache header", &e))?;
+                report.formatted = true;
+                instance
+            }
+        };
+        let media = Media {
+            device,
+            base: region.offset,
+            geometry,
+            instance,
+        };
+        let mut partitions = Vec::with_capacity(settings.partitions);
+        for index in 0..settings.partitions {
+            let partition = if report.formatted {
+                Partition::new(index, geometry, IdentityLog::new(index))
+            } else {
+                rebuild(&media, index, &mut ring, &mut report)
+                    .map_err(|e| io_error(e.what, &e.error))?
+            };
+            partitions.push(partition);
+        }
+        let inner = Arc::new(Inner {
+            media,
+            partitions: partitions.into_boxed_slice(),
+            failed: AtomicBool::new(false),
+            stop: AtomicU8::new(STOP_RUNNING),
+            write_bytes_per_sec: settings.write_bytes_per_sec,
+            on_failure: settings.on_failure,
+        });
+        let mut writers = Vec::with_capacity(settings.partitions);
+        for index in 0..settings.partitions {
+            let inner = inner.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("ssd-writer-{index}"))
+                .spawn(move || writer::run(&inner, index))
+                .map_err(|e| format!("{name}: cannot start the writer thread: {e}"))?;
+            writers.push(handle);
+        }
+        report.elapsed = started.elapsed();
+        let cache = SsdCache {
+            inner,
+            writers: Mutex::new(writers),
+        };
+        Ok((Arc::new(cache), report))
     }
 
     /// Reads the block at `phys` into `buf` (4 KiB) when partition `partition`, or an
@@ -128,44 +333,229 @@ impl SsdCache {
         buf: &mut [u8],
         verify: &dyn Fn(&[u8]) -> bool,
     ) -> SsdRead {
-        let _ = (ring, partition, phys, buf, verify);
-        todo!()
+        let inner = &*self.inner;
+        let Some(own) = inner.partitions.get(partition) else {
+            return SsdRead::Miss;
+        };
+        let usable = buf.len() >= PAGE && (buf.as_ptr() as usize).is_multiple_of(ALIGN);
+        if inner.is_failed() || !usable || phys == NONE {
+            bump(&own.counters.misses);
+            return SsdRead::Miss;
+        }
+        let buf = &mut buf[..PAGE];
+        let adopted = (0..inner.partitions.len()).filter(|&other| {
+            other != partition && !inner.partitions[other].online.load(Ordering::Acquire)
+        });
+        for candidate in std::iter::once(partition).chain(adopted) {
+            let holder = &inner.partitions[candidate];
+            let Some(slot) = holder.shard_for(phys).slot_for_read(phys) else {
+                continue;
+            };
+            let outcome = inner.read_slot(ring, holder, phys, slot, buf, verify);
+            let counter = match outcome {
+                SsdRead::Hit => &own.counters.hits,
+                SsdRead::Miss => &own.counters.misses,
+                SsdRead::Mismatch => &own.counters.mismatches,
+            };
+            bump(counter);
+            return outcome;
+        }
+        bump(&own.counters.misses);
+        SsdRead::Miss
     }
 
     /// Offers a block for admission to `partition`; never blocks. Returns false when it was
     /// dropped (staging full, over budget, tier failed).
     pub fn offer(&self, partition: usize, identity: BlockIdentity, bytes: &[u8]) -> bool {
-        let _ = (partition, identity, bytes);
-        todo!()
+        let inner = &*self.inner;
+        let Some(part) = inner.partitions.get(partition) else {
+            return false;
+        };
+        let open = !inner.is_failed()
+            && inner.stop.load(Ordering::Acquire) == STOP_RUNNING
+            && part.online.load(Ordering::Acquire);
+        if !open || bytes.len() < PAGE || identity.phys == NONE {
+            bump(&part.counters.throttled);
+            return false;
+        }
+        if part.staging.offer(identity, bytes) {
+            true
+        } else {
+            bump(&part.counters.throttled);
+            false
+        }
     }
 
     /// Forgets every cached block with `first <= phys < end` (a segment about to be
-    /// written again).
+    /// written again). Returns when the forgetting is durable.
     pub fn forget_range(&self, first: u64, end: u64) {
-        let _ = (first, end);
-        todo!()
+        let inner = &*self.inner;
+        if end <= first || inner.is_failed() {
+            return;
+        }
+        let mut records = Vec::new();
+        for partition in inner.partitions.iter() {
+            if partition.cached_blocks() == 0 {
+                continue;
+            }
+            records.clear();
+            // Probing each phys costs one hash lookup per block of the range; the policies
+            // give no slot-order scan, so this is done whatever the range's size.
+            for phys in first..end {
+                let mut shard = partition.shard_for(phys);
+                if let Some(slot) = shard.slot_of(phys) {
+                    shard.policy.remove(phys);
+                    records.push(Record::bare(RecordKind::Clear, slot, phys));
+                }
+            }
+            crate::io::with_thread_ring(|ring| inner.log(partition, ring, &records));
+        }
     }
 
     /// The cleaner moved a block from `old` to `new`: the copy now answers for `new`.
+    /// The copy stays in its slot when `new` falls in the same index shard as `old`;
+    /// otherwise (and while the slot is being written) it is dropped.
     pub fn relocate(&self, old: u64, new: u64) {
-        let _ = (old, new);
-        todo!()
+        let inner = &*self.inner;
+        if old == new || inner.is_failed() || new == NONE {
+            return;
+        }
+        let geometry = &inner.media.geometry;
+        for partition in inner.partitions.iter() {
+            let record = {
+                let mut shard = partition.shard_for(old);
+                let Some(slot) = shard.slot_of(old) else {
+                    continue;
+                };
+                let local = slot - shard.first_slot;
+                let same_shard = geometry.shard_of_key(old) == geometry.shard_of_key(new);
+                if same_shard && !shard.writing.contains(&local) && shard.policy.rekey(old, new) {
+                    let mut record = Record::bare(RecordKind::Relocate, slot, new);
+                    record.old = old;
+                    record
+                } else {
+                    shard.policy.remove(old);
+                    Record::bare(RecordKind::Clear, slot, old)
+                }
+            };
+            crate::io::with_thread_ring(|ring| inner.log(partition, ring, &[record]));
+        }
     }
 
     /// A controller failed (`online == false`: its partition is adopted by every other
     /// partition's reads and takes no admissions) or came back.
     pub fn set_partition_online(&self, partition: usize, online: bool) {
-        let _ = (partition, online);
-        todo!()
+        if let Some(part) = self.inner.partitions.get(partition) {
+            part.online.store(online, Ordering::Release);
+        }
     }
 
     /// The tier's counters, whole and per partition.
     pub fn stats(&self) -> (SsdCacheStats, Vec<SsdCacheStats>) {
-        todo!()
+        let failed = self.inner.is_failed();
+        let parts: Vec<SsdCacheStats> = self
+            .inner
+            .partitions
+            .iter()
+            .map(|partition| partition.stats(failed))
+            .collect();
+        let mut total = SsdCacheStats {
+            failed,
+            ..SsdCacheStats::default()
+        };
+        for part in &parts {
+            total.capacity_bytes += part.capacity_bytes;
+            total.cached_bytes += part.cached_bytes;
+            total.cached_blocks += part.cached_blocks;
+            total.index_bytes += part.index_bytes;
+            total.hits += part.hits;
+            total.misses += part.misses;
+            total.mismatches += part.mismatches;
+            total.admissions += part.admissions;
+            total.evictions += part.evictions;
+            total.throttled += part.throttled;
+            total.rejected += part.rejected;
+            total.bytes_written += part.bytes_written;
+        }
+        (total, parts)
+    }
+
+    /// Waits (at most `limit`) until every block offered so far has been written or
+    /// dropped by the writers. Returns false when it timed out.
+    pub fn drain(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        for partition in self.inner.partitions.iter() {
+            while !partition.staging.is_drained() {
+                let now = Instant::now();
+                if self.inner.is_failed() || now >= deadline {
+                    return self.inner.is_failed();
+                }
+                partition
+                    .staging
+                    .wait_change((deadline - now).min(Duration::from_millis(20)));
+            }
+        }
+        true
     }
 
     /// Writes what is staged and persists the index (a clean stop). Idempotent.
     pub fn shutdown(&self) {
-        todo!()
+        self.stop(STOP_SHUTDOWN);
     }
+
+    fn stop(&self, how: u8) {
+        let _ = self.inner.stop.compare_exchange(
+            STOP_RUNNING,
+            how,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+        for partition in self.inner.partitions.iter() {
+            partition.staging.wake();
+        }
+        let writers = std::mem::take(&mut *self.writers.lock());
+        for writer in writers {
+            if writer.join().is_err() {
+                crate::say!("troika: an SSD cache writer thread panicked; the read cache stops");
+            }
+        }
+    }
+}
+
+impl Drop for SsdCache {
+    fn drop(&mut self) {
+        self.stop(STOP_ABANDON);
+    }
+}
+
+/// Rebuilds partition `index` from media.
+fn rebuild(
+    media: &Media,
+    index: usize,
+    ring: &mut IoRing,
+    report: &mut OpenReport,
+) -> Result<Partition, MediaError> {
+    let mut loaded = persist::load(media, index, ring)?;
+    report.dropped += loaded.dropped;
+    let mut log = std::mem::replace(&mut loaded.log, IdentityLog::new(index));
+    let mut needs_checkpoint = loaded.needs_checkpoint;
+    let partition = Partition::new(index, media.geometry, IdentityLog::new(index));
+    for (slot, entry) in loaded.entries.iter_mut().enumerate() {
+        if entry.phys == NONE {
+            continue;
+        }
+        if partition.restore(entry.phys, slot as u32) {
+            report.restored += 1;
+        } else {
+            report.dropped += 1;
+            entry.phys = NONE;
+            needs_checkpoint = true;
+        }
+    }
+    if needs_checkpoint {
+        let mut source = persist::entries_source(media, &loaded.entries);
+        log.write_checkpoint(media, ring, &mut source)?;
+    }
+    *partition.log.lock() = log;
+    Ok(partition)
 }

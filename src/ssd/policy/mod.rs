@@ -57,6 +57,18 @@ pub trait CachePolicy: Send {
     /// Puts back a key found on media at start in the slot it was found in. Returns false
     /// (and changes nothing) when the key or the slot is taken or the slot is out of range.
     fn restore(&mut self, key: Key, slot: SlotId) -> bool;
+    /// Moves a resident key to a new key in the same slot (the block it names moved, its
+    /// bytes did not). Returns false (and changes nothing) when `old` is not resident or
+    /// `new` is.
+    fn rekey(&mut self, old: Key, new: Key) -> bool {
+        if self.peek(new).is_some() {
+            return false;
+        }
+        let Some(slot) = self.remove(old) else {
+            return false;
+        };
+        self.restore(new, slot)
+    }
     /// Bytes the index and the policy's own state hold in DRAM.
     fn index_bytes(&self) -> usize;
 }

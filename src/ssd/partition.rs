@@ -1,0 +1,163 @@
+//! One controller's partition: its index shards, staging ring, identity log and counters.
+//!
+//! The index is split into shards by a hash of phys; each shard is a policy over its own
+//! contiguous range of the partition's slots behind its own mutex, so requests for
+//! different blocks rarely meet on a lock. A shard also lists the slots being written
+//! right now (at most one writer batch): a lookup that lands on one of them is a miss.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use parking_lot::{Mutex, MutexGuard};
+
+use super::SsdCacheStats;
+use super::format::{Geometry, PAGE};
+use super::persist::IdentityLog;
+use super::policy::{self, CachePolicy, SlotId};
+use super::staging::{STAGING_PAGES, Staging};
+
+/// One shard of a partition's index.
+pub(super) struct Shard {
+    pub policy: Box<dyn CachePolicy>,
+    /// The shard's first slot in the partition; policy slots are relative to it.
+    pub first_slot: u32,
+    /// Policy slots whose data is being written (reads miss them).
+    pub writing: Vec<SlotId>,
+}
+
+impl Shard {
+    /// The partition slot of `phys`, without recording an access.
+    pub fn slot_of(&self, phys: u64) -> Option<u32> {
+        self.policy.peek(phys).map(|slot| self.first_slot + slot)
+    }
+
+    /// The partition slot of `phys` for a read: records the access; `None` when absent or
+    /// being written.
+    pub fn slot_for_read(&mut self, phys: u64) -> Option<u32> {
+        let slot = self.policy.get(phys)?;
+        (!self.writing.contains(&slot)).then_some(self.first_slot + slot)
+    }
+
+    /// True when `phys` is held in partition slot `slot` and not being written.
+    pub fn holds(&self, phys: u64, slot: u32) -> bool {
+        slot.checked_sub(self.first_slot).is_some_and(|local| {
+            self.policy.peek(phys) == Some(local) && !self.writing.contains(&local)
+        })
+    }
+}
+
+/// Counters of one partition (atomics: bumped without locks from any thread).
+#[derive(Default)]
+pub(super) struct Counters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub mismatches: AtomicU64,
+    pub admissions: AtomicU64,
+    pub evictions: AtomicU64,
+    pub throttled: AtomicU64,
+    pub rejected: AtomicU64,
+    pub bytes_written: AtomicU64,
+}
+
+pub(super) fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+pub(super) struct Partition {
+    pub index: usize,
+    pub shards: Box<[Mutex<Shard>]>,
+    pub staging: Staging,
+    pub log: Mutex<IdentityLog>,
+    pub online: AtomicBool,
+    pub counters: Counters,
+    geometry: Geometry,
+}
+
+impl Partition {
+    pub fn new(index: usize, geometry: Geometry, log: IdentityLog) -> Partition {
+        let shards = (0..geometry.shards)
+            .map(|shard| {
+                let (first_slot, len) = geometry.shard_range(shard);
+                Mutex::new(Shard {
+                    policy: policy::chosen(len),
+                    first_slot,
+                    writing: Vec::with_capacity(super::writer::BATCH),
+                })
+            })
+            .collect();
+        Partition {
+            index,
+            shards,
+            staging: Staging::new(STAGING_PAGES),
+            log: Mutex::new(log),
+            online: AtomicBool::new(true),
+            counters: Counters::default(),
+            geometry,
+        }
+    }
+
+    /// The shard that indexes `phys`.
+    pub fn shard_for(&self, phys: u64) -> MutexGuard<'_, Shard> {
+        self.shards[self.geometry.shard_of_key(phys) as usize].lock()
+    }
+
+    /// True when `phys` is in partition slot `slot` (the checkpoint keeps only such
+    /// entries). A key can live only in a slot of its own shard.
+    pub fn still_cached(&self, phys: u64, slot: u32) -> bool {
+        let shard = self.geometry.shard_of_key(phys);
+        shard == self.geometry.shard_of_slot(slot)
+            && self.shards[shard as usize].lock().slot_of(phys) == Some(slot)
+    }
+
+    /// Puts an entry found on media back; false when it cannot be (wrong shard, taken).
+    pub fn restore(&self, phys: u64, slot: u32) -> bool {
+        let shard = self.geometry.shard_of_key(phys);
+        if shard != self.geometry.shard_of_slot(slot) {
+            return false;
+        }
+        let mut shard = self.shards[shard as usize].lock();
+        let first = shard.first_slot;
+        shard.policy.restore(phys, slot - first)
+    }
+
+    pub fn cached_blocks(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| u64::from(shard.lock().policy.len()))
+            .sum()
+    }
+
+    /// Everything this partition keeps in DRAM for its entries: the policies' tables plus
+    /// the shards' own bookkeeping (the staging ring is fixed and not per entry).
+    pub fn index_bytes(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|shard| {
+                let shard = shard.lock();
+                (shard.policy.index_bytes()
+                    + shard.writing.capacity() * std::mem::size_of::<SlotId>()
+                    + std::mem::size_of::<Shard>()) as u64
+            })
+            .sum()
+    }
+
+    pub fn stats(&self, failed: bool) -> SsdCacheStats {
+        let read = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let counters = &self.counters;
+        let cached_blocks = self.cached_blocks();
+        SsdCacheStats {
+            capacity_bytes: u64::from(self.geometry.slots) * PAGE as u64,
+            cached_bytes: cached_blocks * PAGE as u64,
+            cached_blocks,
+            index_bytes: self.index_bytes(),
+            hits: read(&counters.hits),
+            misses: read(&counters.misses),
+            mismatches: read(&counters.mismatches),
+            admissions: read(&counters.admissions),
+            evictions: read(&counters.evictions),
+            throttled: read(&counters.throttled),
+            rejected: read(&counters.rejected),
+            bytes_written: read(&counters.bytes_written),
+            failed,
+        }
+    }
+}
