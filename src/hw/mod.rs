@@ -27,7 +27,9 @@
 //! are within physical reason (rpm 3600..=20000, times at most 100 ms); `write_cache` is a
 //! multiple of 4K up to 1G; every fault rule is whole (see [`faults`]); the optional
 //! `[scrub]` table has a rate of 1M to 100G per second and an interval of 1 second to 365
-//! days (see [`scrub`]).
+//! days (see [`scrub`]); each `[[ssd]]` has a role (`vault`, `cache` or `both` with a
+//! `cache_share`): exactly one holds the vault, at most one the read cache, and the optional
+//! `[ssd_cache]` table needs a cache SSD (see [`ssd_roles`]).
 //!
 //! Sizes are written as integers (bytes) or strings with binary units (`"64K"`, `"1G"`).
 //!
