@@ -38,8 +38,13 @@ impl Cache {
             let mut scratch = scratch.borrow_mut();
             let version = self.meta.map_version();
             let outcome = with_thread_ring(|ring| {
-                self.meta
-                    .read_block(ring, volume, lba, &mut scratch, self.ssd_partition(owner, volume))
+                self.meta.read_block(
+                    ring,
+                    volume,
+                    lba,
+                    &mut scratch,
+                    self.ssd_partition(owner, volume),
+                )
             })?;
             // About to be written: not worth offering to the SSD cache.
             let fill = Fill {

@@ -357,7 +357,13 @@ impl Rig {
         let (meta, recovered) = open_small_store(self.dir.path());
         let meta = Arc::new(meta);
         let ssd = open_ssd(self.dir.path());
-        let cache = Cache::start(meta.clone(), 3, DOMAIN_BYTES, recovered, self.router.clone());
+        let cache = Cache::start(
+            meta.clone(),
+            3,
+            DOMAIN_BYTES,
+            recovered,
+            self.router.clone(),
+        );
         cache.set_manual_destage(true);
         if std::env::var_os("TROIKA_TEST_NO_SSD").is_none() {
             meta.attach_read_cache(ssd.clone());
@@ -379,20 +385,41 @@ impl Rig {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Write { lba: u64, blocks: u64 },
-    Trim { lba: u64, blocks: u64 },
-    Zero { lba: u64, blocks: u64 },
-    Read { snapshot: bool, lba: u64, blocks: u64 },
+    Write {
+        lba: u64,
+        blocks: u64,
+    },
+    Trim {
+        lba: u64,
+        blocks: u64,
+    },
+    Zero {
+        lba: u64,
+        blocks: u64,
+    },
+    Read {
+        snapshot: bool,
+        lba: u64,
+        blocks: u64,
+    },
     Evict,
     Destage,
     Snapshot,
     Restore,
     Refresh,
-    Share { from: u64, to: u64, blocks: u64 },
+    Share {
+        from: u64,
+        to: u64,
+        blocks: u64,
+    },
     Clean,
-    Fail { which: usize },
+    Fail {
+        which: usize,
+    },
     Failback,
-    Restart { clean: bool },
+    Restart {
+        clean: bool,
+    },
 }
 
 fn range() -> impl Strategy<Value = (u64, u64)> {
@@ -507,7 +534,11 @@ fn cleaned_blocks_stay_in_the_ssd_tier() {
         rig.read(false, lba, 1, "hot read");
     }
     rig.evict();
-    assert!(rig.stats().admissions >= hot.len() as u64 / 2, "{:?}", rig.stats());
+    assert!(
+        rig.stats().admissions >= hot.len() as u64 / 2,
+        "{:?}",
+        rig.stats()
+    );
     // The garbage is overwritten (elsewhere): the hot blocks' rows are mostly dead.
     for lba in (0..1024).filter(|lba| lba % 2 == 1) {
         rig.write(lba, 1);
@@ -527,7 +558,10 @@ fn cleaned_blocks_stay_in_the_ssd_tier() {
         .zip(&before)
         .filter(|&(&lba, &old)| rig.meta.lookup(rig.volume, lba).unwrap().phys != old)
         .count();
-    assert!(moved >= hot.len() / 2, "the cleaner moved only {moved} hot blocks");
+    assert!(
+        moved >= hot.len() / 2,
+        "the cleaner moved only {moved} hot blocks"
+    );
     rig.evict();
     let hits_before = rig.ssd_hits;
     for (&lba, &old) in hot.iter().zip(&before) {
@@ -544,7 +578,6 @@ fn cleaned_blocks_stay_in_the_ssd_tier() {
     );
     assert_eq!(rig.mismatches(), 0);
 }
-
 
 /// Blocks cached in the tier are trimmed; their segments are freed and written again with
 /// other blocks. Reading those must find nothing stale in the tier (`forget_range` ran

@@ -79,7 +79,7 @@ mod tests {
         // 16 reads of 64K reach 1M; from the 17th on the stream is past the cutoff.
         assert_eq!(flagged, 48);
         for i in 0..64u64 {
-            let offset = (i * 7919 % 1000) * 1 << 20;
+            let offset = (i * 7919 % 1000) << 20;
             assert!(!detector.sequential(2, offset, 4096, cutoff));
         }
         // Interleaved streams of two volumes are both seen.

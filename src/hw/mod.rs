@@ -374,7 +374,11 @@ impl RawModel {
             check_device_size(size, stripe.unit, MIN_SSD_SIZE, "64M")
         })?;
         let sizes: Vec<Option<u64>> = ssds.iter().map(|spec| spec.size).collect();
-        let (vault_ssd, roles, ssd_cache) = ssd_roles::assign_roles(&ssd, &sizes, self.ssd_cache)?;
+        let ssd_roles::Roles {
+            vault: vault_ssd,
+            roles,
+            cache: ssd_cache,
+        } = ssd_roles::assign_roles(&ssd, &sizes, self.ssd_cache)?;
         for (spec, role) in ssds.iter_mut().zip(roles) {
             spec.role = role;
         }

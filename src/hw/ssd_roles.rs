@@ -114,13 +114,22 @@ pub(super) struct RawSsdCache {
     sequential_cutoff: Option<RawSize>,
 }
 
+/// What [`assign_roles`] found.
+pub(super) struct Roles {
+    /// Index of the vault SSD.
+    pub vault: usize,
+    /// Each SSD's role (`None`: unused).
+    pub roles: Vec<Option<SsdRole>>,
+    pub cache: Option<SsdCacheModel>,
+}
+
 /// The roles of the (expanded) `[[ssd]]` entries: the vault's index, each SSD's role, and
 /// the cache tier if one SSD holds it. `sizes` are the SSDs' declared sizes.
 pub(super) fn assign_roles(
     ssds: &[RawDevice],
     sizes: &[Option<u64>],
     table: Option<RawSsdCache>,
-) -> Result<(usize, Vec<Option<SsdRole>>, Option<SsdCacheModel>), FieldError> {
+) -> Result<Roles, FieldError> {
     let mut roles = Vec::with_capacity(ssds.len());
     for (index, ssd) in ssds.iter().enumerate() {
         let field = format!("ssd[{index}].role");
@@ -185,7 +194,11 @@ pub(super) fn assign_roles(
                 "an [ssd_cache] table needs an [[ssd]] with role = \"cache\" or \"both\" to hold the cache; add one or remove the table",
             ));
         }
-        return Ok((vault, roles, None));
+        return Ok(Roles {
+            vault,
+            roles,
+            cache: None,
+        });
     };
     let (write_bytes_per_sec, sequential_cutoff) = ssd_cache_settings(table)?;
     let model = SsdCacheModel {
@@ -199,7 +212,11 @@ pub(super) fn assign_roles(
             .split(size)
             .map_err(|reason| FieldError::new(format!("ssd[{cache}].cache_share"), reason))?;
     }
-    Ok((vault, roles, Some(model)))
+    Ok(Roles {
+        vault,
+        roles,
+        cache: Some(model),
+    })
 }
 
 /// `cache_share` of the `both` SSD (required there, refused on every other SSD).
@@ -243,7 +260,10 @@ fn cache_shares(ssds: &[RawDevice], roles: &[Option<SsdRole>]) -> Result<Option<
 
 fn ssd_cache_settings(table: Option<RawSsdCache>) -> Result<(u64, u64), FieldError> {
     let Some(table) = table else {
-        return Ok((DEFAULT_WRITE_MB_PER_S * 1_000_000, DEFAULT_SEQUENTIAL_CUTOFF));
+        return Ok((
+            DEFAULT_WRITE_MB_PER_S * 1_000_000,
+            DEFAULT_SEQUENTIAL_CUTOFF,
+        ));
     };
     let write_mb = match table.write_mb_per_s {
         None => DEFAULT_WRITE_MB_PER_S,
@@ -272,4 +292,3 @@ fn ssd_cache_settings(table: Option<RawSsdCache>) -> Result<(u64, u64), FieldErr
     };
     Ok((write_mb * 1_000_000, cutoff))
 }
-

@@ -71,11 +71,11 @@ pub mod stop;
 use crate::clock::now_ms;
 use api::NodeApi;
 pub use nbd_tls::NbdTlsOptions;
+use ssd_cache::{attach_ssd_cache, open_ssd_cache};
 use start::{
     MgmtParts, Services, lock_data_dir, node_certificate, open_devices, open_event_log,
     open_iscsi_portals, open_metadata, start_controllers, start_mgmt,
 };
-use ssd_cache::{attach_ssd_cache, open_ssd_cache};
 use stop::{StopPhase, StopProgress, StopSignals};
 
 use crate::cache::Cache;

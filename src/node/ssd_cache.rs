@@ -42,13 +42,9 @@ pub(super) fn open_ssds(
         )
     };
     let size = device.as_ref().unwrap_or(&vault).size();
-    let split = model.split(size).map_err(|reason| {
-        anyhow::anyhow!(
-            "SSD {:?} ({} bytes): {reason}",
-            spec.name,
-            size
-        )
-    })?;
+    let split = model
+        .split(size)
+        .map_err(|reason| anyhow::anyhow!("SSD {:?} ({} bytes): {reason}", spec.name, size))?;
     let (vault, device) = match device {
         Some(device) => (vault, device),
         // Role `both`: the vault gets a view of the head, the cache the whole device.
