@@ -70,6 +70,10 @@ impl Media {
     }
 }
 
+/// Fills encoded checkpoint entry pages (the buffer's length) from a given entry page on.
+pub(super) type EntrySource<'a> =
+    dyn FnMut(&mut IoRing, u32, &mut [u8]) -> Result<(), MediaError> + 'a;
+
 /// A partition's identity log: where the next page goes and which epoch it belongs to.
 pub(super) struct IdentityLog {
     pub partition: usize,
@@ -190,7 +194,7 @@ impl IdentityLog {
         &mut self,
         media: &Media,
         ring: &mut IoRing,
-        source: &mut dyn FnMut(&mut IoRing, u32, &mut [u8]) -> Result<(), MediaError>,
+        source: &mut EntrySource<'_>,
     ) -> Result<(), MediaError> {
         let epoch = self.epoch + 1;
         let copy = epoch % 2;
@@ -270,10 +274,10 @@ fn read_log(
         ring.read_at(&media.device, offset, bytes)
             .map_err(at("reading the identity log"))?;
         for (index, raw) in bytes.chunks_exact(RECORD_BYTES).enumerate() {
-            if let Some(record) = Record::decode(media.instance, raw) {
-                if record.epoch == epoch {
-                    found.push((record, first + (index / RECORDS_PER_PAGE) as u32));
-                }
+            if let Some(record) = Record::decode(media.instance, raw)
+                && record.epoch == epoch
+            {
+                found.push((record, first + (index / RECORDS_PER_PAGE) as u32));
             }
         }
         first += count;
@@ -320,10 +324,11 @@ pub(super) fn load(
         let offset = media.geometry.checkpoint_offset(partition, copy, 0);
         ring.read_at(&media.device, media.base + offset, &mut page)
             .map_err(at("reading a checkpoint header"))?;
-        if let Some(header) = decode_checkpoint_header(&page, media.instance) {
-            if header.slots == media.geometry.slots && header.epoch % 2 == copy {
-                candidates.push(header);
-            }
+        if let Some(header) = decode_checkpoint_header(&page, media.instance)
+            && header.slots == media.geometry.slots
+            && header.epoch % 2 == copy
+        {
+            candidates.push(header);
         }
     }
     candidates.sort_by_key(|header| std::cmp::Reverse(header.epoch));

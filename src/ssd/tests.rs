@@ -232,7 +232,11 @@ fn a_kill_keeps_every_durable_block_and_forgotten_ones_stay_forgotten() {
     for chunk in keys.clone().collect::<Vec<_>>().chunks(500) {
         offer_all(&cache, 0, chunk.iter().copied());
     }
+    let recent = (2900..3000).filter(|&phys| slot_offset(&cache, 0, phys).is_some());
+    assert!(recent.count() > 50, "the last offers are cached");
     cache.forget_range(2900, 2950);
+    // A range far larger than the cache is scanned, not probed key by key.
+    cache.forget_range(2960, 1 << 40);
     let cached: Vec<u64> = keys
         .clone()
         .filter(|&phys| slot_offset(&cache, 0, phys).is_some())
@@ -246,7 +250,7 @@ fn a_kill_keeps_every_durable_block_and_forgotten_ones_stay_forgotten() {
     for &phys in &cached {
         assert_eq!(read(&cache, 0, phys), SsdRead::Hit, "phys {phys}");
     }
-    for phys in 2900..2950 {
+    for phys in (2900..2950).chain(2960..3000) {
         assert_eq!(
             read_with(&cache, 0, phys, &|_| true),
             SsdRead::Miss,

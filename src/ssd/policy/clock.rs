@@ -126,6 +126,14 @@ impl CachePolicy for Clock {
         true
     }
 
+    fn for_each_resident(&self, visit: &mut dyn FnMut(Key, SlotId)) {
+        for (slot, key) in self.keys.iter().enumerate() {
+            if self.occupied[slot] {
+                visit(*key, slot as SlotId);
+            }
+        }
+    }
+
     fn index_bytes(&self) -> usize {
         self.index.allocation_size()
             + self.keys.capacity() * std::mem::size_of::<Key>()

@@ -69,6 +69,9 @@ pub trait CachePolicy: Send {
         };
         self.restore(new, slot)
     }
+    /// Calls `visit(key, slot)` for every resident key (any order): the tier's scan when it
+    /// forgets a range of keys larger than what is cached.
+    fn for_each_resident(&self, visit: &mut dyn FnMut(Key, SlotId));
     /// Bytes the index and the policy's own state hold in DRAM.
     fn index_bytes(&self) -> usize;
 }
