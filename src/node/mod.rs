@@ -71,7 +71,7 @@ pub mod stop;
 use crate::clock::now_ms;
 use api::NodeApi;
 pub use nbd_tls::NbdTlsOptions;
-use ssd_cache::{attach_ssd_cache, open_ssd_cache};
+use ssd_cache::{attach_ssd_cache, open_ssd_cache, open_ssds};
 use start::{
     MgmtParts, Services, lock_data_dir, node_certificate, open_devices, open_event_log,
     open_iscsi_portals, open_metadata, start_controllers, start_mgmt,
@@ -135,7 +135,8 @@ impl Node {
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
-        let (ssd, cache_region, array) = open_devices(&hw, data_dir, &faults)?;
+        let (ssd, cache_region) = open_ssds(&hw, data_dir, &faults)?;
+        let array = open_devices(&hw, data_dir, &faults)?;
         let events = open_event_log(data_dir)?;
         heal::report_drive_events(&array, events.clone());
         let (meta, recovered) = open_metadata(ssd, array, key, data_dir, key_created, &events)?;

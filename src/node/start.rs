@@ -32,7 +32,6 @@ use crate::mgmt::server::MgmtListener;
 use crate::mgmt::users::UserStore;
 use crate::private_files;
 use crate::secrets::{KEY_FILE, NodeKey};
-use crate::ssd::CacheRegion;
 
 /// Loads the node's certificate (NBD over x509 and HTTPS serve it), making a self-signed
 /// one at the first start, and prints its fingerprint.
@@ -73,15 +72,14 @@ pub(super) struct Services {
     pub(super) sockets: Vec<PathBuf>,
 }
 
-/// Opens the vault SSD (and the SSD read cache's region), and the NL-SAS drives of the
-/// model (each with its simulated write cache and fault rules) and lays the array over the
-/// drives; refuses an array of fewer than 16 segments.
+/// Opens the NL-SAS drives of the model (each with its simulated write cache and fault
+/// rules) and lays the array over the drives; refuses an array of fewer than 16 segments.
+/// (The SSDs are opened by `ssd_cache::open_ssds`.)
 pub(super) fn open_devices(
     hw: &HwModel,
     data_dir: &Path,
     faults: &FaultPlane,
-) -> anyhow::Result<(Device, Option<CacheRegion>, Array)> {
-    let (ssd, cache_region) = super::ssd_cache::open_ssds(hw, data_dir, faults)?;
+) -> anyhow::Result<Array> {
     let store = DriveStore::open(data_dir).map_err(anyhow::Error::msg)?;
     let mut drives = Vec::new();
     for (index, spec) in hw.nlsas.iter().enumerate() {
@@ -133,7 +131,7 @@ pub(super) fn open_devices(
             array.geometry().segments()
         );
     }
-    Ok((ssd, cache_region, array))
+    Ok(array)
 }
 
 /// Opens the event log and makes it where a durability failure writes its event.
