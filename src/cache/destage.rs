@@ -448,17 +448,57 @@ impl Cache {
                 .release_durable(self.meta.journal().durable_ticket());
             let available = state.alloc.free_segments() * state.alloc.geometry().rows_per_segment;
             if available + state.alloc.rows_left_in_open() >= count as u64 + reserve {
-                return Ok(Some(
-                    (0..count)
-                        .map(|_| state.alloc.allocate_row().expect("rows were counted"))
-                        .collect(),
-                ));
+                let rows: Vec<u64> = (0..count)
+                    .map(|_| state.alloc.allocate_row().expect("rows were counted"))
+                    .collect();
+                self.forget_reused_segments(state.alloc.geometry(), &rows);
+                return Ok(Some(rows));
             }
         }
         if reserve > 0 {
             return Ok(None);
         }
         Err("the array has no free segment left even for cleaning; pools promise more than the array holds".into())
+    }
+
+    /// Points the SSD notes of clean DRAM copies of relocated blocks (any family member's)
+    /// at their new places. The caller holds the metadata lock (shard locks come after it).
+    fn renote_relocated(&self, state: &MetaState, relocations: &[(u32, u64, u64, u64)]) {
+        for &(family, lba, old, new) in relocations {
+            let section = lba / BLOCKS_PER_SECTION as u64;
+            let block = (lba % BLOCKS_PER_SECTION as u64) as usize;
+            for member in state.family_member_ids(family) {
+                let key = (member, section);
+                let owner = self.router.route(key).owner;
+                let Some(domain) = self.domains.get(owner) else {
+                    continue;
+                };
+                let mut shard = domain.shard(key).inner.lock();
+                let Some(&slot) = shard.index.get(&key) else {
+                    continue;
+                };
+                let notes = &mut shard.slots[slot as usize].ssd;
+                if notes.admissible & (1 << block) != 0 && notes.phys[block] == old {
+                    notes.phys[block] = new;
+                }
+            }
+        }
+    }
+
+    /// Tells the SSD read cache that the segments `rows` opened are about to be written
+    /// again: whatever it holds of their physical blocks means nothing any more. Called
+    /// before any row is written.
+    fn forget_reused_segments(&self, geometry: &crate::layout::Geometry, rows: &[u64]) {
+        // The store's attachment, made before the cache starts: recovery's destage too.
+        let Some(ssd) = self.meta.read_cache() else {
+            return;
+        };
+        let per_segment = geometry.rows_per_segment;
+        for &row in rows.iter().filter(|&&row| row % per_segment == 0) {
+            let first = geometry.phys(row, 0);
+            let end = geometry.phys(row + per_segment, 0);
+            ssd.forget_range(first, end);
+        }
     }
 
     /// Commits the map entries of a written batch, then marks its cache blocks clean and
@@ -550,6 +590,15 @@ impl Cache {
         for (_, _, old, _) in &relocations {
             state.alloc.remove_live(*old, ticket);
         }
+        if let Some(ssd) = self.meta.read_cache() {
+            // The cached copy of a moved block now answers for its new place, and so do
+            // the clean DRAM copies that noted the old one (offered later, they would
+            // name a place about to mean something else).
+            for (_, _, old, new) in &relocations {
+                ssd.relocate(*old, *new);
+            }
+            self.renote_relocated(&state, &relocations);
+        }
         state.release_freed(&freed, ticket);
         (ticket, orphaned)
     }
@@ -592,6 +641,7 @@ impl Cache {
             entry.unvaulted &= !bit;
             entry.reserved &= !bit;
             entry.valid &= !bit;
+            entry.ssd.clear(bit);
             return Held::OfDeletedVolume;
         }
         // The new block is new space (already counted when it was reserved); the block
@@ -675,7 +725,8 @@ impl Cache {
         let mut cleaned = 0u64;
         let mut relocated = 0u64;
         batch.cleaned.clear();
-        for (block, _) in &batch.committed {
+        let admit = self.ssd_admitting_volumes(batch);
+        for &(block, phys) in &batch.committed {
             let Source::Cache {
                 shard,
                 slot,
@@ -704,6 +755,12 @@ impl Cache {
                 }
                 entry.dirty &= !bit;
                 entry.unvaulted &= !bit;
+                // The clean copy is now the committed block: the SSD cache may have it.
+                let admissible = admit.contains(&block.volume);
+                let committed = (phys, block.checksum, block.generation);
+                entry
+                    .ssd
+                    .set(bit_index, block.family, committed, admissible);
                 cleaned += 1;
                 if entry.dirty == 0 {
                     entry.vault_lsn = u64::MAX;
@@ -712,6 +769,28 @@ impl Cache {
             shard.queue_dirty(slot);
         }
         (cleaned, relocated)
+    }
+
+    /// The volumes of a batch's committed cache blocks that allow the SSD read cache
+    /// (none when there is no SSD cache).
+    fn ssd_admitting_volumes(&self, batch: &Batch) -> Vec<u32> {
+        if self.ssd.get().is_none() {
+            return Vec::new();
+        }
+        let state = self.meta.state();
+        let mut volumes: Vec<u32> = Vec::new();
+        for (block, _) in &batch.committed {
+            if matches!(block.source, Source::Cache { .. }) && !volumes.contains(&block.volume) {
+                let enabled = state
+                    .volumes
+                    .get(&block.volume)
+                    .is_some_and(|handle| handle.ssd_enabled.load(Ordering::Relaxed));
+                if enabled {
+                    volumes.push(block.volume);
+                }
+            }
+        }
+        volumes
     }
 
     /// Queues again the slots of a batch's cache blocks: those rewritten while the batch
@@ -843,7 +922,7 @@ impl Cache {
                     let Some(handle) = handle else { continue };
                     if let Err(err) =
                         self.meta
-                            .read_block(&mut batch.ring, &handle, lba, &mut block_buf)
+                            .read_block(&mut batch.ring, &handle, lba, &mut block_buf, None)
                     {
                         crate::say!(
                             "troika: cleaner cannot move block {lba} of volume {dataset}: {err}"

@@ -143,6 +143,7 @@ impl Cache {
                     }
                     released_any |= dropped > 0;
                     entry.valid &= !mask;
+                    entry.ssd.clear(mask);
                     entry.known &= !mask;
                     entry.dirty &= !mask;
                     entry.unvaulted &= !mask;

@@ -121,6 +121,10 @@ impl Cache {
         let domain = &self.domains[failed];
         domain.alive.store(false, Ordering::Release);
         domain.gate.accepting.store(false, Ordering::SeqCst);
+        if let Some(ssd) = self.ssd.get() {
+            // Its SSD partition survives the controller: the others' reads look in it.
+            ssd.set_partition_online(failed.index(), false);
+        }
         let mut stranded = Vec::new();
         for shard in domain.shards.iter() {
             let mut shard = shard.inner.lock();
@@ -191,6 +195,9 @@ impl Cache {
             let _ = handle.join();
         }
         domain.alive.store(true, Ordering::Release);
+        if let Some(ssd) = self.ssd.get() {
+            ssd.set_partition_online(id.index(), true);
+        }
         self.start_destager(id);
     }
 
@@ -364,6 +371,7 @@ impl Cache {
         if keep_as_mirror && entry.dirty != 0 {
             entry.role = Role::Mirror;
             entry.valid = entry.dirty;
+            entry.ssd.clear(u16::MAX);
             entry.unvaulted = 0;
             entry.reserved = 0;
             entry.unmirrored = 0;
@@ -476,6 +484,7 @@ impl Cache {
         }
         entry.role = Role::Primary;
         entry.valid = dirty;
+        entry.ssd.clear(u16::MAX);
         entry.unvaulted = dirty;
         entry.known = dirty;
         entry.mapped = mapped;

@@ -177,6 +177,7 @@ impl Cache {
                 entry.dirty |= bit;
                 entry.unvaulted |= bit;
                 entry.generation[block] = generation;
+                entry.ssd.clear(bit);
                 let start = (block * BLOCK_SIZE).max(within);
                 let end = ((block + 1) * BLOCK_SIZE).min(within + data.len());
                 let from = start - within;
@@ -281,6 +282,7 @@ impl Cache {
             entry.dirty |= bit;
             entry.valid |= bit;
             entry.generation[block] = generation;
+            entry.ssd.clear(bit);
             shard
                 .block_mut(slot, block)
                 .copy_from_slice(&bytes(block)[..BLOCK_SIZE]);

@@ -73,6 +73,9 @@ mod settle;
 mod shard;
 mod share;
 #[cfg(test)]
+mod ssd_tests;
+mod stream;
+#[cfg(test)]
 pub mod tests;
 mod vault;
 mod write;
@@ -95,6 +98,9 @@ pub use shard::SectionKey;
 pub use share::{SHARE_CHUNK_BLOCKS, ShareOutcome};
 pub use vault::StrandedReport;
 
+/// The sequential cutoff until the model sets one (`[ssd_cache] sequential_cutoff`).
+const DEFAULT_SEQUENTIAL_CUTOFF: u64 = 1 << 20;
+
 /// Counters an operator watches.
 #[derive(Default)]
 pub struct CacheCounters {
@@ -111,6 +117,9 @@ pub struct CacheCounters {
     pub ssd_bypassed: AtomicU64,
     /// Where each controller's block reads were served from (by 0-based controller).
     pub reads_by_controller: [crate::types::ReadSources; crate::types::MAX_CONTROLLERS],
+    /// Blocks read from the drives as part of a sequential stream past the cutoff, and
+    /// so not offered to the SSD read cache.
+    pub ssd_bypassed: AtomicU64,
 }
 
 /// Lets writers wait for space; the destage threads wake on their domain's condvar.
@@ -149,6 +158,10 @@ pub struct Cache {
     pub counters: CacheCounters,
     /// The SSD read-cache tier, when the model has one (attached once, at start).
     ssd: std::sync::OnceLock<Arc<crate::ssd::SsdCache>>,
+    /// Sequential streams, whose blocks bypass the SSD read cache.
+    streams: stream::StreamDetector,
+    /// A stream longer than this many bytes bypasses the SSD read cache.
+    sequential_cutoff: AtomicU64,
     /// Called (on a new thread) when a domain's destage thread panics.
     panic_hook: Mutex<Option<PanicHook>>,
     #[cfg(test)]
@@ -159,9 +172,31 @@ pub struct Cache {
 pub type PanicHook = Arc<dyn Fn(ControllerId) + Send + Sync>;
 
 impl Cache {
-    /// Puts the SSD read-cache tier under this cache (once; later calls are ignored).
+    /// Puts the SSD read-cache tier under this cache and its metadata store's verified
+    /// reads (once; later calls are ignored): controller `i` reads and fills partition `i`.
     pub fn attach_ssd(&self, ssd: Arc<crate::ssd::SsdCache>) {
-        let _ = self.ssd.set(ssd);
+        if self.ssd.set(ssd.clone()).is_err() {
+            return;
+        }
+        self.meta.attach_read_cache(ssd.clone());
+        for (id, domain) in self.domains.iter() {
+            for shard in domain.shards.iter() {
+                shard.inner.lock().ssd_sink = Some(shard::SsdSink {
+                    cache: ssd.clone(),
+                    partition: id.index(),
+                });
+            }
+        }
+    }
+
+    /// A read continuing a sequential stream beyond `bytes` bypasses the SSD read cache.
+    pub fn set_sequential_cutoff(&self, bytes: u64) {
+        self.sequential_cutoff.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Blocks that bypassed the SSD read cache as part of a sequential stream.
+    pub fn ssd_bypassed(&self) -> u64 {
+        self.counters.ssd_bypassed.load(Ordering::Relaxed)
     }
 
     /// The SSD read-cache tier, if the model has one.
@@ -209,6 +244,8 @@ impl Cache {
             remirror: RemirrorProgress::default(),
             counters: CacheCounters::default(),
             ssd: std::sync::OnceLock::new(),
+            streams: stream::StreamDetector::default(),
+            sequential_cutoff: AtomicU64::new(DEFAULT_SEQUENTIAL_CUTOFF),
             panic_hook: Mutex::new(None),
             #[cfg(test)]
             faults: tests::Faults::default(),

@@ -14,6 +14,16 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<AlignedBuf> = std::cell::RefCell::new(AlignedBuf::new(BLOCK_SIZE));
 }
 
+/// A block read from the array on its way into its owner's slot: the map version read
+/// before it, how the verified read ended, the volume's family, and whether it may be
+/// offered to the SSD read cache when its slot goes.
+pub(super) struct Fill {
+    pub version: u64,
+    pub outcome: BlockRead,
+    pub family: u32,
+    pub admissible: bool,
+}
+
 impl Cache {
     /// Brings one block into its owner's slot from the array (zeroes when unmapped).
     pub(super) fn fill_block(
@@ -27,11 +37,31 @@ impl Cache {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let version = self.meta.map_version();
-            let outcome =
-                with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
-            self.install_clean(owner, key, block, &scratch, version, outcome);
+            let outcome = with_thread_ring(|ring| {
+                self.meta.read_block(
+                    ring,
+                    volume,
+                    lba,
+                    &mut scratch,
+                    self.ssd_partition(owner, volume),
+                )
+            })?;
+            // About to be written: not worth offering to the SSD cache.
+            let fill = Fill {
+                version,
+                outcome,
+                family: volume.family,
+                admissible: false,
+            };
+            self.install_clean(owner, key, block, &scratch, fill);
             Ok(())
         })
+    }
+
+    /// The SSD read cache's partition `owner`'s reads of `volume` look in, if they may.
+    fn ssd_partition(&self, owner: ControllerId, volume: &VolumeHandle) -> Option<usize> {
+        (self.ssd.get().is_some() && volume.ssd_enabled.load(Ordering::Relaxed))
+            .then(|| owner.index())
     }
 
     /// Installs bytes read from the array, unless the block changed meanwhile.
@@ -41,9 +71,14 @@ impl Cache {
         key: SectionKey,
         block: usize,
         bytes: &[u8],
-        version: u64,
-        outcome: BlockRead,
+        fill: Fill,
     ) {
+        let Fill {
+            version,
+            outcome,
+            family,
+            admissible,
+        } = fill;
         let domain = &self.domains[owner];
         let mut shard = domain.shard(key).inner.lock();
         if self.meta.map_version() != version {
@@ -63,6 +98,21 @@ impl Cache {
             .copy_from_slice(&bytes[..BLOCK_SIZE]);
         let entry = &mut shard.slots[slot as usize];
         entry.valid |= bit;
+        if let BlockRead::Read {
+            generation,
+            phys,
+            checksum,
+            ssd,
+        } = outcome
+        {
+            // A copy that came from the SSD is there already: offering it again is waste.
+            let admit = admissible && !ssd;
+            entry
+                .ssd
+                .set(block, family, (phys, checksum, generation), admit);
+        } else {
+            entry.ssd.clear(bit);
+        }
         if let BlockRead::Repaired { generation } = outcome {
             // Rewrite the repaired block elsewhere: it goes out with the next destage.
             // (It is the committed content, so it needs no mirror copy.)
@@ -79,6 +129,13 @@ impl Cache {
     /// Reads `buf.len()` bytes at `offset` of `volume`.
     pub fn read(&self, volume: &VolumeHandle, offset: u64, buf: &mut [u8]) -> Result<(), IoError> {
         Self::check_range(volume, offset, buf.len() as u64)?;
+        let sequential = self.ssd.get().is_some()
+            && self.streams.sequential(
+                volume.id.0,
+                offset,
+                buf.len() as u64,
+                self.sequential_cutoff.load(Ordering::Relaxed),
+            );
         let mut done = 0usize;
         while done < buf.len() {
             let at = offset + done as u64;
@@ -86,7 +143,14 @@ impl Cache {
             let within = (at % SECTION_SIZE as u64) as usize;
             let take = (SECTION_SIZE - within).min(buf.len() - done);
             let owner = self.router.route((volume.id.0, section)).owner;
-            self.read_section(owner, volume, section, within, &mut buf[done..done + take])?;
+            self.read_section(
+                owner,
+                volume,
+                section,
+                within,
+                &mut buf[done..done + take],
+                sequential,
+            )?;
             done += take;
         }
         Ok(())
@@ -99,6 +163,7 @@ impl Cache {
         section: u64,
         within: usize,
         out: &mut [u8],
+        sequential: bool,
     ) -> Result<(), IoError> {
         let key = (volume.id.0, section);
         let domain = &self.domains[owner];
@@ -131,9 +196,22 @@ impl Cache {
         self.counters
             .read_misses
             .fetch_add(misses, Ordering::Relaxed);
+        let by_controller = &self.counters.reads_by_controller[owner.index()];
+        for sources in [by_controller, &volume.reads] {
+            sources
+                .dram_hits
+                .fetch_add(blocks - misses, Ordering::Relaxed);
+        }
         if missing == 0 {
             return Ok(());
         }
+        if sequential {
+            self.counters
+                .ssd_bypassed
+                .fetch_add(misses, Ordering::Relaxed);
+        }
+        let partition = self.ssd_partition(owner, volume);
+        let admissible = partition.is_some() && !sequential;
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             for block in first_block..=last_block {
@@ -142,8 +220,19 @@ impl Cache {
                 }
                 let lba = section * BLOCKS_PER_SECTION as u64 + block as u64;
                 let version = self.meta.map_version();
-                let outcome =
-                    with_thread_ring(|ring| self.meta.read_block(ring, volume, lba, &mut scratch))?;
+                let outcome = with_thread_ring(|ring| {
+                    self.meta
+                        .read_block(ring, volume, lba, &mut scratch, partition)
+                })?;
+                let from_ssd = matches!(outcome, BlockRead::Read { ssd: true, .. });
+                for sources in [by_controller, &volume.reads] {
+                    let counter = if from_ssd {
+                        &sources.ssd_hits
+                    } else {
+                        &sources.misses
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                }
                 let start = (block * BLOCK_SIZE).max(within);
                 let end = ((block + 1) * BLOCK_SIZE).min(within + out.len());
                 // A write may have landed in cache since we looked: it wins.
@@ -159,7 +248,13 @@ impl Cache {
                         &scratch[start - block * BLOCK_SIZE..end - block * BLOCK_SIZE],
                     );
                     if outcome != BlockRead::Unmapped {
-                        self.install_clean(owner, key, block, &scratch, version, outcome);
+                        let fill = Fill {
+                            version,
+                            outcome,
+                            family: volume.family,
+                            admissible,
+                        };
+                        self.install_clean(owner, key, block, &scratch, fill);
                     }
                 }
             }

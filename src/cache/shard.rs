@@ -14,6 +14,7 @@ use hashbrown::HashMap;
 
 use crate::io::AlignedBuf;
 use crate::meta::PoolUsage;
+use crate::ssd::{BlockIdentity, SsdCache};
 use crate::types::{BLOCK_SIZE, BLOCKS_PER_SECTION, SECTION_SIZE, SectionIndex};
 
 /// Identifies a section of a volume.
@@ -60,6 +61,66 @@ pub struct Slot {
     pub in_unvaulted: bool,
     pub referenced: bool,
     pub pool: Option<Arc<PoolUsage>>,
+    /// What each clean block's bytes are on the array, for the SSD read cache.
+    pub ssd: SsdNotes,
+}
+
+/// Per block of a slot: the physical block, checksum and map generation its clean bytes
+/// correspond to (set when a verified read installs the block or a destage commits it),
+/// and whether it may be offered to the SSD read cache when the slot goes (`admissible`:
+/// its volume allows the SSD cache and it was not read as part of a bypassed stream).
+/// Any change to a block's bytes or meaning clears its bit.
+#[derive(Clone)]
+pub struct SsdNotes {
+    pub admissible: u16,
+    /// The volume family (the checksum's identity) of the slot's volume.
+    pub family: u32,
+    pub phys: [u64; BLOCKS_PER_SECTION],
+    pub checksum: [u64; BLOCKS_PER_SECTION],
+    pub generation: [u64; BLOCKS_PER_SECTION],
+}
+
+impl SsdNotes {
+    const EMPTY: SsdNotes = SsdNotes {
+        admissible: 0,
+        family: 0,
+        phys: [0; BLOCKS_PER_SECTION],
+        checksum: [0; BLOCKS_PER_SECTION],
+        generation: [0; BLOCKS_PER_SECTION],
+    };
+
+    /// Notes that block `block`'s clean bytes are `phys` of `family` at `generation`
+    /// with `checksum`; `admissible` says whether they may go to the SSD cache.
+    pub fn set(
+        &mut self,
+        block: usize,
+        family: u32,
+        (phys, checksum, generation): (u64, u64, u64),
+        admissible: bool,
+    ) {
+        self.family = family;
+        self.phys[block] = phys;
+        self.checksum[block] = checksum;
+        self.generation[block] = generation;
+        if admissible {
+            self.admissible |= 1 << block;
+        } else {
+            self.admissible &= !(1 << block);
+        }
+    }
+
+    /// Forgets what the blocks of `mask` were (rewritten, trimmed, dropped).
+    pub fn clear(&mut self, mask: u16) {
+        self.admissible &= !mask;
+    }
+}
+
+/// Where a shard's evicted clean blocks are offered: the SSD read cache and the
+/// partition of the shard's controller.
+#[derive(Clone)]
+pub struct SsdSink {
+    pub cache: Arc<SsdCache>,
+    pub partition: usize,
 }
 
 impl Slot {
@@ -88,6 +149,7 @@ impl Slot {
             in_unvaulted: false,
             referenced: false,
             pool: None,
+            ssd: SsdNotes::EMPTY,
         }
     }
 }
@@ -101,6 +163,8 @@ pub struct ShardInner {
     clock: usize,
     pub dirty_queue: VecDeque<u32>,
     pub unvaulted: Vec<u32>,
+    /// The SSD read cache evicted clean blocks are offered to (none without one).
+    pub ssd_sink: Option<SsdSink>,
 }
 
 impl ShardInner {
@@ -113,6 +177,37 @@ impl ShardInner {
             clock: 0,
             dirty_queue: VecDeque::with_capacity(slots),
             unvaulted: Vec::with_capacity(slots),
+            ssd_sink: None,
+        }
+    }
+
+    /// Offers the admissible clean blocks of a primary slot that is about to go to the
+    /// SSD read cache (a non-blocking copy; the tier drops what it cannot take).
+    fn offer_to_ssd(&self, slot: usize) {
+        let Some(sink) = &self.ssd_sink else {
+            return;
+        };
+        let entry = &self.slots[slot];
+        let Some(key) = entry.key else {
+            return;
+        };
+        if entry.role != Role::Primary {
+            return;
+        }
+        let offer = entry.ssd.admissible & entry.valid & !entry.dirty;
+        for block in 0..BLOCKS_PER_SECTION {
+            if offer & (1 << block) == 0 {
+                continue;
+            }
+            let identity = BlockIdentity {
+                phys: entry.ssd.phys[block],
+                family: entry.ssd.family,
+                lba: key.1 * BLOCKS_PER_SECTION as u64 + block as u64,
+                generation: entry.ssd.generation[block],
+                checksum: entry.ssd.checksum[block],
+            };
+            sink.cache
+                .offer(sink.partition, identity, self.block(slot as u32, block));
         }
     }
 
@@ -155,6 +250,8 @@ impl ShardInner {
                 entry.referenced = false;
                 continue;
             }
+            self.offer_to_ssd(slot);
+            let entry = &mut self.slots[slot];
             if let Some(key) = entry.key.take() {
                 self.index.remove(&key);
             }
@@ -187,6 +284,7 @@ impl ShardInner {
 
     /// Forgets a slot with no dirty block.
     pub fn release(&mut self, slot: u32) {
+        self.offer_to_ssd(slot as usize);
         let entry = &mut self.slots[slot as usize];
         debug_assert_eq!(entry.dirty, 0);
         if let Some(key) = entry.key.take() {

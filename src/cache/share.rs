@@ -135,12 +135,10 @@ impl Cache {
                 bytes
             } else {
                 let read = with_thread_ring(|ring| {
-                    self.meta.read_block(ring, source, from + offset, &mut buf)
+                    self.meta
+                        .read_block(ring, source, from + offset, &mut buf, None)
                 })?;
-                if read
-                    != (BlockRead::Read {
-                        generation: entry.generation,
-                    })
+                if !matches!(read, BlockRead::Read { generation, .. } if generation == entry.generation)
                 {
                     continue;
                 }

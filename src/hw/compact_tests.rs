@@ -155,7 +155,9 @@ fn the_full_size_model_is_an_f4300_class_system() {
             .chain(&model.nlsas)
             .all(|d| d.size < Some(16 << 40))
     );
-    assert_eq!(model.ssds.len(), 12);
+    assert_eq!(model.ssds.len(), 13);
+    assert_eq!(model.vault_ssd, 0);
+    assert_eq!(model.ssd_cache.as_ref().map(|cache| cache.ssd), Some(12));
     assert_eq!((model.stripe.data, model.stripe.parity), (14, 2));
     assert_eq!(model.stripe.spare, 24);
     assert!(model.stripe.declustered);

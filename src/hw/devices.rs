@@ -19,13 +19,17 @@ const NUMBER_MARK: &str = "{}";
 pub(super) struct RawDevice {
     /// With `count`: how many drives this entry stands for.
     count: Option<i64>,
-    name: String,
+    pub(super) name: String,
     path: Option<String>,
     size: Option<RawSize>,
     latency: Option<RawLatency>,
     write_cache: Option<RawSize>,
     #[serde(default)]
     faults: Vec<RawFaultRule>,
+    /// `[[ssd]]` only: what the SSD is for (see `ssd_roles`).
+    pub(super) role: Option<String>,
+    /// `[[ssd]]` with role `both` only: the read cache's share of the device.
+    pub(super) cache_share: Option<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -120,7 +124,22 @@ pub(super) fn validate_devices(
             })?;
             faults.push(spec);
         }
+        if section != "ssd" {
+            if device.role.is_some() {
+                return Err(FieldError::new(
+                    field("role"),
+                    "a role applies only to [[ssd]] devices (vault, cache or both); remove it",
+                ));
+            }
+            if device.cache_share.is_some() {
+                return Err(FieldError::new(
+                    field("cache_share"),
+                    "cache_share applies only to an [[ssd]] with role = \"both\"; remove it",
+                ));
+            }
+        }
         devices.push(DeviceSpec {
+            role: None,
             name: device.name,
             path,
             size,

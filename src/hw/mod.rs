@@ -27,7 +27,9 @@
 //! are within physical reason (rpm 3600..=20000, times at most 100 ms); `write_cache` is a
 //! multiple of 4K up to 1G; every fault rule is whole (see [`faults`]); the optional
 //! `[scrub]` table has a rate of 1M to 100G per second and an interval of 1 second to 365
-//! days (see [`scrub`]).
+//! days (see [`scrub`]); each `[[ssd]]` has a role (`vault`, `cache` or `both` with a
+//! `cache_share`): exactly one holds the vault, at most one the read cache, and the optional
+//! `[ssd_cache]` table needs a cache SSD (see [`ssd_roles`]).
 //!
 //! Sizes are written as integers (bytes) or strings with binary units (`"64K"`, `"1G"`).
 //!
@@ -54,12 +56,16 @@ mod compact_tests;
 mod devices;
 pub mod faults;
 pub mod scrub;
+mod ssd_roles;
+#[cfg(test)]
+mod ssd_roles_tests;
 #[cfg(test)]
 mod tests;
 
 use devices::{RawDevice, check_device_size, expand_counted, validate_devices};
 use faults::FaultSpec;
 pub use scrub::ScrubSettings;
+pub use ssd_roles::{MIN_CACHE_REGION, SsdCacheModel, SsdRole, SsdSplit};
 
 /// The embedded default model.
 const DEV_TOML: &str = include_str!("../../hw/dev.toml");
@@ -89,8 +95,12 @@ pub struct HwModel {
     /// What share of the declared DRAM this host gives the cache (`dram_scale`, 1 unless
     /// set): see [`HwModel::cache_per_controller`].
     pub dram_scale: f64,
-    /// SSD devices: write vault and read-cache tier.
+    /// SSD devices: write vault and read-cache tier (each with its `role`).
     pub ssds: Vec<DeviceSpec>,
+    /// Index in `ssds` of the SSD that holds the write vault (role `vault` or `both`).
+    pub vault_ssd: usize,
+    /// The SSD read-cache tier, when an SSD has role `cache` or `both`.
+    pub ssd_cache: Option<SsdCacheModel>,
     /// NL-SAS drives: one per stripe column (`stripe.data + stripe.parity` of them).
     pub nlsas: Vec<DeviceSpec>,
     /// How data is striped across the NL-SAS drives.
@@ -116,6 +126,8 @@ pub struct DeviceSpec {
     pub write_cache: u64,
     /// Fault rules active from start (see [`faults`]).
     pub faults: Vec<FaultSpec>,
+    /// What an SSD is for (`None` for NL-SAS drives and for SSDs the model leaves unused).
+    pub role: Option<SsdRole>,
 }
 
 /// Stripe geometry on the NL-SAS drives.
@@ -238,6 +250,7 @@ struct RawModel {
     #[serde(default)]
     nlsas: Vec<RawDevice>,
     scrub: Option<scrub::RawScrub>,
+    ssd_cache: Option<ssd_roles::RawSsdCache>,
 }
 
 #[derive(Deserialize)]
@@ -357,9 +370,18 @@ impl RawModel {
                 format!("at most {MAX_NLSAS} [[nlsas]] drives (got {})", nlsas.len()),
             ));
         }
-        let ssds = validate_devices("ssd", ssd, |size| {
+        let mut ssds = validate_devices("ssd", ssd.clone(), |size| {
             check_device_size(size, stripe.unit, MIN_SSD_SIZE, "64M")
         })?;
+        let sizes: Vec<Option<u64>> = ssds.iter().map(|spec| spec.size).collect();
+        let ssd_roles::Roles {
+            vault: vault_ssd,
+            roles,
+            cache: ssd_cache,
+        } = ssd_roles::assign_roles(&ssd, &sizes, self.ssd_cache)?;
+        for (spec, role) in ssds.iter_mut().zip(roles) {
+            spec.role = role;
+        }
         let min_nlsas = stripe.unit * MIN_NLSAS_UNITS;
         let nlsas = validate_devices("nlsas", nlsas, |size| {
             check_device_size(size, stripe.unit, min_nlsas, "64 stripe units")
@@ -384,6 +406,8 @@ impl RawModel {
             dram_per_controller: dram,
             dram_scale,
             ssds,
+            vault_ssd,
+            ssd_cache,
             nlsas,
             stripe,
             scrub,

@@ -169,6 +169,25 @@ impl Device {
         self
     }
 
+    /// A second handle on the same device (the same file, fault rules and simulated write
+    /// cache) that presents only its first `len` bytes as its size. An SSD that holds both
+    /// the write vault and the read cache gives the vault such a view of its head, so the
+    /// vault lays itself out there and never reaches the cache's bytes at the tail.
+    pub fn limited_view(&self, len: u64) -> std::io::Result<Device> {
+        Ok(Device {
+            file: self.file.try_clone()?,
+            path: self.path.clone(),
+            size: self.size.min(len),
+            block_device: self.block_device,
+            latency: self.latency,
+            sim: Mutex::new(SimState {
+                head: 0,
+                busy_until: None,
+            }),
+            faults: self.faults.clone(),
+        })
+    }
+
     /// The device's name in the hardware model (the file stem for a device opened alone).
     pub fn name(&self) -> &str {
         self.faults.name()

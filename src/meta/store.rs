@@ -33,6 +33,7 @@ use super::usage::{PoolUsage, VolumeHandle};
 use crate::io::{Device, IoRing};
 use crate::layout::{Array, RepairOutcome, SegmentAllocator, block_checksum};
 use crate::secrets::NodeKey;
+use crate::ssd::{SsdCache, SsdRead};
 use crate::types::{BLOCK_SIZE, IoError, Lba, VolumeId};
 
 #[cfg(test)]
@@ -160,8 +161,14 @@ pub struct OpenReport {
 pub enum BlockRead {
     /// Nothing mapped: the block reads as zeroes (the buffer is zero-filled).
     Unmapped,
-    /// Read and verified.
-    Read { generation: u64 },
+    /// Read and verified: the map entry's generation, physical block and checksum, and
+    /// whether the bytes came from the SSD read cache (`ssd`) rather than the drives.
+    Read {
+        generation: u64,
+        phys: u64,
+        checksum: u64,
+        ssd: bool,
+    },
     /// The copy on media was bad and was rebuilt from parity; it should be rewritten.
     Repaired { generation: u64 },
 }
@@ -184,10 +191,23 @@ pub struct MetaStore {
     /// Dataset → family, readable without the state lock (a leaf lock: the destage
     /// thread reads it under shard locks).
     families: RwLock<HashMap<u32, u32>>,
+    /// The SSD read-cache tier, when the model has one (attached once, at start).
+    read_cache: std::sync::OnceLock<Arc<SsdCache>>,
     pub counters: MetaCounters,
 }
 
 impl MetaStore {
+    /// Puts the SSD read-cache tier under the verified read path (once; later calls are
+    /// ignored).
+    pub fn attach_read_cache(&self, cache: Arc<SsdCache>) {
+        let _ = self.read_cache.set(cache);
+    }
+
+    /// The SSD read-cache tier, if attached.
+    pub fn read_cache(&self) -> Option<&Arc<SsdCache>> {
+        self.read_cache.get()
+    }
+
     pub fn array(&self) -> &Array {
         &self.array
     }
@@ -380,13 +400,16 @@ impl MetaStore {
     }
 
     /// Reads one block of `volume` into `buf`, verifying it against the map and repairing
-    /// it from parity when it fails.
+    /// it from parity when it fails. With `ssd_partition` (the owner's partition of the SSD
+    /// read cache), a cached copy of the mapped physical block is tried first; it answers
+    /// only when it passes the same verification, otherwise the drives do.
     pub fn read_block(
         &self,
         ring: &mut IoRing,
         volume: &VolumeHandle,
         lba: Lba,
         buf: &mut [u8],
+        ssd_partition: Option<usize>,
     ) -> Result<BlockRead, IoError> {
         for _ in 0..4 {
             let entry = self.lookup(volume.id.0, lba);
@@ -394,12 +417,24 @@ impl MetaStore {
                 buf[..BLOCK_SIZE].fill(0);
                 return Ok(BlockRead::Unmapped);
             };
-            let read = self.array.read_block(ring, entry.phys, buf);
             let identity = VolumeId(volume.family);
+            let read_ok = |ssd: bool| BlockRead::Read {
+                generation: entry.generation,
+                phys: entry.phys,
+                checksum: entry.checksum,
+                ssd,
+            };
+            if let (Some(partition), Some(cache)) = (ssd_partition, self.read_cache.get()) {
+                let verify = |block: &[u8]| block_checksum(identity, lba, block) == entry.checksum;
+                if cache.read(ring, partition, entry.phys, &mut buf[..BLOCK_SIZE], &verify)
+                    == SsdRead::Hit
+                {
+                    return Ok(read_ok(true));
+                }
+            }
+            let read = self.array.read_block(ring, entry.phys, buf);
             if read.is_ok() && block_checksum(identity, lba, &buf[..BLOCK_SIZE]) == entry.checksum {
-                return Ok(BlockRead::Read {
-                    generation: entry.generation,
-                });
+                return Ok(read_ok(false));
             }
             if self.lookup(volume.id.0, lba) != Some(entry) {
                 continue; // moved while we read it: read the new copy
@@ -408,9 +443,7 @@ impl MetaStore {
             match self.array.repair_block(ring, entry.phys, &verify, buf) {
                 RepairOutcome::Reconstructed => {
                     self.counters.degraded_reads.fetch_add(1, Ordering::Relaxed);
-                    return Ok(BlockRead::Read {
-                        generation: entry.generation,
-                    });
+                    return Ok(read_ok(false));
                 }
                 RepairOutcome::Repaired => {
                     self.counters

@@ -64,12 +64,14 @@ pub mod scrub;
 #[cfg(test)]
 mod snapshot_tests;
 mod snapshots;
+mod ssd_cache;
 mod start;
 pub mod stop;
 
 use crate::clock::now_ms;
 use api::NodeApi;
 pub use nbd_tls::NbdTlsOptions;
+use ssd_cache::{attach_ssd_cache, open_ssd_cache, open_ssds};
 use start::{
     MgmtParts, Services, lock_data_dir, node_certificate, open_devices, open_event_log,
     open_iscsi_portals, open_metadata, start_controllers, start_mgmt,
@@ -133,7 +135,8 @@ impl Node {
         io::probe().map_err(anyhow::Error::msg)?;
 
         let faults = Arc::new(FaultPlane::new());
-        let (ssd, array) = open_devices(&hw, data_dir, &faults)?;
+        let (ssd, cache_region) = open_ssds(&hw, data_dir, &faults)?;
+        let array = open_devices(&hw, data_dir, &faults)?;
         let events = open_event_log(data_dir)?;
         heal::report_drive_events(&array, events.clone());
         let (meta, recovered) = open_metadata(ssd, array, key, data_dir, key_created, &events)?;
@@ -147,7 +150,9 @@ impl Node {
             );
         }
         let meta = Arc::new(meta);
+        let ssd = cache_region.and_then(|region| open_ssd_cache(&hw, region, &meta, &events));
         let (cache, controllers) = start_controllers(&hw, &meta, recovered, &events);
+        attach_ssd_cache(&hw, ssd, &cache);
         let shutdown = Arc::new(AtomicBool::new(false));
         let mut services = Services::default();
 
@@ -237,6 +242,9 @@ impl Node {
         self.cache
             .shutdown()
             .map_err(|err| anyhow::anyhow!("shutdown failed: {err}"))?;
+        if let Some(ssd) = self.cache.ssd() {
+            ssd.shutdown();
+        }
         progress.advance(StopPhase::Recording);
         for socket in &self.sockets {
             let _ = std::fs::remove_file(socket);

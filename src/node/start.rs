@@ -72,16 +72,14 @@ pub(super) struct Services {
     pub(super) sockets: Vec<PathBuf>,
 }
 
-/// Opens the vault SSD and the NL-SAS drives of the model (each with its simulated write
-/// cache and fault rules) and lays the array over the drives; refuses an array of fewer
-/// than 16 segments.
+/// Opens the NL-SAS drives of the model (each with its simulated write cache and fault
+/// rules) and lays the array over the drives; refuses an array of fewer than 16 segments.
+/// (The SSDs are opened by `ssd_cache::open_ssds`.)
 pub(super) fn open_devices(
     hw: &HwModel,
     data_dir: &Path,
     faults: &FaultPlane,
-) -> anyhow::Result<(Device, Array)> {
-    let ssd = open_device(hw, &hw.ssds[0], data_dir, faults)
-        .with_context(|| format!("cannot open the vault SSD {:?}", hw.ssds[0].name))?;
+) -> anyhow::Result<Array> {
     let store = DriveStore::open(data_dir).map_err(anyhow::Error::msg)?;
     let mut drives = Vec::new();
     for (index, spec) in hw.nlsas.iter().enumerate() {
@@ -133,7 +131,7 @@ pub(super) fn open_devices(
             array.geometry().segments()
         );
     }
-    Ok((ssd, array))
+    Ok(array)
 }
 
 /// Opens the event log and makes it where a durability failure writes its event.

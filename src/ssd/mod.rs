@@ -30,6 +30,7 @@
 //! the commit order and why each crash point is safe).
 
 mod format;
+mod inner;
 mod partition;
 mod persist;
 pub mod policy;
@@ -47,8 +48,9 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 
 use self::format::{NONE, PAGE, Record, RecordKind};
+use self::inner::{Inner, STOP_ABANDON, STOP_RUNNING, STOP_SHUTDOWN, rebuild};
 use self::partition::{Partition, bump};
-use self::persist::{IdentityLog, Media, MediaError};
+use self::persist::{IdentityLog, Media};
 use crate::io::{ALIGN, AlignedBuf, Device, IoRing};
 
 /// Where the cache lives: a byte range of an SSD device.
@@ -124,103 +126,6 @@ pub struct SsdCacheStats {
     pub rejected: u64,
     pub bytes_written: u64,
     pub failed: bool,
-}
-
-const STOP_RUNNING: u8 = 0;
-/// `shutdown`: drain staging at full speed, checkpoint, stop.
-const STOP_SHUTDOWN: u8 = 1;
-/// Dropped without `shutdown`: stop after the batch in hand (what is durable stays so).
-const STOP_ABANDON: u8 = 2;
-
-/// What the writer threads share with the façade.
-struct Inner {
-    media: Media,
-    partitions: Box<[Partition]>,
-    failed: AtomicBool,
-    stop: AtomicU8,
-    write_bytes_per_sec: u64,
-    on_failure: Box<dyn Fn(String) + Send + Sync>,
-}
-
-impl Inner {
-    fn is_failed(&self) -> bool {
-        self.failed.load(Ordering::Acquire)
-    }
-
-    /// Fails the tier after an I/O error on the region.
-    fn fail(&self, error: MediaError) {
-        let device = &self.media.device;
-        self.fail_with(format!(
-            "SSD read cache on device {} ({}): {} failed: {}; the read cache is off and its copies are dropped (data is safe on the NL-SAS drives): replace the SSD, then restart the node to bring the read cache back",
-            device.name(),
-            device.path().display(),
-            error.what,
-            error.error
-        ));
-    }
-
-    /// Fails the tier: from now on reads miss and offers are refused; told once.
-    fn fail_with(&self, message: String) {
-        if self.failed.swap(true, Ordering::AcqRel) {
-            return;
-        }
-        for partition in self.partitions.iter() {
-            partition.staging.wake();
-        }
-        (self.on_failure)(message);
-    }
-
-    /// Appends `records` to `partition`'s log; an I/O error fails the tier.
-    fn log(&self, partition: &Partition, ring: &mut IoRing, records: &[Record]) {
-        if records.is_empty() || self.is_failed() {
-            return;
-        }
-        let still_cached = |phys, slot| partition.still_cached(phys, slot);
-        let result = partition
-            .log
-            .lock()
-            .append(&self.media, ring, records, &still_cached);
-        if let Err(e) = result {
-            self.fail(e);
-        }
-    }
-
-    /// Reads partition slot `slot` of `holder` (which maps `phys` to it) and verifies it.
-    fn read_slot(
-        &self,
-        ring: &mut IoRing,
-        holder: &Partition,
-        phys: u64,
-        slot: u32,
-        buf: &mut [u8],
-        verify: &dyn Fn(&[u8]) -> bool,
-    ) -> SsdRead {
-        let offset = self.media.base + self.media.geometry.slot_offset(holder.index, slot);
-        if let Err(error) = ring.read_at(&self.media.device, offset, buf) {
-            self.fail(MediaError {
-                what: "reading a cached block",
-                error,
-            });
-            return SsdRead::Miss;
-        }
-        if verify(buf) {
-            return SsdRead::Hit;
-        }
-        let real_mismatch = {
-            let mut shard = holder.shard_for(phys);
-            let held = shard.holds(phys, slot);
-            if held {
-                shard.policy.remove(phys);
-            }
-            held
-        };
-        if !real_mismatch {
-            // Evicted or rewritten while we read: the bytes were someone else's.
-            return SsdRead::Miss;
-        }
-        self.log(holder, ring, &[Record::bare(RecordKind::Clear, slot, phys)]);
-        SsdRead::Mismatch
-    }
 }
 
 /// See the module doc.
@@ -546,36 +451,4 @@ impl Drop for SsdCache {
     fn drop(&mut self) {
         self.stop(STOP_ABANDON);
     }
-}
-
-/// Rebuilds partition `index` from media.
-fn rebuild(
-    media: &Media,
-    index: usize,
-    ring: &mut IoRing,
-    report: &mut OpenReport,
-) -> Result<Partition, MediaError> {
-    let mut loaded = persist::load(media, index, ring)?;
-    report.dropped += loaded.dropped;
-    let mut log = std::mem::replace(&mut loaded.log, IdentityLog::new(index));
-    let mut needs_checkpoint = loaded.needs_checkpoint;
-    let partition = Partition::new(index, media.geometry, IdentityLog::new(index));
-    for (slot, entry) in loaded.entries.iter_mut().enumerate() {
-        if entry.phys == NONE {
-            continue;
-        }
-        if partition.restore(entry.phys, slot as u32) {
-            report.restored += 1;
-        } else {
-            report.dropped += 1;
-            entry.phys = NONE;
-            needs_checkpoint = true;
-        }
-    }
-    if needs_checkpoint {
-        let mut source = persist::entries_source(media, &loaded.entries);
-        log.write_checkpoint(media, ring, &mut source)?;
-    }
-    *partition.log.lock() = log;
-    Ok(partition)
 }

@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 
 use parking_lot::MutexGuard;
 
+use super::BlockIdentity;
 use super::format::{PAGE, Record, RecordKind};
+use super::inner::{Inner, STOP_ABANDON, STOP_RUNNING};
 use super::partition::{Partition, bump};
 use super::persist::MediaError;
-use super::{BlockIdentity, Inner, STOP_ABANDON, STOP_RUNNING};
 use crate::io::{AlignedBuf, IoKind, IoRequest, IoRing};
 
 /// Blocks per writer batch.

@@ -329,10 +329,12 @@ pub(super) fn family_table(state: &MetaState) -> HashMap<u32, u32> {
         .collect()
 }
 
+/// A volume's handle; `pool_ssd` is its pool's `ssd_enabled` (the handle's is both).
 fn new_handle(
     volume: &VolumeRecord,
     account: Arc<PoolUsage>,
     home_pool: Arc<PoolUsage>,
+    pool_ssd: bool,
 ) -> Arc<VolumeHandle> {
     Arc::new(VolumeHandle {
         id: VolumeId(volume.id),
@@ -343,7 +345,7 @@ fn new_handle(
         home_pool,
         write_protected: AtomicBool::new(volume.write_protected),
         deleted: AtomicBool::new(false),
-        ssd_enabled: AtomicBool::new(volume.ssd_enabled),
+        ssd_enabled: AtomicBool::new(volume.ssd_enabled && pool_ssd),
         reads: Default::default(),
     })
 }
@@ -366,7 +368,12 @@ pub(super) fn add_snapshot_handles(state: &mut MetaState, snapshots: &[VolumeRec
     for snapshot in snapshots {
         let account = state.family_accounts[&snapshot.family()].clone();
         let home_pool = state.pools[&snapshot.pool_id].clone();
-        let handle = new_handle(snapshot, account, home_pool);
+        let pool_ssd = state
+            .catalog
+            .pools
+            .get(&snapshot.pool_id)
+            .is_none_or(|pool| pool.ssd_enabled);
+        let handle = new_handle(snapshot, account, home_pool, pool_ssd);
         state.volumes.insert(snapshot.id, handle);
         *state.children.entry(snapshot.parent_id).or_default() += 1;
     }
@@ -407,11 +414,18 @@ pub(super) fn rebuild_handles(state: &mut MetaState) {
                 }
             })
             .clone();
+        let ssd_enabled = volume.ssd_enabled
+            && state
+                .catalog
+                .pools
+                .get(&volume.pool_id)
+                .is_none_or(|pool| pool.ssd_enabled);
         if !state.volumes.contains_key(&volume.id) {
-            let handle = new_handle(volume, account.clone(), home_pool);
+            let handle = new_handle(volume, account.clone(), home_pool, ssd_enabled);
             state.volumes.insert(volume.id, handle);
         }
         let handle = &state.volumes[&volume.id];
+        handle.ssd_enabled.store(ssd_enabled, Ordering::Release);
         handle.size.store(volume.size, Ordering::Release);
         handle
             .write_protected

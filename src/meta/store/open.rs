@@ -119,6 +119,7 @@ impl MetaStore {
             usable_blocks: data_blocks.saturating_sub(reserve),
             failed: AtomicBool::new(false),
             families: RwLock::new(families),
+            read_cache: std::sync::OnceLock::new(),
             counters: MetaCounters::default(),
         };
         if plain_secrets {

@@ -393,6 +393,12 @@ pub const EVENT_TYPES: &[EventType] = &[
         "Drive {drive} failed; its data is read from parity and rebuilt into spare space",
     ),
     kind(
+        "SSD_CACHE_FAILED",
+        Critical,
+        "DRIVE",
+        "The SSD read cache on {ssd} failed; only cache was lost, data is safe on the NL-SAS drives",
+    ),
+    kind(
         "DRIVE_REPLACED",
         Info,
         "DRIVE",
