@@ -113,8 +113,6 @@ pub struct CacheCounters {
     pub blocks_mirrored: AtomicU64,
     pub blocks_remirrored: AtomicU64,
     pub flushes: AtomicU64,
-    /// Blocks kept out of the SSD read cache because a long sequential read brought them in.
-    pub ssd_bypassed: AtomicU64,
     /// Where each controller's block reads were served from (by 0-based controller).
     pub reads_by_controller: [crate::types::ReadSources; crate::types::MAX_CONTROLLERS],
     /// Blocks read from the drives as part of a sequential stream past the cutoff, and
