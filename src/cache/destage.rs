@@ -765,6 +765,9 @@ impl Cache {
                 if entry.dirty == 0 {
                     entry.vault_lsn = u64::MAX;
                 }
+                if admissible {
+                    shard.offer_block(slot, bit_index);
+                }
             }
             shard.queue_dirty(slot);
         }

@@ -98,6 +98,7 @@ impl Cache {
             .copy_from_slice(&bytes[..BLOCK_SIZE]);
         let entry = &mut shard.slots[slot as usize];
         entry.valid |= bit;
+        let mut offer_now = false;
         if let BlockRead::Read {
             generation,
             phys,
@@ -110,6 +111,7 @@ impl Cache {
             entry
                 .ssd
                 .set(block, family, (phys, checksum, generation), admit);
+            offer_now = admit;
         } else {
             entry.ssd.clear(bit);
         }
@@ -123,6 +125,9 @@ impl Cache {
             shard.queue_unvaulted(slot);
             // Counted before the lock goes (see the domain module doc).
             domain.primary_dirty.fetch_add(1, Ordering::AcqRel);
+        }
+        if offer_now {
+            shard.offer_block(slot, block);
         }
     }
 

@@ -196,19 +196,40 @@ impl ShardInner {
         }
         let offer = entry.ssd.admissible & entry.valid & !entry.dirty;
         for block in 0..BLOCKS_PER_SECTION {
-            if offer & (1 << block) == 0 {
-                continue;
+            if offer & (1 << block) != 0 {
+                Self::offer_one(sink, entry, key, block, self.block(slot as u32, block));
             }
-            let identity = BlockIdentity {
-                phys: entry.ssd.phys[block],
-                family: entry.ssd.family,
-                lba: key.1 * BLOCKS_PER_SECTION as u64 + block as u64,
-                generation: entry.ssd.generation[block],
-                checksum: entry.ssd.checksum[block],
-            };
-            sink.cache
-                .offer(sink.partition, identity, self.block(slot as u32, block));
         }
+    }
+
+    /// Offers one admissible clean block of a primary slot to the SSD read cache now (a
+    /// block just read from the drives or just destaged), so that it is there after a
+    /// restart even if it never leaves DRAM before. The tier counts a block it holds
+    /// already as a use of it.
+    pub fn offer_block(&self, slot: u32, block: usize) {
+        let (Some(sink), entry) = (&self.ssd_sink, &self.slots[slot as usize]) else {
+            return;
+        };
+        let Some(key) = entry.key else {
+            return;
+        };
+        let bit = 1u16 << block;
+        if entry.role == Role::Primary
+            && entry.ssd.admissible & entry.valid & !entry.dirty & bit != 0
+        {
+            Self::offer_one(sink, entry, key, block, self.block(slot, block));
+        }
+    }
+
+    fn offer_one(sink: &SsdSink, entry: &Slot, key: SectionKey, block: usize, bytes: &[u8]) {
+        let identity = BlockIdentity {
+            phys: entry.ssd.phys[block],
+            family: entry.ssd.family,
+            lba: key.1 * BLOCKS_PER_SECTION as u64 + block as u64,
+            generation: entry.ssd.generation[block],
+            checksum: entry.ssd.checksum[block],
+        };
+        sink.cache.offer(sink.partition, identity, bytes);
     }
 
     pub fn find(&mut self, key: SectionKey) -> Option<u32> {

@@ -182,7 +182,8 @@ fn admit(partition: &Partition, batch: &mut Batch) {
     batch.admitted.clear();
     for (at, identity) in batch.identities.iter().enumerate() {
         let mut shard = partition.shard_for(identity.phys);
-        if shard.policy.peek(identity.phys).is_some() {
+        if shard.policy.get(identity.phys).is_some() {
+            // Offered again (evicted from DRAM after use): a use of the copy it holds.
             continue;
         }
         match shard.policy.admit(identity.phys) {
