@@ -56,8 +56,8 @@ pub struct SystemInfo {
     /// Where block reads were served from since start, over every controller.
     #[serde(default)]
     pub reads: ReadSourcesInfo,
-    /// The SSD read-cache tier; absent when the model has no cache SSD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The SSD read-cache tier; null when the model has no cache SSD.
+    #[serde(default)]
     pub ssd_cache: Option<SsdCacheInfo>,
 }
 
