@@ -38,6 +38,8 @@ mod staging;
 mod writer;
 
 #[cfg(test)]
+mod measure_tests;
+#[cfg(test)]
 mod tests;
 
 use std::sync::Arc;

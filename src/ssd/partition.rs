@@ -15,6 +15,11 @@ use super::persist::IdentityLog;
 use super::policy::{self, CachePolicy, SlotId};
 use super::staging::{STAGING_PAGES, Staging};
 
+/// Blocks per writer batch: at most this many slots of a partition are being written at
+/// once (the writer's batch size lives here, below the writer, so the writer and the
+/// shards that mark its slots do not import each other).
+pub(super) const BATCH: usize = 64;
+
 /// One shard of a partition's index.
 pub(super) struct Shard {
     pub policy: Box<dyn CachePolicy>,
@@ -80,7 +85,7 @@ impl Partition {
                 Mutex::new(Shard {
                     policy: policy::chosen(len),
                     first_slot,
-                    writing: Vec::with_capacity(super::writer::BATCH),
+                    writing: Vec::with_capacity(BATCH),
                 })
             })
             .collect();

@@ -10,20 +10,20 @@ use super::format::{PAGE, Record};
 use super::*;
 use crate::io::{AlignedBuf, Device, FaultEffect, FaultOp, FaultPlane, FaultSpec, FaultTrigger};
 
-const MIB: u64 = 1 << 20;
-const DRAIN: Duration = Duration::from_secs(30);
+pub(super) const MIB: u64 = 1 << 20;
+pub(super) const DRAIN: Duration = Duration::from_secs(30);
 const FAST: u64 = 1 << 30;
 
-struct Rig {
+pub(super) struct Rig {
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub(super) path: PathBuf,
     size: u64,
     failures: Arc<Mutex<Vec<String>>>,
     plane: FaultPlane,
 }
 
 impl Rig {
-    fn new(size: u64) -> Rig {
+    pub(super) fn new(size: u64) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ssd0.img");
         Rig {
@@ -41,7 +41,7 @@ impl Rig {
         Arc::new(device.with_faults(faults))
     }
 
-    fn open_with(&self, partitions: usize, rate: u64) -> (Arc<SsdCache>, OpenReport) {
+    pub(super) fn open_with(&self, partitions: usize, rate: u64) -> (Arc<SsdCache>, OpenReport) {
         let failures = self.failures.clone();
         SsdCache::open(
             CacheRegion {
@@ -58,7 +58,7 @@ impl Rig {
         .unwrap()
     }
 
-    fn open(&self, partitions: usize) -> (Arc<SsdCache>, OpenReport) {
+    pub(super) fn open(&self, partitions: usize) -> (Arc<SsdCache>, OpenReport) {
         self.open_with(partitions, FAST)
     }
 
@@ -87,7 +87,7 @@ impl Rig {
 }
 
 /// The bytes of physical block `phys` in these tests.
-fn block(phys: u64) -> AlignedBuf {
+pub(super) fn block(phys: u64) -> AlignedBuf {
     let mut buf = AlignedBuf::new(PAGE);
     for (index, word) in buf.chunks_exact_mut(8).enumerate() {
         let value = phys.wrapping_mul(0x0100_0000_01B3) ^ (index as u64).wrapping_mul(0x9E37);
@@ -96,7 +96,7 @@ fn block(phys: u64) -> AlignedBuf {
     buf
 }
 
-fn identity(phys: u64) -> BlockIdentity {
+pub(super) fn identity(phys: u64) -> BlockIdentity {
     BlockIdentity {
         phys,
         family: 7,
@@ -106,7 +106,7 @@ fn identity(phys: u64) -> BlockIdentity {
     }
 }
 
-fn offer_all(cache: &SsdCache, partition: usize, keys: impl Iterator<Item = u64>) {
+pub(super) fn offer_all(cache: &SsdCache, partition: usize, keys: impl Iterator<Item = u64>) {
     for phys in keys {
         // An offer may meet the writer on the staging lock; a test wants every block in.
         let deadline = Instant::now() + DRAIN;
@@ -119,7 +119,7 @@ fn offer_all(cache: &SsdCache, partition: usize, keys: impl Iterator<Item = u64>
 }
 
 /// Reads `phys` through `partition` with the real verification.
-fn read(cache: &SsdCache, partition: usize, phys: u64) -> SsdRead {
+pub(super) fn read(cache: &SsdCache, partition: usize, phys: u64) -> SsdRead {
     let expected = block(phys);
     let mut buf = AlignedBuf::new(PAGE);
     let outcome = crate::io::with_thread_ring(|ring| {
@@ -133,7 +133,7 @@ fn read(cache: &SsdCache, partition: usize, phys: u64) -> SsdRead {
     outcome
 }
 
-fn read_with(
+pub(super) fn read_with(
     cache: &SsdCache,
     partition: usize,
     phys: u64,
@@ -144,7 +144,7 @@ fn read_with(
 }
 
 /// Device byte offset of the slot holding `phys` in `partition`.
-fn slot_offset(cache: &SsdCache, partition: usize, phys: u64) -> Option<u64> {
+pub(super) fn slot_offset(cache: &SsdCache, partition: usize, phys: u64) -> Option<u64> {
     let inner = &cache.inner;
     let slot = inner.partitions[partition].shard_for(phys).slot_of(phys)?;
     Some(inner.media.base + inner.media.geometry.slot_offset(partition, slot))
@@ -463,48 +463,4 @@ fn log_records_round_trip_and_a_flipped_bit_fails_them() {
     assert_eq!(Record::decode(6, &bytes), None, "another instance's record");
     bytes[10] ^= 1;
     assert_eq!(Record::decode(5, &bytes), None);
-}
-
-/// Measures `open` on a full region (run with `--ignored --nocapture`).
-#[test]
-#[ignore]
-fn rebuild_time_of_full_regions() {
-    for gib in [1u64, 8] {
-        let rig = Rig::new(gib << 30);
-        let (cache, _) = rig.open(2);
-        let media = &cache.inner.media;
-        let geometry = media.geometry;
-        let mut ring = IoRing::new(64).unwrap();
-        let mut next = vec![0u64; geometry.shards as usize];
-        let entries: Vec<BlockIdentity> = (0..geometry.slots)
-            .map(|slot| {
-                let shard = geometry.shard_of_slot(slot);
-                let at = &mut next[shard as usize];
-                while geometry.shard_of_key(*at) != shard {
-                    *at += 1;
-                }
-                *at += 1;
-                identity(*at - 1)
-            })
-            .collect();
-        for partition in cache.inner.partitions.iter() {
-            let mut source = persist::entries_source(media, &entries);
-            partition
-                .log
-                .lock()
-                .write_checkpoint(media, &mut ring, &mut source)
-                .unwrap();
-        }
-        drop(cache);
-        let (cache, report) = rig.open(2);
-        let stats = cache.stats().0;
-        assert_eq!(report.restored, u64::from(geometry.slots) * 2);
-        println!(
-            "{gib} GiB, 2 partitions: {} blocks restored in {:?}; index {} bytes = {:.1} B per cached block",
-            report.restored,
-            report.elapsed,
-            stats.index_bytes,
-            stats.index_bytes as f64 / stats.cached_blocks as f64
-        );
-    }
 }

@@ -14,12 +14,10 @@ use parking_lot::MutexGuard;
 use super::BlockIdentity;
 use super::format::{PAGE, Record, RecordKind};
 use super::inner::{Inner, STOP_ABANDON, STOP_RUNNING};
-use super::partition::{Partition, bump};
+use super::partition::{BATCH, Partition, bump};
 use super::persist::MediaError;
 use crate::io::{AlignedBuf, IoKind, IoRequest, IoRing};
 
-/// Blocks per writer batch.
-pub(super) const BATCH: usize = 64;
 /// How long an idle writer sleeps before looking at stop flags and timers.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// A log that has records is checkpointed at least this often.
