@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use super::format::{NONE, Record, RecordKind};
 use super::partition::Partition;
-use super::persist::{self, IdentityLog, Media, MediaError};
+use super::persist::{self, IdentityLog, LiveIndex, Media, MediaError};
 use super::{OpenReport, SsdRead};
 use crate::io::IoRing;
 
@@ -58,11 +58,10 @@ impl Inner {
         if records.is_empty() || self.is_failed() {
             return;
         }
-        let still_cached = |phys, slot| partition.still_cached(phys, slot);
         let result = partition
             .log
             .lock()
-            .append(&self.media, ring, records, &still_cached);
+            .append(&self.media, ring, records, partition);
         if let Err(e) = result {
             self.fail(e);
         }
@@ -118,21 +117,22 @@ pub(super) fn rebuild(
     let mut log = std::mem::replace(&mut loaded.log, IdentityLog::new(index));
     let mut needs_checkpoint = loaded.needs_checkpoint;
     let partition = Partition::new(index, media.geometry, IdentityLog::new(index));
-    for (slot, entry) in loaded.entries.iter_mut().enumerate() {
+    partition.raise_marks(&loaded.entries.marks());
+    loaded.entries.for_each_mut(|slot, entry| {
         if entry.phys == NONE {
-            continue;
+            return;
         }
-        if partition.restore(entry.phys, slot as u32) {
+        if partition.restore(entry.phys, slot) {
             report.restored += 1;
         } else {
             report.dropped += 1;
             entry.phys = NONE;
             needs_checkpoint = true;
         }
-    }
+    });
     if needs_checkpoint {
         let mut source = persist::entries_source(media, &loaded.entries);
-        log.write_checkpoint(media, ring, &mut source)?;
+        log.write_checkpoint(media, ring, &partition.marks(), &mut source)?;
     }
     *partition.log.lock() = log;
     Ok(partition)

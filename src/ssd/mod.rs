@@ -27,8 +27,10 @@
 //! How it is built: `format.rs` (the on-media layout), `partition.rs` (index shards and
 //! counters), `staging.rs` (the admission staging ring), `writer.rs` (the writer thread and
 //! its throttle), `persist.rs` (identity log, checkpoints, rebuild; its module doc states
-//! the commit order and why each crash point is safe).
+//! the commit order and why each crash point is safe), `entries.rs` (the shards'
+//! high-water marks, which bound what a checkpoint writes and a rebuild allocates).
 
+mod entries;
 mod format;
 mod inner;
 mod partition;
@@ -39,6 +41,8 @@ mod writer;
 
 #[cfg(test)]
 mod measure_tests;
+#[cfg(test)]
+mod persist_tests;
 #[cfg(test)]
 mod tests;
 

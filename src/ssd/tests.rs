@@ -75,7 +75,7 @@ impl Rig {
     }
 
     /// Overwrites `len` bytes at `offset` of the backing file (behind the cache's back).
-    fn scribble(&self, offset: u64, bytes: &[u8]) {
+    pub(super) fn scribble(&self, offset: u64, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -280,25 +280,35 @@ fn a_garbage_log_page_or_checkpoint_drops_entries_without_wrong_data() {
     offer_all(&cache, 0, 200..220);
     cache.shutdown();
     drop(cache);
-    // The clean shutdown wrote a checkpoint; damage its entries.
+    // Two clean shutdowns: both checkpoint copies carry entries.
     let (cache, _) = rig.open(1);
-    let epoch = cache.inner.partitions[0].log.lock().epoch;
-    assert!(epoch > 0);
+    offer_all(&cache, 0, 220..230);
+    cache.shutdown();
     drop(cache);
+    let (cache, report) = rig.open(1);
+    assert_eq!(report.restored, 30);
+    let epoch = cache.inner.partitions[0].log.lock().epoch;
+    assert!(epoch > 1);
+    drop(cache);
+    // Garbage over every entry page of a copy (a copy writes only those below its marks).
+    let entry_pages = (geometry.checkpoint_pages - 1) as usize;
+    let damage = |copy| {
+        let garbage = garbage.repeat(entry_pages);
+        rig.scribble(geometry.checkpoint_offset(0, copy, 1), &garbage);
+    };
     // The newest copy damaged: the older copy and its log (intact) are used.
-    rig.scribble(geometry.checkpoint_offset(0, epoch % 2, 1), &garbage[..64]);
-    let (cache, _) = rig.open(1);
-    for phys in (0..100).chain(200..220) {
-        assert_ne!(read(&cache, 0, phys), SsdRead::Mismatch);
+    damage(epoch % 2);
+    let (cache, report) = rig.open(1);
+    assert_eq!(report.restored, 30, "the older copy and its log");
+    for phys in 200..230 {
+        assert_eq!(read(&cache, 0, phys), SsdRead::Hit);
     }
     drop(cache);
     // Both copies damaged: nothing is trusted.
-    for copy in 0..2 {
-        rig.scribble(geometry.checkpoint_offset(0, copy, 1), &garbage[..64]);
-    }
+    damage((epoch + 1) % 2);
     let (cache, report) = rig.open(1);
     assert_eq!(report.restored, 0, "a damaged checkpoint is not trusted");
-    for phys in (0..100).chain(200..220) {
+    for phys in (0..100).chain(200..230) {
         assert_eq!(read_with(&cache, 0, phys, &|_| true), SsdRead::Miss);
     }
     drop(cache);
