@@ -82,7 +82,6 @@ impl Entries {
             }
         }
     }
-
 }
 
 /// True when `slot` is below its shard's mark.

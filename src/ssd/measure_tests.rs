@@ -3,9 +3,9 @@
 
 use std::time::Instant;
 
+use super::persist_tests::checkpoint_bytes;
 use super::tests::{MIB, Rig, identity, offer_all};
 use super::*;
-use super::persist_tests::checkpoint_bytes;
 use crate::io::IoRing;
 
 /// `VmRSS` and `VmHWM` of this process, in MiB.

@@ -138,7 +138,6 @@ impl Partition {
         }
     }
 
-
     pub fn cached_blocks(&self) -> u64 {
         self.shards
             .iter()

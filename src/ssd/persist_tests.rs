@@ -102,7 +102,10 @@ fn slots_handed_out_after_a_checkpoint_come_back_from_the_log() {
     offer_all(&cache, 0, 100..400);
     let grown = marks(&cache, 0);
     assert!(
-        grown.iter().zip(&recorded).all(|(after, before)| after > before),
+        grown
+            .iter()
+            .zip(&recorded)
+            .all(|(after, before)| after > before),
         "every shard handed out slots above its recorded mark: {recorded:?} -> {grown:?}"
     );
     drop(cache); // no shutdown: the new slots are only in the log

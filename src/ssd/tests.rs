@@ -432,36 +432,59 @@ fn readers_racing_the_writer_never_see_unverified_bytes() {
     );
 }
 
+/// The identity of `phys` moved to `new` (what the cleaner hands `relocate`).
+fn moved_to(phys: u64, new: u64) -> BlockIdentity {
+    BlockIdentity {
+        phys: new,
+        ..identity(phys)
+    }
+}
+
 #[test]
 fn a_relocated_block_answers_for_its_new_phys_also_after_a_restart() {
     let rig = Rig::new(4 * MIB);
-    let (cache, _) = rig.open(1);
+    let (cache, _) = rig.open(2);
     let geometry = cache.inner.media.geometry;
     assert!(geometry.shards > 1);
-    offer_all(&cache, 0, [100, 200].into_iter());
-    let same = (1000..)
-        .find(|&k| geometry.shard_of_key(k) == geometry.shard_of_key(100))
-        .unwrap();
-    let other = (1000..)
-        .find(|&k| geometry.shard_of_key(k) != geometry.shard_of_key(200))
-        .unwrap();
-    cache.relocate(100, same);
-    cache.relocate(200, other);
-    let old_bytes = block(100);
-    let verify_old = |bytes: &[u8]| bytes == &old_bytes[..];
-    assert_eq!(read_with(&cache, 0, same, &verify_old), SsdRead::Hit);
-    assert_eq!(read_with(&cache, 0, 100, &|_| true), SsdRead::Miss);
-    assert_eq!(
-        read_with(&cache, 0, other, &|_| true),
-        SsdRead::Miss,
-        "moved across shards: dropped"
-    );
-    assert_eq!(read_with(&cache, 0, 200, &|_| true), SsdRead::Miss);
-    drop(cache);
-    let (cache, report) = rig.open(1);
-    assert_eq!(report.restored, 1);
-    assert_eq!(read_with(&cache, 0, same, &verify_old), SsdRead::Hit);
-    assert_eq!(read_with(&cache, 0, 100, &|_| true), SsdRead::Miss);
+    let olds: Vec<u64> = (100..140).collect();
+    offer_all(&cache, 1, olds.iter().copied());
+    // Half move within their shard, half to another shard.
+    let mut next = 10_000u64;
+    let moves: Vec<(u64, u64)> = olds
+        .iter()
+        .enumerate()
+        .map(|(at, &old)| {
+            let same = at % 2 == 0;
+            while (geometry.shard_of_key(next) == geometry.shard_of_key(old)) != same {
+                next += 1;
+            }
+            next += 1;
+            (old, next - 1)
+        })
+        .collect();
+    for &(old, new) in &moves {
+        cache.relocate(old, moved_to(old, new));
+    }
+    assert!(cache.drain(DRAIN));
+    let check = |cache: &SsdCache| {
+        for &(old, new) in &moves {
+            let old_bytes = block(old);
+            let verify_old = |bytes: &[u8]| bytes == &old_bytes[..];
+            let shards = (geometry.shard_of_key(old), geometry.shard_of_key(new));
+            assert_eq!(
+                read_with(cache, 1, new, &verify_old),
+                SsdRead::Hit,
+                "{old} -> {new}, shards {shards:?}"
+            );
+            assert_eq!(read_with(cache, 1, old, &|_| true), SsdRead::Miss);
+        }
+    };
+    check(&cache);
+    assert_eq!(cache.stats().0.cached_blocks, olds.len() as u64);
+    drop(cache); // no shutdown: the moves are only in the log
+    let (cache, report) = rig.open(2);
+    assert_eq!(report.restored, olds.len() as u64);
+    check(&cache);
 }
 
 #[test]
