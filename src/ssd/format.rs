@@ -379,6 +379,10 @@ pub(super) fn encode_checkpoint_header(header: &CheckpointHeader, instance: u64,
     put_u32(page, 24, header.epoch);
     put_u32(page, 28, header.slots);
     put_u32(page, 32, header.entries_crc);
+    debug_assert!(
+        header.marks.len() <= MAX_SHARDS as usize,
+        "one mark per shard"
+    );
     let marks = &header.marks[..header.marks.len().min(MAX_SHARDS as usize)];
     put_u32(page, MARKS_AT - 4, marks.len() as u32);
     for (index, mark) in marks.iter().enumerate() {
