@@ -554,6 +554,7 @@ impl Cache {
         let mut state = self.meta.state_mut();
         let mut freed = Vec::new();
         let mut relocations = Vec::new();
+        let mut moved_blocks = Vec::new();
         for (index, block) in batch.blocks.iter().enumerate() {
             let phys = geometry.phys(rows[index / per_row], (index % per_row) as u64);
             match block.source {
@@ -581,6 +582,14 @@ impl Cache {
                     if moved {
                         state.alloc.add_live(phys);
                         relocations.push((block.family, block.lba, old, phys));
+                        let moved = crate::ssd::BlockIdentity {
+                            phys,
+                            family: block.family,
+                            lba: block.lba,
+                            generation: block.generation,
+                            checksum: block.checksum,
+                        };
+                        moved_blocks.push((old, moved));
                         batch.committed.push((*block, phys));
                     }
                 }
@@ -594,8 +603,8 @@ impl Cache {
             // The cached copy of a moved block now answers for its new place, and so do
             // the clean DRAM copies that noted the old one (offered later, they would
             // name a place about to mean something else).
-            for (_, _, old, new) in &relocations {
-                ssd.relocate(*old, *new);
+            for (old, moved) in &moved_blocks {
+                ssd.relocate(*old, *moved);
             }
             self.renote_relocated(&state, &relocations);
         }

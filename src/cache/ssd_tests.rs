@@ -570,10 +570,11 @@ fn cleaned_blocks_stay_in_the_ssd_tier() {
         }
     }
     let hits = rig.ssd_hits - hits_before;
-    // The tier keeps a moved copy only when the new place falls in the old one's index
-    // shard (1 in 16); without `relocate` none would be found at all.
+    println!("cleaning moved {moved} hot blocks; {hits} of them were read from the SSD tier");
+    // The tier carries every moved copy over (within its index shard or, read back and
+    // staged again, into another one); without `relocate` none would be found at all.
     assert!(
-        hits >= moved as u64 / 64,
+        hits >= moved as u64 / 2,
         "of {moved} moved hot blocks only {hits} were read from the SSD tier"
     );
     assert_eq!(rig.mismatches(), 0);

@@ -17,8 +17,13 @@
 //!   the checkpoint it follows, a sequence number, and a CRC32C seeded with the instance
 //!   id, so records of an earlier format of the same region never validate.
 //! - **Checkpoint copy**: a header page (magic, instance, epoch, slots, CRC of the entry
-//!   pages, own CRC) then one 40-byte entry per slot (102 per page): the slot's
-//!   [`BlockIdentity`], or phys = [`NONE`] for an empty slot.
+//!   pages written, each index shard's high-water mark, own CRC) then room for one 40-byte
+//!   entry per slot (102 per page): the slot's [`BlockIdentity`], or phys = [`NONE`] for an
+//!   empty slot. Only the entry pages covering the slots below the marks are written and
+//!   covered by the CRC (see `entries.rs`); the rest of the copy is never read.
+//!
+//! Format 2 added the marks; a region of format 1 fails the header check and is formatted
+//! (its checkpoints, which carried every slot, are never read).
 
 use super::BlockIdentity;
 
@@ -26,16 +31,16 @@ use super::BlockIdentity;
 pub(super) const PAGE: usize = 4096;
 /// The phys of an empty slot.
 pub(super) const NONE: u64 = u64::MAX;
-pub(super) const FORMAT_VERSION: u32 = 1;
+pub(super) const FORMAT_VERSION: u32 = 2;
 pub(super) const RECORD_BYTES: usize = 64;
 pub(super) const RECORDS_PER_PAGE: usize = PAGE / RECORD_BYTES;
 pub(super) const ENTRY_BYTES: usize = 40;
 pub(super) const ENTRIES_PER_PAGE: usize = PAGE / ENTRY_BYTES;
 
 const HEADER_MAGIC: &[u8; 16] = b"troika-ssd-cache";
-const CHECKPOINT_MAGIC: &[u8; 16] = b"troika-ssd-ckpt1";
+const CHECKPOINT_MAGIC: &[u8; 16] = b"troika-ssd-ckpt2";
 const RECORD_MAGIC: u32 = 0x5253_4B54;
-const MAX_SHARDS: u32 = 16;
+pub(super) const MAX_SHARDS: u32 = 16;
 const MIN_SLOTS: u32 = 64;
 
 /// Where everything is, in pages and bytes relative to the region's start.
@@ -354,13 +359,18 @@ pub(super) fn decode_entry(bytes: &[u8]) -> BlockIdentity {
 }
 
 /// A checkpoint copy's header.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct CheckpointHeader {
     pub epoch: u32,
     pub slots: u32,
-    /// CRC32C (seeded with the instance) of the entry pages, in order.
+    /// CRC32C (seeded with the instance) of the entry pages written, in order.
     pub entries_crc: u32,
+    /// Per index shard: slots ever handed out (the entries below them are in the copy).
+    pub marks: Vec<u32>,
 }
+
+/// Where the marks start in a checkpoint header (their count is the u32 before).
+const MARKS_AT: usize = 40;
 
 pub(super) fn encode_checkpoint_header(header: &CheckpointHeader, instance: u64, page: &mut [u8]) {
     page[..PAGE].fill(0);
@@ -369,6 +379,15 @@ pub(super) fn encode_checkpoint_header(header: &CheckpointHeader, instance: u64,
     put_u32(page, 24, header.epoch);
     put_u32(page, 28, header.slots);
     put_u32(page, 32, header.entries_crc);
+    debug_assert!(
+        header.marks.len() <= MAX_SHARDS as usize,
+        "one mark per shard"
+    );
+    let marks = &header.marks[..header.marks.len().min(MAX_SHARDS as usize)];
+    put_u32(page, MARKS_AT - 4, marks.len() as u32);
+    for (index, mark) in marks.iter().enumerate() {
+        put_u32(page, MARKS_AT + 4 * index, *mark);
+    }
     let crc = seeded_crc(instance, &page[..PAGE - 4]);
     put_u32(page, PAGE - 4, crc);
 }
@@ -377,10 +396,17 @@ pub(super) fn decode_checkpoint_header(page: &[u8], instance: u64) -> Option<Che
     let intact = get_u32(page, PAGE - 4) == seeded_crc(instance, &page[..PAGE - 4])
         && &page[..16] == CHECKPOINT_MAGIC
         && get_u64(page, 16) == instance;
-    intact.then(|| CheckpointHeader {
+    let count = get_u32(page, MARKS_AT - 4);
+    if !intact || count > MAX_SHARDS {
+        return None;
+    }
+    Some(CheckpointHeader {
         epoch: get_u32(page, 24),
         slots: get_u32(page, 28),
         entries_crc: get_u32(page, 32),
+        marks: (0..count as usize)
+            .map(|index| get_u32(page, MARKS_AT + 4 * index))
+            .collect(),
     })
 }
 

@@ -10,7 +10,8 @@
 //!   failed verification is a miss, is counted, and drops the entry.
 //! - **What changes a physical block's meaning tells the tier**: a segment about to be
 //!   reused is forgotten ([`SsdCache::forget_range`]), a block the cleaner moved is carried
-//!   over ([`SsdCache::relocate`]).
+//!   over to its new place ([`SsdCache::relocate`]), also when that place is indexed by
+//!   another shard.
 //! - **Per controller.** The region is split into one partition per controller; each caches
 //!   what its controller owns. A failed controller's partition is adopted: reads of any
 //!   partition look in it too until the controller is back (safe because every hit is
@@ -27,8 +28,10 @@
 //! How it is built: `format.rs` (the on-media layout), `partition.rs` (index shards and
 //! counters), `staging.rs` (the admission staging ring), `writer.rs` (the writer thread and
 //! its throttle), `persist.rs` (identity log, checkpoints, rebuild; its module doc states
-//! the commit order and why each crash point is safe).
+//! the commit order and why each crash point is safe), `entries.rs` (the shards'
+//! high-water marks, which bound what a checkpoint writes and a rebuild allocates).
 
+mod entries;
 mod format;
 mod inner;
 mod partition;
@@ -37,6 +40,10 @@ pub mod policy;
 mod staging;
 mod writer;
 
+#[cfg(test)]
+mod measure_tests;
+#[cfg(test)]
+mod persist_tests;
 #[cfg(test)]
 mod tests;
 
@@ -272,23 +279,7 @@ impl SsdCache {
     /// Offers a block for admission to `partition`; never blocks. Returns false when it was
     /// dropped (staging full, over budget, tier failed).
     pub fn offer(&self, partition: usize, identity: BlockIdentity, bytes: &[u8]) -> bool {
-        let inner = &*self.inner;
-        let Some(part) = inner.partitions.get(partition) else {
-            return false;
-        };
-        let open = !inner.is_failed()
-            && inner.stop.load(Ordering::Acquire) == STOP_RUNNING
-            && part.online.load(Ordering::Acquire);
-        if !open || bytes.len() < PAGE || identity.phys == NONE {
-            bump(&part.counters.throttled);
-            return false;
-        }
-        if part.staging.offer(identity, bytes) {
-            true
-        } else {
-            bump(&part.counters.throttled);
-            false
-        }
+        self.inner.offer(partition, identity, bytes)
     }
 
     /// Forgets every cached block with `first <= phys < end` (a segment about to be
@@ -337,33 +328,30 @@ impl SsdCache {
         }
     }
 
-    /// The cleaner moved a block from `old` to `new`: the copy now answers for `new`.
-    /// The copy stays in its slot when `new` falls in the same index shard as `old`;
-    /// otherwise (and while the slot is being written) it is dropped.
-    pub fn relocate(&self, old: u64, new: u64) {
+    /// The cleaner moved a block from `old` to `moved.phys` (`moved` is its identity
+    /// there): the copy now answers for the new place. It stays in its slot when the new
+    /// key falls in the same index shard as `old`; otherwise its 4 KiB are read back (one
+    /// SSD read, on the caller's thread) and offered under the new key, and `old` is
+    /// forgotten. A copy being written right now, or one the staging area has no room
+    /// for, is dropped. Never waits on the writer; returns when the log says so.
+    pub fn relocate(&self, old: u64, moved: BlockIdentity) {
         let inner = &*self.inner;
+        let new = moved.phys;
         if old == new || inner.is_failed() || new == NONE {
             return;
         }
         let geometry = &inner.media.geometry;
-        for partition in inner.partitions.iter() {
-            let record = {
-                let mut shard = partition.shard_for(old);
-                let Some(slot) = shard.slot_of(old) else {
-                    continue;
-                };
-                let local = slot - shard.first_slot;
-                let same_shard = geometry.shard_of_key(old) == geometry.shard_of_key(new);
-                if same_shard && !shard.writing.contains(&local) && shard.policy.rekey(old, new) {
-                    let mut record = Record::bare(RecordKind::Relocate, slot, new);
-                    record.old = old;
-                    record
-                } else {
-                    shard.policy.remove(old);
-                    Record::bare(RecordKind::Clear, slot, old)
-                }
+        let same_shard = geometry.shard_of_key(old) == geometry.shard_of_key(new);
+        for index in 0..inner.partitions.len() {
+            let record = if same_shard {
+                inner.rekey_in_place(index, old, new)
+            } else {
+                inner.carry_over(index, old, moved)
             };
-            crate::io::with_thread_ring(|ring| inner.log(partition, ring, &[record]));
+            if let Some(record) = record {
+                let partition = &inner.partitions[index];
+                crate::io::with_thread_ring(|ring| inner.log(partition, ring, &[record]));
+            }
         }
     }
 

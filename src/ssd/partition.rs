@@ -3,7 +3,9 @@
 //! The index is split into shards by a hash of phys; each shard is a policy over its own
 //! contiguous range of the partition's slots behind its own mutex, so requests for
 //! different blocks rarely meet on a lock. A shard also lists the slots being written
-//! right now (at most one writer batch): a lookup that lands on one of them is a miss.
+//! right now (at most one writer batch): a lookup that lands on one of them is a miss,
+//! and its high-water mark (policy slots ever handed out, see `entries.rs`), which bounds
+//! what a checkpoint writes.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
@@ -11,9 +13,14 @@ use parking_lot::{Mutex, MutexGuard};
 
 use super::SsdCacheStats;
 use super::format::{Geometry, PAGE};
-use super::persist::IdentityLog;
+use super::persist::{IdentityLog, LiveIndex};
 use super::policy::{self, CachePolicy, SlotId};
 use super::staging::{STAGING_PAGES, Staging};
+
+/// Blocks per writer batch: at most this many slots of a partition are being written at
+/// once (the writer's batch size lives here, below the writer, so the writer and the
+/// shards that mark its slots do not import each other).
+pub(super) const BATCH: usize = 64;
 
 /// One shard of a partition's index.
 pub(super) struct Shard {
@@ -22,6 +29,8 @@ pub(super) struct Shard {
     pub first_slot: u32,
     /// Policy slots whose data is being written (reads miss them).
     pub writing: Vec<SlotId>,
+    /// Policy slots ever handed out (or restored): every slot the shard used is below it.
+    pub high_water: SlotId,
 }
 
 impl Shard {
@@ -35,6 +44,11 @@ impl Shard {
     pub fn slot_for_read(&mut self, phys: u64) -> Option<u32> {
         let slot = self.policy.get(phys)?;
         (!self.writing.contains(&slot)).then_some(self.first_slot + slot)
+    }
+
+    /// Notes that the policy placed a key in policy slot `local`.
+    pub fn note_used(&mut self, local: SlotId) {
+        self.high_water = self.high_water.max(local + 1);
     }
 
     /// True when `phys` is held in partition slot `slot` and not being written.
@@ -80,7 +94,8 @@ impl Partition {
                 Mutex::new(Shard {
                     policy: policy::chosen(len),
                     first_slot,
-                    writing: Vec::with_capacity(super::writer::BATCH),
+                    writing: Vec::with_capacity(BATCH),
+                    high_water: 0,
                 })
             })
             .collect();
@@ -100,14 +115,6 @@ impl Partition {
         self.shards[self.geometry.shard_of_key(phys) as usize].lock()
     }
 
-    /// True when `phys` is in partition slot `slot` (the checkpoint keeps only such
-    /// entries). A key can live only in a slot of its own shard.
-    pub fn still_cached(&self, phys: u64, slot: u32) -> bool {
-        let shard = self.geometry.shard_of_key(phys);
-        shard == self.geometry.shard_of_slot(slot)
-            && self.shards[shard as usize].lock().slot_of(phys) == Some(slot)
-    }
-
     /// Puts an entry found on media back; false when it cannot be (wrong shard, taken).
     pub fn restore(&self, phys: u64, slot: u32) -> bool {
         let shard = self.geometry.shard_of_key(phys);
@@ -115,8 +122,20 @@ impl Partition {
             return false;
         }
         let mut shard = self.shards[shard as usize].lock();
-        let first = shard.first_slot;
-        shard.policy.restore(phys, slot - first)
+        let local = slot - shard.first_slot;
+        let restored = shard.policy.restore(phys, local);
+        if restored {
+            shard.note_used(local);
+        }
+        restored
+    }
+
+    /// Raises the shards' high-water marks to at least `marks` (what the media recorded).
+    pub fn raise_marks(&self, marks: &[u32]) {
+        for (shard, &mark) in self.shards.iter().zip(marks) {
+            let mut shard = shard.lock();
+            shard.high_water = shard.high_water.max(mark);
+        }
     }
 
     pub fn cached_blocks(&self) -> u64 {
@@ -159,5 +178,21 @@ impl Partition {
             bytes_written: read(&counters.bytes_written),
             failed,
         }
+    }
+}
+
+impl LiveIndex for Partition {
+    /// A key can live only in a slot of its own shard.
+    fn still_cached(&self, phys: u64, slot: u32) -> bool {
+        let shard = self.geometry.shard_of_key(phys);
+        shard == self.geometry.shard_of_slot(slot)
+            && self.shards[shard as usize].lock().slot_of(phys) == Some(slot)
+    }
+
+    fn marks(&self) -> Vec<u32> {
+        self.shards
+            .iter()
+            .map(|shard| shard.lock().high_water)
+            .collect()
     }
 }

@@ -10,20 +10,20 @@ use super::format::{PAGE, Record};
 use super::*;
 use crate::io::{AlignedBuf, Device, FaultEffect, FaultOp, FaultPlane, FaultSpec, FaultTrigger};
 
-const MIB: u64 = 1 << 20;
-const DRAIN: Duration = Duration::from_secs(30);
+pub(super) const MIB: u64 = 1 << 20;
+pub(super) const DRAIN: Duration = Duration::from_secs(30);
 const FAST: u64 = 1 << 30;
 
-struct Rig {
+pub(super) struct Rig {
     _dir: tempfile::TempDir,
-    path: PathBuf,
+    pub(super) path: PathBuf,
     size: u64,
     failures: Arc<Mutex<Vec<String>>>,
     plane: FaultPlane,
 }
 
 impl Rig {
-    fn new(size: u64) -> Rig {
+    pub(super) fn new(size: u64) -> Rig {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ssd0.img");
         Rig {
@@ -41,7 +41,7 @@ impl Rig {
         Arc::new(device.with_faults(faults))
     }
 
-    fn open_with(&self, partitions: usize, rate: u64) -> (Arc<SsdCache>, OpenReport) {
+    pub(super) fn open_with(&self, partitions: usize, rate: u64) -> (Arc<SsdCache>, OpenReport) {
         let failures = self.failures.clone();
         SsdCache::open(
             CacheRegion {
@@ -58,7 +58,7 @@ impl Rig {
         .unwrap()
     }
 
-    fn open(&self, partitions: usize) -> (Arc<SsdCache>, OpenReport) {
+    pub(super) fn open(&self, partitions: usize) -> (Arc<SsdCache>, OpenReport) {
         self.open_with(partitions, FAST)
     }
 
@@ -75,7 +75,7 @@ impl Rig {
     }
 
     /// Overwrites `len` bytes at `offset` of the backing file (behind the cache's back).
-    fn scribble(&self, offset: u64, bytes: &[u8]) {
+    pub(super) fn scribble(&self, offset: u64, bytes: &[u8]) {
         use std::os::unix::fs::FileExt;
         let file = std::fs::OpenOptions::new()
             .write(true)
@@ -87,7 +87,7 @@ impl Rig {
 }
 
 /// The bytes of physical block `phys` in these tests.
-fn block(phys: u64) -> AlignedBuf {
+pub(super) fn block(phys: u64) -> AlignedBuf {
     let mut buf = AlignedBuf::new(PAGE);
     for (index, word) in buf.chunks_exact_mut(8).enumerate() {
         let value = phys.wrapping_mul(0x0100_0000_01B3) ^ (index as u64).wrapping_mul(0x9E37);
@@ -96,7 +96,7 @@ fn block(phys: u64) -> AlignedBuf {
     buf
 }
 
-fn identity(phys: u64) -> BlockIdentity {
+pub(super) fn identity(phys: u64) -> BlockIdentity {
     BlockIdentity {
         phys,
         family: 7,
@@ -106,7 +106,7 @@ fn identity(phys: u64) -> BlockIdentity {
     }
 }
 
-fn offer_all(cache: &SsdCache, partition: usize, keys: impl Iterator<Item = u64>) {
+pub(super) fn offer_all(cache: &SsdCache, partition: usize, keys: impl Iterator<Item = u64>) {
     for phys in keys {
         // An offer may meet the writer on the staging lock; a test wants every block in.
         let deadline = Instant::now() + DRAIN;
@@ -119,7 +119,7 @@ fn offer_all(cache: &SsdCache, partition: usize, keys: impl Iterator<Item = u64>
 }
 
 /// Reads `phys` through `partition` with the real verification.
-fn read(cache: &SsdCache, partition: usize, phys: u64) -> SsdRead {
+pub(super) fn read(cache: &SsdCache, partition: usize, phys: u64) -> SsdRead {
     let expected = block(phys);
     let mut buf = AlignedBuf::new(PAGE);
     let outcome = crate::io::with_thread_ring(|ring| {
@@ -133,7 +133,7 @@ fn read(cache: &SsdCache, partition: usize, phys: u64) -> SsdRead {
     outcome
 }
 
-fn read_with(
+pub(super) fn read_with(
     cache: &SsdCache,
     partition: usize,
     phys: u64,
@@ -144,7 +144,7 @@ fn read_with(
 }
 
 /// Device byte offset of the slot holding `phys` in `partition`.
-fn slot_offset(cache: &SsdCache, partition: usize, phys: u64) -> Option<u64> {
+pub(super) fn slot_offset(cache: &SsdCache, partition: usize, phys: u64) -> Option<u64> {
     let inner = &cache.inner;
     let slot = inner.partitions[partition].shard_for(phys).slot_of(phys)?;
     Some(inner.media.base + inner.media.geometry.slot_offset(partition, slot))
@@ -280,25 +280,35 @@ fn a_garbage_log_page_or_checkpoint_drops_entries_without_wrong_data() {
     offer_all(&cache, 0, 200..220);
     cache.shutdown();
     drop(cache);
-    // The clean shutdown wrote a checkpoint; damage its entries.
+    // Two clean shutdowns: both checkpoint copies carry entries.
     let (cache, _) = rig.open(1);
-    let epoch = cache.inner.partitions[0].log.lock().epoch;
-    assert!(epoch > 0);
+    offer_all(&cache, 0, 220..230);
+    cache.shutdown();
     drop(cache);
+    let (cache, report) = rig.open(1);
+    assert_eq!(report.restored, 30);
+    let epoch = cache.inner.partitions[0].log.lock().epoch;
+    assert!(epoch > 1);
+    drop(cache);
+    // Garbage over every entry page of a copy (a copy writes only those below its marks).
+    let entry_pages = (geometry.checkpoint_pages - 1) as usize;
+    let damage = |copy| {
+        let garbage = garbage.repeat(entry_pages);
+        rig.scribble(geometry.checkpoint_offset(0, copy, 1), &garbage);
+    };
     // The newest copy damaged: the older copy and its log (intact) are used.
-    rig.scribble(geometry.checkpoint_offset(0, epoch % 2, 1), &garbage[..64]);
-    let (cache, _) = rig.open(1);
-    for phys in (0..100).chain(200..220) {
-        assert_ne!(read(&cache, 0, phys), SsdRead::Mismatch);
+    damage(epoch % 2);
+    let (cache, report) = rig.open(1);
+    assert_eq!(report.restored, 30, "the older copy and its log");
+    for phys in 200..230 {
+        assert_eq!(read(&cache, 0, phys), SsdRead::Hit);
     }
     drop(cache);
     // Both copies damaged: nothing is trusted.
-    for copy in 0..2 {
-        rig.scribble(geometry.checkpoint_offset(0, copy, 1), &garbage[..64]);
-    }
+    damage((epoch + 1) % 2);
     let (cache, report) = rig.open(1);
     assert_eq!(report.restored, 0, "a damaged checkpoint is not trusted");
-    for phys in (0..100).chain(200..220) {
+    for phys in (0..100).chain(200..230) {
         assert_eq!(read_with(&cache, 0, phys, &|_| true), SsdRead::Miss);
     }
     drop(cache);
@@ -422,36 +432,59 @@ fn readers_racing_the_writer_never_see_unverified_bytes() {
     );
 }
 
+/// The identity of `phys` moved to `new` (what the cleaner hands `relocate`).
+fn moved_to(phys: u64, new: u64) -> BlockIdentity {
+    BlockIdentity {
+        phys: new,
+        ..identity(phys)
+    }
+}
+
 #[test]
 fn a_relocated_block_answers_for_its_new_phys_also_after_a_restart() {
     let rig = Rig::new(4 * MIB);
-    let (cache, _) = rig.open(1);
+    let (cache, _) = rig.open(2);
     let geometry = cache.inner.media.geometry;
     assert!(geometry.shards > 1);
-    offer_all(&cache, 0, [100, 200].into_iter());
-    let same = (1000..)
-        .find(|&k| geometry.shard_of_key(k) == geometry.shard_of_key(100))
-        .unwrap();
-    let other = (1000..)
-        .find(|&k| geometry.shard_of_key(k) != geometry.shard_of_key(200))
-        .unwrap();
-    cache.relocate(100, same);
-    cache.relocate(200, other);
-    let old_bytes = block(100);
-    let verify_old = |bytes: &[u8]| bytes == &old_bytes[..];
-    assert_eq!(read_with(&cache, 0, same, &verify_old), SsdRead::Hit);
-    assert_eq!(read_with(&cache, 0, 100, &|_| true), SsdRead::Miss);
-    assert_eq!(
-        read_with(&cache, 0, other, &|_| true),
-        SsdRead::Miss,
-        "moved across shards: dropped"
-    );
-    assert_eq!(read_with(&cache, 0, 200, &|_| true), SsdRead::Miss);
-    drop(cache);
-    let (cache, report) = rig.open(1);
-    assert_eq!(report.restored, 1);
-    assert_eq!(read_with(&cache, 0, same, &verify_old), SsdRead::Hit);
-    assert_eq!(read_with(&cache, 0, 100, &|_| true), SsdRead::Miss);
+    let olds: Vec<u64> = (100..140).collect();
+    offer_all(&cache, 1, olds.iter().copied());
+    // Half move within their shard, half to another shard.
+    let mut next = 10_000u64;
+    let moves: Vec<(u64, u64)> = olds
+        .iter()
+        .enumerate()
+        .map(|(at, &old)| {
+            let same = at % 2 == 0;
+            while (geometry.shard_of_key(next) == geometry.shard_of_key(old)) != same {
+                next += 1;
+            }
+            next += 1;
+            (old, next - 1)
+        })
+        .collect();
+    for &(old, new) in &moves {
+        cache.relocate(old, moved_to(old, new));
+    }
+    assert!(cache.drain(DRAIN));
+    let check = |cache: &SsdCache| {
+        for &(old, new) in &moves {
+            let old_bytes = block(old);
+            let verify_old = |bytes: &[u8]| bytes == &old_bytes[..];
+            let shards = (geometry.shard_of_key(old), geometry.shard_of_key(new));
+            assert_eq!(
+                read_with(cache, 1, new, &verify_old),
+                SsdRead::Hit,
+                "{old} -> {new}, shards {shards:?}"
+            );
+            assert_eq!(read_with(cache, 1, old, &|_| true), SsdRead::Miss);
+        }
+    };
+    check(&cache);
+    assert_eq!(cache.stats().0.cached_blocks, olds.len() as u64);
+    drop(cache); // no shutdown: the moves are only in the log
+    let (cache, report) = rig.open(2);
+    assert_eq!(report.restored, olds.len() as u64);
+    check(&cache);
 }
 
 #[test]
@@ -463,48 +496,4 @@ fn log_records_round_trip_and_a_flipped_bit_fails_them() {
     assert_eq!(Record::decode(6, &bytes), None, "another instance's record");
     bytes[10] ^= 1;
     assert_eq!(Record::decode(5, &bytes), None);
-}
-
-/// Measures `open` on a full region (run with `--ignored --nocapture`).
-#[test]
-#[ignore]
-fn rebuild_time_of_full_regions() {
-    for gib in [1u64, 8] {
-        let rig = Rig::new(gib << 30);
-        let (cache, _) = rig.open(2);
-        let media = &cache.inner.media;
-        let geometry = media.geometry;
-        let mut ring = IoRing::new(64).unwrap();
-        let mut next = vec![0u64; geometry.shards as usize];
-        let entries: Vec<BlockIdentity> = (0..geometry.slots)
-            .map(|slot| {
-                let shard = geometry.shard_of_slot(slot);
-                let at = &mut next[shard as usize];
-                while geometry.shard_of_key(*at) != shard {
-                    *at += 1;
-                }
-                *at += 1;
-                identity(*at - 1)
-            })
-            .collect();
-        for partition in cache.inner.partitions.iter() {
-            let mut source = persist::entries_source(media, &entries);
-            partition
-                .log
-                .lock()
-                .write_checkpoint(media, &mut ring, &mut source)
-                .unwrap();
-        }
-        drop(cache);
-        let (cache, report) = rig.open(2);
-        let stats = cache.stats().0;
-        assert_eq!(report.restored, u64::from(geometry.slots) * 2);
-        println!(
-            "{gib} GiB, 2 partitions: {} blocks restored in {:?}; index {} bytes = {:.1} B per cached block",
-            report.restored,
-            report.elapsed,
-            stats.index_bytes,
-            stats.index_bytes as f64 / stats.cached_blocks as f64
-        );
-    }
 }

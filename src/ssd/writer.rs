@@ -14,12 +14,10 @@ use parking_lot::MutexGuard;
 use super::BlockIdentity;
 use super::format::{PAGE, Record, RecordKind};
 use super::inner::{Inner, STOP_ABANDON, STOP_RUNNING};
-use super::partition::{Partition, bump};
+use super::partition::{BATCH, Partition, bump};
 use super::persist::MediaError;
 use crate::io::{AlignedBuf, IoKind, IoRequest, IoRing};
 
-/// Blocks per writer batch.
-pub(super) const BATCH: usize = 64;
 /// How long an idle writer sleeps before looking at stop flags and timers.
 const IDLE_WAIT: Duration = Duration::from_millis(20);
 /// A log that has records is checkpointed at least this often.
@@ -127,11 +125,11 @@ pub(super) fn checkpoint(
     partition: &Partition,
     ring: &mut IoRing,
 ) -> Result<(), MediaError> {
-    let still_cached = |phys, slot| partition.still_cached(phys, slot);
     partition
         .log
         .lock()
-        .checkpoint(&inner.media, ring, &still_cached)
+        .checkpoint(&inner.media, ring, partition)
+        .map(|_bytes| ())
 }
 
 fn write_batch(
@@ -146,7 +144,6 @@ fn write_batch(
     if batch.admitted.is_empty() {
         return Ok(());
     }
-    let still_cached = |phys, slot| partition.still_cached(phys, slot);
     batch.records.clear();
     for &(_, slot) in &batch.admitted {
         batch.records.push(Record::bare(RecordKind::Reuse, slot, 0));
@@ -154,7 +151,7 @@ fn write_batch(
     partition
         .log
         .lock()
-        .append(&inner.media, ring, &batch.records, &still_cached)?;
+        .append(&inner.media, ring, &batch.records, partition)?;
     throttle(inner, bucket, batch.admitted.len() * PAGE);
     write_data(inner, partition, ring, batch, taken)?;
     let mut log = partition.log.lock();
@@ -167,7 +164,7 @@ fn write_batch(
                 .push(Record::new(RecordKind::Admit, slot, identity));
         }
     }
-    let result = log.append(&inner.media, ring, &batch.records, &still_cached);
+    let result = log.append(&inner.media, ring, &batch.records, partition);
     drop(log);
     for &(at, slot) in &batch.admitted {
         let mut shard = partition.shard_for(batch.identities[at].phys);
@@ -191,6 +188,7 @@ fn admit(partition: &Partition, batch: &mut Batch) {
                 if evicted.is_some() {
                     bump(&partition.counters.evictions);
                 }
+                shard.note_used(slot);
                 shard.writing.push(slot);
                 batch.admitted.push((at, shard.first_slot + slot));
             }
