@@ -599,16 +599,21 @@ impl Cache {
         for (_, _, old, _) in &relocations {
             state.alloc.remove_live(*old, ticket);
         }
-        if let Some(ssd) = self.meta.read_cache() {
-            // The cached copy of a moved block now answers for its new place, and so do
-            // the clean DRAM copies that noted the old one (offered later, they would
-            // name a place about to mean something else).
-            for (old, moved) in &moved_blocks {
-                ssd.relocate(*old, *moved);
-            }
+        let ssd = self.meta.read_cache();
+        if ssd.is_some() {
+            // The clean DRAM copies that noted a moved block's old place now name its new
+            // one (offered later, they would name a place about to mean something else).
             self.renote_relocated(&state, &relocations);
         }
         state.release_freed(&freed, ticket);
+        drop(state);
+        if let Some(ssd) = ssd {
+            // The SSD copy of a moved block answers for its new place. Outside the
+            // metadata lock (it may read a copy back and write the identity log), but
+            // before this batch lets go of the array: the old places cannot be reused,
+            // and so forgotten, before it is done.
+            ssd.relocate_all(&moved_blocks);
+        }
         (ticket, orphaned)
     }
 

@@ -335,22 +335,34 @@ impl SsdCache {
     /// forgotten. A copy being written right now, or one the staging area has no room
     /// for, is dropped. Never waits on the writer; returns when the log says so.
     pub fn relocate(&self, old: u64, moved: BlockIdentity) {
+        self.relocate_all(&[(old, moved)]);
+    }
+
+    /// [`SsdCache::relocate`] for every move of a cleaning batch, with one identity-log
+    /// write per partition for all of them (not one write and sync per block).
+    pub fn relocate_all(&self, moves: &[(u64, BlockIdentity)]) {
         let inner = &*self.inner;
-        let new = moved.phys;
-        if old == new || inner.is_failed() || new == NONE {
+        if inner.is_failed() {
             return;
         }
         let geometry = &inner.media.geometry;
-        let same_shard = geometry.shard_of_key(old) == geometry.shard_of_key(new);
         for index in 0..inner.partitions.len() {
-            let record = if same_shard {
-                inner.rekey_in_place(index, old, new)
-            } else {
-                inner.carry_over(index, old, moved)
-            };
-            if let Some(record) = record {
+            let mut records = Vec::new();
+            for &(old, moved) in moves {
+                let new = moved.phys;
+                if old == new || new == NONE {
+                    continue;
+                }
+                let record = if geometry.shard_of_key(old) == geometry.shard_of_key(new) {
+                    inner.rekey_in_place(index, old, new)
+                } else {
+                    inner.carry_over(index, old, moved)
+                };
+                records.extend(record);
+            }
+            if !records.is_empty() {
                 let partition = &inner.partitions[index];
-                crate::io::with_thread_ring(|ring| inner.log(partition, ring, &[record]));
+                crate::io::with_thread_ring(|ring| inner.log(partition, ring, &records));
             }
         }
     }
