@@ -60,6 +60,9 @@ fn device_path(node: &TestNode, device: usize) -> std::path::PathBuf {
 fn prepare(seed: u64) -> Damaged {
     let mut node = TestNode::start();
     node.pool_and_volume("P", "200M", "V", "64M");
+    // These tests are about the NL-SAS copies and their repair: keep the volume out of
+    // the SSD read cache, which would otherwise answer (verified) before the drives.
+    node.cli_ok(&["pool", "update", "P", "--ssd", "off"]);
     let data = XorShift::new(seed).bytes(WRITTEN);
     let mut client = NbdClient::connect(&node.nbd_socket(), "V").expect("connect");
     for (i, chunk) in data.chunks(MIB).enumerate() {
