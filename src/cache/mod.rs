@@ -53,6 +53,7 @@
 //! time). Nothing takes a lock to the left while holding one to its right.
 
 mod destage;
+mod destage_ssd;
 mod discard;
 mod domain;
 mod extent;

@@ -10,6 +10,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use crate::io::faults::SeededRng;
+
 /// The replay's block size, the array's block and checksum unit.
 pub const BLOCK_BYTES: u64 = 4096;
 
@@ -39,26 +41,23 @@ impl Request {
     }
 }
 
-/// A small, fast, seedable generator (SplitMix64): the traces must be the same on every
-/// machine and every run, and the crate keeps `rand` for tests only.
-pub struct Rng(u64);
+/// A small, fast, seedable generator: the project's SplitMix64 ([`SeededRng`]), so the
+/// traces are the same on every machine and every run (the crate keeps `rand` for tests
+/// only), with a multiply-shift `below` (no modulo bias).
+pub struct Rng(SeededRng);
 
 impl Rng {
     pub fn new(seed: u64) -> Rng {
-        Rng(seed)
+        Rng(SeededRng::new(seed))
     }
 
     pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
+        self.0.next_u64()
     }
 
     /// Uniform in [0, 1).
     pub fn unit(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+        self.0.unit()
     }
 
     /// Uniform in [0, bound) (bound > 0).
